@@ -1,0 +1,242 @@
+"""The project config: one YAML file, typed, unknown keys rejected.
+
+The file maps a dataset's event types to roles, sets each target's horizon, the
+feature windows, the training cutoffs and the data source. Deployment settings
+(the MLflow tracking URI) can be overridden by environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.columns import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST
+
+DEFAULT_CONFIG_PATH = Path("propensity.yaml")
+CONFIG_ENV = "PROPENSITY_CONFIG"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the events (and optional customers) come from."""
+
+    events: Path
+    customers: Path | None = None
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    # Events after this instant are rejected as "in the future". Default: now.
+    as_of: datetime | None = None
+
+
+class RolesConfig(_Strict):
+    """Event types playing each role; every other type counts as activity."""
+
+    purchase: list[str] = Field(default_factory=list)
+    service_request: list[str] = Field(default_factory=list)
+    cancel: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> RolesConfig:
+        seen: dict[str, str] = {}
+        for role in (PURCHASE, SERVICE_REQUEST, CANCEL):
+            for event_type in getattr(self, role):
+                if event_type in seen:
+                    raise ValueError(
+                        f"event type {event_type!r} is mapped to both "
+                        f"{seen[event_type]!r} and {role!r}"
+                    )
+                seen[event_type] = role
+        return self
+
+    def role_of(self) -> dict[str, str]:
+        """Event type -> role for every mapped type (unmapped types are activity)."""
+        return {
+            event_type: role
+            for role in (PURCHASE, SERVICE_REQUEST, CANCEL)
+            for event_type in getattr(self, role)
+        }
+
+
+ChurnDefinition = Literal["inactivity_or_cancel", "inactivity", "cancel"]
+
+
+class ChurnTarget(_Strict):
+    horizon_days: int = Field(30, ge=1, le=3650)
+    definition: ChurnDefinition = "inactivity_or_cancel"
+
+
+class EventTarget(_Strict):
+    horizon_days: int = Field(30, ge=1, le=3650)
+
+
+class TargetsConfig(_Strict):
+    churn: ChurnTarget = ChurnTarget()
+    purchase: EventTarget = EventTarget()
+    service_request: EventTarget = EventTarget()
+
+    def horizon(self, target: str) -> int:
+        return getattr(self, target).horizon_days
+
+
+class FeaturesConfig(_Strict):
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 180])
+    trend_days: int = Field(30, ge=1)
+    # Customer attributes to use; None means every attribute column present.
+    attributes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _windows(self) -> FeaturesConfig:
+        if not self.windows_days or any(w < 1 for w in self.windows_days):
+            raise ValueError("windows_days must be a non-empty list of positive days")
+        if len(set(self.windows_days)) != len(self.windows_days):
+            raise ValueError("windows_days has duplicates")
+        return self
+
+
+class CutoffsConfig(_Strict):
+    """Training cutoffs: an explicit list, or a range with a pandas frequency."""
+
+    dates: list[date] | None = None
+    start: date | None = None
+    end: date | None = None
+    freq: str = "MS"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CutoffsConfig:
+        if self.dates is None and self.start is None:
+            raise ValueError("give either cutoffs.dates or cutoffs.start")
+        if self.dates is not None and self.start is not None:
+            raise ValueError("give cutoffs.dates or cutoffs.start, not both")
+        if self.freq:
+            try:
+                pd.tseries.frequencies.to_offset(self.freq)
+            except ValueError as exc:
+                raise ValueError(f"cutoffs.freq {self.freq!r} is not a frequency") from exc
+        return self
+
+    def resolve(self, last: datetime) -> list[datetime]:
+        """The cutoffs as midnight timestamps; a range ends at `end` or `last`."""
+        if self.dates is not None:
+            days = sorted(set(self.dates))
+        else:
+            end = self.end or last.date()
+            days = [d.date() for d in pd.date_range(self.start, end, freq=self.freq)]
+        return [datetime(d.year, d.month, d.day) for d in days]
+
+
+class LightGBMConfig(_Strict):
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_boost_round: int = Field(500, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    seed: int = 0
+    num_threads: int = Field(0, ge=0)
+
+
+class TrainingConfig(_Strict):
+    cutoffs: CutoffsConfig
+    lightgbm: LightGBMConfig = LightGBMConfig()
+
+
+class MLflowConfig(_Strict):
+    # None -> sqlite:///<project>/mlruns/mlflow.db; env MLFLOW_TRACKING_URI wins.
+    tracking_uri: str | None = None
+    experiment: str = "propensity"
+    # Registered model name per target is "<prefix><target>".
+    model_prefix: str = ""
+
+
+class ScoringConfig(_Strict):
+    output: Path = Path("scores")
+
+
+class ProjectConfig(_Strict):
+    data: DataConfig
+    roles: RolesConfig = RolesConfig()
+    targets: TargetsConfig = TargetsConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    training: TrainingConfig
+    mlflow: MLflowConfig = MLflowConfig()
+    scoring: ScoringConfig = ScoringConfig()
+
+    def model_name(self, target: str) -> str:
+        return f"{self.mlflow.model_prefix}{target}"
+
+    def tracking_uri(self, root: Path | None = None) -> str:
+        """The MLflow tracking URI: env MLFLOW_TRACKING_URI, then config, then mlruns/."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        base = (root or Path.cwd()).resolve()
+        return f"sqlite:///{base / 'mlruns' / 'mlflow.db'}"
+
+
+ROLE_NAMES = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid config"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def config_path(path: Path | str | None = None) -> Path:
+    """The config file to use: the argument, then $PROPENSITY_CONFIG, then ./propensity.yaml."""
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path | str | None = None) -> ProjectConfig:
+    """Load and validate the config; relative data paths resolve against its folder."""
+    path = config_path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        config = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from exc
+    return _resolve_paths(config, path.resolve().parent)
+
+
+def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    data = config.data.model_copy(
+        update={
+            "events": resolve(config.data.events) or config.data.events,
+            "customers": resolve(config.data.customers) or config.data.customers,
+        }
+    )
+    scoring = config.scoring.model_copy(
+        update={"output": resolve(config.scoring.output) or config.scoring.output}
+    )
+    return config.model_copy(update={"data": data, "scoring": scoring})

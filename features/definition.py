@@ -1,0 +1,289 @@
+"""The one feature definition: point-in-time features for (customer, cutoff) pairs.
+
+Training passes past cutoffs, the nightly job passes today's; both call
+`build_features`. It is a single Ibis expression, so it runs on DuckDB here and on
+any other Ibis backend (Spark) unchanged. Only events strictly before each cutoff are
+read. "Days since" figures are whole days, floored: an event one second before the
+cutoff is 0 days ago.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.columns import (
+    ACTIVITY,
+    AMOUNT,
+    CANCEL,
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    EVENT_TYPE,
+    PURCHASE,
+    ROLE,
+    ROLES,
+    SERVICE_REQUEST,
+    SIGNUP_TIME,
+)
+from features.config import ProjectConfig
+
+# Bump when the meaning of any feature changes; part of the feature-set version.
+DEFINITION_VERSION = 1
+SECONDS_PER_DAY = 86400
+ELIGIBLE = "eligible"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything the definition needs, taken from the config once."""
+
+    role_of: dict[str, str]
+    windows_days: tuple[int, ...] = (7, 30, 90, 180)
+    trend_days: int = 30
+    churn_horizon_days: int = 30
+    churn_definition: str = "inactivity_or_cancel"
+    attributes: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> FeatureSpec:
+        attrs = config.features.attributes
+        return cls(
+            role_of=config.roles.role_of(),
+            windows_days=tuple(sorted(config.features.windows_days)),
+            trend_days=config.features.trend_days,
+            churn_horizon_days=config.targets.churn.horizon_days,
+            churn_definition=config.targets.churn.definition,
+            attributes=None if attrs is None else tuple(attrs),
+        )
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    role: str | None
+    window_days: int | None
+    description: str
+    categorical: bool = False
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The ordered list of features a spec produces, for a given customers schema."""
+
+    features: tuple[Feature, ...] = field(default_factory=tuple)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.categorical]
+
+    def version(self) -> str:
+        """Short hash of the definition version and the feature names, in order."""
+        payload = json.dumps([DEFINITION_VERSION, self.names]).encode()
+        return hashlib.sha256(payload).hexdigest()[:12]
+
+
+def _event_features(spec: FeatureSpec) -> list[Feature]:
+    out: list[Feature] = []
+    for w in spec.windows_days:
+        for role in ROLES:
+            out.append(Feature(f"{role}_count_{w}d", role, w, f"{role} events in the last {w} days"))
+        out.append(
+            Feature(
+                f"purchase_amount_sum_{w}d", PURCHASE, w, f"sum of purchase amounts, last {w} days"
+            )
+        )
+        out.append(Feature(f"active_days_{w}d", None, w, f"distinct days with any event, last {w} days"))
+    for role in ROLES:
+        out.append(Feature(f"days_since_last_{role}", role, None, f"whole days since the last {role} event"))
+    out.append(Feature("days_since_last_event", None, None, "whole days since the last event of any kind"))
+    out.append(Feature("tenure_days", None, None, "whole days since the first event"))
+    t = spec.trend_days
+    out.append(
+        Feature(
+            f"event_trend_{t}d",
+            None,
+            t,
+            f"(events in the last {t} days + 1) / (events in the {t} days before + 1)",
+        )
+    )
+    return out
+
+
+def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Feature]:
+    """Static attributes: numbers as is, strings as categoricals, timestamps as days since."""
+    if customers is None:
+        return []
+    schema = customers.schema()
+    names = [c for c in schema.names if c != CUSTOMER_ID]
+    if spec.attributes is not None:
+        missing = sorted(set(spec.attributes) - set(names))
+        if missing:
+            raise ValueError(f"features.attributes names columns not in customers: {missing}")
+        names = list(spec.attributes)
+    out = []
+    for name in names:
+        dtype = schema[name]
+        if dtype.is_numeric() or dtype.is_boolean():
+            out.append(Feature(name, None, None, f"customer attribute {name}"))
+        elif dtype.is_timestamp() or dtype.is_date():
+            out.append(
+                Feature(f"days_since_{name}", None, None, f"whole days since the customer's {name}")
+            )
+        elif dtype.is_string():
+            out.append(
+                Feature(name, None, None, f"customer attribute {name} (categorical)", categorical=True)
+            )
+    return out
+
+
+def catalogue(spec: FeatureSpec, customers: ir.Table | None = None) -> Catalogue:
+    return Catalogue(tuple(_event_features(spec) + attribute_features(customers, spec)))
+
+
+def with_roles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """Events with a `role` column from the event-type mapping (unmapped: activity)."""
+    return events.mutate(**{ROLE: events[EVENT_TYPE].substitute(spec.role_of, else_=ACTIVITY)})
+
+
+def cutoff_table(cutoffs: Sequence[datetime]) -> ir.Table:
+    frame = pd.DataFrame({CUTOFF: pd.to_datetime(list(cutoffs)).astype("datetime64[us]")})
+    return ibis.memtable(frame)
+
+
+def seen_pairs(events: ir.Table, cutoffs: Sequence[datetime] | ir.Table) -> ir.Table:
+    """(customer_id, cutoff) for every customer with an event before each cutoff."""
+    cuts = cutoffs if isinstance(cutoffs, ir.Table) else cutoff_table(cutoffs)
+    first = events.group_by(CUSTOMER_ID).aggregate(_first=events[EVENT_TIME].min())
+    pairs = first.cross_join(cuts)
+    return pairs.filter(pairs._first < pairs[CUTOFF]).select(CUSTOMER_ID, CUTOFF)
+
+
+def days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.NumericValue:
+    """Whole days from `earlier` to `later`, floored (both at whole seconds)."""
+    seconds = later.epoch_seconds() - earlier.epoch_seconds()
+    return (seconds / SECONDS_PER_DAY).floor()
+
+
+def build_features(
+    events: ir.Table,
+    pairs: ir.Table,
+    spec: FeatureSpec,
+    customers: ir.Table | None = None,
+) -> ir.Table:
+    """Features for each (customer_id, cutoff) in `pairs`, from events before the cutoff.
+
+    Returns `customer_id`, `cutoff`, the catalogue's features in order, and `eligible`
+    (seen before the cutoff and not already churned), which is not a model feature.
+    """
+    ev = with_roles(events, spec)
+    ev = ev.select(
+        _cid=ev[CUSTOMER_ID], _t=ev[EVENT_TIME], _role=ev[ROLE], _amount=ev[AMOUNT]
+    )
+    joined = pairs.left_join(ev, [pairs[CUSTOMER_ID] == ev._cid, ev._t < pairs[CUTOFF]])
+    t, role, cutoff = joined._t, joined._role, joined[CUTOFF]
+
+    def since(w: int) -> ir.BooleanValue:
+        return t >= cutoff - ibis.interval(days=w)
+
+    metrics: dict[str, ir.Value] = {}
+    for w in spec.windows_days:
+        for r in ROLES:
+            metrics[f"{r}_count_{w}d"] = t.count(where=since(w) & (role == r))
+        metrics[f"purchase_amount_sum_{w}d"] = joined._amount.sum(
+            where=since(w) & (role == PURCHASE)
+        ).fill_null(0.0)
+        metrics[f"active_days_{w}d"] = t.date().nunique(where=since(w))
+    for r in ROLES:
+        metrics[f"_last_{r}"] = t.max(where=role == r)
+    metrics["_last_event"] = t.max()
+    metrics["_last_non_cancel"] = t.max(where=role != CANCEL)
+    metrics["_first_event"] = t.min()
+    td = spec.trend_days
+    metrics["_trend_last"] = t.count(where=since(td))
+    metrics["_trend_prior"] = t.count(where=since(2 * td) & ~since(td))
+    agg = joined.group_by([CUSTOMER_ID, CUTOFF]).aggregate(**metrics)
+
+    cut = agg[CUTOFF]
+    derived: dict[str, ir.Value] = {}
+    for r in ROLES:
+        derived[f"days_since_last_{r}"] = days_between(cut, agg[f"_last_{r}"])
+    derived["days_since_last_event"] = days_between(cut, agg._last_event)
+    derived["tenure_days"] = days_between(cut, agg._first_event)
+    derived[f"event_trend_{td}d"] = (agg._trend_last + 1) / (agg._trend_prior + 1)
+    derived[ELIGIBLE] = _eligible(agg, spec)
+    out = agg.mutate(**derived)
+
+    if customers is not None:
+        out = _join_attributes(out, customers, spec)
+    names = catalogue(spec, customers).names
+    return out.select(CUSTOMER_ID, CUTOFF, *names, ELIGIBLE)
+
+
+def _eligible(agg: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
+    """Seen before the cutoff and not already churned under the churn definition."""
+    seen = agg._last_event.notnull()
+    last_activity = agg._last_non_cancel
+    cancelled = agg[f"_last_{CANCEL}"].notnull() & (
+        last_activity.isnull() | (agg[f"_last_{CANCEL}"] >= last_activity)
+    )
+    recent = last_activity >= agg[CUTOFF] - ibis.interval(days=spec.churn_horizon_days)
+    definition = spec.churn_definition
+    if definition == "cancel":
+        return seen & ~cancelled
+    if definition == "inactivity":
+        return seen & recent.fill_null(False)
+    return seen & ~cancelled & recent.fill_null(False)
+
+
+def _join_attributes(out: ir.Table, customers: ir.Table, spec: FeatureSpec) -> ir.Table:
+    attrs = attribute_features(customers, spec)
+    schema = customers.schema()
+    cols: dict[str, ir.Value] = {}
+    for feat in attrs:
+        source = feat.name.removeprefix("days_since_")
+        if feat.name.startswith("days_since_") and source in schema.names and (
+            schema[source].is_timestamp() or schema[source].is_date()
+        ):
+            stamp = customers[source].cast("timestamp")
+            cols[feat.name] = stamp  # turned into days after the join
+        else:
+            cols[feat.name] = customers[feat.name]
+    right = customers.select(_acid=customers[CUSTOMER_ID], **cols)
+    joined = out.left_join(right, out[CUSTOMER_ID] == right._acid)
+    fixes = {}
+    for feat in attrs:
+        if feat.name.startswith("days_since_") and feat.name not in schema.names:
+            stamp = joined[feat.name]
+            # a date after the cutoff is not yet known at the cutoff
+            fixes[feat.name] = ibis.ifelse(
+                stamp < joined[CUTOFF], days_between(joined[CUTOFF], stamp), ibis.null()
+            ).cast("float64")
+    return joined.mutate(**fixes).drop("_acid")
+
+
+__all__ = [
+    "ELIGIBLE",
+    "Catalogue",
+    "Feature",
+    "FeatureSpec",
+    "build_features",
+    "catalogue",
+    "cutoff_table",
+    "seen_pairs",
+    "with_roles",
+    "ACTIVITY",
+    "SERVICE_REQUEST",
+    "SIGNUP_TIME",
+]

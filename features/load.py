@@ -1,0 +1,162 @@
+"""Loading: validate the contract, then expose events and customers as Ibis tables.
+
+The tables are DuckDB views over the files with types normalised to the contract
+(string ids, UTC timestamps without zone truncated to whole seconds, float
+amounts), so nothing is copied and files of any size stream through.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import ibis
+
+from features.columns import (
+    AMOUNT,
+    CUSTOMER_ID,
+    EVENT_TIME,
+    EVENT_TYPE,
+    QUANTITY,
+)
+from features.contract import (
+    ContractError,
+    Problem,
+    ensure,
+    file_columns,
+    file_format,
+    list_files,
+    number_sql,
+    timestamp_sql,
+    validate_customers_file,
+    validate_events_file,
+)
+
+log = logging.getLogger(__name__)
+
+EVENTS_VIEW = "events"
+CUSTOMERS_VIEW = "customers"
+
+
+@dataclass
+class Dataset:
+    """Validated events (and customers) on one DuckDB connection, as Ibis tables."""
+
+    con: ibis.BaseBackend
+    events: ibis.Table
+    customers: ibis.Table | None
+    events_files: list[Path]
+    customers_files: list[Path]
+
+    @property
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        return self.con.con
+
+    def time_range(self) -> tuple[datetime, datetime]:
+        """First and last event time."""
+        row = self.duckdb.execute(
+            f"SELECT min({EVENT_TIME}), max({EVENT_TIME}) FROM {EVENTS_VIEW}"
+        ).fetchall()[0]
+        return row[0], row[1]
+
+    def fingerprint(self) -> dict[str, str | int]:
+        """A content fingerprint of the events: rows, time range and an order-free hash."""
+        rows, first, last, digest = self.duckdb.execute(
+            f"SELECT count(*), min({EVENT_TIME}), max({EVENT_TIME}), "
+            f"bit_xor(hash({CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, {QUANTITY})) "
+            f"FROM {EVENTS_VIEW}"
+        ).fetchall()[0]
+        return {
+            "rows": int(rows),
+            "first_event": str(first),
+            "last_event": str(last),
+            "hash": f"{int(digest or 0):016x}",
+        }
+
+
+def connect(memory_limit: str | None = None, threads: int | None = None) -> ibis.BaseBackend:
+    """A DuckDB connection in UTC, wrapped for Ibis."""
+    raw = duckdb.connect()
+    raw.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        raw.execute(f"SET memory_limit = '{memory_limit}'")
+    if threads:
+        raw.execute(f"SET threads = {int(threads)}")
+    return ibis.duckdb.from_connection(raw)
+
+
+def _union_sql(files: list[Path], fmt: str, typed: bool) -> str:
+    paths = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    if fmt == "parquet":
+        return f"read_parquet([{paths}], union_by_name = true)"
+    kind = "auto_detect = true" if typed else "all_varchar = true"
+    return f"read_csv([{paths}], header = true, union_by_name = true, {kind})"
+
+
+def _events_view_sql(files: list[Path], fmt: str, present: set[str]) -> str:
+    def optional(col: str) -> str:
+        return number_sql(col) if col in present else "CAST(NULL AS DOUBLE)"
+
+    return (
+        f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS SELECT "
+        f"TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}, "
+        f"date_trunc('second', {timestamp_sql(EVENT_TIME)}) AS {EVENT_TIME}, "
+        f"TRIM(CAST({EVENT_TYPE} AS VARCHAR)) AS {EVENT_TYPE}, "
+        f"{optional(AMOUNT)} AS {AMOUNT}, {optional(QUANTITY)} AS {QUANTITY} "
+        f"FROM {_union_sql(files, fmt, typed=False)}"
+    )
+
+
+def _customers_view_sql(files: list[Path], fmt: str) -> str:
+    return (
+        f"CREATE OR REPLACE VIEW {CUSTOMERS_VIEW} AS SELECT * REPLACE "
+        f"(TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}) "
+        f"FROM {_union_sql(files, fmt, typed=True)}"
+    )
+
+
+def load(
+    events: Path,
+    customers: Path | None = None,
+    *,
+    fmt: str = "auto",
+    as_of: datetime | None = None,
+    con: ibis.BaseBackend | None = None,
+) -> Dataset:
+    """Validate every file, then expose them as views. Raises ContractError on bad input.
+
+    `as_of` defaults to now: events after it are rejected as being in the future.
+    """
+    as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
+    con = con or connect()
+    raw = con.con
+    event_files = list_files(events, fmt)
+    formats = {file_format(f, fmt) for f in event_files}
+    event_fmt = formats.pop()
+    problems: list[Problem] = []
+    present: set[str] = set()
+    for path in event_files:
+        problems += validate_events_file(raw, path, event_fmt, as_of)
+        if path.stat().st_size:
+            present |= set(file_columns(raw, path, event_fmt))
+    customer_files: list[Path] = []
+    customer_fmt = "parquet"
+    if customers is not None:
+        customer_files = list_files(customers, fmt)
+        customer_fmt = file_format(customer_files[0], fmt)
+        for path in customer_files:
+            problems += validate_customers_file(raw, path, customer_fmt)
+    ensure(problems)
+    raw.execute(_events_view_sql(event_files, event_fmt, present))
+    customers_table = None
+    if customer_files:
+        raw.execute(_customers_view_sql(customer_files, customer_fmt))
+        customers_table = con.table(CUSTOMERS_VIEW)
+    log.info("loaded %d events file(s), %d customers file(s)", len(event_files), len(customer_files))
+    return Dataset(con, con.table(EVENTS_VIEW), customers_table, event_files, customer_files)
+
+
+__all__ = ["ContractError", "Dataset", "connect", "load"]

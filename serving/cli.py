@@ -1,0 +1,221 @@
+"""`propensity`: one command, a subcommand per stage.
+
+This is the wiring layer: it reads the config, opens the data, sets MLflow's URI
+and calls into features/, training/ and serving/. Heavy imports (MLflow, LightGBM,
+BentoML) happen inside the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+from features.config import ConfigError, config_path, load_config
+from features.contract import ContractError
+
+log = logging.getLogger("propensity")
+
+
+def _date(text: str) -> datetime:
+    try:
+        d = date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from exc
+    return datetime(d.year, d.month, d.day)
+
+
+def _context(args: argparse.Namespace):
+    path = config_path(args.config).resolve()
+    config = load_config(path)
+    return path, config, config.tracking_uri(path.parent)
+
+
+def _load_data(config):
+    from features.load import load
+
+    return load(config.data.events, config.data.customers, fmt=config.data.format, as_of=config.data.as_of)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from features.demo import generate
+
+    summary = generate(
+        args.out, customers=args.customers, seed=args.seed, start=args.start, days=args.days,
+        events_per_customer=args.events_per_customer,
+    )
+    print(
+        f"wrote {summary.events:,} events for {summary.customers:,} customers "
+        f"({summary.start:%Y-%m-%d} .. {summary.end:%Y-%m-%d}) to {args.out}"
+    )
+    return 0
+
+
+def cmd_features_list(args: argparse.Namespace) -> int:
+    from features.definition import FeatureSpec, catalogue
+
+    _, config, _ = _context(args)
+    customers = None
+    if config.data.customers is not None:
+        customers = _load_data(config).customers
+    cat = catalogue(FeatureSpec.from_config(config), customers)
+    print(f"{'name':34} {'role':16} {'window':>6}  description")
+    for f in cat.features:
+        window = f"{f.window_days}d" if f.window_days else ""
+        print(f"{f.name:34} {f.role or '':16} {window:>6}  {f.description}")
+    print(f"\n{len(cat.features)} features, feature-set version {cat.version()}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import train_all
+
+    _, config, uri = _context(args)
+    ds = _load_data(config)
+    results = train_all(config, ds, uri)
+    print(f"MLflow: {uri}")
+    print(f"{'target':16} {'version':>7} {'valid':>10} {'AUC':>7} {'base AUC':>8} "
+          f"{'logloss':>8} {'base ll':>8}  decision")
+    for r in results:
+        print(
+            f"{r.target:16} {r.version:>7} {r.valid_cutoff:%Y-%m-%d} "
+            f"{r.metrics['roc_auc']:7.4f} {r.baseline['roc_auc']:8.4f} "
+            f"{r.metrics['log_loss']:8.4f} {r.baseline['log_loss']:8.4f}  "
+            f"{'champion' if r.decision.promote else 'challenger'}: {r.decision.reason}"
+        )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from serving.batch import default_as_of, score
+    from serving.predictor import Champions
+    from training.registry import configure
+
+    _, config, uri = _context(args)
+    ds = _load_data(config)
+    configure(uri)
+    champions = Champions.load(config, uri)
+    as_of = args.as_of or default_as_of(ds)
+    result = score(config, ds, champions, as_of)
+    print(f"scored {result.rows:,} customers as of {as_of:%Y-%m-%d} -> {result.path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.predictor import Champions
+    from training.registry import configure
+
+    path, config, uri = _context(args)
+    configure(uri)
+    champions = Champions.load(config, uri)  # fail here, clearly, before starting a server
+    log.info("champions: %s", champions.versions)
+    env = {**os.environ, "PROPENSITY_CONFIG": str(path), "MLFLOW_TRACKING_URI": uri}
+    cmd = [_bin("bentoml"), "serve", "serving.service:Propensity",
+           "--host", args.host, "--port", str(args.port)]
+    print(f"serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    _, _, uri = _context(args)
+    cmd = [_bin("mlflow"), "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from serving.bench import run_foundation
+
+    run_foundation(
+        customers=args.customers, seed=args.seed, cutoffs=args.cutoffs,
+        workdir=Path(args.workdir), results=Path(args.results),
+    )
+    return 0
+
+
+def _bin(name: str) -> str:
+    """An executable next to this Python (the venv's), else on PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="propensity", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="config file (default: $PROPENSITY_CONFIG or ./propensity.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="generate a synthetic usage history (Parquet)")
+    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="data/demo")
+    p.add_argument("--start", default="2024-01-01", help="first day (YYYY-MM-DD)")
+    p.add_argument("--days", type=int, default=730)
+    p.add_argument("--events-per-customer", type=float, default=100.0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("features", help="the feature catalogue")
+    fsub = p.add_subparsers(dest="features_command", required=True, metavar="ACTION")
+    fsub.add_parser("list", help="print name, role, window and description").set_defaults(
+        func=cmd_features_list
+    )
+
+    sub.add_parser("train", help="build features and labels, train, track, register, promote"
+                   ).set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score every eligible customer as of a date")
+    p.add_argument("--as-of", type=_date, default=None,
+                   help="cutoff date; events before it count (default: the day after the last event)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("serve", help="serve the champions over HTTP with BentoML")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ui", help="the MLflow UI on the tracking store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("bench", help="foundation benchmark: features vs SQL, scoring vs raw predict")
+    p.add_argument("--customers", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutoffs", type=int, default=3)
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "mlflow.store", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, ContractError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from serving.predictor import NoChampionError
+
+        if isinstance(exc, NoChampionError | ValueError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The three champions, loaded once, and scoring through each model's own encoding.
+
+Shared by the BentoML service and the nightly job, so both score exactly alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from features.columns import TARGETS
+from features.config import ProjectConfig
+from training.promote import CHAMPION
+from training.registry import RegisteredModel, load_alias
+
+
+class NoChampionError(RuntimeError):
+    """A target has no champion in the registry: train first."""
+
+
+class RecordError(ValueError):
+    """A feature record is invalid; the message names the field."""
+
+
+@dataclass
+class Champions:
+    models: dict[str, RegisteredModel]
+
+    @classmethod
+    def load(cls, config: ProjectConfig, tracking_uri: str) -> Champions:
+        client = MlflowClient(tracking_uri, tracking_uri)
+        models, missing = {}, []
+        for target in TARGETS:
+            model = load_alias(client, config.model_name(target), CHAMPION)
+            if model is None:
+                missing.append(config.model_name(target))
+            else:
+                models[target] = model
+        if missing:
+            raise NoChampionError(
+                f"no '{CHAMPION}' model for {', '.join(missing)} in the registry at "
+                f"{tracking_uri}: train first (`propensity train` or `make train`)"
+            )
+        return cls(models)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Every feature any champion reads, in first-seen order."""
+        seen: dict[str, None] = {}
+        for model in self.models.values():
+            seen.update(dict.fromkeys(model.encoding.features))
+        return list(seen)
+
+    @property
+    def categorical(self) -> set[str]:
+        return {c for m in self.models.values() for c in m.encoding.vocabularies}
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {t: m.version for t, m in self.models.items()}
+
+    @property
+    def feature_set_version(self) -> str:
+        versions = {m.metadata.get("feature_set_version", "") for m in self.models.values()}
+        return ",".join(sorted(versions))
+
+    def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Probabilities per target for a frame holding the feature columns."""
+        return {
+            target: model.booster.predict(model.encoding.to_matrix(frame))
+            for target, model in self.models.items()
+        }
+
+    def check_records(self, records: Sequence[Mapping[str, object]], field: str) -> None:
+        """Raise RecordError naming the first bad field: missing, unknown or mistyped."""
+        names = set(self.feature_names)
+        categorical = self.categorical
+        for i, record in enumerate(records):
+            where = f"{field}[{i}].features"
+            missing = [n for n in self.feature_names if n not in record]
+            if missing:
+                raise RecordError(f"{where}.{missing[0]}: missing; expected a value or null "
+                                  f"({len(missing)} feature(s) missing)")
+            unknown = sorted(set(record) - names)
+            if unknown:
+                raise RecordError(f"{where}.{unknown[0]}: unknown feature")
+            for name, value in record.items():
+                if name not in categorical and isinstance(value, str | bool):
+                    raise RecordError(f"{where}.{name}: expected a number or null, got {value!r}")
+
+    def predict_records(self, records: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+        """Probabilities per target from checked records, straight to numpy."""
+        out = {}
+        for target, model in self.models.items():
+            matrix = np.empty((len(records), len(model.encoding.features)), dtype=np.float64)
+            for i, record in enumerate(records):
+                model.encoding.record_to_row(record, matrix[i])
+            out[target] = model.booster.predict(matrix)
+        return out

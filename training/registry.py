@@ -1,0 +1,87 @@
+"""MLflow tracking set-up and loading registered models by alias.
+
+Nothing here runs at import: entry points call `configure` with the URI they chose.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import lightgbm as lgb
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
+from features.encode import Encoding
+
+log = logging.getLogger(__name__)
+METADATA_KEY = "propensity"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return None
+    return Path(unquote(parsed.path))
+
+
+def configure(uri: str, experiment: str | None = None) -> str | None:
+    """Point MLflow at `uri`; create the experiment (with artifacts beside a SQLite
+    store) if needed and return its id."""
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if experiment is None:
+        return None
+    client = MlflowClient(uri, uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+@dataclass
+class RegisteredModel:
+    """A registered LightGBM booster with the encoding it was trained with."""
+
+    name: str
+    version: str
+    booster: lgb.Booster
+    encoding: Encoding
+    metadata: dict
+    run_id: str | None
+
+    def check(self) -> None:
+        """The booster's own feature order must be the encoding's."""
+        if list(self.booster.feature_name()) != list(self.encoding.features):
+            raise ValueError(
+                f"model {self.name} v{self.version}: booster features "
+                f"{self.booster.feature_name()} differ from its recorded feature list"
+            )
+
+
+def load_alias(client: MlflowClient, name: str, alias: str) -> RegisteredModel | None:
+    """The version behind `alias`, or None when the model or alias does not exist."""
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return load_version(name, mv.version, mv.run_id)
+
+
+def load_version(name: str, version: str, run_id: str | None = None) -> RegisteredModel:
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    booster = mlflow.lightgbm.load_model(local)
+    meta = (Model.load(local).metadata or {}).get(METADATA_KEY, {})
+    model = RegisteredModel(
+        name, str(version), booster, Encoding.from_dict(meta["encoding"]), meta, run_id
+    )
+    model.check()
+    return model
