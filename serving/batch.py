@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -75,7 +76,7 @@ def score(
             bar = tqdm(total=len(frame), unit="customers", disable=None if progress is None else not progress)
             for start in range(0, max(len(frame), 1), CHUNK_ROWS):
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
-                table = _score_table(chunk, champions, scored_at)
+                table = score_table(chunk, champions, scored_at)
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema)
                 writer.write_table(table)
@@ -88,7 +89,8 @@ def score(
     return ScoreResult(target_dir, len(frame), as_of)
 
 
-def _score_table(chunk, champions: Champions, scored_at: datetime) -> pa.Table:
+def score_table(chunk: pd.DataFrame, champions: Champions, scored_at: datetime) -> pa.Table:
+    """One output table for a frame of features: probabilities and provenance."""
     probs = champions.predict_frame(chunk) if len(chunk) else {t: np.empty(0) for t in TARGETS}
     n = len(chunk)
     columns: dict[str, pa.Array] = {CUSTOMER_ID: pa.array(chunk[CUSTOMER_ID].astype(str), pa.string())}

@@ -1,0 +1,75 @@
+# propensity: every target is a thin call of the `propensity` CLI in .venv.
+# `make run` and `make test` set the environment up first when it is missing.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+CLI := $(BIN)/propensity
+
+CUSTOMERS ?= 20000
+SEED ?= 42
+PORT ?= 3000
+AS_OF ?=
+PYTEST_ARGS ?=
+
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
+export BENTOML_DO_NOT_TRACK := True
+export DO_NOT_TRACK := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data train score serve run ui bench test lint format clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install the pinned environment (once)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+data/demo/events.parquet: | $(STAMP)
+	$(CLI) demo-data --customers $(CUSTOMERS) --seed $(SEED) --out data/demo
+
+data: setup ## (re)generate the demo data in data/demo (CUSTOMERS=20000 SEED=42)
+	$(CLI) demo-data --customers $(CUSTOMERS) --seed $(SEED) --out data/demo
+
+train: setup data/demo/events.parquet ## build features and labels, train 3 models, register, promote
+	$(CLI) train
+
+score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the day after the last event)
+	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
+
+serve: setup ## serve the champions on localhost:$(PORT) with BentoML
+	$(CLI) serve --port $(PORT)
+
+run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000
+	$(CLI) train
+	$(CLI) score
+	$(CLI) serve --port $(PORT)
+
+ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
+	$(CLI) ui
+
+bench: setup ## foundation benchmark (CUSTOMERS=200000 by default), figures in bench/results/
+	$(CLI) bench $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+
+test: setup ## run the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check features training serving tests
+	$(BIN)/ruff format --check features training serving tests
+
+format: setup ## ruff format and autofix
+	$(BIN)/ruff format features training serving tests
+	$(BIN)/ruff check --fix features training serving tests
+
+clean: ## remove generated state (demo data, scores, MLflow store, BentoML home)
+	rm -rf data scores bentoml_home bench/work bench/results
+	find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,0 +1,153 @@
+"""Shared fixtures: small seeded demo data, a config for it, a trained temp registry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+
+def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
+    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM."""
+    config = {
+        "data": {"events": str(events), "customers": str(customers) if customers else None},
+        "roles": {
+            "purchase": ["purchase"],
+            "service_request": ["support_ticket"],
+            "cancel": ["cancel"],
+        },
+        "training": {
+            "cutoffs": {"start": "2025-03-01", "freq": "MS"},
+            "lightgbm": {"num_boost_round": 120, "early_stopping_rounds": 20, "num_leaves": 15},
+        },
+        "scoring": {"output": str(path.parent / "scores")},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass(frozen=True)
+class Project:
+    """A trained project in a temp folder: config, tracking URI, data."""
+
+    root: Path
+    config: Path
+    tracking_uri: str
+    events: Path
+    customers: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PROPENSITY_CONFIG": str(self.config),
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "BENTOML_HOME": str(self.root / "bentoml_home"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "DO_NOT_TRACK": "1",
+        }
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from features.demo import generate
+
+    out = tmp_path_factory.mktemp("demo")
+    generate(out, customers=1500, seed=7)
+    return out
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "propensity"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Project:
+    """Demo data trained into a temporary MLflow store through the real CLI."""
+    root = tmp_path_factory.mktemp("project")
+    events, customers = demo_dir / "events.parquet", demo_dir / "customers.parquet"
+    config = write_config(root / "propensity.yaml", events, customers)
+    project = Project(root, config, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", events, customers)
+    done = run_cli(["train"], project.env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return project
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+def wait_ready(url: str, process: subprocess.Popen, log: Path, deadline_s: float = 90) -> None:
+    """Poll /readyz until 200, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"server not ready after {deadline_s}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real `bentoml serve` of the service on a free port, serving the champions."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "bentoml.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "serving.service:Propensity", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=trained.env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log)
+        yield Server(url, process, log)
+    finally:
+        stop(process)

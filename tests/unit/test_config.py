@@ -1,0 +1,67 @@
+"""The config: typed, unknown keys rejected by name, env overrides deployment settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from features.config import ConfigError, load_config
+
+BASE = """
+data: {events: data/events.parquet}
+training: {cutoffs: {start: 2024-01-01, freq: MS}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "propensity.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    assert config.data.events == tmp_path / "data" / "events.parquet"
+    assert config.targets.churn.horizon_days == 30
+    assert config.features.windows_days == [7, 30, 90, 180]
+    assert config.model_name("churn") == "churn"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"targets\.churn\.horizon: unknown key"):
+        load_config(write(tmp_path, BASE + "targets: {churn: {horizon: 30}}\n"))
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"targets\.purchase\.horizon_days"):
+        load_config(write(tmp_path, BASE + "targets: {purchase: {horizon_days: soon}}\n"))
+
+
+def test_event_type_in_two_roles_is_rejected(tmp_path: Path) -> None:
+    text = BASE + "roles: {purchase: [order], cancel: [order]}\n"
+    with pytest.raises(ConfigError, match="'order' is mapped to both 'purchase' and 'cancel'"):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/propensity.yaml")
+
+
+def test_cutoffs_range_and_list(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    cutoffs = config.training.cutoffs.resolve(datetime(2024, 3, 15))
+    assert cutoffs == [datetime(2024, 1, 1), datetime(2024, 2, 1), datetime(2024, 3, 1)]
+    text = BASE.replace("{start: 2024-01-01, freq: MS}", "{dates: [2024-02-01, 2024-01-01]}")
+    listed = load_config(write(tmp_path, text)).training.cutoffs.resolve(datetime(2025, 1, 1))
+    assert listed == [datetime(2024, 1, 1), datetime(2024, 2, 1)]
+
+
+def test_tracking_uri_default_config_and_env(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(write(tmp_path, BASE))
+    assert config.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert config.tracking_uri(tmp_path) == "http://127.0.0.1:5000"

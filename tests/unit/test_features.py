@@ -1,0 +1,197 @@
+"""Features and labels on literal tables: boundaries and known values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue, seen_pairs
+from features.labels import LabelSpec, build_labels
+from features.load import load
+
+CUT = datetime(2024, 3, 1)
+SEC = timedelta(seconds=1)
+DAY = timedelta(days=1)
+SPEC = FeatureSpec(
+    role_of={"buy": "purchase", "ticket": "service_request", "quit": "cancel"},
+    windows_days=(7, 30),
+    trend_days=30,
+    churn_horizon_days=30,
+)
+LABELS = LabelSpec({"churn": 30, "purchase": 14, "service_request": 30})
+
+
+def dataset(tmp_path: Path, rows: list[tuple], customers: pd.DataFrame | None = None):
+    frame = pd.DataFrame(rows, columns=["customer_id", "event_time", "event_type", "amount"])
+    frame["event_time"] = pd.to_datetime(frame["event_time"]).astype("datetime64[us]")
+    frame.to_parquet(tmp_path / "events.parquet")
+    cpath = None
+    if customers is not None:
+        cpath = tmp_path / "customers.parquet"
+        customers.to_parquet(cpath)
+    return load(tmp_path / "events.parquet", cpath, as_of=datetime(2030, 1, 1))
+
+
+def features_at(ds, cutoffs=(CUT,), spec=SPEC) -> pd.DataFrame:
+    table = build_features(ds.events, seen_pairs(ds.events, list(cutoffs)), spec, ds.customers)
+    return table.to_pandas().set_index(["customer_id", "cutoff"]).sort_index()
+
+
+def row(frame: pd.DataFrame, cid: str, cutoff: datetime = CUT) -> pd.Series:
+    return frame.loc[(cid, pd.Timestamp(cutoff))]
+
+
+def test_event_one_second_before_cutoff_counts_and_is_zero_days_ago(tmp_path: Path) -> None:
+    ds = dataset(tmp_path, [("a", CUT - SEC, "login", None), ("a", CUT - 40 * DAY, "login", None)])
+    r = row(features_at(ds), "a")
+    assert r.activity_count_7d == 1 and r.activity_count_30d == 1
+    assert r.days_since_last_activity == 0 and r.days_since_last_event == 0
+
+
+def test_event_at_the_cutoff_is_excluded(tmp_path: Path) -> None:
+    ds = dataset(tmp_path, [("a", CUT, "login", None), ("a", CUT - 2 * DAY, "buy", 5.0)])
+    r = row(features_at(ds), "a")
+    assert r.activity_count_7d == 0 and pd.isna(r.days_since_last_activity)
+    assert r.purchase_count_7d == 1 and r.days_since_last_purchase == 2
+
+
+def test_window_start_is_inclusive_and_one_second_earlier_is_out(tmp_path: Path) -> None:
+    ds = dataset(
+        tmp_path,
+        [("a", CUT - 7 * DAY, "login", None), ("a", CUT - 7 * DAY - SEC, "login", None)],
+    )
+    r = row(features_at(ds), "a")
+    assert r.activity_count_7d == 1 and r.activity_count_30d == 2
+    assert r.days_since_last_activity == 7  # 7 days exactly
+    assert r.tenure_days == 7  # 7 days and 1 second, floored
+
+
+def test_known_values_on_a_small_history(tmp_path: Path) -> None:
+    rows = [
+        ("a", "2024-02-28 10:00:00", "buy", 10.0),
+        ("a", "2024-02-28 18:00:00", "buy", 2.5),
+        ("a", "2024-02-20 09:00:00", "ticket", None),
+        ("a", "2024-01-15 09:00:00", "login", None),
+        ("a", "2024-01-10 09:00:00", "login", None),
+        ("a", "2023-12-01 00:00:00", "login", None),
+    ]
+    r = row(features_at(dataset(tmp_path, rows)), "a")
+    assert r.purchase_count_7d == 2 and r.purchase_amount_sum_7d == pytest.approx(12.5)
+    assert r.service_request_count_7d == 0 and r.service_request_count_30d == 1
+    assert r.active_days_7d == 1 and r.active_days_30d == 2
+    assert r.activity_count_30d == 0
+    assert r.days_since_last_purchase == 1  # 2024-02-28 18:00 -> 1 day 6 hours
+    assert r.days_since_last_service_request == 9
+    assert r.days_since_last_activity == 45  # 2024-01-15 09:00 -> 45 days 15 hours, floored
+    assert r.tenure_days == 91
+    # last 30 days: 3 events; the 30 before (Jan 1 .. Jan 31): 2 logins
+    assert r.event_trend_30d == pytest.approx((3 + 1) / (2 + 1))
+    assert pd.isna(r.days_since_last_cancel) and r.cancel_count_30d == 0
+
+
+def test_customers_first_seen_after_the_cutoff_are_not_scored(tmp_path: Path) -> None:
+    ds = dataset(tmp_path, [("a", CUT - DAY, "login", None), ("late", CUT + DAY, "login", None)])
+    assert set(features_at(ds).index.get_level_values(0)) == {"a"}
+
+
+def test_equal_timestamps_count_twice(tmp_path: Path) -> None:
+    t = CUT - 3 * DAY
+    ds = dataset(tmp_path, [("a", t, "buy", 1.0), ("a", t, "buy", 2.0)])
+    r = row(features_at(ds), "a")
+    assert r.purchase_count_7d == 2 and r.purchase_amount_sum_7d == 3.0 and r.active_days_7d == 1
+
+
+def test_several_cutoffs_see_only_their_past(tmp_path: Path) -> None:
+    second = CUT + 31 * DAY
+    ds = dataset(tmp_path, [("a", CUT - DAY, "login", None), ("a", CUT + 10 * DAY, "buy", 4.0)])
+    frame = features_at(ds, (CUT, second))
+    assert row(frame, "a").purchase_count_30d == 0
+    assert row(frame, "a", second).purchase_count_30d == 1
+    assert row(frame, "a", second).days_since_last_activity == 32
+
+
+def test_eligibility_excludes_cancelled_and_long_inactive(tmp_path: Path) -> None:
+    rows = [
+        ("active", CUT - 5 * DAY, "login", None),
+        ("cancelled", CUT - 5 * DAY, "login", None),
+        ("cancelled", CUT - 2 * DAY, "quit", None),
+        ("reactivated", CUT - 9 * DAY, "quit", None),
+        ("reactivated", CUT - 2 * DAY, "login", None),
+        ("gone", CUT - 31 * DAY, "login", None),
+    ]
+    frame = features_at(dataset(tmp_path, rows))
+    eligible = frame[ELIGIBLE].droplevel(1).to_dict()
+    assert eligible == {"active": True, "cancelled": False, "reactivated": True, "gone": False}
+    cancel_only = FeatureSpec(**{**SPEC.__dict__, "churn_definition": "cancel"})
+    eligible = features_at(dataset(tmp_path, rows), spec=cancel_only)[ELIGIBLE].droplevel(1)
+    assert eligible["gone"] and not eligible["cancelled"]
+
+
+def test_static_attributes(tmp_path: Path) -> None:
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "plan": ["pro", None],
+            "age": [31.0, None],
+            "signup_time": pd.to_datetime(["2024-01-01", "2024-05-01"]),
+        }
+    )
+    ds = dataset(tmp_path, [("a", CUT - DAY, "login", None), ("b", CUT - DAY, "login", None)], customers)
+    frame = features_at(ds)
+    assert row(frame, "a").plan == "pro" and row(frame, "a").age == 31.0
+    assert row(frame, "a").days_since_signup_time == 60
+    assert pd.isna(row(frame, "b").days_since_signup_time)  # signs up after the cutoff
+    cat = catalogue(SPEC, ds.customers)
+    assert cat.categorical == ["plan"]
+    assert cat.names[-3:] == ["plan", "age", "days_since_signup_time"]
+    assert list(frame.columns) == [*cat.names, ELIGIBLE]
+
+
+def labels_at(ds, labels=LABELS) -> pd.DataFrame:
+    table = build_labels(ds.events, seen_pairs(ds.events, [CUT]), SPEC, labels)
+    return table.to_pandas().set_index("customer_id").sort_index()
+
+
+def test_label_window_is_cutoff_inclusive_and_end_exclusive(tmp_path: Path) -> None:
+    rows = [
+        ("at_cut", CUT - DAY, "login", None),
+        ("at_cut", CUT, "buy", 1.0),
+        ("at_end", CUT - DAY, "login", None),
+        ("at_end", CUT + 14 * DAY, "buy", 1.0),
+        ("before_end", CUT - DAY, "login", None),
+        ("before_end", CUT + 14 * DAY - SEC, "buy", 1.0),
+        ("before", CUT - DAY, "buy", 1.0),
+    ]
+    labels = labels_at(dataset(tmp_path, rows))
+    assert labels.purchase.to_dict() == {"at_cut": 1, "at_end": 0, "before": 0, "before_end": 1}
+
+
+def test_churn_labels_by_definition(tmp_path: Path) -> None:
+    rows = [
+        ("stays", CUT - DAY, "login", None),
+        ("stays", CUT + 29 * DAY, "login", None),
+        ("silent", CUT - DAY, "login", None),
+        ("silent", CUT + 30 * DAY, "login", None),  # at cutoff + H: outside
+        ("quits", CUT - DAY, "login", None),
+        ("quits", CUT + DAY, "login", None),
+        ("quits", CUT + 2 * DAY, "quit", None),
+        ("ticket", CUT - DAY, "login", None),
+        ("ticket", CUT + 3 * DAY, "ticket", None),
+    ]
+    ds = dataset(tmp_path, rows)
+    both = labels_at(ds)
+    assert both.churn.to_dict() == {"quits": 1, "silent": 1, "stays": 0, "ticket": 0}
+    assert both.service_request.to_dict() == {"quits": 0, "silent": 0, "stays": 0, "ticket": 1}
+    inactivity = labels_at(ds, LabelSpec(LABELS.horizons, "inactivity")).churn.to_dict()
+    assert inactivity == {"quits": 0, "silent": 1, "stays": 0, "ticket": 0}
+    cancel = labels_at(ds, LabelSpec(LABELS.horizons, "cancel")).churn.to_dict()
+    assert cancel == {"quits": 1, "silent": 0, "stays": 0, "ticket": 0}
+
+
+def test_label_completeness() -> None:
+    end = datetime(2024, 3, 31)
+    assert LABELS.complete("churn", CUT, end)  # Mar 1 + 30 days = Mar 31
+    assert not LABELS.complete("churn", CUT + DAY, end)
