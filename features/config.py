@@ -123,7 +123,9 @@ class CutoffsConfig(_Strict):
             try:
                 pd.tseries.frequencies.to_offset(self.freq)
             except ValueError as exc:
-                raise ValueError(f"cutoffs.freq {self.freq!r} is not a frequency") from exc
+                raise ValueError(
+                    f"cutoffs.freq {self.freq!r} is not a frequency"
+                ) from exc
         return self
 
     def resolve(self, last: datetime) -> list[datetime]:
@@ -179,7 +181,7 @@ class ProjectConfig(_Strict):
         return f"{self.mlflow.model_prefix}{target}"
 
     def tracking_uri(self, root: Path | None = None) -> str:
-        """The MLflow tracking URI: env MLFLOW_TRACKING_URI, then config, then mlruns/."""
+        """MLflow tracking URI: $MLFLOW_TRACKING_URI, then config, then mlruns/."""
         env = os.environ.get("MLFLOW_TRACKING_URI")
         if env:
             return env
@@ -204,7 +206,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
 
 
 def config_path(path: Path | str | None = None) -> Path:
-    """The config file to use: the argument, then $PROPENSITY_CONFIG, then ./propensity.yaml."""
+    """The config file: the argument, $PROPENSITY_CONFIG, or ./propensity.yaml."""
     return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 

@@ -1,4 +1,4 @@
-"""The data contract: what events and customers files must hold, checked before any work.
+"""The data contract: what events and customers files must hold, checked first.
 
 Validation runs as DuckDB queries over each file (Parquet natively, CSV as text) so
 that it streams through files of any size. Every problem names the file, the column,
@@ -85,14 +85,22 @@ def list_files(path: Path, declared: str = "auto") -> list[Path]:
             p
             for pattern in patterns
             for p in path.rglob(pattern)
-            if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            if not any(
+                part.startswith((".", "_")) for part in p.relative_to(path).parts
+            )
         )
         if not files:
-            raise ContractError([Problem(path, None, "folder holds no .parquet or .csv file")])
+            raise ContractError(
+                [Problem(path, None, "folder holds no .parquet or .csv file")]
+            )
         kinds = {file_format(f, declared) for f in files}
         if len(kinds) > 1:
             raise ContractError(
-                [Problem(path, None, "folder mixes CSV and Parquet files; use one format")]
+                [
+                    Problem(
+                        path, None, "folder mixes CSV and Parquet files; use one format"
+                    )
+                ]
             )
         return files
     raise ContractError([Problem(path, None, "file or folder not found")])
@@ -118,11 +126,15 @@ def file_columns(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> list[s
     try:
         rel = con.sql(f"SELECT * FROM {scan_sql(path, fmt)} LIMIT 0")
     except duckdb.Error as exc:
-        raise ContractError([Problem(path, None, f"cannot be read as {fmt}: {exc}")]) from exc
+        raise ContractError(
+            [Problem(path, None, f"cannot be read as {fmt}: {exc}")]
+        ) from exc
     return [c for c in rel.columns if c != ROW]
 
 
-def _missing_columns(path: Path, present: Sequence[str], required: Iterable[str]) -> list[Problem]:
+def _missing_columns(
+    path: Path, present: Sequence[str], required: Iterable[str]
+) -> list[Problem]:
     problems = []
     for col in required:
         if col in present:
@@ -131,7 +143,11 @@ def _missing_columns(path: Path, present: Sequence[str], required: Iterable[str]
         close += [c for c in present if c.lower() == col.lower()]
         hint = f"; found {close[-1]!r}, did you mean {col!r}?" if close else ""
         problems.append(
-            Problem(path, col, f"required column is missing (columns: {list(present)}){hint}")
+            Problem(
+                path,
+                col,
+                f"required column is missing (columns: {list(present)}){hint}",
+            )
         )
     return problems
 
@@ -154,7 +170,7 @@ def _check(
 
 
 def timestamp_sql(column: str) -> str:
-    """Text or timestamp -> UTC timestamp without zone (naive values are taken as UTC)."""
+    """Text or timestamp -> UTC timestamp without zone (naive values taken as UTC)."""
     return f"CAST(TRY_CAST({column} AS TIMESTAMPTZ) AS TIMESTAMP)"
 
 
@@ -180,8 +196,16 @@ def validate_events_file(
     if not con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]:
         return [Problem(path, None, "file has no rows; expected at least one event")]
     checks = [
-        (CUSTOMER_ID, _is_blank(CUSTOMER_ID), "customer_id is missing; expected a non-empty id"),
-        (EVENT_TYPE, _is_blank(EVENT_TYPE), "event_type is missing; expected a non-empty name"),
+        (
+            CUSTOMER_ID,
+            _is_blank(CUSTOMER_ID),
+            "customer_id is missing; expected a non-empty id",
+        ),
+        (
+            EVENT_TYPE,
+            _is_blank(EVENT_TYPE),
+            "event_type is missing; expected a non-empty name",
+        ),
         (
             EVENT_TIME,
             f"{timestamp_sql(EVENT_TIME)} IS NULL",
@@ -217,14 +241,20 @@ def validate_customers_file(
     con: duckdb.DuckDBPyConnection, path: Path, fmt: str
 ) -> list[Problem]:
     if path.stat().st_size == 0:
-        return [Problem(path, None, "file is empty; expected a header and customer rows")]
+        return [
+            Problem(path, None, "file is empty; expected a header and customer rows")
+        ]
     present = file_columns(con, path, fmt)
     problems = _missing_columns(path, present, (CUSTOMER_ID,))
     if problems:
         return problems
     source = scan_sql(path, fmt)
     blank = _check(
-        con, path, source, CUSTOMER_ID, _is_blank(CUSTOMER_ID),
+        con,
+        path,
+        source,
+        CUSTOMER_ID,
+        _is_blank(CUSTOMER_ID),
         "customer_id is missing; expected a non-empty id",
     )
     dup = _check(

@@ -98,16 +98,44 @@ def _event_features(spec: FeatureSpec) -> list[Feature]:
     out: list[Feature] = []
     for w in spec.windows_days:
         for role in ROLES:
-            out.append(Feature(f"{role}_count_{w}d", role, w, f"{role} events in the last {w} days"))
+            out.append(
+                Feature(
+                    f"{role}_count_{w}d", role, w, f"{role} events in the last {w} days"
+                )
+            )
         out.append(
             Feature(
-                f"purchase_amount_sum_{w}d", PURCHASE, w, f"sum of purchase amounts, last {w} days"
+                f"purchase_amount_sum_{w}d",
+                PURCHASE,
+                w,
+                f"sum of purchase amounts, last {w} days",
             )
         )
-        out.append(Feature(f"active_days_{w}d", None, w, f"distinct days with any event, last {w} days"))
+        out.append(
+            Feature(
+                f"active_days_{w}d",
+                None,
+                w,
+                f"distinct days with any event, last {w} days",
+            )
+        )
     for role in ROLES:
-        out.append(Feature(f"days_since_last_{role}", role, None, f"whole days since the last {role} event"))
-    out.append(Feature("days_since_last_event", None, None, "whole days since the last event of any kind"))
+        out.append(
+            Feature(
+                f"days_since_last_{role}",
+                role,
+                None,
+                f"whole days since the last {role} event",
+            )
+        )
+    out.append(
+        Feature(
+            "days_since_last_event",
+            None,
+            None,
+            "whole days since the last event of any kind",
+        )
+    )
     out.append(Feature("tenure_days", None, None, "whole days since the first event"))
     t = spec.trend_days
     out.append(
@@ -122,7 +150,7 @@ def _event_features(spec: FeatureSpec) -> list[Feature]:
 
 
 def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Feature]:
-    """Static attributes: numbers as is, strings as categoricals, timestamps as days since."""
+    """Static attributes: numbers as is, strings categorical, times as days since."""
     if customers is None:
         return []
     schema = customers.schema()
@@ -130,7 +158,9 @@ def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Fe
     if spec.attributes is not None:
         missing = sorted(set(spec.attributes) - set(names))
         if missing:
-            raise ValueError(f"features.attributes names columns not in customers: {missing}")
+            raise ValueError(
+                f"features.attributes names columns not in customers: {missing}"
+            )
         names = list(spec.attributes)
     out = []
     for name in names:
@@ -139,11 +169,22 @@ def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Fe
             out.append(Feature(name, None, None, f"customer attribute {name}"))
         elif dtype.is_timestamp() or dtype.is_date():
             out.append(
-                Feature(f"days_since_{name}", None, None, f"whole days since the customer's {name}")
+                Feature(
+                    f"days_since_{name}",
+                    None,
+                    None,
+                    f"whole days since the customer's {name}",
+                )
             )
         elif dtype.is_string():
             out.append(
-                Feature(name, None, None, f"customer attribute {name} (categorical)", categorical=True)
+                Feature(
+                    name,
+                    None,
+                    None,
+                    f"customer attribute {name} (categorical)",
+                    categorical=True,
+                )
             )
     return out
 
@@ -154,11 +195,15 @@ def catalogue(spec: FeatureSpec, customers: ir.Table | None = None) -> Catalogue
 
 def with_roles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     """Events with a `role` column from the event-type mapping (unmapped: activity)."""
-    return events.mutate(**{ROLE: events[EVENT_TYPE].substitute(spec.role_of, else_=ACTIVITY)})
+    return events.mutate(
+        **{ROLE: events[EVENT_TYPE].substitute(spec.role_of, else_=ACTIVITY)}
+    )
 
 
 def cutoff_table(cutoffs: Sequence[datetime]) -> ir.Table:
-    frame = pd.DataFrame({CUTOFF: pd.to_datetime(list(cutoffs)).astype("datetime64[us]")})
+    frame = pd.DataFrame(
+        {CUTOFF: pd.to_datetime(list(cutoffs)).astype("datetime64[us]")}
+    )
     return ibis.memtable(frame)
 
 
@@ -170,7 +215,9 @@ def seen_pairs(events: ir.Table, cutoffs: Sequence[datetime] | ir.Table) -> ir.T
     return pairs.filter(pairs._first < pairs[CUTOFF]).select(CUSTOMER_ID, CUTOFF)
 
 
-def days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.NumericValue:
+def days_between(
+    later: ir.TimestampValue, earlier: ir.TimestampValue
+) -> ir.NumericValue:
     """Whole days from `earlier` to `later`, floored (both at whole seconds)."""
     seconds = later.epoch_seconds() - earlier.epoch_seconds()
     return (seconds / SECONDS_PER_DAY).floor()
@@ -182,7 +229,7 @@ def build_features(
     spec: FeatureSpec,
     customers: ir.Table | None = None,
 ) -> ir.Table:
-    """Features for each (customer_id, cutoff) in `pairs`, from events before the cutoff.
+    """Features for each (customer_id, cutoff) in `pairs`, from events before it.
 
     Returns `customer_id`, `cutoff`, the catalogue's features in order, and `eligible`
     (seen before the cutoff and not already churned), which is not a model feature.
@@ -253,8 +300,10 @@ def _join_attributes(out: ir.Table, customers: ir.Table, spec: FeatureSpec) -> i
     cols: dict[str, ir.Value] = {}
     for feat in attrs:
         source = feat.name.removeprefix("days_since_")
-        if feat.name.startswith("days_since_") and source in schema.names and (
-            schema[source].is_timestamp() or schema[source].is_date()
+        if (
+            feat.name.startswith("days_since_")
+            and source in schema.names
+            and (schema[source].is_timestamp() or schema[source].is_date())
         ):
             stamp = customers[source].cast("timestamp")
             cols[feat.name] = stamp  # turned into days after the join

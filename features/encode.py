@@ -24,7 +24,9 @@ class Encoding:
     vocabularies: dict[str, tuple[str, ...]]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, features: Sequence[str], categorical: Sequence[str]) -> Encoding:
+    def fit(
+        cls, frame: pd.DataFrame, features: Sequence[str], categorical: Sequence[str]
+    ) -> Encoding:
         vocab = {}
         for name in categorical:
             values = frame[name].dropna().astype(str).unique().tolist()
@@ -36,7 +38,10 @@ class Encoding:
         return [f for f in self.features if f in self.vocabularies]
 
     def to_dict(self) -> dict:
-        return {"features": list(self.features), "vocabularies": {k: list(v) for k, v in self.vocabularies.items()}}
+        return {
+            "features": list(self.features),
+            "vocabularies": {k: list(v) for k, v in self.vocabularies.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Encoding:
@@ -54,10 +59,16 @@ class Encoding:
         for j, name in enumerate(self.features):
             column = frame[name]
             if name in self.vocabularies:
-                codes = pd.Categorical(column.astype("string"), categories=self.vocabularies[name]).codes
+                codes = pd.Categorical(
+                    column.astype("string"), categories=self.vocabularies[name]
+                ).codes
                 out[:, j] = np.where(codes < 0, np.nan, codes)
             else:
-                out[:, j] = pd.to_numeric(column, errors="raise").astype("float64").to_numpy(na_value=np.nan)
+                out[:, j] = (
+                    pd.to_numeric(column, errors="raise")
+                    .astype("float64")
+                    .to_numpy(na_value=np.nan)
+                )
         return out
 
     def record_to_row(self, record: Mapping[str, object], out: np.ndarray) -> None:

@@ -63,21 +63,24 @@ class Dataset:
         return row[0], row[1]
 
     def fingerprint(self) -> dict[str, str | int]:
-        """A content fingerprint of the events: rows, time range and an order-free hash."""
+        """A content fingerprint of the events: rows, time range, order-free hash."""
         rows, first, last, digest = self.duckdb.execute(
             f"SELECT count(*), min({EVENT_TIME}), max({EVENT_TIME}), "
-            f"bit_xor(hash({CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, {QUANTITY})) "
+            f"sum(hash({CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, "
+            f"{QUANTITY})) "
             f"FROM {EVENTS_VIEW}"
         ).fetchall()[0]
         return {
             "rows": int(rows),
             "first_event": str(first),
             "last_event": str(last),
-            "hash": f"{int(digest or 0):016x}",
+            "hash": f"{int(digest or 0) % 2**64:016x}",
         }
 
 
-def connect(memory_limit: str | None = None, threads: int | None = None) -> ibis.BaseBackend:
+def connect(
+    memory_limit: str | None = None, threads: int | None = None
+) -> ibis.BaseBackend:
     """A DuckDB connection in UTC, wrapped for Ibis."""
     raw = duckdb.connect()
     raw.execute("SET TimeZone = 'UTC'")
@@ -126,7 +129,7 @@ def load(
     as_of: datetime | None = None,
     con: ibis.BaseBackend | None = None,
 ) -> Dataset:
-    """Validate every file, then expose them as views. Raises ContractError on bad input.
+    """Validate every file, then expose them as views; ContractError on bad input.
 
     `as_of` defaults to now: events after it are rejected as being in the future.
     """
@@ -155,8 +158,14 @@ def load(
     if customer_files:
         raw.execute(_customers_view_sql(customer_files, customer_fmt))
         customers_table = con.table(CUSTOMERS_VIEW)
-    log.info("loaded %d events file(s), %d customers file(s)", len(event_files), len(customer_files))
-    return Dataset(con, con.table(EVENTS_VIEW), customers_table, event_files, customer_files)
+    log.info(
+        "loaded %d events file(s), %d customers file(s)",
+        len(event_files),
+        len(customer_files),
+    )
+    return Dataset(
+        con, con.table(EVENTS_VIEW), customers_table, event_files, customer_files
+    )
 
 
 __all__ = ["ContractError", "Dataset", "connect", "load"]

@@ -27,7 +27,13 @@ def _libc_renameat2():
         return None
     fn = getattr(ctypes.CDLL(name, use_errno=True), "renameat2", None)
     if fn is not None:
-        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
     return fn
 
 

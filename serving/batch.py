@@ -3,8 +3,9 @@
 Output: Parquet under `<output>/as_of=YYYY-MM-DD/` with one row per customer: the
 three probabilities, each model's version, the feature-set version and
 `scored_at`; `as_of` is the partition key (Hive/Spark convention: it lives in the
-path, and every dataset reader - DuckDB, Spark, pyarrow - returns it as a column). A rerun for the same date replaces the folder whole; a failed run
-leaves every earlier output as it was.
+path, and every dataset reader - DuckDB, Spark, pyarrow - returns it as a
+column). A rerun for the same date replaces the folder whole; a failed run leaves
+every earlier output as it was.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def score(
     *,
     progress: bool | None = None,
 ) -> ScoreResult:
-    """Build features at `as_of` (events strictly before it), score, publish atomically."""
+    """Features at `as_of` (events strictly before it), scored, published atomically."""
     spec = FeatureSpec.from_config(config)
-    feats = build_features(ds.events, seen_pairs(ds.events, [as_of]), spec, ds.customers)
+    feats = build_features(
+        ds.events, seen_pairs(ds.events, [as_of]), spec, ds.customers
+    )
     feats = feats.filter(feats[ELIGIBLE]).drop(ELIGIBLE).order_by(CUSTOMER_ID)
     frame = feats.to_pyarrow().to_pandas()
     scored_at = datetime.now(UTC).replace(tzinfo=None)
@@ -73,7 +76,11 @@ def score(
         path = tmp / "part-0.parquet"
         writer = None
         try:
-            bar = tqdm(total=len(frame), unit="customers", disable=None if progress is None else not progress)
+            bar = tqdm(
+                total=len(frame),
+                unit="customers",
+                disable=None if progress is None else not progress,
+            )
             for start in range(0, max(len(frame), 1), CHUNK_ROWS):
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
                 table = score_table(chunk, champions, scored_at)
@@ -85,20 +92,36 @@ def score(
         finally:
             if writer is not None:
                 writer.close()
-    log.info("scored %d customers as of %s into %s", len(frame), f"{as_of:%Y-%m-%d}", target_dir)
+    log.info(
+        "scored %d customers as of %s into %s",
+        len(frame),
+        f"{as_of:%Y-%m-%d}",
+        target_dir,
+    )
     return ScoreResult(target_dir, len(frame), as_of)
 
 
-def score_table(chunk: pd.DataFrame, champions: Champions, scored_at: datetime) -> pa.Table:
+def score_table(
+    chunk: pd.DataFrame, champions: Champions, scored_at: datetime
+) -> pa.Table:
     """One output table for a frame of features: probabilities and provenance."""
-    probs = champions.predict_frame(chunk) if len(chunk) else {t: np.empty(0) for t in TARGETS}
+    probs = (
+        champions.predict_frame(chunk)
+        if len(chunk)
+        else {t: np.empty(0) for t in TARGETS}
+    )
     n = len(chunk)
-    columns: dict[str, pa.Array] = {CUSTOMER_ID: pa.array(chunk[CUSTOMER_ID].astype(str), pa.string())}
+    columns: dict[str, pa.Array] = {
+        CUSTOMER_ID: pa.array(chunk[CUSTOMER_ID].astype(str), pa.string())
+    }
     for target in TARGETS:
         columns[target] = pa.array(probs[target], pa.float64())
     for target in TARGETS:
-        columns[version_column(target)] = pa.array([champions.versions[target]] * n, pa.string())
-    columns[FEATURE_SET_VERSION] = pa.array([champions.feature_set_version] * n, pa.string())
+        columns[version_column(target)] = pa.array(
+            [champions.versions[target]] * n, pa.string()
+        )
+    columns[FEATURE_SET_VERSION] = pa.array(
+        [champions.feature_set_version] * n, pa.string()
+    )
     columns[SCORED_AT] = pa.array([scored_at] * n, pa.timestamp("us"))
     return pa.table(columns)
-

@@ -26,7 +26,9 @@ def _date(text: str) -> datetime:
     try:
         d = date.fromisoformat(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected a date YYYY-MM-DD, got {text!r}"
+        ) from exc
     return datetime(d.year, d.month, d.day)
 
 
@@ -39,14 +41,23 @@ def _context(args: argparse.Namespace):
 def _load_data(config):
     from features.load import load
 
-    return load(config.data.events, config.data.customers, fmt=config.data.format, as_of=config.data.as_of)
+    return load(
+        config.data.events,
+        config.data.customers,
+        fmt=config.data.format,
+        as_of=config.data.as_of,
+    )
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from features.demo import generate
 
     summary = generate(
-        args.out, customers=args.customers, seed=args.seed, start=args.start, days=args.days,
+        args.out,
+        customers=args.customers,
+        seed=args.seed,
+        start=args.start,
+        days=args.days,
         events_per_customer=args.events_per_customer,
     )
     print(
@@ -79,8 +90,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = _load_data(config)
     results = train_all(config, ds, uri)
     print(f"MLflow: {uri}")
-    print(f"{'target':16} {'version':>7} {'valid':>10} {'AUC':>7} {'base AUC':>8} "
-          f"{'logloss':>8} {'base ll':>8}  decision")
+    print(
+        f"{'target':16} {'version':>7} {'valid':>10} {'AUC':>7} {'base AUC':>8} "
+        f"{'logloss':>8} {'base ll':>8}  decision"
+    )
     for r in results:
         print(
             f"{r.target:16} {r.version:>7} {r.valid_cutoff:%Y-%m-%d} "
@@ -112,19 +125,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path, config, uri = _context(args)
     configure(uri)
-    champions = Champions.load(config, uri)  # fail here, clearly, before starting a server
+    champions = Champions.load(
+        config, uri
+    )  # fail here, clearly, before starting a server
     log.info("champions: %s", champions.versions)
     env = {**os.environ, "PROPENSITY_CONFIG": str(path), "MLFLOW_TRACKING_URI": uri}
-    cmd = [_bin("bentoml"), "serve", "serving.service:Propensity",
-           "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        _bin("bentoml"),
+        "serve",
+        "serving.service:Propensity",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print(f"serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     return subprocess.call(cmd, env=env)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     _, _, uri = _context(args)
-    cmd = [_bin("mlflow"), "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port), "--workers", "1"]
+    cmd = [
+        _bin("mlflow"),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
     return subprocess.call(cmd)
 
@@ -133,8 +165,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from serving.bench import run_foundation
 
     run_foundation(
-        customers=args.customers, seed=args.seed, cutoffs=args.cutoffs,
-        workdir=Path(args.workdir), results=Path(args.results),
+        customers=args.customers,
+        seed=args.seed,
+        cutoffs=args.cutoffs,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
     )
     return 0
 
@@ -146,8 +181,13 @@ def _bin(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="propensity", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="config file (default: $PROPENSITY_CONFIG or ./propensity.yaml)")
+    parser = argparse.ArgumentParser(
+        prog="propensity", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--config",
+        help="config file (default: $PROPENSITY_CONFIG or ./propensity.yaml)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -162,16 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="the feature catalogue")
     fsub = p.add_subparsers(dest="features_command", required=True, metavar="ACTION")
-    fsub.add_parser("list", help="print name, role, window and description").set_defaults(
-        func=cmd_features_list
-    )
+    fsub.add_parser(
+        "list", help="print name, role, window and description"
+    ).set_defaults(func=cmd_features_list)
 
-    sub.add_parser("train", help="build features and labels, train, track, register, promote"
-                   ).set_defaults(func=cmd_train)
+    sub.add_parser(
+        "train", help="build features and labels, train, track, register, promote"
+    ).set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="score every eligible customer as of a date")
-    p.add_argument("--as-of", type=_date, default=None,
-                   help="cutoff date; events before it count (default: the day after the last event)")
+    p.add_argument(
+        "--as-of",
+        type=_date,
+        default=None,
+        help="cutoff date; events before it count "
+        "(default: the day after the last event)",
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("serve", help="serve the champions over HTTP with BentoML")
@@ -184,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("bench", help="foundation benchmark: features vs SQL, scoring vs raw predict")
+    p = sub.add_parser(
+        "bench", help="foundation benchmark: features vs SQL, scoring vs raw predict"
+    )
     p.add_argument("--customers", type=int, default=200_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cutoffs", type=int, default=3)

@@ -65,7 +65,9 @@ class Champions:
 
     @property
     def feature_set_version(self) -> str:
-        versions = {m.metadata.get("feature_set_version", "") for m in self.models.values()}
+        versions = {
+            m.metadata.get("feature_set_version", "") for m in self.models.values()
+        }
         return ",".join(sorted(versions))
 
     def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -75,28 +77,38 @@ class Champions:
             for target, model in self.models.items()
         }
 
-    def check_records(self, records: Sequence[Mapping[str, object]], field: str) -> None:
-        """Raise RecordError naming the first bad field: missing, unknown or mistyped."""
+    def check_records(
+        self, records: Sequence[Mapping[str, object]], field: str
+    ) -> None:
+        """Raise RecordError naming the first missing, unknown or mistyped field."""
         names = set(self.feature_names)
         categorical = self.categorical
         for i, record in enumerate(records):
             where = f"{field}[{i}].features"
             missing = [n for n in self.feature_names if n not in record]
             if missing:
-                raise RecordError(f"{where}.{missing[0]}: missing; expected a value or null "
-                                  f"({len(missing)} feature(s) missing)")
+                raise RecordError(
+                    f"{where}.{missing[0]}: missing; expected a value or null "
+                    f"({len(missing)} feature(s) missing)"
+                )
             unknown = sorted(set(record) - names)
             if unknown:
                 raise RecordError(f"{where}.{unknown[0]}: unknown feature")
             for name, value in record.items():
                 if name not in categorical and isinstance(value, str | bool):
-                    raise RecordError(f"{where}.{name}: expected a number or null, got {value!r}")
+                    raise RecordError(
+                        f"{where}.{name}: expected a number or null, got {value!r}"
+                    )
 
-    def predict_records(self, records: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+    def predict_records(
+        self, records: Sequence[Mapping[str, object]]
+    ) -> dict[str, np.ndarray]:
         """Probabilities per target from checked records, straight to numpy."""
         out = {}
         for target, model in self.models.items():
-            matrix = np.empty((len(records), len(model.encoding.features)), dtype=np.float64)
+            matrix = np.empty(
+                (len(records), len(model.encoding.features)), dtype=np.float64
+            )
             for i, record in enumerate(records):
                 model.encoding.record_to_row(record, matrix[i])
             out[target] = model.booster.predict(matrix)

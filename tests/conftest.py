@@ -24,7 +24,10 @@ BIN = Path(sys.executable).parent
 def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
     """A project config for test data: demo roles, monthly cutoffs, fast LightGBM."""
     config = {
-        "data": {"events": str(events), "customers": str(customers) if customers else None},
+        "data": {
+            "events": str(events),
+            "customers": str(customers) if customers else None,
+        },
         "roles": {
             "purchase": ["purchase"],
             "service_request": ["support_ticket"],
@@ -32,12 +35,18 @@ def write_config(path: Path, events: Path, customers: Path | None, **overrides) 
         },
         "training": {
             "cutoffs": {"start": "2025-03-01", "freq": "MS"},
-            "lightgbm": {"num_boost_round": 120, "early_stopping_rounds": 20, "num_leaves": 15},
+            "lightgbm": {
+                "num_boost_round": 120,
+                "early_stopping_rounds": 20,
+                "num_leaves": 15,
+            },
         },
         "scoring": {"output": str(path.parent / "scores")},
     }
     for key, value in overrides.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        config[key] = (
+            {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        )
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -72,7 +81,9 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "propensity"), *args],
         env=env,
@@ -89,7 +100,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Project
     root = tmp_path_factory.mktemp("project")
     events, customers = demo_dir / "events.parquet", demo_dir / "customers.parquet"
     config = write_config(root / "propensity.yaml", events, customers)
-    project = Project(root, config, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", events, customers)
+    project = Project(
+        root, config, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", events, customers
+    )
     done = run_cli(["train"], project.env())
     assert done.returncode == 0, done.stderr[-3000:]
     return project
@@ -108,19 +121,25 @@ class Server:
     log: Path
 
 
-def wait_ready(url: str, process: subprocess.Popen, log: Path, deadline_s: float = 90) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen, log: Path, deadline_s: float = 90
+) -> None:
     """Poll /readyz until 200, the process dies, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise TimeoutError(f"server not ready after {deadline_s}s:\n{log.read_text()[-3000:]}")
+    raise TimeoutError(
+        f"server not ready after {deadline_s}s:\n{log.read_text()[-3000:]}"
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -134,15 +153,27 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    trained: Project, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """A real `bentoml serve` of the service on a free port, serving the champions."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "bentoml.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "serving.service:Propensity", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=trained.env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "bentoml"),
+                "serve",
+                "serving.service:Propensity",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=trained.env(),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,14 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from features.columns import CUSTOMER_ID, CUTOFF, TARGETS
-from features.definition import ELIGIBLE, Catalogue, FeatureSpec, build_features, catalogue, seen_pairs
+from features.definition import (
+    ELIGIBLE,
+    Catalogue,
+    FeatureSpec,
+    build_features,
+    catalogue,
+    seen_pairs,
+)
 from features.labels import LabelSpec, build_labels
 from features.load import Dataset
 
@@ -33,14 +40,18 @@ def build_training_table(
     _, data_end = ds.time_range()
     cutoffs = [c for c in cutoffs if c <= data_end]
     if not cutoffs:
-        raise ValueError(f"no training cutoff falls on or before the last event ({data_end})")
+        raise ValueError(
+            f"no training cutoff falls on or before the last event ({data_end})"
+        )
     pairs = seen_pairs(ds.events, cutoffs)
     feats = build_features(ds.events, pairs, spec, ds.customers)
     feats = feats.filter(feats[ELIGIBLE]).drop(ELIGIBLE)
     labs = build_labels(ds.events, feats.select(CUSTOMER_ID, CUTOFF), spec, labels)
     table = feats.join(labs, [CUSTOMER_ID, CUTOFF])
     frame = table.to_pyarrow().to_pandas()
-    frame = frame.sort_values([CUTOFF, CUSTOMER_ID], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values([CUTOFF, CUSTOMER_ID], kind="stable").reset_index(
+        drop=True
+    )
     log.info("training table: %d rows over %d cutoffs", len(frame), len(cutoffs))
     return TrainingTable(frame, catalogue(spec, ds.customers), data_end, cutoffs)
 
@@ -61,7 +72,8 @@ def out_of_time_split(table: TrainingTable, target: str, labels: LabelSpec) -> S
     complete = [c for c in table.cutoffs if labels.complete(target, c, table.data_end)]
     if not complete:
         raise ValueError(
-            f"{target}: no cutoff has a complete {horizon.days}-day horizon before {table.data_end}"
+            f"{target}: no cutoff has a complete {horizon.days}-day horizon "
+            f"before {table.data_end}"
         )
     valid_cutoff = max(complete)
     train_cutoffs = [c for c in complete if c + horizon <= valid_cutoff]
@@ -75,5 +87,7 @@ def out_of_time_split(table: TrainingTable, target: str, labels: LabelSpec) -> S
     valid = table.frame[cut == valid_cutoff]
     for name, part in (("training", train), ("validation", valid)):
         if part[target].nunique() < 2:
-            raise ValueError(f"{target}: the {name} rows hold a single class; cannot train")
+            raise ValueError(
+                f"{target}: the {name} rows hold a single class; cannot train"
+            )
     return Split(train, valid, train_cutoffs, valid_cutoff)

@@ -36,7 +36,13 @@ def fit(
 ) -> lgb.Booster:
     names = list(encoding.features)
     cats = encoding.categorical
-    train = lgb.Dataset(x_train, y_train, feature_name=names, categorical_feature=cats, free_raw_data=True)
+    train = lgb.Dataset(
+        x_train,
+        y_train,
+        feature_name=names,
+        categorical_feature=cats,
+        free_raw_data=True,
+    )
     valid = lgb.Dataset(x_valid, y_valid, reference=train)
     return lgb.train(
         lgb_params(config),

@@ -32,7 +32,7 @@ def decide(
     champion_version: str | None,
     comparable: bool = True,
 ) -> Decision:
-    """Promote when there is no champion, or the challenger's log loss is strictly lower."""
+    """Promote when there is no champion, or on a strictly lower log loss."""
     if champion_version is None:
         return Decision(True, "no champion yet", challenger_log_loss)
     if not comparable or champion_log_loss is None:
@@ -50,13 +50,20 @@ def decide(
         verb, promote = "does not beat", False
     reason = (
         f"challenger log loss {challenger_log_loss:.6f} {verb} champion "
-        f"v{champion_version} log loss {champion_log_loss:.6f} on the same validation cutoff"
+        f"v{champion_version} log loss {champion_log_loss:.6f} "
+        "on the same validation cutoff"
     )
-    return Decision(promote, reason, challenger_log_loss, champion_log_loss, champion_version)
+    return Decision(
+        promote, reason, challenger_log_loss, champion_log_loss, champion_version
+    )
 
 
 def record(
-    client: MlflowClient, name: str, version: str, decision: Decision, valid_cutoff: datetime
+    client: MlflowClient,
+    name: str,
+    version: str,
+    decision: Decision,
+    valid_cutoff: datetime,
 ) -> None:
     """Set the aliases the decision calls for and keep its figures as version tags."""
     tags = {
@@ -64,7 +71,9 @@ def record(
         "reason": decision.reason,
         "challenger_log_loss": f"{decision.challenger_log_loss:.10f}",
         "champion_log_loss": (
-            "" if decision.champion_log_loss is None else f"{decision.champion_log_loss:.10f}"
+            ""
+            if decision.champion_log_loss is None
+            else f"{decision.champion_log_loss:.10f}"
         ),
         "previous_champion_version": decision.champion_version or "",
         "validation_cutoff": valid_cutoff.strftime("%Y-%m-%d"),

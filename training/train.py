@@ -25,7 +25,12 @@ from features.definition import FeatureSpec
 from features.encode import Encoding
 from features.labels import LabelSpec
 from features.load import Dataset
-from training.dataset import Split, TrainingTable, build_training_table, out_of_time_split
+from training.dataset import (
+    Split,
+    TrainingTable,
+    build_training_table,
+    out_of_time_split,
+)
 from training.evaluate import RecencyBaseline, metrics
 from training.model import fit, lgb_params
 from training.promote import CHAMPION, Decision, decide, record
@@ -87,10 +92,14 @@ def _train_target(
 ) -> TargetResult:
     started = time.perf_counter()
     split = out_of_time_split(table, target, labels)
-    encoding = Encoding.fit(split.train, table.catalogue.names, table.catalogue.categorical)
+    encoding = Encoding.fit(
+        split.train, table.catalogue.names, table.catalogue.categorical
+    )
     x_train, x_valid = encoding.to_matrix(split.train), encoding.to_matrix(split.valid)
     y_train, y_valid = split.train[target].to_numpy(), split.valid[target].to_numpy()
-    booster = fit(x_train, y_train, x_valid, y_valid, encoding, config.training.lightgbm)
+    booster = fit(
+        x_train, y_train, x_valid, y_valid, encoding, config.training.lightgbm
+    )
     p_valid = booster.predict(x_valid)
     model_metrics = metrics(y_valid, p_valid)
     baseline = RecencyBaseline(target).fit(split.train, y_train)
@@ -103,7 +112,9 @@ def _train_target(
     ) as run:
         _log_run(config, table, split, target, encoding, booster, context, labels)
         mlflow.log_metrics({f"valid_{k}": v for k, v in model_metrics.items()})
-        mlflow.log_metrics({f"baseline_recency_{k}": v for k, v in baseline_metrics.items()})
+        mlflow.log_metrics(
+            {f"baseline_recency_{k}": v for k, v in baseline_metrics.items()}
+        )
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
         frame = pd.DataFrame(x_valid[:5], columns=list(encoding.features))
         info = mlflow.lightgbm.log_model(
@@ -117,11 +128,22 @@ def _train_target(
         )
         version = str(info.registered_model_version)
         decision = _decide(champion, split, target, model_metrics["log_loss"])
-        mlflow.set_tags({"promotion.decision": str(decision.promote), "promotion.reason": decision.reason})
+        mlflow.set_tags(
+            {
+                "promotion.decision": str(decision.promote),
+                "promotion.reason": decision.reason,
+            }
+        )
     record(client, name, version, decision, split.valid_cutoff)
     log.info("%s v%s: %s", name, version, decision.reason)
     return TargetResult(
-        target, name, version, run.info.run_id, model_metrics, baseline_metrics, decision,
+        target,
+        name,
+        version,
+        run.info.run_id,
+        model_metrics,
+        baseline_metrics,
+        decision,
         split.valid_cutoff,
     )
 
@@ -167,7 +189,9 @@ def _log_run(
         {
             "target": target,
             "horizon_days": labels.horizons[target],
-            "train_cutoffs": ",".join(c.strftime("%Y-%m-%d") for c in split.train_cutoffs),
+            "train_cutoffs": ",".join(
+                c.strftime("%Y-%m-%d") for c in split.train_cutoffs
+            ),
             "valid_cutoff": split.valid_cutoff.strftime("%Y-%m-%d"),
             "n_train": len(split.train),
             "n_valid": len(split.valid),
@@ -183,8 +207,13 @@ def _log_run(
     mlflow.log_dict(
         {
             "features": [
-                {"name": f.name, "role": f.role, "window_days": f.window_days,
-                 "description": f.description, "categorical": f.categorical}
+                {
+                    "name": f.name,
+                    "role": f.role,
+                    "window_days": f.window_days,
+                    "description": f.description,
+                    "categorical": f.categorical,
+                }
                 for f in table.catalogue.features
             ]
         },

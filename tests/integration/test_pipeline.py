@@ -1,4 +1,4 @@
-"""Train on small demo data into a temp MLflow store, then score: the real components."""
+"""Train small demo data into a temp MLflow store, then score: real components."""
 
 from __future__ import annotations
 
@@ -30,13 +30,17 @@ def client(trained: Project) -> MlflowClient:
     return MlflowClient(trained.tracking_uri, trained.tracking_uri)
 
 
-def test_registry_has_a_champion_per_target(trained: Project, client: MlflowClient) -> None:
+def test_registry_has_a_champion_per_target(
+    trained: Project, client: MlflowClient
+) -> None:
     for target in TARGETS:
         mv = client.get_model_version_by_alias(target, "champion")
         assert mv.tags["promotion.decision"] == "promoted"
         assert mv.tags["promotion.reason"]
         assert float(mv.tags["promotion.challenger_log_loss"]) > 0
-        assert str(client.get_model_version_by_alias(target, "challenger").version) == str(mv.version)
+        assert str(
+            client.get_model_version_by_alias(target, "challenger").version
+        ) == str(mv.version)
 
 
 def test_runs_log_params_metrics_and_a_model_with_signature(
@@ -45,19 +49,35 @@ def test_runs_log_params_metrics_and_a_model_with_signature(
     mv = client.get_model_version_by_alias("churn", "champion")
     run = client.get_run(mv.run_id)
     params, metrics = run.data.params, run.data.metrics
-    for key in ("features", "feature_set_version", "data_hash", "data_rows", "train_cutoffs",
-                "valid_cutoff", "horizon_days"):
+    for key in (
+        "features",
+        "feature_set_version",
+        "data_hash",
+        "data_rows",
+        "train_cutoffs",
+        "valid_cutoff",
+        "horizon_days",
+    ):
         assert params[key], key
     assert int(params["data_rows"]) > 1000
     for key in ("roc_auc", "pr_auc", "log_loss", "brier"):
-        assert 0 <= metrics[f"valid_{key}"] <= 10 and f"baseline_recency_{key}" in metrics
+        assert (
+            0 <= metrics[f"valid_{key}"] <= 10 and f"baseline_recency_{key}" in metrics
+        )
     assert metrics["valid_roc_auc"] > 0.6  # churn has real signal in the demo data
     info = mlflow.models.get_model_info(f"models:/churn/{mv.version}")
-    assert [c.name for c in info.signature.inputs.inputs] == params["features"].split(",")
+    assert [c.name for c in info.signature.inputs.inputs] == params["features"].split(
+        ","
+    )
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "features.json"} <= files
-    config = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="config.json")).read_text())
+    config = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="config.json"
+            )
+        ).read_text()
+    )
     assert config["targets"]["churn"]["horizon_days"] == 30
 
 
@@ -79,8 +99,14 @@ def test_nightly_scoring_writes_every_eligible_customer(trained: Project) -> Non
     assert len(files) == 1
     schema = pq.read_schema(files[0])
     assert schema.names == [
-        "customer_id", "churn", "purchase", "service_request", "churn_model_version",
-        "purchase_model_version", "service_request_model_version", "feature_set_version",
+        "customer_id",
+        "churn",
+        "purchase",
+        "service_request",
+        "churn_model_version",
+        "purchase_model_version",
+        "service_request_model_version",
+        "feature_set_version",
         "scored_at",
     ]
     scores = pd.read_parquet(trained.root / "scores")
@@ -88,8 +114,10 @@ def test_nightly_scoring_writes_every_eligible_customer(trained: Project) -> Non
     config = load_config(trained.config)
     ds = load(config.data.events, config.data.customers)
     feats = build_features(
-        ds.events, seen_pairs(ds.events, [pd.Timestamp("2025-12-01").to_pydatetime()]),
-        FeatureSpec.from_config(config), ds.customers,
+        ds.events,
+        seen_pairs(ds.events, [pd.Timestamp("2025-12-01").to_pydatetime()]),
+        FeatureSpec.from_config(config),
+        ds.customers,
     ).to_pandas()
     assert sorted(scores.customer_id) == sorted(feats[feats[ELIGIBLE]].customer_id)
     assert scores.customer_id.is_unique
@@ -101,9 +129,14 @@ def test_nightly_scoring_writes_every_eligible_customer(trained: Project) -> Non
     expected = champions.predict_frame(eligible)
     ordered = scores.sort_values("customer_id").reset_index(drop=True)
     for target in TARGETS:
-        assert ordered[f"{target}_model_version"].unique().tolist() == [champions.versions[target]]
+        assert ordered[f"{target}_model_version"].unique().tolist() == [
+            champions.versions[target]
+        ]
         pd.testing.assert_series_equal(
-            ordered[target], pd.Series(expected[target], name=target), rtol=0, atol=1e-12
+            ordered[target],
+            pd.Series(expected[target], name=target),
+            rtol=0,
+            atol=1e-12,
         )
 
 
@@ -117,7 +150,9 @@ def test_rerun_replaces_and_bad_input_leaves_outputs_intact(trained: Project) ->
     second = run_cli(["score"], trained.env())
     assert second.returncode == 0
     after = pd.read_parquet(out)
-    assert len(after) == len(before) and (after.scored_at > before.scored_at.max()).all()
+    assert (
+        len(after) == len(before) and (after.scored_at > before.scored_at.max()).all()
+    )
     # a run on bad data fails before any work and leaves every earlier output intact
     bad = trained.root / "bad_events.csv"
     bad.write_text("customer_id,event_time,event_type\nc1,not a time,login\n")
@@ -126,10 +161,16 @@ def test_rerun_replaces_and_bad_input_leaves_outputs_intact(trained: Project) ->
     data["scoring"]["output"] = str(trained.root / "scores")
     bad_config.write_text(yaml.safe_dump(data))
     listing = sorted(p.name for p in (trained.root / "scores").iterdir())
-    failed = run_cli(["--config", str(bad_config), "score", "--as-of", as_of.strftime("%Y-%m-%d")],
-                     trained.env())
+    failed = run_cli(
+        ["--config", str(bad_config), "score", "--as-of", as_of.strftime("%Y-%m-%d")],
+        trained.env(),
+    )
     assert failed.returncode == 2
-    assert str(bad) in failed.stderr and "event_time" in failed.stderr and "rows 1" in failed.stderr
+    assert (
+        str(bad) in failed.stderr
+        and "event_time" in failed.stderr
+        and "rows 1" in failed.stderr
+    )
     assert sorted(p.name for p in (trained.root / "scores").iterdir()) == listing
     pd.testing.assert_frame_equal(pd.read_parquet(out), after)
 
@@ -139,12 +180,21 @@ def test_a_worse_challenger_does_not_take_champion(
 ) -> None:
     """Retrain with a crippled model into the same registry: champion stays, the
     decision and its figures are recorded on the new version."""
-    before = {t: client.get_model_version_by_alias(t, "champion").version for t in TARGETS}
+    before = {
+        t: client.get_model_version_by_alias(t, "champion").version for t in TARGETS
+    }
     weak = write_config(
-        tmp_path / "weak.yaml", trained.events, trained.customers,
-        training={"cutoffs": {"start": "2025-03-01", "freq": "MS"},
-                  "lightgbm": {"num_boost_round": 1, "learning_rate": 0.001,
-                               "early_stopping_rounds": 1}},
+        tmp_path / "weak.yaml",
+        trained.events,
+        trained.customers,
+        training={
+            "cutoffs": {"start": "2025-03-01", "freq": "MS"},
+            "lightgbm": {
+                "num_boost_round": 1,
+                "learning_rate": 0.001,
+                "early_stopping_rounds": 1,
+            },
+        },
     )
     done = run_cli(["--config", str(weak), "train"], trained.env())
     assert done.returncode == 0, done.stderr[-2000:]
@@ -156,5 +206,7 @@ def test_a_worse_challenger_does_not_take_champion(
         tags = challenger.tags
         assert tags["promotion.decision"] == "kept_as_challenger"
         assert tags["promotion.previous_champion_version"] == str(champion.version)
-        assert float(tags["promotion.challenger_log_loss"]) > float(tags["promotion.champion_log_loss"])
+        assert float(tags["promotion.challenger_log_loss"]) > float(
+            tags["promotion.champion_log_loss"]
+        )
         assert "does not beat" in tags["promotion.reason"]

@@ -17,24 +17,40 @@ from features.config import load_config
 from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
 from features.load import load
 from serving.predictor import Champions
-from tests.conftest import BIN, ROOT, Project, Server, free_port, run_cli, stop, wait_ready
+from tests.conftest import (
+    BIN,
+    ROOT,
+    Project,
+    Server,
+    free_port,
+    run_cli,
+    stop,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def records(project: Project, n: int) -> tuple[list[dict], pd.DataFrame]:
-    """Feature records, as a marketing system would send them, for n eligible customers."""
+    """Feature records, as a marketing system would send them, for n customers."""
     config = load_config(project.config)
     ds = load(config.data.events, config.data.customers)
     frame = build_features(
-        ds.events, seen_pairs(ds.events, [datetime(2025, 11, 15)]),
-        FeatureSpec.from_config(config), ds.customers,
+        ds.events,
+        seen_pairs(ds.events, [datetime(2025, 11, 15)]),
+        FeatureSpec.from_config(config),
+        ds.customers,
     ).to_pandas()
-    frame = frame[frame[ELIGIBLE]].sort_values("customer_id").head(n).reset_index(drop=True)
+    frame = (
+        frame[frame[ELIGIBLE]].sort_values("customer_id").head(n).reset_index(drop=True)
+    )
     features = frame.drop(columns=["customer_id", "cutoff", ELIGIBLE])
     out = []
     for cid, row in zip(frame.customer_id, features.to_dict("records"), strict=True):
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        clean = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in row.items()
+        }
         clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in clean.items()}
         out.append({"customer_id": cid, "features": clean})
     return out, frame
@@ -57,13 +73,19 @@ def test_predict_over_http_equals_in_process(server: Server, trained: Project) -
     assert data["feature_set_version"] == champions.feature_set_version
 
 
-def test_bad_requests_are_4xx_naming_the_field(server: Server, trained: Project) -> None:
+def test_bad_requests_are_4xx_naming_the_field(
+    server: Server, trained: Project
+) -> None:
     body, _ = records(trained, 2)
     url = f"{server.url}/predict"
     missing = [dict(body[0]), dict(body[1])]
-    missing[1] = {"features": {k: v for k, v in body[1]["features"].items() if k != "tenure_days"}}
+    missing[1] = {
+        "features": {k: v for k, v in body[1]["features"].items() if k != "tenure_days"}
+    }
     r = httpx.post(url, json={"customers": missing})
-    assert r.status_code == 400 and "customers[1].features.tenure_days: missing" in r.text
+    assert (
+        r.status_code == 400 and "customers[1].features.tenure_days: missing" in r.text
+    )
     wrong = {"features": {**body[0]["features"], "purchase_count_30d": "many"}}
     r = httpx.post(url, json={"customers": [wrong]})
     assert r.status_code == 400 and "customers[0].features.purchase_count_30d" in r.text
@@ -79,31 +101,53 @@ def test_bad_requests_are_4xx_naming_the_field(server: Server, trained: Project)
     assert r.status_code == 400 and "customers" in r.text
 
 
-def test_unknown_category_and_nulls_are_scored_as_missing(server: Server, trained: Project) -> None:
+def test_unknown_category_and_nulls_are_scored_as_missing(
+    server: Server, trained: Project
+) -> None:
     body, _ = records(trained, 1)
-    features = {**body[0]["features"], "plan": "platinum", "days_since_last_purchase": None}
-    r = httpx.post(f"{server.url}/predict", json={"customers": [{"features": features}]})
+    features = {
+        **body[0]["features"],
+        "plan": "platinum",
+        "days_since_last_purchase": None,
+    }
+    r = httpx.post(
+        f"{server.url}/predict", json={"customers": [{"features": features}]}
+    )
     assert r.status_code == 200
     probs = r.json()["predictions"][0]["probabilities"]
     assert set(probs) == set(TARGETS) and all(0 < p < 1 for p in probs.values())
 
 
-def test_serve_without_champions_fails_saying_to_train_first(tmp_path: Path, trained: Project) -> None:
+def test_serve_without_champions_fails_saying_to_train_first(
+    tmp_path: Path, trained: Project
+) -> None:
     env = {**trained.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     done = run_cli(["serve", "--port", str(free_port())], env, timeout=120)
     assert done.returncode == 1
     assert "train first" in done.stderr and "churn" in done.stderr
 
 
-def test_service_is_not_ready_without_champions(tmp_path: Path, trained: Project) -> None:
+def test_service_is_not_ready_without_champions(
+    tmp_path: Path, trained: Project
+) -> None:
     """`bentoml serve` straight on an empty registry never turns ready and logs why."""
     env = {**trained.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "serving.service:Propensity", "--port", str(port)],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(BIN / "bentoml"),
+                "serve",
+                "serving.service:Propensity",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         with pytest.raises((TimeoutError, RuntimeError)):

@@ -1,4 +1,4 @@
-"""The config: typed, unknown keys rejected by name, env overrides deployment settings."""
+"""The config: typed, unknown keys rejected by name, env overrides the URI."""
 
 from __future__ import annotations
 
@@ -36,12 +36,16 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
 
 def test_wrong_type_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"targets\.purchase\.horizon_days"):
-        load_config(write(tmp_path, BASE + "targets: {purchase: {horizon_days: soon}}\n"))
+        load_config(
+            write(tmp_path, BASE + "targets: {purchase: {horizon_days: soon}}\n")
+        )
 
 
 def test_event_type_in_two_roles_is_rejected(tmp_path: Path) -> None:
     text = BASE + "roles: {purchase: [order], cancel: [order]}\n"
-    with pytest.raises(ConfigError, match="'order' is mapped to both 'purchase' and 'cancel'"):
+    with pytest.raises(
+        ConfigError, match="'order' is mapped to both 'purchase' and 'cancel'"
+    ):
         load_config(write(tmp_path, text))
 
 
@@ -54,14 +58,21 @@ def test_cutoffs_range_and_list(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, BASE))
     cutoffs = config.training.cutoffs.resolve(datetime(2024, 3, 15))
     assert cutoffs == [datetime(2024, 1, 1), datetime(2024, 2, 1), datetime(2024, 3, 1)]
-    text = BASE.replace("{start: 2024-01-01, freq: MS}", "{dates: [2024-02-01, 2024-01-01]}")
-    listed = load_config(write(tmp_path, text)).training.cutoffs.resolve(datetime(2025, 1, 1))
+    text = BASE.replace(
+        "{start: 2024-01-01, freq: MS}", "{dates: [2024-02-01, 2024-01-01]}"
+    )
+    listed = load_config(write(tmp_path, text)).training.cutoffs.resolve(
+        datetime(2025, 1, 1)
+    )
     assert listed == [datetime(2024, 1, 1), datetime(2024, 2, 1)]
 
 
 def test_tracking_uri_default_config_and_env(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = load_config(write(tmp_path, BASE))
-    assert config.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert (
+        config.tracking_uri(tmp_path)
+        == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert config.tracking_uri(tmp_path) == "http://127.0.0.1:5000"

@@ -11,7 +11,11 @@ import pytest
 from features.contract import ContractError
 from features.load import load
 
-GOOD = "customer_id,event_time,event_type,amount\nc1,2024-01-01 10:00:00,login,\nc2,2024-01-02T11:00:00Z,purchase,9.5\n"
+GOOD = (
+    "customer_id,event_time,event_type,amount\n"
+    "c1,2024-01-01 10:00:00,login,\n"
+    "c2,2024-01-02T11:00:00Z,purchase,9.5\n"
+)
 AS_OF = datetime(2024, 6, 1)
 
 
@@ -30,8 +34,17 @@ def problems_of(path: Path, **kwargs) -> list:
 def test_good_csv_loads_with_utc_timestamps(tmp_path: Path) -> None:
     ds = load(write(tmp_path, GOOD), as_of=AS_OF)
     frame = ds.events.to_pandas().sort_values("customer_id")
-    assert list(frame.columns) == ["customer_id", "event_time", "event_type", "amount", "quantity"]
-    assert frame.event_time.tolist() == [pd.Timestamp("2024-01-01 10:00"), pd.Timestamp("2024-01-02 11:00")]
+    assert list(frame.columns) == [
+        "customer_id",
+        "event_time",
+        "event_type",
+        "amount",
+        "quantity",
+    ]
+    assert frame.event_time.tolist() == [
+        pd.Timestamp("2024-01-01 10:00"),
+        pd.Timestamp("2024-01-02 11:00"),
+    ]
     assert frame.amount.isna().tolist() == [True, False]
     assert frame.quantity.isna().all()
 
@@ -52,13 +65,18 @@ def test_misnamed_column_is_named_with_a_suggestion(tmp_path: Path) -> None:
 def test_missing_column(tmp_path: Path) -> None:
     path = write(tmp_path, "customer_id,event_time\nc1,2024-01-01\n")
     (problem,) = problems_of(path)
-    assert problem.column == "event_type" and "required column is missing" in problem.expected
+    assert (
+        problem.column == "event_type"
+        and "required column is missing" in problem.expected
+    )
 
 
 def test_unparseable_timestamps_list_first_five_rows_and_count(tmp_path: Path) -> None:
     rows = ["c1,2024-01-01,login"] + [f"c{i},not a time,login" for i in range(7)]
     rows.insert(3, "c9,2024-02-30 10:00:00,login")  # no such day
-    path = write(tmp_path, "customer_id,event_time,event_type\n" + "\n".join(rows) + "\n")
+    path = write(
+        tmp_path, "customer_id,event_time,event_type\n" + "\n".join(rows) + "\n"
+    )
     (problem,) = problems_of(path)
     assert problem.column == "event_time"
     assert problem.rows == (2, 3, 4, 5, 6) and problem.count == 8
@@ -114,7 +132,11 @@ def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
     path = tmp_path / "events.parquet"
     frame.to_parquet(path)
     (problem,) = problems_of(path)
-    assert problem.file == path and problem.column == "customer_id" and problem.rows == (2,)
+    assert (
+        problem.file == path
+        and problem.column == "customer_id"
+        and problem.rows == (2,)
+    )
 
 
 def test_folder_of_files_names_the_bad_file(tmp_path: Path) -> None:
@@ -140,4 +162,8 @@ def test_customers_with_repeated_ids(tmp_path: Path) -> None:
     events = write(tmp_path, GOOD)
     customers = write(tmp_path, "customer_id,plan\nc1,basic\nc1,pro\n", "customers.csv")
     (problem,) = problems_of(events, customers=customers)
-    assert problem.file == customers and problem.rows == (1, 2) and "repeated" in problem.expected
+    assert (
+        problem.file == customers
+        and problem.rows == (1, 2)
+        and "repeated" in problem.expected
+    )

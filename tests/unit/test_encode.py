@@ -10,7 +10,9 @@ import pytest
 
 from features.encode import Encoding
 
-FRAME = pd.DataFrame({"n": [1.0, None, 3.0], "plan": ["pro", "basic", None], "k": [5, 6, 7]})
+FRAME = pd.DataFrame(
+    {"n": [1.0, None, 3.0], "plan": ["pro", "basic", None], "k": [5, 6, 7]}
+)
 
 
 def test_fit_orders_vocabulary_and_matrix_follows_the_feature_list() -> None:
@@ -32,7 +34,10 @@ def test_record_path_equals_frame_path() -> None:
     enc = Encoding.fit(FRAME, ["n", "plan", "k"], ["plan"])
     rows = np.empty((3, 3))
     for i, rec in enumerate(FRAME.to_dict("records")):
-        rec = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+        rec = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in rec.items()
+        }
         enc.record_to_row(rec, rows[i])
     np.testing.assert_array_equal(rows, enc.to_matrix(FRAME))
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue, seen_pairs
+from features.definition import (
+    ELIGIBLE,
+    FeatureSpec,
+    build_features,
+    catalogue,
+    seen_pairs,
+)
 from features.labels import LabelSpec, build_labels
 from features.load import load
 
@@ -25,7 +31,9 @@ LABELS = LabelSpec({"churn": 30, "purchase": 14, "service_request": 30})
 
 
 def dataset(tmp_path: Path, rows: list[tuple], customers: pd.DataFrame | None = None):
-    frame = pd.DataFrame(rows, columns=["customer_id", "event_time", "event_type", "amount"])
+    frame = pd.DataFrame(
+        rows, columns=["customer_id", "event_time", "event_type", "amount"]
+    )
     frame["event_time"] = pd.to_datetime(frame["event_time"]).astype("datetime64[us]")
     frame.to_parquet(tmp_path / "events.parquet")
     cpath = None
@@ -36,7 +44,9 @@ def dataset(tmp_path: Path, rows: list[tuple], customers: pd.DataFrame | None = 
 
 
 def features_at(ds, cutoffs=(CUT,), spec=SPEC) -> pd.DataFrame:
-    table = build_features(ds.events, seen_pairs(ds.events, list(cutoffs)), spec, ds.customers)
+    table = build_features(
+        ds.events, seen_pairs(ds.events, list(cutoffs)), spec, ds.customers
+    )
     return table.to_pandas().set_index(["customer_id", "cutoff"]).sort_index()
 
 
@@ -44,24 +54,36 @@ def row(frame: pd.DataFrame, cid: str, cutoff: datetime = CUT) -> pd.Series:
     return frame.loc[(cid, pd.Timestamp(cutoff))]
 
 
-def test_event_one_second_before_cutoff_counts_and_is_zero_days_ago(tmp_path: Path) -> None:
-    ds = dataset(tmp_path, [("a", CUT - SEC, "login", None), ("a", CUT - 40 * DAY, "login", None)])
+def test_event_one_second_before_cutoff_counts_and_is_zero_days_ago(
+    tmp_path: Path,
+) -> None:
+    ds = dataset(
+        tmp_path,
+        [("a", CUT - SEC, "login", None), ("a", CUT - 40 * DAY, "login", None)],
+    )
     r = row(features_at(ds), "a")
     assert r.activity_count_7d == 1 and r.activity_count_30d == 1
     assert r.days_since_last_activity == 0 and r.days_since_last_event == 0
 
 
 def test_event_at_the_cutoff_is_excluded(tmp_path: Path) -> None:
-    ds = dataset(tmp_path, [("a", CUT, "login", None), ("a", CUT - 2 * DAY, "buy", 5.0)])
+    ds = dataset(
+        tmp_path, [("a", CUT, "login", None), ("a", CUT - 2 * DAY, "buy", 5.0)]
+    )
     r = row(features_at(ds), "a")
     assert r.activity_count_7d == 0 and pd.isna(r.days_since_last_activity)
     assert r.purchase_count_7d == 1 and r.days_since_last_purchase == 2
 
 
-def test_window_start_is_inclusive_and_one_second_earlier_is_out(tmp_path: Path) -> None:
+def test_window_start_is_inclusive_and_one_second_earlier_is_out(
+    tmp_path: Path,
+) -> None:
     ds = dataset(
         tmp_path,
-        [("a", CUT - 7 * DAY, "login", None), ("a", CUT - 7 * DAY - SEC, "login", None)],
+        [
+            ("a", CUT - 7 * DAY, "login", None),
+            ("a", CUT - 7 * DAY - SEC, "login", None),
+        ],
     )
     r = row(features_at(ds), "a")
     assert r.activity_count_7d == 1 and r.activity_count_30d == 2
@@ -85,7 +107,9 @@ def test_known_values_on_a_small_history(tmp_path: Path) -> None:
     assert r.activity_count_30d == 0
     assert r.days_since_last_purchase == 1  # 2024-02-28 18:00 -> 1 day 6 hours
     assert r.days_since_last_service_request == 9
-    assert r.days_since_last_activity == 45  # 2024-01-15 09:00 -> 45 days 15 hours, floored
+    assert (
+        r.days_since_last_activity == 45
+    )  # 2024-01-15 09:00 -> 45 days 15 hours, floored
     assert r.tenure_days == 91
     # last 30 days: 3 events; the 30 before (Jan 1 .. Jan 31): 2 logins
     assert r.event_trend_30d == pytest.approx((3 + 1) / (2 + 1))
@@ -93,7 +117,9 @@ def test_known_values_on_a_small_history(tmp_path: Path) -> None:
 
 
 def test_customers_first_seen_after_the_cutoff_are_not_scored(tmp_path: Path) -> None:
-    ds = dataset(tmp_path, [("a", CUT - DAY, "login", None), ("late", CUT + DAY, "login", None)])
+    ds = dataset(
+        tmp_path, [("a", CUT - DAY, "login", None), ("late", CUT + DAY, "login", None)]
+    )
     assert set(features_at(ds).index.get_level_values(0)) == {"a"}
 
 
@@ -101,12 +127,18 @@ def test_equal_timestamps_count_twice(tmp_path: Path) -> None:
     t = CUT - 3 * DAY
     ds = dataset(tmp_path, [("a", t, "buy", 1.0), ("a", t, "buy", 2.0)])
     r = row(features_at(ds), "a")
-    assert r.purchase_count_7d == 2 and r.purchase_amount_sum_7d == 3.0 and r.active_days_7d == 1
+    assert (
+        r.purchase_count_7d == 2
+        and r.purchase_amount_sum_7d == 3.0
+        and r.active_days_7d == 1
+    )
 
 
 def test_several_cutoffs_see_only_their_past(tmp_path: Path) -> None:
     second = CUT + 31 * DAY
-    ds = dataset(tmp_path, [("a", CUT - DAY, "login", None), ("a", CUT + 10 * DAY, "buy", 4.0)])
+    ds = dataset(
+        tmp_path, [("a", CUT - DAY, "login", None), ("a", CUT + 10 * DAY, "buy", 4.0)]
+    )
     frame = features_at(ds, (CUT, second))
     assert row(frame, "a").purchase_count_30d == 0
     assert row(frame, "a", second).purchase_count_30d == 1
@@ -124,9 +156,16 @@ def test_eligibility_excludes_cancelled_and_long_inactive(tmp_path: Path) -> Non
     ]
     frame = features_at(dataset(tmp_path, rows))
     eligible = frame[ELIGIBLE].droplevel(1).to_dict()
-    assert eligible == {"active": True, "cancelled": False, "reactivated": True, "gone": False}
+    assert eligible == {
+        "active": True,
+        "cancelled": False,
+        "reactivated": True,
+        "gone": False,
+    }
     cancel_only = FeatureSpec(**{**SPEC.__dict__, "churn_definition": "cancel"})
-    eligible = features_at(dataset(tmp_path, rows), spec=cancel_only)[ELIGIBLE].droplevel(1)
+    eligible = features_at(dataset(tmp_path, rows), spec=cancel_only)[
+        ELIGIBLE
+    ].droplevel(1)
     assert eligible["gone"] and not eligible["cancelled"]
 
 
@@ -139,7 +178,11 @@ def test_static_attributes(tmp_path: Path) -> None:
             "signup_time": pd.to_datetime(["2024-01-01", "2024-05-01"]),
         }
     )
-    ds = dataset(tmp_path, [("a", CUT - DAY, "login", None), ("b", CUT - DAY, "login", None)], customers)
+    ds = dataset(
+        tmp_path,
+        [("a", CUT - DAY, "login", None), ("b", CUT - DAY, "login", None)],
+        customers,
+    )
     frame = features_at(ds)
     assert row(frame, "a").plan == "pro" and row(frame, "a").age == 31.0
     assert row(frame, "a").days_since_signup_time == 60
@@ -166,7 +209,12 @@ def test_label_window_is_cutoff_inclusive_and_end_exclusive(tmp_path: Path) -> N
         ("before", CUT - DAY, "buy", 1.0),
     ]
     labels = labels_at(dataset(tmp_path, rows))
-    assert labels.purchase.to_dict() == {"at_cut": 1, "at_end": 0, "before": 0, "before_end": 1}
+    assert labels.purchase.to_dict() == {
+        "at_cut": 1,
+        "at_end": 0,
+        "before": 0,
+        "before_end": 1,
+    }
 
 
 def test_churn_labels_by_definition(tmp_path: Path) -> None:
@@ -184,7 +232,12 @@ def test_churn_labels_by_definition(tmp_path: Path) -> None:
     ds = dataset(tmp_path, rows)
     both = labels_at(ds)
     assert both.churn.to_dict() == {"quits": 1, "silent": 1, "stays": 0, "ticket": 0}
-    assert both.service_request.to_dict() == {"quits": 0, "silent": 0, "stays": 0, "ticket": 1}
+    assert both.service_request.to_dict() == {
+        "quits": 0,
+        "silent": 0,
+        "stays": 0,
+        "ticket": 1,
+    }
     inactivity = labels_at(ds, LabelSpec(LABELS.horizons, "inactivity")).churn.to_dict()
     assert inactivity == {"quits": 0, "silent": 1, "stays": 0, "ticket": 0}
     cancel = labels_at(ds, LabelSpec(LABELS.horizons, "cancel")).churn.to_dict()

@@ -1,4 +1,4 @@
-"""The promotion rule: strictly better log loss on the same validation cutoff, or no champion."""
+"""The promotion rule: strictly lower log loss on the same cutoff, or no champion."""
 
 from __future__ import annotations
 
