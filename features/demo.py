@@ -182,8 +182,12 @@ class _Population:
         # Issue/ticket rates scale with the event density (stable event mix);
         # the impact of one issue/ticket scales inversely (stable churn hazard).
         self.scale = events_per_customer / exposure / _REF_DENSITY
-        self.issue_rate = _ISSUE_RATE * self.scale * rng.lognormal(-0.125, 0.5, n)
-        rare = (np.mean(self.issue_rate) + _TICKET_RATE * self.scale) * 1.5
+        # Problem-proneness is a lasting, heavy-tailed trait (a fragile set-up, a
+        # needy account): mean-preserving lognormals, so past issues and tickets
+        # predict future ones as in real support logs.
+        self.issue_rate = _ISSUE_RATE * self.scale * rng.lognormal(-0.5, 1.0, n)
+        self.ticket_rate = _TICKET_RATE * self.scale * rng.lognormal(-0.5, 1.0, n)
+        rare = (np.mean(self.issue_rate) + np.mean(self.ticket_rate)) * 1.5
         self.main_rate = max(events_per_customer / exposure - rare, 1e-9)
         self.alive = np.ones(n)
         self.problem = np.zeros(n)  # decaying count of recent product issues
@@ -219,7 +223,7 @@ class _Population:
         week = 5 + 2 * _WEEKEND
         mult = self.main_rate * 7 * (_WEEKEND if weekend else 1.0) / week
         main = _sample(rng, self.expe[:n] * alive * mult)
-        ticket_rate = _TICKET_RATE * self.scale + _TICKET_PER_PROBLEM * problem
+        ticket_rate = self.ticket_rate[:n] + _TICKET_PER_PROBLEM * problem
         rare_rate = (self.issue_rate[:n] + ticket_rate) * alive
         rare = _sample(rng, rare_rate)
         # Split main events into purchase/login/page_view and rare ones into

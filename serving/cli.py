@@ -67,6 +67,27 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from features import adapters
+
+    out = Path(args.out)
+    src = Path(args.source)
+    if args.dataset == "cdnow":
+        events, customers = adapters.cdnow(src), None
+    else:
+        events = adapters.online_retail(src)
+        customers = adapters.online_retail_customers(src)
+    adapters.write_contract(events, out / "events.parquet")
+    if customers is not None:
+        adapters.write_contract(customers, out / "customers.parquet")
+    roles = adapters.ROLES[args.dataset.replace("-", "_")].model_dump()
+    print(f"wrote {events.num_rows:,} events to {out / 'events.parquet'}")
+    print("roles for the config:")
+    for role, types in roles.items():
+        print(f"  {role}: {types}")
+    return 0
+
+
 def cmd_features_list(args: argparse.Namespace) -> int:
     from features.definition import FeatureSpec, catalogue
 
@@ -199,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=730)
     p.add_argument("--events-per-customer", type=float, default=100.0)
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("import", help="turn a real dataset into the data contract")
+    p.add_argument("dataset", choices=["cdnow", "online-retail"])
+    p.add_argument(
+        "source", help="CDNOW_master.txt, CDNOW_sample.txt or online_retail.parquet"
+    )
+    p.add_argument(
+        "--out", required=True, help="folder for events.parquet (+ customers)"
+    )
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("features", help="the feature catalogue")
     fsub = p.add_subparsers(dest="features_command", required=True, metavar="ACTION")

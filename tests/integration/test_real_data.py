@@ -179,3 +179,16 @@ def test_cdnow_sample_features_and_labels(sample: pa.Table, tmp_path: Path) -> N
     got_90d = features.set_index(CUSTOMER_ID)["purchase_count_90d"]
     assert got_90d.sum() == recent.num_rows
     assert {k: v for k, v in got_90d.items() if v} == expected_90d
+
+
+def test_import_command_writes_loadable_contract_files(tmp_path: Path) -> None:
+    from serving.cli import main
+
+    source = require(DATA / "online_retail" / "online_retail.parquet")
+    out = tmp_path / "retail"
+    assert main(["import", "online-retail", str(source), "--out", str(out)]) == 0
+    ds = load(
+        out / "events.parquet", out / "customers.parquet", as_of=datetime(2012, 1, 1)
+    )
+    assert ds.events.count().to_pyarrow().as_py() == 22_190
+    assert ds.customers.count().to_pyarrow().as_py() == 4_372
