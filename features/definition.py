@@ -201,10 +201,12 @@ def with_roles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
 
 
 def cutoff_table(cutoffs: Sequence[datetime]) -> ir.Table:
-    frame = pd.DataFrame(
-        {CUTOFF: pd.to_datetime(list(cutoffs)).astype("datetime64[us]")}
-    )
-    return ibis.memtable(frame)
+    """Cutoffs as a table; each must be a midnight (a date), as features assume."""
+    stamps = pd.to_datetime(list(cutoffs)).astype("datetime64[us]")
+    late = [str(c) for c in stamps if c != c.normalize()]
+    if late:
+        raise ValueError(f"cutoffs must be midnights (dates), got {late[:3]}")
+    return ibis.memtable(pd.DataFrame({CUTOFF: stamps}))
 
 
 def seen_pairs(events: ir.Table, cutoffs: Sequence[datetime] | ir.Table) -> ir.Table:
@@ -223,6 +225,24 @@ def days_between(
     return (seconds / SECONDS_PER_DAY).floor()
 
 
+def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """One row per customer and active day: event counts per role, purchase amount,
+    first and last event times (per role). Cutoffs are midnights, so a day lies
+    wholly before a cutoff or not at all; aggregating days instead of events makes
+    distinct active days a plain count and shrinks the join with the cutoffs."""
+    ev = with_roles(events, spec)
+    t, role = ev[EVENT_TIME], ev[ROLE]
+    metrics: dict[str, ir.Value] = {"_n": t.count()}
+    for r in ROLES:
+        metrics[f"_n_{r}"] = t.count(where=role == r)
+        metrics[f"_last_{r}"] = t.max(where=role == r)
+    metrics["_amount"] = ev[AMOUNT].sum(where=role == PURCHASE)
+    metrics["_last_non_cancel"] = t.max(where=role != CANCEL)
+    metrics["_last_event"] = t.max()
+    metrics["_first_event"] = t.min()
+    return ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**metrics)
+
+
 def build_features(
     events: ir.Table,
     pairs: ir.Table,
@@ -231,35 +251,34 @@ def build_features(
 ) -> ir.Table:
     """Features for each (customer_id, cutoff) in `pairs`, from events before it.
 
-    Returns `customer_id`, `cutoff`, the catalogue's features in order, and `eligible`
+    Cutoffs must be midnights (UTC), as `cutoff_table` guarantees. Returns
+    `customer_id`, `cutoff`, the catalogue's features in order, and `eligible`
     (seen before the cutoff and not already churned), which is not a model feature.
     """
-    ev = with_roles(events, spec)
-    ev = ev.select(
-        _cid=ev[CUSTOMER_ID], _t=ev[EVENT_TIME], _role=ev[ROLE], _amount=ev[AMOUNT]
+    daily = daily_rollup(events, spec)
+    joined = pairs.left_join(
+        daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
     )
-    joined = pairs.left_join(ev, [pairs[CUSTOMER_ID] == ev._cid, ev._t < pairs[CUTOFF]])
-    t, role, cutoff = joined._t, joined._role, joined[CUTOFF]
+    day, cutoff = joined._day, joined[CUTOFF]
 
     def since(w: int) -> ir.BooleanValue:
-        return t >= cutoff - ibis.interval(days=w)
+        return day >= cutoff - ibis.interval(days=w)
+
+    def total(column: str, where: ir.BooleanValue) -> ir.Value:
+        return joined[column].sum(where=where).fill_null(0)
 
     metrics: dict[str, ir.Value] = {}
     for w in spec.windows_days:
         for r in ROLES:
-            metrics[f"{r}_count_{w}d"] = t.count(where=since(w) & (role == r))
-        metrics[f"purchase_amount_sum_{w}d"] = joined._amount.sum(
-            where=since(w) & (role == PURCHASE)
-        ).fill_null(0.0)
-        metrics[f"active_days_{w}d"] = t.date().nunique(where=since(w))
-    for r in ROLES:
-        metrics[f"_last_{r}"] = t.max(where=role == r)
-    metrics["_last_event"] = t.max()
-    metrics["_last_non_cancel"] = t.max(where=role != CANCEL)
-    metrics["_first_event"] = t.min()
+            metrics[f"{r}_count_{w}d"] = total(f"_n_{r}", since(w))
+        metrics[f"purchase_amount_sum_{w}d"] = total("_amount", since(w)).cast("float64")
+        metrics[f"active_days_{w}d"] = day.count(where=since(w))
+    for name in (*(f"_last_{r}" for r in ROLES), "_last_non_cancel", "_last_event"):
+        metrics[name] = joined[name].max()
+    metrics["_first_event"] = joined._first_event.min()
     td = spec.trend_days
-    metrics["_trend_last"] = t.count(where=since(td))
-    metrics["_trend_prior"] = t.count(where=since(2 * td) & ~since(td))
+    metrics["_trend_last"] = total("_n", since(td))
+    metrics["_trend_prior"] = total("_n", since(2 * td) & ~since(td))
     agg = joined.group_by([CUSTOMER_ID, CUTOFF]).aggregate(**metrics)
 
     cut = agg[CUTOFF]

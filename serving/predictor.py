@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from features.columns import TARGETS
 from features.config import ProjectConfig
@@ -32,10 +31,9 @@ class Champions:
 
     @classmethod
     def load(cls, config: ProjectConfig, tracking_uri: str) -> Champions:
-        client = MlflowClient(tracking_uri, tracking_uri)
         models, missing = {}, []
         for target in TARGETS:
-            model = load_alias(client, config.model_name(target), CHAMPION)
+            model = load_alias(tracking_uri, config.model_name(target), CHAMPION)
             if model is None:
                 missing.append(config.model_name(target))
             else:

@@ -67,21 +67,27 @@ class RegisteredModel:
             )
 
 
-def load_alias(client: MlflowClient, name: str, alias: str) -> RegisteredModel | None:
+def load_alias(tracking_uri: str, name: str, alias: str) -> RegisteredModel | None:
     """The version behind `alias`, or None when the model or alias does not exist."""
+    client = MlflowClient(tracking_uri, tracking_uri)
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-    return load_version(name, mv.version, mv.run_id)
+    return load_version(tracking_uri, name, str(mv.version), mv.run_id)
 
 
-def load_version(name: str, version: str, run_id: str | None = None) -> RegisteredModel:
-    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+def load_version(
+    tracking_uri: str, name: str, version: str, run_id: str | None = None
+) -> RegisteredModel:
+    """Download a registered version from the store at `tracking_uri` and load it."""
+    client = MlflowClient(tracking_uri, tracking_uri)
+    source = client.get_model_version_download_uri(name, version)
+    local = mlflow.artifacts.download_artifacts(source, tracking_uri=tracking_uri)
     booster = mlflow.lightgbm.load_model(local)
     meta = (Model.load(local).metadata or {}).get(METADATA_KEY, {})
     model = RegisteredModel(
-        name, str(version), booster, Encoding.from_dict(meta["encoding"]), meta, run_id
+        name, version, booster, Encoding.from_dict(meta["encoding"]), meta, run_id
     )
     model.check()
     return model

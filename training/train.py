@@ -105,7 +105,7 @@ def _train_target(
     baseline = RecencyBaseline(target).fit(split.train, y_train)
     baseline_metrics = metrics(y_valid, baseline.predict(split.valid))
     name = config.model_name(target)
-    champion = load_alias(client, name, CHAMPION)
+    champion = load_alias(client.tracking_uri, name, CHAMPION)
 
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"{target}-{context['training_id']}"
