@@ -271,7 +271,9 @@ def build_features(
     for w in spec.windows_days:
         for r in ROLES:
             metrics[f"{r}_count_{w}d"] = total(f"_n_{r}", since(w))
-        metrics[f"purchase_amount_sum_{w}d"] = total("_amount", since(w)).cast("float64")
+        metrics[f"purchase_amount_sum_{w}d"] = total("_amount", since(w)).cast(
+            "float64"
+        )
         metrics[f"active_days_{w}d"] = day.count(where=since(w))
     for name in (*(f"_last_{r}" for r in ROLES), "_last_non_cancel", "_last_event"):
         metrics[name] = joined[name].max()
