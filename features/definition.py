@@ -232,9 +232,12 @@ def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     distinct active days a plain count and shrinks the join with the cutoffs."""
     ev = with_roles(events, spec)
     t, role = ev[EVENT_TIME], ev[ROLE]
-    metrics: dict[str, ir.Value] = {"_n": t.count()}
+    # Per-day counts as doubles (exact below 2**53): DuckDB sums integers into
+    # HUGEINT, and Ibis drops a cast to the type it already believes the sum has,
+    # so the window totals are summed as doubles and cast to int64 explicitly.
+    metrics: dict[str, ir.Value] = {"_n": t.count().cast("float64")}
     for r in ROLES:
-        metrics[f"_n_{r}"] = t.count(where=role == r)
+        metrics[f"_n_{r}"] = t.count(where=role == r).cast("float64")
         metrics[f"_last_{r}"] = t.max(where=role == r)
     metrics["_amount"] = ev[AMOUNT].sum(where=role == PURCHASE)
     metrics["_last_non_cancel"] = t.max(where=role != CANCEL)
@@ -265,15 +268,14 @@ def build_features(
         return day >= cutoff - ibis.interval(days=w)
 
     def total(column: str, where: ir.BooleanValue) -> ir.Value:
-        return joined[column].sum(where=where).fill_null(0)
+        return joined[column].sum(where=where).fill_null(0).cast("int64")
 
     metrics: dict[str, ir.Value] = {}
     for w in spec.windows_days:
         for r in ROLES:
             metrics[f"{r}_count_{w}d"] = total(f"_n_{r}", since(w))
-        metrics[f"purchase_amount_sum_{w}d"] = total("_amount", since(w)).cast(
-            "float64"
-        )
+        amount = joined._amount.sum(where=since(w)).fill_null(0)
+        metrics[f"purchase_amount_sum_{w}d"] = amount.cast("float64")
         metrics[f"active_days_{w}d"] = day.count(where=since(w))
     for name in (*(f"_last_{r}" for r in ROLES), "_last_non_cancel", "_last_event"):
         metrics[name] = joined[name].max()

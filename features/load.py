@@ -26,7 +26,6 @@ from features.contract import (
     ContractError,
     Problem,
     ensure,
-    file_columns,
     file_format,
     list_files,
     number_sql,
@@ -99,18 +98,42 @@ def _union_sql(files: list[Path], fmt: str, typed: bool) -> str:
     return f"read_csv([{paths}], header = true, union_by_name = true, {kind})"
 
 
-def _events_view_sql(files: list[Path], fmt: str, present: set[str]) -> str:
-    def optional(col: str) -> str:
-        return number_sql(col) if col in present else "CAST(NULL AS DOUBLE)"
+def _events_view_sql(files: list[Path], fmt: str, types: dict[str, str]) -> str:
+    """Normalising view; columns already of the contract's type are passed through
+    (a text-to-timestamp round trip costs seconds per 20M rows)."""
 
+    def optional(col: str) -> str:
+        if col not in types:
+            return "CAST(NULL AS DOUBLE)"
+        return col if types[col] == "DOUBLE" else number_sql(col)
+
+    def text(col: str) -> str:
+        return col if types[col] == "VARCHAR" else f"CAST({col} AS VARCHAR)"
+
+    stamp = {
+        "TIMESTAMP": EVENT_TIME,
+        "TIMESTAMP_NS": f"CAST({EVENT_TIME} AS TIMESTAMP)",
+        "TIMESTAMP_MS": f"CAST({EVENT_TIME} AS TIMESTAMP)",
+        "TIMESTAMP_S": f"CAST({EVENT_TIME} AS TIMESTAMP)",
+        "TIMESTAMP WITH TIME ZONE": f"CAST({EVENT_TIME} AS TIMESTAMP)",
+    }.get(types[EVENT_TIME], timestamp_sql(EVENT_TIME))
     return (
         f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS SELECT "
-        f"TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}, "
-        f"date_trunc('second', {timestamp_sql(EVENT_TIME)}) AS {EVENT_TIME}, "
-        f"TRIM(CAST({EVENT_TYPE} AS VARCHAR)) AS {EVENT_TYPE}, "
+        f"TRIM({text(CUSTOMER_ID)}) AS {CUSTOMER_ID}, "
+        f"date_trunc('second', {stamp}) AS {EVENT_TIME}, "
+        f"TRIM({text(EVENT_TYPE)}) AS {EVENT_TYPE}, "
         f"{optional(AMOUNT)} AS {AMOUNT}, {optional(QUANTITY)} AS {QUANTITY} "
         f"FROM {_union_sql(files, fmt, typed=False)}"
     )
+
+
+def _column_types(
+    con: duckdb.DuckDBPyConnection, files: list[Path], fmt: str
+) -> dict[str, str]:
+    rel = con.sql(f"SELECT * FROM {_union_sql(files, fmt, typed=False)} LIMIT 0")
+    return {
+        name: str(dtype) for name, dtype in zip(rel.columns, rel.types, strict=True)
+    }
 
 
 def _customers_view_sql(files: list[Path], fmt: str) -> str:
@@ -140,11 +163,8 @@ def load(
     formats = {file_format(f, fmt) for f in event_files}
     event_fmt = formats.pop()
     problems: list[Problem] = []
-    present: set[str] = set()
     for path in event_files:
         problems += validate_events_file(raw, path, event_fmt, as_of)
-        if path.stat().st_size:
-            present |= set(file_columns(raw, path, event_fmt))
     customer_files: list[Path] = []
     customer_fmt = "parquet"
     if customers is not None:
@@ -153,7 +173,8 @@ def load(
         for path in customer_files:
             problems += validate_customers_file(raw, path, customer_fmt)
     ensure(problems)
-    raw.execute(_events_view_sql(event_files, event_fmt, present))
+    types = _column_types(raw, event_files, event_fmt)
+    raw.execute(_events_view_sql(event_files, event_fmt, types))
     customers_table = None
     if customer_files:
         raw.execute(_customers_view_sql(customer_files, customer_fmt))

@@ -13,6 +13,7 @@ import pandas as pd
 
 from features.columns import TARGETS
 from features.config import ProjectConfig
+from features.encode import Encoding
 from training.promote import CHAMPION
 from training.registry import RegisteredModel, load_alias
 
@@ -69,11 +70,17 @@ class Champions:
         return ",".join(sorted(versions))
 
     def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Probabilities per target for a frame holding the feature columns."""
-        return {
-            target: model.booster.predict(model.encoding.to_matrix(frame))
-            for target, model in self.models.items()
-        }
+        """Probabilities per target for a frame holding the feature columns; one
+        matrix per distinct encoding (the three champions usually share one)."""
+        built: list[tuple[Encoding, np.ndarray]] = []
+        out = {}
+        for target, model in self.models.items():
+            matrix = next((m for e, m in built if e == model.encoding), None)
+            if matrix is None:
+                matrix = model.encoding.to_matrix(frame)
+                built.append((model.encoding, matrix))
+            out[target] = model.booster.predict(matrix)
+        return out
 
     def check_records(
         self, records: Sequence[Mapping[str, object]], field: str

@@ -1,0 +1,688 @@
+"""Foundation benchmark: our feature definition and scoring path against references.
+
+Two comparisons on the same synthetic data, in the same run:
+
+- features: `build_features` (the one Ibis definition, on DuckDB) against a
+  hand-written DuckDB SQL query computing the same columns. Each runs in its own
+  child process, one after the other, so each peak memory is its own. The two
+  feature tables must be equal (a benchmark of unequal results is meaningless).
+- scoring: `serving.batch.score_table` (encoding, 3 predicts, output table) against
+  raw `booster.predict` of the same 3 boosters on a prebuilt float64 matrix.
+
+`run_foundation` prints a side-by-side table and writes `foundation.json`. Children
+run as `python -m serving.bench _child <kind> <args-json>` and print one JSON line.
+
+Peak memory is the process's own high-water mark (VmHWM). `ru_maxrss` is also
+reported, but on Linux a child's `ru_maxrss` starts at its parent's peak RSS (the
+kernel keeps the larger of the pre-exec image and the new one), so it overstates a
+child's memory whenever the parent was ever bigger than the child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.columns import (
+    CANCEL,
+    CHURN,
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    PURCHASE,
+    SERVICE_REQUEST,
+    TARGETS,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.config import LightGBMConfig
+    from features.definition import FeatureSpec
+    from features.load import Dataset
+    from serving.predictor import Champions
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+KEYS: tuple[str, ...] = (CUSTOMER_ID, CUTOFF)
+FLOAT_TOLERANCE = 1e-9
+REPETITIONS = 3
+TRAIN_ROUNDS = 100
+RESULTS_FILE = "foundation.json"
+
+# The hand-written reference, written the way the engine works (so that the ratio
+# measures the cost of the Ibis expression, not a different algorithm): events are
+# first rolled up to one row per customer and day, then joined to the cutoffs
+# (midnights, so a day is wholly before a cutoff or not) and aggregated. For the
+# demo config: roles purchase=[purchase], service_request=[support_ticket],
+# cancel=[cancel]; windows 7/30/90/180 days; trend 30 days; churn
+# inactivity_or_cancel over 30 days; customers signup_time, plan, region, age.
+# Windows are [cutoff - w days, cutoff); "days since" is the floor of the elapsed
+# seconds / 86400 (NOT date_diff('day'), which counts midnights crossed).
+REFERENCE_SQL = """
+WITH cutoffs (cutoff) AS (
+    VALUES {cutoff_rows}
+),
+events_by_role AS (
+    SELECT
+        customer_id,
+        event_time,
+        amount,
+        CASE event_type
+            WHEN 'purchase' THEN 'purchase'
+            WHEN 'support_ticket' THEN 'service_request'
+            WHEN 'cancel' THEN 'cancel'
+            ELSE 'activity'
+        END AS role
+    FROM events
+),
+daily AS (
+    -- one row per customer and day with at least one event
+    SELECT
+        customer_id,
+        date_trunc('day', event_time) AS day,
+        count(*) AS n_events,
+        count(*) FILTER (WHERE role = 'activity') AS n_activity,
+        count(*) FILTER (WHERE role = 'purchase') AS n_purchase,
+        count(*) FILTER (WHERE role = 'service_request') AS n_service_request,
+        count(*) FILTER (WHERE role = 'cancel') AS n_cancel,
+        sum(amount) FILTER (WHERE role = 'purchase') AS purchase_amount,
+        max(event_time) FILTER (WHERE role = 'activity') AS last_activity,
+        max(event_time) FILTER (WHERE role = 'purchase') AS last_purchase,
+        max(event_time) FILTER (WHERE role = 'service_request') AS last_service_request,
+        max(event_time) FILTER (WHERE role = 'cancel') AS last_cancel,
+        max(event_time) FILTER (WHERE role <> 'cancel') AS last_non_cancel,
+        max(event_time) AS last_event,
+        min(event_time) AS first_event
+    FROM events_by_role
+    GROUP BY ALL
+),
+history AS (
+    -- one row per customer and cutoff with at least one event before the cutoff
+    SELECT
+        customer_id,
+        cutoff,
+        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS activity_count_7d,
+        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS purchase_count_7d,
+        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS service_request_count_7d,
+        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS cancel_count_7d,
+        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::DOUBLE AS purchase_amount_sum_7d,
+        count(*) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY) AS active_days_7d,
+        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS activity_count_30d,
+        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS purchase_count_30d,
+        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS service_request_count_30d,
+        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS cancel_count_30d,
+        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::DOUBLE AS purchase_amount_sum_30d,
+        count(*) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY) AS active_days_30d,
+        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS activity_count_90d,
+        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS purchase_count_90d,
+        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS service_request_count_90d,
+        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS cancel_count_90d,
+        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::DOUBLE AS purchase_amount_sum_90d,
+        count(*) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY) AS active_days_90d,
+        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS activity_count_180d,
+        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS purchase_count_180d,
+        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS service_request_count_180d,
+        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS cancel_count_180d,
+        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::DOUBLE AS purchase_amount_sum_180d,
+        count(*) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY) AS active_days_180d,
+        max(last_activity) AS last_activity,
+        max(last_purchase) AS last_purchase,
+        max(last_service_request) AS last_service_request,
+        max(last_cancel) AS last_cancel,
+        max(last_event) AS last_event,
+        max(last_non_cancel) AS last_non_cancel,
+        min(first_event) AS first_event,
+        coalesce(sum(n_events) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0) AS events_last_30d,
+        coalesce(sum(n_events) FILTER (WHERE day >= cutoff - INTERVAL 60 DAY
+                                         AND day < cutoff - INTERVAL 30 DAY), 0) AS events_prior_30d
+    FROM cutoffs
+    JOIN daily ON day < cutoff
+    GROUP BY customer_id, cutoff
+)
+SELECT
+    h.* EXCLUDE (last_activity, last_purchase, last_service_request, last_cancel,
+                 last_event, last_non_cancel, first_event, events_last_30d, events_prior_30d),
+    floor((epoch(h.cutoff) - epoch(h.last_activity)) / 86400)::BIGINT AS days_since_last_activity,
+    floor((epoch(h.cutoff) - epoch(h.last_purchase)) / 86400)::BIGINT AS days_since_last_purchase,
+    floor((epoch(h.cutoff) - epoch(h.last_service_request)) / 86400)::BIGINT AS days_since_last_service_request,
+    floor((epoch(h.cutoff) - epoch(h.last_cancel)) / 86400)::BIGINT AS days_since_last_cancel,
+    floor((epoch(h.cutoff) - epoch(h.last_event)) / 86400)::BIGINT AS days_since_last_event,
+    floor((epoch(h.cutoff) - epoch(h.first_event)) / 86400)::BIGINT AS tenure_days,
+    (h.events_last_30d + 1)::DOUBLE / (h.events_prior_30d + 1) AS event_trend_30d,
+    -- a signup at or after the cutoff is not known yet at the cutoff
+    CASE WHEN c.signup_time < h.cutoff
+         THEN floor((epoch(h.cutoff) - epoch(c.signup_time)) / 86400)
+    END::DOUBLE AS days_since_signup_time,
+    c.plan,
+    c.region,
+    c.age,
+    -- active in the last 30 days and no cancel at or after the last other event
+    coalesce(h.last_non_cancel >= h.cutoff - INTERVAL 30 DAY
+             AND (h.last_cancel IS NULL OR h.last_cancel < h.last_non_cancel), false) AS eligible
+FROM history AS h
+LEFT JOIN customers AS c ON c.customer_id = h.customer_id
+"""  # noqa: E501 (SQL reads best one aggregate per line)
+
+
+class FeatureMismatch(ValueError):
+    """The engine's features and the reference SQL's differ."""
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The benchmark's input files and what they hold."""
+
+    events_path: Path
+    customers_path: Path
+    events: int
+    last_event: datetime
+    reused: bool
+
+
+# ---------------------------------------------------------------- the demo setup
+
+
+def demo_spec() -> FeatureSpec:
+    """The feature spec of the demo config (propensity.yaml): the spec defaults."""
+    from features.definition import FeatureSpec
+
+    return FeatureSpec(
+        role_of={
+            "purchase": PURCHASE,
+            "support_ticket": SERVICE_REQUEST,
+            "cancel": CANCEL,
+        },
+        windows_days=(7, 30, 90, 180),
+        trend_days=30,
+        churn_horizon_days=30,
+        churn_definition="inactivity_or_cancel",
+    )
+
+
+def month_starts(last: datetime, count: int) -> list[datetime]:
+    """The last `count` month starts (midnight on the 1st) on or before `last`."""
+    year, month = last.year, last.month
+    out = []
+    for _ in range(count):
+        out.append(datetime(year, month, 1))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return sorted(out)
+
+
+def as_of_for(last_event: datetime) -> datetime:
+    """The load as-of: the last event, rounded up to a whole second."""
+    if last_event.microsecond:
+        return last_event.replace(microsecond=0) + timedelta(seconds=1)
+    return last_event
+
+
+def ensure_data(workdir: Path, customers: int, seed: int) -> DemoData:
+    """Demo data in `workdir/demo-<customers>-<seed>/`, generated unless present."""
+    out = workdir / f"demo-{customers}-{seed}"
+    events_path, customers_path = out / "events.parquet", out / "customers.parquet"
+    reused = events_path.is_file() and customers_path.is_file()
+    if reused:
+        print(f"reusing demo data in {out}", flush=True)
+    else:
+        print(f"generating demo data in {out} ...", flush=True)
+        args = {
+            "out_dir": str(out),
+            "customers": customers,
+            "seed": seed,
+            "cwd": str(workdir),
+        }
+        child = run_child("generate", args)
+        print(
+            f"generated {child['events']:,} events in {child['seconds']:.1f} s",
+            flush=True,
+        )
+    events, last = _events_facts(events_path)
+    return DemoData(events_path, customers_path, events, last, reused)
+
+
+def _events_facts(events_path: Path) -> tuple[int, datetime]:
+    """Row count and last event time of an events Parquet file."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows, last = con.execute(
+            f"SELECT count(*), max({EVENT_TIME}) FROM read_parquet(?)",
+            [str(events_path)],
+        ).fetchone()
+    return int(rows), last
+
+
+# ---------------------------------------------------------------- children
+
+
+def run_child(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one child job in a fresh Python process; return its JSON line."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
+    )
+    cwd = Path(args.get("cwd", PROJECT_ROOT))
+    cwd.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "serving.bench", "_child", kind, json.dumps(args)]
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, check=False
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"bench child {kind!r} failed (exit {proc.returncode}); "
+            f"stdout: {proc.stdout[-2000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+def peak_memory_mb() -> tuple[float, float]:
+    """(VmHWM, ru_maxrss) of this process in MB; VmHWM falls back to ru_maxrss."""
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return maxrss, maxrss
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024, maxrss
+    return maxrss, maxrss
+
+
+def load_quietly(events: Path, customers: Path, as_of: datetime) -> Dataset:
+    """`features.load.load` on a connection without DuckDB's progress bar."""
+    from features.load import connect, load
+
+    con = connect()
+    con.con.execute("SET enable_progress_bar = false")
+    return load(events, customers, as_of=as_of, con=con)
+
+
+def _child_generate(args: dict[str, Any]) -> dict[str, Any]:
+    from features.demo import generate
+
+    start = time.perf_counter()
+    summary = generate(
+        Path(args["out_dir"]), customers=args["customers"], seed=args["seed"]
+    )
+    return {"seconds": time.perf_counter() - start, "events": summary.events}
+
+
+def _child_load(args: dict[str, Any]) -> tuple[Dataset, float]:
+    start = time.perf_counter()
+    ds = load_quietly(
+        Path(args["events"]),
+        Path(args["customers"]),
+        datetime.fromisoformat(args["as_of"]),
+    )
+    return ds, time.perf_counter() - start
+
+
+def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
+    """build_features on DuckDB, materialised to Parquet."""
+    from features.definition import build_features, seen_pairs
+
+    ds, load_s = _child_load(args)
+    cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
+    start = time.perf_counter()
+    expr = build_features(
+        ds.events, seen_pairs(ds.events, cutoffs), demo_spec(), ds.customers
+    )
+    expr.to_parquet(args["out"])
+    return {"seconds": time.perf_counter() - start, "load_s": load_s}
+
+
+def _child_sql(args: dict[str, Any]) -> dict[str, Any]:
+    """The hand-written reference query on the same views, COPY'd to Parquet."""
+    ds, load_s = _child_load(args)
+    cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
+    query = reference_sql(cutoffs)
+    out = str(args["out"]).replace("'", "''")
+    start = time.perf_counter()
+    ds.duckdb.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
+    return {"seconds": time.perf_counter() - start, "load_s": load_s}
+
+
+CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "generate": _child_generate,
+    "engine": _child_engine,
+    "sql": _child_sql,
+}
+
+
+def child_main(argv: list[str]) -> int:
+    """`_child <kind> <args-json>`: run the job, print one JSON line (with memory)."""
+    if len(argv) != 3 or argv[0] != "_child" or argv[1] not in CHILDREN:
+        print(
+            f"usage: python -m serving.bench _child {{{','.join(CHILDREN)}}} ARGS_JSON",
+            file=sys.stderr,
+        )
+        return 2
+    result = CHILDREN[argv[1]](json.loads(argv[2]))
+    result["peak_mb"], result["ru_maxrss_mb"] = peak_memory_mb()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def reference_sql(cutoffs: list[datetime]) -> str:
+    """The hand-written query with the cutoffs filled in."""
+    rows = ", ".join(f"(TIMESTAMP '{c:%Y-%m-%d %H:%M:%S}')" for c in cutoffs)
+    return REFERENCE_SQL.format(cutoff_rows=rows)
+
+
+# ---------------------------------------------------------------- equality
+
+
+def compare_features(
+    left: pa.Table | pd.DataFrame, right: pa.Table | pd.DataFrame
+) -> None:
+    """Raise FeatureMismatch unless both tables hold the same features.
+
+    Same column names in the same order, same (customer_id, cutoff) rows, nulls in
+    the same places, integers/strings/booleans/timestamps exactly equal and floats
+    within 1e-9 (absolute, or relative above 1). Rows are compared sorted by key.
+    """
+    left, right = _as_table(left), _as_table(right)
+    if left.column_names != right.column_names:
+        raise FeatureMismatch(
+            f"columns differ:\n  engine: {left.column_names}\n"
+            f"  reference: {right.column_names}"
+        )
+    if left.num_rows != right.num_rows:
+        raise FeatureMismatch(
+            f"row counts differ: {left.num_rows:,} vs {right.num_rows:,}"
+        )
+    order = [(k, "ascending") for k in KEYS]
+    left, right = left.sort_by(order), right.sort_by(order)
+    for name in left.column_names:
+        bad = _differing_rows(name, left[name], right[name])
+        if bad.size:
+            raise FeatureMismatch(_mismatch_message(name, bad, left, right))
+
+
+def _as_table(data: pa.Table | pd.DataFrame) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    return pa.Table.from_pandas(data, preserve_index=False)
+
+
+def _kind(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "float"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    return str(dtype)
+
+
+def _differing_rows(name: str, a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """Row positions where a and b differ (values, nulls or kind of type)."""
+    if _kind(a.type) != _kind(b.type):
+        raise FeatureMismatch(
+            f"column {name!r}: types differ: engine {a.type}, reference {b.type}"
+        )
+    null_a = pc.is_null(a, nan_is_null=True).to_numpy(zero_copy_only=False)
+    null_b = pc.is_null(b, nan_is_null=True).to_numpy(zero_copy_only=False)
+    if _kind(a.type) == "float":
+        x = pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)
+        y = pc.cast(b, pa.float64()).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            scale = np.maximum(1.0, np.maximum(np.abs(x), np.abs(y)))
+            unequal = ~(np.abs(x - y) <= FLOAT_TOLERANCE * scale)
+    else:
+        equal = pc.fill_null(pc.equal(a, b), True).to_numpy(zero_copy_only=False)
+        unequal = ~equal
+    return np.flatnonzero((null_a != null_b) | (unequal & ~null_a & ~null_b))
+
+
+def _mismatch_message(
+    name: str, bad: np.ndarray, left: pa.Table, right: pa.Table
+) -> str:
+    lines = [
+        f"engine and reference SQL differ in column {name!r} "
+        f"on {bad.size:,} row(s), e.g.:"
+    ]
+    for i in bad[:5].tolist():
+        key = ", ".join(str(left[k][i].as_py()) for k in KEYS)
+        ours, theirs = left[name][i].as_py(), right[name][i].as_py()
+        lines.append(f"  ({key}): engine={ours!r} reference={theirs!r}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def fit_champions(ds: Dataset, frame: pd.DataFrame, cutoff: datetime) -> Champions:
+    """Small LightGBM models per target, trained on the eligible rows at `cutoff`."""
+    import ibis
+    import lightgbm as lgb
+
+    from features.definition import ELIGIBLE, catalogue
+    from features.encode import Encoding
+    from features.labels import LabelSpec, build_labels
+    from serving.predictor import Champions
+    from training.model import lgb_params
+    from training.registry import RegisteredModel
+
+    spec = demo_spec()
+    cat = catalogue(spec, ds.customers)
+    train = frame[(frame[CUTOFF] == cutoff) & frame[ELIGIBLE]]
+    if train.empty:
+        raise ValueError(
+            f"no eligible customers at the training cutoff {cutoff:%Y-%m-%d}"
+        )
+    horizons = {t: spec.churn_horizon_days for t in (CHURN, PURCHASE, SERVICE_REQUEST)}
+    pairs = ibis.memtable(train[[CUSTOMER_ID, CUTOFF]])
+    labels = build_labels(
+        ds.events, pairs, spec, LabelSpec(horizons, spec.churn_definition)
+    )
+    train = train.merge(labels.to_pyarrow().to_pandas(), on=[CUSTOMER_ID, CUTOFF])
+    encoding = Encoding.fit(train, cat.names, cat.categorical)
+    x = encoding.to_matrix(train)
+    params = lgb_params(_lgb_config())
+    meta = {"feature_set_version": cat.version()}
+    models = {}
+    for target in TARGETS:
+        data = lgb.Dataset(
+            x,
+            train[target].to_numpy(),
+            feature_name=cat.names,
+            categorical_feature=encoding.categorical,
+        )
+        booster = lgb.train(params, data, num_boost_round=TRAIN_ROUNDS)
+        models[target] = RegisteredModel(target, "1", booster, encoding, meta, None)
+    return Champions(models)
+
+
+def _lgb_config() -> LightGBMConfig:
+    from features.config import LightGBMConfig
+
+    return LightGBMConfig(num_leaves=31, num_boost_round=TRAIN_ROUNDS)
+
+
+def best_seconds(job: Callable[[], object], repetitions: int = REPETITIONS) -> float:
+    """The fastest of `repetitions` runs of `job`."""
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        job()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def time_scoring(frame: pd.DataFrame, champions: Champions) -> tuple[float, float]:
+    """Rows/s of our scoring path and of raw booster.predict on the same rows."""
+    from serving.batch import CHUNK_ROWS, score_table
+
+    scored_at = datetime.now(UTC).replace(tzinfo=None)
+    starts = range(0, len(frame), CHUNK_ROWS)
+
+    def ours() -> None:
+        for s in starts:
+            score_table(frame.iloc[s : s + CHUNK_ROWS], champions, scored_at)
+
+    models = list(champions.models.values())
+    matrices = {id(m.encoding): m.encoding.to_matrix(frame) for m in models}
+
+    def raw() -> None:
+        for s in starts:
+            for m in models:
+                m.booster.predict(matrices[id(m.encoding)][s : s + CHUNK_ROWS])
+
+    rows = len(frame)
+    return rows / best_seconds(ours), rows / best_seconds(raw)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_foundation(
+    customers: int, seed: int, cutoffs: int, workdir: Path, results: Path
+) -> dict[str, float]:
+    """Run the foundation benchmark, print the table, write results/foundation.json."""
+    workdir, results = Path(workdir).resolve(), Path(results)
+    data = ensure_data(workdir, customers, seed)
+    cuts = month_starts(data.last_event, cutoffs)
+    engine, sql, paths = _run_feature_children(data, cuts, workdir)
+    engine_table, sql_table = (
+        pq.read_table(paths["engine"]),
+        pq.read_table(paths["sql"]),
+    )
+    compare_features(engine_table, sql_table)
+    del sql_table
+    score, raw, train_cutoff = _score(data, engine_table, cuts)
+    out = {
+        "customers": customers,
+        "events": data.events,
+        "cutoffs": len(cuts),
+        "feature_rows": engine_table.num_rows,
+        "features_count": engine_table.num_columns - len(KEYS) - 1,
+        "load_s": engine["load_s"],
+        "features_s": engine["seconds"],
+        "features_peak_mb": engine["peak_mb"],
+        "features_ru_maxrss_mb": engine["ru_maxrss_mb"],
+        "sql_s": sql["seconds"],
+        "sql_peak_mb": sql["peak_mb"],
+        "sql_ru_maxrss_mb": sql["ru_maxrss_mb"],
+        "sql_load_s": sql["load_s"],
+        "features_vs_sql_ratio": engine["seconds"] / sql["seconds"],
+        "peak_mb_vs_sql_ratio": engine["peak_mb"] / sql["peak_mb"],
+        "score_rows": engine_table.num_rows,
+        "score_rows_per_s": score,
+        "raw_predict_rows_per_s": raw,
+        "score_vs_raw_ratio": score / raw,
+    }
+    print(format_table(out, cuts, train_cutoff))
+    write_json(results / RESULTS_FILE, out)
+    return out
+
+
+def _run_feature_children(
+    data: DemoData, cuts: list[datetime], workdir: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Path]]:
+    """The engine child, then the SQL child (never both at once)."""
+    base = {
+        "events": str(data.events_path),
+        "customers": str(data.customers_path),
+        "as_of": as_of_for(data.last_event).isoformat(),
+        "cutoffs": [c.isoformat() for c in cuts],
+        "cwd": str(workdir),
+    }
+    paths = {kind: workdir / f"features-{kind}.parquet" for kind in ("engine", "sql")}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    runs = {}
+    for kind, path in paths.items():
+        print(f"features: running {kind} ...", flush=True)
+        runs[kind] = run_child(kind, {**base, "out": str(path)})
+    return runs["engine"], runs["sql"], paths
+
+
+def _score(
+    data: DemoData, features: pa.Table, cuts: list[datetime]
+) -> tuple[float, float, datetime]:
+    """Train small champions, then time our scoring path and raw predict on all rows."""
+    ds = load_quietly(data.events_path, data.customers_path, as_of_for(data.last_event))
+    horizon = timedelta(days=demo_spec().churn_horizon_days)
+    complete = [c for c in cuts if c + horizon <= data.last_event]
+    train_cutoff = min(complete or cuts)
+    frame = features.to_pandas()
+    print(
+        f"scoring: training on {train_cutoff:%Y-%m-%d}, timing {len(frame):,} rows ...",
+        flush=True,
+    )
+    champions = fit_champions(ds, frame, train_cutoff)
+    score, raw = time_scoring(frame, champions)
+    return score, raw, train_cutoff
+
+
+def format_table(
+    r: dict[str, float], cuts: list[datetime], train_cutoff: datetime
+) -> str:
+    """The side-by-side table printed at the end of a run."""
+    dates = ", ".join(f"{c:%Y-%m-%d}" for c in cuts)
+    head = (
+        f"foundation benchmark: {int(r['customers']):,} customers, "
+        f"{int(r['events']):,} events, {int(r['cutoffs'])} cutoffs ({dates})"
+    )
+    rows = [
+        ("", "propensity", "reference (same run)", "ratio"),
+        (
+            "features",
+            f"{r['features_s']:.1f} s",
+            f"hand-written SQL {r['sql_s']:.1f} s",
+            f"{r['features_vs_sql_ratio']:.2f}x",
+        ),
+        (
+            "features peak memory",
+            f"{r['features_peak_mb']:.0f} MB",
+            f"hand-written SQL {r['sql_peak_mb']:.0f} MB",
+            f"{r['peak_mb_vs_sql_ratio']:.2f}x",
+        ),
+        (
+            "scoring (3 targets)",
+            f"{r['score_rows_per_s'] / 1000:.0f}k rows/s",
+            f"raw booster.predict {r['raw_predict_rows_per_s'] / 1000:.0f}k rows/s",
+            f"{r['score_vs_raw_ratio']:.2f}x",
+        ),
+    ]
+    body = [f"{a:<22}{b:>14}   {c:<38}{d:>6}" for a, b, c, d in rows]
+    notes = (
+        f"{int(r['feature_rows']):,} feature rows x {int(r['features_count'])} "
+        f"features, identical from both; load + validation {r['load_s']:.1f} s "
+        "(not counted); "
+        f"models trained at {train_cutoff:%Y-%m-%d}, {TRAIN_ROUNDS} rounds; "
+        f"best of {REPETITIONS} for scoring"
+    )
+    return "\n".join([head, *body, notes])
+
+
+def write_json(path: Path, data: dict[str, float]) -> None:
+    """Write `data` as JSON atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))
