@@ -18,20 +18,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.contract import EVENTS_SCHEMA
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
 from features.config import RolesConfig
 
 log = logging.getLogger(__name__)
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        (CUSTOMER_ID, pa.string()),
-        (EVENT_TIME, pa.timestamp("us")),
-        (EVENT_TYPE, pa.string()),
-        (AMOUNT, pa.float64()),
-        (QUANTITY, pa.float64()),
-    ]
-)
 COUNTRY = "country"
 CUSTOMERS_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (COUNTRY, pa.string())])
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from features.columns import (
     AMOUNT,
@@ -26,6 +27,17 @@ from features.columns import (
 )
 
 MAX_ROWS_SHOWN = 5
+
+# The contract's events schema as Arrow: what adapters and the generator write.
+EVENTS_SCHEMA = pa.schema(
+    [
+        (CUSTOMER_ID, pa.string()),
+        (EVENT_TIME, pa.timestamp("us")),
+        (EVENT_TYPE, pa.string()),
+        (AMOUNT, pa.float64()),
+        (QUANTITY, pa.float64()),
+    ]
+)
 ROW = "__row"
 
 

@@ -301,6 +301,18 @@ def build_features(
     return out.select(CUSTOMER_ID, CUTOFF, *names, ELIGIBLE)
 
 
+def features_at(
+    events: ir.Table,
+    cutoffs: Sequence[datetime],
+    spec: FeatureSpec,
+    customers: ir.Table | None = None,
+) -> ir.Table:
+    """Features of every customer eligible at each cutoff (without `eligible`): what
+    training (past cutoffs) and the nightly job (its as-of date) both score."""
+    table = build_features(events, seen_pairs(events, cutoffs), spec, customers)
+    return table.filter(table[ELIGIBLE]).drop(ELIGIBLE)
+
+
 def _eligible(agg: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
     """Seen before the cutoff and not already churned under the churn definition."""
     seen = agg._last_event.notnull()
@@ -353,6 +365,7 @@ __all__ = [
     "build_features",
     "catalogue",
     "cutoff_table",
+    "features_at",
     "seen_pairs",
     "with_roles",
     "ACTIVITY",

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from features.contract import EVENTS_SCHEMA
 from features.columns import (
     AMOUNT,
     CANCEL,
@@ -66,15 +67,6 @@ DEFAULT_EVENT_TYPES: dict[str, list[str]] = {
 PLANS: tuple[str, ...] = ("basic", "plus", "pro")
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
 
-EVENT_SCHEMA = pa.schema(
-    [
-        (CUSTOMER_ID, pa.string()),
-        (EVENT_TIME, pa.timestamp("us")),
-        (EVENT_TYPE, pa.string()),
-        (AMOUNT, pa.float64()),
-        (QUANTITY, pa.float64()),
-    ]
-)
 CUSTOMER_SCHEMA = pa.schema(
     [
         (CUSTOMER_ID, pa.string()),
@@ -301,14 +293,14 @@ def _write_events(
                 pa.array(amount, pa.float64(), mask=nulls),
                 pa.array(quantity, pa.float64(), mask=nulls),
             ],
-            schema=EVENT_SCHEMA,
+            schema=EVENTS_SCHEMA,
         )
         writer.write_table(table)
         return len(table)
 
     total = 0
     with (
-        pq.ParquetWriter(path, EVENT_SCHEMA) as writer,
+        pq.ParquetWriter(path, EVENTS_SCHEMA) as writer,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
         pending: Future[int] | None = None

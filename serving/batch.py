@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
 from features.config import ProjectConfig
-from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
+from features.definition import FeatureSpec, features_at
 from features.load import Dataset
 from serving.atomic import publish_dir
 from serving.predictor import Champions
@@ -65,10 +65,7 @@ def score(
 ) -> ScoreResult:
     """Features at `as_of` (events strictly before it), scored, published atomically."""
     spec = FeatureSpec.from_config(config)
-    feats = build_features(
-        ds.events, seen_pairs(ds.events, [as_of]), spec, ds.customers
-    )
-    feats = feats.filter(feats[ELIGIBLE]).drop(ELIGIBLE).order_by(CUSTOMER_ID)
+    feats = features_at(ds.events, [as_of], spec, ds.customers).order_by(CUSTOMER_ID)
     frame = feats.to_pyarrow().to_pandas()
     scored_at = datetime.now(UTC).replace(tzinfo=None)
     target_dir = partition_dir(config.scoring.output, as_of)

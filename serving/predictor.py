@@ -5,7 +5,7 @@ Shared by the BentoML service and the nightly job, so both score exactly alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,18 +69,24 @@ class Champions:
         }
         return ",".join(sorted(versions))
 
-    def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Probabilities per target for a frame holding the feature columns; one
-        matrix per distinct encoding (the three champions usually share one)."""
+    def _predict(
+        self, build: Callable[[Encoding], np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Each champion's probabilities, building one matrix per distinct encoding
+        (the three champions usually share one)."""
         built: list[tuple[Encoding, np.ndarray]] = []
         out = {}
         for target, model in self.models.items():
             matrix = next((m for e, m in built if e == model.encoding), None)
             if matrix is None:
-                matrix = model.encoding.to_matrix(frame)
+                matrix = build(model.encoding)
                 built.append((model.encoding, matrix))
             out[target] = model.booster.predict(matrix)
         return out
+
+    def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Probabilities per target for a frame holding the feature columns."""
+        return self._predict(lambda encoding: encoding.to_matrix(frame))
 
     def check_records(
         self, records: Sequence[Mapping[str, object]], field: str
@@ -109,12 +115,11 @@ class Champions:
         self, records: Sequence[Mapping[str, object]]
     ) -> dict[str, np.ndarray]:
         """Probabilities per target from checked records, straight to numpy."""
-        out = {}
-        for target, model in self.models.items():
-            matrix = np.empty(
-                (len(records), len(model.encoding.features)), dtype=np.float64
-            )
+
+        def build(encoding: Encoding) -> np.ndarray:
+            matrix = np.empty((len(records), len(encoding.features)), dtype=np.float64)
             for i, record in enumerate(records):
-                model.encoding.record_to_row(record, matrix[i])
-            out[target] = model.booster.predict(matrix)
-        return out
+                encoding.record_to_row(record, matrix[i])
+            return matrix
+
+        return self._predict(build)

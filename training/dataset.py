@@ -43,9 +43,7 @@ def build_training_table(
         raise ValueError(
             f"no training cutoff falls on or before the last event ({data_end})"
         )
-    pairs = seen_pairs(ds.events, cutoffs)
-    feats = build_features(ds.events, pairs, spec, ds.customers)
-    feats = feats.filter(feats[ELIGIBLE]).drop(ELIGIBLE)
+    feats = features_at(ds.events, cutoffs, spec, ds.customers)
     labs = build_labels(ds.events, feats.select(CUSTOMER_ID, CUTOFF), spec, labels)
     table = feats.join(labs, [CUSTOMER_ID, CUTOFF])
     frame = table.to_pyarrow().to_pandas()
