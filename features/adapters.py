@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.contract import EVENTS_SCHEMA
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
 from features.config import RolesConfig
+from features.contract import EVENTS_SCHEMA
 
 log = logging.getLogger(__name__)
 

@@ -30,18 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.contract import EVENTS_SCHEMA
 from features.columns import (
-    AMOUNT,
     CANCEL,
     CUSTOMER_ID,
-    EVENT_TIME,
-    EVENT_TYPE,
     PURCHASE,
-    QUANTITY,
     SERVICE_REQUEST,
     SIGNUP_TIME,
 )
+from features.contract import EVENTS_SCHEMA
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

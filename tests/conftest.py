@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -152,33 +153,43 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def server(
-    trained: Project, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A real `bentoml serve` of the service on a free port, serving the champions."""
+def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
+    """`bentoml serve` of the service on a free port, output to `log`."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "bentoml.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "serving.service:Propensity",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=trained.env(),
+            [str(BIN / "bentoml"), "serve", "serving.service:Propensity"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            env=env,
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", process
+
+
+@pytest.fixture(scope="session")
+def server(
+    trained: Project, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A real `bentoml serve` of the service on a free port, serving the champions."""
+    log = tmp_path_factory.mktemp("server") / "bentoml.log"
+    url, process = start_bentoml(trained.env(), log)
     try:
         wait_ready(url, process, log)
         yield Server(url, process, log)
     finally:
         stop(process)
+
+
+def eligible_features(project: Project, cutoff: datetime):
+    """The project's config and the features of customers eligible at `cutoff`."""
+    from features.config import load_config
+    from features.definition import FeatureSpec, features_at
+    from features.load import load
+
+    config = load_config(project.config)
+    ds = load(config.data.events, config.data.customers)
+    spec = FeatureSpec.from_config(config)
+    return config, features_at(ds.events, [cutoff], spec, ds.customers).to_pandas()

@@ -9,14 +9,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from features.columns import CUSTOMER_ID, CUTOFF, TARGETS
-from features.definition import (
-    ELIGIBLE,
-    Catalogue,
-    FeatureSpec,
-    build_features,
-    catalogue,
-    seen_pairs,
-)
+from features.definition import Catalogue, FeatureSpec, catalogue, features_at
 from features.labels import LabelSpec, build_labels
 from features.load import Dataset
 

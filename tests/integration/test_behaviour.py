@@ -14,26 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
-from features.load import load
 from serving.predictor import Champions
-from tests.conftest import Project
+from tests.conftest import Project, eligible_features
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def setting(trained: Project) -> tuple[Champions, pd.DataFrame]:
-    config = load_config(trained.config)
-    ds = load(config.data.events, config.data.customers)
-    frame = build_features(
-        ds.events,
-        seen_pairs(ds.events, [datetime(2025, 12, 1)]),
-        FeatureSpec.from_config(config),
-        ds.customers,
-    ).to_pandas()
-    frame = frame[frame[ELIGIBLE]].reset_index(drop=True)
+    config, frame = eligible_features(trained, datetime(2025, 12, 1))
     return Champions.load(config, trained.tracking_uri), frame
 
 

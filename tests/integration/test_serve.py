@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -14,16 +13,14 @@ import pytest
 
 from features.columns import TARGETS
 from features.config import load_config
-from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
-from features.load import load
 from serving.predictor import Champions
 from tests.conftest import (
-    BIN,
-    ROOT,
     Project,
     Server,
+    eligible_features,
     free_port,
     run_cli,
+    start_bentoml,
     stop,
     wait_ready,
 )
@@ -33,18 +30,9 @@ pytestmark = pytest.mark.integration
 
 def records(project: Project, n: int) -> tuple[list[dict], pd.DataFrame]:
     """Feature records, as a marketing system would send them, for n customers."""
-    config = load_config(project.config)
-    ds = load(config.data.events, config.data.customers)
-    frame = build_features(
-        ds.events,
-        seen_pairs(ds.events, [datetime(2025, 11, 15)]),
-        FeatureSpec.from_config(config),
-        ds.customers,
-    ).to_pandas()
-    frame = (
-        frame[frame[ELIGIBLE]].sort_values("customer_id").head(n).reset_index(drop=True)
-    )
-    features = frame.drop(columns=["customer_id", "cutoff", ELIGIBLE])
+    _, frame = eligible_features(project, datetime(2025, 11, 15))
+    frame = frame.sort_values("customer_id").head(n).reset_index(drop=True)
+    features = frame.drop(columns=["customer_id", "cutoff"])
     out = []
     for cid, row in zip(frame.customer_id, features.to_dict("records"), strict=True):
         clean = {
@@ -132,26 +120,11 @@ def test_service_is_not_ready_without_champions(
 ) -> None:
     """`bentoml serve` straight on an empty registry never turns ready and logs why."""
     env = {**trained.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
-    port = free_port()
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "serving.service:Propensity",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    url, process = start_bentoml(env, log)
     try:
         with pytest.raises((TimeoutError, RuntimeError)):
-            wait_ready(f"http://127.0.0.1:{port}", process, log, deadline_s=20)
+            wait_ready(url, process, log, deadline_s=20)
         assert "train first" in log.read_text()
     finally:
         stop(process)
