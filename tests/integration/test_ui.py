@@ -1,0 +1,41 @@
+"""`propensity ui` serves the MLflow UI on the project's own store."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import BIN, ROOT, Project, free_port, stop
+
+pytestmark = pytest.mark.integration
+
+
+def test_ui_lists_the_registered_models(trained: Project, tmp_path) -> None:
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "propensity"), "ui", "--port", str(port)],
+            env=trained.env(),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/registered-models/search"
+    try:
+        deadline, names = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                models = httpx.get(url, timeout=2).json()["registered_models"]
+                names = sorted(m["name"] for m in models)
+                break
+            except (httpx.HTTPError, ValueError, KeyError):
+                time.sleep(0.5)
+        expected = ["churn", "purchase", "service_request"]
+        assert names == expected, log.read_text()[-2000:]
+    finally:
+        stop(process)
