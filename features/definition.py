@@ -30,8 +30,6 @@ from features.columns import (
     PURCHASE,
     ROLE,
     ROLES,
-    SERVICE_REQUEST,
-    SIGNUP_TIME,
 )
 from features.config import ProjectConfig
 
@@ -72,6 +70,10 @@ class Feature:
     window_days: int | None
     description: str
     categorical: bool = False
+    # For customer attributes: the column it comes from, and whether it is a
+    # timestamp turned into whole days since it.
+    source: str | None = None
+    days_since: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,25 +168,30 @@ def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Fe
     for name in names:
         dtype = schema[name]
         if dtype.is_numeric() or dtype.is_boolean():
-            out.append(Feature(name, None, None, f"customer attribute {name}"))
+            out.append(
+                Feature(name, None, None, f"customer attribute {name}", source=name)
+            )
         elif dtype.is_timestamp() or dtype.is_date():
+            description = f"whole days since the customer's {name}"
             out.append(
                 Feature(
                     f"days_since_{name}",
                     None,
                     None,
-                    f"whole days since the customer's {name}",
+                    description,
+                    source=name,
+                    days_since=True,
                 )
             )
         elif dtype.is_string():
+            description = f"customer attribute {name} (categorical)"
             out.append(
-                Feature(
-                    name,
-                    None,
-                    None,
-                    f"customer attribute {name} (categorical)",
-                    categorical=True,
-                )
+                Feature(name, None, None, description, categorical=True, source=name)
+            )
+        else:
+            raise ValueError(
+                f"customers column {name!r} has unsupported type {dtype}; "
+                "list the attributes to use in features.attributes"
             )
     return out
 
@@ -331,30 +338,26 @@ def _eligible(agg: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
 
 def _join_attributes(out: ir.Table, customers: ir.Table, spec: FeatureSpec) -> ir.Table:
     attrs = attribute_features(customers, spec)
-    schema = customers.schema()
-    cols: dict[str, ir.Value] = {}
-    for feat in attrs:
-        source = feat.name.removeprefix("days_since_")
-        if (
-            feat.name.startswith("days_since_")
-            and source in schema.names
-            and (schema[source].is_timestamp() or schema[source].is_date())
-        ):
-            stamp = customers[source].cast("timestamp")
-            cols[feat.name] = stamp  # turned into days after the join
-        else:
-            cols[feat.name] = customers[feat.name]
-    right = customers.select(_acid=customers[CUSTOMER_ID], **cols)
+    right = customers.select(
+        _acid=customers[CUSTOMER_ID],
+        **{
+            f.name: customers[f.source].cast("timestamp")
+            if f.days_since
+            else customers[f.source]
+            for f in attrs
+        },
+    )
     joined = out.left_join(right, out[CUSTOMER_ID] == right._acid)
-    fixes = {}
-    for feat in attrs:
-        if feat.name.startswith("days_since_") and feat.name not in schema.names:
-            stamp = joined[feat.name]
-            # a date after the cutoff is not yet known at the cutoff
-            fixes[feat.name] = ibis.ifelse(
-                stamp < joined[CUTOFF], days_between(joined[CUTOFF], stamp), ibis.null()
-            ).cast("float64")
-    return joined.mutate(**fixes).drop("_acid")
+    cutoff = joined[CUTOFF]
+    # a date after the cutoff is not yet known at the cutoff
+    days = {
+        f.name: ibis.ifelse(
+            joined[f.name] < cutoff, days_between(cutoff, joined[f.name]), ibis.null()
+        ).cast("float64")
+        for f in attrs
+        if f.days_since
+    }
+    return joined.mutate(**days).drop("_acid")
 
 
 __all__ = [
@@ -365,10 +368,8 @@ __all__ = [
     "build_features",
     "catalogue",
     "cutoff_table",
+    "daily_rollup",
     "features_at",
     "seen_pairs",
     "with_roles",
-    "ACTIVITY",
-    "SERVICE_REQUEST",
-    "SIGNUP_TIME",
 ]
