@@ -49,6 +49,7 @@ def build_training_table(
 
 @dataclass(frozen=True)
 class Split:
+    target: str
     train: pd.DataFrame
     valid: pd.DataFrame
     train_cutoffs: list[datetime]
@@ -81,4 +82,4 @@ def out_of_time_split(table: TrainingTable, target: str, labels: LabelSpec) -> S
             raise ValueError(
                 f"{target}: the {name} rows hold a single class; cannot train"
             )
-    return Split(train, valid, train_cutoffs, valid_cutoff)
+    return Split(target, train, valid, train_cutoffs, valid_cutoff)

@@ -68,6 +68,9 @@ def train_all(
     _, last = ds.time_range()
     cutoffs = config.training.cutoffs.resolve(last)
     table = build_training_table(ds, spec, labels, cutoffs)
+    # every target's split first: a target that cannot be trained fails the run
+    # before anything is written to MLflow
+    splits = {target: out_of_time_split(table, target, labels) for target in targets}
     experiment_id = configure(tracking_uri, config.mlflow.experiment)
     client = MlflowClient(tracking_uri, tracking_uri)
     context = {
@@ -76,7 +79,9 @@ def train_all(
         "training_id": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
     }
     return [
-        _train_target(config, table, labels, target, experiment_id, client, context)
+        _train_target(
+            config, table, splits[target], labels, experiment_id, client, context
+        )
         for target in targets
     ]
 
@@ -84,14 +89,14 @@ def train_all(
 def _train_target(
     config: ProjectConfig,
     table: TrainingTable,
+    split: Split,
     labels: LabelSpec,
-    target: str,
     experiment_id: str | None,
     client: MlflowClient,
     context: dict,
 ) -> TargetResult:
     started = time.perf_counter()
-    split = out_of_time_split(table, target, labels)
+    target = split.target
     encoding = Encoding.fit(
         split.train, table.catalogue.names, table.catalogue.categorical
     )

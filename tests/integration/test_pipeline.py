@@ -210,3 +210,24 @@ def test_a_worse_challenger_does_not_take_champion(
             tags["promotion.champion_log_loss"]
         )
         assert "does not beat" in tags["promotion.reason"]
+
+
+def test_an_untrainable_target_fails_before_anything_is_registered(
+    trained: Project, tmp_path: Path
+) -> None:
+    """No service requests in the data (as in CDNOW): a clear error, nothing logged."""
+    config = write_config(
+        tmp_path / "no_tickets.yaml",
+        trained.events,
+        trained.customers,
+        roles={"service_request": ["no_such_event"]},
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_cli(
+        ["--config", str(config), "train"],
+        {**trained.env(), "MLFLOW_TRACKING_URI": uri},
+    )
+    assert done.returncode == 1
+    assert "service_request: the training rows hold a single class" in done.stderr
+    client = MlflowClient(uri, uri)
+    assert client.search_registered_models() == []
