@@ -30,6 +30,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EngineConfig(_Strict):
+    """DuckDB resources. None keeps DuckDB's defaults (80% of RAM, every core);
+    a memory limit makes DuckDB spill to disk instead of growing."""
+
+    memory_limit: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+    )
+    threads: int | None = Field(None, ge=1)
+
+
 class DataConfig(_Strict):
     """Where the events (and optional customers) come from."""
 
@@ -170,6 +180,7 @@ class ScoringConfig(_Strict):
 
 class ProjectConfig(_Strict):
     data: DataConfig
+    engine: EngineConfig = EngineConfig()
     roles: RolesConfig = RolesConfig()
     targets: TargetsConfig = TargetsConfig()
     features: FeaturesConfig = FeaturesConfig()

@@ -39,13 +39,14 @@ def _context(args: argparse.Namespace):
 
 
 def _load_data(config):
-    from features.load import load
+    from features.load import connect, load
 
     return load(
         config.data.events,
         config.data.customers,
         fmt=config.data.format,
         as_of=config.data.as_of,
+        con=connect(config.engine.memory_limit, config.engine.threads),
     )
 
 

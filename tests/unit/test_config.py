@@ -76,3 +76,17 @@ def test_tracking_uri_default_config_and_env(tmp_path: Path, monkeypatch) -> Non
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert config.tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_engine_limits_reach_duckdb(tmp_path: Path) -> None:
+    from features.load import connect
+
+    text = BASE + "engine: {memory_limit: 512MB, threads: 1}\n"
+    engine = load_config(write(tmp_path, text)).engine
+    con = connect(engine.memory_limit, engine.threads).con
+    limit, threads = con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('threads')"
+    ).fetchall()[0]
+    assert threads == 1 and limit.startswith(("488", "512"))
+    with pytest.raises(ConfigError, match="engine.memory_limit"):
+        load_config(write(tmp_path, BASE + "engine: {memory_limit: lots}\n"))
