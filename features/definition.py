@@ -266,6 +266,8 @@ def build_features(
     (seen before the cutoff and not already churned), which is not a model feature.
     """
     daily = daily_rollup(events, spec)
+    # a repeated pair would count twice
+    pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
     joined = pairs.left_join(
         daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
     )

@@ -248,3 +248,14 @@ def test_label_completeness() -> None:
     end = datetime(2024, 3, 31)
     assert LABELS.complete("churn", CUT, end)  # Mar 1 + 30 days = Mar 31
     assert not LABELS.complete("churn", CUT + DAY, end)
+
+
+def test_repeated_cutoffs_and_pairs_count_once(tmp_path: Path) -> None:
+    ds = dataset(tmp_path, [("a", CUT - 2 * DAY, "buy", 3.0)])
+    once = build_features(ds.events, seen_pairs(ds.events, [CUT]), SPEC).to_pandas()
+    pairs = seen_pairs(ds.events, [CUT, CUT])
+    twice = build_features(ds.events, pairs.union(pairs, distinct=False), SPEC)
+    twice = twice.to_pandas()
+    assert len(twice) == 1 and twice.purchase_count_7d[0] == 1
+    pd.testing.assert_frame_equal(twice, once)
+    assert once.active_days_7d[0] == 1 and once.event_trend_30d[0] == 2.0
