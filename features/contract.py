@@ -286,8 +286,7 @@ def ensure(problems: list[Problem]) -> None:
 
 
 __all__ = [
-    "AMOUNT",
-    "QUANTITY",
+    "EVENTS_SCHEMA",
     "ContractError",
     "Problem",
     "ensure",
