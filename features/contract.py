@@ -164,21 +164,27 @@ def _missing_columns(
     return problems
 
 
-def _check(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    source: str,
-    column: str,
-    bad_when: str,
-    expected: str,
-) -> Problem | None:
-    row = con.execute(
-        f"SELECT count(*), min({ROW}, {MAX_ROWS_SHOWN}) FROM {source} WHERE {bad_when}"
-    ).fetchall()[0]
-    count, rows = row if row else (0, None)
-    if not count:
-        return None
-    return Problem(path, column, expected, tuple(int(r) for r in rows), int(count))
+Check = tuple[str, str, str]  # column, SQL condition for a bad row, what was expected
+
+
+def _run_checks(
+    con: duckdb.DuckDBPyConnection, path: Path, source: str, checks: list[Check]
+) -> tuple[int, list[Problem]]:
+    """The file's row count and a problem per failing check, in one scan."""
+    shown = f"min({ROW}, {MAX_ROWS_SHOWN})"
+    aggregates = ", ".join(
+        f"count(*) FILTER (WHERE {bad}), {shown} FILTER (WHERE {bad})"
+        for _, bad, _ in checks
+    )
+    row = con.execute(f"SELECT count(*), {aggregates} FROM {source}").fetchall()[0]
+    problems = []
+    for k, (column, _, expected) in enumerate(checks):
+        count, rows = row[1 + 2 * k], row[2 + 2 * k]
+        if count:
+            problems.append(
+                Problem(path, column, expected, tuple(int(r) for r in rows), int(count))
+            )
+    return int(row[0]), problems
 
 
 def timestamp_sql(column: str) -> str:
@@ -204,10 +210,7 @@ def validate_events_file(
     problems = _missing_columns(path, present, REQUIRED_EVENT_COLUMNS)
     if problems:
         return problems
-    source = scan_sql(path, fmt)
-    if not con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]:
-        return [Problem(path, None, "file has no rows; expected at least one event")]
-    checks = [
+    checks: list[Check] = [
         (
             CUSTOMER_ID,
             _is_blank(CUSTOMER_ID),
@@ -242,10 +245,9 @@ def validate_events_file(
                 f"event is in the future of the as-of date {stamp} UTC",
             )
         )
-    for column, bad_when, expected in checks:
-        problem = _check(con, path, source, column, bad_when, expected)
-        if problem:
-            problems.append(problem)
+    rows, problems = _run_checks(con, path, scan_sql(path, fmt), checks)
+    if not rows:
+        return [Problem(path, None, "file has no rows; expected at least one event")]
     return problems
 
 
@@ -260,24 +262,23 @@ def validate_customers_file(
     problems = _missing_columns(path, present, (CUSTOMER_ID,))
     if problems:
         return problems
-    source = scan_sql(path, fmt)
-    blank = _check(
-        con,
-        path,
-        source,
-        CUSTOMER_ID,
-        _is_blank(CUSTOMER_ID),
-        "customer_id is missing; expected a non-empty id",
+    source = (
+        f"(SELECT *, count(*) OVER (PARTITION BY {CUSTOMER_ID}) AS __n "
+        f"FROM {scan_sql(path, fmt)})"
     )
-    dup = _check(
-        con,
-        path,
-        f"(SELECT *, count(*) OVER (PARTITION BY {CUSTOMER_ID}) AS __n FROM {source})",
-        CUSTOMER_ID,
-        "__n > 1",
-        "customer_id is repeated; expected one row per customer",
-    )
-    return [p for p in (blank, dup) if p]
+    checks: list[Check] = [
+        (
+            CUSTOMER_ID,
+            _is_blank(CUSTOMER_ID),
+            "customer_id is missing; expected a non-empty id",
+        ),
+        (
+            CUSTOMER_ID,
+            "__n > 1",
+            "customer_id is repeated; expected one row per customer",
+        ),
+    ]
+    return _run_checks(con, path, source, checks)[1]
 
 
 def ensure(problems: list[Problem]) -> None:
