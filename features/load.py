@@ -8,7 +8,7 @@ amounts), so nothing is copied and files of any size stream through.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,26 +49,29 @@ class Dataset:
     customers: ibis.Table | None
     events_files: list[Path]
     customers_files: list[Path]
+    _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
 
     @property
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         return self.con.con
 
     def time_range(self) -> tuple[datetime, datetime]:
-        """First and last event time."""
-        row = self.duckdb.execute(
-            f"SELECT min({EVENT_TIME}), max({EVENT_TIME}) FROM {EVENTS_VIEW}"
-        ).fetchall()[0]
-        return row[0], row[1]
+        """First and last event time (one scan, then remembered: the files were
+        validated and do not change under a Dataset)."""
+        if self._range is None:
+            row = self.duckdb.execute(
+                f"SELECT min({EVENT_TIME}), max({EVENT_TIME}) FROM {EVENTS_VIEW}"
+            ).fetchall()[0]
+            self._range = (row[0], row[1])
+        return self._range
 
     def fingerprint(self) -> dict[str, str | int]:
         """A content fingerprint of the events: rows, time range, order-free hash."""
-        rows, first, last, digest = self.duckdb.execute(
-            f"SELECT count(*), min({EVENT_TIME}), max({EVENT_TIME}), "
-            f"sum(hash({CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, "
-            f"{QUANTITY})) "
-            f"FROM {EVENTS_VIEW}"
+        rows, digest = self.duckdb.execute(
+            f"SELECT count(*), sum(hash({CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, "
+            f"{AMOUNT}, {QUANTITY})) FROM {EVENTS_VIEW}"
         ).fetchall()[0]
+        first, last = self.time_range()
         return {
             "rows": int(rows),
             "first_event": str(first),
