@@ -147,6 +147,35 @@ def _customers_view_sql(files: list[Path], fmt: str) -> str:
     )
 
 
+def _customer_files(
+    con: ibis.BaseBackend, customers: Path, fmt: str
+) -> tuple[list[Path], str, list[Problem]]:
+    files = list_files(customers, fmt)
+    customer_fmt = file_format(files[0], fmt)
+    problems = [
+        p
+        for path in files
+        for p in validate_customers_file(con.con, path, customer_fmt)
+    ]
+    return files, customer_fmt, problems
+
+
+def _customers_view(con: ibis.BaseBackend, files: list[Path], fmt: str) -> ibis.Table:
+    con.con.execute(_customers_view_sql(files, fmt))
+    return con.table(CUSTOMERS_VIEW)
+
+
+def load_customers(
+    customers: Path, *, fmt: str = "auto", con: ibis.BaseBackend | None = None
+) -> ibis.Table:
+    """Validate and expose only the customers table (its schema fixes the
+    attribute features); ContractError on bad input."""
+    con = con or connect()
+    files, customer_fmt, problems = _customer_files(con, customers, fmt)
+    ensure(problems)
+    return _customers_view(con, files, customer_fmt)
+
+
 def load(
     events: Path,
     customers: Path | None = None,
@@ -163,25 +192,20 @@ def load(
     con = con or connect()
     raw = con.con
     event_files = list_files(events, fmt)
-    formats = {file_format(f, fmt) for f in event_files}
-    event_fmt = formats.pop()
+    event_fmt = file_format(event_files[0], fmt)
     problems: list[Problem] = []
     for path in event_files:
         problems += validate_events_file(raw, path, event_fmt, as_of)
     customer_files: list[Path] = []
-    customer_fmt = "parquet"
     if customers is not None:
-        customer_files = list_files(customers, fmt)
-        customer_fmt = file_format(customer_files[0], fmt)
-        for path in customer_files:
-            problems += validate_customers_file(raw, path, customer_fmt)
+        customer_files, customer_fmt, found = _customer_files(con, customers, fmt)
+        problems += found
     ensure(problems)
     types = _column_types(raw, event_files, event_fmt)
     raw.execute(_events_view_sql(event_files, event_fmt, types))
-    customers_table = None
-    if customer_files:
-        raw.execute(_customers_view_sql(customer_files, customer_fmt))
-        customers_table = con.table(CUSTOMERS_VIEW)
+    customers_table = (
+        _customers_view(con, customer_files, customer_fmt) if customer_files else None
+    )
     log.info(
         "loaded %d events file(s), %d customers file(s)",
         len(event_files),
@@ -192,4 +216,4 @@ def load(
     )
 
 
-__all__ = ["ContractError", "Dataset", "connect", "load"]
+__all__ = ["ContractError", "Dataset", "connect", "load", "load_customers"]

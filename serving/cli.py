@@ -95,7 +95,9 @@ def cmd_features_list(args: argparse.Namespace) -> int:
     _, config, _ = _context(args)
     customers = None
     if config.data.customers is not None:
-        customers = _load_data(config).customers
+        from features.load import load_customers
+
+        customers = load_customers(config.data.customers, fmt=config.data.format)
     cat = catalogue(FeatureSpec.from_config(config), customers)
     print(f"{'name':34} {'role':16} {'window':>6}  description")
     for f in cat.features:
