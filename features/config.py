@@ -101,17 +101,26 @@ class TargetsConfig(_Strict):
 
 
 class FeaturesConfig(_Strict):
-    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 180])
-    trend_days: int = Field(30, ge=1)
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 180, 365])
+    # Each trend compares the last t days with the t days before them.
+    trend_days: list[int] = Field(default_factory=lambda: [30, 90])
+    # Roles whose events carry amounts and quantities worth summarising.
+    amount_roles: list[Literal["activity", "purchase", "service_request", "cancel"]] = (
+        Field(default_factory=lambda: [PURCHASE])
+    )
     # Customer attributes to use; None means every attribute column present.
     attributes: list[str] | None = None
 
     @model_validator(mode="after")
     def _windows(self) -> FeaturesConfig:
-        if not self.windows_days or any(w < 1 for w in self.windows_days):
-            raise ValueError("windows_days must be a non-empty list of positive days")
-        if len(set(self.windows_days)) != len(self.windows_days):
-            raise ValueError("windows_days has duplicates")
+        for name in ("windows_days", "trend_days"):
+            days = getattr(self, name)
+            if not days or any(w < 1 for w in days):
+                raise ValueError(f"{name} must be a non-empty list of positive days")
+            if len(set(days)) != len(days):
+                raise ValueError(f"{name} has duplicates")
+        if len(set(self.amount_roles)) != len(self.amount_roles):
+            raise ValueError("amount_roles has duplicates")
         return self
 
 

@@ -2,9 +2,58 @@
 
 Training passes past cutoffs, the nightly job passes today's; both call
 `build_features`. It is a single Ibis expression, so it runs on DuckDB here and on
-any other Ibis backend (Spark) unchanged. Only events strictly before each cutoff are
-read. "Days since" figures are whole days, floored: an event one second before the
-cutoff is 0 days ago.
+any other Ibis backend (Spark) unchanged.
+
+Semantics (the contract that tests/reference.py and the benchmark's hand-written
+SQL implement independently). For a cutoff `c`, always a midnight (UTC):
+
+- Only events with `event_time < c` are read. An event's role comes from the
+  config's event-type mapping; unmapped types play `activity`. Its day is its date.
+- A window of `w` days holds the events with `c - w days <= event_time < c`; as `c`
+  is a midnight, a day lies wholly inside a window or wholly outside it.
+- "Days since" figures are whole days, floored: `floor((c - t) seconds / 86400)`,
+  so an event one second before the cutoff is 0 days ago. Null when there is no
+  such event.
+
+Per window `w` (features.windows_days, ascending):
+- `{role}_count_{w}d`: events of each role (activity, purchase, service_request,
+  cancel) in the window;
+- `{role}_days_{w}d`: distinct days with an event of the role in the window;
+- `active_days_{w}d`: distinct days with any event in the window;
+- `active_day_share_{w}d`: `active_days_{w}d / min(w, d)`, where `d` is the number of
+  days from the day of the customer's first event to `c` (at least 1): the share of
+  the days the customer could have been active in the window;
+- for each role in features.amount_roles (default: purchase):
+  `{role}_amount_sum_{w}d` (0.0 without amounts), `{role}_amount_mean_{w}d` (over
+  the role's events that have an amount; null without any), `{role}_amount_max_{w}d`
+  (null without any), `{role}_quantity_sum_{w}d` (0.0 without quantities). A null
+  amount or quantity is left out; it is not a zero.
+
+Over all history before `c`:
+- `days_since_last_{role}`, `days_since_last_event`, `days_since_first_purchase`,
+  `tenure_days` (days since the first event);
+- `{role}_count_total`: events of each role;
+- `reactivations`: days with a cancel event followed, on a later day before `c`, by
+  an event of another role;
+- `service_requests_per_purchase`: service_request_count_total /
+  purchase_count_total, null without purchases;
+- `active_day_gap_mean`, `active_day_gap_std`: the mean and the population standard
+  deviation (ddof 0) of the whole-day gaps between consecutive active days; null
+  with fewer than two active days.
+
+Per trend `t` (features.trend_days, ascending), comparing the last `t` days
+`[c - t, c)` with the `t` days before them `[c - 2t, c - t)`:
+- `event_count_ratio_{t}d` = (events in the last + 1) / (events in the prior + 1),
+  `event_count_diff_{t}d` = events in the last - events in the prior;
+- `purchase_count_ratio_{t}d`, `purchase_count_diff_{t}d`: the same for purchases.
+
+Customer attributes follow (see `attribute_features`): numbers and booleans as
+they are, strings as categoricals (integer codes kept with the model by
+`features.encode`; unknown values become missing), timestamps and dates as
+`days_since_<name>` (null when not before `c`).
+
+Counts are integers (int64); every other feature is a float (float64) or, for
+"days since", an integer that may be null.
 """
 
 from __future__ import annotations
@@ -28,13 +77,15 @@ from features.columns import (
     EVENT_TIME,
     EVENT_TYPE,
     PURCHASE,
+    QUANTITY,
     ROLE,
     ROLES,
+    SERVICE_REQUEST,
 )
 from features.config import ProjectConfig
 
 # Bump when the meaning of any feature changes; part of the feature-set version.
-DEFINITION_VERSION = 1
+DEFINITION_VERSION = 2
 SECONDS_PER_DAY = 86400
 ELIGIBLE = "eligible"
 
@@ -44,8 +95,9 @@ class FeatureSpec:
     """Everything the definition needs, taken from the config once."""
 
     role_of: dict[str, str]
-    windows_days: tuple[int, ...] = (7, 30, 90, 180)
-    trend_days: int = 30
+    windows_days: tuple[int, ...] = (7, 30, 90, 180, 365)
+    trend_days: tuple[int, ...] = (30, 90)
+    amount_roles: tuple[str, ...] = (PURCHASE,)
     churn_horizon_days: int = 30
     churn_definition: str = "inactivity_or_cancel"
     attributes: tuple[str, ...] | None = None
@@ -56,7 +108,8 @@ class FeatureSpec:
         return cls(
             role_of=config.roles.role_of(),
             windows_days=tuple(sorted(config.features.windows_days)),
-            trend_days=config.features.trend_days,
+            trend_days=tuple(sorted(config.features.trend_days)),
+            amount_roles=tuple(config.features.amount_roles),
             churn_horizon_days=config.targets.churn.horizon_days,
             churn_definition=config.targets.churn.definition,
             attributes=None if attrs is None else tuple(attrs),
@@ -97,57 +150,89 @@ class Catalogue:
 
 
 def _event_features(spec: FeatureSpec) -> list[Feature]:
+    """The event features, in order, as the module docstring defines them."""
     out: list[Feature] = []
+
+    def add(name: str, role: str | None, window: int | None, text: str) -> None:
+        out.append(Feature(name, role, window, text))
+
     for w in spec.windows_days:
+        last = f"in the last {w} days"
         for role in ROLES:
-            out.append(
-                Feature(
-                    f"{role}_count_{w}d", role, w, f"{role} events in the last {w} days"
-                )
-            )
-        out.append(
-            Feature(
-                f"purchase_amount_sum_{w}d",
-                PURCHASE,
-                w,
-                f"sum of purchase amounts, last {w} days",
-            )
-        )
-        out.append(
-            Feature(
-                f"active_days_{w}d",
-                None,
-                w,
-                f"distinct days with any event, last {w} days",
-            )
-        )
-    for role in ROLES:
-        out.append(
-            Feature(
-                f"days_since_last_{role}",
+            add(f"{role}_count_{w}d", role, w, f"{role} events {last}")
+        for role in ROLES:
+            add(
+                f"{role}_days_{w}d",
                 role,
-                None,
-                f"whole days since the last {role} event",
+                w,
+                f"distinct days with a {role} event {last}",
             )
-        )
-    out.append(
-        Feature(
-            "days_since_last_event",
+        add(f"active_days_{w}d", None, w, f"distinct days with any event {last}")
+        add(
+            f"active_day_share_{w}d",
             None,
-            None,
-            "whole days since the last event of any kind",
+            w,
+            f"share of the days {last} (since the first event) with any event",
         )
+        for role in spec.amount_roles:
+            add(f"{role}_amount_sum_{w}d", role, w, f"sum of {role} amounts {last}")
+            add(f"{role}_amount_mean_{w}d", role, w, f"mean {role} amount {last}")
+            add(f"{role}_amount_max_{w}d", role, w, f"largest {role} amount {last}")
+            add(
+                f"{role}_quantity_sum_{w}d", role, w, f"sum of {role} quantities {last}"
+            )
+    for role in ROLES:
+        add(
+            f"days_since_last_{role}",
+            role,
+            None,
+            f"whole days since the last {role} event",
+        )
+    add(
+        "days_since_last_event",
+        None,
+        None,
+        "whole days since the last event of any kind",
     )
-    out.append(Feature("tenure_days", None, None, "whole days since the first event"))
-    t = spec.trend_days
-    out.append(
-        Feature(
-            f"event_trend_{t}d",
-            None,
-            t,
-            f"(events in the last {t} days + 1) / (events in the {t} days before + 1)",
-        )
+    add(
+        "days_since_first_purchase",
+        PURCHASE,
+        None,
+        "whole days since the first purchase event",
     )
+    add("tenure_days", None, None, "whole days since the first event")
+    for role in ROLES:
+        add(f"{role}_count_total", role, None, f"{role} events ever")
+    add(
+        "reactivations",
+        CANCEL,
+        None,
+        "days with a cancel event followed, on a later day, by another event",
+    )
+    add(
+        "service_requests_per_purchase",
+        SERVICE_REQUEST,
+        None,
+        "service requests ever per purchase ever",
+    )
+    add(
+        "active_day_gap_mean",
+        None,
+        None,
+        "mean whole days between consecutive active days",
+    )
+    add(
+        "active_day_gap_std",
+        None,
+        None,
+        "standard deviation of the days between consecutive active days",
+    )
+    for t in spec.trend_days:
+        vs = f"the last {t} days vs the {t} days before"
+        add(f"event_count_ratio_{t}d", None, t, f"(events + 1) ratio, {vs}")
+        add(f"event_count_diff_{t}d", None, t, f"events difference, {vs}")
+        add(f"purchase_count_ratio_{t}d", PURCHASE, t, f"(purchases + 1) ratio, {vs}")
+        add(f"purchase_count_diff_{t}d", PURCHASE, t, f"purchases difference, {vs}")
     return out
 
 
