@@ -318,77 +318,196 @@ def days_between(
 
 
 def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
-    """One row per customer and active day: event counts per role, purchase amount,
-    first and last event times (per role). Cutoffs are midnights, so a day lies
-    wholly before a cutoff or not at all; aggregating days instead of events makes
-    distinct active days a plain count and shrinks the join with the cutoffs."""
+    """One row per customer and active day: event counts per role, amounts, first
+    and last event times, the gap in days since the previous active day, and the
+    next later day with a non-cancel event (for reactivations).
+
+    Cutoffs are midnights, so a day lies wholly before a cutoff or not at all, and
+    aggregating days instead of events makes distinct active days a plain count.
+    Counts are doubles (exact below 2**53): DuckDB sums integers into HUGEINT and
+    Ibis drops a cast to the type it believes a sum already has, so totals are
+    summed as doubles and cast to int64 explicitly at the end.
+    """
     ev = with_roles(events, spec)
     t, role = ev[EVENT_TIME], ev[ROLE]
-    # Per-day counts as doubles (exact below 2**53): DuckDB sums integers into
-    # HUGEINT, and Ibis drops a cast to the type it already believes the sum has,
-    # so the window totals are summed as doubles and cast to int64 explicitly.
-    metrics: dict[str, ir.Value] = {"_n": t.count().cast("float64")}
+    m: dict[str, ir.Value] = {"_n": t.count().cast("float64")}
     for r in ROLES:
-        metrics[f"_n_{r}"] = t.count(where=role == r).cast("float64")
-        metrics[f"_last_{r}"] = t.max(where=role == r)
-    metrics["_amount"] = ev[AMOUNT].sum(where=role == PURCHASE)
-    metrics["_last_non_cancel"] = t.max(where=role != CANCEL)
-    metrics["_last_event"] = t.max()
-    metrics["_first_event"] = t.min()
-    return ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**metrics)
+        m[f"_n_{r}"] = t.count(where=role == r).cast("float64")
+        m[f"_last_{r}"] = t.max(where=role == r)
+    for r in spec.amount_roles:
+        amount, quantity = ev[AMOUNT], ev[QUANTITY]
+        m[f"_amount_{r}"] = amount.sum(where=role == r)
+        m[f"_amounts_{r}"] = amount.count(where=role == r).cast("float64")
+        m[f"_amount_max_{r}"] = amount.max(where=role == r)
+        m[f"_quantity_{r}"] = quantity.sum(where=role == r)
+    m["_first_purchase"] = t.min(where=role == PURCHASE)
+    m["_last_non_cancel"] = t.max(where=role != CANCEL)
+    m["_last_event"] = t.max()
+    m["_first_event"] = t.min()
+    daily = ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**m)
+
+    day = daily._day
+    previous = ibis.window(group_by=daily._cid, order_by=day)
+    later = ibis.window(group_by=daily._cid, order_by=day, rows=(1, None))
+    other_day = ibis.ifelse(daily._n > daily[f"_n_{CANCEL}"], day, ibis.null())
+    return daily.mutate(
+        _gap=days_between(day, day.lag().over(previous)),
+        _next_other_day=other_day.min().over(later),
+    )
+
+
+def _boundaries(spec: FeatureSpec) -> list[int]:
+    """Window edges in days before the cutoff: every window, trend and prior trend."""
+    edges = {*spec.windows_days, *spec.trend_days, *(2 * t for t in spec.trend_days)}
+    return sorted(edges)
+
+
+# the bucket of days older than every window
+OLDEST = 10**9
+
+
+def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """Stage one: per customer, cutoff and age bucket (the smallest window edge that
+    holds the day), plain sums, counts, minima and maxima of the daily rows.
+
+    Every window is a union of buckets, so stage two reads a handful of rows per
+    (customer, cutoff) instead of every active day once per feature.
+    """
+    day, cutoff = joined._day, joined[CUTOFF]
+    age = days_between(cutoff, day)
+    bucket = ibis.cases(*((age <= b, b) for b in _boundaries(spec)), else_=OLDEST)
+    counted = day.count
+    m: dict[str, ir.Value] = {
+        "_n": joined._n.sum(),
+        "_d": counted().cast("float64"),
+        "_first_day": day.min(),
+        "_gaps": joined._gap.count().cast("float64"),
+        "_gap_sum": joined._gap.sum().cast("float64"),
+        "_gap_sq_sum": (joined._gap * joined._gap).sum().cast("float64"),
+        "_reactivations": counted(
+            where=(joined[f"_n_{CANCEL}"] > 0) & (joined._next_other_day < cutoff)
+        ).cast("float64"),
+    }
+    for r in ROLES:
+        n = joined[f"_n_{r}"]
+        m[f"_n_{r}"] = n.sum()
+        m[f"_d_{r}"] = counted(where=n > 0).cast("float64")
+        m[f"_last_{r}"] = joined[f"_last_{r}"].max()
+    for r in spec.amount_roles:
+        m[f"_amount_{r}"] = joined[f"_amount_{r}"].sum()
+        m[f"_amounts_{r}"] = joined[f"_amounts_{r}"].sum()
+        m[f"_amount_max_{r}"] = joined[f"_amount_max_{r}"].max()
+        m[f"_quantity_{r}"] = joined[f"_quantity_{r}"].sum()
+    for name in ("_last_non_cancel", "_last_event"):
+        m[name] = joined[name].max()
+    for name in ("_first_event", "_first_purchase"):
+        m[name] = joined[name].min()
+    return joined.group_by(
+        [joined[CUSTOMER_ID], joined[CUTOFF], bucket.name("_bucket")]
+    ).aggregate(**m)
+
+
+def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """Stage two: per (customer, cutoff), the catalogue's event features."""
+    bucket = b._bucket
+
+    def total(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
+        """Sum over the buckets in (after, upto] days (all history if no upto)."""
+        where = None if upto is None else (bucket <= upto) & (bucket > after)
+        return b[column].sum(where=where).fill_null(0)
+
+    def count(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
+        return total(column, upto, after).cast("int64")
+
+    m: dict[str, ir.Value] = {}
+    for w in spec.windows_days:
+        for r in ROLES:
+            m[f"{r}_count_{w}d"] = count(f"_n_{r}", w)
+        for r in ROLES:
+            m[f"{r}_days_{w}d"] = count(f"_d_{r}", w)
+        m[f"active_days_{w}d"] = count("_d", w)
+        m[f"_active_{w}"] = total("_d", w)
+        for r in spec.amount_roles:
+            m[f"{r}_amount_sum_{w}d"] = total(f"_amount_{r}", w).cast("float64")
+            m[f"_amount_{r}_{w}"] = b[f"_amount_{r}"].sum(where=bucket <= w)
+            m[f"_amounts_{r}_{w}"] = b[f"_amounts_{r}"].sum(where=bucket <= w)
+            m[f"{r}_amount_max_{w}d"] = b[f"_amount_max_{r}"].max(where=bucket <= w)
+            m[f"{r}_quantity_sum_{w}d"] = total(f"_quantity_{r}", w).cast("float64")
+    for r in ROLES:
+        m[f"{r}_count_total"] = count(f"_n_{r}")
+        m[f"_last_{r}"] = b[f"_last_{r}"].max()
+    m["reactivations"] = count("_reactivations")
+    for name in ("_gaps", "_gap_sum", "_gap_sq_sum"):
+        m[name] = total(name)
+    for name in ("_last_non_cancel", "_last_event"):
+        m[name] = b[name].max()
+    for name in ("_first_event", "_first_purchase", "_first_day"):
+        m[name] = b[name].min()
+    for t in spec.trend_days:
+        for what, column in (("event", "_n"), (PURCHASE, f"_n_{PURCHASE}")):
+            m[f"_{what}_last_{t}"] = count(column, t)
+            m[f"_{what}_prior_{t}"] = count(column, 2 * t, after=t)
+    agg = b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
+
+    cut = agg[CUTOFF]
+    d: dict[str, ir.Value] = {}
+    observed = days_between(cut, agg._first_day)
+    for w in spec.windows_days:
+        d[f"active_day_share_{w}d"] = agg[f"_active_{w}"] / ibis.least(w, observed)
+        for r in spec.amount_roles:
+            amounts = agg[f"_amounts_{r}_{w}"]
+            d[f"{r}_amount_mean_{w}d"] = (
+                agg[f"_amount_{r}_{w}"] / amounts.nullif(0)
+            ).cast("float64")
+    for r in ROLES:
+        d[f"days_since_last_{r}"] = days_between(cut, agg[f"_last_{r}"])
+    d["days_since_last_event"] = days_between(cut, agg._last_event)
+    d["days_since_first_purchase"] = days_between(cut, agg._first_purchase)
+    d["tenure_days"] = days_between(cut, agg._first_event)
+    purchases = agg[f"{PURCHASE}_count_total"]
+    d["service_requests_per_purchase"] = agg[
+        f"{SERVICE_REQUEST}_count_total"
+    ] / purchases.nullif(0).cast("float64")
+    # gaps are whole days: m*S2 - S1^2 is exact, so a constant gap has std 0
+    gaps, s1, s2 = agg._gaps.nullif(0), agg._gap_sum, agg._gap_sq_sum
+    d["active_day_gap_mean"] = s1 / gaps
+    d["active_day_gap_std"] = ((gaps * s2 - s1 * s1) / (gaps * gaps)).sqrt()
+    for t in spec.trend_days:
+        for what in ("event", PURCHASE):
+            last, prior = agg[f"_{what}_last_{t}"], agg[f"_{what}_prior_{t}"]
+            d[f"{what}_count_ratio_{t}d"] = (last + 1) / (prior + 1)
+            d[f"{what}_count_diff_{t}d"] = last - prior
+    d[ELIGIBLE] = _eligible(agg, spec)
+    return agg.mutate(**d)
 
 
 def build_features(
     events: ir.Table,
-    pairs: ir.Table,
+    pairs: ir.Table | Sequence[datetime],
     spec: FeatureSpec,
     customers: ir.Table | None = None,
 ) -> ir.Table:
     """Features for each (customer_id, cutoff) in `pairs`, from events before it.
 
-    Cutoffs must be midnights (UTC), as `cutoff_table` guarantees. Returns
-    `customer_id`, `cutoff`, the catalogue's features in order, and `eligible`
-    (seen before the cutoff and not already churned), which is not a model feature.
+    `pairs` is a table of (customer_id, cutoff) or a list of cutoffs, meaning every
+    customer with an event before each. Cutoffs must be midnights (UTC), as
+    `cutoff_table` guarantees. Returns `customer_id`, `cutoff`, the catalogue's
+    features in order, and `eligible` (seen before the cutoff and not already
+    churned), which is not a model feature.
     """
     daily = daily_rollup(events, spec)
-    # a repeated pair would count twice
-    pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
-    joined = pairs.left_join(
-        daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
-    )
-    day, cutoff = joined._day, joined[CUTOFF]
-
-    def since(w: int) -> ir.BooleanValue:
-        return day >= cutoff - ibis.interval(days=w)
-
-    def total(column: str, where: ir.BooleanValue) -> ir.Value:
-        return joined[column].sum(where=where).fill_null(0).cast("int64")
-
-    metrics: dict[str, ir.Value] = {}
-    for w in spec.windows_days:
-        for r in ROLES:
-            metrics[f"{r}_count_{w}d"] = total(f"_n_{r}", since(w))
-        amount = joined._amount.sum(where=since(w)).fill_null(0)
-        metrics[f"purchase_amount_sum_{w}d"] = amount.cast("float64")
-        metrics[f"active_days_{w}d"] = day.count(where=since(w))
-    for name in (*(f"_last_{r}" for r in ROLES), "_last_non_cancel", "_last_event"):
-        metrics[name] = joined[name].max()
-    metrics["_first_event"] = joined._first_event.min()
-    td = spec.trend_days
-    metrics["_trend_last"] = total("_n", since(td))
-    metrics["_trend_prior"] = total("_n", since(2 * td) & ~since(td))
-    agg = joined.group_by([CUSTOMER_ID, CUTOFF]).aggregate(**metrics)
-
-    cut = agg[CUTOFF]
-    derived: dict[str, ir.Value] = {}
-    for r in ROLES:
-        derived[f"days_since_last_{r}"] = days_between(cut, agg[f"_last_{r}"])
-    derived["days_since_last_event"] = days_between(cut, agg._last_event)
-    derived["tenure_days"] = days_between(cut, agg._first_event)
-    derived[f"event_trend_{td}d"] = (agg._trend_last + 1) / (agg._trend_prior + 1)
-    derived[ELIGIBLE] = _eligible(agg, spec)
-    out = agg.mutate(**derived)
-
+    if isinstance(pairs, ir.Table):
+        # a repeated pair would count twice
+        pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
+        joined = pairs.left_join(
+            daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
+        )
+    else:
+        cuts = cutoff_table(pairs)
+        joined = daily.join(cuts, daily._day < cuts[CUTOFF]).rename(
+            {CUSTOMER_ID: "_cid"}
+        )
+    out = _features(_bucketed(joined, spec), spec)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
     names = catalogue(spec, customers).names
@@ -403,7 +522,7 @@ def features_at(
 ) -> ir.Table:
     """Features of every customer eligible at each cutoff (without `eligible`): what
     training (past cutoffs) and the nightly job (its as-of date) both score."""
-    table = build_features(events, seen_pairs(events, cutoffs), spec, customers)
+    table = build_features(events, list(cutoffs), spec, customers)
     return table.filter(table[ELIGIBLE]).drop(ELIGIBLE)
 
 

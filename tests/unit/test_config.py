@@ -25,7 +25,9 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, BASE))
     assert config.data.events == tmp_path / "data" / "events.parquet"
     assert config.targets.churn.horizon_days == 30
-    assert config.features.windows_days == [7, 30, 90, 180]
+    assert config.features.windows_days == [7, 30, 90, 180, 365]
+    assert config.features.trend_days == [30, 90]
+    assert config.features.amount_roles == ["purchase"]
     assert config.model_name("churn") == "churn"
 
 
