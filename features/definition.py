@@ -318,9 +318,9 @@ def days_between(
 
 
 def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
-    """One row per customer and active day: event counts per role, amounts, first
-    and last event times, the gap in days since the previous active day, and the
-    next later day with a non-cancel event (for reactivations).
+    """One row per customer and active day: event counts, last event times and
+    amounts per role, the first event time, and the gap in whole days since the
+    customer's previous active day.
 
     Cutoffs are midnights, so a day lies wholly before a cutoff or not at all, and
     aggregating days instead of events makes distinct active days a plain count.
@@ -330,7 +330,7 @@ def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     """
     ev = with_roles(events, spec)
     t, role = ev[EVENT_TIME], ev[ROLE]
-    m: dict[str, ir.Value] = {"_n": t.count().cast("float64")}
+    m: dict[str, ir.Value] = {}
     for r in ROLES:
         m[f"_n_{r}"] = t.count(where=role == r).cast("float64")
         m[f"_last_{r}"] = t.max(where=role == r)
@@ -341,19 +341,11 @@ def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
         m[f"_amount_max_{r}"] = amount.max(where=role == r)
         m[f"_quantity_{r}"] = quantity.sum(where=role == r)
     m["_first_purchase"] = t.min(where=role == PURCHASE)
-    m["_last_non_cancel"] = t.max(where=role != CANCEL)
-    m["_last_event"] = t.max()
     m["_first_event"] = t.min()
     daily = ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**m)
-
     day = daily._day
     previous = ibis.window(group_by=daily._cid, order_by=day)
-    later = ibis.window(group_by=daily._cid, order_by=day, rows=(1, None))
-    other_day = ibis.ifelse(daily._n > daily[f"_n_{CANCEL}"], day, ibis.null())
-    return daily.mutate(
-        _gap=days_between(day, day.lag().over(previous)),
-        _next_other_day=other_day.min().over(later),
-    )
+    return daily.mutate(_gap=days_between(day, day.lag().over(previous)))
 
 
 def _boundaries(spec: FeatureSpec) -> list[int]:
@@ -378,15 +370,14 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
     bucket = ibis.cases(*((age <= b, b) for b in _boundaries(spec)), else_=OLDEST)
     counted = day.count
     m: dict[str, ir.Value] = {
-        "_n": joined._n.sum(),
+        "_n": sum((joined[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum(),
         "_d": counted().cast("float64"),
         "_first_day": day.min(),
+        "_first_event": joined._first_event.min(),
+        "_first_purchase": joined._first_purchase.min(),
         "_gaps": joined._gap.count().cast("float64"),
         "_gap_sum": joined._gap.sum().cast("float64"),
         "_gap_sq_sum": (joined._gap * joined._gap).sum().cast("float64"),
-        "_reactivations": counted(
-            where=(joined[f"_n_{CANCEL}"] > 0) & (joined._next_other_day < cutoff)
-        ).cast("float64"),
     }
     for r in ROLES:
         n = joined[f"_n_{r}"]
@@ -398,10 +389,6 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
         m[f"_amounts_{r}"] = joined[f"_amounts_{r}"].sum()
         m[f"_amount_max_{r}"] = joined[f"_amount_max_{r}"].max()
         m[f"_quantity_{r}"] = joined[f"_quantity_{r}"].sum()
-    for name in ("_last_non_cancel", "_last_event"):
-        m[name] = joined[name].max()
-    for name in ("_first_event", "_first_purchase"):
-        m[name] = joined[name].min()
     return joined.group_by(
         [joined[CUSTOMER_ID], joined[CUTOFF], bucket.name("_bucket")]
     ).aggregate(**m)
@@ -436,11 +423,8 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
     for r in ROLES:
         m[f"{r}_count_total"] = count(f"_n_{r}")
         m[f"_last_{r}"] = b[f"_last_{r}"].max()
-    m["reactivations"] = count("_reactivations")
     for name in ("_gaps", "_gap_sum", "_gap_sq_sum"):
         m[name] = total(name)
-    for name in ("_last_non_cancel", "_last_event"):
-        m[name] = b[name].max()
     for name in ("_first_event", "_first_purchase", "_first_day"):
         m[name] = b[name].min()
     for t in spec.trend_days:
@@ -449,6 +433,11 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
             m[f"_{what}_prior_{t}"] = count(column, 2 * t, after=t)
     agg = b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
 
+    lasts = [agg[f"_last_{r}"] for r in ROLES if r != CANCEL]
+    agg = agg.mutate(
+        _last_non_cancel=ibis.greatest(*lasts),
+        _last_event=ibis.greatest(*lasts, agg[f"_last_{CANCEL}"]),
+    )
     cut = agg[CUTOFF]
     d: dict[str, ir.Value] = {}
     observed = days_between(cut, agg._first_day)
@@ -481,6 +470,28 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
     return agg.mutate(**d)
 
 
+def _with_reactivations(agg: ir.Table, daily: ir.Table) -> ir.Table:
+    """Add `reactivations`: days with a cancel before the day of the last non-cancel
+    event before the cutoff, which is exactly when a later day has another event.
+    Cancel days are few, so this is a small join beside the main aggregation."""
+    cancels = daily.filter(daily[f"_n_{CANCEL}"] > 0).select(_rcid="_cid", _rday="_day")
+    keys = agg.select(
+        CUSTOMER_ID, CUTOFF, _other_day=agg._last_non_cancel.truncate("D")
+    )
+    hits = keys.join(
+        cancels,
+        [keys[CUSTOMER_ID] == cancels._rcid, cancels._rday < keys._other_day],
+    )
+    counts = hits.group_by([CUSTOMER_ID, CUTOFF]).aggregate(
+        _reactivations=hits._rday.count()
+    )
+    out = agg.left_join(
+        counts,
+        [agg[CUSTOMER_ID] == counts[CUSTOMER_ID], agg[CUTOFF] == counts[CUTOFF]],
+    )
+    return out.mutate(reactivations=out._reactivations.fill_null(0).cast("int64"))
+
+
 def build_features(
     events: ir.Table,
     pairs: ir.Table | Sequence[datetime],
@@ -507,7 +518,7 @@ def build_features(
         joined = daily.join(cuts, daily._day < cuts[CUTOFF]).rename(
             {CUSTOMER_ID: "_cid"}
         )
-    out = _features(_bucketed(joined, spec), spec)
+    out = _with_reactivations(_features(_bucketed(joined, spec), spec), daily)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
     names = catalogue(spec, customers).names
