@@ -8,13 +8,25 @@ feature windows, the training cutoffs and the data source. Deployment settings
 from __future__ import annotations
 
 import os
+import re
 from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from features.columns import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST
 
@@ -40,11 +52,106 @@ class EngineConfig(_Strict):
     threads: int | None = Field(None, ge=1)
 
 
-class DataConfig(_Strict):
-    """Where the events (and optional customers) come from."""
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+DUCKDB_SCHEME = "duckdb"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
 
-    events: Path
-    customers: Path | None = None
+
+class DatabaseSource(_Strict):
+    """A table or a query in a database: Postgres (`postgresql://host:port/db`) or
+    a DuckDB file (`duckdb:path/to/file.duckdb`). The URI holds no credentials:
+    libpq reads PGUSER and PGPASSWORD (or ~/.pgpass) from the environment."""
+
+    uri: str
+    table: str | None = None
+    query: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str) -> str:
+        scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+        if scheme not in (*POSTGRES_SCHEMES, DUCKDB_SCHEME):
+            raise ValueError(
+                f"unknown scheme {scheme or uri!r}; expected "
+                "postgresql://HOST:PORT/DATABASE or duckdb:PATH"
+            )
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        if parts.username or parts.password or "user" in query or "password" in query:
+            raise ValueError(
+                "the URI holds credentials; remove them and set PGUSER and "
+                "PGPASSWORD (or ~/.pgpass) in the environment instead"
+            )
+        return uri
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, table: str | None) -> str | None:
+        if table is not None and not _TABLE_NAME.match(table):
+            raise ValueError(
+                f"{table!r} is not a table name such as events or schema.events "
+                "(use query for anything else)"
+            )
+        return table
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> DatabaseSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give either table or query (not both)")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split(":", 1)[0].lower()
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The DuckDB file: `duckdb:x.duckdb` (relative) or `duckdb:///abs/x.duckdb`."""
+        return Path(self.uri.split(":", 1)[1].removeprefix("//"))
+
+    def resolved(self, base: Path) -> DatabaseSource:
+        """Itself, with a relative DuckDB file taken against `base`."""
+        if self.scheme != DUCKDB_SCHEME or self.duckdb_path.is_absolute():
+            return self
+        return self.model_copy(
+            update={"uri": f"{DUCKDB_SCHEME}:{base / self.duckdb_path}"}
+        )
+
+    def __str__(self) -> str:
+        if self.table is not None:
+            return f"{self.uri}, table {self.table}"
+        query = " ".join(str(self.query).split())
+        return f"{self.uri}, query {query[:60] + '...' if len(query) > 63 else query!r}"
+
+
+def _source_kind(value: object) -> str:
+    return "(database)" if isinstance(value, dict | DatabaseSource) else "(path)"
+
+
+def _path(value: object) -> object:
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(
+            "a database source is a mapping: {uri: ..., table: ...} or "
+            "{uri: ..., query: ...}"
+        )
+    return value
+
+
+# A path, or a mapping read as a DatabaseSource. Errors leave the "(...)" tags out
+# of the key they name (data.events.uri; see _format_error).
+Source = Annotated[
+    Annotated[Path, BeforeValidator(_path), Tag("(path)")]
+    | Annotated[DatabaseSource, Tag("(database)")],
+    Discriminator(_source_kind),
+]
+
+
+class DataConfig(_Strict):
+    """Where the events (and optional customers) come from: a file or folder of
+    Parquet or CSV files, or a table or query in a database."""
+
+    events: Source
+    customers: Source | None = None
     format: Literal["auto", "parquet", "csv"] = "auto"
     # Events after this instant are rejected as "in the future". Default: now.
     as_of: datetime | None = None
@@ -217,7 +324,8 @@ ROLE_NAMES = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
 def _format_error(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid config"]
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        parts = [str(part) for part in err["loc"] if not str(part).startswith("(")]
+        key = ".".join(parts) or "(top level)"
         if err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
@@ -252,10 +360,15 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else base / p
 
+    def resolve_source(source: Source | None) -> Source | None:
+        if isinstance(source, DatabaseSource):
+            return source.resolved(base)
+        return resolve(source) or source
+
     data = config.data.model_copy(
         update={
-            "events": resolve(config.data.events) or config.data.events,
-            "customers": resolve(config.data.customers) or config.data.customers,
+            "events": resolve_source(config.data.events),
+            "customers": resolve_source(config.data.customers),
         }
     )
     scoring = config.scoring.model_copy(

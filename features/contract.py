@@ -1,8 +1,11 @@
-"""The data contract: what events and customers files must hold, checked first.
+"""The data contract: what events and customers tables must hold, checked first.
 
-Validation runs as DuckDB queries over each file (Parquet natively, CSV as text) so
-that it streams through files of any size. Every problem names the file, the column,
-up to five offending data rows (1-based, header excluded) and what was expected.
+Validation runs as DuckDB queries over each file (Parquet natively, CSV as text), or
+over a database table or query staged in DuckDB, so that it streams through inputs
+of any size. Every problem names the file (or the database source), the column, up
+to five offending data rows and what was expected. Rows are 1-based: in a file the
+header is excluded, in a database result they are positions in the order the
+database returned the rows.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ ROW = "__row"
 
 @dataclass(frozen=True)
 class Problem:
-    file: Path
+    file: Path | str  # a file, or a database source's description
     column: str | None
     expected: str
     rows: tuple[int, ...] = ()
@@ -118,34 +121,45 @@ def list_files(path: Path, declared: str = "auto") -> list[Path]:
     raise ContractError([Problem(path, None, "file or folder not found")])
 
 
-def scan_sql(path: Path, fmt: str) -> str:
-    """A DuckDB table expression reading one file with a 1-based row number column."""
+def scan_sql(path: Path, fmt: str, hive: bool) -> str:
+    """A DuckDB table expression reading one file with a 1-based row number column.
+
+    With `hive`, key=value folders in the path are read as columns too (so that
+    a contract column can come from the partition folder).
+    """
     quoted = str(path).replace("'", "''")
+    hive_sql = f"hive_partitioning = {str(hive).lower()}"
     if fmt == "parquet":
         return (
             f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ROW} "
-            f"FROM read_parquet('{quoted}', file_row_number = true))"
+            f"FROM read_parquet('{quoted}', file_row_number = true, {hive_sql}))"
         )
     # CSV: every column as text, so that nothing is coerced silently; row numbers
     # come from the reader's order, which DuckDB preserves for a single file.
     return (
         f"(SELECT *, row_number() OVER () AS {ROW} FROM read_csv('{quoted}', "
-        "header = true, all_varchar = true, auto_detect = true))"
+        f"header = true, all_varchar = true, auto_detect = true, {hive_sql}))"
     )
 
 
-def file_columns(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> list[str]:
+def source_columns(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
+    """The columns of a table expression, without the row number."""
+    return [c for c in con.sql(f"SELECT * FROM {source} LIMIT 0").columns if c != ROW]
+
+
+def file_columns(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, hive: bool
+) -> list[str]:
     try:
-        rel = con.sql(f"SELECT * FROM {scan_sql(path, fmt)} LIMIT 0")
+        return source_columns(con, scan_sql(path, fmt, hive))
     except duckdb.Error as exc:
         raise ContractError(
             [Problem(path, None, f"cannot be read as {fmt}: {exc}")]
         ) from exc
-    return [c for c in rel.columns if c != ROW]
 
 
 def _missing_columns(
-    path: Path, present: Sequence[str], required: Iterable[str]
+    where: Path | str, present: Sequence[str], required: Iterable[str]
 ) -> list[Problem]:
     problems = []
     for col in required:
@@ -156,7 +170,7 @@ def _missing_columns(
         hint = f"; found {close[-1]!r}, did you mean {col!r}?" if close else ""
         problems.append(
             Problem(
-                path,
+                where,
                 col,
                 f"required column is missing (columns: {list(present)}){hint}",
             )
@@ -168,9 +182,12 @@ Check = tuple[str, str, str]  # column, SQL condition for a bad row, what was ex
 
 
 def _run_checks(
-    con: duckdb.DuckDBPyConnection, path: Path, source: str, checks: list[Check]
+    con: duckdb.DuckDBPyConnection,
+    where: Path | str,
+    source: str,
+    checks: list[Check],
 ) -> tuple[int, list[Problem]]:
-    """The file's row count and a problem per failing check, in one scan."""
+    """The source's row count and a problem per failing check, in one scan."""
     shown = f"min({ROW}, {MAX_ROWS_SHOWN})"
     aggregates = ", ".join(
         f"count(*) FILTER (WHERE {bad}), {shown} FILTER (WHERE {bad})"
@@ -182,7 +199,9 @@ def _run_checks(
         count, rows = row[1 + 2 * k], row[2 + 2 * k]
         if count:
             problems.append(
-                Problem(path, column, expected, tuple(int(r) for r in rows), int(count))
+                Problem(
+                    where, column, expected, tuple(int(r) for r in rows), int(count)
+                )
             )
     return int(row[0]), problems
 
@@ -206,8 +225,20 @@ def validate_events_file(
     """Every contract problem in one events file (empty list when it is fine)."""
     if path.stat().st_size == 0:
         return [Problem(path, None, "file is empty; expected a header and event rows")]
-    present = file_columns(con, path, fmt)
-    problems = _missing_columns(path, present, REQUIRED_EVENT_COLUMNS)
+    present = file_columns(con, path, fmt, hive=True)
+    return validate_events(con, path, scan_sql(path, fmt, hive=True), present, as_of)
+
+
+def validate_events(
+    con: duckdb.DuckDBPyConnection,
+    where: Path | str,
+    source: str,
+    present: Sequence[str],
+    as_of: datetime | None,
+) -> list[Problem]:
+    """Every contract problem in events read by `source`, a table expression with
+    the columns `present` and a 1-based ROW column; `where` names it."""
+    problems = _missing_columns(where, present, REQUIRED_EVENT_COLUMNS)
     if problems:
         return problems
     checks: list[Check] = [
@@ -245,26 +276,37 @@ def validate_events_file(
                 f"event is in the future of the as-of date {stamp} UTC",
             )
         )
-    rows, problems = _run_checks(con, path, scan_sql(path, fmt), checks)
+    rows, problems = _run_checks(con, where, source, checks)
     if not rows:
-        return [Problem(path, None, "file has no rows; expected at least one event")]
+        return [Problem(where, None, "has no rows; expected at least one event")]
     return problems
 
 
 def validate_customers_file(
     con: duckdb.DuckDBPyConnection, path: Path, fmt: str
 ) -> list[Problem]:
+    """Every contract problem in one customers file. Partition folders are not
+    read: every column of the customers table is an attribute."""
     if path.stat().st_size == 0:
         return [
             Problem(path, None, "file is empty; expected a header and customer rows")
         ]
-    present = file_columns(con, path, fmt)
-    problems = _missing_columns(path, present, (CUSTOMER_ID,))
+    present = file_columns(con, path, fmt, hive=False)
+    return validate_customers(con, path, scan_sql(path, fmt, hive=False), present)
+
+
+def validate_customers(
+    con: duckdb.DuckDBPyConnection,
+    where: Path | str,
+    source: str,
+    present: Sequence[str],
+) -> list[Problem]:
+    """Every contract problem in customers read by `source` (see validate_events)."""
+    problems = _missing_columns(where, present, (CUSTOMER_ID,))
     if problems:
         return problems
     source = (
-        f"(SELECT *, count(*) OVER (PARTITION BY {CUSTOMER_ID}) AS __n "
-        f"FROM {scan_sql(path, fmt)})"
+        f"(SELECT *, count(*) OVER (PARTITION BY {CUSTOMER_ID}) AS __n FROM {source})"
     )
     checks: list[Check] = [
         (
@@ -278,7 +320,7 @@ def validate_customers_file(
             "customer_id is repeated; expected one row per customer",
         ),
     ]
-    return _run_checks(con, path, source, checks)[1]
+    return _run_checks(con, where, source, checks)[1]
 
 
 def ensure(problems: list[Problem]) -> None:
@@ -293,6 +335,9 @@ __all__ = [
     "ensure",
     "file_format",
     "list_files",
+    "source_columns",
+    "validate_customers",
     "validate_customers_file",
+    "validate_events",
     "validate_events_file",
 ]

@@ -1,8 +1,9 @@
 """Loading: validate the contract, then expose events and customers as Ibis tables.
 
-The tables are DuckDB views over the files with types normalised to the contract
-(string ids, UTC timestamps without zone truncated to whole seconds, float
-amounts), so nothing is copied and files of any size stream through.
+The tables are DuckDB views with types normalised to the contract (string ids, UTC
+timestamps without zone truncated to whole seconds, float amounts): over the files,
+so nothing is copied and files of any size stream through, or over a database
+table or query first staged in DuckDB (features.database).
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from features.columns import (
     EVENT_TYPE,
     QUANTITY,
 )
+from features.config import DatabaseSource, Source
 from features.contract import (
+    ROW,
     ContractError,
     Problem,
     ensure,
     file_format,
     list_files,
     number_sql,
+    source_columns,
     timestamp_sql,
+    validate_customers,
     validate_customers_file,
+    validate_events,
     validate_events_file,
 )
+from features.database import stage
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ class Dataset:
     con: ibis.BaseBackend
     events: ibis.Table
     customers: ibis.Table | None
-    events_files: list[Path]
+    events_files: list[Path]  # empty for a database source
     customers_files: list[Path]
     _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
 
@@ -93,15 +100,68 @@ def connect(
     return ibis.duckdb.from_connection(raw)
 
 
-def _union_sql(files: list[Path], fmt: str, typed: bool) -> str:
+@dataclass(frozen=True)
+class _Input:
+    """One table before its view: its problems and the relation the view reads."""
+
+    problems: list[Problem]
+    relation: str  # a DuckDB table expression
+    files: list[Path]
+
+
+def _union_sql(files: list[Path], fmt: str, typed: bool, hive: bool) -> str:
     paths = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    options = f"union_by_name = true, hive_partitioning = {str(hive).lower()}"
     if fmt == "parquet":
-        return f"read_parquet([{paths}], union_by_name = true)"
+        return f"read_parquet([{paths}], {options})"
     kind = "auto_detect = true" if typed else "all_varchar = true"
-    return f"read_csv([{paths}], header = true, union_by_name = true, {kind})"
+    return f"read_csv([{paths}], header = true, {options}, {kind})"
 
 
-def _events_view_sql(files: list[Path], fmt: str, types: dict[str, str]) -> str:
+def _staged(
+    con: duckdb.DuckDBPyConnection, source: DatabaseSource, view: str
+) -> tuple[str, list[str]]:
+    """The source copied into a temporary table (with ROW), and its columns."""
+    table = f"{view}_staged"
+    stage(con, source, table)
+    return table, source_columns(con, table)
+
+
+def _without_row(table: str) -> str:
+    return f"(SELECT * EXCLUDE ({ROW}) FROM {table})"
+
+
+def _events_input(
+    con: duckdb.DuckDBPyConnection, source: Source, fmt: str, as_of: datetime
+) -> _Input:
+    """Events from a database, or from files whose key=value partition folders may
+    supply contract columns (other partition keys are dropped by the view)."""
+    if isinstance(source, DatabaseSource):
+        table, present = _staged(con, source, EVENTS_VIEW)
+        problems = validate_events(con, str(source), table, present, as_of)
+        return _Input(problems, _without_row(table), [])
+    files = list_files(source, fmt)
+    fmt = file_format(files[0], fmt)
+    problems = [p for f in files for p in validate_events_file(con, f, fmt, as_of)]
+    return _Input(problems, _union_sql(files, fmt, typed=False, hive=True), files)
+
+
+def _customers_input(
+    con: duckdb.DuckDBPyConnection, source: Source, fmt: str
+) -> _Input:
+    """Customers from a database, or from files (partition folders not read: every
+    column becomes an attribute)."""
+    if isinstance(source, DatabaseSource):
+        table, present = _staged(con, source, CUSTOMERS_VIEW)
+        problems = validate_customers(con, str(source), table, present)
+        return _Input(problems, _without_row(table), [])
+    files = list_files(source, fmt)
+    fmt = file_format(files[0], fmt)
+    problems = [p for f in files for p in validate_customers_file(con, f, fmt)]
+    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+
+
+def _events_view_sql(relation: str, types: dict[str, str]) -> str:
     """Normalising view; columns already of the contract's type are passed through
     (a text-to-timestamp round trip costs seconds per 20M rows)."""
 
@@ -126,93 +186,65 @@ def _events_view_sql(files: list[Path], fmt: str, types: dict[str, str]) -> str:
         f"date_trunc('second', {stamp}) AS {EVENT_TIME}, "
         f"TRIM({text(EVENT_TYPE)}) AS {EVENT_TYPE}, "
         f"{optional(AMOUNT)} AS {AMOUNT}, {optional(QUANTITY)} AS {QUANTITY} "
-        f"FROM {_union_sql(files, fmt, typed=False)}"
+        f"FROM {relation}"
     )
 
 
-def _column_types(
-    con: duckdb.DuckDBPyConnection, files: list[Path], fmt: str
-) -> dict[str, str]:
-    rel = con.sql(f"SELECT * FROM {_union_sql(files, fmt, typed=False)} LIMIT 0")
+def _column_types(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    rel = con.sql(f"SELECT * FROM {relation} LIMIT 0")
     return {
         name: str(dtype) for name, dtype in zip(rel.columns, rel.types, strict=True)
     }
 
 
-def _customers_view_sql(files: list[Path], fmt: str) -> str:
-    return (
+def _customers_view(con: ibis.BaseBackend, relation: str) -> ibis.Table:
+    con.con.execute(
         f"CREATE OR REPLACE VIEW {CUSTOMERS_VIEW} AS SELECT * REPLACE "
         f"(TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}) "
-        f"FROM {_union_sql(files, fmt, typed=True)}"
+        f"FROM {relation}"
     )
-
-
-def _customer_files(
-    con: ibis.BaseBackend, customers: Path, fmt: str
-) -> tuple[list[Path], str, list[Problem]]:
-    files = list_files(customers, fmt)
-    customer_fmt = file_format(files[0], fmt)
-    problems = [
-        p
-        for path in files
-        for p in validate_customers_file(con.con, path, customer_fmt)
-    ]
-    return files, customer_fmt, problems
-
-
-def _customers_view(con: ibis.BaseBackend, files: list[Path], fmt: str) -> ibis.Table:
-    con.con.execute(_customers_view_sql(files, fmt))
     return con.table(CUSTOMERS_VIEW)
 
 
 def load_customers(
-    customers: Path, *, fmt: str = "auto", con: ibis.BaseBackend | None = None
+    customers: Source, *, fmt: str = "auto", con: ibis.BaseBackend | None = None
 ) -> ibis.Table:
     """Validate and expose only the customers table (its schema fixes the
     attribute features); ContractError on bad input."""
     con = con or connect()
-    files, customer_fmt, problems = _customer_files(con, customers, fmt)
-    ensure(problems)
-    return _customers_view(con, files, customer_fmt)
+    found = _customers_input(con.con, customers, fmt)
+    ensure(found.problems)
+    return _customers_view(con, found.relation)
 
 
 def load(
-    events: Path,
-    customers: Path | None = None,
+    events: Source,
+    customers: Source | None = None,
     *,
     fmt: str = "auto",
     as_of: datetime | None = None,
     con: ibis.BaseBackend | None = None,
 ) -> Dataset:
-    """Validate every file, then expose them as views; ContractError on bad input.
+    """Validate every input, then expose them as views; ContractError on bad input.
 
-    `as_of` defaults to now: events after it are rejected as being in the future.
+    Each input is a file or folder path, or a DatabaseSource. `as_of` defaults to
+    now: events after it are rejected as being in the future.
     """
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
     con = con or connect()
     raw = con.con
-    event_files = list_files(events, fmt)
-    event_fmt = file_format(event_files[0], fmt)
-    problems: list[Problem] = []
-    for path in event_files:
-        problems += validate_events_file(raw, path, event_fmt, as_of)
-    customer_files: list[Path] = []
-    if customers is not None:
-        customer_files, customer_fmt, found = _customer_files(con, customers, fmt)
-        problems += found
-    ensure(problems)
-    types = _column_types(raw, event_files, event_fmt)
-    raw.execute(_events_view_sql(event_files, event_fmt, types))
-    customers_table = (
-        _customers_view(con, customer_files, customer_fmt) if customer_files else None
-    )
-    log.info(
-        "loaded %d events file(s), %d customers file(s)",
-        len(event_files),
-        len(customer_files),
-    )
+    found = _events_input(raw, events, fmt, as_of)
+    people = None if customers is None else _customers_input(raw, customers, fmt)
+    ensure(found.problems + (people.problems if people else []))
+    raw.execute(_events_view_sql(found.relation, _column_types(raw, found.relation)))
+    customers_table = _customers_view(con, people.relation) if people else None
+    log.info("loaded events from %s, customers from %s", events, customers)
     return Dataset(
-        con, con.table(EVENTS_VIEW), customers_table, event_files, customer_files
+        con,
+        con.table(EVENTS_VIEW),
+        customers_table,
+        found.files,
+        people.files if people else [],
     )
 
 

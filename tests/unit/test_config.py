@@ -92,3 +92,49 @@ def test_engine_limits_reach_duckdb(tmp_path: Path) -> None:
     assert threads == 1 and limit.startswith(("488", "512"))
     with pytest.raises(ConfigError, match="engine.memory_limit"):
         load_config(write(tmp_path, BASE + "engine: {memory_limit: lots}\n"))
+
+
+def data_config(tmp_path: Path, events: str) -> Path:
+    return write(tmp_path, BASE.replace("{events: data/events.parquet}", events))
+
+
+def test_database_sources_and_relative_duckdb_file(tmp_path: Path) -> None:
+    text = (
+        "{events: {uri: 'postgresql://db.internal:5432/shop', table: sales.events},"
+        " customers: {uri: 'duckdb:crm.duckdb', query: 'SELECT * FROM people'}}"
+    )
+    data = load_config(data_config(tmp_path, text)).data
+    assert data.events.table == "sales.events"
+    assert str(data.events) == "postgresql://db.internal:5432/shop, table sales.events"
+    assert data.customers.duckdb_path == tmp_path / "crm.duckdb"
+    assert data.customers.query == "SELECT * FROM people"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://etl:s3cret@db:5432/shop",
+        "postgresql://db:5432/shop?password=s3cret",
+    ],
+)
+def test_a_password_in_the_uri_is_rejected(tmp_path: Path, uri: str) -> None:
+    path = data_config(tmp_path, f"{{events: {{uri: '{uri}', table: events}}}}")
+    with pytest.raises(ConfigError, match=r"data\.events\.uri: .*PGPASSWORD") as info:
+        load_config(path)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ("{uri: 'mysql://db/shop', table: events}", r"data\.events\.uri: .*'mysql'"),
+        ("{uri: 'duckdb:w.duckdb'}", r"data\.events: .*either table or query"),
+        ("{uri: 'duckdb:w.duckdb', table: 'x; DROP'}", r"data\.events\.table: "),
+        ("'postgresql://db/shop'", r"data\.events: .*mapping: \{uri: \.\.\."),
+    ],
+)
+def test_bad_database_sources_are_named(
+    tmp_path: Path, events: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(data_config(tmp_path, f"{{events: {events}}}"))
