@@ -317,6 +317,13 @@ def days_between(
     return (seconds / SECONDS_PER_DAY).floor()
 
 
+def only(condition: ir.BooleanValue, value: ir.Value) -> ir.Value:
+    """`value` where `condition` holds, else null: aggregating this is a filtered
+    aggregate. DuckDB runs it several times faster than `agg(where=...)` (which
+    compiles to FILTER) when a query has dozens of them."""
+    return ibis.ifelse(condition, value, ibis.null(value.type()))
+
+
 def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     """One row per customer and active day: event counts, last event times and
     amounts per role, the first event time, and the gap in whole days since the
@@ -332,15 +339,15 @@ def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     t, role = ev[EVENT_TIME], ev[ROLE]
     m: dict[str, ir.Value] = {}
     for r in ROLES:
-        m[f"_n_{r}"] = t.count(where=role == r).cast("float64")
-        m[f"_last_{r}"] = t.max(where=role == r)
+        m[f"_n_{r}"] = only(role == r, t).count().cast("float64")
+        m[f"_last_{r}"] = only(role == r, t).max()
     for r in spec.amount_roles:
-        amount, quantity = ev[AMOUNT], ev[QUANTITY]
-        m[f"_amount_{r}"] = amount.sum(where=role == r)
-        m[f"_amounts_{r}"] = amount.count(where=role == r).cast("float64")
-        m[f"_amount_max_{r}"] = amount.max(where=role == r)
-        m[f"_quantity_{r}"] = quantity.sum(where=role == r)
-    m["_first_purchase"] = t.min(where=role == PURCHASE)
+        amount, quantity = only(role == r, ev[AMOUNT]), only(role == r, ev[QUANTITY])
+        m[f"_amount_{r}"] = amount.sum()
+        m[f"_amounts_{r}"] = amount.count().cast("float64")
+        m[f"_amount_max_{r}"] = amount.max()
+        m[f"_quantity_{r}"] = quantity.sum()
+    m["_first_purchase"] = only(role == PURCHASE, t).min()
     m["_first_event"] = t.min()
     daily = ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**m)
     day = daily._day
@@ -382,7 +389,7 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
     for r in ROLES:
         n = joined[f"_n_{r}"]
         m[f"_n_{r}"] = n.sum()
-        m[f"_d_{r}"] = counted(where=n > 0).cast("float64")
+        m[f"_d_{r}"] = only(n > 0, day).count().cast("float64")
         m[f"_last_{r}"] = joined[f"_last_{r}"].max()
     for r in spec.amount_roles:
         m[f"_amount_{r}"] = joined[f"_amount_{r}"].sum()
@@ -401,7 +408,8 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
     def total(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
         """Sum over the buckets in (after, upto] days (all history if no upto)."""
         where = None if upto is None else (bucket <= upto) & (bucket > after)
-        return b[column].sum(where=where).fill_null(0)
+        value = b[column] if where is None else only(where, b[column])
+        return value.sum().fill_null(0)
 
     def count(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
         return total(column, upto, after).cast("int64")
@@ -416,9 +424,10 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
         m[f"_active_{w}"] = total("_d", w)
         for r in spec.amount_roles:
             m[f"{r}_amount_sum_{w}d"] = total(f"_amount_{r}", w).cast("float64")
-            m[f"_amount_{r}_{w}"] = b[f"_amount_{r}"].sum(where=bucket <= w)
-            m[f"_amounts_{r}_{w}"] = b[f"_amounts_{r}"].sum(where=bucket <= w)
-            m[f"{r}_amount_max_{w}d"] = b[f"_amount_max_{r}"].max(where=bucket <= w)
+            inside = bucket <= w
+            m[f"_amount_{r}_{w}"] = only(inside, b[f"_amount_{r}"]).sum()
+            m[f"_amounts_{r}_{w}"] = only(inside, b[f"_amounts_{r}"]).sum()
+            m[f"{r}_amount_max_{w}d"] = only(inside, b[f"_amount_max_{r}"]).max()
             m[f"{r}_quantity_sum_{w}d"] = total(f"_quantity_{r}", w).cast("float64")
     for r in ROLES:
         m[f"{r}_count_total"] = count(f"_n_{r}")
@@ -470,11 +479,16 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
     return agg.mutate(**d)
 
 
-def _with_reactivations(agg: ir.Table, daily: ir.Table) -> ir.Table:
+def _with_reactivations(agg: ir.Table, events: ir.Table, spec: FeatureSpec) -> ir.Table:
     """Add `reactivations`: days with a cancel before the day of the last non-cancel
     event before the cutoff, which is exactly when a later day has another event.
-    Cancel days are few, so this is a small join beside the main aggregation."""
-    cancels = daily.filter(daily[f"_n_{CANCEL}"] > 0).select(_rcid="_cid", _rday="_day")
+    Cancel events are few, so this is a small join beside the main aggregation (read
+    from the events, not the daily roll-up, which would then be built twice)."""
+    ev = with_roles(events, spec)
+    ev = ev.filter(ev[ROLE] == CANCEL)
+    cancels = ev.select(
+        _rcid=ev[CUSTOMER_ID], _rday=ev[EVENT_TIME].truncate("D")
+    ).distinct()
     keys = agg.select(
         CUSTOMER_ID, CUTOFF, _other_day=agg._last_non_cancel.truncate("D")
     )
@@ -518,7 +532,8 @@ def build_features(
         joined = daily.join(cuts, daily._day < cuts[CUTOFF]).rename(
             {CUSTOMER_ID: "_cid"}
         )
-    out = _with_reactivations(_features(_bucketed(joined, spec), spec), daily)
+    out = _features(_bucketed(joined, spec), spec)
+    out = _with_reactivations(out, events, spec)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
     names = catalogue(spec, customers).names

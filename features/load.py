@@ -57,6 +57,7 @@ class Dataset:
     events_files: list[Path]  # empty for a database source
     customers_files: list[Path]
     _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
+    _rows: int | None = field(default=None, repr=False)
 
     @property
     def duckdb(self) -> duckdb.DuckDBPyConnection:
@@ -67,10 +68,17 @@ class Dataset:
         validated and do not change under a Dataset)."""
         if self._range is None:
             row = self.duckdb.execute(
-                f"SELECT min({EVENT_TIME}), max({EVENT_TIME}) FROM {EVENTS_VIEW}"
+                f"SELECT min({EVENT_TIME}), max({EVENT_TIME}), count(*) "
+                f"FROM {EVENTS_VIEW}"
             ).fetchall()[0]
-            self._range = (row[0], row[1])
+            self._range, self._rows = (row[0], row[1]), int(row[2])
         return self._range
+
+    def rows(self) -> int:
+        """The number of events (counted with the time range, then remembered)."""
+        if self._rows is None:
+            self.time_range()
+        return self._rows
 
     def fingerprint(self) -> dict[str, str | int]:
         """A content fingerprint of the events: rows, time range, order-free hash."""

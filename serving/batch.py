@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from features.chunks import read_chunked
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
 from features.config import ProjectConfig
 from features.definition import FeatureSpec, features_at
@@ -65,8 +66,10 @@ def score(
 ) -> ScoreResult:
     """Features at `as_of` (events strictly before it), scored, published atomically."""
     spec = FeatureSpec.from_config(config)
-    feats = features_at(ds.events, [as_of], spec, ds.customers).order_by(CUSTOMER_ID)
-    frame = feats.to_pyarrow().to_pandas()
+    feats = read_chunked(
+        ds, lambda events: features_at(events, [as_of], spec, ds.customers)
+    )
+    frame = feats.sort_by(CUSTOMER_ID).to_pandas()
     scored_at = datetime.now(UTC).replace(tzinfo=None)
     target_dir = partition_dir(config.scoring.output, as_of)
     with publish_dir(target_dir) as tmp:

@@ -6,8 +6,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import ibis.expr.types as ir
 import pandas as pd
 
+from features.chunks import read_chunked
 from features.columns import CUSTOMER_ID, CUTOFF, TARGETS
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
 from features.labels import LabelSpec, build_labels
@@ -36,10 +38,13 @@ def build_training_table(
         raise ValueError(
             f"no training cutoff falls on or before the last event ({data_end})"
         )
-    feats = features_at(ds.events, cutoffs, spec, ds.customers)
-    labs = build_labels(ds.events, feats.select(CUSTOMER_ID, CUTOFF), spec, labels)
-    table = feats.join(labs, [CUSTOMER_ID, CUTOFF])
-    frame = table.to_pyarrow().to_pandas()
+
+    def build(events: ir.Table) -> ir.Table:
+        feats = features_at(events, cutoffs, spec, ds.customers)
+        labs = build_labels(events, feats.select(CUSTOMER_ID, CUTOFF), spec, labels)
+        return feats.join(labs, [CUSTOMER_ID, CUTOFF])
+
+    frame = read_chunked(ds, build).to_pandas()
     frame = frame.sort_values([CUTOFF, CUSTOMER_ID], kind="stable").reset_index(
         drop=True
     )

@@ -1,0 +1,118 @@
+"""Running a per-customer expression in customer chunks, so memory stays bounded.
+
+Every feature and label depends on one customer's events only, so an expression
+built from a subset of the customers' events gives exactly those customers' rows.
+When the events outgrow what DuckDB's memory limit holds comfortably, they are
+split once by a hash of the customer id into Parquet chunk files (one pass, so time
+stays linear in the events), and the expression runs on each chunk in turn, each
+result written to its own Parquet part. Below that size there is one chunk and no
+split. The expression itself is unchanged: Spark gets it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.columns import CUSTOMER_ID
+from features.load import EVENTS_VIEW, Dataset
+
+log = logging.getLogger(__name__)
+
+# Events per GB of DuckDB memory limit that one chunk may hold: measured on the
+# demo data (about one event per customer-day, the worst case for the daily
+# roll-up), a chunk of 5M events needs about 1 GB without spilling.
+EVENTS_PER_GB = 4_000_000
+
+
+def memory_limit_bytes(ds: Dataset) -> float:
+    """DuckDB's memory limit on the dataset's connection, in bytes."""
+    text = ds.duckdb.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    match = re.fullmatch(r"([\d.]+)\s*([kmgt]?)(i?)b", str(text).strip().lower())
+    if not match:
+        raise ValueError(f"cannot read DuckDB's memory_limit {text!r}")
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
+    return float(number) * base ** ("_kmgt".index(prefix) if prefix else 0)
+
+
+def chunk_count(ds: Dataset, events_per_chunk: int | None = None) -> int:
+    """How many customer chunks the events need under the memory limit."""
+    if events_per_chunk is None:
+        events_per_chunk = max(1, int(EVENTS_PER_GB * memory_limit_bytes(ds) / 1e9))
+    return max(1, math.ceil(ds.rows() / events_per_chunk))
+
+
+@contextmanager
+def customer_chunks(ds: Dataset, chunks: int) -> Iterator[list[ir.Table]]:
+    """The events split into `chunks` tables by customer (the events view itself
+    when one chunk); the chunk files are removed on exit."""
+    if chunks <= 1:
+        yield [ds.events]
+        return
+    with tempfile.TemporaryDirectory(prefix="propensity-chunks-") as tmp:
+        out = str(Path(tmp) / "events").replace("'", "''")
+        ds.duckdb.execute(
+            f"COPY (SELECT *, hash({CUSTOMER_ID}) % {chunks} AS _chunk "
+            f"FROM {EVENTS_VIEW}) TO '{out}' "
+            "(FORMAT parquet, PARTITION_BY (_chunk), COMPRESSION 'lz4_raw')"
+        )
+        tables = []
+        for folder in sorted(Path(out).glob("_chunk=*")):
+            pattern = str(folder / "*.parquet")
+            tables.append(ds.con.read_parquet(pattern, hive_partitioning=False))
+        yield tables or [ds.events]
+
+
+def write_chunked(
+    ds: Dataset,
+    build: Callable[[ir.Table], ir.Table],
+    out_dir: Path,
+    *,
+    events_per_chunk: int | None = None,
+) -> list[Path]:
+    """`build(events)` for each customer chunk, written to `out_dir/part-N.parquet`.
+
+    Returns the parts written, in order; together they hold exactly the rows of
+    `build(ds.events)`, in no particular order.
+    """
+    chunks = chunk_count(ds, events_per_chunk)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    with customer_chunks(ds, chunks) as tables:
+        for i, events in enumerate(tables):
+            path = out_dir / f"part-{i}.parquet"
+            build(events).to_parquet(path)
+            parts.append(path)
+            log.info("chunk %d/%d written to %s", i + 1, len(tables), path)
+    return parts
+
+
+def read_chunked(
+    ds: Dataset,
+    build: Callable[[ir.Table], ir.Table],
+    *,
+    events_per_chunk: int | None = None,
+) -> pa.Table:
+    """`build(events)` run chunk by chunk and gathered into one Arrow table."""
+    with tempfile.TemporaryDirectory(prefix="propensity-parts-") as tmp:
+        parts = write_chunked(ds, build, Path(tmp), events_per_chunk=events_per_chunk)
+        return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+__all__ = [
+    "chunk_count",
+    "customer_chunks",
+    "memory_limit_bytes",
+    "read_chunked",
+    "write_chunked",
+]

@@ -1,0 +1,61 @@
+"""Customer chunks: the same rows as the whole expression, memory limit parsing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.chunks import chunk_count, memory_limit_bytes, read_chunked
+from features.columns import CUSTOMER_ID, CUTOFF
+from features.definition import FeatureSpec, build_features
+from features.demo import generate
+from features.load import connect, load
+
+SPEC = FeatureSpec(
+    role_of={"purchase": "purchase", "support_ticket": "service_request"}
+)
+CUTOFFS = [datetime(2024, 3, 1), datetime(2024, 4, 1)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("demo")
+    summary = generate(out, customers=300, seed=5, days=150)
+    return load(summary.events_path, summary.customers_path, as_of=datetime(2030, 1, 1))
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values([CUSTOMER_ID, CUTOFF]).reset_index(drop=True)
+
+
+def test_chunks_give_exactly_the_rows_of_the_whole(dataset) -> None:
+    def build(events):
+        return build_features(events, CUTOFFS, SPEC, dataset.customers)
+
+    whole = build(dataset.events).to_pyarrow().to_pandas()
+    per_chunk = dataset.rows() // 7 + 1
+    assert chunk_count(dataset, per_chunk) == 7
+    chunked = read_chunked(dataset, build, events_per_chunk=per_chunk).to_pandas()
+    assert len(whole) > 300  # most customers at both cutoffs
+    pd.testing.assert_frame_equal(_sorted(chunked), _sorted(whole))
+
+
+def test_one_chunk_under_a_roomy_limit(dataset) -> None:
+    assert chunk_count(dataset) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("1GB", 1e9), ("600MB", 6e8), ("2GiB", 2 * 1024**3)],
+)
+def test_memory_limit_is_read_in_bytes(
+    tmp_path: Path, setting: str, expected: float
+) -> None:
+    summary = generate(tmp_path, customers=5, seed=1, days=10)
+    ds = load(summary.events_path, con=connect(memory_limit=setting))
+    # DuckDB reports the limit rounded to a tenth of its unit
+    assert memory_limit_bytes(ds) == pytest.approx(expected, rel=1e-3)
+    assert chunk_count(ds, events_per_chunk=max(1, ds.rows() // 3)) >= 3
