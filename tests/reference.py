@@ -1,21 +1,55 @@
 """A slow, obvious reference for features and labels, in plain pandas.
 
-Written from the documented semantics (the README and the docstrings of
-`features/definition.py` and `features/labels.py`), not from the Ibis code: it looks
-at each (customer, cutoff) pair's raw events directly, with no daily roll-up, so the
-property tests in `tests/unit/test_properties.py` can compare the two.
+Written from the documented semantics (the module docstring of
+`features/definition.py`, and `features/labels.py`), not from the Ibis code: for each
+(customer, cutoff) pair it looks at that customer's raw events before the cutoff
+directly, with no daily roll-up, so the property tests in
+`tests/unit/test_properties.py` can compare the two.
 
-Semantics, for a cutoff `c` (a midnight) and a customer's events strictly before it:
+Semantics, for a cutoff `c` (a midnight) and one customer's events strictly before
+it (`past`):
 
-- the role of an event is `spec.role_of.get(event_type, "activity")`;
-- `{role}_count_{w}d`: events of the role with `c - w days <= t < c`;
-- `purchase_amount_sum_{w}d`: sum of the amounts of purchase events in that window
-  (0.0 when there are none; a null amount counts as 0);
-- `active_days_{w}d`: distinct calendar dates with any event in the window;
-- `days_since_last_{role}`, `days_since_last_event`, `tenure_days`: whole days,
-  floored, from the last event of the role / the last event / the first event to
-  `c`; null when there is no such event;
-- `event_trend_{t}d`: (events in `[c - t, c)` + 1) / (events in `[c - 2t, c - t)` + 1);
+- the role of an event is `spec.role_of.get(event_type, "activity")`; its day is its
+  calendar date; a missing amount or quantity column is all null;
+- a window of `w` days holds the events with `c - w days <= t < c`;
+- whole days from `t` to `c` are `floor((c - t) seconds / 86400)`;
+- `d` is the number of days from the day of the first event to `c` (at least 1).
+
+Per window `w` (in `spec.windows_days` order):
+
+- `{role}_count_{w}d`: events of the role in the window, for every role;
+- `{role}_days_{w}d`: distinct days with an event of the role in the window;
+- `active_days_{w}d`: distinct days with any event in the window;
+- `active_day_share_{w}d`: `active_days_{w}d / min(w, d)`;
+- per role in `spec.amount_roles`, over the role's events in the window that have
+  an amount (a null is left out, not a zero): `{role}_amount_sum_{w}d` (0.0 when
+  there is none), `{role}_amount_mean_{w}d` and `{role}_amount_max_{w}d` (null when
+  there is none); `{role}_quantity_sum_{w}d` likewise over the events with a
+  quantity (0.0 when there is none).
+
+Over all of `past`:
+
+- `days_since_last_{role}`, `days_since_last_event`, `days_since_first_purchase`,
+  `tenure_days`: whole days from the last event of the role / the last event / the
+  first purchase / the first event to `c`; null when there is no such event;
+- `{role}_count_total`: events of the role;
+- `reactivations`: the days with a cancel on which some event of another role
+  follows on a later day (a non-cancel event the same day does not count);
+- `service_requests_per_purchase`: service requests / purchases, null without
+  purchases;
+- `active_day_gap_mean`, `active_day_gap_std`: mean and population standard
+  deviation (ddof 0) of the gaps in days between consecutive distinct active days;
+  null with fewer than two active days.
+
+Per trend `t` (in `spec.trend_days` order), the last `t` days `[c - t, c)` against
+the `t` days before them `[c - 2t, c - t)`:
+
+- `event_count_ratio_{t}d` = (events in the last + 1) / (events in the prior + 1),
+  `event_count_diff_{t}d` = events in the last - events in the prior;
+- `purchase_count_ratio_{t}d`, `purchase_count_diff_{t}d`: the same for purchases.
+
+Then:
+
 - `eligible`: not already churned at `c` under the churn definition (see
   `reference_eligible`);
 - customer attributes: numbers and booleans as they are, strings as they are,
@@ -43,6 +77,7 @@ from features.columns import (
     EVENT_TIME,
     EVENT_TYPE,
     PURCHASE,
+    QUANTITY,
     ROLE,
     ROLES,
     SERVICE_REQUEST,
@@ -51,16 +86,20 @@ from features.definition import ELIGIBLE, FeatureSpec
 from features.labels import LabelSpec
 
 DAY = pd.Timedelta(days=1)
+DATE = "_date"  # an event's day: its timestamp floored to midnight
 
 
 def with_roles(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Events with a `role` column; an amount column of floats, nulls as 0."""
+    """Events with a `role` and a day column; amount and quantity as floats with
+    their nulls kept (a missing column is all null)."""
     out = events.copy()
     out[EVENT_TIME] = pd.to_datetime(out[EVENT_TIME])
     out[ROLE] = [spec.role_of.get(t, ACTIVITY) for t in out[EVENT_TYPE]]
-    if AMOUNT not in out:
-        out[AMOUNT] = 0.0
-    out[AMOUNT] = pd.to_numeric(out[AMOUNT]).astype("float64").fillna(0.0)
+    out[DATE] = out[EVENT_TIME].dt.normalize()
+    for column in (AMOUNT, QUANTITY):
+        if column not in out:
+            out[column] = None
+        out[column] = pd.to_numeric(out[column]).astype("float64")
     return out
 
 
@@ -110,11 +149,42 @@ def reference_eligible(
     return rule[spec.churn_definition]
 
 
+def amount_features(events: pd.DataFrame, role: str, w: int) -> dict[str, object]:
+    """Amount sum/mean/max and quantity sum of `events` (one role, one window);
+    null amounts and quantities are left out."""
+    amounts = events[AMOUNT].dropna()
+    quantities = events[QUANTITY].dropna()
+    return {
+        f"{role}_amount_sum_{w}d": float(amounts.sum()) if len(amounts) else 0.0,
+        f"{role}_amount_mean_{w}d": float(amounts.mean()) if len(amounts) else None,
+        f"{role}_amount_max_{w}d": float(amounts.max()) if len(amounts) else None,
+        f"{role}_quantity_sum_{w}d": (
+            float(quantities.sum()) if len(quantities) else 0.0
+        ),
+    }
+
+
+def reactivations(past: pd.DataFrame) -> int:
+    """Days with a cancel followed, on a later day, by an event of another role."""
+    cancel_days = set(past.loc[past[ROLE] == CANCEL, DATE])
+    other_days = past.loc[past[ROLE] != CANCEL, DATE]
+    return sum(bool((other_days > day).any()) for day in cancel_days)
+
+
+def active_day_gaps(past: pd.DataFrame) -> tuple[float | None, float | None]:
+    """Mean and population std of the days between consecutive active days."""
+    days = pd.Series(sorted(set(past[DATE])))
+    if len(days) < 2:
+        return None, None
+    gaps = days.diff().dropna().dt.days.astype("float64")
+    return float(gaps.mean()), float(gaps.std(ddof=0))
+
+
 def event_features(
     past: pd.DataFrame, cutoff: pd.Timestamp, spec: FeatureSpec
 ) -> dict[str, object]:
     """The event features of one customer from their events before `cutoff`."""
-    assert (past[EVENT_TIME] < cutoff).all()
+    assert (past[EVENT_TIME] < cutoff).all() and not past.empty
     out: dict[str, object] = {}
 
     def between(days_ago_from: int, days_ago_to: int) -> pd.DataFrame:
@@ -124,21 +194,47 @@ def event_features(
             (t >= cutoff - days_ago_from * DAY) & (t < cutoff - days_ago_to * DAY)
         ]
 
+    def of_role(events: pd.DataFrame, role: str) -> pd.DataFrame:
+        return events[events[ROLE] == role]
+
+    # days the customer could have been active: from their first day to the cutoff
+    possible_days = max(1, (cutoff - past[DATE].min()).days)
     for w in spec.windows_days:
         window = between(w, 0)
         for role in ROLES:
-            out[f"{role}_count_{w}d"] = int((window[ROLE] == role).sum())
-        purchases = window[window[ROLE] == PURCHASE]
-        out[f"purchase_amount_sum_{w}d"] = float(purchases[AMOUNT].sum())
-        out[f"active_days_{w}d"] = int(window[EVENT_TIME].dt.date.nunique())
+            out[f"{role}_count_{w}d"] = len(of_role(window, role))
+        for role in ROLES:
+            out[f"{role}_days_{w}d"] = of_role(window, role)[DATE].nunique()
+        active_days = window[DATE].nunique()
+        out[f"active_days_{w}d"] = active_days
+        out[f"active_day_share_{w}d"] = active_days / min(w, possible_days)
+        for role in spec.amount_roles:
+            out.update(amount_features(of_role(window, role), role, w))
+
     for role in ROLES:
-        times = past.loc[past[ROLE] == role, EVENT_TIME]
+        times = of_role(past, role)[EVENT_TIME]
         out[f"days_since_last_{role}"] = whole_days(cutoff, last(times))
     out["days_since_last_event"] = whole_days(cutoff, last(past[EVENT_TIME]))
+    purchases = of_role(past, PURCHASE)[EVENT_TIME]
+    out["days_since_first_purchase"] = whole_days(cutoff, first(purchases))
     out["tenure_days"] = whole_days(cutoff, first(past[EVENT_TIME]))
-    t = spec.trend_days
-    recent, prior = len(between(t, 0)), len(between(2 * t, t))
-    out[f"event_trend_{t}d"] = (recent + 1) / (prior + 1)
+    for role in ROLES:
+        out[f"{role}_count_total"] = len(of_role(past, role))
+    out["reactivations"] = reactivations(past)
+    n_purchases = out[f"{PURCHASE}_count_total"]
+    out["service_requests_per_purchase"] = (
+        out[f"{SERVICE_REQUEST}_count_total"] / n_purchases if n_purchases else None
+    )
+    out["active_day_gap_mean"], out["active_day_gap_std"] = active_day_gaps(past)
+
+    for t in spec.trend_days:
+        recent, prior = between(t, 0), between(2 * t, t)
+        for name, count in (
+            ("event", len),
+            ("purchase", lambda events: len(of_role(events, PURCHASE))),
+        ):
+            out[f"{name}_count_ratio_{t}d"] = (count(recent) + 1) / (count(prior) + 1)
+            out[f"{name}_count_diff_{t}d"] = count(recent) - count(prior)
     return out
 
 
