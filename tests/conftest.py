@@ -22,6 +22,18 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Tests marked `slow` (long property hunts) run only when `-m` names them."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="long property hunt: select it with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
     """A project config for test data: demo roles, monthly cutoffs, fast LightGBM."""
     config = {

@@ -17,6 +17,7 @@ from features.definition import (
 )
 from features.labels import LabelSpec, build_labels
 from features.load import load
+from tests.reference import reference_features
 
 CUT = datetime(2024, 3, 1)
 SEC = timedelta(seconds=1)
@@ -24,23 +25,28 @@ DAY = timedelta(days=1)
 SPEC = FeatureSpec(
     role_of={"buy": "purchase", "ticket": "service_request", "quit": "cancel"},
     windows_days=(7, 30),
-    trend_days=30,
+    trend_days=(30,),
     churn_horizon_days=30,
 )
 LABELS = LabelSpec({"churn": 30, "purchase": 14, "service_request": 30})
 
 
 def dataset(tmp_path: Path, rows: list[tuple], customers: pd.DataFrame | None = None):
-    frame = pd.DataFrame(
-        rows, columns=["customer_id", "event_time", "event_type", "amount"]
-    )
-    frame["event_time"] = pd.to_datetime(frame["event_time"]).astype("datetime64[us]")
+    """Events from (customer, time, type, amount[, quantity]) rows."""
+    frame = events_frame(rows)
     frame.to_parquet(tmp_path / "events.parquet")
     cpath = None
     if customers is not None:
         cpath = tmp_path / "customers.parquet"
         customers.to_parquet(cpath)
     return load(tmp_path / "events.parquet", cpath, as_of=datetime(2030, 1, 1))
+
+
+def events_frame(rows: list[tuple]) -> pd.DataFrame:
+    columns = ["customer_id", "event_time", "event_type", "amount", "quantity"]
+    frame = pd.DataFrame(rows, columns=columns[: len(rows[0])])
+    frame["event_time"] = pd.to_datetime(frame["event_time"]).astype("datetime64[us]")
+    return frame
 
 
 def features_at(ds, cutoffs=(CUT,), spec=SPEC) -> pd.DataFrame:
@@ -112,8 +118,136 @@ def test_known_values_on_a_small_history(tmp_path: Path) -> None:
     )  # 2024-01-15 09:00 -> 45 days 15 hours, floored
     assert r.tenure_days == 91
     # last 30 days: 3 events; the 30 before (Jan 1 .. Jan 31): 2 logins
-    assert r.event_trend_30d == pytest.approx((3 + 1) / (2 + 1))
+    assert r.event_count_ratio_30d == pytest.approx((3 + 1) / (2 + 1))
+    assert r.event_count_diff_30d == 3 - 2
+    assert r.purchase_count_ratio_30d == pytest.approx((2 + 1) / (0 + 1))
     assert pd.isna(r.days_since_last_cancel) and r.cancel_count_30d == 0
+
+
+# Cancels followed the same day and on later days, several events a day, null
+# amounts and quantities, one-event customers, a customer first seen at the cutoff.
+SMALL_LOG = [
+    ("a", "2024-02-10 09:00:00", "login", None, None),
+    ("a", "2024-02-12 10:00:00", "quit", None, None),  # followed on 02-20, a later day
+    ("a", "2024-02-12 15:00:00", "login", 1.5, None),  # same day: not a reactivation
+    ("a", "2024-02-14 08:00:00", "quit", None, None),  # reactivated on 02-20
+    ("a", "2024-02-20 10:00:00", "buy", 10.0, 2.0),
+    ("a", "2024-02-20 13:00:00", "buy", None, 1.0),  # null amount: left out
+    ("a", "2024-02-27 23:59:59", "buy", 4.0, None),  # null quantity: left out
+    ("a", "2024-02-28 00:00:00", "quit", None, None),  # reactivated on 02-29
+    ("a", "2024-02-29 11:00:00", "quit", None, None),  # only followed the same day
+    ("a", "2024-02-29 12:00:00", "ticket", None, None),
+    ("b", "2024-02-29 00:00:00", "buy", None, None),  # one event, no amount
+    ("c", "2024-02-20 00:00:00", "login", None, None),
+    ("c", "2024-02-22 00:00:00", "view", None, None),
+    ("c", "2024-02-24 23:59:59", "login", None, None),
+    ("late", "2024-03-01 00:00:00", "buy", 1.0, 1.0),  # at the cutoff: not seen
+]
+SMALL_SPEC = FeatureSpec(
+    role_of=SPEC.role_of,
+    windows_days=(7, 30),
+    trend_days=(7,),
+    amount_roles=("purchase", "activity"),
+)
+# By hand, at CUT = 2024-03-01. a's active days: 02-10, 12, 14, 20, 27, 28, 29, gaps
+# 2, 2, 6, 7, 1, 1; first day 02-10, 20 days before the cutoff.
+SMALL_EXPECTED = {
+    "a": {
+        "purchase_count_7d": 1,
+        "cancel_count_7d": 2,
+        "cancel_days_7d": 2,
+        "cancel_count_30d": 4,
+        "cancel_days_30d": 4,
+        "purchase_days_30d": 2,
+        "activity_days_30d": 2,
+        "active_days_7d": 3,
+        "active_days_30d": 7,
+        "active_day_share_7d": 3 / 7,
+        "active_day_share_30d": 7 / 20,  # 20 days since the first day
+        "purchase_amount_sum_7d": 4.0,
+        "purchase_amount_mean_7d": 4.0,
+        "purchase_quantity_sum_7d": 0.0,  # the only quantity is null
+        "purchase_amount_sum_30d": 14.0,
+        "purchase_amount_mean_30d": 7.0,  # (10 + 4) / 2: the null is not a zero
+        "purchase_amount_max_30d": 10.0,
+        "purchase_quantity_sum_30d": 3.0,
+        "activity_amount_sum_7d": 0.0,
+        "activity_amount_mean_7d": None,
+        "activity_amount_max_7d": None,
+        "activity_amount_sum_30d": 1.5,
+        "activity_amount_mean_30d": 1.5,
+        "activity_quantity_sum_30d": 0.0,
+        "days_since_last_activity": 17,  # 02-12 15:00: 17 days 9 hours
+        "days_since_last_purchase": 2,  # 02-27 23:59:59: 2 days 1 second
+        "days_since_last_cancel": 0,
+        "days_since_first_purchase": 9,
+        "tenure_days": 19,
+        "cancel_count_total": 4,
+        "purchase_count_total": 3,
+        "reactivations": 3,  # 02-12, 02-14, 02-28; not 02-29
+        "service_requests_per_purchase": 1 / 3,
+        "active_day_gap_mean": 19 / 6,
+        "active_day_gap_std": (1254 / 216) ** 0.5,  # sum of (gap - 19/6)^2 / 6
+        "event_count_ratio_7d": (4 + 1) / (2 + 1),  # 02-23..29 vs 02-16..22
+        "event_count_diff_7d": 2,
+        "purchase_count_ratio_7d": (1 + 1) / (2 + 1),
+        "purchase_count_diff_7d": -1,
+    },
+    "b": {
+        "active_days_7d": 1,
+        "active_day_share_7d": 1.0,  # one day since the first: 1 / min(7, 1)
+        "active_day_share_30d": 1.0,
+        "purchase_amount_sum_7d": 0.0,
+        "purchase_amount_mean_7d": None,
+        "purchase_amount_max_7d": None,
+        "purchase_quantity_sum_7d": 0.0,
+        "days_since_first_purchase": 1,
+        "tenure_days": 1,
+        "reactivations": 0,
+        "service_requests_per_purchase": 0.0,
+        "active_day_gap_mean": None,  # one active day
+        "active_day_gap_std": None,
+        "event_count_ratio_7d": 2.0,
+        "purchase_count_diff_7d": 1,
+    },
+    "c": {
+        "activity_count_7d": 1,  # 02-24 23:59:59; 02-22 is 8 days before
+        "active_days_30d": 3,
+        "active_day_share_7d": 1 / 7,
+        "active_day_share_30d": 3 / 10,  # 10 days since 02-20
+        "days_since_first_purchase": None,
+        "service_requests_per_purchase": None,  # no purchases
+        "active_day_gap_mean": 2.0,
+        "active_day_gap_std": 0.0,
+        "purchase_amount_sum_30d": 0.0,
+        "purchase_amount_max_30d": None,
+        "tenure_days": 10,
+        "event_count_diff_7d": 1 - 2,
+    },
+}
+
+
+def assert_expected(frame: pd.DataFrame) -> None:
+    """`frame` (indexed by customer) holds SMALL_EXPECTED, nulls and all."""
+    assert sorted(frame.index) == sorted(SMALL_EXPECTED)
+    for cid, expected in SMALL_EXPECTED.items():
+        for name, want in expected.items():
+            got = frame.loc[cid, name]
+            if want is None:
+                assert pd.isna(got), (cid, name, got)
+            else:
+                assert got == pytest.approx(want, rel=1e-12), (cid, name, got, want)
+
+
+def test_new_features_by_hand_on_a_small_log(tmp_path: Path) -> None:
+    ds = dataset(tmp_path, SMALL_LOG)
+    frame = features_at(ds, spec=SMALL_SPEC).droplevel("cutoff")
+    assert_expected(frame)
+
+
+def test_the_reference_agrees_with_the_hand_computed_values() -> None:
+    frame = reference_features(events_frame(SMALL_LOG), [CUT], SMALL_SPEC)
+    assert_expected(frame.set_index("customer_id"))
 
 
 def test_customers_first_seen_after_the_cutoff_are_not_scored(tmp_path: Path) -> None:
@@ -258,4 +392,4 @@ def test_repeated_cutoffs_and_pairs_count_once(tmp_path: Path) -> None:
     twice = twice.to_pandas()
     assert len(twice) == 1 and twice.purchase_count_7d[0] == 1
     pd.testing.assert_frame_equal(twice, once)
-    assert once.active_days_7d[0] == 1 and once.event_trend_30d[0] == 2.0
+    assert once.active_days_7d[0] == 1 and once.event_count_ratio_30d[0] == 2.0

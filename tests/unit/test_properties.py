@@ -1,33 +1,44 @@
 """Property tests: the engine against the pandas reference in `tests/reference.py`.
 
-Hypothesis draws small event logs (1-6 customers, 0-25 events each) whose
-timestamps cluster on the edges that matter: exactly at a cutoff, exactly at
-`cutoff - w days` for every window (and the trend and churn-horizon edges, and
-`cutoff + horizon` for labels), one second either side of those, repeated
-timestamps, customers first seen after a cutoff, customers with one event. Each
-example is written to Parquet, loaded through `features.load.load` and run through
-DuckDB, so an example costs a few tenths of a second.
+Hypothesis draws small event logs (1-6 customers, 0-25 events each) and random
+feature specs (1-3 windows, 1-2 trends; amount roles: the default, two roles,
+activity, none). The timestamps cluster where it matters: exactly at a cutoff, at
+`cutoff - w days` for every window (and the trend, prior-trend and churn-horizon
+edges, and `cutoff + horizon` for labels), one second either side of those, other
+midnights, repeated timestamps, more events on an earlier event's day (several
+events a day; a cancel and another event the same day) or 1-3 days later (cancels
+followed by other events: reactivations). Amounts and quantities are null, whole
+quarters (negative too) or any float, and the file may lack either column. Some
+customers are first seen after a cutoff, some have one event. Each example is
+written to Parquet, loaded through `features.load.load` and run through DuckDB,
+through `build_features` with a pairs table or with the list of cutoffs; compiling
+the engine's expression makes an example cost about half a second.
 
-- features equal the reference (rows, every feature, nulls, eligibility);
+- features equal the reference (rows, every feature, nulls, eligibility; counts
+  exactly and as int64, the other floats as float64 and to 1e-9);
 - appending events at or after the cutoff changes no existing row (no leakage);
 - labels equal the reference for random horizons and every churn definition.
 
-Example counts: 40 per property by default (`make test`; 30 for the leakage
-property, which runs the engine twice per example), about 50 s in all,
-derandomized so CI sees the same examples every run. For a longer hunt raise the
-count (the leakage property gets three quarters of it) and draw fresh examples:
+Example counts: `make test` runs 50 feature examples (plus the explicit ones
+below), 20 leakage examples (two engine runs each) and 130 label examples,
+derandomized so every run sees the same examples: about 55 s of CPU, 60-80 s on the
+shared two cores. The same properties marked `slow` hunt longer on fresh random
+examples, and are skipped unless selected with `-m slow`:
 
-    PROPERTY_EXAMPLES=500 PROPERTY_RANDOM=1 \
-        .venv/bin/pytest tests/unit/test_properties.py
+    .venv/bin/pytest -m slow tests/unit/test_properties.py
+    PROPERTY_EXAMPLES=2000 .venv/bin/pytest -m slow tests/unit/test_properties.py
 
-(`PROPERTY_RANDOM=1` also keeps failing examples in `.hypothesis/` so a rerun
-replays them first.)
+`PROPERTY_EXAMPLES` (default 500, about 12 minutes) is the count per property of
+the slow run (the leakage property gets half of it); failing examples are kept in
+`.hypothesis/` so a rerun replays them first, and printed with a
+`@reproduce_failure` blob.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -36,17 +47,22 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from features.columns import (
+    ACTIVITY,
     AMOUNT,
+    CANCEL,
     CHURN,
     CUSTOMER_ID,
     CUTOFF,
     EVENT_TIME,
     EVENT_TYPE,
     PURCHASE,
+    QUANTITY,
+    ROLES,
     SERVICE_REQUEST,
 )
 from features.definition import (
@@ -60,18 +76,18 @@ from features.labels import LabelSpec, build_labels
 from features.load import connect, load
 from tests.reference import reference_features, reference_labels, reference_pairs
 
-EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "40"))
-RANDOM = os.environ.get("PROPERTY_RANDOM", "") not in ("", "0")
-PROPERTY = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not RANDOM,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=RANDOM,
-    **({} if RANDOM else {"database": None}),
-)
-# Two engine runs per example: three quarters as many keep the default run short.
-LEAKAGE = settings(PROPERTY, max_examples=max(1, EXAMPLES * 3 // 4))
+_COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+# `make test`: bounded and derandomized, the same examples every run
+FEATURES = settings(max_examples=50, derandomize=True, database=None, **_COMMON)
+LEAKAGE = settings(FEATURES, max_examples=20)
+LABELS = settings(FEATURES, max_examples=130)
+# `-m slow`: fresh random examples, failures kept in .hypothesis/ and printed
+LONG_EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "500"))
+LONG = settings(max_examples=LONG_EXAMPLES, print_blob=True, **_COMMON)
+LONG_LEAKAGE = settings(LONG, max_examples=max(1, LONG_EXAMPLES // 2))
 
 BASE = datetime(2024, 1, 1)
 SPAN = 125 * 86400  # events within BASE +- 125 days, in seconds
@@ -81,8 +97,10 @@ DAY = timedelta(days=1)
 TYPES = ("login", "buy", "ticket", "quit", "view")
 ROLE_OF = {"buy": "purchase", "ticket": "service_request", "quit": "cancel"}
 DEFINITIONS = ("inactivity_or_cancel", "inactivity", "cancel")
+OPTIONAL = (AMOUNT, QUANTITY)
 
-Event = tuple[str, datetime, str, float | None]
+# customer, time, type, amount, quantity
+Event = tuple[str, datetime, str, float | None, float | None]
 
 
 # --------------------------------------------------------------------- scenarios
@@ -90,15 +108,21 @@ Event = tuple[str, datetime, str, float | None]
 
 @dataclass(frozen=True)
 class Scenario:
-    """Events as plain tuples, so a failing example prints readably."""
+    """Events as plain tuples, so a failing example prints readably.
+
+    `columns`: the optional event columns the file has; `by_cutoffs`: call
+    `build_features` with the list of cutoffs instead of a pairs table.
+    """
 
     events: tuple[Event, ...]
     cutoffs: tuple[datetime, ...]
     spec: FeatureSpec
     customers: tuple[tuple, ...] | None = None
+    columns: tuple[str, ...] = OPTIONAL
+    by_cutoffs: bool = False
 
     def events_frame(self) -> pd.DataFrame:
-        return events_frame(self.events)
+        return events_frame(self.events, self.columns)
 
     def customers_table(self) -> pa.Table | None:
         """The customers as written to Parquet (a date column among them)."""
@@ -129,17 +153,20 @@ EVENT_SCHEMA = pa.schema(
         (EVENT_TIME, pa.timestamp("us")),
         (EVENT_TYPE, pa.string()),
         (AMOUNT, pa.float64()),
+        (QUANTITY, pa.float64()),
     ]
 )
 
 
-def events_frame(events: tuple[Event, ...] | list[Event]) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        [list(e) for e in events], columns=[CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT]
-    )
+def events_frame(
+    events: tuple[Event, ...] | list[Event], columns: tuple[str, ...] = OPTIONAL
+) -> pd.DataFrame:
+    """The events with the optional columns in `columns` (the others dropped)."""
+    frame = pd.DataFrame([list(e) for e in events], columns=EVENT_SCHEMA.names)
     frame[EVENT_TIME] = pd.to_datetime(frame[EVENT_TIME]).astype("datetime64[us]")
-    frame[AMOUNT] = pd.to_numeric(frame[AMOUNT]).astype("float64")
-    return frame
+    for name in OPTIONAL:
+        frame[name] = pd.to_numeric(frame[name]).astype("float64")
+    return frame.drop(columns=[c for c in OPTIONAL if c not in columns])
 
 
 midnights = st.integers(-100, 110).map(lambda d: BASE + d * DAY)
@@ -151,9 +178,26 @@ def cutoff_lists(max_size: int = 3) -> st.SearchStrategy[tuple[datetime, ...]]:
     )
 
 
+# amount roles: the default, two roles, activity, none, any one or two roles
+amount_roles = st.one_of(
+    st.sampled_from(
+        (
+            (PURCHASE,),
+            (PURCHASE, ACTIVITY),
+            (ACTIVITY,),
+            (SERVICE_REQUEST, PURCHASE),
+            (),
+        )
+    ),
+    st.lists(st.sampled_from(ROLES), unique=True, min_size=1, max_size=2).map(tuple),
+)
+
+
 @st.composite
 def feature_specs(draw, attributes: bool = False) -> FeatureSpec:
-    windows = draw(st.sets(st.sampled_from((7, 30, 1, 3, 90)), min_size=1))
+    # at most three windows and two trends: each feature costs compile time
+    windows = draw(st.sets(st.sampled_from((7, 30, 1, 3, 90)), min_size=1, max_size=3))
+    trends = draw(st.sets(st.sampled_from((7, 30, 1, 3)), min_size=1, max_size=2))
     chosen = None
     if attributes and draw(st.booleans()):
         names = [n for n in CUSTOMER_SCHEMA.names if n != CUSTOMER_ID]
@@ -161,7 +205,8 @@ def feature_specs(draw, attributes: bool = False) -> FeatureSpec:
     return FeatureSpec(
         role_of=ROLE_OF,
         windows_days=tuple(sorted(windows)),
-        trend_days=draw(st.sampled_from((7, 30))),
+        trend_days=tuple(sorted(trends)),
+        amount_roles=draw(amount_roles),
         churn_horizon_days=draw(st.sampled_from((7, 30))),
         churn_definition=draw(st.sampled_from(DEFINITIONS)),
         attributes=chosen,
@@ -170,8 +215,26 @@ def feature_specs(draw, attributes: bool = False) -> FeatureSpec:
 
 amounts = st.one_of(
     st.none(),
-    st.integers(0, 400).map(lambda k: k / 4),
+    st.integers(-400, 400).map(lambda k: k / 4),  # exact in any order of summing
     st.floats(0, 1000, allow_nan=False, allow_infinity=False),
+)
+quantities = st.one_of(
+    st.none(),
+    st.integers(0, 5).map(float),
+    st.floats(0, 100, allow_nan=False, allow_infinity=False),
+)
+# seconds into a day: midnight, its first and last second, or anywhere
+seconds_of_day = st.one_of(st.sampled_from((0, 1, 86399)), st.integers(0, 86399))
+
+HOW = (
+    "edge",
+    "edge",
+    "cutoff",
+    "anywhere",
+    "midnight",
+    "repeat",
+    "same_day",
+    "later_day",
 )
 
 
@@ -180,20 +243,32 @@ def event_time(
     draw,
     cutoffs: tuple[datetime, ...],
     edges_days: tuple[int, ...],
-    previous: list[datetime],
+    everyone: list[datetime],
+    mine: list[datetime],
     late: bool,
 ) -> datetime:
-    """A time at a cutoff edge (`cutoff - d days`, +- 1 s), anywhere, or a repeat."""
-    how = draw(st.sampled_from(("edge", "anywhere", "edge", "repeat")))
-    if how == "repeat" and previous:
-        return draw(st.sampled_from(previous))
-    if how == "edge":
+    """A time at a cutoff edge (`cutoff - d days`, +- 1 s), at a cutoff, anywhere, a
+    midnight, a repeat of anyone's earlier time, or on the day of (or 1-3 days after)
+    one of this customer's earlier events."""
+    how = draw(st.sampled_from(HOW))
+    if how == "repeat" and everyone:
+        return draw(st.sampled_from(everyone))
+    if how in ("same_day", "later_day") and mine:
+        day = datetime.combine(draw(st.sampled_from(mine)).date(), datetime.min.time())
+        if how == "later_day":
+            day += draw(st.integers(1, 3)) * DAY
+        t = day + draw(seconds_of_day) * SEC
+    elif how == "cutoff":
+        t = draw(st.sampled_from(cutoffs))
+    elif how == "midnight":
+        t = draw(midnights)
+    elif how == "anywhere":
+        t = BASE + draw(st.integers(-SPAN, SPAN)) * SEC
+    else:
         cutoff = draw(st.sampled_from(cutoffs))
         days = draw(st.sampled_from(edges_days))
-        nudge = draw(st.sampled_from((0, -1, 1)))
+        nudge = draw(st.sampled_from((-1, 0, 1)))
         t = cutoff - days * DAY + nudge * SEC
-    else:
-        t = BASE + draw(st.integers(-SPAN, SPAN)) * SEC
     if late and t < cutoffs[0]:  # first seen at or after the first cutoff
         t = cutoffs[0] + (cutoffs[0] - t)
     return t
@@ -207,28 +282,38 @@ def event_logs(
     ids: tuple[str, ...] | None = None,
     late_only: bool = False,
 ) -> tuple[Event, ...]:
-    """Events of 1-6 customers; at least one event in all."""
+    """Events of 1-6 customers; at least one event in all. Any customer but the
+    first may be first seen at or after the first cutoff."""
     if ids is None:
         n = draw(st.integers(1, 6))
         ids = tuple(f"c{i}" for i in range(n))
     events: list[Event] = []
-    previous: list[datetime] = []
+    everyone: list[datetime] = []
     for i, cid in enumerate(ids):
-        late = late_only or draw(st.sampled_from((False, False, False, True)))
+        late = late_only or (i > 0 and draw(st.sampled_from((False, False, True))))
         count = draw(st.one_of(st.integers(0, 25), st.just(1)))
         if i == 0 and not events:
             count = max(count, 1)
+        mine: list[datetime] = []
         for _ in range(count):
-            t = draw(event_time(cutoffs, edges_days, previous, late))
-            previous.append(t)
-            events.append((cid, t, draw(st.sampled_from(TYPES)), draw(amounts)))
+            t = draw(event_time(cutoffs, edges_days, everyone, mine, late))
+            everyone.append(t)
+            mine.append(t)
+            kind = draw(st.sampled_from(TYPES))
+            events.append((cid, t, kind, draw(amounts), draw(quantities)))
     return tuple(events)
+
+
+# the optional columns an events file has: mostly both
+event_columns = st.sampled_from(
+    (OPTIONAL, OPTIONAL, OPTIONAL, (AMOUNT,), (QUANTITY,), ())
+)
 
 
 def feature_edges(spec: FeatureSpec) -> tuple[int, ...]:
     """Days before a cutoff where some feature's window or rule changes."""
-    days = {0, *spec.windows_days, spec.trend_days, 2 * spec.trend_days}
-    days |= {spec.churn_horizon_days, 1}
+    days = {0, 1, *spec.windows_days, spec.churn_horizon_days}
+    days |= {*spec.trend_days, *(2 * t for t in spec.trend_days)}
     return tuple(sorted(days))
 
 
@@ -280,14 +365,22 @@ def feature_scenarios(draw) -> Scenario:
     cutoffs = draw(cutoff_lists())
     events = draw(event_logs(cutoffs, feature_edges(spec)))
     ids = tuple(sorted({e[0] for e in events}))
-    return Scenario(events, cutoffs, spec, draw(customer_rows(ids, cutoffs)))
+    return Scenario(
+        events,
+        cutoffs,
+        spec,
+        draw(customer_rows(ids, cutoffs)),
+        columns=draw(event_columns),
+        by_cutoffs=draw(st.booleans()),
+    )
 
 
 # ------------------------------------------------------------------ the engine
 
 
-def write_and_load(tmp: Path, events: pd.DataFrame, customers: pa.Table | None):
-    table = pa.Table.from_pandas(events, schema=EVENT_SCHEMA, preserve_index=False)
+def write_and_load(tmp: Path, events: pd.DataFrame, customers: pa.Table | None = None):
+    schema = pa.schema([EVENT_SCHEMA.field(name) for name in events.columns])
+    table = pa.Table.from_pandas(events, schema=schema, preserve_index=False)
     pq.write_table(table, tmp / "events.parquet")
     cpath = None
     if customers is not None:
@@ -301,12 +394,14 @@ def engine_features(
     cutoffs: tuple[datetime, ...],
     spec: FeatureSpec,
     customers: pa.Table | None = None,
+    by_cutoffs: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """build_features on the loaded files, and the catalogue's feature names."""
+    """build_features on the loaded files (with seen_pairs, or with the list of
+    cutoffs), and the catalogue's feature names."""
     with tempfile.TemporaryDirectory() as tmp:
         ds = write_and_load(Path(tmp), events, customers)
         try:
-            pairs = seen_pairs(ds.events, list(cutoffs))
+            pairs = list(cutoffs) if by_cutoffs else seen_pairs(ds.events, cutoffs)
             table = build_features(ds.events, pairs, spec, ds.customers)
             return table.to_pandas(), catalogue(spec, ds.customers).names
         finally:
@@ -320,7 +415,7 @@ def engine_labels(
     labels: LabelSpec,
 ) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
-        ds = write_and_load(Path(tmp), events, None)
+        ds = write_and_load(Path(tmp), events)
         try:
             pairs = seen_pairs(ds.events, list(cutoffs))
             return build_labels(ds.events, pairs, spec, labels).to_pandas()
@@ -331,6 +426,10 @@ def engine_labels(
 # ------------------------------------------------------------------ comparison
 
 KEY = [CUSTOMER_ID, CUTOFF]
+# counts: int64 and exact
+COUNT = re.compile(r"(_count_\d+d|_days_\d+d|_count_total|^reactivations)$")
+# other whole numbers, compared exactly: count differences, whole days
+WHOLE = re.compile(r"(_count_diff_\d+d$|^days_since_|^tenure_days$)")
 
 
 def is_null(value: object) -> bool:
@@ -338,12 +437,8 @@ def is_null(value: object) -> bool:
 
 
 def is_whole_number(name: str) -> bool:
-    """Counts and whole days: compared exactly."""
-    return (
-        "_count_" in name
-        or name.startswith(("active_days_", "days_since_"))
-        or name == "tenure_days"
-    )
+    """Counts, count differences and whole days: compared exactly."""
+    return bool(COUNT.search(name) or WHOLE.search(name))
 
 
 def same(name: str, got: object, want: object) -> bool:
@@ -372,12 +467,28 @@ def differences(got: pd.DataFrame, want: pd.DataFrame, columns: list[str]) -> li
         f"rows differ: engine only {sorted(set(got.index) - set(want.index))}, "
         f"reference only {sorted(set(want.index) - set(got.index))}"
     )
+    got_rows, want_rows = got.to_dict("index"), want.to_dict("index")
     return [
-        (*key, name, got.at[key, name], want.at[key, name])
-        for key in got.index
+        (*key, name, got_rows[key][name], want_rows[key][name])
+        for key in got_rows
         for name in columns
-        if not same(name, got.at[key, name], want.at[key, name])
+        if not same(name, got_rows[key][name], want_rows[key][name])
     ]
+
+
+def check_types(got: pd.DataFrame, spec: FeatureSpec) -> None:
+    """Counts are int64, the other event features (but whole days and count
+    differences) float64, `eligible` boolean, as the definition's docstring says."""
+    for name in catalogue(spec).names:
+        dtype = got[name].dtype
+        if COUNT.search(name):
+            assert dtype == "int64", (name, dtype)
+        elif WHOLE.search(name):  # nullable: all nulls may come as objects
+            numeric = pd.api.types.is_numeric_dtype(dtype)
+            assert numeric or got[name].isna().all(), (name, dtype)
+        else:
+            assert dtype == "float64", (name, dtype)
+    assert pd.api.types.is_bool_dtype(got[ELIGIBLE])
 
 
 # ------------------------------------------------------------------ properties
@@ -385,20 +496,20 @@ def differences(got: pd.DataFrame, want: pd.DataFrame, columns: list[str]) -> li
 C = datetime(2024, 3, 1)
 EDGES = Scenario(
     events=(
-        ("at_cut", C, "login", None),  # at the cutoff: not seen
-        ("at_cut", C - SEC, "quit", None),  # one second before: 0 days, cancelled
-        ("at_cut", C - SEC, "login", None),  # same instant as the cancel
-        ("edge", C - 7 * DAY, "buy", 2.25),  # first second of the 7-day window
-        ("edge", C - 7 * DAY - SEC, "buy", None),  # last second before it
-        ("edge", C - 7 * DAY + SEC, "ticket", 1.0),
-        ("edge", C - 30 * DAY, "buy", 0.5),
-        ("edge", C - 60 * DAY - SEC, "view", None),  # trend: just before the prior
-        ("one", C - 30 * DAY - SEC, "login", None),  # one event, outside the horizon
-        ("late", C + SEC, "login", None),  # first seen after the cutoff
-        ("late", C + 40 * DAY, "buy", 3.0),
+        ("at_cut", C, "login", None, None),  # at the cutoff: not seen
+        ("at_cut", C - SEC, "quit", None, None),  # 1 s before: 0 days, cancelled
+        ("at_cut", C - SEC, "login", None, None),  # same instant as the cancel
+        ("edge", C - 7 * DAY, "buy", 2.25, 1.0),  # first second of the 7-day window
+        ("edge", C - 7 * DAY - SEC, "buy", None, 2.0),  # last second before it
+        ("edge", C - 7 * DAY + SEC, "ticket", 1.0, None),
+        ("edge", C - 30 * DAY, "buy", 0.5, None),
+        ("edge", C - 60 * DAY - SEC, "view", None, None),  # just before the prior
+        ("one", C - 30 * DAY - SEC, "login", None, None),  # one event, long ago
+        ("late", C + SEC, "login", None, None),  # first seen after the cutoff
+        ("late", C + 40 * DAY, "buy", 3.0, 1.0),
     ),
     cutoffs=(C, C + 40 * DAY),
-    spec=FeatureSpec(role_of=ROLE_OF, windows_days=(7, 30)),
+    spec=FeatureSpec(role_of=ROLE_OF, windows_days=(7, 30), trend_days=(30,)),
     customers=(
         ("edge", 1.5, "pro", C - DAY + timedelta(seconds=0.5), date(2024, 3, 1)),
         ("late", None, None, C + DAY, None),
@@ -406,27 +517,70 @@ EDGES = Scenario(
         ("ghost", 2.0, "", C - 400 * DAY, date(2023, 1, 1)),
     ),
 )
+# cancels followed by other events the same day and on later days, several
+# events a day, null amounts and quantities, amounts of two roles and activity
+REACTIVATIONS = Scenario(
+    events=(
+        ("r", C - 20 * DAY + 9 * 3600 * SEC, "login", None, None),
+        ("r", C - 18 * DAY, "quit", None, None),  # followed the same day
+        ("r", C - 18 * DAY + 5 * 3600 * SEC, "login", 1.0, None),  # and later
+        ("r", C - 16 * DAY, "quit", None, None),  # followed on a later day
+        ("r", C - 10 * DAY + 10 * 3600 * SEC, "buy", 10.0, 2.0),
+        ("r", C - 10 * DAY + 13 * 3600 * SEC, "buy", None, 1.0),
+        ("r", C - 3 * DAY - SEC, "buy", 4.0, None),
+        ("r", C - 2 * DAY, "quit", -2.5, None),  # followed the next day
+        ("r", C - DAY + 11 * 3600 * SEC, "quit", None, None),  # only the same day
+        ("r", C - DAY + 12 * 3600 * SEC, "ticket", None, 3.0),
+        ("q", C - 5 * DAY, "quit", None, None),  # only a cancel
+        ("q", C - 5 * DAY, "quit", 1.0, 1.0),
+    ),
+    cutoffs=(C, C - 17 * DAY, C - 15 * DAY),
+    spec=FeatureSpec(
+        role_of=ROLE_OF,
+        windows_days=(1, 3, 7, 30),
+        trend_days=(1, 7),
+        amount_roles=(CANCEL, ACTIVITY, PURCHASE),
+    ),
+    by_cutoffs=True,
+)
 
 
-@PROPERTY
-@given(feature_scenarios())
-@example(EDGES)
-def test_features_equal_the_reference(scenario: Scenario) -> None:
+def check_features(scenario: Scenario) -> None:
     events, customers = scenario.events_frame(), scenario.customers_table()
-    got, names = engine_features(events, scenario.cutoffs, scenario.spec, customers)
+    spec = scenario.spec
+    got, names = engine_features(
+        events, scenario.cutoffs, spec, customers, scenario.by_cutoffs
+    )
     want = reference_features(
-        events, scenario.cutoffs, scenario.spec, customers_frame(customers)
+        events, scenario.cutoffs, spec, customers_frame(customers)
     )
     assert list(got.columns) == [*KEY, *names, ELIGIBLE]
-    counts = [n for n in names if "_count_" in n or n.startswith("active_days_")]
-    for name in counts:
-        assert pd.api.types.is_integer_dtype(got[name]), (name, got[name].dtype)
-    assert pd.api.types.is_bool_dtype(got[ELIGIBLE])
+    check_types(got, spec)
     if want.empty:
         assert got.empty
         return
-    assert sorted(want.columns) == sorted(got.columns)
+    assert list(want.columns) == [*KEY, *names, ELIGIBLE]  # the reference's names
     assert differences(got, want, [*names, ELIGIBLE]) == []
+
+
+# nobody seen before the cutoff: no rows
+NOBODY = Scenario((("late", C, "quit", 1.0, 1.0),), (C,), FeatureSpec(role_of=ROLE_OF))
+
+
+@FEATURES
+@given(feature_scenarios())
+@example(EDGES)
+@example(REACTIVATIONS)
+@example(NOBODY)
+def test_features_equal_the_reference(scenario: Scenario) -> None:
+    check_features(scenario)
+
+
+@pytest.mark.slow
+@LONG
+@given(feature_scenarios())
+def test_features_equal_the_reference_long(scenario: Scenario) -> None:
+    check_features(scenario)
 
 
 @st.composite
@@ -439,10 +593,37 @@ def leakage_scenarios(draw) -> tuple[Scenario, tuple[Event, ...]]:
     customers = draw(customer_rows(ids, cutoffs))
     n_new = draw(st.integers(0, 2))
     pool = (*ids, *(f"new{i}" for i in range(n_new)))
-    after = draw(
-        event_logs(cutoffs, (0, -1, -spec.churn_horizon_days), ids=pool, late_only=True)
+    edges = (0, -1, *(-w for w in spec.windows_days), -spec.churn_horizon_days)
+    after = draw(event_logs(cutoffs, edges, ids=pool, late_only=True))
+    scenario = Scenario(
+        events,
+        cutoffs,
+        spec,
+        customers,
+        columns=draw(event_columns),
+        by_cutoffs=draw(st.booleans()),
     )
-    return Scenario(events, cutoffs, spec, customers), after
+    return scenario, after
+
+
+def check_no_leakage(case: tuple[Scenario, tuple[Event, ...]]) -> None:
+    scenario, after = case
+    (cutoff,) = scenario.cutoffs
+    assert all(e[1] >= cutoff for e in after)
+    customers, spec = scenario.customers_table(), scenario.spec
+
+    def features(events: list[Event]) -> tuple[pd.DataFrame, list[str]]:
+        frame = events_frame(events, scenario.columns)
+        return engine_features(
+            frame, scenario.cutoffs, spec, customers, scenario.by_cutoffs
+        )
+
+    before, names = features(list(scenario.events))
+    got, _ = features([*scenario.events, *after])
+    seen = {e[0] for e in scenario.events if e[1] < cutoff}
+    assert set(got[CUSTOMER_ID]) == seen  # first seen at or after it: not there
+    if seen:
+        assert differences(got, before, [*names, ELIGIBLE]) == []
 
 
 @LEAKAGE
@@ -450,19 +631,16 @@ def leakage_scenarios(draw) -> tuple[Scenario, tuple[Event, ...]]:
 def test_events_at_or_after_the_cutoff_change_nothing(
     case: tuple[Scenario, tuple[Event, ...]],
 ) -> None:
-    scenario, after = case
-    (cutoff,) = scenario.cutoffs
-    assert all(t >= cutoff for _, t, _, _ in after)
-    customers = scenario.customers_table()
-    before, names = engine_features(
-        scenario.events_frame(), scenario.cutoffs, scenario.spec, customers
-    )
-    extended = events_frame([*scenario.events, *after])
-    got, _ = engine_features(extended, scenario.cutoffs, scenario.spec, customers)
-    seen = {cid for cid, t, _, _ in scenario.events if t < cutoff}
-    assert set(got[CUSTOMER_ID]) == seen  # first seen at or after it: not there
-    if seen:
-        assert differences(got, before, [*names, ELIGIBLE]) == []
+    check_no_leakage(case)
+
+
+@pytest.mark.slow
+@LONG_LEAKAGE
+@given(leakage_scenarios())
+def test_events_at_or_after_the_cutoff_change_nothing_long(
+    case: tuple[Scenario, tuple[Event, ...]],
+) -> None:
+    check_no_leakage(case)
 
 
 @st.composite
@@ -482,15 +660,15 @@ def label_scenarios(draw) -> tuple[Scenario, LabelSpec]:
 LABEL_EDGES = (
     Scenario(
         events=(
-            ("in", C - DAY, "login", None),
-            ("in", C, "buy", 1.0),  # at the cutoff: inside
-            ("in", C + 14 * DAY - SEC, "ticket", None),  # last second: inside
-            ("out", C - DAY, "login", None),
-            ("out", C + 14 * DAY, "buy", None),  # at cutoff + H: outside
-            ("out", C + 14 * DAY, "ticket", None),
-            ("out", C + 14 * DAY, "quit", None),
-            ("quit", C - DAY, "login", None),
-            ("quit", C, "quit", None),
+            ("in", C - DAY, "login", None, None),
+            ("in", C, "buy", 1.0, 1.0),  # at the cutoff: inside
+            ("in", C + 14 * DAY - SEC, "ticket", None, None),  # last second: inside
+            ("out", C - DAY, "login", None, None),
+            ("out", C + 14 * DAY, "buy", None, None),  # at cutoff + H: outside
+            ("out", C + 14 * DAY, "ticket", None, None),
+            ("out", C + 14 * DAY, "quit", None, None),
+            ("quit", C - DAY, "login", None, None),
+            ("quit", C, "quit", None, None),
         ),
         cutoffs=(C,),
         spec=FeatureSpec(role_of=ROLE_OF),
@@ -499,10 +677,7 @@ LABEL_EDGES = (
 )
 
 
-@PROPERTY
-@given(label_scenarios())
-@example(LABEL_EDGES)
-def test_labels_equal_the_reference(case: tuple[Scenario, LabelSpec]) -> None:
+def check_labels(case: tuple[Scenario, LabelSpec]) -> None:
     scenario, labels = case
     events = scenario.events_frame()
     got = engine_labels(events, scenario.cutoffs, scenario.spec, labels)
@@ -515,3 +690,17 @@ def test_labels_equal_the_reference(case: tuple[Scenario, LabelSpec]) -> None:
         assert got.empty
         return
     assert differences(got, want, targets) == []
+
+
+@LABELS
+@given(label_scenarios())
+@example(LABEL_EDGES)
+def test_labels_equal_the_reference(case: tuple[Scenario, LabelSpec]) -> None:
+    check_labels(case)
+
+
+@pytest.mark.slow
+@LONG
+@given(label_scenarios())
+def test_labels_equal_the_reference_long(case: tuple[Scenario, LabelSpec]) -> None:
+    check_labels(case)
