@@ -161,7 +161,8 @@ class BGNBD:
         return fitted
 
     def log_likelihoods(self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> NDArray:
-        """ln L(r, alpha, a, b | x, t_x, T) per customer (FHL 2005, section 4):
+        """ln L(r, alpha, a, b | x, t_x, T) per customer, FHL 2005's likelihood of a
+        randomly chosen customer with that history:
 
         L = B(a, b+x)/B(a, b) * G(r+x) alpha^r / (G(r) (alpha+T)^(r+x))
             + [x > 0] B(a+1, b+x-1)/B(a, b) * G(r+x) alpha^r / (G(r) (alpha+t_x)^(r+x))
@@ -178,8 +179,7 @@ class BGNBD:
 
     def _log_dead_odds(self, x: NDArray, t_x: NDArray, T: NDArray) -> NDArray:
         """ln of P(dropped out at t_x) / P(alive at T) given the history; -inf at
-        x = 0, where the customer cannot have dropped out (FHL, Lee 2008, "Computing
-        P(alive) using the BG/NBD model")."""
+        x = 0, where the customer cannot have dropped out."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         repeat = x > 0
         out = np.full(x.shape, -np.inf)
