@@ -2,10 +2,10 @@
 
 Two comparisons on the same synthetic data, in the same run:
 
-- features: `build_features` (the one Ibis definition, on DuckDB) against a
-  hand-written DuckDB SQL query computing the same columns. Each runs in its own
-  child process, one after the other, so each peak memory is its own. The two
-  feature tables must be equal (a benchmark of unequal results is meaningless).
+- features: `build_features` (the one Ibis definition, on DuckDB) against the
+  hand-written DuckDB SQL of `serving.bench_sql` (the same columns). Each runs in
+  its own child process, one after the other, so each peak memory is its own. The
+  two feature tables must be equal (a benchmark of unequal results is meaningless).
 - scoring: `serving.batch.score_table` (encoding, 3 predicts, output table) against
   raw `booster.predict` of the same 3 boosters on a prebuilt float64 matrix.
 
@@ -38,7 +38,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.columns import (
-    CANCEL,
     CHURN,
     CUSTOMER_ID,
     CUTOFF,
@@ -62,120 +61,7 @@ FLOAT_TOLERANCE = 1e-9
 REPETITIONS = 3
 TRAIN_ROUNDS = 100
 RESULTS_FILE = "foundation.json"
-
-# The hand-written reference, written the way the engine works (so that the ratio
-# measures the cost of the Ibis expression, not a different algorithm): events are
-# first rolled up to one row per customer and day, then joined to the cutoffs
-# (midnights, so a day is wholly before a cutoff or not) and aggregated. For the
-# demo config: roles purchase=[purchase], service_request=[support_ticket],
-# cancel=[cancel]; windows 7/30/90/180 days; trend 30 days; churn
-# inactivity_or_cancel over 30 days; customers signup_time, plan, region, age.
-# Windows are [cutoff - w days, cutoff); "days since" is the floor of the elapsed
-# seconds / 86400 (NOT date_diff('day'), which counts midnights crossed).
-REFERENCE_SQL = """
-WITH cutoffs (cutoff) AS (
-    VALUES {cutoff_rows}
-),
-events_by_role AS (
-    SELECT
-        customer_id,
-        event_time,
-        amount,
-        CASE event_type
-            WHEN 'purchase' THEN 'purchase'
-            WHEN 'support_ticket' THEN 'service_request'
-            WHEN 'cancel' THEN 'cancel'
-            ELSE 'activity'
-        END AS role
-    FROM events
-),
-daily AS (
-    -- one row per customer and day with at least one event
-    SELECT
-        customer_id,
-        date_trunc('day', event_time) AS day,
-        count(*) AS n_events,
-        count(*) FILTER (WHERE role = 'activity') AS n_activity,
-        count(*) FILTER (WHERE role = 'purchase') AS n_purchase,
-        count(*) FILTER (WHERE role = 'service_request') AS n_service_request,
-        count(*) FILTER (WHERE role = 'cancel') AS n_cancel,
-        sum(amount) FILTER (WHERE role = 'purchase') AS purchase_amount,
-        max(event_time) FILTER (WHERE role = 'activity') AS last_activity,
-        max(event_time) FILTER (WHERE role = 'purchase') AS last_purchase,
-        max(event_time) FILTER (WHERE role = 'service_request') AS last_service_request,
-        max(event_time) FILTER (WHERE role = 'cancel') AS last_cancel,
-        max(event_time) FILTER (WHERE role <> 'cancel') AS last_non_cancel,
-        max(event_time) AS last_event,
-        min(event_time) AS first_event
-    FROM events_by_role
-    GROUP BY ALL
-),
-history AS (
-    -- one row per customer and cutoff with at least one event before the cutoff
-    SELECT
-        customer_id,
-        cutoff,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS activity_count_7d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS purchase_count_7d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS service_request_count_7d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS cancel_count_7d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::DOUBLE AS purchase_amount_sum_7d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY) AS active_days_7d,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS activity_count_30d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS purchase_count_30d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS service_request_count_30d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS cancel_count_30d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::DOUBLE AS purchase_amount_sum_30d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY) AS active_days_30d,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS activity_count_90d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS purchase_count_90d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS service_request_count_90d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS cancel_count_90d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::DOUBLE AS purchase_amount_sum_90d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY) AS active_days_90d,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS activity_count_180d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS purchase_count_180d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS service_request_count_180d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS cancel_count_180d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::DOUBLE AS purchase_amount_sum_180d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY) AS active_days_180d,
-        max(last_activity) AS last_activity,
-        max(last_purchase) AS last_purchase,
-        max(last_service_request) AS last_service_request,
-        max(last_cancel) AS last_cancel,
-        max(last_event) AS last_event,
-        max(last_non_cancel) AS last_non_cancel,
-        min(first_event) AS first_event,
-        coalesce(sum(n_events) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0) AS events_last_30d,
-        coalesce(sum(n_events) FILTER (WHERE day >= cutoff - INTERVAL 60 DAY
-                                         AND day < cutoff - INTERVAL 30 DAY), 0) AS events_prior_30d
-    FROM cutoffs
-    JOIN daily ON day < cutoff
-    GROUP BY customer_id, cutoff
-)
-SELECT
-    h.* EXCLUDE (last_activity, last_purchase, last_service_request, last_cancel,
-                 last_event, last_non_cancel, first_event, events_last_30d, events_prior_30d),
-    floor((epoch(h.cutoff) - epoch(h.last_activity)) / 86400)::BIGINT AS days_since_last_activity,
-    floor((epoch(h.cutoff) - epoch(h.last_purchase)) / 86400)::BIGINT AS days_since_last_purchase,
-    floor((epoch(h.cutoff) - epoch(h.last_service_request)) / 86400)::BIGINT AS days_since_last_service_request,
-    floor((epoch(h.cutoff) - epoch(h.last_cancel)) / 86400)::BIGINT AS days_since_last_cancel,
-    floor((epoch(h.cutoff) - epoch(h.last_event)) / 86400)::BIGINT AS days_since_last_event,
-    floor((epoch(h.cutoff) - epoch(h.first_event)) / 86400)::BIGINT AS tenure_days,
-    (h.events_last_30d + 1)::DOUBLE / (h.events_prior_30d + 1) AS event_trend_30d,
-    -- a signup at or after the cutoff is not known yet at the cutoff
-    CASE WHEN c.signup_time < h.cutoff
-         THEN floor((epoch(h.cutoff) - epoch(c.signup_time)) / 86400)
-    END::DOUBLE AS days_since_signup_time,
-    c.plan,
-    c.region,
-    c.age,
-    -- active in the last 30 days and no cancel at or after the last other event
-    coalesce(h.last_non_cancel >= h.cutoff - INTERVAL 30 DAY
-             AND (h.last_cancel IS NULL OR h.last_cancel < h.last_non_cancel), false) AS eligible
-FROM history AS h
-LEFT JOIN customers AS c ON c.customer_id = h.customer_id
-"""  # noqa: E501 (SQL reads best one aggregate per line)
+DEMO_CONFIG = PROJECT_ROOT / "propensity.yaml"
 
 
 class FeatureMismatch(ValueError):
@@ -197,20 +83,12 @@ class DemoData:
 
 
 def demo_spec() -> FeatureSpec:
-    """The feature spec of the demo config (propensity.yaml): the spec defaults."""
+    """The feature spec of the demo config (propensity.yaml), which the reference
+    SQL follows."""
+    from features.config import load_config
     from features.definition import FeatureSpec
 
-    return FeatureSpec(
-        role_of={
-            "purchase": PURCHASE,
-            "support_ticket": SERVICE_REQUEST,
-            "cancel": CANCEL,
-        },
-        windows_days=(7, 30, 90, 180),
-        trend_days=30,
-        churn_horizon_days=30,
-        churn_definition="inactivity_or_cancel",
-    )
+    return FeatureSpec.from_config(load_config(DEMO_CONFIG))
 
 
 def month_starts(last: datetime, count: int) -> list[datetime]:
@@ -348,9 +226,11 @@ def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
 
 def _child_sql(args: dict[str, Any]) -> dict[str, Any]:
     """The hand-written reference query on the same views, COPY'd to Parquet."""
+    from serving.bench_sql import reference_sql
+
     ds, load_s = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
-    query = reference_sql(cutoffs)
+    query = reference_sql(demo_spec(), cutoffs)
     out = str(args["out"]).replace("'", "''")
     start = time.perf_counter()
     ds.duckdb.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
@@ -376,12 +256,6 @@ def child_main(argv: list[str]) -> int:
     result["peak_mb"], result["ru_maxrss_mb"] = peak_memory_mb()
     print(json.dumps(result), flush=True)
     return 0
-
-
-def reference_sql(cutoffs: list[datetime]) -> str:
-    """The hand-written query with the cutoffs filled in."""
-    rows = ", ".join(f"(TIMESTAMP '{c:%Y-%m-%d %H:%M:%S}')" for c in cutoffs)
-    return REFERENCE_SQL.format(cutoff_rows=rows)
 
 
 # ---------------------------------------------------------------- equality
