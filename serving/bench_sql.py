@@ -157,7 +157,7 @@ def _window_columns(spec: FeatureSpec, w: int) -> list[str]:
 
     cols = [f"{total(f'n_{r}', 'BIGINT')} AS {r}_count_{w}d" for r in ROLES]
     cols += [
-        f"count(*) FILTER (WHERE n_{r} > 0 AND day >= cutoff - INTERVAL {w} DAY)"
+        f"count(*) FILTER (WHERE day >= cutoff - INTERVAL {w} DAY AND n_{r} > 0)"
         f" AS {r}_days_{w}d"
         for r in ROLES
     ]
