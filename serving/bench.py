@@ -147,15 +147,18 @@ def _events_facts(events_path: Path) -> tuple[int, datetime]:
 # ---------------------------------------------------------------- children
 
 
-def run_child(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one child job in a fresh Python process; return its JSON line."""
+def run_child(
+    kind: str, args: dict[str, Any], module: str = "serving.bench"
+) -> dict[str, Any]:
+    """Run one child job of `module` (whose `__main__` calls `child_main`) in a
+    fresh Python process; return its JSON line."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
     )
     cwd = Path(args.get("cwd", PROJECT_ROOT))
     cwd.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "serving.bench", "_child", kind, json.dumps(args)]
+    cmd = [sys.executable, "-m", module, "_child", kind, json.dumps(args)]
     proc = subprocess.run(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, check=False
     )
@@ -181,11 +184,18 @@ def peak_memory_mb() -> tuple[float, float]:
     return maxrss, maxrss
 
 
-def load_quietly(events: Path, customers: Path, as_of: datetime) -> Dataset:
-    """`features.load.load` on a connection without DuckDB's progress bar."""
+def load_quietly(
+    events: Path,
+    customers: Path,
+    as_of: datetime,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+) -> Dataset:
+    """`features.load.load` on a connection without DuckDB's progress bar (DuckDB's
+    defaults unless `memory_limit` / `threads` are given)."""
     from features.load import connect, load
 
-    con = connect()
+    con = connect(memory_limit, threads)
     con.con.execute("SET enable_progress_bar = false")
     return load(events, customers, as_of=as_of, con=con)
 
@@ -200,41 +210,44 @@ def _child_generate(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "events": summary.events}
 
 
-def _child_load(args: dict[str, Any]) -> tuple[Dataset, float]:
+def _child_load(args: dict[str, Any]) -> tuple[Dataset, dict[str, float]]:
+    """Load (and validate) the data; its time and the peak memory so far."""
     start = time.perf_counter()
     ds = load_quietly(
         Path(args["events"]),
         Path(args["customers"]),
         datetime.fromisoformat(args["as_of"]),
+        memory_limit=args.get("memory_limit"),
+        threads=args.get("threads"),
     )
-    return ds, time.perf_counter() - start
+    facts = {"load_s": time.perf_counter() - start, "load_peak_mb": peak_memory_mb()[0]}
+    return ds, facts
 
 
 def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
-    """build_features on DuckDB, materialised to Parquet."""
-    from features.definition import build_features, seen_pairs
+    """build_features on DuckDB for every customer seen before each cutoff (the
+    call training and the nightly job make), materialised to Parquet."""
+    from features.definition import build_features
 
-    ds, load_s = _child_load(args)
+    ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
     start = time.perf_counter()
-    expr = build_features(
-        ds.events, seen_pairs(ds.events, cutoffs), demo_spec(), ds.customers
-    )
+    expr = build_features(ds.events, cutoffs, demo_spec(), ds.customers)
     expr.to_parquet(args["out"])
-    return {"seconds": time.perf_counter() - start, "load_s": load_s}
+    return {"seconds": time.perf_counter() - start, **facts}
 
 
 def _child_sql(args: dict[str, Any]) -> dict[str, Any]:
     """The hand-written reference query on the same views, COPY'd to Parquet."""
     from serving.bench_sql import reference_sql
 
-    ds, load_s = _child_load(args)
+    ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
     query = reference_sql(demo_spec(), cutoffs)
     out = str(args["out"]).replace("'", "''")
     start = time.perf_counter()
     ds.duckdb.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
-    return {"seconds": time.perf_counter() - start, "load_s": load_s}
+    return {"seconds": time.perf_counter() - start, **facts}
 
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -244,15 +257,19 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def child_main(argv: list[str]) -> int:
+def child_main(
+    argv: list[str],
+    children: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = CHILDREN,
+    module: str = "serving.bench",
+) -> int:
     """`_child <kind> <args-json>`: run the job, print one JSON line (with memory)."""
-    if len(argv) != 3 or argv[0] != "_child" or argv[1] not in CHILDREN:
+    if len(argv) != 3 or argv[0] != "_child" or argv[1] not in children:
         print(
-            f"usage: python -m serving.bench _child {{{','.join(CHILDREN)}}} ARGS_JSON",
+            f"usage: python -m {module} _child {{{','.join(children)}}} ARGS_JSON",
             file=sys.stderr,
         )
         return 2
-    result = CHILDREN[argv[1]](json.loads(argv[2]))
+    result = children[argv[1]](json.loads(argv[2]))
     result["peak_mb"], result["ru_maxrss_mb"] = peak_memory_mb()
     print(json.dumps(result), flush=True)
     return 0
