@@ -311,7 +311,9 @@ def _as_table(data: pa.Table | pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(data, preserve_index=False)
 
 
-def _kind(dtype: pa.DataType) -> str:
+def value_kind(dtype: pa.DataType) -> str:
+    """The kind of values a column holds, as the comparisons see it: integer,
+    float, string, or the type itself."""
     if pa.types.is_integer(dtype):
         return "integer"
     if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
@@ -323,13 +325,13 @@ def _kind(dtype: pa.DataType) -> str:
 
 def _differing_rows(name: str, a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     """Row positions where a and b differ (values, nulls or kind of type)."""
-    if _kind(a.type) != _kind(b.type):
+    if value_kind(a.type) != value_kind(b.type):
         raise FeatureMismatch(
             f"column {name!r}: types differ: engine {a.type}, reference {b.type}"
         )
     null_a = pc.is_null(a, nan_is_null=True).to_numpy(zero_copy_only=False)
     null_b = pc.is_null(b, nan_is_null=True).to_numpy(zero_copy_only=False)
-    if _kind(a.type) == "float":
+    if value_kind(a.type) == "float":
         x = pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)
         y = pc.cast(b, pa.float64()).to_numpy(zero_copy_only=False)
         with np.errstate(invalid="ignore"):

@@ -47,12 +47,12 @@ from serving.bench import (
     KEYS,
     DemoData,
     FeatureMismatch,
-    _kind,
     as_of_for,
     child_main,
     ensure_data,
     month_starts,
     run_child,
+    value_kind,
     write_json,
 )
 
@@ -213,7 +213,7 @@ def compare_parquet(
         )
     for name in names:
         types = [s.field(name).type for s in schemas]
-        if _kind(types[0]) != _kind(types[1]):
+        if value_kind(types[0]) != value_kind(types[1]):
             raise FeatureMismatch(
                 f"column {name!r}: types differ: engine {types[0]}, "
                 f"reference {types[1]}"
@@ -226,7 +226,7 @@ def compare_parquet(
         con.execute(f"SET threads = {int(threads)}")
     _views(con, left, right)
     rows = _unique_rows(con)
-    floats = {n for n in names if _kind(schemas[0].field(n).type) == "float"}
+    floats = {n for n in names if value_kind(schemas[0].field(n).type) == "float"}
     unequal = {n: _unequal(n, n in floats) for n in names if n not in KEYS}
     on = " AND ".join(f"l.{k} = r.{k}" for k in KEYS)
     one_side = " OR ".join(f"{t}.{k} IS NULL" for t in ("l", "r") for k in KEYS)
