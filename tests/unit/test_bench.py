@@ -177,7 +177,7 @@ def _engine_and_sql(
     ds = load_quietly(events, customers, datetime(2030, 1, 1))
     spec = demo_spec()
     engine = build_features(ds.events, cutoffs, spec, ds.customers).to_pyarrow()
-    sql = ds.duckdb.sql(reference_sql(spec, cutoffs)).fetch_arrow_table()
+    sql = ds.duckdb.sql(reference_sql(spec, cutoffs)).to_arrow_table()
     return engine, sql
 
 
