@@ -13,6 +13,11 @@ SEED ?= 42
 PORT ?= 3000
 AS_OF ?=
 PYTEST_ARGS ?=
+# bench-features knobs (empty: the CLI's defaults)
+LARGE_CUSTOMERS ?=
+SKIP_LARGE ?=
+MEMORY_LIMIT ?=
+LARGE_MEMORY_LIMIT ?=
 
 export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export BENTOML_DO_NOT_TRACK := True
@@ -20,10 +25,10 @@ export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train score serve run ui bench test lint format clean
+.PHONY: help setup data train score serve run ui bench bench-features test lint format clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install the pinned environment (once)
 
@@ -58,6 +63,12 @@ ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 
 bench: setup ## foundation benchmark (CUSTOMERS=200000 by default), figures in bench/results/
 	$(CLI) bench $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+
+bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOMERS=200000 LARGE_CUSTOMERS=1000000 SKIP_LARGE=1 MEMORY_LIMIT=700MB LARGE_MEMORY_LIMIT=1GB)
+	$(CLI) bench features $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+		$(if $(LARGE_CUSTOMERS),--large-customers $(LARGE_CUSTOMERS)) $(if $(SKIP_LARGE),--skip-large) \
+		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT)) \
+		$(if $(LARGE_MEMORY_LIMIT),--large-memory-limit $(LARGE_MEMORY_LIMIT))
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

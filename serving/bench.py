@@ -2,10 +2,10 @@
 
 Two comparisons on the same synthetic data, in the same run:
 
-- features: `build_features` (the one Ibis definition, on DuckDB) against a
-  hand-written DuckDB SQL query computing the same columns. Each runs in its own
-  child process, one after the other, so each peak memory is its own. The two
-  feature tables must be equal (a benchmark of unequal results is meaningless).
+- features: `build_features` (the one Ibis definition, on DuckDB) against the
+  hand-written DuckDB SQL of `serving.bench_sql` (the same columns). Each runs in
+  its own child process, one after the other, so each peak memory is its own. The
+  two feature tables must be equal (a benchmark of unequal results is meaningless).
 - scoring: `serving.batch.score_table` (encoding, 3 predicts, output table) against
   raw `booster.predict` of the same 3 boosters on a prebuilt float64 matrix.
 
@@ -38,7 +38,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.columns import (
-    CANCEL,
     CHURN,
     CUSTOMER_ID,
     CUTOFF,
@@ -62,120 +61,7 @@ FLOAT_TOLERANCE = 1e-9
 REPETITIONS = 3
 TRAIN_ROUNDS = 100
 RESULTS_FILE = "foundation.json"
-
-# The hand-written reference, written the way the engine works (so that the ratio
-# measures the cost of the Ibis expression, not a different algorithm): events are
-# first rolled up to one row per customer and day, then joined to the cutoffs
-# (midnights, so a day is wholly before a cutoff or not) and aggregated. For the
-# demo config: roles purchase=[purchase], service_request=[support_ticket],
-# cancel=[cancel]; windows 7/30/90/180 days; trend 30 days; churn
-# inactivity_or_cancel over 30 days; customers signup_time, plan, region, age.
-# Windows are [cutoff - w days, cutoff); "days since" is the floor of the elapsed
-# seconds / 86400 (NOT date_diff('day'), which counts midnights crossed).
-REFERENCE_SQL = """
-WITH cutoffs (cutoff) AS (
-    VALUES {cutoff_rows}
-),
-events_by_role AS (
-    SELECT
-        customer_id,
-        event_time,
-        amount,
-        CASE event_type
-            WHEN 'purchase' THEN 'purchase'
-            WHEN 'support_ticket' THEN 'service_request'
-            WHEN 'cancel' THEN 'cancel'
-            ELSE 'activity'
-        END AS role
-    FROM events
-),
-daily AS (
-    -- one row per customer and day with at least one event
-    SELECT
-        customer_id,
-        date_trunc('day', event_time) AS day,
-        count(*) AS n_events,
-        count(*) FILTER (WHERE role = 'activity') AS n_activity,
-        count(*) FILTER (WHERE role = 'purchase') AS n_purchase,
-        count(*) FILTER (WHERE role = 'service_request') AS n_service_request,
-        count(*) FILTER (WHERE role = 'cancel') AS n_cancel,
-        sum(amount) FILTER (WHERE role = 'purchase') AS purchase_amount,
-        max(event_time) FILTER (WHERE role = 'activity') AS last_activity,
-        max(event_time) FILTER (WHERE role = 'purchase') AS last_purchase,
-        max(event_time) FILTER (WHERE role = 'service_request') AS last_service_request,
-        max(event_time) FILTER (WHERE role = 'cancel') AS last_cancel,
-        max(event_time) FILTER (WHERE role <> 'cancel') AS last_non_cancel,
-        max(event_time) AS last_event,
-        min(event_time) AS first_event
-    FROM events_by_role
-    GROUP BY ALL
-),
-history AS (
-    -- one row per customer and cutoff with at least one event before the cutoff
-    SELECT
-        customer_id,
-        cutoff,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS activity_count_7d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS purchase_count_7d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS service_request_count_7d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::BIGINT AS cancel_count_7d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY), 0)::DOUBLE AS purchase_amount_sum_7d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 7 DAY) AS active_days_7d,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS activity_count_30d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS purchase_count_30d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS service_request_count_30d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::BIGINT AS cancel_count_30d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0)::DOUBLE AS purchase_amount_sum_30d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY) AS active_days_30d,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS activity_count_90d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS purchase_count_90d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS service_request_count_90d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::BIGINT AS cancel_count_90d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY), 0)::DOUBLE AS purchase_amount_sum_90d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 90 DAY) AS active_days_90d,
-        coalesce(sum(n_activity) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS activity_count_180d,
-        coalesce(sum(n_purchase) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS purchase_count_180d,
-        coalesce(sum(n_service_request) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS service_request_count_180d,
-        coalesce(sum(n_cancel) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::BIGINT AS cancel_count_180d,
-        coalesce(sum(purchase_amount) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY), 0)::DOUBLE AS purchase_amount_sum_180d,
-        count(*) FILTER (WHERE day >= cutoff - INTERVAL 180 DAY) AS active_days_180d,
-        max(last_activity) AS last_activity,
-        max(last_purchase) AS last_purchase,
-        max(last_service_request) AS last_service_request,
-        max(last_cancel) AS last_cancel,
-        max(last_event) AS last_event,
-        max(last_non_cancel) AS last_non_cancel,
-        min(first_event) AS first_event,
-        coalesce(sum(n_events) FILTER (WHERE day >= cutoff - INTERVAL 30 DAY), 0) AS events_last_30d,
-        coalesce(sum(n_events) FILTER (WHERE day >= cutoff - INTERVAL 60 DAY
-                                         AND day < cutoff - INTERVAL 30 DAY), 0) AS events_prior_30d
-    FROM cutoffs
-    JOIN daily ON day < cutoff
-    GROUP BY customer_id, cutoff
-)
-SELECT
-    h.* EXCLUDE (last_activity, last_purchase, last_service_request, last_cancel,
-                 last_event, last_non_cancel, first_event, events_last_30d, events_prior_30d),
-    floor((epoch(h.cutoff) - epoch(h.last_activity)) / 86400)::BIGINT AS days_since_last_activity,
-    floor((epoch(h.cutoff) - epoch(h.last_purchase)) / 86400)::BIGINT AS days_since_last_purchase,
-    floor((epoch(h.cutoff) - epoch(h.last_service_request)) / 86400)::BIGINT AS days_since_last_service_request,
-    floor((epoch(h.cutoff) - epoch(h.last_cancel)) / 86400)::BIGINT AS days_since_last_cancel,
-    floor((epoch(h.cutoff) - epoch(h.last_event)) / 86400)::BIGINT AS days_since_last_event,
-    floor((epoch(h.cutoff) - epoch(h.first_event)) / 86400)::BIGINT AS tenure_days,
-    (h.events_last_30d + 1)::DOUBLE / (h.events_prior_30d + 1) AS event_trend_30d,
-    -- a signup at or after the cutoff is not known yet at the cutoff
-    CASE WHEN c.signup_time < h.cutoff
-         THEN floor((epoch(h.cutoff) - epoch(c.signup_time)) / 86400)
-    END::DOUBLE AS days_since_signup_time,
-    c.plan,
-    c.region,
-    c.age,
-    -- active in the last 30 days and no cancel at or after the last other event
-    coalesce(h.last_non_cancel >= h.cutoff - INTERVAL 30 DAY
-             AND (h.last_cancel IS NULL OR h.last_cancel < h.last_non_cancel), false) AS eligible
-FROM history AS h
-LEFT JOIN customers AS c ON c.customer_id = h.customer_id
-"""  # noqa: E501 (SQL reads best one aggregate per line)
+DEMO_CONFIG = PROJECT_ROOT / "propensity.yaml"
 
 
 class FeatureMismatch(ValueError):
@@ -197,20 +83,12 @@ class DemoData:
 
 
 def demo_spec() -> FeatureSpec:
-    """The feature spec of the demo config (propensity.yaml): the spec defaults."""
+    """The feature spec of the demo config (propensity.yaml), which the reference
+    SQL follows."""
+    from features.config import load_config
     from features.definition import FeatureSpec
 
-    return FeatureSpec(
-        role_of={
-            "purchase": PURCHASE,
-            "support_ticket": SERVICE_REQUEST,
-            "cancel": CANCEL,
-        },
-        windows_days=(7, 30, 90, 180),
-        trend_days=30,
-        churn_horizon_days=30,
-        churn_definition="inactivity_or_cancel",
-    )
+    return FeatureSpec.from_config(load_config(DEMO_CONFIG))
 
 
 def month_starts(last: datetime, count: int) -> list[datetime]:
@@ -269,15 +147,18 @@ def _events_facts(events_path: Path) -> tuple[int, datetime]:
 # ---------------------------------------------------------------- children
 
 
-def run_child(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one child job in a fresh Python process; return its JSON line."""
+def run_child(
+    kind: str, args: dict[str, Any], module: str = "serving.bench"
+) -> dict[str, Any]:
+    """Run one child job of `module` (whose `__main__` calls `child_main`) in a
+    fresh Python process; return its JSON line."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
     )
     cwd = Path(args.get("cwd", PROJECT_ROOT))
     cwd.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "serving.bench", "_child", kind, json.dumps(args)]
+    cmd = [sys.executable, "-m", module, "_child", kind, json.dumps(args)]
     proc = subprocess.run(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, check=False
     )
@@ -303,11 +184,18 @@ def peak_memory_mb() -> tuple[float, float]:
     return maxrss, maxrss
 
 
-def load_quietly(events: Path, customers: Path, as_of: datetime) -> Dataset:
-    """`features.load.load` on a connection without DuckDB's progress bar."""
+def load_quietly(
+    events: Path,
+    customers: Path,
+    as_of: datetime,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+) -> Dataset:
+    """`features.load.load` on a connection without DuckDB's progress bar (DuckDB's
+    defaults unless `memory_limit` / `threads` are given)."""
     from features.load import connect, load
 
-    con = connect()
+    con = connect(memory_limit, threads)
     con.con.execute("SET enable_progress_bar = false")
     return load(events, customers, as_of=as_of, con=con)
 
@@ -322,39 +210,44 @@ def _child_generate(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "events": summary.events}
 
 
-def _child_load(args: dict[str, Any]) -> tuple[Dataset, float]:
+def _child_load(args: dict[str, Any]) -> tuple[Dataset, dict[str, float]]:
+    """Load (and validate) the data; its time and the peak memory so far."""
     start = time.perf_counter()
     ds = load_quietly(
         Path(args["events"]),
         Path(args["customers"]),
         datetime.fromisoformat(args["as_of"]),
+        memory_limit=args.get("memory_limit"),
+        threads=args.get("threads"),
     )
-    return ds, time.perf_counter() - start
+    facts = {"load_s": time.perf_counter() - start, "load_peak_mb": peak_memory_mb()[0]}
+    return ds, facts
 
 
 def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
-    """build_features on DuckDB, materialised to Parquet."""
-    from features.definition import build_features, seen_pairs
+    """build_features on DuckDB for every customer seen before each cutoff (the
+    call training and the nightly job make), materialised to Parquet."""
+    from features.definition import build_features
 
-    ds, load_s = _child_load(args)
+    ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
     start = time.perf_counter()
-    expr = build_features(
-        ds.events, seen_pairs(ds.events, cutoffs), demo_spec(), ds.customers
-    )
+    expr = build_features(ds.events, cutoffs, demo_spec(), ds.customers)
     expr.to_parquet(args["out"])
-    return {"seconds": time.perf_counter() - start, "load_s": load_s}
+    return {"seconds": time.perf_counter() - start, **facts}
 
 
 def _child_sql(args: dict[str, Any]) -> dict[str, Any]:
     """The hand-written reference query on the same views, COPY'd to Parquet."""
-    ds, load_s = _child_load(args)
+    from serving.bench_sql import reference_sql
+
+    ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
-    query = reference_sql(cutoffs)
+    query = reference_sql(demo_spec(), cutoffs)
     out = str(args["out"]).replace("'", "''")
     start = time.perf_counter()
     ds.duckdb.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
-    return {"seconds": time.perf_counter() - start, "load_s": load_s}
+    return {"seconds": time.perf_counter() - start, **facts}
 
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -364,24 +257,22 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def child_main(argv: list[str]) -> int:
+def child_main(
+    argv: list[str],
+    children: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = CHILDREN,
+    module: str = "serving.bench",
+) -> int:
     """`_child <kind> <args-json>`: run the job, print one JSON line (with memory)."""
-    if len(argv) != 3 or argv[0] != "_child" or argv[1] not in CHILDREN:
+    if len(argv) != 3 or argv[0] != "_child" or argv[1] not in children:
         print(
-            f"usage: python -m serving.bench _child {{{','.join(CHILDREN)}}} ARGS_JSON",
+            f"usage: python -m {module} _child {{{','.join(children)}}} ARGS_JSON",
             file=sys.stderr,
         )
         return 2
-    result = CHILDREN[argv[1]](json.loads(argv[2]))
+    result = children[argv[1]](json.loads(argv[2]))
     result["peak_mb"], result["ru_maxrss_mb"] = peak_memory_mb()
     print(json.dumps(result), flush=True)
     return 0
-
-
-def reference_sql(cutoffs: list[datetime]) -> str:
-    """The hand-written query with the cutoffs filled in."""
-    rows = ", ".join(f"(TIMESTAMP '{c:%Y-%m-%d %H:%M:%S}')" for c in cutoffs)
-    return REFERENCE_SQL.format(cutoff_rows=rows)
 
 
 # ---------------------------------------------------------------- equality
@@ -420,7 +311,9 @@ def _as_table(data: pa.Table | pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(data, preserve_index=False)
 
 
-def _kind(dtype: pa.DataType) -> str:
+def value_kind(dtype: pa.DataType) -> str:
+    """The kind of values a column holds, as the comparisons see it: integer,
+    float, string, or the type itself."""
     if pa.types.is_integer(dtype):
         return "integer"
     if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
@@ -432,13 +325,13 @@ def _kind(dtype: pa.DataType) -> str:
 
 def _differing_rows(name: str, a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     """Row positions where a and b differ (values, nulls or kind of type)."""
-    if _kind(a.type) != _kind(b.type):
+    if value_kind(a.type) != value_kind(b.type):
         raise FeatureMismatch(
             f"column {name!r}: types differ: engine {a.type}, reference {b.type}"
         )
     null_a = pc.is_null(a, nan_is_null=True).to_numpy(zero_copy_only=False)
     null_b = pc.is_null(b, nan_is_null=True).to_numpy(zero_copy_only=False)
-    if _kind(a.type) == "float":
+    if value_kind(a.type) == "float":
         x = pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)
         y = pc.cast(b, pa.float64()).to_numpy(zero_copy_only=False)
         with np.errstate(invalid="ignore"):

@@ -198,6 +198,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_features(args: argparse.Namespace) -> int:
+    from serving.bench_features import run_features
+
+    run_features(
+        customers=args.customers,
+        large_customers=args.large_customers,
+        seed=args.seed,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+        cutoffs=args.cutoffs,
+        training_cutoffs=args.training_cutoffs,
+        skip_large=args.skip_large,
+        memory_limit=args.memory_limit,
+        large_memory_limit=args.large_memory_limit,
+        threads=args.threads,
+    )
+    return 0
+
+
 def _bin(name: str) -> str:
     """An executable next to this Python (the venv's), else on PATH."""
     local = Path(sys.executable).parent / name
@@ -265,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser(
-        "bench", help="foundation benchmark: features vs SQL, scoring vs raw predict"
+        "bench",
+        help="foundation benchmark: features vs SQL, scoring vs raw predict "
+        "(`bench features`: the features benchmark)",
     )
     p.add_argument("--customers", type=int, default=200_000)
     p.add_argument("--seed", type=int, default=0)
@@ -273,7 +294,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="bench/work")
     p.add_argument("--results", default="bench/results")
     p.set_defaults(func=cmd_bench)
+    suites = p.add_subparsers(dest="suite", metavar="SUITE")
+    _add_bench_features(suites)
     return parser
+
+
+def _add_bench_features(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "features",
+        help="engine vs hand-written SQL: reference, training-set and large jobs",
+    )
+    p.add_argument("--customers", type=int, default=200_000)
+    p.add_argument(
+        "--large-customers", type=int, default=1_000_000, help="for the large job"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutoffs", type=int, default=3)
+    p.add_argument(
+        "--training-cutoffs", type=int, default=12, help="for the training-set job"
+    )
+    p.add_argument("--skip-large", action="store_true", help="skip the large job")
+    p.add_argument(
+        "--memory-limit",
+        default="700MB",
+        help="DuckDB memory_limit of the reference and training-set jobs",
+    )
+    p.add_argument(
+        "--large-memory-limit", default="1GB", help="DuckDB memory_limit, large job"
+    )
+    p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_features)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,440 @@
+"""Features benchmark: the engine against the hand-written SQL on three jobs.
+
+Each job builds the whole catalogue for every customer seen before each cutoff,
+once with `build_features` (the engine) and once with the hand-written DuckDB SQL
+of `serving.bench_sql`, on the same loaded views and with the same DuckDB settings
+(threads and an explicit memory limit, so DuckDB spills to disk rather than
+growing). Both write Parquet (nothing is held in memory), each in its own fresh
+child process, one at a time, so each peak resident memory (VmHWM) is its own.
+The two outputs are then compared in a third child, in DuckDB (a FULL OUTER JOIN
+on the keys with a tolerance predicate per column: the large job's 3M rows of 100
+columns would not fit in memory), with the semantics of
+`serving.bench.compare_features`; figures are printed only for equal results.
+
+Jobs, on demo data (`features.demo.generate`, about 100 events per customer):
+
+- reference: `customers` (200k: 20M events), the last 3 monthly cutoffs;
+- training_set: the same data, the last 12 monthly cutoffs;
+- large: `large_customers` (1M: 100M events), the last 3 monthly cutoffs.
+
+Goals (issue 3): engine time <= 1.0x the SQL on the reference job; peak resident
+memory <= 1 GB (1024 MB) on every job; time growing no worse than linearly with
+events (the large job's engine seconds per event against the reference job's;
+within 10% counts as linear, given the timing noise of a shared machine).
+
+`run_features` prints a table and writes `features.json`: per job `<job>_events`,
+`<job>_cutoffs`, `<job>_rows`, `<job>_engine_s`, `<job>_sql_s`, `<job>_ratio`
+(engine / SQL time), `<job>_engine_peak_mb`, `<job>_sql_peak_mb`, events per second
+and load times, plus the headline keys of the issue (`reference_engine_s`,
+`reference_sql_s`, `reference_ratio`, `reference_peak_mb`, `training_set_s`,
+`large_s`, `large_peak_mb`, `features_count`) and the DuckDB settings used.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from serving.bench import (
+    CHILDREN,
+    FLOAT_TOLERANCE,
+    KEYS,
+    DemoData,
+    FeatureMismatch,
+    as_of_for,
+    child_main,
+    ensure_data,
+    month_starts,
+    run_child,
+    value_kind,
+    write_json,
+)
+
+MODULE = "serving.bench_features"
+RESULTS_FILE = "features.json"
+# DuckDB's memory_limit bounds its buffer pool, not the process: Python, the
+# imported libraries and DuckDB's other allocations add 200-250 MB of resident
+# memory, so a 1 GB peak needs a limit near 700MB. The large job runs under the
+# issue's 1GB.
+MEMORY_LIMIT = "700MB"
+LARGE_MEMORY_LIMIT = "1GB"
+THREADS = 2
+PEAK_GOAL_MB = 1024.0
+RATIO_GOAL = 1.0
+LINEAR_SLACK = 1.10
+JOB_NAMES = ("reference", "training_set", "large")
+ISSUE_KEYS = (
+    "reference_engine_s",
+    "reference_sql_s",
+    "reference_ratio",
+    "reference_peak_mb",
+    "training_set_s",
+    "large_s",
+    "large_peak_mb",
+    "features_count",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    customers: int
+    data: DemoData
+    cutoffs: list[datetime]
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job's figures: the engine and SQL children's JSON lines and the rows."""
+
+    job: Job
+    engine: dict[str, Any]
+    sql: dict[str, Any]
+    rows: int
+    features: int
+    compare_s: float
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_features(
+    customers: int,
+    large_customers: int,
+    seed: int,
+    workdir: Path,
+    results: Path,
+    cutoffs: int = 3,
+    training_cutoffs: int = 12,
+    skip_large: bool = False,
+    memory_limit: str = MEMORY_LIMIT,
+    large_memory_limit: str = LARGE_MEMORY_LIMIT,
+    threads: int = THREADS,
+) -> dict[str, Any]:
+    """Run the jobs, print the table, write results/features.json; return it.
+    Demo data is generated (in a child) unless present in `workdir`."""
+    workdir, results = Path(workdir).resolve(), Path(results)
+    data = ensure_data(workdir, customers, seed)
+    last = data.last_event
+    jobs = [
+        Job("reference", customers, data, month_starts(last, cutoffs), memory_limit),
+        Job(
+            "training_set",
+            customers,
+            data,
+            month_starts(last, training_cutoffs),
+            memory_limit,
+        ),
+    ]
+    if not skip_large:
+        large = ensure_data(workdir, large_customers, seed)
+        cuts = month_starts(large.last_event, cutoffs)
+        jobs.append(Job("large", large_customers, large, cuts, large_memory_limit))
+    done = [run_job(job, workdir, threads) for job in jobs]
+    record = results_record(done, threads, seed)
+    print(format_table(done, record))
+    write_json(results / RESULTS_FILE, record)
+    return record
+
+
+def run_job(job: Job, workdir: Path, threads: int = THREADS) -> JobResult:
+    """Engine, then SQL, then their comparison: three children, one at a time,
+    each with the job's DuckDB settings."""
+    settings = {"memory_limit": job.memory_limit, "threads": threads}
+    base = {
+        "events": str(job.data.events_path),
+        "customers": str(job.data.customers_path),
+        "as_of": as_of_for(job.data.last_event).isoformat(),
+        "cutoffs": [c.isoformat() for c in job.cutoffs],
+        "cwd": str(workdir),
+        **settings,
+    }
+    paths = {k: workdir / f"features-{job.name}-{k}.parquet" for k in ("engine", "sql")}
+    runs = {}
+    for kind, path in paths.items():
+        path.unlink(missing_ok=True)
+        print(f"{job.name}: running {kind} ...", flush=True)
+        runs[kind] = run_child(kind, {**base, "out": str(path)}, MODULE)
+        print(
+            f"{job.name}: {kind} {runs[kind]['seconds']:.1f} s, "
+            f"peak {runs[kind]['peak_mb']:.0f} MB",
+            flush=True,
+        )
+    print(f"{job.name}: comparing ...", flush=True)
+    compared = run_child(
+        "compare",
+        {
+            "left": str(paths["engine"]),
+            "right": str(paths["sql"]),
+            "cwd": str(workdir),
+            **settings,
+        },
+        MODULE,
+    )
+    if compared["mismatch"]:
+        raise FeatureMismatch(f"{job.name} job: {compared['mismatch']}")
+    for path in paths.values():  # equal: the outputs have served
+        path.unlink()
+    return JobResult(
+        job,
+        runs["engine"],
+        runs["sql"],
+        compared["rows"],
+        compared["features"],
+        compared["seconds"],
+    )
+
+
+# ---------------------------------------------------------------- equality
+
+
+def compare_parquet(
+    left: Path, right: Path, memory_limit: str | None = None, threads: int | None = None
+) -> tuple[int, int]:
+    """Raise FeatureMismatch unless two Parquet feature tables hold the same
+    features; return (rows, features). `compare_features`' semantics, in DuckDB:
+    same columns in the same order and kinds, the same unique (customer_id, cutoff)
+    keys, nulls (and NaN) in the same places, floats within 1e-9 (absolute, or
+    relative above 1), every other type exactly equal."""
+    import duckdb
+
+    schemas = [pq.read_schema(p) for p in (left, right)]
+    names = schemas[0].names
+    if names != schemas[1].names:
+        raise FeatureMismatch(
+            f"columns differ:\n  engine: {names}\n  reference: {schemas[1].names}"
+        )
+    for name in names:
+        types = [s.field(name).type for s in schemas]
+        if value_kind(types[0]) != value_kind(types[1]):
+            raise FeatureMismatch(
+                f"column {name!r}: types differ: engine {types[0]}, "
+                f"reference {types[1]}"
+            )
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    _views(con, left, right)
+    rows = _unique_rows(con)
+    floats = {n for n in names if value_kind(schemas[0].field(n).type) == "float"}
+    unequal = {n: _unequal(n, n in floats) for n in names if n not in KEYS}
+    on = " AND ".join(f"l.{k} = r.{k}" for k in KEYS)
+    one_side = " OR ".join(f"{t}.{k} IS NULL" for t in ("l", "r") for k in KEYS)
+    counts = con.execute(
+        f"SELECT count(*) FILTER (WHERE {one_side}), "
+        + ", ".join(f"count(*) FILTER (WHERE {cond})" for cond in unequal.values())
+        + f" FROM l FULL OUTER JOIN r ON {on}"
+    ).fetchone()
+    if counts[0]:
+        raise FeatureMismatch(
+            f"keys differ: {counts[0]:,} (customer_id, cutoff) row(s) in one only"
+        )
+    for (name, cond), bad in zip(unequal.items(), counts[1:], strict=True):
+        if bad:
+            raise FeatureMismatch(_mismatch_message(con, name, cond, bad))
+    return rows, len(names) - len(KEYS) - 1
+
+
+def _views(con: Any, left: Path, right: Path) -> None:
+    for alias, path in (("l", left), ("r", right)):
+        quoted = str(path).replace("'", "''")
+        con.execute(f"CREATE VIEW {alias} AS SELECT * FROM read_parquet('{quoted}')")
+
+
+def _unique_rows(con: Any) -> int:
+    """Row count of both tables, equal and with unique keys."""
+    keys = ", ".join(KEYS)
+    (n_l, k_l), (n_r, k_r) = (
+        con.execute(
+            f"SELECT count(*), count(DISTINCT ({keys})) FROM {alias}"
+        ).fetchone()
+        for alias in ("l", "r")
+    )
+    if n_l != n_r:
+        raise FeatureMismatch(f"row counts differ: {n_l:,} vs {n_r:,}")
+    if k_l != n_l or k_r != n_r:
+        raise FeatureMismatch(
+            f"repeated (customer_id, cutoff) keys: {n_l - k_l:,} in the engine's, "
+            f"{n_r - k_r:,} in the reference's"
+        )
+    return int(n_l)
+
+
+def _unequal(name: str, is_float: bool) -> str:
+    """A predicate true where l and r differ in column `name` (after the join)."""
+    a, b = f'l."{name}"', f'r."{name}"'
+    if not is_float:
+        return f"{a} IS DISTINCT FROM {b}"
+    null_a, null_b = (f"({x} IS NULL OR isnan({x}))" for x in (a, b))
+    close = f"abs({a} - {b}) <= {FLOAT_TOLERANCE!r} * greatest(1.0, abs({a}), abs({b}))"
+    return f"({null_a} <> {null_b} OR NOT ({null_a} OR {close}))"
+
+
+def _mismatch_message(con: Any, name: str, cond: str, bad: int) -> str:
+    keys = ", ".join(f"l.{k}" for k in KEYS)
+    examples = con.execute(
+        f'SELECT {keys}, l."{name}", r."{name}" FROM l JOIN r USING '
+        f"({', '.join(KEYS)}) WHERE {cond} ORDER BY {keys} LIMIT 5"
+    ).fetchall()
+    lines = [
+        f"engine and reference SQL differ in column {name!r} on {bad:,} row(s), e.g.:"
+    ]
+    for *key, ours, theirs in examples:
+        lines.append(
+            f"  ({', '.join(map(str, key))}): engine={ours!r} reference={theirs!r}"
+        )
+    return "\n".join(lines)
+
+
+def _child_compare(args: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        rows, features = compare_parquet(
+            Path(args["left"]),
+            Path(args["right"]),
+            args.get("memory_limit"),
+            args.get("threads"),
+        )
+    except FeatureMismatch as exc:
+        return {"mismatch": str(exc), "seconds": time.perf_counter() - start}
+    return {
+        "mismatch": None,
+        "rows": rows,
+        "features": features,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+# ---------------------------------------------------------------- the figures
+
+
+def results_record(
+    done: list[JobResult], threads: int = THREADS, seed: int = 0
+) -> dict[str, Any]:
+    """The figures for features.json: per job, the issue's headline keys, goals."""
+    out: dict[str, Any] = {
+        "threads": threads,
+        "seed": seed,
+        "features_count": done[0].features if done else 0,
+        "peak_goal_mb": PEAK_GOAL_MB,
+        "ratio_goal": RATIO_GOAL,
+    }
+    for r in done:
+        out.update(_job_figures(r))
+    by_name = {r.job.name: r for r in done}
+    for name in JOB_NAMES:
+        if name not in by_name:
+            out.update({f"{name}_engine_s": None, f"{name}_skipped": True})
+    out["reference_peak_mb"] = out.get("reference_engine_peak_mb")
+    out["training_set_s"] = out.get("training_set_engine_s")
+    out["training_set_peak_mb"] = out.get("training_set_engine_peak_mb")
+    out["large_s"] = out.get("large_engine_s")
+    out["large_peak_mb"] = out.get("large_engine_peak_mb")
+    out.update(_goals(out, by_name))
+    return out
+
+
+def _job_figures(r: JobResult) -> dict[str, Any]:
+    n, events = r.job.name, r.job.data.events
+    e, s = r.engine, r.sql
+    return {
+        f"{n}_customers": r.job.customers,
+        f"{n}_memory_limit": r.job.memory_limit,
+        f"{n}_events": events,
+        f"{n}_cutoffs": len(r.job.cutoffs),
+        f"{n}_rows": r.rows,
+        f"{n}_engine_s": e["seconds"],
+        f"{n}_sql_s": s["seconds"],
+        f"{n}_ratio": e["seconds"] / s["seconds"],
+        f"{n}_engine_peak_mb": e["peak_mb"],
+        f"{n}_sql_peak_mb": s["peak_mb"],
+        f"{n}_engine_load_peak_mb": e["load_peak_mb"],
+        f"{n}_sql_load_peak_mb": s["load_peak_mb"],
+        f"{n}_engine_events_per_s": events / e["seconds"],
+        f"{n}_sql_events_per_s": events / s["seconds"],
+        f"{n}_load_s": e["load_s"],
+        f"{n}_compare_s": r.compare_s,
+    }
+
+
+def _goals(out: dict[str, Any], by_name: dict[str, JobResult]) -> dict[str, Any]:
+    goals: dict[str, Any] = {}
+    if "reference" in by_name:
+        goals["goal_ratio_met"] = out["reference_ratio"] <= RATIO_GOAL
+    peaks = [out[f"{name}_engine_peak_mb"] for name in by_name]
+    goals["goal_peak_met"] = bool(peaks) and max(peaks) <= PEAK_GOAL_MB
+    if "reference" in by_name and "large" in by_name:
+        per_event = {
+            n: out[f"{n}_engine_s"] / out[f"{n}_events"] for n in ("reference", "large")
+        }
+        growth = per_event["large"] / per_event["reference"]
+        goals["large_vs_reference_s_per_event"] = growth
+        goals["goal_linear_met"] = growth <= LINEAR_SLACK
+    return goals
+
+
+def format_table(done: list[JobResult], record: dict[str, Any]) -> str:
+    """The table printed at the end of a run, with the goals below it."""
+    head = (
+        "features benchmark: engine (build_features) vs hand-written DuckDB SQL, "
+        f"{record['features_count']} features, DuckDB threads {record['threads']}; "
+        "results identical on every job"
+    )
+    cols = (
+        f"{'job':<13}{'events':>12}{'cutoffs':>8}{'rows':>11}{'limit':>7}"
+        f"{'engine s':>10}{'SQL s':>8}{'ratio':>7}{'engine MB':>10}{'SQL MB':>8}"
+        f"{'engine ev/s':>13}{'SQL ev/s':>10}"
+    )
+    rows = []
+    for r in done:
+        n = r.job.name
+        rows.append(
+            f"{n:<13}{record[f'{n}_events']:>12,}{record[f'{n}_cutoffs']:>8}"
+            f"{record[f'{n}_rows']:>11,}{record[f'{n}_memory_limit']:>7}"
+            f"{record[f'{n}_engine_s']:>10.1f}{record[f'{n}_sql_s']:>8.1f}"
+            f"{record[f'{n}_ratio']:>6.2f}x"
+            f"{record[f'{n}_engine_peak_mb']:>10.0f}{record[f'{n}_sql_peak_mb']:>8.0f}"
+            f"{_millions(record[f'{n}_engine_events_per_s']):>13}"
+            f"{_millions(record[f'{n}_sql_events_per_s']):>10}"
+        )
+    return "\n".join([head, cols, *rows, *_goal_lines(record)])
+
+
+def _millions(per_s: float) -> str:
+    return f"{per_s / 1e6:.2f}M"
+
+
+def _goal_lines(record: dict[str, Any]) -> list[str]:
+    def verdict(key: str) -> str:
+        return {True: "met", False: "NOT met", None: "not measured"}[record.get(key)]
+
+    lines = [
+        f"goal: engine <= {RATIO_GOAL:.1f}x SQL on the reference job: "
+        f"{verdict('goal_ratio_met')}",
+        f"goal: engine peak memory <= {PEAK_GOAL_MB:.0f} MB on every job: "
+        f"{verdict('goal_peak_met')}",
+    ]
+    growth = record.get("large_vs_reference_s_per_event")
+    detail = (
+        "" if growth is None else f" (s per event, large vs reference: {growth:.2f}x)"
+    )
+    lines.append(
+        f"goal: engine time linear in events{detail}: {verdict('goal_linear_met')}"
+    )
+    return lines
+
+
+CHILDREN_FEATURES = {**CHILDREN, "compare": _child_compare}
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:], CHILDREN_FEATURES, MODULE))
