@@ -64,7 +64,7 @@ ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 bench: setup ## foundation benchmark (CUSTOMERS=200000 by default), figures in bench/results/
 	$(CLI) bench $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
-bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOMERS=200000 LARGE_CUSTOMERS=1000000 SKIP_LARGE=1 MEMORY_LIMIT=700MB LARGE_MEMORY_LIMIT=1GB)
+bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOMERS=200000 LARGE_CUSTOMERS=1000000 SKIP_LARGE=1 MEMORY_LIMIT=1GB LARGE_MEMORY_LIMIT=1GB)
 	$(CLI) bench features $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(LARGE_CUSTOMERS),--large-customers $(LARGE_CUSTOMERS)) $(if $(SKIP_LARGE),--skip-large) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT)) \

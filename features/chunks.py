@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 # Events per GB of DuckDB memory limit that one chunk may hold: measured on the
 # demo data (about one event per customer-day, the worst case for the daily
-# roll-up), a chunk of 5M events needs about 1 GB without spilling.
-EVENTS_PER_GB = 4_000_000
+# roll-up), 5M events need about 1 GB without spilling; 2.5M per GB leaves room
+# for the process around DuckDB (Python, Arrow: 200-250 MB).
+EVENTS_PER_GB = 2_500_000
+# The share of the memory limit the one-pass split into chunk files may use.
+SPLIT_SHARE = 0.4
 
 
 def memory_limit_bytes(ds: Dataset) -> float:
@@ -61,11 +64,19 @@ def customer_chunks(ds: Dataset, chunks: int) -> Iterator[list[ir.Table]]:
         return
     with tempfile.TemporaryDirectory(prefix="propensity-chunks-") as tmp:
         out = str(Path(tmp) / "events").replace("'", "''")
-        ds.duckdb.execute(
-            f"COPY (SELECT *, hash({CUSTOMER_ID}) % {chunks} AS _chunk "
-            f"FROM {EVENTS_VIEW}) TO '{out}' "
-            "(FORMAT parquet, PARTITION_BY (_chunk), COMPRESSION 'lz4_raw')"
-        )
+        # A partitioned COPY buffers every open part up to the memory limit; with
+        # less room it flushes sooner, so the split stays well below the limit
+        # the chunks themselves then use.
+        limit = memory_limit_bytes(ds)
+        ds.duckdb.execute(f"SET memory_limit = '{int(limit * SPLIT_SHARE)}B'")
+        try:
+            ds.duckdb.execute(
+                f"COPY (SELECT *, hash({CUSTOMER_ID}) % {chunks} AS _chunk "
+                f"FROM {EVENTS_VIEW}) TO '{out}' "
+                "(FORMAT parquet, PARTITION_BY (_chunk), COMPRESSION 'lz4_raw')"
+            )
+        finally:
+            ds.duckdb.execute(f"SET memory_limit = '{int(limit)}B'")
         tables = []
         for folder in sorted(Path(out).glob("_chunk=*")):
             pattern = str(folder / "*.parquet")

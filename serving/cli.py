@@ -316,7 +316,7 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-large", action="store_true", help="skip the large job")
     p.add_argument(
         "--memory-limit",
-        default="700MB",
+        default="1GB",
         help="DuckDB memory_limit of the reference and training-set jobs",
     )
     p.add_argument(

@@ -261,8 +261,8 @@ def test_reference_sql_equals_the_engine_on_edge_cases(tmp_path: Path) -> None:
 def _fake_result(name: str, engine_s: float, events: int) -> JobResult:
     data = DemoData(Path("e"), Path("c"), events, datetime(2025, 12, 30), True)
     cutoffs = month_starts(data.last_event, 3)
-    job = Job(name, events // 100, data, cutoffs, "700MB")
-    engine = {"seconds": engine_s, "peak_mb": 900.0, "load_peak_mb": 250.0}
+    job = Job(name, events // 100, data, cutoffs, "1GB")
+    engine = {"seconds": engine_s, "peak_mb": 900.0, "load_peak_mb": 250.0, "chunks": 4}
     sql = {"seconds": 10.0, "peak_mb": 800.0, "load_peak_mb": 240.0}
     return JobResult(job, {**engine, "load_s": 1.0}, sql, 600, 101, 1.5)
 
@@ -278,7 +278,7 @@ def test_features_json_has_the_issue_keys() -> None:
         assert isinstance(record[key], int | float), key
     assert record["reference_ratio"] == pytest.approx(0.8)
     assert record["large_s"] == 38.0 and record["features_count"] == 101
-    assert record["reference_memory_limit"] == "700MB"
+    assert record["reference_memory_limit"] == "1GB"
     assert record["goal_ratio_met"] and record["goal_peak_met"]
     assert record["goal_linear_met"]  # 38 s / 100M events < 8 s / 20M events
     json.dumps(record)  # serialisable as it is
