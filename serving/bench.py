@@ -235,11 +235,12 @@ def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
     spec = demo_spec()
     start = time.perf_counter()
-    chunks = chunk_count(ds)
+    chunks = chunk_count(ds, cutoffs=len(cutoffs))
     write_chunked(
         ds,
         lambda events: build_features(events, cutoffs, spec, ds.customers),
         Path(args["out"]),
+        cutoffs=len(cutoffs),
     )
     return {"seconds": time.perf_counter() - start, "chunks": chunks, **facts}
 

@@ -44,7 +44,7 @@ def build_training_table(
         labs = build_labels(events, feats.select(CUSTOMER_ID, CUTOFF), spec, labels)
         return feats.join(labs, [CUSTOMER_ID, CUTOFF])
 
-    frame = read_chunked(ds, build).to_pandas()
+    frame = read_chunked(ds, build, cutoffs=len(cutoffs)).to_pandas()
     frame = frame.sort_values([CUTOFF, CUSTOMER_ID], kind="stable").reset_index(
         drop=True
     )

@@ -59,3 +59,16 @@ def test_memory_limit_is_read_in_bytes(
     # DuckDB reports the limit rounded to a tenth of its unit
     assert memory_limit_bytes(ds) == pytest.approx(expected, rel=1e-3)
     assert chunk_count(ds, events_per_chunk=max(1, ds.rows() // 3)) >= 3
+
+
+def test_more_cutoffs_make_smaller_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import features.chunks as chunks
+
+    summary = generate(tmp_path, customers=50, seed=2, days=60)
+    ds = load(summary.events_path, con=connect(memory_limit="1GB"))
+    # pretend a GB's budget holds twice these events
+    monkeypatch.setattr(chunks, "EVENTS_PER_GB", 2 * ds.rows())
+    assert chunk_count(ds, cutoffs=chunks.CUTOFFS_PER_CHUNK) == 1
+    assert chunk_count(ds, cutoffs=3 * chunks.CUTOFFS_PER_CHUNK) == 2
