@@ -68,6 +68,15 @@ class FeatureMismatch(ValueError):
     """The engine's features and the reference SQL's differ."""
 
 
+class ChildFailed(RuntimeError):
+    """A bench child exited with an error; `result` holds what it reported (its
+    error and its peak memory) when it could still report."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass(frozen=True)
 class DemoData:
     """The benchmark's input files and what they hold."""
@@ -163,12 +172,13 @@ def run_child(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True, check=False
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {}
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"bench child {kind!r} failed (exit {proc.returncode}); "
-            f"stdout: {proc.stdout[-2000:]}"
+        error = result.get("error") or f"stdout: {proc.stdout[-2000:]}"
+        raise ChildFailed(
+            f"bench child {kind!r} failed (exit {proc.returncode}): {error}", result
         )
-    return json.loads(lines[-1])
+    return result
 
 
 def peak_memory_mb() -> tuple[float, float]:
@@ -246,15 +256,23 @@ def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child_sql(args: dict[str, Any]) -> dict[str, Any]:
-    """The hand-written reference query on the same views, COPY'd to Parquet."""
+    """The hand-written reference query on the same views, COPY'd to Parquet: to
+    the file `out`, or with `parts` n > 1, one part of the customers after the
+    other, each to `out/part-<k>.parquet`."""
     from serving.bench_sql import reference_sql
 
     ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
-    query = reference_sql(demo_spec(), cutoffs)
-    out = str(args["out"]).replace("'", "''")
+    n = int(args.get("parts", 1))
+    out = Path(args["out"])
+    targets = [out] if n == 1 else [out / f"part-{k}.parquet" for k in range(n)]
+    if n > 1:
+        out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ds.duckdb.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
+    for k, target in enumerate(targets):
+        query = reference_sql(demo_spec(), cutoffs, (k, n))
+        path = str(target).replace("'", "''")
+        ds.duckdb.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet)")
     return {"seconds": time.perf_counter() - start, **facts}
 
 
@@ -277,7 +295,16 @@ def child_main(
             file=sys.stderr,
         )
         return 2
-    result = children[argv[1]](json.loads(argv[2]))
+    try:
+        result = children[argv[1]](json.loads(argv[2]))
+    except Exception as exc:  # report it (with the peak so far), then fail
+        peak, maxrss = peak_memory_mb()
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(
+            json.dumps({"error": error, "peak_mb": peak, "ru_maxrss_mb": maxrss}),
+            flush=True,
+        )
+        raise
     result["peak_mb"], result["ru_maxrss_mb"] = peak_memory_mb()
     print(json.dumps(result), flush=True)
     return 0

@@ -49,7 +49,7 @@ events_with_role AS (
             {role_cases}
             ELSE 'activity'
         END AS role
-    FROM events
+    FROM events{customer_part}
 ),
 daily AS (
     -- one row per customer and day with at least one event
@@ -98,10 +98,20 @@ LEFT JOIN customers AS c ON c.customer_id = f.customer_id
 SEP = ",\n        "
 
 
-def reference_sql(spec: FeatureSpec, cutoffs: Sequence[datetime]) -> str:
-    """The hand-written query for `spec` with the cutoffs (midnights) filled in."""
+def reference_sql(
+    spec: FeatureSpec, cutoffs: Sequence[datetime], part: tuple[int, int] = (0, 1)
+) -> str:
+    """The hand-written query for `spec` with the cutoffs (midnights) filled in.
+
+    `part=(k, n)` restricts it to the k-th of n parts of the customers (by a hash
+    of the id): features are per customer, so the parts' rows together are the
+    whole result, and each part needs about 1/n of the memory.
+    """
     rows = ", ".join(f"(TIMESTAMP '{c:%Y-%m-%d %H:%M:%S}')" for c in cutoffs)
+    k, n = part
+    where = f"\n    WHERE hash(customer_id) % {n} = {k}" if n > 1 else ""
     return QUERY.format(
+        customer_part=where,
         cutoff_rows=rows,
         role_cases="\n            ".join(
             f"WHEN {_text(t)} THEN {_text(r)}" for t, r in spec.role_of.items()

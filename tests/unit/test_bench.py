@@ -15,6 +15,7 @@ import pytest
 
 from features.definition import build_features, catalogue
 from features.demo import generate
+from serving import bench_features
 from serving.bench import (
     DemoData,
     FeatureMismatch,
@@ -30,6 +31,7 @@ from serving.bench_features import (
     JobResult,
     compare_parquet,
     format_table,
+    memory_gb,
     results_record,
     run_job,
 )
@@ -234,6 +236,18 @@ def _edge_files(folder: Path) -> tuple[Path, Path]:
     return paths
 
 
+def test_reference_sql_in_parts_of_customers_gives_the_whole(tmp_path: Path) -> None:
+    ds = load_quietly(*_edge_files(tmp_path), datetime(2030, 1, 1))
+    cutoffs = [datetime(2024, 4, 1), datetime(2024, 5, 1)]
+    whole = ds.duckdb.sql(reference_sql(demo_spec(), cutoffs)).to_arrow_table()
+    parts = [
+        ds.duckdb.sql(reference_sql(demo_spec(), cutoffs, (k, 3))).to_arrow_table()
+        for k in range(3)
+    ]
+    assert all(p.num_rows < whole.num_rows for p in parts)
+    compare_features(pa.concat_tables(parts), whole)
+
+
 def test_reference_sql_equals_the_engine_on_edge_cases(tmp_path: Path) -> None:
     cutoffs = [datetime(2024, 3, 6), datetime(2024, 4, 1), datetime(2024, 5, 1)]
     engine, sql = _engine_and_sql(*_edge_files(tmp_path), cutoffs)
@@ -293,16 +307,53 @@ def test_a_skipped_large_job_is_written_as_null() -> None:
     assert "goal_linear_met" not in record
 
 
-def test_a_job_runs_engine_sql_and_comparison_in_children(tmp_path: Path) -> None:
+def test_a_failed_side_is_reported_not_timed() -> None:
+    reference = _fake_result("reference", 8.0, 20_000_000)
+    large = _fake_result("large", 38.0, 100_000_000)
+    failed = {"error": "OutOfMemoryException: ...", "peak_mb": 1200.0}
+    large = JobResult(large.job, failed, large.sql)
+    record = results_record([reference, large])
+    assert record["large_s"] is None and record["large_ratio"] is None
+    assert record["large_engine_error"].startswith("OutOfMemoryException")
+    assert record["large_peak_mb"] == 1200.0 and record["large_sql_s"] == 10.0
+    assert not record["goal_large_finished"] and not record["goal_linear_met"]
+    assert not record["goal_peak_met"] and record["goal_ratio_met"]
+    assert "large: engine FAILED: OutOfMemoryException" in format_table(
+        [reference, large], record
+    )
+
+
+def test_a_job_runs_engine_sql_and_comparison_in_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events, customers = _edge_files(tmp_path)
     data = DemoData(events, customers, len(EDGE_EVENTS), datetime(2024, 4, 1), True)
     job = Job("reference", 4, data, [datetime(2024, 4, 1)], "500MB")
+    monkeypatch.setattr(bench_features, "EVENTS_PER_SQL_PART_PER_GB", 12)
+    assert job.sql_parts == 3  # the SQL writes 3 parts, compared as one table
     done = run_job(job, tmp_path / "w")
     ds = load_quietly(events, customers, datetime(2030, 1, 1))
     assert done.features == len(catalogue(demo_spec(), ds.customers).names)
     assert done.rows == 4
     assert done.engine["peak_mb"] > 0 and done.sql["seconds"] > 0
-    assert not list((tmp_path / "w").glob("features-*.parquet"))  # compared, removed
+    assert not list((tmp_path / "w").glob("features-*"))  # compared, removed
+
+
+@pytest.mark.parametrize(
+    ("limit", "gb"), [("600MB", 0.6), ("1GB", 1.0), ("2 GiB", 2 * 1.024**3)]
+)
+def test_memory_limits_read_as_duckdb_reads_them(limit: str, gb: float) -> None:
+    assert memory_gb(limit) == pytest.approx(gb)
+
+
+def test_the_sql_needs_more_parts_for_more_events_per_memory() -> None:
+    def parts(events: int, limit: str) -> int:
+        data = DemoData(Path("e"), Path("c"), events, datetime(2025, 12, 30), True)
+        return Job("x", 1, data, [], limit).sql_parts
+
+    assert parts(20_600_000, "1GB") == 1
+    assert parts(20_600_000, "600MB") == 2
+    assert parts(102_600_000, "1GB") == 5
 
 
 def test_the_cli_and_make_target_run_the_features_bench() -> None:
