@@ -52,8 +52,9 @@ they are, strings as categoricals (integer codes kept with the model by
 `features.encode`; unknown values become missing), timestamps and dates as
 `days_since_<name>` (null when not before `c`).
 
-Counts are integers (int64); every other feature is a float (float64) or, for
-"days since", an integer that may be null.
+Counts, count differences, reactivations and the event "days since" figures are
+integers (int64; "days since" may be null); every other feature, including an
+attribute's `days_since_<name>`, is a float (float64).
 """
 
 from __future__ import annotations
