@@ -261,7 +261,6 @@ def compare_parquet(
     same columns in the same order and kinds, the same unique (customer_id, cutoff)
     keys, nulls (and NaN) in the same places, floats within 1e-9 (absolute, or
     relative above 1), every other type exactly equal."""
-    import duckdb
 
     files = [_parquet_files(Path(p)) for p in (left, right)]
     schemas = [pq.read_schema(f[0]) for f in files]
@@ -277,12 +276,10 @@ def compare_parquet(
                 f"column {name!r}: types differ: engine {types[0]}, "
                 f"reference {types[1]}"
             )
-    con = duckdb.connect()
+    from features.load import connect
+
+    con = connect(memory_limit, threads).con
     con.execute("SET enable_progress_bar = false")
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
     _views(con, *files)
     rows = _unique_rows(con)
     floats = {n for n in names if value_kind(schemas[0].field(n).type) == "float"}
