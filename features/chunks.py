@@ -21,7 +21,6 @@ from pathlib import Path
 
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.columns import CUSTOMER_ID
 from features.load import EVENTS_VIEW, Dataset
@@ -124,12 +123,11 @@ def read_chunked(
     events_per_chunk: int | None = None,
     cutoffs: int = 1,
 ) -> pa.Table:
-    """`build(events)` run chunk by chunk and gathered into one Arrow table."""
-    with tempfile.TemporaryDirectory(prefix="propensity-parts-") as tmp:
-        parts = write_chunked(
-            ds, build, Path(tmp), events_per_chunk=events_per_chunk, cutoffs=cutoffs
-        )
-        return pa.concat_tables([pq.read_table(p) for p in parts])
+    """`build(events)` run chunk by chunk and gathered into one Arrow table (in
+    memory: for results the caller holds anyway, such as a training table)."""
+    chunks = chunk_count(ds, events_per_chunk, cutoffs)
+    with customer_chunks(ds, chunks) as tables:
+        return pa.concat_tables([build(events).to_pyarrow() for events in tables])
 
 
 __all__ = [

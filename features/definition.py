@@ -376,10 +376,9 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
     day, cutoff = joined._day, joined[CUTOFF]
     age = days_between(cutoff, day)
     bucket = ibis.cases(*((age <= b, b) for b in _boundaries(spec)), else_=OLDEST)
-    counted = day.count
     m: dict[str, ir.Value] = {
         "_n": sum((joined[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum(),
-        "_d": counted().cast("float64"),
+        "_d": day.count().cast("float64"),
         "_first_day": day.min(),
         "_first_event": joined._first_event.min(),
         "_first_purchase": joined._first_purchase.min(),
@@ -422,13 +421,10 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
         for r in ROLES:
             m[f"{r}_days_{w}d"] = count(f"_d_{r}", w)
         m[f"active_days_{w}d"] = count("_d", w)
-        m[f"_active_{w}"] = total("_d", w)
         for r in spec.amount_roles:
             m[f"{r}_amount_sum_{w}d"] = total(f"_amount_{r}", w).cast("float64")
-            inside = bucket <= w
-            m[f"_amount_{r}_{w}"] = only(inside, b[f"_amount_{r}"]).sum()
-            m[f"_amounts_{r}_{w}"] = only(inside, b[f"_amounts_{r}"]).sum()
-            m[f"{r}_amount_max_{w}d"] = only(inside, b[f"_amount_max_{r}"]).max()
+            m[f"_amounts_{r}_{w}"] = total(f"_amounts_{r}", w)
+            m[f"{r}_amount_max_{w}d"] = only(bucket <= w, b[f"_amount_max_{r}"]).max()
             m[f"{r}_quantity_sum_{w}d"] = total(f"_quantity_{r}", w).cast("float64")
     for r in ROLES:
         m[f"{r}_count_total"] = count(f"_n_{r}")
@@ -452,12 +448,11 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
     d: dict[str, ir.Value] = {}
     observed = days_between(cut, agg._first_day)
     for w in spec.windows_days:
-        d[f"active_day_share_{w}d"] = agg[f"_active_{w}"] / ibis.least(w, observed)
+        active = agg[f"active_days_{w}d"].cast("float64")
+        d[f"active_day_share_{w}d"] = active / ibis.least(w, observed)
         for r in spec.amount_roles:
-            amounts = agg[f"_amounts_{r}_{w}"]
-            d[f"{r}_amount_mean_{w}d"] = (
-                agg[f"_amount_{r}_{w}"] / amounts.nullif(0)
-            ).cast("float64")
+            amounts = agg[f"_amounts_{r}_{w}"].nullif(0)
+            d[f"{r}_amount_mean_{w}d"] = agg[f"{r}_amount_sum_{w}d"] / amounts
     for r in ROLES:
         d[f"days_since_last_{r}"] = days_between(cut, agg[f"_last_{r}"])
     d["days_since_last_event"] = days_between(cut, agg._last_event)
