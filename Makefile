@@ -23,6 +23,8 @@ export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# idle OpenMP threads sleep instead of spinning (LightGBM, scikit-learn and DuckDB share the cores)
+export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data train score serve run ui bench bench-features test lint format clean

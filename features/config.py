@@ -277,9 +277,32 @@ class LightGBMConfig(_Strict):
     num_threads: int = Field(0, ge=0)
 
 
+class BacktestConfig(_Strict):
+    """Rolling-origin evaluation: the latest `origins` complete cutoffs, each scored
+    by a model trained only on cutoffs whose label windows end by it."""
+
+    origins: int = Field(4, ge=2)
+    # Logistic-regression baseline: training rows sampled down to this many.
+    baseline_max_rows: int = Field(200_000, ge=1_000)
+    # How the served probabilities are calibrated: chosen by log loss on the last
+    # origin (auto), or fixed.
+    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+
+
+class PromotionConfig(_Strict):
+    """The gate a challenger passes to become champion, on the origins both share."""
+
+    # Mean log loss must be lower than the champion's by more than this.
+    min_log_loss_gain: float = Field(0.0, ge=0)
+    # Mean ROC AUC may be lower than the champion's by at most this.
+    max_auc_loss: float = Field(0.005, ge=0)
+
+
 class TrainingConfig(_Strict):
     cutoffs: CutoffsConfig
     lightgbm: LightGBMConfig = LightGBMConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    promotion: PromotionConfig = PromotionConfig()
 
 
 class MLflowConfig(_Strict):

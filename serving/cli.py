@@ -21,6 +21,11 @@ from features.contract import ContractError
 
 log = logging.getLogger("propensity")
 
+# OpenMP threads that spin while idle (the default) fight each other when LightGBM,
+# scikit-learn and DuckDB share two cores: a 0.3 s LightGBM fit took 2-30 s. Set
+# before any of them loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 
 def _date(text: str) -> datetime:
     try:
@@ -115,16 +120,77 @@ def cmd_train(args: argparse.Namespace) -> int:
     results = train_all(config, ds, uri)
     print(f"MLflow: {uri}")
     print(
-        f"{'target':16} {'version':>7} {'valid':>10} {'AUC':>7} {'base AUC':>8} "
-        f"{'logloss':>8} {'base ll':>8}  decision"
+        f"{'target':16} {'version':>7} {'origins':>23} {'AUC':>7} {'logloss':>8} "
+        f"{'ECE cal':>7} {'calib':>8}  baselines AUC"
     )
     for r in results:
-        print(
-            f"{r.target:16} {r.version:>7} {r.valid_cutoff:%Y-%m-%d} "
-            f"{r.metrics['roc_auc']:7.4f} {r.baseline['roc_auc']:8.4f} "
-            f"{r.metrics['log_loss']:8.4f} {r.baseline['log_loss']:8.4f}  "
-            f"{'champion' if r.decision.promote else 'challenger'}: {r.decision.reason}"
+        m = r.metrics
+        bases = ", ".join(
+            f"{name} {values['roc_auc_mean']:.4f}"
+            for name, values in r.baselines.items()
         )
+        print(
+            f"{r.target:16} {r.version:>7} "
+            f"{r.origins[0]:%Y-%m-%d}..{r.origins[-1]:%Y-%m-%d} "
+            f"{m['backtest_roc_auc_mean']:7.4f} {m['backtest_log_loss_mean']:8.4f} "
+            f"{m.get('calibrated_ece_mean', float('nan')):7.4f} "
+            f"{r.calibration:>8}  {bases}"
+        )
+        verdict = "champion" if r.decision.promote else "challenger"
+        print(f"  -> {verdict}: {r.decision.reason}")
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from mlflow.tracking import MlflowClient
+
+    from training.registry import configure
+
+    _, config, uri = _context(args)
+    configure(uri)
+    return config, MlflowClient(uri, uri)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from training import runs
+
+    config, client = _client(args)
+    if args.runs_command == "compare":
+        print(runs.compare(client, args.a, args.b).text())
+    elif args.runs_command == "history":
+        from training.promote import champion_at, history
+
+        name = config.model_name(args.target)
+        moves = history(client, config.mlflow.experiment, name)
+        print(runs.format_history(moves))
+        if args.at is not None:
+            holder = champion_at(moves, args.at)
+            print(
+                f"\n{name} champion at {args.at:%Y-%m-%d %H:%M} UTC: "
+                f"{'v' + holder if holder else 'none'}"
+            )
+    else:
+        rows = runs.table(client, config, args.target, args.limit)
+        print(runs.format_table(rows) if rows else "no model runs yet: train first")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from training import runs
+
+    config, client = _client(args)
+    moved, text = runs.promote(
+        client, config, args.target, args.version, args.force, args.reason
+    )
+    print(text)
+    return 0 if moved else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from training import runs
+
+    config, client = _client(args)
+    print(runs.rollback(client, config, args.target, args.reason))
     return 0
 
 
@@ -263,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="build features and labels, train, track, register, promote"
     ).set_defaults(func=cmd_train)
 
+    _add_runs(sub)
+
     p = sub.add_parser("score", help="score every eligible customer as of a date")
     p.add_argument(
         "--as-of",
@@ -297,6 +365,44 @@ def build_parser() -> argparse.ArgumentParser:
     suites = p.add_subparsers(dest="suite", metavar="SUITE")
     _add_bench_features(suites)
     return parser
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    from features.columns import TARGETS
+
+    p = sub.add_parser(
+        "runs", help="recent runs per target with metrics, baselines and champions"
+    )
+    p.add_argument("--target", choices=TARGETS)
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_runs, runs_command=None)
+    rsub = p.add_subparsers(dest="runs_command", metavar="ACTION")
+    c = rsub.add_parser(
+        "compare", help="metric differences per origin and parameter differences"
+    )
+    c.add_argument("a", help="run id, NAME/VERSION or models:/NAME/VERSION")
+    c.add_argument("b", help="run id, NAME/VERSION or models:/NAME/VERSION")
+    c.set_defaults(func=cmd_runs)
+    h = rsub.add_parser("history", help="every move of the champion alias")
+    h.add_argument("target", choices=TARGETS)
+    h.add_argument(
+        "--at", type=_date, default=None, help="which version was champion then"
+    )
+    h.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser(
+        "promote", help="make a version champion through the gate (or --force)"
+    )
+    p.add_argument("target", choices=TARGETS)
+    p.add_argument("version")
+    p.add_argument("--force", action="store_true", help="override the gate")
+    p.add_argument("--reason", help="why (required with --force); recorded")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="move champion back to the previous one")
+    p.add_argument("target", choices=TARGETS)
+    p.add_argument("--reason", help="why; recorded")
+    p.set_defaults(func=cmd_rollback)
 
 
 def _add_bench_features(suites: argparse._SubParsersAction) -> None:
@@ -345,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from serving.predictor import NoChampionError
 
-        if isinstance(exc, NoChampionError | ValueError):
+        if isinstance(exc, NoChampionError | ValueError):  # incl. RunsError
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

@@ -81,7 +81,7 @@ class Champions:
             if matrix is None:
                 matrix = build(model.encoding)
                 built.append((model.encoding, matrix))
-            out[target] = model.booster.predict(matrix)
+            out[target] = model.predict(matrix)
         return out
 
     def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:

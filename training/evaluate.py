@@ -1,9 +1,22 @@
-"""Metrics on the validation cutoff, and the recency baseline beside the model."""
+"""Metrics on out-of-time rows, and the baselines every model is compared with.
+
+Baselines (each fitted on exactly the rows the model is fitted on, scored on the
+same origin):
+- `recency`: days since the last relevant event, through a 1-D logistic fit;
+- `logreg`: logistic regression on the same features (signed log1p, missing
+  indicators, scaling; categoricals one-hot) as a scikit-learn pipeline;
+- `bgnbd` (purchase only): BG/NBD fitted on the purchases before the origin,
+  P(at least one purchase in the horizon), see training/bgnbd.py.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
@@ -11,8 +24,15 @@ from sklearn.metrics import (
     log_loss,
     roc_auc_score,
 )
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
-from features.columns import CHURN, PURCHASE, SERVICE_REQUEST
+from features.columns import CHURN, CUSTOMER_ID, PURCHASE, SERVICE_REQUEST
+from features.encode import Encoding
+from training.bgnbd import P_PURCHASE, ConvergenceError, purchase_baseline
+
+log = logging.getLogger(__name__)
 
 # The recency feature each target's baseline ranks by.
 RECENCY_FEATURE = {
@@ -21,17 +41,53 @@ RECENCY_FEATURE = {
     SERVICE_REQUEST: "days_since_last_service_request",
 }
 EPS = 1e-15
+CALIBRATION_BINS = 10
+# Metrics where lower is better; every other one is higher-is-better.
+LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
+
+
+def expected_calibration_error(
+    y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """Mean |mean(p) - mean(y)| over `bins` equal-width bins of p on [0, 1],
+    weighted by the bin's share of rows (the last bin holds p = 1)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    n = np.bincount(which, minlength=bins)
+    gap = np.abs(
+        np.bincount(which, weights=p, minlength=bins)
+        - np.bincount(which, weights=y, minlength=bins)
+    )
+    return float(gap.sum() / max(n.sum(), 1))
+
+
+def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Lift and capture rate of the highest-scored 10% (ties broken by row order)."""
+    y = np.asarray(y, dtype=np.float64)
+    order = np.argsort(-np.asarray(p, dtype=np.float64), kind="stable")
+    k = max(int(np.ceil(len(y) / 10)), 1)
+    hits, total = y[order[:k]].sum(), y.sum()
+    rate = total / len(y)
+    lift = float((hits / k) / rate) if rate > 0 else float("nan")
+    capture = float(hits / total) if total > 0 else float("nan")
+    return lift, capture
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ROC AUC, PR AUC (average precision), log loss, Brier score."""
+    """ROC AUC, PR AUC (average precision), log loss, Brier, expected calibration
+    error, and lift and capture rate in the top decile."""
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    lift, capture = top_decile(y, p)
     return {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_top_decile": lift,
+        "capture_top_decile": capture,
         "positive_rate": float(y.mean()),
     }
 
@@ -46,6 +102,8 @@ def _recency(frame: pd.DataFrame, target: str) -> np.ndarray:
 class RecencyBaseline:
     """P(target) from days since the last relevant event, via a 1-D logistic fit."""
 
+    name = "recency"
+
     def __init__(self, target: str) -> None:
         self.target = target
         self.model = LogisticRegression()
@@ -56,3 +114,90 @@ class RecencyBaseline:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.model.predict_proba(_recency(frame, self.target))[:, 1]
+
+
+def _signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+class LogisticBaseline:
+    """Logistic regression on the model's own features, as a scikit-learn pipeline.
+
+    Numeric features: signed log1p (counts and amounts are heavy-tailed), median
+    imputation with missing indicators, standard scaling. Categorical codes:
+    one-hot. Training rows beyond `max_rows` are sampled (seeded) to bound the fit.
+    """
+
+    name = "logreg"
+
+    def __init__(self, encoding: Encoding, max_rows: int, seed: int = 0) -> None:
+        self.encoding = encoding
+        self.max_rows = max_rows
+        self.seed = seed
+        cats = [
+            i for i, f in enumerate(encoding.features) if f in encoding.vocabularies
+        ]
+        nums = [i for i in range(len(encoding.features)) if i not in cats]
+        numeric = make_pipeline(
+            FunctionTransformer(_signed_log1p),
+            # an all-missing column (a window longer than the history) becomes 0
+            SimpleImputer(
+                strategy="median", add_indicator=True, keep_empty_features=True
+            ),
+            StandardScaler(),
+        )
+        categorical = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value=-1),
+            OneHotEncoder(handle_unknown="ignore"),
+        )
+        self.model = Pipeline(
+            [
+                (
+                    "columns",
+                    ColumnTransformer(
+                        [("numeric", numeric, nums), ("categorical", categorical, cats)]
+                    ),
+                ),
+                ("logreg", LogisticRegression(C=1.0, max_iter=2000)),
+            ]
+        )
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LogisticBaseline:
+        if len(y) > self.max_rows:
+            rng = np.random.default_rng(self.seed)
+            keep = np.sort(rng.choice(len(y), self.max_rows, replace=False))
+            x, y = x[keep], y[keep]
+        # one BLAS thread: with two, OpenBLAS spun against LightGBM's OpenMP threads
+        # and the fit took 8x longer on two cores
+        with threadpool_limits(1, user_api="blas"):
+            self.model.fit(x, y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(x)[:, 1]
+
+
+def bgnbd_baseline(
+    purchases: pd.DataFrame,
+    origin_rows: pd.DataFrame,
+    train_rows: pd.DataFrame,
+    train_y: np.ndarray,
+    origin,
+    horizon_days: int,
+    role_of: dict[str, str],
+) -> np.ndarray:
+    """BG/NBD's P(any purchase within the horizon) for the origin's rows.
+
+    Customers with no purchase before the origin are outside the BG/NBD process;
+    they get the purchase rate of never-purchased rows in the training cutoffs.
+    Returns NaNs when the likelihood fit does not converge (logged).
+    """
+    try:
+        _, history = purchase_baseline(purchases, origin, horizon_days, role_of)
+    except ConvergenceError as exc:
+        log.warning("BG/NBD at %s did not converge: %s", origin, exc)
+        return np.full(len(origin_rows), np.nan)
+    p = history[P_PURCHASE].reindex(origin_rows[CUSTOMER_ID]).to_numpy()
+    never = train_rows[RECENCY_FEATURE[PURCHASE]].isna().to_numpy()
+    fill = float(train_y[never].mean()) if never.any() else float(train_y.mean())
+    return np.where(np.isnan(p), fill, p)

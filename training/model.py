@@ -1,4 +1,5 @@
-"""One LightGBM binary model per target, early-stopped on the validation cutoff."""
+"""One LightGBM binary model per target: early-stopped in the backtest, then refitted
+on every complete cutoff for the number of rounds the backtest found."""
 
 from __future__ import annotations
 
@@ -29,26 +30,30 @@ def lgb_params(config: LightGBMConfig) -> dict:
 def fit(
     x_train: np.ndarray,
     y_train: np.ndarray,
-    x_valid: np.ndarray,
-    y_valid: np.ndarray,
     encoding: Encoding,
     config: LightGBMConfig,
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
+    rounds: int | None = None,
 ) -> lgb.Booster:
-    names = list(encoding.features)
-    cats = encoding.categorical
+    """Early-stopped on `valid` when given; otherwise exactly `rounds` rounds (the
+    configured maximum by default)."""
     train = lgb.Dataset(
         x_train,
         y_train,
-        feature_name=names,
-        categorical_feature=cats,
+        feature_name=list(encoding.features),
+        categorical_feature=encoding.categorical,
         free_raw_data=True,
     )
-    valid = lgb.Dataset(x_valid, y_valid, reference=train)
+    if valid is None:
+        return lgb.train(
+            lgb_params(config), train, num_boost_round=rounds or config.num_boost_round
+        )
+    valid_set = lgb.Dataset(valid[0], valid[1], reference=train)
     return lgb.train(
         lgb_params(config),
         train,
         num_boost_round=config.num_boost_round,
-        valid_sets=[valid],
+        valid_sets=[valid_set],
         valid_names=["valid"],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
     )

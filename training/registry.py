@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import lightgbm as lgb
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from features.encode import Encoding
+from training.calibrate import Calibrator
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "propensity"
@@ -57,6 +60,20 @@ class RegisteredModel:
     encoding: Encoding
     metadata: dict
     run_id: str | None
+
+    @cached_property
+    def calibrator(self) -> Calibrator:
+        """The calibration map served with the booster (identity if none kept)."""
+        return Calibrator.from_dict(self.metadata.get("calibration"))
+
+    @property
+    def evidence(self) -> list[dict]:
+        """Per-origin backtest figures kept with the model, for the promotion gate."""
+        return list(self.metadata.get("backtest", []))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for a matrix in the encoding's column order."""
+        return self.calibrator.apply(self.booster.predict(matrix))
 
     def check(self) -> None:
         """The booster's own feature order must be the encoding's."""

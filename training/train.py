@@ -1,8 +1,10 @@
 """Train, track, register and promote one model per target.
 
-Pure steps live in dataset/model/evaluate/promote; this module only wires them to
-MLflow: one run per target with parameters, metrics, the Booster with signature
-and input example, registered under the target's name.
+Pure steps live in dataset/backtest/model/evaluate/calibrate/promote; this module
+wires them to MLflow. One `train-<id>` run holds, per target, sibling runs on the
+same backtest origins: `<target>/lightgbm` (the model, registered under the
+target's name) and one per baseline (`<target>/recency`, `<target>/logreg`,
+`<target>/bgnbd` for purchase).
 """
 
 from __future__ import annotations
@@ -16,25 +18,22 @@ import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from features.columns import TARGETS
+from features.columns import CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, PURCHASE, TARGETS
 from features.config import ProjectConfig
 from features.definition import FeatureSpec
 from features.encode import Encoding
 from features.labels import LabelSpec
 from features.load import Dataset
-from training.dataset import (
-    Split,
-    TrainingTable,
-    build_training_table,
-    out_of_time_split,
-)
-from training.evaluate import RecencyBaseline, metrics
-from training.model import fit, lgb_params
-from training.promote import CHAMPION, Decision, decide, record
-from training.registry import METADATA_KEY, RegisteredModel, configure, load_alias
+from training import report
+from training.backtest import CALIBRATED, MODEL, Backtest, Plan, fit_final, plan, run
+from training.dataset import TrainingTable, build_training_table
+from training.model import lgb_params
+from training.promote import CHAMPION, Decision, gate, record
+from training.registry import METADATA_KEY, configure, load_alias
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ PIP_REQUIREMENTS = [
     f"numpy=={np.__version__}",
     f"pandas=={pd.__version__}",
 ]
+KIND_TRAINING, KIND_MODEL, KIND_BASELINE = "training", "model", "baseline"
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ class TargetResult:
     version: str
     run_id: str
     metrics: dict[str, float]
-    baseline: dict[str, float]
+    baselines: dict[str, dict[str, float]]
     decision: Decision
-    valid_cutoff: datetime
+    origins: list[datetime]
+    calibration: str
 
 
 def train_all(
@@ -66,149 +67,250 @@ def train_all(
     spec = FeatureSpec.from_config(config)
     labels = LabelSpec.from_config(config)
     _, last = ds.time_range()
-    cutoffs = config.training.cutoffs.resolve(last)
-    table = build_training_table(ds, spec, labels, cutoffs)
-    # every target's split first: a target that cannot be trained fails the run
-    # before anything is written to MLflow
-    splits = {target: out_of_time_split(table, target, labels) for target in targets}
+    table = build_training_table(
+        ds, spec, labels, config.training.cutoffs.resolve(last)
+    )
+    # every target's backtest is planned first: a target that cannot be trained
+    # fails the run before anything is written to MLflow
+    plans = {
+        t: plan(table, t, labels, config.training.backtest.origins) for t in targets
+    }
+    purchases = _purchases(ds, spec) if PURCHASE in targets else None
     experiment_id = configure(tracking_uri, config.mlflow.experiment)
     client = MlflowClient(tracking_uri, tracking_uri)
-    context = {
-        "config": config.model_dump(mode="json"),
-        "fingerprint": ds.fingerprint(),
-        "training_id": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-    }
-    return [
-        _train_target(
-            config, table, splits[target], labels, experiment_id, client, context
-        )
-        for target in targets
-    ]
+    training_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    context = {"fingerprint": ds.fingerprint(), "training_id": training_id}
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"train-{training_id}",
+        tags={"kind": KIND_TRAINING, "training_id": training_id},
+    ):
+        _log_common(config, table, context)
+        return [
+            _train_target(config, table, plans[t], purchases, spec, client, context)
+            for t in targets
+        ]
+
+
+def _purchases(ds: Dataset, spec: FeatureSpec) -> pd.DataFrame:
+    """Purchase events (id, time, type) for the BG/NBD baseline."""
+    types = [t for t, role in spec.role_of.items() if role == PURCHASE]
+    events = ds.events
+    return (
+        events.filter(events[EVENT_TYPE].isin(types))
+        .select(CUSTOMER_ID, EVENT_TIME, EVENT_TYPE)
+        .to_pandas()
+    )
 
 
 def _train_target(
     config: ProjectConfig,
     table: TrainingTable,
-    split: Split,
-    labels: LabelSpec,
-    experiment_id: str | None,
+    target_plan: Plan,
+    purchases: pd.DataFrame | None,
+    spec: FeatureSpec,
     client: MlflowClient,
     context: dict,
 ) -> TargetResult:
     started = time.perf_counter()
-    target = split.target
-    encoding = Encoding.fit(
-        split.train, table.catalogue.names, table.catalogue.categorical
+    target = target_plan.target
+    backtest = run(
+        table,
+        target_plan,
+        config.training.lightgbm,
+        config.training.backtest,
+        purchases,
+        dict(spec.role_of),
     )
-    x_train, x_valid = encoding.to_matrix(split.train), encoding.to_matrix(split.valid)
-    y_train, y_valid = split.train[target].to_numpy(), split.valid[target].to_numpy()
-    booster = fit(
-        x_train, y_train, x_valid, y_valid, encoding, config.training.lightgbm
+    booster, encoding, rows = fit_final(
+        table, target_plan, backtest, config.training.lightgbm
     )
-    p_valid = booster.predict(x_valid)
-    model_metrics = metrics(y_valid, p_valid)
-    baseline = RecencyBaseline(target).fit(split.train, y_train)
-    baseline_metrics = metrics(y_valid, baseline.predict(split.valid))
     name = config.model_name(target)
     champion = load_alias(client.tracking_uri, name, CHAMPION)
+    decision = gate(
+        backtest.evidence(),
+        champion.evidence if champion else None,
+        champion.version if champion else None,
+        config.training.promotion,
+    )
+    baselines = {}
+    for baseline in backtest.models:
+        if baseline in (MODEL, CALIBRATED):
+            continue
+        baselines[baseline] = _log_baseline(target, baseline, backtest, context)
 
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{target}-{context['training_id']}"
-    ) as run:
-        _log_run(config, table, split, target, encoding, booster, context, labels)
-        mlflow.log_metrics({f"valid_{k}": v for k, v in model_metrics.items()})
-        mlflow.log_metrics(
-            {f"baseline_recency_{k}": v for k, v in baseline_metrics.items()}
+        run_name=f"{target}/{MODEL}",
+        nested=True,
+        tags={
+            "kind": KIND_MODEL,
+            "target": target,
+            "model": MODEL,
+            "training_id": context["training_id"],
+        },
+    ) as model_run:
+        summary = _log_model_run(
+            config, table, target_plan, backtest, booster, encoding, context, baselines
+        )
+        _log_definition(config, table)
+        report.log_all(
+            target_plan, backtest, booster, encoding, rows, baselines, context, config
         )
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
-        frame = pd.DataFrame(x_valid[:5], columns=list(encoding.features))
+        sample = rows.head(5)
+        frame = pd.DataFrame(
+            encoding.to_matrix(sample), columns=list(encoding.features)
+        )
         info = mlflow.lightgbm.log_model(
             booster,
             name="model",
-            signature=infer_signature(frame, p_valid[:5]),
+            signature=infer_signature(frame, booster.predict(frame.to_numpy())),
             input_example=frame,
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=name,
-            metadata={METADATA_KEY: _metadata(target, encoding, table, split, context)},
+            metadata={
+                METADATA_KEY: _metadata(
+                    target_plan, encoding, table, backtest, summary, context
+                )
+            },
         )
         version = str(info.registered_model_version)
-        decision = _decide(champion, split, target, model_metrics["log_loss"])
         mlflow.set_tags(
             {
+                "registered_model": name,
+                "registered_version": version,
                 "promotion.decision": str(decision.promote),
                 "promotion.reason": decision.reason,
             }
         )
-    record(client, name, version, decision, split.valid_cutoff)
+    record(client, config.mlflow.experiment, name, version, decision)
     log.info("%s v%s: %s", name, version, decision.reason)
     return TargetResult(
         target,
         name,
         version,
-        run.info.run_id,
-        model_metrics,
-        baseline_metrics,
+        model_run.info.run_id,
+        summary,
+        baselines,
         decision,
-        split.valid_cutoff,
+        [o.origin for o in backtest.origins],
+        backtest.calibrator.method,
     )
 
 
-def _decide(
-    champion: RegisteredModel | None, split: Split, target: str, challenger_loss: float
-) -> Decision:
-    if champion is None:
-        return decide(challenger_loss, None, None)
-    if not set(champion.encoding.features) <= set(split.valid.columns):
-        return decide(challenger_loss, None, champion.version, comparable=False)
-    p = champion.booster.predict(champion.encoding.to_matrix(split.valid))
-    champion_loss = metrics(split.valid[target].to_numpy(), p)["log_loss"]
-    return decide(challenger_loss, champion_loss, champion.version)
+def _origin_metrics(backtest: Backtest, model: str, prefix: str) -> list[Metric]:
+    """Per-origin metrics as MLflow history: step k, timestamp = the origin date."""
+    out = []
+    for k, (origin, scores) in enumerate(
+        zip(backtest.origins, backtest.metrics, strict=True)
+    ):
+        if model not in scores:
+            continue
+        stamp = int(origin.origin.replace(tzinfo=UTC).timestamp() * 1000)
+        out += [
+            Metric(f"{prefix}{key}", value, stamp, k)
+            for key, value in scores[model].items()
+            if np.isfinite(value)
+        ]
+    return out
 
 
-def _metadata(
-    target: str, encoding: Encoding, table: TrainingTable, split: Split, context: dict
-) -> dict:
-    return {
-        "target": target,
-        "encoding": encoding.to_dict(),
-        "feature_set_version": table.catalogue.version(),
-        "validation_cutoff": split.valid_cutoff.strftime("%Y-%m-%d"),
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "training_id": context["training_id"],
-    }
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if np.isfinite(v)}
 
 
-def _log_run(
+def _log_baseline(
+    target: str, baseline: str, backtest: Backtest, context: dict
+) -> dict[str, float]:
+    with mlflow.start_run(
+        run_name=f"{target}/{baseline}",
+        nested=True,
+        tags={
+            "kind": KIND_BASELINE,
+            "target": target,
+            "model": baseline,
+            "training_id": context["training_id"],
+        },
+    ) as baseline_run:
+        summary = backtest.summary(baseline)
+        mlflow.log_params({"target": target, "baseline": baseline})
+        MlflowClient().log_batch(
+            baseline_run.info.run_id,
+            metrics=_origin_metrics(backtest, baseline, "backtest_"),
+        )
+        mlflow.log_metrics(_finite({f"backtest_{k}": v for k, v in summary.items()}))
+    return summary
+
+
+def _log_model_run(
     config: ProjectConfig,
     table: TrainingTable,
-    split: Split,
-    target: str,
-    encoding: Encoding,
+    target_plan: Plan,
+    backtest: Backtest,
     booster: lightgbm.Booster,
+    encoding: Encoding,
     context: dict,
-    labels: LabelSpec,
-) -> None:
+    baselines: dict[str, dict[str, float]],
+) -> dict[str, float]:
+    """Params and metrics of the model run; returns the backtest summary."""
     fingerprint = context["fingerprint"]
-    mlflow.set_tags({"target": target, "training_id": context["training_id"]})
+    days = [o.origin.strftime("%Y-%m-%d") for o in backtest.origins]
     mlflow.log_params(
         {
-            "target": target,
-            "horizon_days": labels.horizons[target],
-            "train_cutoffs": ",".join(
-                c.strftime("%Y-%m-%d") for c in split.train_cutoffs
+            "target": target_plan.target,
+            "horizon_days": target_plan.horizon_days,
+            "origins": ",".join(days),
+            "final_cutoffs": ",".join(
+                c.strftime("%Y-%m-%d") for c in target_plan.final_cutoffs
             ),
-            "valid_cutoff": split.valid_cutoff.strftime("%Y-%m-%d"),
-            "n_train": len(split.train),
-            "n_valid": len(split.valid),
+            "n_final_rows": int(
+                table.frame["cutoff"].isin(target_plan.final_cutoffs).sum()
+            ),
+            "final_rounds": booster.current_iteration(),
+            "calibration": backtest.calibrator.method,
             "n_features": len(encoding.features),
             "features": ",".join(encoding.features),
             "feature_set_version": table.catalogue.version(),
-            "best_iteration": booster.best_iteration,
             **{f"data_{k}": v for k, v in fingerprint.items()},
             **{f"lgb_{k}": v for k, v in lgb_params(config.training.lightgbm).items()},
         }
     )
-    mlflow.log_dict(context["config"], "config.json")
+    run_id = mlflow.active_run().info.run_id
+    MlflowClient().log_batch(
+        run_id,
+        metrics=_origin_metrics(backtest, MODEL, "backtest_")
+        + _origin_metrics(backtest, CALIBRATED, "calibrated_"),
+    )
+    summary = backtest.summary(MODEL)
+    calibrated = backtest.summary(CALIBRATED, skip_first=True)
+    before = backtest.summary(MODEL, skip_first=True)
+    out = {f"backtest_{k}": v for k, v in summary.items()}
+    out |= {f"calibrated_{k}": v for k, v in calibrated.items() if k.endswith("_mean")}
+    out |= {f"uncalibrated_{k}": v for k, v in before.items() if k.endswith("_mean")}
+    for baseline, values in baselines.items():
+        out |= {f"{baseline}_{k}": v for k, v in values.items() if k.endswith("_mean")}
+    for method, loss in backtest.calibration.log_loss.items():
+        out[f"calibration_{method}_last_origin_log_loss"] = loss
+    mlflow.log_metrics(_finite(out))
+    mlflow.log_dict({"origins": backtest.rows()}, "backtest.json")
+    return out
+
+
+def _log_common(config: ProjectConfig, table: TrainingTable, context: dict) -> None:
+    mlflow.log_params(
+        {
+            "cutoffs": ",".join(c.strftime("%Y-%m-%d") for c in table.cutoffs),
+            "feature_set_version": table.catalogue.version(),
+            "n_rows": len(table.frame),
+            **{f"data_{k}": v for k, v in context["fingerprint"].items()},
+        }
+    )
+    _log_definition(config, table)
+
+
+def _log_definition(config: ProjectConfig, table: TrainingTable) -> None:
+    """The config and the feature catalogue, as artifacts of the active run."""
+    mlflow.log_dict(config.model_dump(mode="json"), "config.json")
     mlflow.log_dict(
         {
             "features": [
@@ -224,3 +326,25 @@ def _log_run(
         },
         "features.json",
     )
+
+
+def _metadata(
+    target_plan: Plan,
+    encoding: Encoding,
+    table: TrainingTable,
+    backtest: Backtest,
+    summary: dict[str, float],
+    context: dict,
+) -> dict:
+    return {
+        "target": target_plan.target,
+        "horizon_days": target_plan.horizon_days,
+        "encoding": encoding.to_dict(),
+        "calibration": backtest.calibrator.to_dict(),
+        "backtest": backtest.evidence(),
+        "metrics": {k: v for k, v in summary.items() if np.isfinite(v)},
+        "feature_set_version": table.catalogue.version(),
+        "final_cutoffs": [c.strftime("%Y-%m-%d") for c in target_plan.final_cutoffs],
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training_id": context["training_id"],
+    }

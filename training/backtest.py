@@ -1,0 +1,295 @@
+"""Rolling-origin backtest, calibration and the final fit for one target.
+
+For a target with horizon H, a cutoff is *complete* when its whole label window
+lies in the data. The backtest's origins are the latest `origins` complete
+cutoffs, consecutive. For each origin o:
+
+- training cutoffs are those whose label windows end by o (c + H <= o), so no
+  training label sees past the origin;
+- the latest of them is the early-stopping cutoff; the trees are fitted on the
+  ones whose windows end by it (the trees never see the rows they stop on);
+- the model and every baseline are fitted on exactly those rows and scored on the
+  origin's rows: like for like.
+
+Calibration is fitted on the origins' out-of-time predictions (rows the trees
+never saw). The method (isotonic or Platt) is the one with the lower log loss on
+the last origin when fitted on the earlier ones; calibrated metrics per origin use
+a calibrator fitted on the origins before it only.
+
+The final model is fitted on every complete cutoff, for the median number of
+rounds the origins' early stopping found, and served through the calibrator
+fitted on all origins.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.columns import CUSTOMER_ID, CUTOFF, PURCHASE
+from features.config import BacktestConfig, LightGBMConfig
+from features.encode import Encoding
+from features.labels import LabelSpec
+from training.calibrate import Calibrator, Choice, choose
+from training.dataset import TrainingTable
+from training.evaluate import (
+    LogisticBaseline,
+    RecencyBaseline,
+    bgnbd_baseline,
+    metrics,
+)
+from training.model import fit
+
+log = logging.getLogger(__name__)
+
+MODEL = "lightgbm"
+CALIBRATED = "calibrated"
+
+
+def _day(d: datetime) -> str:
+    return d.strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class Fold:
+    origin: datetime
+    fit_cutoffs: list[datetime]
+    stop_cutoff: datetime
+
+    @property
+    def train_cutoffs(self) -> list[datetime]:
+        return [*self.fit_cutoffs, self.stop_cutoff]
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    horizon_days: int
+    folds: list[Fold]
+    final_cutoffs: list[datetime]
+
+
+def plan(table: TrainingTable, target: str, labels: LabelSpec, origins: int) -> Plan:
+    """The folds of the backtest; a clear error when the data cannot give them."""
+    horizon = timedelta(days=labels.horizons[target])
+    complete = [c for c in table.cutoffs if labels.complete(target, c, table.data_end)]
+    if len(complete) < origins:
+        raise ValueError(
+            f"{target}: the backtest needs {origins} origins with a complete "
+            f"{horizon.days}-day horizon before {table.data_end:%Y-%m-%d}, the "
+            f"cutoffs give {len(complete)}; add earlier cutoffs or lower "
+            "training.backtest.origins"
+        )
+    folds = []
+    for origin in complete[-origins:]:
+        train = [c for c in complete if c + horizon <= origin]
+        stop = train[-1] if train else None
+        fit_cutoffs = [c for c in train if stop and c + horizon <= stop]
+        if not fit_cutoffs:
+            raise ValueError(
+                f"{target}: origin {_day(origin)} needs two earlier cutoffs whose "
+                f"{horizon.days}-day windows end by it (one to fit on, one to stop "
+                f"early on), found {len(train)}; add earlier cutoffs"
+            )
+        folds.append(Fold(origin, fit_cutoffs, stop))
+    frame = table.frame
+    for fold in folds:
+        for name, cutoffs in (
+            ("fitting", fold.fit_cutoffs),
+            ("early-stopping", [fold.stop_cutoff]),
+            ("origin", [fold.origin]),
+        ):
+            y = frame.loc[frame[CUTOFF].isin(cutoffs), target]
+            if y.nunique() < 2:
+                raise ValueError(
+                    f"{target}: the {name} rows for origin {_day(fold.origin)} "
+                    f"({', '.join(map(_day, cutoffs))}) hold a single class; "
+                    "cannot train"
+                )
+    return Plan(target, horizon.days, folds, complete)
+
+
+@dataclass
+class OriginResult:
+    origin: datetime
+    customers: np.ndarray
+    y: np.ndarray
+    predictions: dict[str, np.ndarray]
+    best_iteration: int
+    train_cutoffs: list[datetime]
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def positives(self) -> int:
+        return int(self.y.sum())
+
+
+@dataclass
+class Backtest:
+    target: str
+    origins: list[OriginResult]
+    calibration: Choice
+    calibrator: Calibrator
+    # per origin and model: metrics; "calibrated" from the second origin on
+    metrics: list[dict[str, dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.origins[0].predictions)
+
+    def summary(self, model: str, skip_first: bool = False) -> dict[str, float]:
+        """Mean and std per metric over the origins (from the second on)."""
+        rows = [m[model] for m in self.metrics[int(skip_first) :] if model in m]
+        out = {}
+        for key in rows[0]:
+            values = np.array([r[key] for r in rows], dtype=float)
+            out[f"{key}_mean"] = float(np.nanmean(values))
+            out[f"{key}_std"] = float(np.nanstd(values))
+        return out
+
+    def evidence(self) -> list[dict]:
+        """Per origin: rows, positives and the model's log loss and AUC, kept with
+        the model so a later challenger can be compared on the same origins."""
+        return [
+            {
+                "origin": _day(o.origin),
+                "n": o.n,
+                "positives": o.positives,
+                "log_loss": m[MODEL]["log_loss"],
+                "roc_auc": m[MODEL]["roc_auc"],
+            }
+            for o, m in zip(self.origins, self.metrics, strict=True)
+        ]
+
+    def rows(self) -> list[dict]:
+        """Long form: one row per origin and model, for logging and plots."""
+        return [
+            {"origin": _day(o.origin), "model": name, **values}
+            for o, m in zip(self.origins, self.metrics, strict=True)
+            for name, values in m.items()
+        ]
+
+
+def _rows(frame: pd.DataFrame, cutoffs: list[datetime]) -> pd.DataFrame:
+    return frame[frame[CUTOFF].isin(cutoffs)]
+
+
+def run(
+    table: TrainingTable,
+    plan: Plan,
+    lgb_config: LightGBMConfig,
+    config: BacktestConfig,
+    purchases: pd.DataFrame | None = None,
+    role_of: dict[str, str] | None = None,
+) -> Backtest:
+    """Fit and score the model and its baselines at every origin, then choose and
+    fit the calibrator."""
+    target, names = plan.target, table.catalogue.names
+    results = []
+    for fold in plan.folds:
+        fit_rows = _rows(table.frame, fold.fit_cutoffs)
+        stop_rows = _rows(table.frame, [fold.stop_cutoff])
+        train_rows = _rows(table.frame, fold.train_cutoffs)
+        origin_rows = _rows(table.frame, [fold.origin])
+        encoding = Encoding.fit(train_rows, names, table.catalogue.categorical)
+        x_origin = encoding.to_matrix(origin_rows)
+        booster = fit(
+            encoding.to_matrix(fit_rows),
+            fit_rows[target].to_numpy(),
+            encoding,
+            lgb_config,
+            valid=(encoding.to_matrix(stop_rows), stop_rows[target].to_numpy()),
+        )
+        y_train = train_rows[target].to_numpy()
+        predictions = {
+            MODEL: booster.predict(x_origin),
+            "recency": RecencyBaseline(target)
+            .fit(train_rows, y_train)
+            .predict(origin_rows),
+            "logreg": LogisticBaseline(encoding, config.baseline_max_rows)
+            .fit(encoding.to_matrix(train_rows), y_train)
+            .predict(x_origin),
+        }
+        if target == PURCHASE and purchases is not None:
+            predictions["bgnbd"] = bgnbd_baseline(
+                purchases,
+                origin_rows,
+                train_rows,
+                y_train,
+                fold.origin,
+                plan.horizon_days,
+                role_of or {},
+            )
+        results.append(
+            OriginResult(
+                fold.origin,
+                origin_rows[CUSTOMER_ID].to_numpy(),
+                origin_rows[target].to_numpy().astype(np.int64),
+                predictions,
+                max(booster.best_iteration, 1),
+                fold.train_cutoffs,
+            )
+        )
+        log.info(
+            "%s origin %s: %d rows, best iteration %d",
+            target,
+            _day(fold.origin),
+            len(origin_rows),
+            booster.best_iteration,
+        )
+    return _calibrate(target, results, config.calibration)
+
+
+def _pooled(results: list[OriginResult]) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.concatenate([r.predictions[MODEL] for r in results]),
+        np.concatenate([r.y for r in results]),
+    )
+
+
+def _calibrate(target: str, results: list[OriginResult], method: str) -> Backtest:
+    choice = choose(_pooled(results[:-1]), _pooled(results[-1:]), method)
+    per_origin = []
+    for k, r in enumerate(results):
+        scores = {name: metrics(r.y, p) for name, p in r.predictions.items()}
+        if k > 0:
+            rolling = Calibrator.fit(choice.method, *_pooled(results[:k]))
+            r.predictions[CALIBRATED] = rolling.apply(r.predictions[MODEL])
+            scores[CALIBRATED] = metrics(r.y, r.predictions[CALIBRATED])
+        per_origin.append(scores)
+    calibrator = Calibrator.fit(choice.method, *_pooled(results))
+    log.info(
+        "%s calibration: %s (log loss on the last origin %s)",
+        target,
+        choice.method,
+        {k: round(v, 5) for k, v in choice.log_loss.items()},
+    )
+    return Backtest(target, results, choice, calibrator, per_origin)
+
+
+def fit_final(
+    table: TrainingTable,
+    plan: Plan,
+    backtest: Backtest,
+    lgb_config: LightGBMConfig,
+) -> tuple[lgb.Booster, Encoding, pd.DataFrame]:
+    """The served model: every complete cutoff, the backtest's median rounds."""
+    rows = _rows(table.frame, plan.final_cutoffs)
+    encoding = Encoding.fit(rows, table.catalogue.names, table.catalogue.categorical)
+    rounds = int(np.median([r.best_iteration for r in backtest.origins]))
+    booster = fit(
+        encoding.to_matrix(rows),
+        rows[plan.target].to_numpy(),
+        encoding,
+        lgb_config,
+        rounds=rounds,
+    )
+    return booster, encoding, rows
