@@ -3,13 +3,27 @@ and ranking."""
 
 from __future__ import annotations
 
+from io import BytesIO
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from training.plots import (
+    MISSING_COLOUR,
     calibration_table,
+    contribution_summary,
     decile_table,
     expected_calibration_error,
+    gains_lift,
+    importance,
+    origins_over_time,
+    reliability,
+    roc_pr,
     top_decile,
 )
 
@@ -26,6 +40,29 @@ def ranked(n: int, positives: int) -> tuple[np.ndarray, np.ndarray]:
     y = np.zeros(n, dtype=int)
     y[:positives] = 1
     return y, np.linspace(1.0, 0.0, n)
+
+
+def png(figure: Figure) -> bytes:
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def legend(axes: Axes) -> list[str]:
+    return [text.get_text() for text in axes.get_legend().get_texts()]
+
+
+def assert_figure(figure: Figure, axes: int) -> None:
+    """A Figure of the agreed size with titled, labelled axes (rendering is
+    `test_figures_render_to_png`, once per case, as it is the slow part)."""
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == axes
+    assert figure.dpi == 100
+    width, height = figure.get_size_inches()
+    assert 6 <= width <= 10 and 4 <= height <= 5
+    for ax in figure.axes:
+        assert ax.get_xlabel() or ax.get_ylabel()
+    assert figure.axes[0].get_title()
 
 
 # Calibration
@@ -168,3 +205,213 @@ def test_top_decile_agrees_with_table() -> None:
 def test_deciles_reject_bad_input(y: list, p: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         top_decile(y, p)
+
+
+# Figures
+
+
+def test_roc_pr_labels_model_and_baselines() -> None:
+    y, p = bernoulli(2_000, seed=4)
+    recency = np.random.default_rng(5).uniform(size=y.size)
+    figure = roc_pr(y, p, {"recency": recency, "bgnbd": p**2})
+    assert_figure(figure, axes=2)
+    roc, pr = figure.axes
+    auc, ap = roc_auc_score(y, p), average_precision_score(y, p)
+    assert legend(roc)[0] == f"model (AUC {auc:.3f})"
+    assert legend(pr)[0] == f"model (AP {ap:.3f})"
+    for labels in (legend(roc), legend(pr)):
+        assert [label.split(" ")[0] for label in labels] == [
+            "model",
+            "recency",
+            "bgnbd",
+            "random",
+        ]
+    assert f"{y.mean():.3f}" in legend(pr)[-1]
+
+
+def test_roc_pr_without_baselines() -> None:
+    figure = roc_pr(*bernoulli(500, seed=6))
+    assert_figure(figure, axes=2)
+    assert len(legend(figure.axes[0])) == 2
+
+
+@pytest.mark.parametrize(
+    ("y", "baselines", "match"),
+    [
+        ([1] * 10, None, "both classes"),
+        ([0, 1] * 5, {"model": np.zeros(10)}, "cannot be called"),
+        ([0, 1] * 5, {"recency": np.zeros(9)}, "one length"),
+    ],
+)
+def test_roc_pr_rejects(y: list, baselines: dict | None, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        roc_pr(y, np.linspace(0, 1, 10), baselines)
+
+
+def test_reliability_labels_ece_of_both() -> None:
+    y, p = bernoulli(5_000, seed=7)
+    figure = reliability(y, p**2, p)
+    assert_figure(figure, axes=2)
+    curve, histogram = figure.axes
+    assert legend(curve) == [
+        "perfectly calibrated",
+        f"raw (ECE {expected_calibration_error(y, p**2):.4f})",
+        f"calibrated (ECE {expected_calibration_error(y, p):.4f})",
+    ]
+    assert legend(histogram) == ["raw", "calibrated"]
+    assert "10 uniform bins" in curve.get_title()
+
+
+def test_reliability_constant_predictions() -> None:
+    figure = reliability([0, 1, 1, 0, 1], np.full(5, 0.4))
+    assert legend(figure.axes[0])[1] == "raw (ECE 0.2000)"
+
+
+def test_reliability_rejects_a_probability_above_one() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        reliability([0, 1], [0.5, 0.5], [0.5, 1.5])
+
+
+def test_gains_lift_bars_are_the_decile_lifts() -> None:
+    y, p = bernoulli(3_001, seed=8)
+    figure = gains_lift(y, p)
+    assert_figure(figure, axes=2)
+    gains, lift = figure.axes
+    heights = [bar.get_height() for bar in lift.patches]
+    assert heights == [row["lift"] for row in decile_table(y, p)]
+    curve = gains.get_lines()[0]
+    assert curve.get_xdata()[[0, -1]] == pytest.approx([0, 1])
+    assert curve.get_ydata()[[0, -1]] == pytest.approx([0, 1])
+    assert legend(gains) == ["model", "perfect", "random"]
+    assert legend(lift) == ["random (lift 1)", "model"]
+
+
+def test_gains_lift_rejects_no_positives() -> None:
+    with pytest.raises(ValueError, match="without positives"):
+        gains_lift(np.zeros(20, dtype=int), np.linspace(0, 1, 20))
+
+
+def test_importance_largest_on_top() -> None:
+    names = [f"f{i}" for i in range(40)]
+    gain = np.random.default_rng(9).exponential(size=40)
+    figure = importance(names, gain, top=25)
+    assert_figure(figure, axes=1)
+    (axes,) = figure.axes
+    labels = [tick.get_text() for tick in axes.get_yticklabels()]
+    assert labels == [names[i] for i in np.argsort(-gain)[:25]]
+    assert axes.yaxis_inverted()
+    shares = [bar.get_width() for bar in axes.patches]
+    assert shares[0] == pytest.approx(100 * gain.max() / gain.sum())
+    assert legend(axes) == ["gain"]
+
+
+def test_importance_rejects_names_of_another_length() -> None:
+    with pytest.raises(ValueError, match="3 names for 2 features"):
+        importance(["a", "b", "c"], np.ones(2))
+
+
+def contributions(n: int = 200, features: int = 30) -> tuple[np.ndarray, ...]:
+    """Values with NaN, a constant column, and contributions whose scale falls
+    with the column index."""
+    rng = np.random.default_rng(10)
+    values = rng.normal(size=(n, features))
+    values[rng.uniform(size=values.shape) < 0.2] = np.nan
+    values[:, 1] = 3.0
+    contrib = rng.normal(size=(n, features)) * np.linspace(2, 0.1, features)
+    return contrib, values
+
+
+def test_contribution_summary_orders_and_greys_missing_values() -> None:
+    contrib, values = contributions()
+    names = [f"f{i}" for i in range(contrib.shape[1])]
+    figure = contribution_summary(names, contrib, values, top=20)
+    assert_figure(figure, axes=2)  # the summary and its colour bar
+    axes = figure.axes[0]
+    labels = [tick.get_text() for tick in axes.get_yticklabels()]
+    order = np.argsort(-np.abs(contrib).mean(axis=0))[:20]
+    assert labels == [names[i] for i in order[::-1]]
+    grey = sum(
+        len(points.get_offsets())
+        for points in axes.collections
+        if (points.get_facecolor() == to_rgba(MISSING_COLOUR)).all()
+    )
+    assert grey == np.isnan(values[:, order]).sum()
+    assert legend(axes) == ["missing value"]
+
+
+def test_contribution_summary_rejects_the_bias_column() -> None:
+    contrib, values = contributions(n=10, features=3)
+    with_bias = np.c_[contrib, np.zeros(10)]
+    with pytest.raises(ValueError, match="one shape"):
+        contribution_summary(["a", "b", "c"], with_bias, values)
+
+
+ORIGINS = [
+    {"origin": origin, "model": model, "roc_auc": auc, "log_loss": 0.3}
+    for model, start in (("lightgbm", 0.8), ("recency", 0.7))
+    for origin, auc in zip(
+        ("2025-03-01", "2025-01-01", "2025-02-01"),
+        (start + 0.02, start, start + 0.01),
+        strict=True,
+    )
+]
+
+
+def test_origins_over_time_one_line_per_model_in_date_order() -> None:
+    rows = [*ORIGINS, {"origin": "2025-01-01", "model": "bgnbd", "log_loss": 0.4}]
+    figure = origins_over_time(rows, "roc_auc")
+    assert_figure(figure, axes=1)
+    (axes,) = figure.axes
+    assert legend(axes) == ["lightgbm", "recency"]
+    assert axes.get_lines()[0].get_ydata() == pytest.approx([0.8, 0.81, 0.82])
+    assert axes.get_ylabel() == "roc_auc"
+    assert legend(origins_over_time(rows, "log_loss").axes[0]) == [
+        "lightgbm",
+        "recency",
+        "bgnbd",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        (ORIGINS, "no row has the metric 'pr_auc'"),
+        ([*ORIGINS, {**ORIGINS[0], "pr_auc": 0.1}], "two rows for 2025-03-01"),
+    ],
+)
+def test_origins_over_time_rejects(rows: list[dict], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        origins_over_time(rows, "pr_auc" if rows is ORIGINS else "roc_auc")
+
+
+def all_missing_column() -> Figure:
+    contrib, values = contributions(n=50, features=3)
+    values[:, 0] = np.nan
+    return contribution_summary(["a", "b", "c"], contrib, values)
+
+
+RENDERED = {
+    "roc_pr": lambda: roc_pr(*bernoulli(500), {"recency": np.linspace(0, 1, 500)}),
+    "reliability": lambda: reliability(*bernoulli(500), np.full(500, 0.5)),
+    "reliability_constant": lambda: reliability([0, 1, 1], np.full(3, 0.4)),
+    "gains_lift": lambda: gains_lift(*bernoulli(500)),
+    "importance_zero_gain": lambda: importance(["a", "b"], np.zeros(2)),
+    "contribution_nan": lambda: contribution_summary(
+        [f"f{i}" for i in range(30)], *contributions()
+    ),
+    "contribution_all_missing": all_missing_column,
+    "origins": lambda: origins_over_time(ORIGINS, "roc_auc"),
+}
+
+
+@pytest.mark.parametrize("case", RENDERED)
+def test_figures_render_to_png(case: str) -> None:
+    assert png(RENDERED[case]()).startswith(b"\x89PNG")
+
+
+def test_figures_stay_out_of_pyplot() -> None:
+    before = plt.get_fignums()
+    y, p = bernoulli(200, seed=11)
+    reliability(y, p)
+    importance(["a"], np.ones(1))
+    assert plt.get_fignums() == before
