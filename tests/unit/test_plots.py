@@ -187,6 +187,16 @@ def test_ties_keep_input_order() -> None:
     assert decile_table(y[::-1], np.full(100, 0.5))[-1]["positives"] == 10
 
 
+def test_ties_across_decile_edges_keep_input_order() -> None:
+    # Scores rounded to one decimal: decile edges cut through tie groups, and
+    # numpy's default (unstable) sort reorders them.
+    y, p = bernoulli(1_000, seed=4)
+    p = p.round(1)
+    order = sorted(range(p.size), key=lambda i: (-p[i], i))
+    expected = [y[rows].sum() for rows in np.array_split(order, 10)]
+    assert [row["positives"] for row in decile_table(y, p)] == expected
+
+
 def test_top_decile_agrees_with_table() -> None:
     y, p = bernoulli(5_003, seed=3)
     top = decile_table(y, p)[0]
