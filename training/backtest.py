@@ -37,12 +37,8 @@ from features.encode import Encoding
 from features.labels import LabelSpec
 from training.calibrate import Calibrator, Choice, choose
 from training.dataset import TrainingTable
-from training.evaluate import (
-    LogisticBaseline,
-    RecencyBaseline,
-    bgnbd_baseline,
-    metrics,
-)
+from training.evaluate import LogisticBaseline, RecencyBaseline, bgnbd_baseline
+from training.metrics import metrics
 from training.model import fit
 
 log = logging.getLogger(__name__)
@@ -255,15 +251,23 @@ def _pooled(results: list[OriginResult]) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Metrics, or NaNs for a baseline that gave no prediction (e.g. BG/NBD that
+    did not converge)."""
+    if not np.isfinite(p).all():
+        return dict.fromkeys(metrics(y, np.full(len(y), y.mean())), float("nan"))
+    return metrics(y, p)
+
+
 def _calibrate(target: str, results: list[OriginResult], method: str) -> Backtest:
     choice = choose(_pooled(results[:-1]), _pooled(results[-1:]), method)
     per_origin = []
     for k, r in enumerate(results):
-        scores = {name: metrics(r.y, p) for name, p in r.predictions.items()}
+        scores = {name: _metrics(r.y, p) for name, p in r.predictions.items()}
         if k > 0:
             rolling = Calibrator.fit(choice.method, *_pooled(results[:k]))
             r.predictions[CALIBRATED] = rolling.apply(r.predictions[MODEL])
-            scores[CALIBRATED] = metrics(r.y, r.predictions[CALIBRATED])
+            scores[CALIBRATED] = _metrics(r.y, r.predictions[CALIBRATED])
         per_origin.append(scores)
     calibrator = Calibrator.fit(choice.method, *_pooled(results))
     log.info(

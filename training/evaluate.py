@@ -18,12 +18,6 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    roc_auc_score,
-)
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -40,56 +34,6 @@ RECENCY_FEATURE = {
     PURCHASE: "days_since_last_purchase",
     SERVICE_REQUEST: "days_since_last_service_request",
 }
-EPS = 1e-15
-CALIBRATION_BINS = 10
-# Metrics where lower is better; every other one is higher-is-better.
-LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
-
-
-def expected_calibration_error(
-    y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
-) -> float:
-    """Mean |mean(p) - mean(y)| over `bins` equal-width bins of p on [0, 1],
-    weighted by the bin's share of rows (the last bin holds p = 1)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    n = np.bincount(which, minlength=bins)
-    gap = np.abs(
-        np.bincount(which, weights=p, minlength=bins)
-        - np.bincount(which, weights=y, minlength=bins)
-    )
-    return float(gap.sum() / max(n.sum(), 1))
-
-
-def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """Lift and capture rate of the highest-scored 10% (ties broken by row order)."""
-    y = np.asarray(y, dtype=np.float64)
-    order = np.argsort(-np.asarray(p, dtype=np.float64), kind="stable")
-    k = max(int(np.ceil(len(y) / 10)), 1)
-    hits, total = y[order[:k]].sum(), y.sum()
-    rate = total / len(y)
-    lift = float((hits / k) / rate) if rate > 0 else float("nan")
-    capture = float(hits / total) if total > 0 else float("nan")
-    return lift, capture
-
-
-def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ROC AUC, PR AUC (average precision), log loss, Brier, expected calibration
-    error, and lift and capture rate in the top decile."""
-    y = np.asarray(y, dtype=int)
-    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
-    lift, capture = top_decile(y, p)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p),
-        "lift_top_decile": lift,
-        "capture_top_decile": capture,
-        "positive_rate": float(y.mean()),
-    }
 
 
 def _recency(frame: pd.DataFrame, target: str) -> np.ndarray:

@@ -13,18 +13,20 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from training.plots import (
-    MISSING_COLOUR,
+from training.metrics import (
     calibration_table,
-    contribution_summary,
     decile_table,
     expected_calibration_error,
+    top_decile,
+)
+from training.plots import (
+    MISSING_COLOUR,
+    contribution_summary,
     gains_lift,
     importance,
     origins_over_time,
     reliability,
     roc_pr,
-    top_decile,
 )
 
 
