@@ -37,6 +37,16 @@ def _date(text: str) -> datetime:
     return datetime(d.year, d.month, d.day)
 
 
+def _moment(text: str) -> datetime:
+    """A date or an ISO date-time (UTC unless it carries an offset)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM], got {text!r}"
+        ) from exc
+
+
 def _context(args: argparse.Namespace):
     path = config_path(args.config).resolve()
     config = load_config(path)
@@ -166,7 +176,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if args.at is not None:
             holder = champion_at(moves, args.at)
             print(
-                f"\n{name} champion at {args.at:%Y-%m-%d %H:%M} UTC: "
+                f"\n{name} champion at {args.at.isoformat()}: "
                 f"{'v' + holder if holder else 'none'}"
             )
     else:
@@ -386,7 +396,10 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     h = rsub.add_parser("history", help="every move of the champion alias")
     h.add_argument("target", choices=TARGETS)
     h.add_argument(
-        "--at", type=_date, default=None, help="which version was champion then"
+        "--at",
+        type=_moment,
+        default=None,
+        help="which version was champion then (a date or ISO date-time, UTC)",
     )
     h.set_defaults(func=cmd_runs)
 

@@ -227,9 +227,15 @@ def _log_move(
 ) -> None:
     name = log_experiment(experiment)
     found = client.get_experiment_by_name(name)
-    experiment_id = (
-        found.experiment_id if found is not None else client.create_experiment(name)
-    )
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        # beside the project's artifacts when they are local files; a tracking
+        # server chooses its own (the log holds no artifacts either way)
+        main = client.get_experiment_by_name(experiment)
+        base = main.artifact_location if main is not None else ""
+        location = base.rstrip("/") + LOG_SUFFIX if base.startswith("file:") else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
     run = client.create_run(
         experiment_id,
         run_name=f"{entry['model']}: v{entry['from_version'] or '-'} -> "

@@ -77,6 +77,8 @@ def train_all(
     }
     purchases = _purchases(ds, spec) if PURCHASE in targets else None
     experiment_id = configure(tracking_uri, config.mlflow.experiment)
+    # nested runs go to the active experiment, not to their parent's
+    mlflow.set_experiment(experiment_id=experiment_id)
     client = MlflowClient(tracking_uri, tracking_uri)
     training_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     context = {"fingerprint": ds.fingerprint(), "training_id": training_id}

@@ -1,0 +1,244 @@
+"""The ML engineer's workflow on a real MLflow store: sibling baseline runs, plots
+and model card, calibrated serving, the promotion gate, runs/compare, forced
+promotion, the promotions log and rollback."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features.columns import PURCHASE, TARGETS
+from serving.predictor import Champions
+from tests.conftest import Project, eligible_features, run_cli, write_config
+from training.registry import configure
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(trained: Project) -> MlflowClient:
+    configure(trained.tracking_uri)
+    return MlflowClient(trained.tracking_uri, trained.tracking_uri)
+
+
+def _children(client: MlflowClient, run_id: str) -> list:
+    run = client.get_run(run_id)
+    return client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'"
+    )
+
+
+def test_baselines_are_sibling_runs_on_the_same_origins(
+    trained: Project, client: MlflowClient
+) -> None:
+    model_run = client.get_run(
+        client.get_model_version_by_alias(PURCHASE, "champion").run_id
+    )
+    project = client.get_experiment_by_name("propensity").experiment_id
+    assert model_run.info.experiment_id == project
+    parent = model_run.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags["kind"] == "training"
+    runs = _children(client, parent)
+    kinds = {(r.data.tags["target"], r.data.tags["model"]) for r in runs}
+    for target in TARGETS:
+        assert {(target, "lightgbm"), (target, "recency"), (target, "logreg")} <= kinds
+    assert {r.info.experiment_id for r in runs} == {project}
+    assert (PURCHASE, "bgnbd") in kinds
+
+    def stamps(run_id: str) -> list[int]:
+        return sorted(
+            m.timestamp for m in client.get_metric_history(run_id, "backtest_roc_auc")
+        )
+
+    origins = stamps(model_run.info.run_id)
+    assert len(origins) >= 4
+    for r in runs:
+        if r.data.tags["target"] == PURCHASE:
+            assert stamps(r.info.run_id) == origins, r.data.tags["model"]
+            assert 0.4 < r.data.metrics["backtest_roc_auc_mean"] <= 1
+
+
+def test_plots_and_model_card_are_logged(
+    trained: Project, client: MlflowClient
+) -> None:
+    run_id = client.get_model_version_by_alias("churn", "champion").run_id
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+    for name in (
+        "roc_pr",
+        "reliability",
+        "gains_lift",
+        "importance_gain",
+        "contributions",
+        "origins_roc_auc",
+        "origins_log_loss",
+    ):
+        assert f"plots/{name}.png" in plots, name
+    local = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="plots")
+    )
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in local.iterdir())
+    card = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="model_card.md"
+        )
+    ).read_text()
+    params = client.get_run(run_id).data.params
+    for text in ("Model card: churn", "Eligibility", "recency", "logreg", "Caveats"):
+        assert text in card, text
+    assert params["origins"].replace(",", ", ") in card
+    assert f"calibrated with **{params['calibration']}**" in card
+
+
+def test_served_probabilities_are_the_calibrated_ones(
+    trained: Project, client: MlflowClient
+) -> None:
+    config, frame = eligible_features(trained, datetime(2025, 12, 1))
+    champions = Champions.load(config, trained.tracking_uri)
+    served = champions.predict_frame(frame)
+    for target, model in champions.models.items():
+        params = client.get_run(model.run_id).data.params
+        assert model.calibrator.method == params["calibration"] != "identity"
+        raw = model.booster.predict(model.encoding.to_matrix(frame))
+        np.testing.assert_allclose(served[target], model.calibrator.apply(raw))
+        assert not np.allclose(served[target], raw)
+
+
+@pytest.fixture(scope="module")
+def registry(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A copy of the trained store with a weaker challenger trained into it, so the
+    alias moves below leave the shared store alone."""
+    root = tmp_path_factory.mktemp("registry")
+    shutil.copytree(trained.root / "mlruns", root / "mlruns")
+    project = Project(
+        root,
+        trained.config,
+        f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        trained.events,
+        trained.customers,
+    )
+    weak = write_config(
+        root / "weak.yaml",
+        trained.events,
+        trained.customers,
+        training={
+            "cutoffs": {"start": "2025-03-01", "freq": "MS"},
+            "lightgbm": {
+                "num_boost_round": 2,
+                "learning_rate": 0.001,
+                "early_stopping_rounds": 1,
+            },
+        },
+    )
+    done = run_cli(["--config", str(weak), "train"], project.env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "-> challenger: challenger does not beat champion v1" in done.stdout
+    return project
+
+
+def _client(project: Project) -> MlflowClient:
+    return MlflowClient(project.tracking_uri, project.tracking_uri)
+
+
+def test_a_weaker_challenger_stays_challenger_with_its_figures(
+    registry: Project,
+) -> None:
+    client = _client(registry)
+    for target in TARGETS:
+        champion = client.get_model_version_by_alias(target, "champion")
+        challenger = client.get_model_version_by_alias(target, "challenger")
+        assert (str(champion.version), str(challenger.version)) == ("1", "2")
+        tags = challenger.tags
+        assert tags["promotion.decision"] == "kept_as_challenger"
+        assert tags["promotion.previous_champion_version"] == "1"
+        assert len(tags["promotion.origins"].split(",")) >= 4
+        assert float(tags["promotion.challenger_log_loss"]) > float(
+            tags["promotion.champion_log_loss"]
+        )
+        assert "does not beat champion v1: mean log loss" in tags["promotion.reason"]
+
+
+def test_runs_lists_and_compares(registry: Project) -> None:
+    done = run_cli(["runs"], registry.env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for target in TARGETS:
+        mine = [line for line in lines if line.startswith(target + " ")]
+        assert len(mine) == 2, done.stdout
+        # newest first: v2 (challenger) then v1 (champion, starred)
+        assert " 2   " in mine[0] and " 1 * " in mine[1], mine
+    compared = run_cli(
+        ["runs", "compare", "churn/1", "models:/churn/2"], registry.env()
+    )
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    out = compared.stdout
+    origins = (
+        _client(registry)
+        .get_run(_client(registry).get_model_version("churn", "1").run_id)
+        .data.params["origins"]
+        .split(",")
+    )
+    for origin in origins:
+        assert f"{origin} log_loss" in out
+    assert "lgb_learning_rate: A=0.05  B=0.001" in out
+    missing = run_cli(["runs", "compare", "churn/1", "churn/99"], registry.env())
+    assert missing.returncode == 1 and "churn/99: no such model version" in (
+        missing.stderr
+    )
+
+
+def test_promote_is_gated_force_is_recorded_and_rollback_restores(
+    registry: Project,
+) -> None:
+    env = {**registry.env(), "PROPENSITY_USER": "alice"}
+    client = _client(registry)
+    gated = run_cli(["promote", "churn", "2"], env)
+    assert gated.returncode == 1 and "churn v2 not promoted" in gated.stdout
+    no_reason = run_cli(["promote", "churn", "2", "--force"], env)
+    assert no_reason.returncode == 1 and "--force needs --reason" in no_reason.stderr
+    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+
+    before_force = datetime.now(UTC)
+    forced = run_cli(
+        ["promote", "churn", "2", "--force", "--reason", "campaign freeze"], env
+    )
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    v2 = client.get_model_version_by_alias("churn", "champion")
+    assert str(v2.version) == "2"
+    assert v2.tags["champion.kind"] == "force" and v2.tags["champion.by"] == "alice"
+    assert v2.tags["champion.previous"] == "1"
+    assert "campaign freeze" in v2.tags["champion.reason"]
+    assert client.get_model_version("churn", "1").tags["champion.replaced_by"] == "2"
+
+    history = run_cli(
+        ["runs", "history", "churn", "--at", before_force.isoformat()], env
+    )
+    assert history.returncode == 0, history.stderr[-2000:]
+    moves = [line for line in history.stdout.splitlines() if line[:4].isdigit()]
+    assert [line.split()[1:4] for line in moves] == [
+        ["-", "1", "gate"],
+        ["1", "2", "force"],
+    ]
+    # just before the forced move, v1 was champion
+    assert "churn champion at" in history.stdout and ": v1" in history.stdout
+
+    back = run_cli(["rollback", "churn", "--reason", "bad week"], env)
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert "v2 -> v1" in back.stdout
+    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+    again = run_cli(["rollback", "churn"], env)
+    assert again.returncode == 1 and "no earlier champion" in again.stderr
+    log = client.search_runs(
+        [client.get_experiment_by_name("propensity.promotions").experiment_id],
+        "tags.`move.model` = 'churn'",
+    )
+    kinds = sorted(r.data.tags["move.kind"] for r in log)
+    assert kinds == ["force", "gate", "rollback"]
+    frame = pd.DataFrame([r.data.tags for r in log])
+    assert set(frame["move.actor"]) >= {"alice"}
