@@ -13,6 +13,11 @@ SEED ?= 42
 PORT ?= 3000
 AS_OF ?=
 PYTEST_ARGS ?=
+# tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
+# or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
+PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
+ARTIFACTS ?= $(CURDIR)/mlartifacts
+TRACKING_ARGS ?= --host 127.0.0.1 --port 5000
 # bench-features knobs (empty: the CLI's defaults)
 LARGE_CUSTOMERS ?=
 SKIP_LARGE ?=
@@ -27,7 +32,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train score serve run ui bench bench-features test lint format clean
+.PHONY: help setup data train score serve run ui tracking-server bench bench-features test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -62,6 +67,10 @@ run: setup data/demo/events.parquet ## the whole job on demo data, ending with t
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui
+
+tracking-server: setup ## team mode: a shared MLflow server on Postgres (PG_URI=... ARTIFACTS=dir TRACKING_ARGS=...)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(PG_URI) \
+		--artifacts-destination $(ARTIFACTS) $(TRACKING_ARGS)
 
 bench: setup ## foundation benchmark (CUSTOMERS=200000 by default), figures in bench/results/
 	$(CLI) bench $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))

@@ -245,6 +245,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     _, _, uri = _context(args)
+    if uri.startswith(("http://", "https://")):
+        # team mode: the tracking server is the UI; `mlflow ui` cannot open it
+        print(f"MLflow UI: {uri} (the tracking server serves it)")
+        return 0
     cmd = [
         _bin("mlflow"),
         "ui",

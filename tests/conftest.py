@@ -135,9 +135,13 @@ class Server:
 
 
 def wait_ready(
-    url: str, process: subprocess.Popen, log: Path, deadline_s: float = 90
+    url: str,
+    process: subprocess.Popen,
+    log: Path,
+    deadline_s: float = 90,
+    path: str = "/readyz",
 ) -> None:
-    """Poll /readyz until 200, the process dies, or the deadline passes."""
+    """Poll `path` (/readyz) until 200, the process dies, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -145,7 +149,7 @@ def wait_ready(
                 f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
             )
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

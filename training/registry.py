@@ -33,8 +33,11 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def configure(uri: str, experiment: str | None = None) -> str | None:
-    """Point MLflow at `uri`; create the experiment (with artifacts beside a SQLite
-    store) if needed and return its id."""
+    """Point MLflow at `uri`; create the experiment if needed and return its id.
+
+    Beside a SQLite store its artifacts go to `<store folder>/artifacts`. On a
+    tracking server (http) the server picks the location (`mlflow-artifacts:/...`
+    with `--artifacts-destination`): clients upload and download through it."""
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""`propensity features list` prints the catalogue without reading the events."""
+"""`propensity features list` prints the catalogue without reading the events;
+`propensity ui` on a tracking server points at it."""
 
 from __future__ import annotations
 
@@ -28,3 +29,18 @@ def test_features_list_needs_only_the_customers(
     names = [line.split()[0] for line in lines[1 : lines.index("")]]
     assert names[-2:] == ["plan", "age"] and len(set(names)) == len(names)
     assert lines[-1].startswith(f"{len(names)} features, feature-set version")
+
+
+def test_ui_on_a_tracking_server_prints_its_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mlflow ui` cannot open an http store: the server's own UI is the answer."""
+    config = write_config(tmp_path / "p.yaml", tmp_path / "events", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"started {args}")
+
+    monkeypatch.setattr("serving.cli.subprocess.call", no_subprocess)
+    assert main(["--config", str(config), "ui"]) == 0
+    assert "MLflow UI: http://mlflow.internal:5000" in capsys.readouterr().out
