@@ -12,6 +12,10 @@ CUSTOMERS ?= 20000
 SEED ?= 42
 PORT ?= 3000
 AS_OF ?=
+# tune knobs: the target, at most TRIALS trials, optionally a time budget in seconds
+TARGET ?= churn
+TRIALS ?= 30
+TIMEOUT ?=
 PYTEST_ARGS ?=
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
 # or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
@@ -32,7 +36,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train score serve run ui tracking-server bench bench-features test lint format clean
+.PHONY: help setup data train tune score serve run ui tracking-server bench bench-features test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,6 +57,9 @@ data: setup ## (re)generate the demo data in data/demo (CUSTOMERS=20000 SEED=42)
 
 train: setup data/demo/events.parquet ## build features and labels, train 3 models, register, promote
 	$(CLI) train
+
+tune: setup data/demo/events.parquet ## search LightGBM params for one target on the backtest origins, registers nothing (TARGET=churn TRIALS=30 TIMEOUT=)
+	$(CLI) tune --target $(TARGET) --trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the day after the last event)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))

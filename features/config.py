@@ -273,6 +273,8 @@ class LightGBMConfig(_Strict):
     feature_fraction: float = Field(0.9, gt=0, le=1)
     bagging_fraction: float = Field(0.9, gt=0, le=1)
     bagging_freq: int = Field(1, ge=0)
+    # L2 regularisation of leaf values; 0 is LightGBM's default (none).
+    lambda_l2: float = Field(0.0, ge=0)
     seed: int = 0
     num_threads: int = Field(0, ge=0)
 

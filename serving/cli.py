@@ -47,6 +47,26 @@ def _moment(text: str) -> datetime:
         ) from exc
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _context(args: argparse.Namespace):
     path = config_path(args.config).resolve()
     config = load_config(path)
@@ -204,6 +224,31 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from training.tune import ARTIFACT, tune
+
+    _, config, uri = _context(args)
+    ds = _load_data(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune logs each trial
+    r = tune(config, ds, uri, args.target, args.trials, args.timeout, args.seed)
+    print(f"MLflow: {uri}, run {r.run_name} ({r.run_id})")
+    print(f"{r.target}: {r.trials} trials, mean backtest log loss")
+    print(f"  {'config params (trial 0)':26} {r.baseline:.5f}")
+    if r.best_trial == 0:
+        print("  no trial beat the config's params: keep them")
+    else:
+        print(
+            f"  {f'best (trial {r.best_trial})':26} {r.best:.5f}, "
+            f"{r.improvement:.5f} lower ({r.improvement / r.baseline:.1%})"
+        )
+    print("best params: " + ", ".join(f"{k}={v:.6g}" for k, v in r.best_params.items()))
+    print(f"\npaste under training.lightgbm (artifact {ARTIFACT} of the run):")
+    print(r.snippet, end="")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from serving.batch import default_as_of, score
     from serving.predictor import Champions
@@ -344,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_train)
 
     _add_runs(sub)
+    _add_tune(sub)
 
     p = sub.add_parser("score", help="score every eligible customer as of a date")
     p.add_argument(
@@ -420,6 +466,32 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", choices=TARGETS)
     p.add_argument("--reason", help="why; recorded")
     p.set_defaults(func=cmd_rollback)
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from features.columns import TARGETS
+
+    p = sub.add_parser(
+        "tune",
+        help="search LightGBM params for a target on the backtest origins "
+        "(registers nothing)",
+    )
+    p.add_argument("--target", required=True, choices=TARGETS)
+    p.add_argument("--trials", required=True, type=_positive_int, help="at most N")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="start no trial after this many seconds of search",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the sampler's seed (default: training.lightgbm.seed)",
+    )
+    p.set_defaults(func=cmd_tune)
 
 
 def _add_bench_features(suites: argparse._SubParsersAction) -> None:

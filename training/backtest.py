@@ -178,6 +178,59 @@ def _rows(frame: pd.DataFrame, cutoffs: list[datetime]) -> pd.DataFrame:
     return frame[frame[CUTOFF].isin(cutoffs)]
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """One fold's rows and matrices, encoded once: the trees fit on `x_fit`,
+    early-stop on `x_stop` and are scored on `x_origin`; the baselines fit on
+    `train_rows` (fitting and early-stopping rows together)."""
+
+    fold: Fold
+    encoding: Encoding
+    train_rows: pd.DataFrame
+    origin_rows: pd.DataFrame
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_stop: np.ndarray
+    y_stop: np.ndarray
+    x_origin: np.ndarray
+    y_origin: np.ndarray
+
+
+def fold_data(table: TrainingTable, fold: Fold, target: str) -> FoldData:
+    """The fold's rows, with the encoding fitted on its training rows."""
+    fit_rows = _rows(table.frame, fold.fit_cutoffs)
+    stop_rows = _rows(table.frame, [fold.stop_cutoff])
+    train_rows = _rows(table.frame, fold.train_cutoffs)
+    origin_rows = _rows(table.frame, [fold.origin])
+    encoding = Encoding.fit(
+        train_rows, table.catalogue.names, table.catalogue.categorical
+    )
+    return FoldData(
+        fold,
+        encoding,
+        train_rows,
+        origin_rows,
+        encoding.to_matrix(fit_rows),
+        fit_rows[target].to_numpy(),
+        encoding.to_matrix(stop_rows),
+        stop_rows[target].to_numpy(),
+        encoding.to_matrix(origin_rows),
+        origin_rows[target].to_numpy().astype(np.int64),
+    )
+
+
+def fit_fold(data: FoldData, lgb_config: LightGBMConfig) -> lgb.Booster:
+    """The fold's trees: fitted on its fitting rows, early-stopped on its
+    early-stopping rows."""
+    return fit(
+        data.x_fit,
+        data.y_fit,
+        data.encoding,
+        lgb_config,
+        valid=(data.x_stop, data.y_stop),
+    )
+
+
 def run(
     table: TrainingTable,
     plan: Plan,
@@ -188,22 +241,14 @@ def run(
 ) -> Backtest:
     """Fit and score the model and its baselines at every origin, then choose and
     fit the calibrator."""
-    target, names = plan.target, table.catalogue.names
+    target = plan.target
     results = []
     for fold in plan.folds:
-        fit_rows = _rows(table.frame, fold.fit_cutoffs)
-        stop_rows = _rows(table.frame, [fold.stop_cutoff])
-        train_rows = _rows(table.frame, fold.train_cutoffs)
-        origin_rows = _rows(table.frame, [fold.origin])
-        encoding = Encoding.fit(train_rows, names, table.catalogue.categorical)
-        x_origin = encoding.to_matrix(origin_rows)
-        booster = fit(
-            encoding.to_matrix(fit_rows),
-            fit_rows[target].to_numpy(),
-            encoding,
-            lgb_config,
-            valid=(encoding.to_matrix(stop_rows), stop_rows[target].to_numpy()),
-        )
+        data = fold_data(table, fold, target)
+        booster = fit_fold(data, lgb_config)
+        encoding, x_origin, y_origin = data.encoding, data.x_origin, data.y_origin
+        train_rows, origin_rows = data.train_rows, data.origin_rows
+        del data  # frees the trees' matrices before the baselines build theirs
         y_train = train_rows[target].to_numpy()
         predictions = {
             MODEL: booster.predict(x_origin),
@@ -228,7 +273,7 @@ def run(
             OriginResult(
                 fold.origin,
                 origin_rows[CUSTOMER_ID].to_numpy(),
-                origin_rows[target].to_numpy().astype(np.int64),
+                y_origin,
                 predictions,
                 max(booster.best_iteration, 1),
                 fold.train_cutoffs,

@@ -20,6 +20,7 @@ def lgb_params(config: LightGBMConfig) -> dict:
         "feature_fraction": config.feature_fraction,
         "bagging_fraction": config.bagging_fraction,
         "bagging_freq": config.bagging_freq,
+        "lambda_l2": config.lambda_l2,
         "seed": config.seed,
         "deterministic": True,
         "num_threads": config.num_threads,

@@ -176,8 +176,12 @@ def test_train_registers_three_champions_on_the_server(
     # the experiment uses the server's artifact root, not a path on the client
     experiment = client.get_experiment_by_name(config.mlflow.experiment)
     assert experiment.artifact_location.startswith("mlflow-artifacts:/")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "tags.kind = 'model'")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+    # and their sibling baselines under one training run, all finished
+    everything = client.search_runs([experiment.experiment_id])
+    assert {r.info.status for r in everything} == {"FINISHED"}
+    assert [r.data.tags["kind"] for r in everything].count("training") == 1
     # uploaded through the server into its --artifacts-destination
     assert len(list(tracking.artifacts.rglob("model.lgb"))) == 3
 
@@ -188,7 +192,8 @@ def test_runs_and_models_are_rows_in_postgres(
     config = load_config(team.config)
     [(finished,)] = tracking.query(
         "SELECT count(*) FROM runs r JOIN experiments e USING (experiment_id) "
-        "WHERE e.name = %s AND r.status = 'FINISHED'",
+        "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'kind' "
+        "WHERE e.name = %s AND r.status = 'FINISHED' AND t.value = 'model'",
         config.mlflow.experiment,
     )
     assert finished == 3
