@@ -169,19 +169,31 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
-    """`bentoml serve` of the service on a free port, output to `log`."""
-    port = free_port()
+def spawn(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> subprocess.Popen:
+    """A server process in its own session (so `stop` ends its whole group), its
+    output to `log`."""
     with open(log, "w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "serving.service:Propensity"]
-            + ["--host", "127.0.0.1", "--port", str(port)],
+        return subprocess.Popen(
+            cmd,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
+    """`bentoml serve` of the service on a free port, output to `log`."""
+    port = free_port()
+    process = spawn(
+        [str(BIN / "bentoml"), "serve", "serving.service:Propensity"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        env,
+        log,
+    )
     return f"http://127.0.0.1:{port}", process
 
 

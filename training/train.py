@@ -141,16 +141,7 @@ def _train_target(
             continue
         baselines[baseline] = _log_baseline(target, baseline, backtest, context)
 
-    with mlflow.start_run(
-        run_name=f"{target}/{MODEL}",
-        nested=True,
-        tags={
-            "kind": KIND_MODEL,
-            "target": target,
-            "model": MODEL,
-            "training_id": context["training_id"],
-        },
-    ) as model_run:
+    with _sibling_run(target, MODEL, KIND_MODEL, context) as model_run:
         summary = _log_model_run(
             config, table, target_plan, backtest, booster, encoding, context, baselines
         )
@@ -200,6 +191,20 @@ def _train_target(
     )
 
 
+def _sibling_run(target: str, model: str, kind: str, context: dict):
+    """A run nested in the training run, tagged so siblings find each other."""
+    return mlflow.start_run(
+        run_name=f"{target}/{model}",
+        nested=True,
+        tags={
+            "kind": kind,
+            "target": target,
+            "model": model,
+            "training_id": context["training_id"],
+        },
+    )
+
+
 def _origin_metrics(backtest: Backtest, model: str, prefix: str) -> list[Metric]:
     """Per-origin metrics as MLflow history: step k, timestamp = the origin date."""
     out = []
@@ -224,16 +229,7 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
 def _log_baseline(
     target: str, baseline: str, backtest: Backtest, context: dict
 ) -> dict[str, float]:
-    with mlflow.start_run(
-        run_name=f"{target}/{baseline}",
-        nested=True,
-        tags={
-            "kind": KIND_BASELINE,
-            "target": target,
-            "model": baseline,
-            "training_id": context["training_id"],
-        },
-    ) as baseline_run:
+    with _sibling_run(target, baseline, KIND_BASELINE, context) as baseline_run:
         summary = backtest.summary(baseline)
         mlflow.log_params({"target": target, "baseline": baseline})
         MlflowClient().log_batch(

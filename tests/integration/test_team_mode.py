@@ -10,7 +10,6 @@ be reached the tests skip, saying so.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ from features.columns import TARGETS
 from features.config import load_config
 from tests.conftest import (
     BIN,
-    ROOT,
     Project,
     free_port,
     run_cli,
+    spawn,
     stop,
     wait_ready,
     write_config,
@@ -115,22 +114,14 @@ def tracking(
     # no job-runner processes (MLflow's GenAI jobs; unused here): about half the
     # start-up time on 2 cores, and SIGTERM then stops the server cleanly
     env |= {"PGUSER": USER, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                backend_uri(database),
-            ]
-            + ["--artifacts-destination", str(artifacts)]
-            + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env,
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri(database)]
+        + ["--artifacts-destination", str(artifacts)]
+        + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env,
+        log,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log, deadline_s=180, path="/health")
@@ -212,15 +203,9 @@ def test_serve_predicts_with_the_servers_champions(
     """`propensity serve` with MLFLOW_TRACKING_URI at the server downloads the
     champions through it and answers with their versions."""
     port, log = free_port(), tmp_path / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "propensity"), "serve", "--port", str(port)],
-            env=team.env(),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn(
+        [str(BIN / "propensity"), "serve", "--port", str(port)], team.env(), log
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.conftest import BIN, ROOT, Project, free_port, stop
+from tests.conftest import BIN, Project, free_port, spawn, stop
 
 pytestmark = pytest.mark.integration
 
@@ -16,15 +15,9 @@ pytestmark = pytest.mark.integration
 def test_ui_lists_the_registered_models(trained: Project, tmp_path) -> None:
     port = free_port()
     log = tmp_path / "ui.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "propensity"), "ui", "--port", str(port)],
-            env=trained.env(),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn(
+        [str(BIN / "propensity"), "ui", "--port", str(port)], trained.env(), log
+    )
     url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/registered-models/search"
     try:
         deadline, names = time.monotonic() + 90, None
