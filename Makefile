@@ -36,7 +36,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score serve run ui tracking-server bench bench-features test lint format clean
+.PHONY: help setup data train tune score serve run ui tracking-server bench bench-features bench-quality test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOME
 		$(if $(LARGE_CUSTOMERS),--large-customers $(LARGE_CUSTOMERS)) $(if $(SKIP_LARGE),--skip-large) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT)) \
 		$(if $(LARGE_MEMORY_LIMIT),--large-memory-limit $(LARGE_MEMORY_LIMIT))
+
+bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
+	$(CLI) bench quality
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

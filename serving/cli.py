@@ -342,6 +342,17 @@ def cmd_bench_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from serving.bench_quality import DATA, run_quality
+
+    run_quality(
+        data=Path(args.data) if args.data else DATA,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+    )
+    return 0
+
+
 def _bin(name: str) -> str:
     """An executable next to this Python (the venv's), else on PATH."""
     local = Path(sys.executable).parent / name
@@ -424,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
     suites = p.add_subparsers(dest="suite", metavar="SUITE")
     _add_bench_features(suites)
+    _add_bench_quality(suites)
     return parser
 
 
@@ -521,6 +533,22 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="bench/work")
     p.add_argument("--results", default="bench/results")
     p.set_defaults(func=cmd_bench_features)
+
+
+def _add_bench_quality(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "quality",
+        help="model quality on the real event logs (CDNOW, Online Retail) against "
+        "recency, BG/NBD and the reference figures",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="folder of the real datasets (default: ../shared/data from the project)",
+    )
+    p.add_argument("--workdir", default="bench/work/quality")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_quality)
 
 
 def main(argv: list[str] | None = None) -> int:
