@@ -111,8 +111,9 @@ def model_card(
         f"- Final model: {len(cutoffs)} cutoffs {cutoffs[0]:%Y-%m-%d} .. "
         f"{cutoffs[-1]:%Y-%m-%d} (every cutoff whose label window is complete), "
         f"{final_rows} rows.",
-        "- Eligibility: a customer is scored at a cutoff when they have at least one "
-        "event before it (and, for churn, have not cancelled for good before it).",
+        "- Eligibility: a customer is trained on and scored at a cutoff when seen "
+        "before it and not already churned under the churn definition "
+        f"(`{config.targets.churn.definition}`).",
         f"- Backtest origins: {', '.join(origins)}; each origin is scored by models "
         "fitted only on cutoffs whose label windows end by it.",
         "",
@@ -141,8 +142,8 @@ def model_card(
         "",
         "## Caveats",
         "- Probabilities are calibrated on past origins; a shift in the customer "
-        "base or in marketing activity changes what they mean. Watch the nightly "
-        "drift report.",
+        "base or in marketing activity changes what they mean; retrain and "
+        "compare runs when it does.",
         "- The backtest's models are fitted on fewer cutoffs than the final model; "
         "the final model's quality is estimated, not measured.",
         "- Customers with no event before a cutoff are not scored.",
