@@ -403,6 +403,7 @@ def fit_champions(ds: Dataset, frame: pd.DataFrame, cutoff: datetime) -> Champio
     from features.encode import Encoding
     from features.labels import LabelSpec, build_labels
     from serving.predictor import Champions
+    from training.calibrate import Calibrator
     from training.model import lgb_params
     from training.registry import RegisteredModel
 
@@ -432,7 +433,14 @@ def fit_champions(ds: Dataset, frame: pd.DataFrame, cutoff: datetime) -> Champio
             categorical_feature=encoding.categorical,
         )
         booster = lgb.train(params, data, num_boost_round=TRAIN_ROUNDS)
-        models[target] = RegisteredModel(target, "1", booster, encoding, meta, None)
+        # served probabilities go through a calibration map: time it too (an
+        # isotonic map, the larger of the two, fitted in-sample: only its cost
+        # matters here)
+        y = train[target].to_numpy()
+        calibration = Calibrator.fit("isotonic", booster.predict(x), y).to_dict()
+        models[target] = RegisteredModel(
+            target, "1", booster, encoding, {**meta, "calibration": calibration}, None
+        )
     return Champions(models)
 
 
