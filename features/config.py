@@ -1,8 +1,9 @@
 """The project config: one YAML file, typed, unknown keys rejected.
 
 The file maps a dataset's event types to roles, sets each target's horizon, the
-feature windows, the training cutoffs and the data source. Deployment settings
-(the MLflow tracking URI) can be overridden by environment variables.
+feature windows, the training cutoffs, the data source and the API's keys.
+Deployment settings can come from environment variables: the MLflow tracking URI
+overrides the file's, API keys add to the keys file's.
 """
 
 from __future__ import annotations
@@ -319,6 +320,16 @@ class ScoringConfig(_Strict):
     output: Path = Path("scores")
 
 
+class ApiConfig(_Strict):
+    """Who may call the API. Keys come from $PROPENSITY_API_KEYS (comma-separated,
+    plaintext, for development) and from `keys_file` (salted hashes, one
+    `name:salt_hex:sha256_hex` line per key, written by `propensity api-key new`).
+    The service refuses to start with no key unless `require_keys` is false."""
+
+    keys_file: Path | None = None
+    require_keys: bool = True
+
+
 class ProjectConfig(_Strict):
     data: DataConfig
     engine: EngineConfig = EngineConfig()
@@ -328,6 +339,7 @@ class ProjectConfig(_Strict):
     training: TrainingConfig
     mlflow: MLflowConfig = MLflowConfig()
     scoring: ScoringConfig = ScoringConfig()
+    api: ApiConfig = ApiConfig()
 
     def model_name(self, target: str) -> str:
         return f"{self.mlflow.model_prefix}{target}"
@@ -399,4 +411,5 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
     scoring = config.scoring.model_copy(
         update={"output": resolve(config.scoring.output) or config.scoring.output}
     )
-    return config.model_copy(update={"data": data, "scoring": scoring})
+    api = config.api.model_copy(update={"keys_file": resolve(config.api.keys_file)})
+    return config.model_copy(update={"data": data, "scoring": scoring, "api": api})

@@ -265,10 +265,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.auth import keyring_from_config
     from serving.predictor import Champions
     from training.registry import configure
 
     path, config, uri = _context(args)
+    keyring_from_config(config.api)  # no key configured: fail here, saying how
     configure(uri)
     champions = Champions.load(
         config, uri
@@ -286,6 +288,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ]
     print(f"serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     return subprocess.call(cmd, env=env)
+
+
+def _keys_file(args: argparse.Namespace) -> Path:
+    path, config, _ = _context(args)
+    if config.api.keys_file is None:
+        raise ConfigError(
+            f"{path}: api.keys_file is not set; add e.g. "
+            "`api: {keys_file: api-keys.txt}` (relative to the config)"
+        )
+    return config.api.keys_file
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from serving.auth import add_key, read_key_file, remove_key
+
+    path = _keys_file(args)
+    if args.api_key_command == "new":
+        key = add_key(path, args.name)
+        print(key)
+        print(
+            f"added key {args.name!r} to {path}; the key is shown only now: give it "
+            "to the client (header `Authorization: Bearer <key>`)",
+            file=sys.stderr,
+        )
+    elif args.api_key_command == "revoke":
+        remove_key(path, args.name)
+        print(f"revoked key {args.name!r} in {path}", file=sys.stderr)
+    else:
+        for key in read_key_file(path) if path.exists() else []:
+            print(key.name)
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -417,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)
 
+    _add_api_key(sub)
+
     p = sub.add_parser("ui", help="the MLflow UI on the tracking store")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
@@ -478,6 +513,21 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", choices=TARGETS)
     p.add_argument("--reason", help="why; recorded")
     p.set_defaults(func=cmd_rollback)
+
+
+def _add_api_key(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "api-key", help="create, list or revoke API keys in the config's api.keys_file"
+    )
+    ksub = p.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
+    n = ksub.add_parser(
+        "new", help="generate a key, print it once, store only its salted hash"
+    )
+    n.add_argument("--name", required=True, help="who holds it, e.g. crm-2026-11")
+    ksub.add_parser("list", help="the names of the keys in the file")
+    r = ksub.add_parser("revoke", help="remove a key's line from the file")
+    r.add_argument("name")
+    p.set_defaults(func=cmd_api_key)
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,326 @@
+"""API keys: the key file, the key ring and the ASGI middleware that checks them.
+
+Every request needs `Authorization: Bearer <key>` except the public paths: the
+health probes (/healthz, /livez, /readyz), /metrics and the API docs (/, /docs,
+/docs.json and the docs page's static files), which reveal no data. A missing or
+wrong key gets 401 with `WWW-Authenticate: Bearer` and a body that says nothing
+else.
+
+Keys are random 256-bit tokens (`secrets.token_urlsafe(32)`), so a salted SHA-256
+is enough to store them: a slow password hash guards low-entropy secrets and would
+cost milliseconds per request here. The key file holds one key per line,
+`name:salt_hex:sha256_hex(salt + key)`, `#` starting a comment. Keys from
+$PROPENSITY_API_KEYS (comma-separated plaintext, for development) are hashed the
+same way when read. A presented key is compared with every configured key, in
+constant time and without stopping at a match, so timing reveals neither whether
+nor which key matched. Keys are never logged.
+
+The file is re-read when it changes (its mtime, size or inode), so adding and
+revoking keys needs no restart; a file that turns invalid is logged and the last
+valid keys stay in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from features.config import ApiConfig
+
+log = logging.getLogger(__name__)
+
+KEYS_ENV = "PROPENSITY_API_KEYS"
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs", "/docs.json"}
+)
+PUBLIC_PREFIXES = ("/static_content/",)
+SALT_BYTES = 16
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class KeyFileError(ValueError):
+    """The key file is unreadable or has a bad line; the message names file and line."""
+
+
+class NoKeysError(ValueError):
+    """No API key is configured and the config does not allow that."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key: its name, salt and SHA-256 of salt + key (never the key)."""
+
+    name: str
+    salt: bytes
+    digest: bytes
+
+    def line(self) -> str:
+        return f"{self.name}:{self.salt.hex()}:{self.digest.hex()}"
+
+
+def new_key() -> str:
+    """A fresh random key (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def _digest(salt: bytes, key: str) -> bytes:
+    return hashlib.sha256(salt + key.encode()).digest()
+
+
+def hash_key(name: str, key: str, salt: bytes | None = None) -> ApiKey:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    return ApiKey(name, salt, _digest(salt, key))
+
+
+def parse_keys(text: str, source: str) -> list[ApiKey]:
+    """The keys in a key file's text; a bad line raises KeyFileError naming
+    `source:line`."""
+    keys: list[ApiKey] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        parts = line.split(":")
+        if len(parts) != 3:
+            raise KeyFileError(
+                f"{where}: expected name:salt_hex:sha256_hex, got {len(parts)} field(s)"
+            )
+        name, salt, digest = parts
+        if not _NAME.match(name):
+            raise KeyFileError(f"{where}: bad key name {name!r}")
+        if name in seen:
+            raise KeyFileError(f"{where}: key name {name!r} appears twice")
+        if len(salt) < 2 * SALT_BYTES or len(salt) % 2 or not _HEX.match(salt):
+            raise KeyFileError(
+                f"{where}: salt must be at least {SALT_BYTES} bytes of lowercase hex"
+            )
+        if len(digest) != 64 or not _HEX.match(digest):
+            raise KeyFileError(f"{where}: hash must be 64 lowercase hex digits")
+        seen.add(name)
+        keys.append(ApiKey(name, bytes.fromhex(salt), bytes.fromhex(digest)))
+    return keys
+
+
+def read_key_file(path: Path) -> list[ApiKey]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read the key file: {exc}") from exc
+    return parse_keys(text, str(path))
+
+
+def env_keys(value: str | None) -> list[ApiKey]:
+    """Keys from $PROPENSITY_API_KEYS, named env-1, env-2, ... in order."""
+    plain = [k.strip() for k in (value or "").split(",") if k.strip()]
+    return [hash_key(f"env-{i}", key) for i, key in enumerate(plain, start=1)]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a temp file beside `path` (mode 0600), fsync it, rename it over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_key(path: Path, name: str) -> str:
+    """A new key named `name`, its hash appended to the key file; the key itself
+    is returned for showing once and is stored nowhere."""
+    text = path.read_text() if path.exists() else ""
+    if name in {k.name for k in parse_keys(text, str(path))}:
+        raise KeyFileError(f"{path}: a key named {name!r} exists; pick another name")
+    key = new_key()
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _write_atomically(path, text + hash_key(name, key).line() + "\n")
+    return key
+
+
+def remove_key(path: Path, name: str) -> None:
+    """Drop the line of the key named `name` from the key file (comments stay)."""
+    text = path.read_text() if path.exists() else ""
+    if name not in {k.name for k in parse_keys(text, str(path))}:
+        raise KeyFileError(f"{path}: no key named {name!r}")
+    kept = [
+        line
+        for line in text.splitlines(keepends=True)
+        if line.strip().startswith("#") or line.split(":", 1)[0].strip() != name
+    ]
+    _write_atomically(path, "".join(kept))
+
+
+def match(keys: Iterable[ApiKey], presented: str) -> str | None:
+    """The name of the key equal to `presented`, or None. Every key is compared
+    (constant-time), whatever matched first."""
+    found = None
+    for key in keys:
+        if hmac.compare_digest(_digest(key.salt, presented), key.digest):
+            found = key.name
+    return found
+
+
+class KeyRing:
+    """The keys in force: the environment's, fixed at start, and the key file's,
+    re-read whenever the file changes."""
+
+    def __init__(self, env: list[ApiKey], path: Path | None = None) -> None:
+        self.env = env
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._file: list[ApiKey] = []
+        if path is not None and path.exists():
+            self._file = read_key_file(path)
+            self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)  # type: ignore[arg-type]
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def keys(self) -> list[ApiKey]:
+        if self.path is not None:
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._reload()
+        return [*self.env, *self._file]
+
+    def _reload(self) -> None:
+        if self._stamp is None:
+            log.error(
+                "API key file %s is gone; keeping the %d key(s) last read from it",
+                self.path,
+                len(self._file),
+            )
+            return
+        try:
+            self._file = read_key_file(self.path)  # type: ignore[arg-type]
+        except KeyFileError as exc:
+            log.error("%s; keeping the %d key(s) last read", exc, len(self._file))
+            return
+        log.info("API key file %s re-read: %d key(s)", self.path, len(self._file))
+
+
+def keyring_from_config(
+    api: ApiConfig, environ: Mapping[str, str] | None = None
+) -> KeyRing | None:
+    """The key ring for the config and environment; None when no key is set and
+    `api.require_keys` is false (the API is then open, with a warning). Raises
+    NoKeysError when no key is set otherwise."""
+    environ = os.environ if environ is None else environ
+    ring = KeyRing(env_keys(environ.get(KEYS_ENV)), api.keys_file)
+    if api.keys_file is not None and not api.keys_file.exists() and ring.env:
+        log.warning(
+            "API key file %s not found: only $%s keys are accepted",
+            api.keys_file,
+            KEYS_ENV,
+        )
+    if ring.keys():
+        return ring
+    if api.require_keys:
+        where = (
+            f"the key file {api.keys_file} holds none"
+            if api.keys_file is not None
+            else "api.keys_file is not set in the config"
+        )
+        raise NoKeysError(
+            f"no API key configured ({where}, ${KEYS_ENV} is empty): create one "
+            "with `propensity api-key new --name NAME`, or set "
+            f"{KEYS_ENV}=key1,key2 for development; `api: {{require_keys: false}}` "
+            "in the config serves without keys"
+        )
+    log.warning(
+        "no API key configured and api.require_keys is false: every endpoint is "
+        "open to anyone who can reach the server"
+    )
+    return None
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+UNAUTHORIZED_BODY = json.dumps({"error": "unauthorized"}).encode()
+
+
+class BearerAuth:
+    """Pure ASGI middleware: pass public paths and requests carrying a configured
+    key, answer everything else 401 (HTTP) or close with 1008 (WebSocket)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keyring: KeyRing,
+        public_paths: frozenset[str] = PUBLIC_PATHS,
+        public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES,
+    ) -> None:
+        self.app = app
+        self.keyring = keyring
+        self.public_paths = public_paths
+        self.public_prefixes = public_prefixes
+
+    def _public(self, path: str) -> bool:
+        return path in self.public_paths or path.startswith(self.public_prefixes)
+
+    def allowed(self, scope: Scope) -> bool:
+        if self._public(scope.get("path", "")):
+            return True
+        token = _bearer(scope)
+        return token is not None and match(self.keyring.keys(), token) is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.allowed(scope):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(UNAUTHORIZED_BODY)).encode()),
+                        (b"www-authenticate", b"Bearer"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": UNAUTHORIZED_BODY})
