@@ -1,10 +1,10 @@
 """API keys: the key file, the key ring and the ASGI middleware that checks them.
 
 Every request needs `Authorization: Bearer <key>` except the public paths: the
-health probes (/healthz, /livez, /readyz), /metrics and the API docs (/, /docs,
-/docs.json and the docs page's static files), which reveal no data. A missing or
-wrong key gets 401 with `WWW-Authenticate: Bearer` and a body that says nothing
-else.
+health probes (/healthz, /livez, /readyz), /metrics and the API docs (the
+Swagger page at /, /docs.json and the page's static files), which reveal no
+data. A missing or wrong key gets 401 with `WWW-Authenticate: Bearer` and a body
+that says nothing else.
 
 Keys are random 256-bit tokens (`secrets.token_urlsafe(32)`), so a salted SHA-256
 is enough to store them: a slow password hash guards low-entropy secrets and would
@@ -12,8 +12,8 @@ cost milliseconds per request here. The key file holds one key per line,
 `name:salt_hex:sha256_hex(salt + key)`, `#` starting a comment. Keys from
 $PROPENSITY_API_KEYS (comma-separated plaintext, for development) are hashed the
 same way when read. A presented key is compared with every configured key, in
-constant time and without stopping at a match, so timing reveals neither whether
-nor which key matched. Keys are never logged.
+constant time and without stopping at a match, so timing reveals neither which
+key matched nor how close a guess came. Keys are never logged.
 
 The file is re-read when it changes (its mtime, size or inode), so adding and
 revoking keys needs no restart; a file that turns invalid is logged and the last
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 KEYS_ENV = "PROPENSITY_API_KEYS"
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs", "/docs.json"}
+    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json"}
 )
 PUBLIC_PREFIXES = ("/static_content/",)
 SALT_BYTES = 16

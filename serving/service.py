@@ -4,6 +4,9 @@
 champions are loaded once at start-up from the MLflow registry named by
 MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 ./propensity.yaml); start-up fails, saying to train first, when one is missing.
+Every endpoint but the health probes, /metrics and the docs needs an API key
+(serving/auth.py); a worker started with no key configured fails, saying how to
+create one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from features.config import config_path, load_config
+from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.predictor import Champions, RecordError
 from training.registry import configure
 
@@ -45,6 +49,9 @@ class Propensity:
     def __init__(self) -> None:
         path = config_path()
         config = load_config(path)
+        # no API key: fail start-up, saying how to make one (the middleware is only
+        # built at the first request, which would then fail with a 500)
+        keyring_from_config(config.api)
         uri = config.tracking_uri(path.resolve().parent)
         configure(uri)
         self.champions = Champions.load(config, uri)
@@ -77,3 +84,18 @@ class Propensity:
             predictions=predictions,
             feature_set_version=self.champions.feature_set_version,
         )
+
+
+class ApiKeyAuth:
+    """BentoML builds its middleware in each worker: the config and the keys are
+    read there, not when this module is imported."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        keyring = keyring_from_config(load_config(config_path()).api)
+        self.app = app if keyring is None else BearerAuth(app, keyring)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+Propensity.add_asgi_middleware(ApiKeyAuth)

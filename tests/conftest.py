@@ -20,6 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
+# The API key every test server accepts (Project.env puts it in PROPENSITY_API_KEYS).
+TEST_API_KEY = "test-key-6f1c0d9a2b7e4c58"
 
 
 def pytest_collection_modifyitems(
@@ -78,11 +80,17 @@ class Project:
         return {
             **os.environ,
             "PROPENSITY_CONFIG": str(self.config),
+            "PROPENSITY_API_KEYS": TEST_API_KEY,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "BENTOML_HOME": str(self.root / "bentoml_home"),
             "BENTOML_DO_NOT_TRACK": "True",
             "DO_NOT_TRACK": "1",
         }
+
+
+def auth(key: str = TEST_API_KEY) -> dict[str, str]:
+    """Request headers carrying an API key (the test servers' by default)."""
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="session")

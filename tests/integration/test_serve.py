@@ -17,8 +17,10 @@ from features.columns import TARGETS
 from features.config import load_config
 from serving.predictor import Champions
 from tests.conftest import (
+    TEST_API_KEY,
     Project,
     Server,
+    auth,
     eligible_features,
     free_port,
     run_cli,
@@ -48,7 +50,9 @@ def records(project: Project, n: int) -> tuple[list[dict], pd.DataFrame]:
 
 def test_predict_over_http_equals_in_process(server: Server, trained: Project) -> None:
     body, frame = records(trained, 200)
-    response = httpx.post(f"{server.url}/predict", json={"customers": body}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/predict", json={"customers": body}, headers=auth(), timeout=30
+    )
     assert response.status_code == 200, response.text
     data = response.json()
     config = load_config(trained.config)
@@ -72,22 +76,22 @@ def test_bad_requests_are_4xx_naming_the_field(
     missing[1] = {
         "features": {k: v for k, v in body[1]["features"].items() if k != "tenure_days"}
     }
-    r = httpx.post(url, json={"customers": missing})
+    r = httpx.post(url, headers=auth(), json={"customers": missing})
     assert (
         r.status_code == 400 and "customers[1].features.tenure_days: missing" in r.text
     )
     wrong = {"features": {**body[0]["features"], "purchase_count_30d": "many"}}
-    r = httpx.post(url, json={"customers": [wrong]})
+    r = httpx.post(url, headers=auth(), json={"customers": [wrong]})
     assert r.status_code == 400 and "customers[0].features.purchase_count_30d" in r.text
     unknown = {"features": {**body[0]["features"], "shoe_size": 42}}
-    r = httpx.post(url, json={"customers": [unknown]})
+    r = httpx.post(url, headers=auth(), json={"customers": [unknown]})
     assert r.status_code == 400 and "shoe_size: unknown feature" in r.text
-    r = httpx.post(url, json={"customers": []})
+    r = httpx.post(url, headers=auth(), json={"customers": []})
     assert r.status_code == 400 and "customers" in r.text
-    r = httpx.post(url, json={"people": body})
+    r = httpx.post(url, headers=auth(), json={"people": body})
     assert r.status_code == 400 and "customers" in r.text
     too_many = {"customers": [body[0]] * 10_001}
-    r = httpx.post(url, json=too_many, timeout=60)
+    r = httpx.post(url, headers=auth(), json=too_many, timeout=60)
     assert r.status_code == 400 and "customers" in r.text
 
 
@@ -101,11 +105,64 @@ def test_unknown_category_and_nulls_are_scored_as_missing(
         "days_since_last_purchase": None,
     }
     r = httpx.post(
-        f"{server.url}/predict", json={"customers": [{"features": features}]}
+        f"{server.url}/predict",
+        json={"customers": [{"features": features}]},
+        headers=auth(),
     )
     assert r.status_code == 200
     probs = r.json()["predictions"][0]["probabilities"]
     assert set(probs) == set(TARGETS) and all(0 < p < 1 for p in probs.values())
+
+
+def test_predict_needs_an_api_key(server: Server, trained: Project) -> None:
+    body, _ = records(trained, 1)
+    url, wrong = f"{server.url}/predict", "wrong-key-0123456789abcdef"
+    for headers in ({}, auth(wrong), {"Authorization": TEST_API_KEY}):
+        r = httpx.post(url, json={"customers": body}, headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json() == {"error": "unauthorized"}
+    assert httpx.post(url, json={"customers": body}, headers=auth()).status_code == 200
+    for path in ("/readyz", "/healthz", "/livez", "/metrics", "/docs.json", "/"):
+        assert httpx.get(f"{server.url}{path}").status_code == 200, path
+    assert httpx.get(f"{server.url}/schema.json").status_code == 401
+    log = server.log.read_text()
+    assert "/predict" in log and "401" in log  # the access log saw the requests
+    assert TEST_API_KEY not in log and wrong not in log
+
+
+def test_serve_without_api_keys_refuses_to_start(
+    tmp_path: Path, trained: Project
+) -> None:
+    env = {**trained.env(), "PROPENSITY_API_KEYS": ""}
+    done = run_cli(["serve", "--port", str(free_port())], env, timeout=120)
+    assert done.returncode == 1
+    assert "no API key configured" in done.stderr
+    assert (
+        "propensity api-key new" in done.stderr and "PROPENSITY_API_KEYS" in done.stderr
+    )
+
+
+def test_bentoml_serve_without_api_keys_is_never_ready(
+    tmp_path: Path, trained: Project
+) -> None:
+    """A bare `bentoml serve` with no key logs how to make one and never turns
+    ready (the service's start-up fails before it loads the champions)."""
+    env = {**trained.env(), "PROPENSITY_API_KEYS": ""}
+    log = tmp_path / "serve.log"
+    url, process = start_bentoml(env, log)
+    try:
+        deadline = time.monotonic() + 120
+        while "no API key configured" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                assert httpx.get(f"{url}/readyz", timeout=1).status_code != 200
+            time.sleep(0.5)
+        assert "propensity api-key new" in log.read_text()
+        with pytest.raises((TimeoutError, RuntimeError)):
+            wait_ready(url, process, log, deadline_s=5)
+    finally:
+        stop(process)
 
 
 def test_serve_without_champions_fails_saying_to_train_first(

@@ -25,6 +25,7 @@ from features.config import load_config
 from tests.conftest import (
     BIN,
     Project,
+    auth,
     free_port,
     run_cli,
     spawn,
@@ -213,7 +214,9 @@ def test_serve_predicts_with_the_servers_champions(
         except (TimeoutError, RuntimeError) as exc:
             pytest.fail(f"{exc}\n--- mlflow server log ---\n{tail(tracking.log)}")
         body, _ = records(team, 3)
-        response = httpx.post(f"{url}/predict", json={"customers": body}, timeout=30)
+        response = httpx.post(
+            f"{url}/predict", json={"customers": body}, headers=auth(), timeout=30
+        )
         assert response.status_code == 200, response.text
     finally:
         stop(process)
