@@ -17,6 +17,8 @@ TARGET ?= churn
 TRIALS ?= 30
 TIMEOUT ?=
 PYTEST_ARGS ?=
+# api-key: who holds the new key
+NAME ?=
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
 # or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
 PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
@@ -36,7 +38,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score serve run ui tracking-server bench bench-features bench-quality test lint format clean
+.PHONY: help setup data train tune score serve run api-key ui tracking-server bench bench-features bench-quality test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -67,10 +69,17 @@ score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the da
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
 
-run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000
+run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000 (prints a demo API key when none exists)
 	$(CLI) train
 	$(CLI) score
+	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
+		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
+		  $(CLI) api-key new --name demo; }
 	$(CLI) serve --port $(PORT)
+
+api-key: setup ## create an API key for NAME, print it once, store its salted hash in api.keys_file
+	@test -n "$(NAME)" || { echo "usage: make api-key NAME=who-holds-it"; exit 2; }
+	$(CLI) api-key new --name $(NAME)
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui
