@@ -131,18 +131,6 @@ def test_predict_needs_an_api_key(server: Server, trained: Project) -> None:
     assert TEST_API_KEY not in log and wrong not in log
 
 
-def test_serve_without_api_keys_refuses_to_start(
-    tmp_path: Path, trained: Project
-) -> None:
-    env = {**trained.env(), "PROPENSITY_API_KEYS": ""}
-    done = run_cli(["serve", "--port", str(free_port())], env, timeout=120)
-    assert done.returncode == 1
-    assert "no API key configured" in done.stderr
-    assert (
-        "propensity api-key new" in done.stderr and "PROPENSITY_API_KEYS" in done.stderr
-    )
-
-
 def test_bentoml_serve_without_api_keys_is_never_ready(
     tmp_path: Path, trained: Project
 ) -> None:
