@@ -156,3 +156,18 @@ def test_path_method_finds_the_same_driver(model: RegisteredModel) -> None:
     out = reasons(model, ROWS, k=3, method="path")
     assert out[0][0].feature == "days_since_last_purchase"
     assert all(r.contribution > 0 for found in out for r in found)
+
+
+def test_champions_explain_records_per_target(model: RegisteredModel) -> None:
+    from serving.predictor import Champions
+
+    champions = Champions({"churn": model, "purchase": model})
+    records = [
+        {"days_since_last_purchase": 100, "purchase_count_30d": 0, "plan": "basic"}
+        | {"age": 30},
+        {"days_since_last_purchase": None, "purchase_count_30d": 1, "plan": "pro"}
+        | {"age": 50},
+    ]
+    out = champions.explain_records(records, k=2, exclude={"age"})
+    assert set(out) == {"churn", "purchase"} and out["churn"] == out["purchase"]
+    assert out["churn"] == reasons(model, ROWS[:2], k=2, exclude={"age"})
