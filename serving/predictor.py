@@ -5,8 +5,9 @@ Shared by the BentoML service and the nightly job, so both score exactly alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,12 @@ import pandas as pd
 from features.columns import TARGETS
 from features.config import ProjectConfig
 from features.encode import Encoding
+from serving.attribution import Method
+from serving.reasons import Reason, reasons
 from training.promote import CHAMPION
 from training.registry import RegisteredModel, load_alias
+
+T = TypeVar("T")
 
 
 class NoChampionError(RuntimeError):
@@ -69,11 +74,13 @@ class Champions:
         }
         return ",".join(sorted(versions))
 
-    def _predict(
-        self, build: Callable[[Encoding], np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """Each champion's probabilities, building one matrix per distinct encoding
-        (the three champions usually share one)."""
+    def _each(
+        self,
+        build: Callable[[Encoding], np.ndarray],
+        apply: Callable[[RegisteredModel, np.ndarray], T],
+    ) -> dict[str, T]:
+        """`apply` per champion, building one matrix per distinct encoding (the
+        three champions usually share one)."""
         built: list[tuple[Encoding, np.ndarray]] = []
         out = {}
         for target, model in self.models.items():
@@ -81,8 +88,14 @@ class Champions:
             if matrix is None:
                 matrix = build(model.encoding)
                 built.append((model.encoding, matrix))
-            out[target] = model.predict(matrix)
+            out[target] = apply(model, matrix)
         return out
+
+    def _predict(
+        self, build: Callable[[Encoding], np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Each champion's probabilities."""
+        return self._each(build, lambda model, matrix: model.predict(matrix))
 
     def predict_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Probabilities per target for a frame holding the feature columns."""
@@ -115,11 +128,32 @@ class Champions:
         self, records: Sequence[Mapping[str, object]]
     ) -> dict[str, np.ndarray]:
         """Probabilities per target from checked records, straight to numpy."""
+        return self._predict(_record_matrix(records))
 
-        def build(encoding: Encoding) -> np.ndarray:
-            matrix = np.empty((len(records), len(encoding.features)), dtype=np.float64)
-            for i, record in enumerate(records):
-                encoding.record_to_row(record, matrix[i])
-            return matrix
+    def explain_records(
+        self,
+        records: Sequence[Mapping[str, object]],
+        k: int,
+        exclude: Collection[str] = frozenset(),
+        method: Method = "shap",
+        descriptions: Mapping[str, str] | None = None,
+    ) -> dict[str, list[list[Reason]]]:
+        """Reason codes per target for checked records (see `serving.reasons`):
+        one matrix per encoding, one attribution call per champion."""
 
-        return self._predict(build)
+        def explain(model: RegisteredModel, matrix: np.ndarray) -> list[list[Reason]]:
+            return reasons(model, matrix, k, exclude, descriptions, method)
+
+        return self._each(_record_matrix(records), explain)
+
+
+def _record_matrix(
+    records: Sequence[Mapping[str, object]],
+) -> Callable[[Encoding], np.ndarray]:
+    def build(encoding: Encoding) -> np.ndarray:
+        matrix = np.empty((len(records), len(encoding.features)), dtype=np.float64)
+        for i, record in enumerate(records):
+            encoding.record_to_row(record, matrix[i])
+        return matrix
+
+    return build

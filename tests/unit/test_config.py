@@ -138,3 +138,33 @@ def test_bad_database_sources_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(data_config(tmp_path, f"{{events: {events}}}"))
+
+
+def test_explain_and_outreach_defaults_and_bounds(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    assert config.explain.top_k == 3 and config.explain.non_actionable == []
+    assert config.outreach.control_share == pytest.approx(0.10)
+    assert config.outreach.contact_cost == 0.0
+    with pytest.raises(ConfigError, match=r"outreach\.control_share"):
+        load_config(write(tmp_path, BASE + "outreach: {control_share: 0.6}\n"))
+    with pytest.raises(ConfigError, match=r"outreach\.contact_cost"):
+        load_config(write(tmp_path, BASE + "outreach: {contact_cost: -1}\n"))
+    with pytest.raises(ConfigError, match=r"outreach\.key: unknown key"):
+        load_config(write(tmp_path, BASE + "outreach: {key: abc}\n"))
+
+
+def test_outreach_key_env_then_relative_file_else_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("PROPENSITY_OUTREACH_KEY", raising=False)
+    with pytest.raises(ConfigError, match="PROPENSITY_OUTREACH_KEY"):
+        load_config(write(tmp_path, BASE)).outreach.key()
+    (tmp_path / "outreach.key").write_text("f" * 64 + "\n")
+    config = load_config(write(tmp_path, BASE + "outreach: {key_file: outreach.key}\n"))
+    assert config.outreach.key_file == tmp_path / "outreach.key"
+    assert config.outreach.key() == b"f" * 64
+    monkeypatch.setenv("PROPENSITY_OUTREACH_KEY", "e" * 32)
+    assert config.outreach.key() == b"e" * 32
+    monkeypatch.setenv("PROPENSITY_OUTREACH_KEY", "short")
+    with pytest.raises(ConfigError, match="shorter than 16 bytes"):
+        config.outreach.key()
