@@ -130,6 +130,13 @@ class Champions:
         """Probabilities per target from checked records, straight to numpy."""
         return self._predict(_record_matrix(records))
 
+    def matrix(
+        self, records: Sequence[Mapping[str, object]], target: str
+    ) -> np.ndarray:
+        """Checked records as one champion's input matrix (its encoding's order):
+        for scoring and explaining a single target from one conversion."""
+        return _record_matrix(records)(self.models[target].encoding)
+
     def explain_records(
         self,
         records: Sequence[Mapping[str, object]],

@@ -1,4 +1,5 @@
-"""The BentoML service: the three champions behind `predict`.
+"""The BentoML service: the three champions behind `predict` and
+`explain`.
 
 `bentoml serve serving.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
@@ -12,20 +13,24 @@ create one.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 
 import bentoml
 from pydantic import BaseModel, Field
 
 from features.config import config_path, load_config
+from features.definition import FeatureSpec, catalogue
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.predictor import Champions, RecordError
+from serving.reasons import Reason, reasons
 from training.registry import configure
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 10_000
 FeatureValue = float | str | None
+# the targets, spelled out so /docs.json lists them (features.columns.TARGETS)
+Target = Literal["churn", "purchase", "service_request"]
 
 
 class CustomerFeatures(BaseModel):
@@ -44,6 +49,35 @@ class PredictResponse(BaseModel):
     feature_set_version: str
 
 
+class ReasonOut(BaseModel):
+    feature: str
+    # the customer's value: a number, a category, null when missing
+    value: FeatureValue
+    # the feature's push on the raw (log-odds) score; always > 0
+    contribution: float
+    phrase: str
+
+
+class Explanation(BaseModel):
+    customer_id: str | None
+    probability: float
+    # at most k, largest contribution first; fewer when fewer features raise it
+    reasons: list[ReasonOut]
+
+
+class ExplainResponse(BaseModel):
+    target: str
+    model_version: str
+    feature_set_version: str
+    explanations: list[Explanation]
+
+
+def _reason(r: Reason) -> ReasonOut:
+    return ReasonOut(
+        feature=r.feature, value=r.value, contribution=r.contribution, phrase=r.phrase
+    )
+
+
 @bentoml.service(name="propensity", traffic={"timeout": 60})
 class Propensity:
     def __init__(self) -> None:
@@ -55,7 +89,19 @@ class Propensity:
         uri = config.tracking_uri(path.resolve().parent)
         configure(uri)
         self.champions = Champions.load(config, uri)
+        self.config = config
+        # event features only: the customers table (attributes) may not exist here
+        self.descriptions = {
+            f.name: f.description
+            for f in catalogue(FeatureSpec.from_config(config)).features
+        }
         log.info("loaded champions %s from %s", self.champions.versions, uri)
+
+    def _checked(self, records: list[dict], field: str) -> None:
+        try:
+            self.champions.check_records(records, field)
+        except RecordError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
 
     @bentoml.api
     def predict(
@@ -66,10 +112,7 @@ class Propensity:
     ) -> PredictResponse:
         """Churn, purchase and service-request probabilities for feature records."""
         records = [c.features for c in customers]
-        try:
-            self.champions.check_records(records, "customers")
-        except RecordError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+        self._checked(records, "customers")
         probs = self.champions.predict_records(records)
         versions = self.champions.versions
         predictions = [
@@ -83,6 +126,45 @@ class Propensity:
         return PredictResponse(
             predictions=predictions,
             feature_set_version=self.champions.feature_set_version,
+        )
+
+    @bentoml.api
+    def explain(
+        self,
+        customers: Annotated[
+            list[CustomerFeatures], Field(min_length=1, max_length=MAX_RECORDS)
+        ],
+        target: Target,
+        k: Annotated[int | None, Field(ge=1, le=20)] = None,
+    ) -> ExplainResponse:
+        """One target's probability and its top-k reasons per customer: the
+        features that raised the score most (non-actionable ones left out)."""
+        records = [c.features for c in customers]
+        self._checked(records, "customers")
+        explain = self.config.explain
+        model = self.champions.models[target]
+        matrix = self.champions.matrix(records, target)
+        probs = model.predict(matrix)
+        found = reasons(
+            model,
+            matrix,
+            explain.top_k if k is None else k,
+            frozenset(explain.non_actionable),
+            self.descriptions,
+            explain.method,
+        )
+        return ExplainResponse(
+            target=target,
+            model_version=model.version,
+            feature_set_version=str(model.metadata.get("feature_set_version", "")),
+            explanations=[
+                Explanation(
+                    customer_id=c.customer_id,
+                    probability=float(p),
+                    reasons=[_reason(r) for r in rs],
+                )
+                for c, p, rs in zip(customers, probs, found, strict=True)
+            ],
         )
 
 
