@@ -1,5 +1,5 @@
-"""The BentoML service: the three champions behind `predict` and
-`explain`.
+"""The BentoML service: the three champions behind `predict`, `explain`
+and `outreach`.
 
 `bentoml serve serving.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
@@ -17,9 +17,11 @@ from typing import Annotated, Literal
 
 import bentoml
 from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
 
-from features.config import config_path, load_config
+from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
+from serving import outreach
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.predictor import Champions, RecordError
 from serving.reasons import Reason, reasons
@@ -70,6 +72,39 @@ class ExplainResponse(BaseModel):
     model_version: str
     feature_set_version: str
     explanations: list[Explanation]
+
+
+class OutreachCustomer(BaseModel):
+    customer_id: Annotated[str, Field(min_length=1, max_length=256)]
+    features: dict[Annotated[str, Field(max_length=128)], FeatureValue]
+    # what a conversion is worth; default outreach.default_value
+    value: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
+
+
+class OutreachRow(BaseModel):
+    customer_id: str
+    probability: float
+    expected_value: float
+    rank: int
+    # treatment: contact; control: held out, do not contact
+    group: Literal["treatment", "control"]
+    reasons: list[ReasonOut]
+
+
+class OutreachCounts(BaseModel):
+    eligible: int
+    selected: int
+    held_out: int
+    dropped_non_positive: int
+
+
+class OutreachResponse(BaseModel):
+    campaign_id: str
+    target: str
+    model_version: str
+    selected: list[OutreachRow]
+    counts: OutreachCounts
+    reasons: list[str]
 
 
 def _reason(r: Reason) -> ReasonOut:
@@ -165,6 +200,98 @@ class Propensity:
                 )
                 for c, p, rs in zip(customers, probs, found, strict=True)
             ],
+        )
+
+    @bentoml.api
+    def outreach(
+        self,
+        campaign_id: Annotated[
+            str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+        ],
+        target: Target,
+        customers: Annotated[
+            list[OutreachCustomer], Field(min_length=1, max_length=MAX_RECORDS)
+        ],
+        budget: Annotated[int | None, Field(ge=1)] = None,
+        threshold: Annotated[float | None, Field(ge=0, le=1)] = None,
+        contact_cost: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None,
+        control_share: Annotated[
+            float | None, Field(ge=0, le=outreach.MAX_CONTROL_SHARE)
+        ] = None,
+    ) -> OutreachResponse:
+        """Whom to contact for a campaign: customers ranked by expected value
+        (p * value - contact_cost), picked by `budget` (top n) or `threshold`
+        (p >= t; give exactly one), with a keyed-hash control group held out."""
+        if (budget is None) == (threshold is None):
+            raise bentoml.exceptions.InvalidArgument(
+                "budget, threshold: give exactly one"
+            )
+        settings = self.config.outreach
+        try:
+            key = settings.key()
+        except ConfigError as exc:
+            # not a BentoMLException: BentoML replaces the message of any 5xx it
+            # raises by "unexpected error", and this one must say how to fix it
+            log.error("outreach refused: %s", exc)
+            return JSONResponse(  # type: ignore[return-value]
+                {"error": f"outreach is not configured: {exc}"}, status_code=503
+            )
+        records = [c.features for c in customers]
+        self._checked(records, "customers")
+        model = self.champions.models[target]
+        matrix = self.champions.matrix(records, target)
+        default = settings.default_value
+        try:
+            selection = outreach.select(
+                campaign_id,
+                [c.customer_id for c in customers],
+                model.predict(matrix),
+                key=key,
+                budget=budget,
+                threshold=threshold,
+                values=[default if c.value is None else c.value for c in customers],
+                contact_cost=settings.contact_cost
+                if contact_cost is None
+                else contact_cost,
+                control_share=settings.control_share
+                if control_share is None
+                else control_share,
+            )
+        except ValueError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+        # reason codes only for the selected: attribution is the costly part
+        row_of = {c.customer_id: i for i, c in enumerate(customers)}
+        explain = self.config.explain
+        found = reasons(
+            model,
+            matrix[[row_of[r.customer_id] for r in selection.rows]],
+            explain.top_k,
+            frozenset(explain.non_actionable),
+            self.descriptions,
+            explain.method,
+        )
+        return OutreachResponse(
+            campaign_id=campaign_id,
+            target=target,
+            model_version=model.version,
+            selected=[
+                OutreachRow(
+                    customer_id=r.customer_id,
+                    probability=r.probability,
+                    expected_value=r.expected_value,
+                    rank=r.rank,
+                    group=r.group,
+                    reasons=[_reason(x) for x in rs],
+                )
+                for r, rs in zip(selection.rows, found, strict=True)
+            ],
+            counts=OutreachCounts(
+                eligible=selection.eligible,
+                selected=selection.selected,
+                held_out=selection.held_out,
+                dropped_non_positive=selection.dropped_non_positive,
+            ),
+            reasons=selection.reasons,
         )
 
 

@@ -1,7 +1,8 @@
-"""`explain`, in-process through the service's ASGI app.
+"""`explain` and `outreach`, in-process through the service's ASGI app.
 
 The app is built once for this module (BentoML's Prometheus metrics refuse a second
-`to_asgi()` in one process).
+`to_asgi()` in one process); the outreach key is read per request, so tests set or
+remove $PROPENSITY_OUTREACH_KEY with monkeypatch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from features.config import load_config
+from features.config import OUTREACH_KEY_ENV, load_config
 from features.definition import FeatureSpec, catalogue
 from serving.predictor import Champions
 from tests.conftest import Project, auth
@@ -22,6 +23,7 @@ from tests.integration.test_serve import records
 
 pytestmark = pytest.mark.integration
 
+OUTREACH_KEY = "outreach-test-key-0123456789abcdef"
 TARGET = "churn"
 
 
@@ -144,7 +146,108 @@ def test_explain_needs_an_api_key(client: TestClient, body: list[dict]) -> None:
     assert r.status_code == 401
 
 
+# --- outreach --------------------------------------------------------------------
+
+
+def campaign(body: list[dict]) -> dict:
+    """A campaign over `body`, each customer with its own conversion value."""
+    customers = [{**c, "value": 10.0 + i % 7} for i, c in enumerate(body)]
+    return {"campaign_id": "spring-2026", "target": TARGET, "customers": customers}
+
+
+@pytest.fixture
+def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OUTREACH_KEY_ENV, OUTREACH_KEY)
+
+
+def test_outreach_budget_ranks_and_holds_out_a_stable_control(
+    client: TestClient, body: list[dict], keyed: None
+) -> None:
+    request = {**campaign(body), "budget": 40, "control_share": 0.5}
+    first = client.post("/outreach", json=request)
+    assert first.status_code == 200, first.text
+    data = first.json()
+    rows = data["selected"]
+    assert 0 < len(rows) <= 40
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    ev = [r["expected_value"] for r in rows]
+    assert ev == sorted(ev, reverse=True) and all(v > 0 for v in ev)
+    counts = data["counts"]
+    assert counts["eligible"] == len(body) and counts["selected"] == len(rows)
+    held_out = sum(r["group"] == "control" for r in rows)
+    assert counts["held_out"] == held_out and 0 < held_out < len(rows)
+    assert any("held out as control" in note for note in data["reasons"])
+    for r in rows:
+        contrib = [x["contribution"] for x in r["reasons"]]
+        assert len(contrib) <= 3 and contrib == sorted(contrib, reverse=True)
+    # the same request again: the same ranking and the same control assignment
+    again = client.post("/outreach", json=request)
+    assert again.json()["selected"] == rows
+    # shuffled input, same draw per customer
+    shuffled = {**request, "customers": request["customers"][::-1]}
+    groups = {r["customer_id"]: r["group"] for r in rows}
+    got = client.post("/outreach", json=shuffled).json()["selected"]
+    assert {r["customer_id"]: r["group"] for r in got} == groups
+
+
+def test_outreach_threshold_and_contact_cost(
+    client: TestClient, body: list[dict], keyed: None
+) -> None:
+    r = client.post(
+        "/outreach",
+        json={**campaign(body), "threshold": 0.0, "contact_cost": 1e6},
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["selected"] == []
+    assert data["counts"]["dropped_non_positive"] == len(body)
+    assert any("dropped" in note for note in data["reasons"])
+
+
+def test_outreach_bad_requests_are_400_naming_the_field(
+    client: TestClient, body: list[dict], keyed: None
+) -> None:
+    base = campaign(body[:3])
+    cases = {
+        "budget, threshold": {**base},
+        "budget": {**base, "budget": 0},
+        "threshold": {**base, "threshold": 1.5},
+        "control_share": {**base, "budget": 2, "control_share": 0.6},
+        "campaign_id": {**base, "budget": 2, "campaign_id": "bad\x1fid"},
+        "target": {**base, "budget": 2, "target": "upsell"},
+        "customer_ids: duplicates": {
+            **base,
+            "budget": 2,
+            "customers": [base["customers"][0]] * 2,
+        },
+    }
+    for field, request in cases.items():
+        r = client.post("/outreach", json=request)
+        assert r.status_code == 400 and field in r.text, (field, r.text)
+    both = {**base, "budget": 2, "threshold": 0.5}
+    assert client.post("/outreach", json=both).status_code == 400
+    long_id = {**base, "budget": 2, "campaign_id": "x" * 101}
+    assert client.post("/outreach", json=long_id).status_code == 400
+    missing = {k: v for k, v in body[0]["features"].items() if k != "tenure_days"}
+    request = {
+        **base,
+        "budget": 2,
+        "customers": [{"customer_id": "a", "features": missing}],
+    }
+    r = client.post("/outreach", json=request)
+    assert r.status_code == 400 and "customers[0].features.tenure_days" in r.text
+
+
+def test_outreach_without_a_key_is_503_saying_how_to_set_it(
+    client: TestClient, body: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(OUTREACH_KEY_ENV, raising=False)
+    r = client.post("/outreach", json={**campaign(body[:3]), "budget": 2})
+    assert r.status_code == 503, r.text
+    assert OUTREACH_KEY_ENV in r.text and "key_file" in r.text
+
+
 def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
-    for path in ("/explain",):
+    for path in ("/explain", "/outreach"):
         assert path in paths, sorted(paths)
