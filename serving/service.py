@@ -1,5 +1,5 @@
-"""The BentoML service: the three champions behind `predict`, `explain`
-and `outreach`.
+"""The BentoML service: the three champions behind `predict`, `explain`,
+`outreach` and `metadata`.
 
 `bentoml serve serving.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
@@ -25,6 +25,7 @@ from serving import outreach
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.predictor import Champions, RecordError
 from serving.reasons import Reason, reasons
+from training.promote import CHAMPION
 from training.registry import configure
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ MAX_RECORDS = 10_000
 FeatureValue = float | str | None
 # the targets, spelled out so /docs.json lists them (features.columns.TARGETS)
 Target = Literal["churn", "purchase", "service_request"]
+# the champion's backtest means in the registered metadata: backtest_<metric>_mean
+BACKTEST_PREFIX, MEAN_SUFFIX = "backtest_", "_mean"
 
 
 class CustomerFeatures(BaseModel):
@@ -105,6 +108,31 @@ class OutreachResponse(BaseModel):
     selected: list[OutreachRow]
     counts: OutreachCounts
     reasons: list[str]
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    # from the feature catalogue; null for attributes it cannot describe here
+    description: str | None
+    categorical: bool
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    aliases: list[str]
+    trained_at: str | None
+    feature_set_version: str | None
+    calibration: str | None
+    horizon_days: int | None
+    # the champion's backtest metric means over the origins (roc_auc, log_loss, ...)
+    backtest_means: dict[str, float]
+    features: list[FeatureInfo]
+
+
+class MetadataResponse(BaseModel):
+    models: dict[str, ModelInfo]
+    feature_set_version: str
 
 
 def _reason(r: Reason) -> ReasonOut:
@@ -292,6 +320,43 @@ class Propensity:
                 dropped_non_positive=selection.dropped_non_positive,
             ),
             reasons=selection.reasons,
+        )
+
+    @bentoml.api(route="/metadata")
+    def metadata(self) -> MetadataResponse:
+        """The champions served: versions, training, calibration, backtest means
+        and features with their descriptions."""
+        models = {}
+        for target, model in self.champions.models.items():
+            meta = model.metadata
+            calibration = meta.get("calibration")
+            if isinstance(calibration, dict):
+                calibration = calibration.get("method")
+            vocab = model.encoding.vocabularies
+            models[target] = ModelInfo(
+                name=model.name,
+                version=model.version,
+                aliases=[CHAMPION],
+                trained_at=meta.get("trained_at"),
+                feature_set_version=meta.get("feature_set_version"),
+                calibration=calibration,
+                horizon_days=meta.get("horizon_days"),
+                backtest_means={
+                    k.removeprefix(BACKTEST_PREFIX).removesuffix(MEAN_SUFFIX): float(v)
+                    for k, v in (meta.get("metrics") or {}).items()
+                    if k.startswith(BACKTEST_PREFIX) and k.endswith(MEAN_SUFFIX)
+                },
+                features=[
+                    FeatureInfo(
+                        name=f,
+                        description=self.descriptions.get(f),
+                        categorical=f in vocab,
+                    )
+                    for f in model.encoding.features
+                ],
+            )
+        return MetadataResponse(
+            models=models, feature_set_version=self.champions.feature_set_version
         )
 
 

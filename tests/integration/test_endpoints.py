@@ -1,4 +1,4 @@
-"""`explain` and `outreach`, in-process through the service's ASGI app.
+"""`explain`, `outreach` and `metadata`, in-process through the service's ASGI app.
 
 The app is built once for this module (BentoML's Prometheus metrics refuse a second
 `to_asgi()` in one process); the outreach key is read per request, so tests set or
@@ -247,7 +247,37 @@ def test_outreach_without_a_key_is_503_saying_how_to_set_it(
     assert OUTREACH_KEY_ENV in r.text and "key_file" in r.text
 
 
+# --- metadata ----------------------------------------------------------------------
+
+
+def test_metadata_lists_the_champions_as_registered(
+    client: TestClient, trained: Project, champions: Champions
+) -> None:
+    r = client.post("/metadata")
+    assert r.status_code == 200, r.text
+    models = r.json()["models"]
+    assert set(models) == set(champions.models)
+    known = descriptions(trained)
+    for target, model in champions.models.items():
+        info = models[target]
+        assert info["name"] == model.name and info["version"] == model.version
+        assert info["aliases"] == ["champion"]
+        assert info["trained_at"] == model.metadata["trained_at"]
+        assert info["feature_set_version"] == model.metadata["feature_set_version"]
+        assert info["calibration"] == model.metadata["calibration"]["method"]
+        assert info["horizon_days"] == model.metadata["horizon_days"]
+        means = info["backtest_means"]
+        assert means["roc_auc"] == model.metadata["metrics"]["backtest_roc_auc_mean"]
+        assert means["log_loss"] > 0 and "roc_auc_std" not in means
+        features = info["features"]
+        assert [f["name"] for f in features] == list(model.encoding.features)
+        for f in features:
+            assert f["description"] == known.get(f["name"])
+        assert any(f["description"] for f in features)
+    assert client.post("/metadata", json={}).status_code == 200
+
+
 def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
-    for path in ("/explain", "/outreach"):
+    for path in ("/explain", "/outreach", "/metadata"):
         assert path in paths, sorted(paths)
