@@ -22,6 +22,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 # The API key every test server accepts (Project.env puts it in PROPENSITY_API_KEYS).
 TEST_API_KEY = "test-key-6f1c0d9a2b7e4c58"
+# The control-group key for outreach (Project.env puts it in PROPENSITY_OUTREACH_KEY).
+TEST_OUTREACH_KEY = "outreach-key-3a9e5c1f7b2d4e60"
 
 
 def pytest_collection_modifyitems(
@@ -81,6 +83,7 @@ class Project:
             **os.environ,
             "PROPENSITY_CONFIG": str(self.config),
             "PROPENSITY_API_KEYS": TEST_API_KEY,
+            "PROPENSITY_OUTREACH_KEY": TEST_OUTREACH_KEY,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "BENTOML_HOME": str(self.root / "bentoml_home"),
             "BENTOML_DO_NOT_TRACK": "True",

@@ -131,6 +131,32 @@ def test_predict_needs_an_api_key(server: Server, trained: Project) -> None:
     assert TEST_API_KEY not in log and wrong not in log
 
 
+def test_explain_outreach_metadata_over_http(server: Server, trained: Project) -> None:
+    """The new endpoints behind the same key; outreach keyed by the project env."""
+    body, _ = records(trained, 20)
+    requests = {
+        "/explain": {"customers": body, "target": "purchase", "k": 2},
+        "/outreach": {
+            "campaign_id": "http-test",
+            "target": "purchase",
+            "budget": 10,
+            "customers": body,
+        },
+        "/metadata": {},
+    }
+    for path, request in requests.items():
+        url = f"{server.url}{path}"
+        assert httpx.post(url, json=request).status_code == 401, path
+        r = httpx.post(url, json=request, headers=auth(), timeout=30)
+        assert r.status_code == 200, (path, r.text)
+        requests[path] = r.json()
+    assert len(requests["/explain"]["explanations"]) == len(body)
+    assert requests["/outreach"]["counts"]["eligible"] == len(body)
+    assert set(requests["/metadata"]["models"]) == set(TARGETS)
+    paths = httpx.get(f"{server.url}/docs.json").json()["paths"]
+    assert {"/explain", "/outreach", "/metadata"} <= set(paths)
+
+
 def test_bentoml_serve_without_api_keys_is_never_ready(
     tmp_path: Path, trained: Project
 ) -> None:
