@@ -15,6 +15,7 @@ with numpy alone, so the API and the nightly job need no scikit-learn object.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
@@ -69,8 +70,14 @@ class Calibrator:
             slope, intercept = self.params["coef"]
             return 1.0 / (1.0 + np.exp(-(slope * _logit(p) + intercept)))
         if self.method == "isotonic":
-            return np.interp(p, self.params["x"], self.params["y"])
+            return np.interp(p, *self._thresholds)
         raise ValueError(f"unknown calibration method {self.method!r}")
+
+    @cached_property
+    def _thresholds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The isotonic thresholds as arrays, converted once (apply is on the API's
+        hot path)."""
+        return np.asarray(self.params["x"]), np.asarray(self.params["y"])
 
     def to_dict(self) -> dict:
         return {"method": self.method, "params": self.params}

@@ -53,6 +53,13 @@ def table(
         [experiment], where, order_by=["attributes.start_time DESC"], max_results=limit
     )
     champions: dict[str, str | None] = {}
+    # every baseline run once, by (training id, target): not a search per row
+    siblings: dict[tuple[str, str], list[Run]] = {}
+    for s in client.search_runs(
+        [experiment], "tags.kind = 'baseline'", max_results=10_000
+    ):
+        key = (s.data.tags.get("training_id", ""), s.data.tags.get("target", ""))
+        siblings.setdefault(key, []).append(s)
     rows = []
     for r in runs:
         tags, m = r.data.tags, r.data.metrics
@@ -60,11 +67,6 @@ def table(
         if name not in champions:
             champions[name] = current(client, name) if name else None
         version = tags.get("registered_version", "")
-        siblings = client.search_runs(
-            [experiment],
-            f"tags.kind = 'baseline' and tags.training_id = '{tags['training_id']}'"
-            f" and tags.target = '{tags['target']}'",
-        )
         row = {
             "target": tags["target"],
             "run_id": r.info.run_id,
@@ -76,7 +78,7 @@ def table(
         for key in KEY_METRICS:
             row[key] = m.get(f"backtest_{key}_mean")
         row["calibrated_ece"] = m.get("calibrated_ece_mean")
-        for s in siblings:
+        for s in siblings.get((tags["training_id"], tags["target"]), []):
             base = s.data.tags["model"]
             row[f"{base}_roc_auc"] = s.data.metrics.get("backtest_roc_auc_mean")
             row[f"{base}_log_loss"] = s.data.metrics.get("backtest_log_loss_mean")
