@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -540,7 +541,11 @@ def _run_feature_children(
     }
     paths = {kind: workdir / f"features-{kind}.parquet" for kind in ("engine", "sql")}
     for path in paths.values():
-        path.unlink(missing_ok=True)
+        # the engine writes a folder of parts when it runs in chunks
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     runs = {}
     for kind, path in paths.items():
         print(f"features: running {kind} ...", flush=True)
