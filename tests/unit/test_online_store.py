@@ -136,9 +136,11 @@ def test_a_failed_build_leaves_the_current_store_and_no_temp_file(
 ) -> None:
     path = tmp_path / "store.sqlite"
     write(path, frame(10))
-    with pytest.raises(KeyError):
-        with SqliteStoreWriter(path, meta("2025-12-09")) as writer:
-            writer.append(frame(10), {}, SCORED_AT)  # no scores: fails mid-build
+    with (
+        pytest.raises(KeyError),
+        SqliteStoreWriter(path, meta("2025-12-09")) as writer,
+    ):
+        writer.append(frame(10), {}, SCORED_AT)  # no scores: fails mid-build
     assert stored_as_of(path) == "2025-12-01"
     assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite"]
 
