@@ -335,6 +335,9 @@ class ApiConfig(_Strict):
 
     keys_file: Path | None = None
     require_keys: bool = True
+    # A larger request body is refused with 413 before it is parsed; 10,000
+    # records of ~100 features take about 40 MB of JSON.
+    max_request_mb: float = Field(64, gt=0)
 
 
 class ExplainConfig(_Strict):

@@ -24,6 +24,7 @@ from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
 from serving import online_store, outreach
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
+from serving.limits import BodyLimit
 from serving.predictor import Champions, RecordError
 from serving.reasons import Reason, reasons
 from training.promote import CHAMPION
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 10_000
 CustomerId = Annotated[str, Field(min_length=1, max_length=256)]
-FeatureValue = float | str | None
+# a number (NaN and +-Infinity, accepted as JSON extensions, count as missing),
+# a category, or null for missing
+FeatureValue = float | Annotated[str, Field(max_length=256)] | None
 # the targets, spelled out so /docs.json lists them (features.columns.TARGETS)
 Target = Literal["churn", "purchase", "service_request"]
 # the champion's backtest means in the registered metadata: backtest_<metric>_mean
@@ -451,16 +454,19 @@ class Propensity:
         )
 
 
-class ApiKeyAuth:
-    """BentoML builds its middleware in each worker: the config and the keys are
-    read there, not when this module is imported."""
+class ApiGuard:
+    """API keys, then the request size limit. BentoML builds its middleware in
+    each worker: the config and the keys are read there, not when this module is
+    imported."""
 
     def __init__(self, app: ASGIApp) -> None:
-        keyring = keyring_from_config(load_config(config_path()).api)
-        self.app = app if keyring is None else BearerAuth(app, keyring)
+        api = load_config(config_path()).api
+        keyring = keyring_from_config(api)
+        limited = BodyLimit(app, int(api.max_request_mb * 1_000_000))
+        self.app = limited if keyring is None else BearerAuth(limited, keyring)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
 
 
-Propensity.add_asgi_middleware(ApiKeyAuth)
+Propensity.add_asgi_middleware(ApiGuard)

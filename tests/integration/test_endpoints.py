@@ -7,6 +7,7 @@ remove $PROPENSITY_OUTREACH_KEY with monkeypatch.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -401,3 +402,43 @@ def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
     for path in ("/explain", "/outreach", "/metadata"):
         assert path in paths, sorted(paths)
+
+
+# --- limits ------------------------------------------------------------------------
+
+
+def test_nan_and_infinity_count_as_missing(
+    client: TestClient, body: list[dict]
+) -> None:
+    """NaN, Infinity and -Infinity (JSON extensions) score like null."""
+    numeric = next(k for k, v in body[0]["features"].items() if isinstance(v, float))
+    scored = {}
+    for token in ["null", "NaN", "Infinity", "-Infinity"]:
+        record = {**body[0]["features"], numeric: "@@"}
+        text = json.dumps({"customers": [{"features": record}]})
+        response = client.post(
+            "/predict",
+            content=text.replace('"@@"', token),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, (token, response.text)
+        scored[token] = response.json()["predictions"][0]["probabilities"]
+    assert scored["NaN"] == scored["null"]
+    assert scored["Infinity"] == scored["null"] == scored["-Infinity"]
+
+
+def test_oversized_bodies_and_strings_are_refused(
+    client: TestClient, body: list[dict], champions: Champions
+) -> None:
+    huge = {"customers": [{"features": {"x": "y" * 1000}}] * 70_000}
+    response = client.post("/predict", json=huge)
+    assert response.status_code == 413
+    assert "api.max_request_mb" in response.json()["error"]
+    categorical = sorted(champions.categorical)
+    if not categorical:
+        pytest.skip("the champions read no categorical feature to send a long one")
+    record = {**body[0]["features"], categorical[0]: "z" * 257}
+    response = client.post("/predict", json={"customers": [{"features": record}]})
+    assert response.status_code == 400
+    assert "at most 256 characters" in response.text
+    assert categorical[0] in response.text
