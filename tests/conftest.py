@@ -197,12 +197,16 @@ def spawn(
 
 
 def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
-    """`bentoml serve` of the service on a free port, output to `log`."""
+    """`bentoml serve` of the service on a free port, output to `log`.
+
+    Each server gets its own BentoML home: a starting server clears the
+    Prometheus files in its home, which would reset another server's /metrics."""
     port = free_port()
+    home = log.parent / f"bentoml-home-{port}"
     process = spawn(
         [str(BIN / "bentoml"), "serve", "serving.service:Propensity"]
         + ["--host", "127.0.0.1", "--port", str(port)],
-        env,
+        {**env, "BENTOML_HOME": str(home)},
         log,
     )
     return f"http://127.0.0.1:{port}", process
