@@ -40,7 +40,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score serve run api-key ui tracking-server bench bench-features bench-quality bench-api test lint format clean
+.PHONY: help setup data train tune score serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ run: setup data/demo/events.parquet ## the whole job on demo data, ending with t
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
 		  $(CLI) api-key new --name demo; }
 	$(CLI) serve --port $(PORT)
+
+bento: setup ## import the champions into the BentoML store and build a Bento pinning them (bentofile.yaml)
+	$(CLI) bento
 
 api-key: setup ## create an API key for NAME, print it once, store its salted hash in api.keys_file
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=who-holds-it"; exit 2; }

@@ -300,6 +300,21 @@ def _keys_file(args: argparse.Namespace) -> Path:
     return config.api.keys_file
 
 
+def cmd_bento(args: argparse.Namespace) -> int:
+    from serving import bento
+    from training.registry import configure
+
+    _, config, uri = _context(args)
+    configure(uri)
+    for tag in bento.import_champions(config, uri):
+        print(f"champion in the BentoML model store: {tag}")
+    if args.import_only:
+        return 0
+    tag = bento.build(args.version)
+    print(f"built Bento {tag}; serve it with `bentoml serve {tag}`")
+    return 0
+
+
 def cmd_api_key(args: argparse.Namespace) -> int:
     from serving.auth import add_key, read_key_file, remove_key
 
@@ -465,6 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_api_key(sub)
 
+    p = sub.add_parser(
+        "bento",
+        help="import the champions into the BentoML model store and `bentoml build` "
+        "a Bento pinning them (bentofile.yaml)",
+    )
+    p.add_argument("--version", default=None, help="the Bento's version tag")
+    p.add_argument(
+        "--import-only", action="store_true", help="import the models, build nothing"
+    )
+    p.set_defaults(func=cmd_bento)
     p = sub.add_parser("ui", help="the MLflow UI on the tracking store")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

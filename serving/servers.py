@@ -79,19 +79,26 @@ def spawn(
 
 
 def start_service(
-    service: str, env: dict[str, str], log: Path
+    service: str,
+    env: dict[str, str],
+    log: Path,
+    home: Path | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[str, subprocess.Popen]:
-    """`bentoml serve <service>` on a free local port, output to `log`.
+    """`bentoml serve <service>` (a module:Class, or a Bento's tag in `home`) on a
+    free local port, output to `log`.
 
-    Each server gets its own BentoML home beside the log: a starting server clears
-    the Prometheus files in its home, which would reset another server's /metrics.
+    By default each server gets its own BentoML home beside the log: a starting
+    server clears the Prometheus files in its home, which would reset another
+    server's /metrics.
     """
     port = free_port()
-    home = log.parent / f"bentoml-home-{port}"
+    home = home or log.parent / f"bentoml-home-{port}"
     process = spawn(
         [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1"]
         + ["--port", str(port)],
         {**env, "BENTOML_HOME": str(home)},
         log,
+        cwd,
     )
     return f"http://127.0.0.1:{port}", process

@@ -5,6 +5,8 @@
 champions are loaded once at start-up from the MLflow registry named by
 MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 ./propensity.yaml); start-up fails, saying to train first, when one is missing.
+Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
+they come from the models packed into it instead.
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/auth.py); a worker started with no key configured fails, saying how to
 create one.
@@ -22,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
-from serving import online_store, outreach
+from serving import bento, online_store, outreach
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.limits import BodyLimit
 from serving.predictor import Champions, RecordError
@@ -204,9 +206,14 @@ class Propensity:
         # no API key: fail start-up, saying how to make one (the middleware is only
         # built at the first request, which would then fail with a 500)
         keyring_from_config(config.api)
-        uri = config.tracking_uri(path.resolve().parent)
-        configure(uri)
-        self.champions = Champions.load(config, uri)
+        # served from a Bento (BentoML sets .bento): the champions packed in it
+        if Propensity.bento is not None or bento.from_bento_store():
+            uri = "the BentoML model store"
+            self.champions = Champions(bento.load_packed(config))
+        else:
+            uri = config.tracking_uri(path.resolve().parent)
+            configure(uri)
+            self.champions = Champions.load(config, uri)
         self.config = config
         self.store = online_store.SqliteStore(
             config.online_store.path, required=self.champions.feature_names

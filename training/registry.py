@@ -101,9 +101,23 @@ def load_version(
     tracking_uri: str, name: str, version: str, run_id: str | None = None
 ) -> RegisteredModel:
     """Download a registered version from the store at `tracking_uri` and load it."""
+    return load_local(
+        download_version(tracking_uri, name, version), name, version, run_id
+    )
+
+
+def download_version(tracking_uri: str, name: str, version: str) -> str:
+    """A registered version's MLflow model folder, downloaded to a local path."""
     client = MlflowClient(tracking_uri, tracking_uri)
     source = client.get_model_version_download_uri(name, version)
-    local = mlflow.artifacts.download_artifacts(source, tracking_uri=tracking_uri)
+    return mlflow.artifacts.download_artifacts(source, tracking_uri=tracking_uri)
+
+
+def load_local(
+    local: str | Path, name: str, version: str, run_id: str | None = None
+) -> RegisteredModel:
+    """Load an MLflow model folder (as registered, or packed into a Bento)."""
+    local = str(local)
     booster = mlflow.lightgbm.load_model(local)
     meta = (Model.load(local).metadata or {}).get(METADATA_KEY, {})
     model = RegisteredModel(
