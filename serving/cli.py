@@ -250,7 +250,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from serving.batch import default_as_of, score
+    if args.score_command == "status":
+        return cmd_score_status(args)
+    from serving.atomic import Busy
+    from serving.batch import default_as_of
+    from serving.nightly import run_nightly
     from serving.predictor import Champions
     from training.registry import configure
 
@@ -259,9 +263,49 @@ def cmd_score(args: argparse.Namespace) -> int:
     configure(uri)
     champions = Champions.load(config, uri)
     as_of = args.as_of or default_as_of(ds)
-    result = score(config, ds, champions, as_of)
-    print(f"scored {result.rows:,} customers as of {as_of:%Y-%m-%d} -> {result.path}")
-    return 0
+    try:
+        r = run_nightly(config, ds, champions, as_of, uri)
+    except Busy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    s = r.score
+    print(f"scored {s.rows:,} customers as of {as_of:%Y-%m-%d} -> {s.path}")
+    print(
+        "skipped: "
+        + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s.skipped.items())
+    )
+    print(f"MLflow run {r.run_id}; drift report {r.drift_dir}: {r.drift['level']}")
+    if r.sink_rows is not None:
+        print(f"Postgres: {r.sink_rows:,} rows upserted")
+    if r.sink_error:
+        print(f"error: Postgres sink failed: {r.sink_error}", file=sys.stderr)
+    if r.drift["alerts"]:
+        print(
+            "drift alert (PSI >= "
+            f"{config.scoring.drift.alert}): {', '.join(r.drift['alerts'])}",
+            file=sys.stderr,
+        )
+    return r.exit_code
+
+
+def cmd_score_status(args: argparse.Namespace) -> int:
+    """Print the last run's status file; exit with its exit code (1 when it
+    failed or was interrupted, 5 while it runs, 6 when there is none)."""
+    import json
+
+    from serving.nightly import read_status
+
+    _, config, _ = _context(args)
+    status = read_status(config.scoring.output)
+    if status is None:
+        print(f"no scoring run recorded under {config.scoring.output}")
+        return 6
+    print(json.dumps(status, indent=2))
+    if status["state"] == "running":
+        return 5
+    if status["state"] == "finished":
+        return int(status["exit_code"])
+    return 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -443,7 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cutoff date; events before it count "
         "(default: the day after the last event)",
     )
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=cmd_score, score_command=None)
+    ssub = p.add_subparsers(dest="score_command", metavar="ACTION")
+    ssub.add_parser(
+        "status",
+        help="the last run's status (exit code: the run's, 5 running, 6 none)",
+    ).set_defaults(func=cmd_score)
 
     p = sub.add_parser("serve", help="serve the champions over HTTP with BentoML")
     p.add_argument("--host", default="127.0.0.1")

@@ -119,11 +119,21 @@ def test_nightly_scoring_writes_every_eligible_customer(trained: Project) -> Non
         "churn",
         "purchase",
         "service_request",
+        "churn_decile",
+        "purchase_decile",
+        "service_request_decile",
+        "churn_model",
         "churn_model_version",
+        "purchase_model",
         "purchase_model_version",
+        "service_request_model",
         "service_request_model_version",
         "feature_set_version",
         "scored_at",
+        "run_id",
+        "churn_reasons",
+        "purchase_reasons",
+        "service_request_reasons",
     ]
     scores = pd.read_parquet(trained.root / "scores")
     assert scores.as_of.astype(str).unique().tolist() == ["2025-12-01"]
