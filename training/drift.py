@@ -8,7 +8,8 @@ does; in-sample scores are a little more spread than new ones). The summary is s
 (about 13 numbers per column) and travels in the registered model's metadata, so the
 champion's reference is found from the champion.
 
-Bins: a numeric column gets up to `BINS` bins between its reference deciles
+Bins: a numeric column gets up to `BINS` bins between its reference deciles (values
+that occur, numpy's `lower` quantiles)
 (repeated edges merged, so a column with few values gets fewer bins) plus one bin
 for missing values; a categorical column (integer codes) one bin per code plus
 missing (an unknown value is missing, as the encoding makes it). A value equal to an
@@ -57,7 +58,7 @@ class Reference:
         if categories is not None:
             edges = np.arange(categories - 1, dtype=np.float64) + 0.5
         elif present.size:
-            inner = np.quantile(present, np.arange(1, bins) / bins)
+            inner = np.quantile(present, np.arange(1, bins) / bins, method="lower")
             edges = np.unique(inner)
         else:
             edges = np.empty(0)
