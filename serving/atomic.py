@@ -73,14 +73,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def publish_dir(target: Path) -> Iterator[Path]:
+def publish_dir(target: Path, staging: Path | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `target` atomically.
 
+    The temporary folder is made in `staging` (default: beside the target), which
+    must be on the target's file system. Stage outside a dataset's tree when its
+    readers glob: DuckDB's `read_parquet('scores/*/*.parquet')` matches hidden
+    folders too (pyarrow and Spark skip names starting with `.` or `_`).
     On an exception the temporary folder is removed and `target` is untouched.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    staging = Path(staging) if staging is not None else target.parent
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp
@@ -89,13 +95,15 @@ def publish_dir(target: Path) -> Iterator[Path]:
             if exchange(tmp, target):
                 shutil.rmtree(tmp)  # now holds the previous output
             else:  # pragma: no cover - non-Linux fallback
-                old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+                old = staging / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
                 os.rename(target, old)
                 os.rename(tmp, target)
                 shutil.rmtree(old)
         else:
             os.rename(tmp, target)
         _fsync_dir(target.parent)
+        if staging != target.parent:
+            _fsync_dir(staging)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

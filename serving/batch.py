@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,12 +87,33 @@ __all__ = [
     "output_schema",
     "partition_dir",
     "score",
+    "staging_dir",
     "version_column",
+    "writing",
 ]
 
 
 def partition_dir(output: Path, as_of: datetime) -> Path:
     return Path(output) / f"{AS_OF}={as_of:%Y-%m-%d}"
+
+
+@contextmanager
+def writing(output: Path) -> Iterator[None]:
+    """One writer at a time for an output folder (serving.atomic.Busy otherwise),
+    and a clean start: what a killed run left in the staging folder is removed.
+    Hold it around `score` and whatever else the run publishes."""
+    staging = staging_dir(output)
+    with exclusive(staging):
+        clean_stale(staging)
+        yield
+
+
+def staging_dir(output: Path) -> Path:
+    """`.<output>-staging` beside the output folder (same file system, outside
+    the dataset's tree): the lock, the scratch features and the folders being
+    written, where no reader's glob of the output can see them."""
+    output = Path(output).absolute()
+    return output.parent / f".{output.name}-staging"
 
 
 def output_schema() -> pa.Schema:
@@ -176,7 +198,8 @@ def score(
     compare_raw: bool = False,
 ) -> ScoreResult:
     """Features at `as_of` (events strictly before it), scored, published
-    atomically under `config.scoring.output`. `compare_raw` also times plain
+    atomically under `config.scoring.output`; call it inside
+    `writing(config.scoring.output)`. `compare_raw` also times plain
     `booster.predict` on each batch's matrices (for the benchmark)."""
     started = time.perf_counter()
     spec = FeatureSpec.from_config(config)
@@ -186,31 +209,28 @@ def score(
         {t: m.metadata.get("reference") for t, m in champions.models.items()}
     )
     seconds: dict[str, float] = {}
-    with exclusive(output):
-        clean_stale(output)
-        with scratch_dir(output, "features") as scratch:
-            t0 = time.perf_counter()
-            parts = write_chunked(
-                ds,
-                lambda events: build_features(events, [as_of], spec, ds.customers),
-                scratch,
-            )
-            seconds["features"] = time.perf_counter() - t0
-            skipped = {SKIPPED_NO_EVENTS: _never_seen(ds, parts)}
-            scored = _score_pass(parts, champions, monitor, progress, compare_raw)
-            skipped[SKIPPED_NOT_ELIGIBLE] = scored.not_eligible
-            seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
-            calibrated = scored.joined(scored.calibrated)
-            ranks = {t: deciles(r) for t, r in scored.joined(scored.raw).items()}
-            scored_at = datetime.now(UTC).replace(tzinfo=None)
-            writer = _Writer(
-                champions, config, ds, calibrated, ranks, scored_at, run_id
-            )
-            t0 = time.perf_counter()
-            with publish_dir(target_dir) as tmp:
-                writer.write(parts, tmp / PART_FILE, progress)
-            seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
-            seconds["reasons"] = writer.reasons_seconds
+    staging = staging_dir(output)
+    with scratch_dir(staging, "features") as scratch:
+        t0 = time.perf_counter()
+        parts = write_chunked(
+            ds,
+            lambda events: build_features(events, [as_of], spec, ds.customers),
+            scratch,
+        )
+        seconds["features"] = time.perf_counter() - t0
+        skipped = {SKIPPED_NO_EVENTS: _never_seen(ds, parts)}
+        scored = _score_pass(parts, champions, monitor, progress, compare_raw)
+        skipped[SKIPPED_NOT_ELIGIBLE] = scored.not_eligible
+        seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
+        calibrated = scored.joined(scored.calibrated)
+        ranks = {t: deciles(r) for t, r in scored.joined(scored.raw).items()}
+        scored_at = datetime.now(UTC).replace(tzinfo=None)
+        writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
+        t0 = time.perf_counter()
+        with publish_dir(target_dir, staging) as tmp:
+            writer.write(parts, tmp / PART_FILE, progress)
+        seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
+        seconds["reasons"] = writer.reasons_seconds
     rows = len(calibrated[TARGETS[0]])
     seconds["total"] = time.perf_counter() - started
     log.info(

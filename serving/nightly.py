@@ -35,7 +35,7 @@ from features.config import ProjectConfig
 from features.load import Dataset
 from serving import drift_report
 from serving.atomic import Busy, publish_dir
-from serving.batch import ScoreResult, score
+from serving.batch import ScoreResult, score, staging_dir, writing
 from serving.drift import ALERT
 from serving.predictor import Champions
 
@@ -105,7 +105,8 @@ def run_nightly(
     )
     write_status(output, status)
     try:
-        result = _run(config, ds, champions, as_of, run_id, client, progress)
+        with writing(output):
+            result = _run(config, ds, champions, as_of, run_id, client, progress)
     except Busy:  # another run is writing: its status stands, this run never began
         client.set_terminated(run_id, "KILLED")
         if previous is not None:
@@ -138,7 +139,7 @@ def _run(
     day = f"{as_of:%Y-%m-%d}"
     report = result.drift.report(config.scoring.drift, as_of=day, run_id=run_id)
     drift_dir = Path(config.scoring.output) / DRIFT_DIR / f"{AS_OF}={day}"
-    with publish_dir(drift_dir) as tmp:
+    with publish_dir(drift_dir, staging_dir(config.scoring.output)) as tmp:
         drift_report.write(report, tmp)
     sink_rows, sink_error = None, None
     if config.scoring.postgres is not None:
