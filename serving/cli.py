@@ -419,6 +419,20 @@ def cmd_bench_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_batch(args: argparse.Namespace) -> int:
+    from serving.bench_batch import run_batch
+
+    run_batch(
+        customers=args.customers,
+        seed=args.seed,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+        memory_limit=args.memory_limit,
+        threads=args.threads,
+    )
+    return 0
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     from serving.bench_quality import DATA, run_quality
 
@@ -520,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites = p.add_subparsers(dest="suite", metavar="SUITE")
     _add_bench_features(suites)
     _add_bench_quality(suites)
+    _add_bench_batch(suites)
     return parser
 
 
@@ -632,6 +647,26 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="bench/work")
     p.add_argument("--results", default="bench/results")
     p.set_defaults(func=cmd_bench_features)
+
+
+def _add_bench_batch(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "batch",
+        help="the nightly job end to end at scale: customers/s, scoring vs raw "
+        "predict, reason codes, peak memory",
+    )
+    p.add_argument(
+        "--customers",
+        type=_positive_int,
+        default=1_000_000,
+        help="demo customers (about 100 events each; default 1,000,000)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit")
+    p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_batch)
 
 
 def _add_bench_quality(suites: argparse._SubParsersAction) -> None:
