@@ -203,19 +203,24 @@ def _config(args: dict[str, Any]):
     )
 
 
-def _child_train(args: dict[str, Any]) -> dict[str, Any]:
-    from features.columns import CUSTOMER_ID
-    from features.definition import build_features
-    from serving.bench import fit_champions
-    from training.drift import profile
-
-    ds = load_quietly(
+def _load(args: dict[str, Any]):
+    """The benchmark's data, validated, under its DuckDB settings."""
+    return load_quietly(
         Path(args["events"]),
         Path(args["customers"]),
         datetime.fromisoformat(args["as_of"]),
         args["memory_limit"],
         args["threads"],
     )
+
+
+def _child_train(args: dict[str, Any]) -> dict[str, Any]:
+    from features.columns import CUSTOMER_ID
+    from features.definition import build_features
+    from serving.bench import fit_champions
+    from training.drift import profile
+
+    ds = _load(args)
     _, last = ds.time_range()
     horizon = timedelta(days=demo_spec().churn_horizon_days)
     cutoff = max(c for c in month_starts(last, 3) if c + horizon <= last)
@@ -288,13 +293,7 @@ def _child_score(args: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     config = _config(args)
-    ds = load_quietly(
-        Path(args["events"]),
-        Path(args["customers"]),
-        datetime.fromisoformat(args["as_of"]),
-        args["memory_limit"],
-        args["threads"],
-    )
+    ds = _load(args)
     champions = load_champions(Path(args["models"]))
     as_of = default_as_of(ds)
     load_s = time.perf_counter() - start
