@@ -254,14 +254,19 @@ def cmd_score(args: argparse.Namespace) -> int:
         return cmd_score_status(args)
     from serving.atomic import Busy
     from serving.batch import default_as_of
-    from serving.nightly import run_nightly
+    from serving.nightly import record_failure, run_nightly
     from serving.predictor import Champions
     from training.registry import configure
 
     _, config, uri = _context(args)
-    ds = _load_data(config)
-    configure(uri)
-    champions = Champions.load(config, uri)
+    try:
+        ds = _load_data(config)
+        configure(uri)
+        champions = Champions.load(config, uri)
+    except Exception as exc:  # the status says why nothing ran, then as usual
+        code = 2 if isinstance(exc, ContractError) else 1
+        record_failure(config.scoring.output, str(exc), code, tracking_uri=uri)
+        raise
     as_of = args.as_of or default_as_of(ds)
     try:
         r = run_nightly(config, ds, champions, as_of, uri)

@@ -35,7 +35,7 @@ from features.config import ProjectConfig
 from features.load import Dataset
 from serving import drift_report
 from serving.atomic import Busy, publish_dir
-from serving.batch import ScoreResult, score, staging_dir, writing
+from serving.batch import PART_FILE, ScoreResult, score, staging_dir, writing
 from serving.drift import ALERT
 from serving.predictor import Champions
 
@@ -147,7 +147,7 @@ def _run(
 
         try:
             sink_rows = upsert(
-                result.path / "part-0.parquet", as_of.date(), config.scoring.postgres
+                result.path / PART_FILE, as_of.date(), config.scoring.postgres
             )
         except Exception as exc:  # the scores are published: say so, exit 4
             sink_error = f"{type(exc).__name__}: {str(exc).strip()}"
@@ -258,6 +258,22 @@ def _summary(out: NightlyResult) -> dict:
         "postgres_rows": out.sink_rows,
         "postgres_error": out.sink_error,
     }
+
+
+def record_failure(output: Path, error: str, exit_code: int, **context: str) -> None:
+    """The status of a run that failed before it began (bad data, no champion)."""
+    write_status(
+        Path(output),
+        {
+            "state": "failed",
+            **context,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "finished_at": _now(),
+            "exit_code": exit_code,
+            "error": error,
+        },
+    )
 
 
 def _now() -> str:

@@ -9,11 +9,10 @@ does; in-sample scores are a little more spread than new ones). The summary is s
 champion's reference is found from the champion.
 
 Bins: a numeric column gets up to `BINS` bins between its reference deciles (values
-that occur, numpy's `lower` quantiles)
-(repeated edges merged, so a column with few values gets fewer bins) plus one bin
-for missing values; a categorical column (integer codes) one bin per code plus
-missing (an unknown value is missing, as the encoding makes it). A value equal to an
-edge falls in the lower bin.
+that occur: numpy's `lower` quantiles; repeated edges merged, so a column with few
+values gets fewer bins) plus one bin for missing values; a categorical column
+(integer codes) one bin per code plus missing (an unknown value is missing, as the
+encoding makes it). A value equal to an edge falls in the lower bin.
 
 PSI = sum over bins (actual - expected) * ln(actual / expected), each share floored
 at `EPSILON` so an empty bin counts as rare, not impossible. Usual reading: below

@@ -199,6 +199,10 @@ def test_rerun_replaces_and_bad_input_leaves_outputs_intact(trained: Project) ->
     )
     assert sorted(p.name for p in (trained.root / "scores").iterdir()) == listing
     pd.testing.assert_frame_equal(pd.read_parquet(out), after)
+    # the status file says why the last run did nothing
+    status = run_cli(["--config", str(bad_config), "score", "status"], trained.env())
+    assert status.returncode == 1
+    assert '"exit_code": 2' in status.stdout and "event_time" in status.stdout
 
 
 def test_an_untrainable_target_fails_before_anything_is_registered(
