@@ -28,6 +28,7 @@ SERVER = os.environ.get(
     "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
 )
 TABLE = "nightly_scores"
+USER = os.environ.get("PGUSER", "postgres")
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,8 @@ def database() -> Iterator[str]:
     """The URI of a fresh database, dropped at the end."""
     import psycopg2
 
-    os.environ.setdefault("PGUSER", "postgres")
     try:
-        admin = psycopg2.connect(SERVER, connect_timeout=5)
+        admin = psycopg2.connect(SERVER, user=USER, connect_timeout=5)
     except psycopg2.OperationalError as exc:
         pytest.skip(f"Postgres is unreachable at {SERVER}: {exc}")
     admin.autocommit = True
@@ -63,14 +63,14 @@ def sink_project(trained: Project, tmp_path: Path, uri: str, table: str):
         },
     )
     env = {**trained.env(), "PROPENSITY_CONFIG": str(config)}
-    env.setdefault("PGUSER", "postgres")
+    env["PGUSER"] = USER  # libpq in the CLI reads it; the config holds none
     return tmp_path / "scores", env
 
 
 def rows(uri: str, sql: str) -> pd.DataFrame:
     import psycopg2
 
-    with psycopg2.connect(uri) as con, con.cursor() as cur:
+    with psycopg2.connect(uri, user=USER) as con, con.cursor() as cur:
         cur.execute(sql)
         names = [d.name for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=names)
