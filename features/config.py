@@ -371,6 +371,13 @@ class ScoringConfig(_Strict):
     reason_method: Literal["shap", "path"] = "path"
 
 
+class OnlineStoreConfig(_Strict):
+    """Each customer's latest features and scores, written by the nightly job for
+    the API's `predict_by_id`: a SQLite file swapped whole by each run."""
+
+    path: Path = Path("online/store.sqlite")
+
+
 class ApiConfig(_Strict):
     """Who may call the API. Keys come from $PROPENSITY_API_KEYS (comma-separated,
     plaintext, for development) and from `keys_file` (salted hashes, one
@@ -379,6 +386,9 @@ class ApiConfig(_Strict):
 
     keys_file: Path | None = None
     require_keys: bool = True
+    # A larger request body is refused with 413 before it is parsed; 10,000
+    # records of ~100 features take about 40 MB of JSON.
+    max_request_mb: float = Field(64, gt=0)
 
 
 class ExplainConfig(_Strict):
@@ -441,6 +451,7 @@ class ProjectConfig(_Strict):
     training: TrainingConfig
     mlflow: MLflowConfig = MLflowConfig()
     scoring: ScoringConfig = ScoringConfig()
+    online_store: OnlineStoreConfig = OnlineStoreConfig()
     api: ApiConfig = ApiConfig()
     explain: ExplainConfig = ExplainConfig()
     outreach: OutreachConfig = OutreachConfig()
@@ -515,10 +526,19 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
     scoring = config.scoring.model_copy(
         update={"output": resolve(config.scoring.output) or config.scoring.output}
     )
+    online = config.online_store.model_copy(
+        update={"path": resolve(config.online_store.path) or config.online_store.path}
+    )
     api = config.api.model_copy(update={"keys_file": resolve(config.api.keys_file)})
     outreach = config.outreach.model_copy(
         update={"key_file": resolve(config.outreach.key_file)}
     )
     return config.model_copy(
-        update={"data": data, "scoring": scoring, "api": api, "outreach": outreach}
+        update={
+            "data": data,
+            "scoring": scoring,
+            "online_store": online,
+            "api": api,
+            "outreach": outreach,
+        }
     )

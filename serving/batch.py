@@ -48,6 +48,7 @@ from features.chunks import write_chunked
 from features.columns import (
     AS_OF,
     CUSTOMER_ID,
+    CUTOFF,
     FEATURE_SET_VERSION,
     RUN_ID,
     SCORED_AT,
@@ -61,6 +62,7 @@ from features.config import ProjectConfig
 from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue
 from features.encode import Encoding
 from features.load import CUSTOMERS_VIEW, Dataset
+from serving import online_store
 from serving.atomic import clean_stale, exclusive, publish_dir, scratch_dir
 from serving.drift import DriftMonitor
 from serving.predictor import Champions
@@ -226,9 +228,17 @@ def score(
         ranks = {t: deciles(r) for t, r in scored.joined(scored.raw).items()}
         scored_at = datetime.now(UTC).replace(tzinfo=None)
         writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
+        writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
         t0 = time.perf_counter()
-        with publish_dir(target_dir, staging) as tmp:
-            writer.write(parts, tmp / PART_FILE, progress)
+        try:
+            with publish_dir(target_dir, staging) as tmp:
+                writer.write(parts, tmp / PART_FILE, progress)
+        except BaseException:
+            if writer.store is not None:
+                writer.store.abort()
+            raise
+        if writer.store is not None:  # after the Parquet output is published
+            writer.store.commit()
         seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
         seconds["reasons"] = writer.reasons_seconds
     rows = len(calibrated[TARGETS[0]])
@@ -252,6 +262,45 @@ def score(
         monitor,
         scored.raw_predict_s if compare_raw else None,
     )
+
+
+def _store_writer(
+    config: ProjectConfig,
+    parts: list[Path],
+    champions: Champions,
+    as_of: datetime,
+    scored_at: datetime,
+    run_id: str,
+) -> online_store.SqliteStoreWriter | None:
+    """A writer of the online store, unless it already holds a later date (a
+    backfill of an old date must not replace the latest features)."""
+    path = config.online_store.path
+    day = f"{as_of:%Y-%m-%d}"
+    current = online_store.stored_as_of(path)
+    if current is not None and current > day:
+        log.info(
+            "online store %s holds %s, later than %s: left as it is", path, current, day
+        )
+        return None
+    empty = (
+        pq.read_schema(parts[0]).empty_table().to_pandas()
+        if parts
+        else pd.DataFrame(columns=[CUSTOMER_ID])
+    )
+    features = [c for c in empty.columns if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE)]
+    categorical = champions.categorical | {
+        c for c in features if not pd.api.types.is_numeric_dtype(empty[c])
+    }
+    meta = online_store.StoreMeta(
+        as_of=day,
+        feature_set_version=champions.feature_set_version,
+        written_at=scored_at.isoformat(),
+        run_id=run_id or None,
+        features=tuple(features),
+        categorical=frozenset(categorical),
+        model_versions=champions.versions,
+    )
+    return online_store.SqliteStoreWriter(path, meta)
 
 
 def _batches(parts: list[Path]) -> Iterator[pd.DataFrame]:
@@ -358,6 +407,8 @@ class _Writer:
         }
         self.reasons_seconds = 0.0
         self.reasons_rows = 0
+        # the online store's writer, fed the same eligible batches (or None)
+        self.store: online_store.SqliteStoreWriter | None = None
 
     def write(self, parts: list[Path], path: Path, bar: bool | None) -> None:
         total = len(self.calibrated[TARGETS[0]])
@@ -371,6 +422,9 @@ class _Writer:
                     continue
                 rows = slice(offset, offset + len(eligible))
                 writer.write_table(self.table(eligible, rows, schema))
+                if self.store is not None:
+                    scores = {t: self.calibrated[t][rows] for t in TARGETS}
+                    self.store.append(eligible, scores, self.scored_at)
                 if offset == 0 and os.environ.get(PAUSE_ENV):
                     time.sleep(float(os.environ[PAUSE_ENV]))
                 offset += len(eligible)

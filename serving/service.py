@@ -13,6 +13,7 @@ create one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 import bentoml
@@ -21,8 +22,9 @@ from starlette.responses import JSONResponse
 
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
-from serving import outreach
+from serving import online_store, outreach
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
+from serving.limits import BodyLimit
 from serving.predictor import Champions, RecordError
 from serving.reasons import Reason, reasons
 from training.promote import CHAMPION
@@ -31,7 +33,10 @@ from training.registry import configure
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 10_000
-FeatureValue = float | str | None
+CustomerId = Annotated[str, Field(min_length=1, max_length=256)]
+# a number (NaN and +-Infinity, accepted as JSON extensions, count as missing),
+# a category, or null for missing
+FeatureValue = float | Annotated[str, Field(max_length=256)] | None
 # the targets, spelled out so /docs.json lists them (features.columns.TARGETS)
 Target = Literal["churn", "purchase", "service_request"]
 # the champion's backtest means in the registered metadata: backtest_<metric>_mean
@@ -52,6 +57,24 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
     feature_set_version: str
+
+
+class ByIdPrediction(BaseModel):
+    customer_id: str
+    # not_found: the online store has no row for this id (not eligible at its
+    # as-of date, or unknown); probabilities and as_of are then null
+    status: Literal["ok", "not_found"]
+    # the date the customer's features were computed at (events before it)
+    as_of: str | None
+    probabilities: dict[str, float] | None
+    model_versions: dict[str, str]
+
+
+class PredictByIdResponse(BaseModel):
+    predictions: list[ByIdPrediction]
+    feature_set_version: str
+    found: int
+    not_found: int
 
 
 class ReasonOut(BaseModel):
@@ -141,6 +164,32 @@ def _reason(r: Reason) -> ReasonOut:
     )
 
 
+# Per endpoint and target, beside BentoML's own request counters and latencies
+# (bentoml.metrics builds them lazily, in each worker's multiprocess registry).
+SCORED = bentoml.metrics.Counter(
+    name="propensity_scored_customers",
+    documentation="customers scored, per endpoint and target",
+    labelnames=["endpoint", "target"],
+)
+LOOKUPS = bentoml.metrics.Counter(
+    name="propensity_online_store_lookups",
+    documentation="predict_by_id ids looked up in the online store, per status",
+    labelnames=["status"],
+)
+
+
+def _count(endpoint: str, targets: Iterable[str], n: int) -> None:
+    for target in targets:
+        SCORED.labels(endpoint=endpoint, target=target).inc(n)
+
+
+def _unavailable(what: str, exc: Exception) -> JSONResponse:
+    """A 503 whose message says how to fix it: BentoML replaces the message of
+    any 5xx it raises itself by "unexpected error"."""
+    log.error("%s refused: %s", what, exc)
+    return JSONResponse({"error": f"{what} is not available: {exc}"}, status_code=503)
+
+
 @bentoml.service(name="propensity", traffic={"timeout": 60})
 class Propensity:
     def __init__(self) -> None:
@@ -153,6 +202,9 @@ class Propensity:
         configure(uri)
         self.champions = Champions.load(config, uri)
         self.config = config
+        self.store = online_store.SqliteStore(
+            config.online_store.path, required=self.champions.feature_names
+        )
         # event features only: the customers table (attributes) may not exist here
         self.descriptions = {
             f.name: f.description
@@ -178,6 +230,7 @@ class Propensity:
         self._checked(records, "customers")
         probs = self.champions.predict_records(records)
         versions = self.champions.versions
+        _count("predict", probs, len(records))
         predictions = [
             Prediction(
                 customer_id=c.customer_id,
@@ -189,6 +242,50 @@ class Propensity:
         return PredictResponse(
             predictions=predictions,
             feature_set_version=self.champions.feature_set_version,
+        )
+
+    @bentoml.api
+    def predict_by_id(
+        self,
+        customer_ids: Annotated[
+            list[CustomerId], Field(min_length=1, max_length=MAX_RECORDS)
+        ],
+    ) -> PredictByIdResponse:
+        """Probabilities for customer ids, from the features the nightly job
+        stored for each (its as-of date is returned); an id the store lacks is
+        `not_found`."""
+        try:
+            found, meta = self.store.lookup(customer_ids)
+        except online_store.StoreError as exc:
+            return _unavailable("predict_by_id", exc)  # type: ignore[return-value]
+        hits = [i for i, c in enumerate(customer_ids) if c in found]
+        probs = self.champions.predict_records(
+            [found[customer_ids[i]].record for i in hits]
+        )
+        versions = self.champions.versions
+        predictions = [
+            ByIdPrediction(
+                customer_id=c,
+                status="not_found",
+                as_of=None,
+                probabilities=None,
+                model_versions=versions,
+            )
+            for c in customer_ids
+        ]
+        for row, i in enumerate(hits):
+            item = predictions[i]
+            item.status = "ok"
+            item.as_of = found[item.customer_id].as_of
+            item.probabilities = {t: float(p[row]) for t, p in probs.items()}
+        _count("predict_by_id", probs, len(hits))
+        LOOKUPS.labels(status="ok").inc(len(hits))
+        LOOKUPS.labels(status="not_found").inc(len(customer_ids) - len(hits))
+        return PredictByIdResponse(
+            predictions=predictions,
+            feature_set_version=self.champions.feature_set_version,
+            found=len(hits),
+            not_found=len(customer_ids) - len(hits),
         )
 
     @bentoml.api
@@ -208,6 +305,7 @@ class Propensity:
         model = self.champions.models[target]
         matrix = self.champions.matrix(records, target)
         probs = model.predict(matrix)
+        _count("explain", [target], len(records))
         found = reasons(
             model,
             matrix,
@@ -258,12 +356,7 @@ class Propensity:
         try:
             key = settings.key()
         except ConfigError as exc:
-            # not a BentoMLException: BentoML replaces the message of any 5xx it
-            # raises by "unexpected error", and this one must say how to fix it
-            log.error("outreach refused: %s", exc)
-            return JSONResponse(  # type: ignore[return-value]
-                {"error": f"outreach is not configured: {exc}"}, status_code=503
-            )
+            return _unavailable("outreach", exc)  # type: ignore[return-value]
         records = [c.features for c in customers]
         self._checked(records, "customers")
         model = self.champions.models[target]
@@ -287,6 +380,7 @@ class Propensity:
             )
         except ValueError as exc:
             raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+        _count("outreach", [target], len(records))
         # reason codes only for the selected: attribution is the costly part
         row_of = {c.customer_id: i for i, c in enumerate(customers)}
         explain = self.config.explain
@@ -360,16 +454,19 @@ class Propensity:
         )
 
 
-class ApiKeyAuth:
-    """BentoML builds its middleware in each worker: the config and the keys are
-    read there, not when this module is imported."""
+class ApiGuard:
+    """API keys, then the request size limit. BentoML builds its middleware in
+    each worker: the config and the keys are read there, not when this module is
+    imported."""
 
     def __init__(self, app: ASGIApp) -> None:
-        keyring = keyring_from_config(load_config(config_path()).api)
-        self.app = app if keyring is None else BearerAuth(app, keyring)
+        api = load_config(config_path()).api
+        keyring = keyring_from_config(api)
+        limited = BodyLimit(app, int(api.max_request_mb * 1_000_000))
+        self.app = limited if keyring is None else BearerAuth(limited, keyring)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
 
 
-Propensity.add_asgi_middleware(ApiKeyAuth)
+Propensity.add_asgi_middleware(ApiGuard)

@@ -7,16 +7,22 @@ remove $PROPENSITY_OUTREACH_KEY with monkeypatch.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from features.columns import TARGETS
 from features.config import OUTREACH_KEY_ENV, load_config
 from features.definition import FeatureSpec, catalogue
+from serving.online_store import SqliteStoreWriter, StoreMeta
 from serving.predictor import Champions
 from tests.conftest import Project, auth
 from tests.integration.test_serve import records
@@ -45,14 +51,24 @@ def excluded(body: list[dict], champions: Champions) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(
-    trained: Project, excluded: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TestClient]:
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The in-process service's folder: its config and its online store."""
+    return tmp_path_factory.mktemp("endpoints")
+
+
+@pytest.fixture
+def store(root: Path) -> Path:
+    return root / "online" / "store.sqlite"
+
+
+@pytest.fixture(scope="module")
+def client(trained: Project, excluded: str, root: Path) -> Iterator[TestClient]:
     """The service in-process, on the trained project with `excluded` set as
     non-actionable; the environment is the project's only during start-up."""
     config = yaml.safe_load(trained.config.read_text())
     config["explain"] = {"non_actionable": [excluded], "top_k": 3}
-    path = tmp_path_factory.mktemp("endpoints") / "propensity.yaml"
+    path = root / "propensity.yaml"
+    config["online_store"] = {"path": str(root / "online" / "store.sqlite")}
     path.write_text(yaml.safe_dump(config))
     with pytest.MonkeyPatch.context() as mp:
         for name, value in {**trained.env(), "PROPENSITY_CONFIG": str(path)}.items():
@@ -70,6 +86,111 @@ def client(
 def descriptions(trained: Project) -> dict[str, str]:
     spec = FeatureSpec.from_config(load_config(trained.config))
     return {f.name: f.description for f in catalogue(spec).features}
+
+
+# --- predict_by_id ---------------------------------------------------------------
+
+
+def write_store(
+    path: Path, frame: pd.DataFrame, champions: Champions, as_of: str
+) -> None:
+    """The online store as the nightly job writes it, for these customers."""
+    features = [c for c in frame.columns if c not in ("customer_id", "cutoff")]
+    categorical = champions.categorical | {
+        c for c in features if not pd.api.types.is_numeric_dtype(frame[c])
+    }
+    meta = StoreMeta(
+        as_of=as_of,
+        feature_set_version=champions.feature_set_version,
+        written_at=datetime.now().isoformat(),
+        run_id=None,
+        features=tuple(features),
+        categorical=frozenset(categorical),
+        model_versions=champions.versions,
+    )
+    with SqliteStoreWriter(path, meta) as writer:
+        writer.append(frame, champions.predict_frame(frame), datetime.now())
+
+
+def by_id(client: TestClient, ids: list[str]) -> dict:
+    response = client.post("/predict_by_id", json={"customer_ids": ids})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_predict_by_id_scores_the_stored_features_and_flags_unknown_ids(
+    client: TestClient, trained: Project, champions: Champions, store: Path
+) -> None:
+    _, frame = records(trained, 80)
+    write_store(store, frame, champions, "2025-11-15")
+    ids = [frame.customer_id[3], "nobody", frame.customer_id[0], frame.customer_id[3]]
+    data = by_id(client, ids)
+    assert [p["customer_id"] for p in data["predictions"]] == ids
+    assert [p["status"] for p in data["predictions"]] == ["ok", "not_found", "ok", "ok"]
+    assert (data["found"], data["not_found"]) == (3, 1)
+    missing = data["predictions"][1]
+    assert missing["probabilities"] is None and missing["as_of"] is None
+    expected = champions.predict_frame(frame)
+    for p, row in zip(data["predictions"], [3, None, 0, 3], strict=True):
+        if row is None:
+            continue
+        assert p["as_of"] == "2025-11-15"
+        assert p["model_versions"] == champions.versions
+        for target in TARGETS:
+            assert p["probabilities"][target] == expected[target][row]
+
+
+def test_predict_by_id_picks_up_a_new_store_without_a_restart(
+    client: TestClient, trained: Project, champions: Champions, store: Path
+) -> None:
+    _, frame = records(trained, 20)
+    write_store(store, frame, champions, "2025-11-15")
+    cid = frame.customer_id[5]
+    before = by_id(client, [cid])["predictions"][0]
+    changed = frame.copy()
+    numeric = [
+        c
+        for c in changed.columns
+        if c not in ("customer_id", "cutoff")
+        and pd.api.types.is_numeric_dtype(changed[c])
+    ]
+    changed[numeric] = changed[numeric] * 3 + 7
+    write_store(store, changed, champions, "2025-11-16")
+    after = by_id(client, [cid])["predictions"][0]
+    assert after["as_of"] == "2025-11-16" and before["as_of"] == "2025-11-15"
+    expected = champions.predict_frame(changed)
+    for target in TARGETS:
+        assert after["probabilities"][target] == expected[target][5]
+    assert after["probabilities"] != before["probabilities"]
+
+
+def test_predict_by_id_bad_requests_and_a_missing_store(
+    client: TestClient, store: Path
+) -> None:
+    for bad, where in [
+        ({"customer_ids": []}, ["customer_ids"]),
+        ({"customer_ids": [""]}, ["customer_ids", 0]),
+        ({"customer_ids": ["x" * 257]}, ["customer_ids", 0]),
+        ({"customer_ids": ["a"] * 10_001}, ["customer_ids"]),
+        ({"customer_ids": ["a", 1]}, ["customer_ids", 1]),
+        ({}, ["customer_ids"]),
+    ]:
+        response = client.post("/predict_by_id", json=bad)
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["detail"][0]["loc"] == where, response.text
+    assert (
+        client.post(
+            "/predict_by_id",
+            json={"customer_ids": ["a"]},
+            headers={"Authorization": ""},
+        ).status_code
+        == 401
+    )
+    store.unlink(missing_ok=True)
+    response = client.post("/predict_by_id", json={"customer_ids": ["a"]})
+    assert response.status_code == 503
+    assert "no online store at" in response.text
+    assert "propensity score" in response.text
 
 
 # --- explain ---------------------------------------------------------------------
@@ -281,3 +402,43 @@ def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
     for path in ("/explain", "/outreach", "/metadata"):
         assert path in paths, sorted(paths)
+
+
+# --- limits ------------------------------------------------------------------------
+
+
+def test_nan_and_infinity_count_as_missing(
+    client: TestClient, body: list[dict]
+) -> None:
+    """NaN, Infinity and -Infinity (JSON extensions) score like null."""
+    numeric = next(k for k, v in body[0]["features"].items() if isinstance(v, float))
+    scored = {}
+    for token in ["null", "NaN", "Infinity", "-Infinity"]:
+        record = {**body[0]["features"], numeric: "@@"}
+        text = json.dumps({"customers": [{"features": record}]})
+        response = client.post(
+            "/predict",
+            content=text.replace('"@@"', token),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, (token, response.text)
+        scored[token] = response.json()["predictions"][0]["probabilities"]
+    assert scored["NaN"] == scored["null"]
+    assert scored["Infinity"] == scored["null"] == scored["-Infinity"]
+
+
+def test_oversized_bodies_and_strings_are_refused(
+    client: TestClient, body: list[dict], champions: Champions
+) -> None:
+    huge = {"customers": [{"features": {"x": "y" * 1000}}] * 70_000}
+    response = client.post("/predict", json=huge)
+    assert response.status_code == 413
+    assert "api.max_request_mb" in response.json()["error"]
+    categorical = sorted(champions.categorical)
+    if not categorical:
+        pytest.skip("the champions read no categorical feature to send a long one")
+    record = {**body[0]["features"], categorical[0]: "z" * 257}
+    response = client.post("/predict", json={"customers": [{"features": record}]})
+    assert response.status_code == 400
+    assert "at most 256 characters" in response.text
+    assert categorical[0] in response.text

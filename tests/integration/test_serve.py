@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from features.columns import TARGETS
 from features.config import load_config
+from serving.online_store import stored_as_of
 from serving.predictor import Champions
 from tests.conftest import (
     TEST_API_KEY,
@@ -208,3 +210,45 @@ def test_service_is_not_ready_without_champions(
             wait_ready(url, process, log, deadline_s=5)
     finally:
         stop(process)
+
+
+def test_predict_by_id_returns_exactly_the_nightly_scores(
+    server: Server, trained: Project
+) -> None:
+    """The nightly job writes the online store the running server reads (picked up
+    without a restart); for the same customers and as-of date the API's scores
+    are the nightly output's, bit for bit."""
+    done = run_cli(["score"], trained.env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = load_config(trained.config).online_store.path
+    as_of = stored_as_of(store)
+    nightly = pd.read_parquet(trained.root / "scores" / f"as_of={as_of}")
+    ids = nightly.customer_id.sample(300, random_state=1).tolist() + ["no-such-id"]
+    r = httpx.post(
+        f"{server.url}/predict_by_id",
+        json={"customer_ids": ids},
+        headers=auth(),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["found"] == 300 and data["predictions"][-1]["status"] == "not_found"
+    expected = nightly.set_index("customer_id")
+    for p in data["predictions"][:-1]:
+        assert p["status"] == "ok" and p["as_of"] == as_of
+        row = expected.loc[p["customer_id"]]
+        for target in TARGETS:
+            assert p["probabilities"][target] == row[target]
+            assert p["model_versions"][target] == row[f"{target}_model_version"]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    found = re.search(
+        r'propensity_scored_customers_total\{[^}]*endpoint="predict_by_id"'
+        r'[^}]*target="churn"[^}]*\} (\S+)',
+        metrics,
+    )
+    assert found and float(found.group(1)) >= 300, metrics[-2000:]
+    assert re.search(
+        r'propensity_online_store_lookups_total\{[^}]*status="not_found"[^}]*\} '
+        r"[1-9]",
+        metrics,
+    )

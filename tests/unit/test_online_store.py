@@ -1,0 +1,167 @@
+"""The online store: written whole and swapped, read by id, reopened when replaced."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.columns import TARGETS
+from serving.online_store import (
+    SqliteStore,
+    SqliteStoreWriter,
+    StoreError,
+    StoreMeta,
+    stored_as_of,
+)
+
+SCORED_AT = datetime(2025, 12, 1, 2, 30)
+
+
+def meta(as_of: str = "2025-12-01", features=("recency", "plan")) -> StoreMeta:
+    return StoreMeta(
+        as_of=as_of,
+        feature_set_version="fs1",
+        written_at=SCORED_AT.isoformat(),
+        run_id="run-1",
+        features=tuple(features),
+        categorical=frozenset({"plan"}),
+        model_versions={t: "3" for t in TARGETS},
+    )
+
+
+def frame(n: int, shift: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "recency": [float(i) + shift if i % 5 else np.nan for i in range(n)],
+            "plan": pd.Series(
+                [
+                    None if i % 7 == 0 else ("pro" if i % 2 else "basic")
+                    for i in range(n)
+                ],
+                dtype="category",
+            ),
+        }
+    )
+
+
+def write(path: Path, data: pd.DataFrame, as_of: str = "2025-12-01") -> None:
+    scores = {t: np.linspace(0, 1, len(data)) for t in TARGETS}
+    with SqliteStoreWriter(path, meta(as_of)) as writer:
+        half = len(data) // 2
+        writer.append(
+            data.iloc[:half], {t: s[:half] for t, s in scores.items()}, SCORED_AT
+        )
+        writer.append(
+            data.iloc[half:], {t: s[half:] for t, s in scores.items()}, SCORED_AT
+        )
+
+
+def test_lookup_returns_stored_features_and_leaves_out_unknown_ids(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "online" / "store.sqlite"
+    write(path, frame(50))
+    found, got = SqliteStore(path, required=["recency"]).lookup(
+        ["c1", "c5", "c14", "nobody", "c1"]
+    )
+    assert set(found) == {"c1", "c5", "c14"}
+    assert found["c1"].as_of == "2025-12-01"
+    assert found["c1"].record == {"recency": 1.0, "plan": "pro"}
+    # NaN is stored as NULL and read back as None (missing); so is a null category
+    assert found["c5"].record == {"recency": None, "plan": "pro"}
+    assert found["c14"].record["plan"] is None
+    assert got.features == ("recency", "plan") and got.run_id == "run-1"
+    assert stored_as_of(path) == "2025-12-01"
+
+
+def test_lookup_of_more_ids_than_one_batch(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    write(path, frame(12_000))
+    ids = [f"c{i}" for i in range(0, 12_000, 1)] + ["x"]
+    found, _ = SqliteStore(path).lookup(ids)
+    assert len(found) == 12_000
+
+
+def test_a_replaced_store_is_picked_up_and_an_open_reader_keeps_working(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    write(path, frame(10))
+    store = SqliteStore(path)
+    before, _ = store.lookup(["c1"])
+    # a reader in another thread holds the old file open across the swap
+    old_reader = SqliteStore(path)
+    old_reader.lookup(["c1"])
+    old_db = old_reader._local.cached[1]
+    write(path, frame(10, shift=100.0), as_of="2025-12-02")
+    assert old_db.execute(
+        "SELECT recency FROM customers WHERE customer_id='c1'"
+    ).fetchone() == (1.0,)
+    after, got = store.lookup(["c1"])
+    assert before["c1"].record["recency"] == 1.0
+    assert after["c1"].record["recency"] == 101.0
+    assert after["c1"].as_of == "2025-12-02" and got.as_of == "2025-12-02"
+
+
+def test_threads_read_concurrently(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    write(path, frame(100))
+    store = SqliteStore(path)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for i in range(200):
+                found, _ = store.lookup([f"c{i % 100}"])
+                assert len(found) == 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_a_failed_build_leaves_the_current_store_and_no_temp_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    write(path, frame(10))
+    with (
+        pytest.raises(KeyError),
+        SqliteStoreWriter(path, meta("2025-12-09")) as writer,
+    ):
+        writer.append(frame(10), {}, SCORED_AT)  # no scores: fails mid-build
+    assert stored_as_of(path) == "2025-12-01"
+    assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite"]
+
+
+def test_a_temp_file_left_by_a_killed_run_is_removed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    stale = tmp_path / ".tmp-store.sqlite-deadbeef"
+    stale.write_bytes(b"half a database")
+    write(path, frame(3))
+    assert not stale.exists()
+
+
+def test_missing_store_and_missing_feature_are_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with pytest.raises(StoreError, match="no online store at .*propensity score"):
+        SqliteStore(path).lookup(["c1"])
+    write(path, frame(3))
+    with pytest.raises(StoreError, match="lacks 1 feature.*'tenure'"):
+        SqliteStore(path, required=["recency", "tenure"]).lookup(["c1"])
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="not an online store"):
+        SqliteStore(path).lookup(["c1"])
