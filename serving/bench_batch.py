@@ -199,6 +199,9 @@ def _config(args: dict[str, Any]):
             "scoring": config.scoring.model_copy(
                 update={"output": Path(args.get("output", "scores"))}
             ),
+            "online_store": config.online_store.model_copy(
+                update={"path": Path(args.get("output", "scores")) / "online.sqlite"}
+            ),
         }
     )
 
