@@ -17,6 +17,8 @@ TARGET ?= churn
 TRIALS ?= 30
 TIMEOUT ?=
 PYTEST_ARGS ?=
+# bench-api: requests per figure (empty: the CLI's default)
+REQUESTS ?=
 # api-key: who holds the new key
 NAME ?=
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
@@ -38,7 +40,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score nightly score-status serve run api-key ui tracking-server bench bench-features bench-quality bench-batch test lint format clean
+.PHONY: help setup data train tune score nightly score-status serve run api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -109,6 +111,9 @@ bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~1
 
 bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
 	$(CLI) bench quality
+
+bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare echo service and the in-process call (REQUESTS=2000)
+	$(CLI) bench api $(if $(REQUESTS),--requests $(REQUESTS))
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -449,6 +449,19 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_api(args: argparse.Namespace) -> int:
+    from serving.bench_api import run_api
+
+    run_api(
+        customers=args.customers,
+        seed=args.seed,
+        requests=args.requests,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+    )
+    return 0
+
+
 def _bin(name: str) -> str:
     """An executable next to this Python (the venv's), else on PATH."""
     local = Path(sys.executable).parent / name
@@ -539,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites = p.add_subparsers(dest="suite", metavar="SUITE")
     _add_bench_features(suites)
     _add_bench_quality(suites)
+    _add_bench_api(suites)
     _add_bench_batch(suites)
     return parser
 
@@ -690,6 +704,25 @@ def _add_bench_quality(suites: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_quality)
 
 
+def _add_bench_api(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "api",
+        help="a bounded load on a real `bentoml serve` of the API, beside a bare "
+        "echo service and the in-process call",
+    )
+    p.add_argument("--customers", type=int, default=5000, help="demo customers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=2000,
+        help="requests per 1-record figure (100-record figures: a quarter)",
+    )
+    p.add_argument("--workdir", default="bench/work/api")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_api)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -697,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic", "mlflow.store", "urllib3"):
+    for noisy in ("alembic", "mlflow.store", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)

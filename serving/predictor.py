@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
@@ -51,7 +52,9 @@ class Champions:
             )
         return cls(models)
 
-    @property
+    # computed once: the champions are fixed for the object's life, and these
+    # are read for every record checked
+    @cached_property
     def feature_names(self) -> list[str]:
         """Every feature any champion reads, in first-seen order."""
         seen: dict[str, None] = {}
@@ -59,9 +62,15 @@ class Champions:
             seen.update(dict.fromkeys(model.encoding.features))
         return list(seen)
 
-    @property
-    def categorical(self) -> set[str]:
-        return {c for m in self.models.values() for c in m.encoding.vocabularies}
+    @cached_property
+    def _feature_set(self) -> frozenset[str]:
+        return frozenset(self.feature_names)
+
+    @cached_property
+    def categorical(self) -> frozenset[str]:
+        return frozenset(
+            c for m in self.models.values() for c in m.encoding.vocabularies
+        )
 
     @property
     def versions(self) -> dict[str, str]:
@@ -105,23 +114,16 @@ class Champions:
         self, records: Sequence[Mapping[str, object]], field: str
     ) -> None:
         """Raise RecordError naming the first missing, unknown or mistyped field."""
-        names = set(self.feature_names)
+        names = self._feature_set
         categorical = self.categorical
         for i, record in enumerate(records):
-            where = f"{field}[{i}].features"
-            missing = [n for n in self.feature_names if n not in record]
-            if missing:
-                raise RecordError(
-                    f"{where}.{missing[0]}: missing; expected a value or null "
-                    f"({len(missing)} feature(s) missing)"
-                )
-            unknown = sorted(set(record) - names)
-            if unknown:
-                raise RecordError(f"{where}.{unknown[0]}: unknown feature")
+            if record.keys() != names:
+                _key_error(record, self.feature_names, names, f"{field}[{i}].features")
             for name, value in record.items():
-                if name not in categorical and isinstance(value, str | bool):
+                if isinstance(value, str | bool) and name not in categorical:
                     raise RecordError(
-                        f"{where}.{name}: expected a number or null, got {value!r}"
+                        f"{field}[{i}].features.{name}: expected a number or null, "
+                        f"got {value!r}"
                     )
 
     def predict_records(
@@ -152,6 +154,22 @@ class Champions:
             return reasons(model, matrix, k, exclude, descriptions, method)
 
         return self._each(_record_matrix(records), explain)
+
+
+def _key_error(
+    record: Mapping[str, object],
+    ordered: Sequence[str],
+    names: frozenset[str],
+    where: str,
+) -> None:
+    missing = [n for n in ordered if n not in record]
+    if missing:
+        raise RecordError(
+            f"{where}.{missing[0]}: missing; expected a value or null "
+            f"({len(missing)} feature(s) missing)"
+        )
+    unknown = sorted(set(record) - names)
+    raise RecordError(f"{where}.{unknown[0]}: unknown feature")
 
 
 def _record_matrix(

@@ -183,6 +183,12 @@ def _count(endpoint: str, targets: Iterable[str], n: int) -> None:
         SCORED.labels(endpoint=endpoint, target=target).inc(n)
 
 
+def _bad_request(message: str) -> JSONResponse:
+    """A 400 shaped like BentoML's own validation errors ({"error": ...});
+    its InvalidArgument would wrap the object in a list."""
+    return JSONResponse({"error": message}, status_code=400)
+
+
 def _unavailable(what: str, exc: Exception) -> JSONResponse:
     """A 503 whose message says how to fix it: BentoML replaces the message of
     any 5xx it raises itself by "unexpected error"."""
@@ -212,11 +218,13 @@ class Propensity:
         }
         log.info("loaded champions %s from %s", self.champions.versions, uri)
 
-    def _checked(self, records: list[dict], field: str) -> None:
+    def _rejected(self, records: list[dict]) -> JSONResponse | None:
+        """A 400 naming the first bad field of the records, or None."""
         try:
-            self.champions.check_records(records, field)
+            self.champions.check_records(records, "customers")
         except RecordError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+            return _bad_request(str(exc))
+        return None
 
     @bentoml.api
     def predict(
@@ -227,7 +235,8 @@ class Propensity:
     ) -> PredictResponse:
         """Churn, purchase and service-request probabilities for feature records."""
         records = [c.features for c in customers]
-        self._checked(records, "customers")
+        if (rejected := self._rejected(records)) is not None:
+            return rejected  # type: ignore[return-value]
         probs = self.champions.predict_records(records)
         versions = self.champions.versions
         _count("predict", probs, len(records))
@@ -300,7 +309,8 @@ class Propensity:
         """One target's probability and its top-k reasons per customer: the
         features that raised the score most (non-actionable ones left out)."""
         records = [c.features for c in customers]
-        self._checked(records, "customers")
+        if (rejected := self._rejected(records)) is not None:
+            return rejected  # type: ignore[return-value]
         explain = self.config.explain
         model = self.champions.models[target]
         matrix = self.champions.matrix(records, target)
@@ -349,16 +359,15 @@ class Propensity:
         (p * value - contact_cost), picked by `budget` (top n) or `threshold`
         (p >= t; give exactly one), with a keyed-hash control group held out."""
         if (budget is None) == (threshold is None):
-            raise bentoml.exceptions.InvalidArgument(
-                "budget, threshold: give exactly one"
-            )
+            return _bad_request("budget, threshold: give exactly one")  # type: ignore[return-value]
         settings = self.config.outreach
         try:
             key = settings.key()
         except ConfigError as exc:
             return _unavailable("outreach", exc)  # type: ignore[return-value]
         records = [c.features for c in customers]
-        self._checked(records, "customers")
+        if (rejected := self._rejected(records)) is not None:
+            return rejected  # type: ignore[return-value]
         model = self.champions.models[target]
         matrix = self.champions.matrix(records, target)
         default = settings.default_value
@@ -379,7 +388,7 @@ class Propensity:
                 else control_share,
             )
         except ValueError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+            return _bad_request(str(exc))  # type: ignore[return-value]
         _count("outreach", [target], len(records))
         # reason codes only for the selected: attribution is the costly part
         row_of = {c.customer_id: i for i, c in enumerate(customers)}

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+
+from serving.servers import (  # noqa: F401 - re-exported for the tests
+    free_port,
+    spawn,
+    start_service,
+    stop,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -136,12 +140,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Project
     return project
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -149,67 +147,10 @@ class Server:
     log: Path
 
 
-def wait_ready(
-    url: str,
-    process: subprocess.Popen,
-    log: Path,
-    deadline_s: float = 90,
-    path: str = "/readyz",
-) -> None:
-    """Poll `path` (/readyz) until 200, the process dies, or the deadline passes."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(
-        f"server not ready after {deadline_s}s:\n{log.read_text()[-3000:]}"
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def spawn(
-    cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
-) -> subprocess.Popen:
-    """A server process in its own session (so `stop` ends its whole group), its
-    output to `log`."""
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
-    """`bentoml serve` of the service on a free port, output to `log`."""
-    port = free_port()
-    process = spawn(
-        [str(BIN / "bentoml"), "serve", "serving.service:Propensity"]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-        env,
-        log,
-    )
-    return f"http://127.0.0.1:{port}", process
+    """`bentoml serve` of the service on a free port (its own BentoML home), output
+    to `log`."""
+    return start_service("serving.service:Propensity", env, log)
 
 
 @pytest.fixture(scope="session")
