@@ -40,7 +40,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api test lint format clean
+.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,12 @@ tune: setup data/demo/events.parquet ## search LightGBM params for one target on
 
 score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the day after the last event)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
+
+nightly: setup ## the nightly run: score, drift report, sink, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed)
+	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
+
+score-status: setup ## the last scoring run's status (exit code: the run's)
+	$(CLI) score status
 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
@@ -101,6 +107,10 @@ bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOME
 		$(if $(LARGE_CUSTOMERS),--large-customers $(LARGE_CUSTOMERS)) $(if $(SKIP_LARGE),--skip-large) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT)) \
 		$(if $(LARGE_MEMORY_LIMIT),--large-memory-limit $(LARGE_MEMORY_LIMIT))
+
+bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~100M events; MEMORY_LIMIT=1GB), figures in bench/results/batch.json
+	$(CLI) bench batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
 bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
 	$(CLI) bench quality

@@ -38,3 +38,22 @@ TARGETS: tuple[str, ...] = (CHURN, PURCHASE, SERVICE_REQUEST)
 # Score outputs
 AS_OF = "as_of"
 SCORED_AT = "scored_at"
+RUN_ID = "run_id"
+FEATURE_SET_VERSION = "feature_set_version"
+
+
+# Per-target score columns: the probability is the target's own name.
+def decile_column(target: str) -> str:
+    return f"{target}_decile"
+
+
+def model_column(target: str) -> str:
+    return f"{target}_model"
+
+
+def version_column(target: str) -> str:
+    return f"{target}_model_version"
+
+
+def reasons_column(target: str) -> str:
+    return f"{target}_reasons"

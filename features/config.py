@@ -58,6 +58,21 @@ DUCKDB_SCHEME = "duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
 
 
+def _database_uri(uri: str, schemes: tuple[str, ...], expected: str) -> str:
+    """`uri` if its scheme is one of `schemes` and it holds no credentials."""
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme not in schemes:
+        raise ValueError(f"unknown scheme {scheme or uri!r}; expected {expected}")
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    if parts.username or parts.password or "user" in query or "password" in query:
+        raise ValueError(
+            "the URI holds credentials; remove them and set PGUSER and "
+            "PGPASSWORD (or ~/.pgpass) in the environment instead"
+        )
+    return uri
+
+
 class DatabaseSource(_Strict):
     """A table or a query in a database: Postgres (`postgresql://host:port/db`) or
     a DuckDB file (`duckdb:path/to/file.duckdb`). The URI holds no credentials:
@@ -70,20 +85,11 @@ class DatabaseSource(_Strict):
     @field_validator("uri")
     @classmethod
     def _uri(cls, uri: str) -> str:
-        scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
-        if scheme not in (*POSTGRES_SCHEMES, DUCKDB_SCHEME):
-            raise ValueError(
-                f"unknown scheme {scheme or uri!r}; expected "
-                "postgresql://HOST:PORT/DATABASE or duckdb:PATH"
-            )
-        parts = urlsplit(uri)
-        query = parse_qs(parts.query)
-        if parts.username or parts.password or "user" in query or "password" in query:
-            raise ValueError(
-                "the URI holds credentials; remove them and set PGUSER and "
-                "PGPASSWORD (or ~/.pgpass) in the environment instead"
-            )
-        return uri
+        return _database_uri(
+            uri,
+            (*POSTGRES_SCHEMES, DUCKDB_SCHEME),
+            "postgresql://HOST:PORT/DATABASE or duckdb:PATH",
+        )
 
     @field_validator("table")
     @classmethod
@@ -316,8 +322,53 @@ class MLflowConfig(_Strict):
     model_prefix: str = ""
 
 
+class ScoresTable(_Strict):
+    """A Postgres table the nightly scores are upserted into, by (customer_id,
+    as_of). The URI holds no credentials: libpq reads PGUSER and PGPASSWORD (or
+    ~/.pgpass) from the environment. The table is created when missing."""
+
+    uri: str
+    table: str
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str) -> str:
+        return _database_uri(uri, POSTGRES_SCHEMES, "postgresql://HOST:PORT/DATABASE")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, table: str) -> str:
+        if not _TABLE_NAME.match(table) or table.count(".") > 1:
+            raise ValueError(
+                f"{table!r} is not a table name such as scores or schema.scores"
+            )
+        return table
+
+
+class DriftConfig(_Strict):
+    """PSI thresholds of the nightly drift report (per feature and per score)."""
+
+    warn: float = Field(0.1, gt=0)
+    alert: float = Field(0.25, gt=0)
+    # Features reported but never raising a warning or an alert: those that grow
+    # with the calendar (tenure, days since a fixed date) drift by construction.
+    ignore: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _order(self) -> DriftConfig:
+        if self.alert < self.warn:
+            raise ValueError(f"alert ({self.alert}) is below warn ({self.warn})")
+        return self
+
+
 class ScoringConfig(_Strict):
     output: Path = Path("scores")
+    # Optional sink: every run's rows upserted into a Postgres table as well.
+    postgres: ScoresTable | None = None
+    drift: DriftConfig = DriftConfig()
+    # How the nightly job computes reason codes for its top deciles: path (the
+    # cheap path attribution) or shap (TreeSHAP; README: Nightly scoring).
+    reason_method: Literal["shap", "path"] = "path"
 
 
 class OnlineStoreConfig(_Strict):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
+import logging
 import os
 import shutil
 import uuid
@@ -17,7 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 _AT_FDCWD = -100
+# Hidden names this module (and callers' scratch space) leave behind only when a
+# run is killed: `.tmp-<target>-<hex>`, `.old-<target>-<hex>`.
+STALE_PREFIXES = (".tmp-", ".old-")
 _RENAME_EXCHANGE = 2
 
 
@@ -66,14 +73,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def publish_dir(target: Path) -> Iterator[Path]:
+def publish_dir(target: Path, staging: Path | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `target` atomically.
 
+    The temporary folder is made in `staging` (default: beside the target), which
+    must be on the target's file system. Stage outside a dataset's tree when its
+    readers glob: DuckDB's `read_parquet('scores/*/*.parquet')` matches hidden
+    folders too (pyarrow and Spark skip names starting with `.` or `_`).
     On an exception the temporary folder is removed and `target` is untouched.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    staging = Path(staging) if staging is not None else target.parent
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp
@@ -82,13 +95,66 @@ def publish_dir(target: Path) -> Iterator[Path]:
             if exchange(tmp, target):
                 shutil.rmtree(tmp)  # now holds the previous output
             else:  # pragma: no cover - non-Linux fallback
-                old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+                old = staging / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
                 os.rename(target, old)
                 os.rename(tmp, target)
                 shutil.rmtree(old)
         else:
             os.rename(tmp, target)
         _fsync_dir(target.parent)
+        if staging != target.parent:
+            _fsync_dir(staging)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class Busy(RuntimeError):
+    """Another process holds the lock of an output folder."""
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold `folder/.lock` (an advisory flock, released when the process dies)
+    for one writer at a time; Busy at once when another process holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise Busy(
+                f"{lock}: another run is writing to {folder}; try again when it ends"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+def clean_stale(folder: Path) -> list[Path]:
+    """Remove the hidden temporary folders a killed run left in `folder`; call it
+    only while holding `exclusive(folder)`, so that none of them is in use."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(STALE_PREFIXES) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            log.warning("removed %s, left by an interrupted run", path)
+    return removed
+
+
+@contextmanager
+def scratch_dir(folder: Path, name: str) -> Iterator[Path]:
+    """A hidden working folder in `folder`, removed on exit (and by `clean_stale`
+    after a kill): space for intermediate files on the output's disk."""
+    path = Path(folder) / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

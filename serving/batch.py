@@ -1,17 +1,41 @@
-"""Nightly scoring: every eligible customer at an as-of date, written atomically.
+"""Nightly scoring: every eligible customer at an as-of date, streamed, published
+atomically.
 
-Output: Parquet under `<output>/as_of=YYYY-MM-DD/` with one row per customer: the
-three probabilities, each model's version, the feature-set version and
-`scored_at`; `as_of` is the partition key (Hive/Spark convention: it lives in the
-path, and every dataset reader - DuckDB, Spark, pyarrow - returns it as a
-column). A rerun for the same date replaces the folder whole; a failed run leaves
-every earlier output as it was.
+Output: Parquet under `<output>/as_of=YYYY-MM-DD/part-0.parquet`, one row per
+eligible customer (in no particular order): the three calibrated probabilities,
+a decile per target, each champion's name and version, the feature-set version,
+`scored_at`, the scoring run's id and, for customers in a target's top decile,
+that target's reason codes (JSON). `as_of` is the partition key (Hive/Spark
+convention: it lives in the path, and DuckDB, Spark and pyarrow return it as a
+column). A rerun for the same date replaces the folder whole; a failure or a kill
+at any moment leaves every earlier output as it was (serving.atomic).
+
+Memory stays bounded by streaming:
+1. features: the engine writes them chunk by chunk (features.chunks, customer
+   chunks sized to DuckDB's memory limit) into a hidden scratch folder;
+2. score: the parts are read back in batches of CHUNK_ROWS rows; only the
+   probabilities (calibrated, and the booster's own for ranking) stay in memory,
+   8 bytes per customer per target each; drift counts are taken on the way;
+3. deciles from those arrays;
+4. write: the parts are read again batch by batch, reason codes computed for the
+   top-decile rows only, and each batch appended to the output file.
+
+Deciles rank the booster's uncalibrated probability (the calibration map is
+monotone, so this is the calibrated order, with an isotonic map's flat steps
+broken by the finer score): decile = 1 + floor(10 * h / n), where h is the number
+of customers with a strictly higher score and n the customers scored. Decile 1
+holds the highest scores; tied customers share the better decile.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,36 +43,117 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from features.chunks import read_chunked
-from features.columns import AS_OF, CUSTOMER_ID, CUTOFF, SCORED_AT, TARGETS
+from features.chunks import write_chunked
+from features.columns import (
+    AS_OF,
+    CUSTOMER_ID,
+    CUTOFF,
+    FEATURE_SET_VERSION,
+    RUN_ID,
+    SCORED_AT,
+    TARGETS,
+    decile_column,
+    model_column,
+    reasons_column,
+    version_column,
+)
 from features.config import ProjectConfig
-from features.definition import FeatureSpec, features_at
-from features.load import Dataset
+from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue
+from features.encode import Encoding
+from features.load import CUSTOMERS_VIEW, Dataset
 from serving import online_store
-from serving.atomic import publish_dir
+from serving.atomic import clean_stale, exclusive, publish_dir, scratch_dir
+from serving.drift import DriftMonitor
 from serving.predictor import Champions
+from serving.progress import Progress
+from serving.reasons import Reason, reasons
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 100_000
-FEATURE_SET_VERSION = "feature_set_version"
+DECILES = 10
+PART_FILE = "part-0.parquet"
+# Debugging and testing a kill mid-write: sleep this many seconds after the first
+# batch is written to the temporary output (never set in production).
+PAUSE_ENV = "PROPENSITY_SCORE_PAUSE_AFTER_FIRST_WRITE"
+SKIPPED_NOT_ELIGIBLE = "not_eligible"
+SKIPPED_NO_EVENTS = "no_events_before_as_of"
 
-
-def version_column(target: str) -> str:
-    return f"{target}_model_version"
+__all__ = [
+    "CHUNK_ROWS",
+    "FEATURE_SET_VERSION",
+    "ScoreResult",
+    "deciles",
+    "default_as_of",
+    "output_schema",
+    "partition_dir",
+    "score",
+    "staging_dir",
+    "version_column",
+    "writing",
+]
 
 
 def partition_dir(output: Path, as_of: datetime) -> Path:
     return Path(output) / f"{AS_OF}={as_of:%Y-%m-%d}"
 
 
-@dataclass(frozen=True)
+@contextmanager
+def writing(output: Path) -> Iterator[None]:
+    """One writer at a time for an output folder (serving.atomic.Busy otherwise),
+    and a clean start: what a killed run left in the staging folder is removed.
+    Hold it around `score` and whatever else the run publishes."""
+    staging = staging_dir(output)
+    with exclusive(staging):
+        clean_stale(staging)
+        yield
+
+
+def staging_dir(output: Path) -> Path:
+    """`.<output>-staging` beside the output folder (same file system, outside
+    the dataset's tree): the lock, the scratch features and the folders being
+    written, where no reader's glob of the output can see them."""
+    output = Path(output).absolute()
+    return output.parent / f".{output.name}-staging"
+
+
+def output_schema() -> pa.Schema:
+    """The columns of a scores file, in order."""
+    fields = [pa.field(CUSTOMER_ID, pa.string())]
+    fields += [pa.field(t, pa.float64()) for t in TARGETS]
+    fields += [pa.field(decile_column(t), pa.int8()) for t in TARGETS]
+    for t in TARGETS:
+        fields += [
+            pa.field(model_column(t), pa.string()),
+            pa.field(version_column(t), pa.string()),
+        ]
+    fields += [
+        pa.field(FEATURE_SET_VERSION, pa.string()),
+        pa.field(SCORED_AT, pa.timestamp("us")),
+        pa.field(RUN_ID, pa.string()),
+    ]
+    fields += [pa.field(reasons_column(t), pa.string()) for t in TARGETS]
+    return pa.schema(fields)
+
+
+@dataclass
 class ScoreResult:
     path: Path
     rows: int
     as_of: datetime
+    scored_at: datetime
+    # calibrated probabilities per target, in output order
+    scores: dict[str, np.ndarray]
+    # why customers known before as_of got no row: reason -> count
+    skipped: dict[str, int]
+    # seconds per step: features, score, drift, reasons, write, total
+    seconds: dict[str, float]
+    # rows explained (top decile, summed over targets)
+    reasons_rows: int
+    drift: DriftMonitor
+    # raw booster.predict seconds on the same matrices (compare_raw only)
+    raw_predict_s: float | None = None
 
 
 def default_as_of(ds: Dataset) -> datetime:
@@ -57,67 +162,115 @@ def default_as_of(ds: Dataset) -> datetime:
     return datetime(last.year, last.month, last.day) + timedelta(days=1)
 
 
+def deciles(scores: np.ndarray, n: int = DECILES) -> np.ndarray:
+    """1 + floor(n * h / len) per score, h = how many scores are strictly higher:
+    1 is the highest tenth; equal scores share the better decile."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return np.empty(0, dtype=np.int8)
+    ordered = np.sort(scores)
+    higher = scores.size - np.searchsorted(ordered, scores, side="right")
+    return (1 + (n * higher) // scores.size).astype(np.int8)
+
+
+@dataclass
+class _Scored:
+    """What the score pass keeps: per target the calibrated and the raw
+    probabilities of every eligible customer, in read order."""
+
+    calibrated: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    raw: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    not_eligible: int = 0
+    seconds: float = 0.0
+    drift_seconds: float = 0.0
+    raw_predict_s: float = 0.0
+
+    def joined(self, which: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        return {t: np.concatenate(which.get(t) or [np.empty(0)]) for t in TARGETS}
+
+
 def score(
     config: ProjectConfig,
     ds: Dataset,
     champions: Champions,
     as_of: datetime,
     *,
+    run_id: str = "",
     progress: bool | None = None,
+    compare_raw: bool = False,
 ) -> ScoreResult:
-    """Features at `as_of` (events strictly before it), scored, published atomically."""
+    """Features at `as_of` (events strictly before it), scored, published
+    atomically under `config.scoring.output`; call it inside
+    `writing(config.scoring.output)`. `compare_raw` also times plain
+    `booster.predict` on each batch's matrices (for the benchmark)."""
+    started = time.perf_counter()
     spec = FeatureSpec.from_config(config)
-    feats = read_chunked(
-        ds, lambda events: features_at(events, [as_of], spec, ds.customers)
+    output = Path(config.scoring.output)
+    target_dir = partition_dir(output, as_of)
+    monitor = DriftMonitor(
+        {t: m.metadata.get("reference") for t, m in champions.models.items()}
     )
-    frame = feats.sort_by(CUSTOMER_ID).to_pandas()
-    scored_at = datetime.now(UTC).replace(tzinfo=None)
-    target_dir = partition_dir(config.scoring.output, as_of)
-    store = _store_writer(config, frame, champions, as_of, scored_at)
-    with publish_dir(target_dir) as tmp:
-        path = tmp / "part-0.parquet"
-        writer = None
+    seconds: dict[str, float] = {}
+    staging = staging_dir(output)
+    with scratch_dir(staging, "features") as scratch:
+        t0 = time.perf_counter()
+        parts = write_chunked(
+            ds,
+            lambda events: build_features(events, [as_of], spec, ds.customers),
+            scratch,
+        )
+        seconds["features"] = time.perf_counter() - t0
+        skipped = {SKIPPED_NO_EVENTS: _never_seen(ds, parts)}
+        scored = _score_pass(parts, champions, monitor, progress, compare_raw)
+        skipped[SKIPPED_NOT_ELIGIBLE] = scored.not_eligible
+        seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
+        calibrated = scored.joined(scored.calibrated)
+        ranks = {t: deciles(r) for t, r in scored.joined(scored.raw).items()}
+        scored_at = datetime.now(UTC).replace(tzinfo=None)
+        writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
+        writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
+        t0 = time.perf_counter()
         try:
-            bar = tqdm(
-                total=len(frame),
-                unit="customers",
-                disable=None if progress is None else not progress,
-            )
-            for start in range(0, max(len(frame), 1), CHUNK_ROWS):
-                chunk = frame.iloc[start : start + CHUNK_ROWS]
-                probs = _predict(chunk, champions)
-                table = score_table(chunk, champions, scored_at, probs)
-                if store is not None:
-                    store.append(chunk, probs, scored_at)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema)
-                writer.write_table(table)
-                bar.update(len(chunk))
-            bar.close()
+            with publish_dir(target_dir, staging) as tmp:
+                writer.write(parts, tmp / PART_FILE, progress)
         except BaseException:
-            if store is not None:
-                store.abort()
+            if writer.store is not None:
+                writer.store.abort()
             raise
-        finally:
-            if writer is not None:
-                writer.close()
-    if store is not None:
-        store.commit()
+        if writer.store is not None:  # after the Parquet output is published
+            writer.store.commit()
+        seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
+        seconds["reasons"] = writer.reasons_seconds
+    rows = len(calibrated[TARGETS[0]])
+    seconds["total"] = time.perf_counter() - started
     log.info(
-        "scored %d customers as of %s into %s",
-        len(frame),
+        "scored %d customers as of %s into %s (skipped: %s)",
+        rows,
         f"{as_of:%Y-%m-%d}",
         target_dir,
+        ", ".join(f"{k} {v}" for k, v in skipped.items()),
     )
-    return ScoreResult(target_dir, len(frame), as_of)
+    return ScoreResult(
+        target_dir,
+        rows,
+        as_of,
+        scored_at,
+        calibrated,
+        skipped,
+        seconds,
+        writer.reasons_rows,
+        monitor,
+        scored.raw_predict_s if compare_raw else None,
+    )
 
 
 def _store_writer(
     config: ProjectConfig,
-    frame: pd.DataFrame,
+    parts: list[Path],
     champions: Champions,
     as_of: datetime,
     scored_at: datetime,
+    run_id: str,
 ) -> online_store.SqliteStoreWriter | None:
     """A writer of the online store, unless it already holds a later date (a
     backfill of an old date must not replace the latest features)."""
@@ -129,15 +282,20 @@ def _store_writer(
             "online store %s holds %s, later than %s: left as it is", path, current, day
         )
         return None
-    features = [c for c in frame.columns if c not in (CUSTOMER_ID, CUTOFF)]
+    empty = (
+        pq.read_schema(parts[0]).empty_table().to_pandas()
+        if parts
+        else pd.DataFrame(columns=[CUSTOMER_ID])
+    )
+    features = [c for c in empty.columns if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE)]
     categorical = champions.categorical | {
-        c for c in features if not pd.api.types.is_numeric_dtype(frame[c])
+        c for c in features if not pd.api.types.is_numeric_dtype(empty[c])
     }
     meta = online_store.StoreMeta(
         as_of=day,
         feature_set_version=champions.feature_set_version,
         written_at=scored_at.isoformat(),
-        run_id=None,
+        run_id=run_id or None,
         features=tuple(features),
         categorical=frozenset(categorical),
         model_versions=champions.versions,
@@ -145,34 +303,188 @@ def _store_writer(
     return online_store.SqliteStoreWriter(path, meta)
 
 
-def _predict(chunk: pd.DataFrame, champions: Champions) -> dict[str, np.ndarray]:
-    if not len(chunk):
-        return {t: np.empty(0) for t in TARGETS}
-    return champions.predict_frame(chunk)
+def _batches(parts: list[Path]) -> Iterator[pd.DataFrame]:
+    """The eligible and the other rows of the feature parts, CHUNK_ROWS at a time,
+    always in the same order."""
+    for part in parts:
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=CHUNK_ROWS):
+            yield batch.to_pandas()
 
 
-def score_table(
-    chunk: pd.DataFrame,
+def _rows(parts: list[Path]) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+
+
+def _never_seen(ds: Dataset, parts: list[Path]) -> int:
+    """Customers in the customers table without an event before as_of."""
+    if ds.customers is None or not parts:
+        return 0
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+    (count,) = ds.duckdb.execute(
+        f"SELECT count(DISTINCT c.{CUSTOMER_ID}) FROM {CUSTOMERS_VIEW} c ANTI JOIN "
+        f"read_parquet([{files}]) f ON c.{CUSTOMER_ID} = f.{CUSTOMER_ID}"
+    ).fetchone()
+    return int(count)
+
+
+def _score_pass(
+    parts: list[Path],
     champions: Champions,
-    scored_at: datetime,
-    probs: dict[str, np.ndarray] | None = None,
-) -> pa.Table:
-    """One output table for a frame of features: probabilities (computed here
-    unless given) and provenance."""
-    if probs is None:
-        probs = _predict(chunk, champions)
-    n = len(chunk)
-    columns: dict[str, pa.Array] = {
-        CUSTOMER_ID: pa.array(chunk[CUSTOMER_ID].astype(str), pa.string())
-    }
+    monitor: DriftMonitor,
+    bar: bool | None,
+    compare_raw: bool,
+) -> _Scored:
+    out = _Scored()
+    progress = Progress("score", _rows(parts), "customers", bar)
+    for frame in _batches(parts):
+        eligible = frame[frame[ELIGIBLE]]
+        out.not_eligible += len(frame) - len(eligible)
+        counted: set[int] = set()
+        for encoding, targets in _by_encoding(champions):
+            t0 = time.perf_counter()
+            matrix = encoding.to_matrix(eligible)
+            for target in targets:
+                model = champions.models[target]
+                raw = model.booster.predict(matrix)
+                out.raw.setdefault(target, []).append(raw)
+                out.calibrated.setdefault(target, []).append(
+                    model.calibrator.apply(raw)
+                )
+            out.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for target in targets:
+                monitor.add(
+                    target,
+                    encoding.features,
+                    matrix,
+                    out.calibrated[target][-1],
+                    counted,
+                )
+            out.drift_seconds += time.perf_counter() - t0
+            if compare_raw:
+                t0 = time.perf_counter()
+                for target in targets:
+                    champions.models[target].booster.predict(matrix)
+                out.raw_predict_s += time.perf_counter() - t0
+        progress.update(len(frame))
+    progress.close()
+    return out
+
+
+def _by_encoding(champions: Champions) -> list[tuple[Encoding, list[str]]]:
+    """Targets grouped by their champion's encoding (usually one group of 3)."""
+    groups: list[tuple[Encoding, list[str]]] = []
     for target in TARGETS:
-        columns[target] = pa.array(probs[target], pa.float64())
-    for target in TARGETS:
-        columns[version_column(target)] = pa.array(
-            [champions.versions[target]] * n, pa.string()
+        encoding = champions.models[target].encoding
+        group = next((g for e, g in groups if e == encoding), None)
+        if group is None:
+            groups.append((encoding, group := []))
+        group.append(target)
+    return groups
+
+
+class _Writer:
+    """The write pass: each batch's rows with provenance and reason codes."""
+
+    def __init__(
+        self,
+        champions: Champions,
+        config: ProjectConfig,
+        ds: Dataset,
+        calibrated: dict[str, np.ndarray],
+        ranks: dict[str, np.ndarray],
+        scored_at: datetime,
+        run_id: str,
+    ) -> None:
+        self.champions, self.calibrated, self.ranks = champions, calibrated, ranks
+        self.scored_at, self.run_id = scored_at, run_id
+        self.k = config.explain.top_k
+        self.exclude = frozenset(config.explain.non_actionable)
+        self.method = config.scoring.reason_method
+        spec = FeatureSpec.from_config(config)
+        self.descriptions = {
+            f.name: f.description for f in catalogue(spec, ds.customers).features
+        }
+        self.reasons_seconds = 0.0
+        self.reasons_rows = 0
+        # the online store's writer, fed the same eligible batches (or None)
+        self.store: online_store.SqliteStoreWriter | None = None
+
+    def write(self, parts: list[Path], path: Path, bar: bool | None) -> None:
+        total = len(self.calibrated[TARGETS[0]])
+        progress = Progress("write", total, "customers", bar)
+        schema = output_schema()
+        offset = 0
+        with pq.ParquetWriter(path, schema) as writer:
+            for frame in _batches(parts):
+                eligible = frame[frame[ELIGIBLE]].reset_index(drop=True)
+                if eligible.empty:
+                    continue
+                rows = slice(offset, offset + len(eligible))
+                writer.write_table(self.table(eligible, rows, schema))
+                if self.store is not None:
+                    scores = {t: self.calibrated[t][rows] for t in TARGETS}
+                    self.store.append(eligible, scores, self.scored_at)
+                if offset == 0 and os.environ.get(PAUSE_ENV):
+                    time.sleep(float(os.environ[PAUSE_ENV]))
+                offset += len(eligible)
+                progress.update(len(eligible))
+            if offset == 0:
+                writer.write_table(schema.empty_table())
+        progress.close()
+
+    def table(self, frame: pd.DataFrame, rows: slice, schema: pa.Schema) -> pa.Table:
+        n = len(frame)
+        models = self.champions.models
+        columns: dict[str, object] = {CUSTOMER_ID: frame[CUSTOMER_ID].astype(str)}
+        for t in TARGETS:
+            columns[t] = self.calibrated[t][rows]
+        for t in TARGETS:
+            columns[decile_column(t)] = self.ranks[t][rows]
+        for t in TARGETS:
+            columns[model_column(t)] = [models[t].name] * n
+            columns[version_column(t)] = [models[t].version] * n
+        columns[FEATURE_SET_VERSION] = [self.champions.feature_set_version] * n
+        columns[SCORED_AT] = [self.scored_at] * n
+        columns[RUN_ID] = [self.run_id] * n
+        t0 = time.perf_counter()
+        for t in TARGETS:
+            columns[reasons_column(t)] = self.reasons(t, frame, self.ranks[t][rows])
+        self.reasons_seconds += time.perf_counter() - t0
+        return pa.table(
+            {f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema
         )
-    columns[FEATURE_SET_VERSION] = pa.array(
-        [champions.feature_set_version] * n, pa.string()
+
+    def reasons(
+        self, target: str, frame: pd.DataFrame, ranks: np.ndarray
+    ) -> list[str | None]:
+        """JSON reason codes for the rows in the target's top decile, else None."""
+        top = np.flatnonzero(ranks == 1)
+        out: list[str | None] = [None] * len(frame)
+        if top.size == 0:
+            return out
+        model = self.champions.models[target]
+        matrix = model.encoding.to_matrix(frame.iloc[top])
+        found = reasons(
+            model, matrix, self.k, self.exclude, self.descriptions, self.method
+        )
+        for i, row in zip(top.tolist(), found, strict=True):
+            out[i] = reasons_json(row)
+        self.reasons_rows += int(top.size)
+        return out
+
+
+def reasons_json(found: list[Reason]) -> str:
+    """One customer's reasons as a JSON list of {feature, value, contribution,
+    phrase}, largest contribution first."""
+    return json.dumps(
+        [
+            {
+                "feature": r.feature,
+                "value": r.value,
+                "contribution": round(r.contribution, 6),
+                "phrase": r.phrase,
+            }
+            for r in found
+        ]
     )
-    columns[SCORED_AT] = pa.array([scored_at] * n, pa.timestamp("us"))
-    return pa.table(columns)

@@ -6,7 +6,7 @@ Two comparisons on the same synthetic data, in the same run:
   hand-written DuckDB SQL of `serving.bench_sql` (the same columns). Each runs in
   its own child process, one after the other, so each peak memory is its own. The
   two feature tables must be equal (a benchmark of unequal results is meaningless).
-- scoring: `serving.batch.score_table` (encoding, 3 predicts, output table) against
+- scoring: `Champions.predict_frame` (encoding, 3 predicts, calibration) against
   raw `booster.predict` of the same 3 boosters on a prebuilt float64 matrix.
 
 `run_foundation` prints a side-by-side table and writes `foundation.json`. Children
@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,15 +462,15 @@ def best_seconds(job: Callable[[], object], repetitions: int = REPETITIONS) -> f
 
 
 def time_scoring(frame: pd.DataFrame, champions: Champions) -> tuple[float, float]:
-    """Rows/s of our scoring path and of raw booster.predict on the same rows."""
-    from serving.batch import CHUNK_ROWS, score_table
+    """Rows/s of our scoring path (encoding, 3 predicts, calibration) and of raw
+    booster.predict on the same rows."""
+    from serving.batch import CHUNK_ROWS
 
-    scored_at = datetime.now(UTC).replace(tzinfo=None)
     starts = range(0, len(frame), CHUNK_ROWS)
 
     def ours() -> None:
         for s in starts:
-            score_table(frame.iloc[s : s + CHUNK_ROWS], champions, scored_at)
+            champions.predict_frame(frame.iloc[s : s + CHUNK_ROWS])
 
     models = list(champions.models.values())
     matrices = {id(m.encoding): m.encoding.to_matrix(frame) for m in models}

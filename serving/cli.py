@@ -250,18 +250,67 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from serving.batch import default_as_of, score
+    if args.score_command == "status":
+        return cmd_score_status(args)
+    from serving.atomic import Busy
+    from serving.batch import default_as_of
+    from serving.nightly import record_failure, run_nightly
     from serving.predictor import Champions
     from training.registry import configure
 
     _, config, uri = _context(args)
-    ds = _load_data(config)
-    configure(uri)
-    champions = Champions.load(config, uri)
+    try:
+        ds = _load_data(config)
+        configure(uri)
+        champions = Champions.load(config, uri)
+    except Exception as exc:  # the status says why nothing ran, then as usual
+        code = 2 if isinstance(exc, ContractError) else 1
+        record_failure(config.scoring.output, str(exc), code, tracking_uri=uri)
+        raise
     as_of = args.as_of or default_as_of(ds)
-    result = score(config, ds, champions, as_of)
-    print(f"scored {result.rows:,} customers as of {as_of:%Y-%m-%d} -> {result.path}")
-    return 0
+    try:
+        r = run_nightly(config, ds, champions, as_of, uri)
+    except Busy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    s = r.score
+    print(f"scored {s.rows:,} customers as of {as_of:%Y-%m-%d} -> {s.path}")
+    print(
+        "skipped: "
+        + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s.skipped.items())
+    )
+    print(f"MLflow run {r.run_id}; drift report {r.drift_dir}: {r.drift['level']}")
+    if r.sink_rows is not None:
+        print(f"Postgres: {r.sink_rows:,} rows upserted")
+    if r.sink_error:
+        print(f"error: Postgres sink failed: {r.sink_error}", file=sys.stderr)
+    if r.drift["alerts"]:
+        print(
+            "drift alert (PSI >= "
+            f"{config.scoring.drift.alert}): {', '.join(r.drift['alerts'])}",
+            file=sys.stderr,
+        )
+    return r.exit_code
+
+
+def cmd_score_status(args: argparse.Namespace) -> int:
+    """Print the last run's status file; exit with its exit code (1 when it
+    failed or was interrupted, 5 while it runs, 6 when there is none)."""
+    import json
+
+    from serving.nightly import read_status
+
+    _, config, _ = _context(args)
+    status = read_status(config.scoring.output)
+    if status is None:
+        print(f"no scoring run recorded under {config.scoring.output}")
+        return 6
+    print(json.dumps(status, indent=2))
+    if status["state"] == "running":
+        return 5
+    if status["state"] == "finished":
+        return int(status["exit_code"])
+    return 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -390,6 +439,20 @@ def cmd_bench_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_batch(args: argparse.Namespace) -> int:
+    from serving.bench_batch import run_batch
+
+    run_batch(
+        customers=args.customers,
+        seed=args.seed,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+        memory_limit=args.memory_limit,
+        threads=args.threads,
+    )
+    return 0
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     from serving.bench_quality import DATA, run_quality
 
@@ -471,7 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cutoff date; events before it count "
         "(default: the day after the last event)",
     )
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=cmd_score, score_command=None)
+    ssub = p.add_subparsers(dest="score_command", metavar="ACTION")
+    ssub.add_parser(
+        "status",
+        help="the last run's status (exit code: the run's, 5 running, 6 none)",
+    ).set_defaults(func=cmd_score)
 
     p = sub.add_parser("serve", help="serve the champions over HTTP with BentoML")
     p.add_argument("--host", default="127.0.0.1")
@@ -510,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_features(suites)
     _add_bench_quality(suites)
     _add_bench_api(suites)
+    _add_bench_batch(suites)
     return parser
 
 
@@ -622,6 +691,26 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="bench/work")
     p.add_argument("--results", default="bench/results")
     p.set_defaults(func=cmd_bench_features)
+
+
+def _add_bench_batch(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "batch",
+        help="the nightly job end to end at scale: customers/s, scoring vs raw "
+        "predict, reason codes, peak memory",
+    )
+    p.add_argument(
+        "--customers",
+        type=_positive_int,
+        default=1_000_000,
+        help="demo customers (about 100 events each; default 1,000,000)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit")
+    p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_batch)
 
 
 def _add_bench_quality(suites: argparse._SubParsersAction) -> None:

@@ -62,7 +62,11 @@ def write_config(path: Path, events: Path, customers: Path | None, **overrides) 
                 "num_leaves": 15,
             },
         },
-        "scoring": {"output": str(path.parent / "scores")},
+        "scoring": {
+            "output": str(path.parent / "scores"),
+            # the demo's launch cohort ages: these drift with the calendar
+            "drift": {"ignore": ["tenure_days", "days_since_first_purchase"]},
+        },
     }
     for key, value in overrides.items():
         config[key] = (

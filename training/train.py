@@ -22,13 +22,20 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from features.columns import CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, PURCHASE, TARGETS
+from features.columns import (
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    EVENT_TYPE,
+    PURCHASE,
+    TARGETS,
+)
 from features.config import ProjectConfig
 from features.definition import FeatureSpec
 from features.encode import Encoding
 from features.labels import LabelSpec
 from features.load import Dataset
-from training import report
+from training import drift, report
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan, fit_final, plan, run
 from training.dataset import TrainingTable, build_training_table
 from training.model import lgb_params
@@ -162,9 +169,14 @@ def _train_target(
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=name,
             metadata={
-                METADATA_KEY: _metadata(
-                    target_plan, encoding, table, backtest, summary, context
-                )
+                METADATA_KEY: {
+                    **_metadata(
+                        target_plan, encoding, table, backtest, summary, context
+                    ),
+                    "reference": _reference(
+                        target_plan, booster, encoding, rows, backtest
+                    ),
+                }
             },
         )
         version = str(info.registered_model_version)
@@ -323,6 +335,27 @@ def _log_definition(config: ProjectConfig, table: TrainingTable) -> None:
             ]
         },
         "features.json",
+    )
+
+
+def _reference(
+    target_plan: Plan,
+    booster: lightgbm.Booster,
+    encoding: Encoding,
+    rows: pd.DataFrame,
+    backtest: Backtest,
+) -> dict:
+    """The binned reference for drift monitoring (training.drift): the rows of the
+    latest cutoff the final model was trained on, their features and the served
+    (calibrated) scores of the final model on them."""
+    latest = target_plan.final_cutoffs[-1]
+    matrix = encoding.to_matrix(rows[rows[CUTOFF] == latest])
+    return drift.profile(
+        matrix,
+        encoding.features,
+        encoding.vocabularies,
+        backtest.calibrator.apply(booster.predict(matrix)),
+        cutoff=latest.strftime("%Y-%m-%d"),
     )
 
 

@@ -119,11 +119,21 @@ def test_nightly_scoring_writes_every_eligible_customer(trained: Project) -> Non
         "churn",
         "purchase",
         "service_request",
+        "churn_decile",
+        "purchase_decile",
+        "service_request_decile",
+        "churn_model",
         "churn_model_version",
+        "purchase_model",
         "purchase_model_version",
+        "service_request_model",
         "service_request_model_version",
         "feature_set_version",
         "scored_at",
+        "run_id",
+        "churn_reasons",
+        "purchase_reasons",
+        "service_request_reasons",
     ]
     scores = pd.read_parquet(trained.root / "scores")
     assert scores.as_of.astype(str).unique().tolist() == ["2025-12-01"]
@@ -189,6 +199,10 @@ def test_rerun_replaces_and_bad_input_leaves_outputs_intact(trained: Project) ->
     )
     assert sorted(p.name for p in (trained.root / "scores").iterdir()) == listing
     pd.testing.assert_frame_equal(pd.read_parquet(out), after)
+    # the status file says why the last run did nothing
+    status = run_cli(["--config", str(bad_config), "score", "status"], trained.env())
+    assert status.returncode == 1
+    assert '"exit_code": 2' in status.stdout and "event_time" in status.stdout
 
 
 def test_an_untrainable_target_fails_before_anything_is_registered(

@@ -165,7 +165,7 @@ def test_cli_scores_from_postgres_equal_scores_from_parquet(
         assert done.returncode == 0, done.stderr[-3000:]
         runs[kind] = (
             pd.read_parquet(tmp_path / kind / "scores")
-            .drop(columns="scored_at")
+            .drop(columns=["scored_at", "run_id"])
             .sort_values(CUSTOMER_ID)
             .reset_index(drop=True)
         )

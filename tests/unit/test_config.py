@@ -168,3 +168,33 @@ def test_outreach_key_env_then_relative_file_else_refused(
     monkeypatch.setenv("PROPENSITY_OUTREACH_KEY", "short")
     with pytest.raises(ConfigError, match="shorter than 16 bytes"):
         config.outreach.key()
+
+
+def test_scoring_sink_drift_and_reason_method(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    assert config.scoring.postgres is None and config.scoring.reason_method == "path"
+    assert (config.scoring.drift.warn, config.scoring.drift.alert) == (0.1, 0.25)
+    sink = BASE + (
+        "scoring: {postgres: {uri: 'postgresql://db:5432/shop', table: mk.scores},"
+        " drift: {alert: 0.5, ignore: [tenure_days]}}\n"
+    )
+    config = load_config(write(tmp_path, sink))
+    assert config.scoring.postgres.table == "mk.scores"
+    assert config.scoring.drift.ignore == ["tenure_days"]
+
+
+@pytest.mark.parametrize(
+    ("scoring", "named"),
+    [
+        ("{postgres: {uri: 'postgresql://u:pw@db/x', table: s}}", "credentials"),
+        ("{postgres: {uri: 'duckdb:x.duckdb', table: s}}", "unknown scheme"),
+        ("{postgres: {uri: 'postgresql://db/x', table: 'a b'}}", "not a table name"),
+        ("{drift: {warn: 0.3, alert: 0.2}}", "below warn"),
+        ("{reason_method: fast}", r"scoring\.reason_method"),
+    ],
+)
+def test_bad_scoring_settings_are_named(
+    tmp_path: Path, scoring: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(write(tmp_path, BASE + f"scoring: {scoring}\n"))

@@ -1,0 +1,306 @@
+"""The nightly run: score, report drift, fill the sink, record it all.
+
+Wiring around `serving.batch.score`, like `training.train` around the backtest:
+
+1. an MLflow run in the `<experiment>.scoring` experiment (its id is stamped on
+   every output row), tagged `kind=scoring`, `as_of`;
+2. `score` writes and publishes the Parquet partition;
+3. the drift report (serving.drift) goes to `<output>/_drift/as_of=DATE/`
+   (drift.json, drift.html; published atomically too) and to the run;
+4. the optional Postgres sink is upserted;
+5. the run gets rows scored and skipped (by reason), score quantiles and
+   histograms per target, seconds per step, model versions, drift figures; the
+   status file `<output>/_last_run.json` says how the run ended.
+
+Exit codes (`EXIT_*`): 0 done; 3 drift alert (scores written); 4 the Postgres
+sink failed (scores written). The CLI adds 1 (error, nothing published) and 2
+(config or data contract error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from features.columns import AS_OF, TARGETS
+from features.config import ProjectConfig
+from features.load import Dataset
+from serving import drift_report
+from serving.atomic import Busy, publish_dir
+from serving.batch import PART_FILE, ScoreResult, score, staging_dir, writing
+from serving.drift import ALERT
+from serving.predictor import Champions
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_DRIFT_ALERT, EXIT_SINK_FAILED = 0, 3, 4
+EXIT_FAILED = 1
+STATUS_FILE = "_last_run.json"
+DRIFT_DIR = "_drift"
+KIND_SCORING = "scoring"
+QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+HISTOGRAM_BINS = 20
+
+
+def scoring_experiment(config: ProjectConfig) -> str:
+    return f"{config.mlflow.experiment}.scoring"
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    score: ScoreResult
+    run_id: str
+    drift: dict
+    drift_dir: Path
+    sink_rows: int | None
+    sink_error: str | None
+    exit_code: int
+
+
+def run_nightly(
+    config: ProjectConfig,
+    ds: Dataset,
+    champions: Champions,
+    as_of: datetime,
+    tracking_uri: str,
+    *,
+    progress: bool | None = None,
+) -> NightlyResult:
+    """Score `as_of` and record the run; see the module docstring."""
+    from mlflow.tracking import MlflowClient
+
+    from training.registry import configure
+
+    experiment_id = configure(tracking_uri, scoring_experiment(config))
+    client = MlflowClient(tracking_uri, tracking_uri)
+    day = f"{as_of:%Y-%m-%d}"
+    run = client.create_run(
+        experiment_id,
+        run_name=f"score-{day}",
+        tags={"kind": KIND_SCORING, AS_OF: day},
+    )
+    run_id = run.info.run_id
+    output = Path(config.scoring.output)
+    status = {
+        "state": "running",
+        AS_OF: day,
+        "run_id": run_id,
+        "tracking_uri": tracking_uri,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": _now(),
+    }
+    previous = (
+        (output / STATUS_FILE).read_bytes()
+        if (output / STATUS_FILE).is_file()
+        else None
+    )
+    write_status(output, status)
+    try:
+        with writing(output):
+            result = _run(config, ds, champions, as_of, run_id, client, progress)
+    except Busy:  # another run is writing: its status stands, this run never began
+        client.set_terminated(run_id, "KILLED")
+        if previous is not None:
+            (output / STATUS_FILE).write_bytes(previous)
+        raise
+    except BaseException as exc:
+        client.set_terminated(run_id, "FAILED")
+        error = f"{type(exc).__name__}: {exc}"
+        write_status(
+            output,
+            {**status, "state": "failed", "exit_code": EXIT_FAILED, "error": error},
+        )
+        raise
+    write_status(output, {**status, **_summary(result), "finished_at": _now()})
+    client.set_terminated(run_id, "FINISHED")
+    return result
+
+
+def _run(
+    config: ProjectConfig,
+    ds: Dataset,
+    champions: Champions,
+    as_of: datetime,
+    run_id: str,
+    client,
+    progress: bool | None,
+) -> NightlyResult:
+    started = time.perf_counter()
+    result = score(config, ds, champions, as_of, run_id=run_id, progress=progress)
+    day = f"{as_of:%Y-%m-%d}"
+    report = result.drift.report(config.scoring.drift, as_of=day, run_id=run_id)
+    drift_dir = Path(config.scoring.output) / DRIFT_DIR / f"{AS_OF}={day}"
+    with publish_dir(drift_dir, staging_dir(config.scoring.output)) as tmp:
+        drift_report.write(report, tmp)
+    sink_rows, sink_error = None, None
+    if config.scoring.postgres is not None:
+        from serving.postgres_sink import upsert
+
+        try:
+            sink_rows = upsert(
+                result.path / PART_FILE, as_of.date(), config.scoring.postgres
+            )
+        except Exception as exc:  # the scores are published: say so, exit 4
+            sink_error = f"{type(exc).__name__}: {str(exc).strip()}"
+            log.error("Postgres sink %s failed: %s", config.scoring.postgres, exc)
+    code = (
+        EXIT_SINK_FAILED
+        if sink_error
+        else EXIT_DRIFT_ALERT
+        if report["level"] == ALERT
+        else EXIT_OK
+    )
+    out = NightlyResult(result, run_id, report, drift_dir, sink_rows, sink_error, code)
+    _record(client, config, champions, out, drift_dir, time.perf_counter() - started)
+    return out
+
+
+def _record(
+    client,
+    config: ProjectConfig,
+    champions: Champions,
+    out: NightlyResult,
+    drift_dir: Path,
+    seconds: float,
+) -> None:
+    """Params, metrics, tags and artifacts of the scoring run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    r = out.score
+    stamp = int(time.time() * 1000)
+    params = {
+        AS_OF: f"{r.as_of:%Y-%m-%d}",
+        "output": str(r.path),
+        "feature_set_version": champions.feature_set_version,
+        "reason_method": config.scoring.reason_method,
+        "postgres_table": config.scoring.postgres.table
+        if config.scoring.postgres
+        else "",
+        **{f"{t}_model": champions.models[t].name for t in TARGETS},
+        **{f"{t}_model_version": champions.versions[t] for t in TARGETS},
+    }
+    metrics = {
+        "rows_scored": r.rows,
+        **{f"rows_skipped_{k}": v for k, v in r.skipped.items()},
+        "reasons_rows": r.reasons_rows,
+        "duration_s": seconds,
+        **{f"step_{k}_s": v for k, v in r.seconds.items()},
+        **_distribution(r.scores),
+        **_drift_metrics(out.drift),
+    }
+    if out.sink_rows is not None:
+        metrics["postgres_rows"] = out.sink_rows
+    tags = {
+        "exit_code": str(out.exit_code),
+        "drift.level": out.drift["level"],
+        "drift.alerts": ", ".join(out.drift["alerts"])[:4000],
+        **({"sink.error": out.sink_error[:4000]} if out.sink_error else {}),
+    }
+    client.log_batch(
+        out.run_id,
+        metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    client.log_dict(out.run_id, _histograms(r.scores), "score_histograms.json")
+    client.log_artifacts(out.run_id, str(drift_dir), "drift")
+
+
+def _distribution(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    out = {}
+    for target, values in scores.items():
+        if values.size == 0:
+            continue
+        out[f"score_{target}_mean"] = float(values.mean())
+        for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True):
+            out[f"score_{target}_p{round(q * 100):02d}"] = float(v)
+    return out
+
+
+def _histograms(scores: dict[str, np.ndarray]) -> dict:
+    edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
+    return {
+        "edges": edges.tolist(),
+        "counts": {t: np.histogram(v, edges)[0].tolist() for t, v in scores.items()},
+    }
+
+
+def _drift_metrics(report: dict) -> dict[str, float]:
+    out = {f"drift_psi_score_{s['target']}": s["psi"] for s in report["scores"]}
+    out["drift_alerts"] = len(report["alerts"])
+    out["drift_warnings"] = len(report["warnings"])
+    if report["features"]:
+        out["drift_max_feature_psi"] = report["features"][0]["psi"]
+    return out
+
+
+def _summary(out: NightlyResult) -> dict:
+    r = out.score
+    return {
+        "state": "finished",
+        "exit_code": out.exit_code,
+        "rows_scored": r.rows,
+        "rows_skipped": r.skipped,
+        "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+        "output": str(r.path),
+        "drift_level": out.drift["level"],
+        "drift_alerts": out.drift["alerts"],
+        "drift_report": str(out.drift_dir / drift_report.HTML_FILE),
+        "postgres_rows": out.sink_rows,
+        "postgres_error": out.sink_error,
+    }
+
+
+def record_failure(output: Path, error: str, exit_code: int, **context: str) -> None:
+    """The status of a run that failed before it began (bad data, no champion)."""
+    write_status(
+        Path(output),
+        {
+            "state": "failed",
+            **context,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "finished_at": _now(),
+            "exit_code": exit_code,
+            "error": error,
+        },
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_status(output: Path, status: dict) -> None:
+    """`<output>/_last_run.json`, replaced atomically (a temp file, then rename)."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / STATUS_FILE
+    tmp = output / f".{STATUS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_status(output: Path) -> dict | None:
+    """The last run's status; a `running` run whose process is gone on this host
+    reads as `interrupted` (killed, or the machine stopped)."""
+    path = Path(output) / STATUS_FILE
+    if not path.is_file():
+        return None
+    status = json.loads(path.read_text())
+    if status.get("state") == "running" and status.get("host") == socket.gethostname():
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            status["state"] = "interrupted"
+        except PermissionError:
+            pass
+    return status

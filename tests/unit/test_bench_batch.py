@@ -1,0 +1,45 @@
+"""The batch benchmark at a tiny scale: it runs end to end and writes its keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from serving.bench_batch import RESULTS_FILE, run_batch
+from serving.cli import build_parser
+
+ISSUE_KEYS = (
+    "customers",
+    "end_to_end_customers_per_s",
+    "score_rows_per_s",
+    "raw_predict_rows_per_s",
+    "score_vs_raw_ratio",
+    "peak_mb",
+    "reasons_rows_per_s",
+)
+
+
+def test_tiny_batch_bench_writes_the_issue_keys(tmp_path: Path) -> None:
+    record = run_batch(
+        customers=800, seed=3, workdir=tmp_path / "work", results=tmp_path / "res"
+    )
+    saved = json.loads((tmp_path / "res" / RESULTS_FILE).read_text())
+    assert saved == json.loads(json.dumps(record))
+    for key in ISSUE_KEYS:
+        assert saved[key] is not None and saved[key] > 0, key
+    assert saved["customers"] == 800
+    assert saved["rows_scored"] + saved["rows_skipped"] >= 800 * 0.9
+    assert saved["reasons_method"] == "path"
+    assert saved["reasons_shap_rows_per_s"] > 0 and saved["reasons_path_rows_per_s"] > 0
+    assert saved["score_vs_raw_ratio"] == (
+        saved["score_rows_per_s"] / saved["raw_predict_rows_per_s"]
+    )
+    # the scored output was removed; the models and data stay for a rerun
+    assert not [p for p in (tmp_path / "work").iterdir() if "batch-scores" in p.name]
+
+
+def test_bench_batch_cli_defaults_to_a_million_customers() -> None:
+    args = build_parser().parse_args(["bench", "batch"])
+    assert args.customers == 1_000_000 and args.memory_limit == "1GB"
+    small = build_parser().parse_args(["bench", "batch", "--customers", "5000"])
+    assert small.customers == 5000
