@@ -38,6 +38,9 @@ P_PURCHASE = "p_purchase"
 EXPECTED_PURCHASES = "expected_purchases"
 # Log-parameters stay in [-BOUND, BOUND]; near the edge the fit has run away.
 BOUND = 15.0
+# Fewer customers do not identify the four parameters: the likelihood of one
+# customer has no maximum, and where the optimiser then stops varies by platform.
+MIN_CUSTOMERS = 10
 
 
 class ConvergenceError(RuntimeError):
@@ -137,6 +140,11 @@ class BGNBD:
                 "customers and none with x > 0"
             )
         n = x.size
+        if n < MIN_CUSTOMERS:
+            raise ConvergenceError(
+                f"BG/NBD fit on {n} customers: at least {MIN_CUSTOMERS} are needed "
+                "to identify its four parameters"
+            )
 
         def loss(theta: NDArray) -> float:
             return -float(cls(*np.exp(theta)).log_likelihoods(x, t_x, T).sum()) / n
