@@ -371,11 +371,18 @@ class ScoringConfig(_Strict):
     reason_method: Literal["shap", "path"] = "path"
 
 
+class OnlineTable(ScoresTable):
+    """The online store as a Postgres table (replaced whole by each nightly run);
+    credentials from PGUSER/PGPASSWORD or ~/.pgpass, never the URI."""
+
+
 class OnlineStoreConfig(_Strict):
     """Each customer's latest features and scores, written by the nightly job for
-    the API's `predict_by_id`: a SQLite file swapped whole by each run."""
+    the API's `predict_by_id`: a SQLite file swapped whole by each run, or, when
+    `postgres` is set, a Postgres table instead."""
 
     path: Path = Path("online/store.sqlite")
+    postgres: OnlineTable | None = None
 
 
 class ApiConfig(_Strict):

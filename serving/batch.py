@@ -271,15 +271,14 @@ def _store_writer(
     as_of: datetime,
     scored_at: datetime,
     run_id: str,
-) -> online_store.SqliteStoreWriter | None:
+) -> online_store.StoreWriter | None:
     """A writer of the online store, unless it already holds a later date (a
     backfill of an old date must not replace the latest features)."""
-    path = config.online_store.path
     day = f"{as_of:%Y-%m-%d}"
-    current = online_store.stored_as_of(path)
+    current = online_store.configured_as_of(config.online_store)
     if current is not None and current > day:
         log.info(
-            "online store %s holds %s, later than %s: left as it is", path, current, day
+            "the online store holds %s, later than %s: left as it is", current, day
         )
         return None
     empty = (
@@ -300,7 +299,7 @@ def _store_writer(
         categorical=frozenset(categorical),
         model_versions=champions.versions,
     )
-    return online_store.SqliteStoreWriter(path, meta)
+    return online_store.open_writer(config.online_store, meta)
 
 
 def _batches(parts: list[Path]) -> Iterator[pd.DataFrame]:
@@ -408,7 +407,7 @@ class _Writer:
         self.reasons_seconds = 0.0
         self.reasons_rows = 0
         # the online store's writer, fed the same eligible batches (or None)
-        self.store: online_store.SqliteStoreWriter | None = None
+        self.store: online_store.StoreWriter | None = None
 
     def write(self, parts: list[Path], path: Path, bar: bool | None) -> None:
         total = len(self.calibrated[TARGETS[0]])

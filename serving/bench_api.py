@@ -180,7 +180,7 @@ def sample_requests(config: Path, n: int = 100) -> tuple[list[dict], list[str]]:
     scored = ds.dataset(loaded.scoring.output, partitioning="hive")
     ids = sorted(scored.to_table(columns=["customer_id"])["customer_id"].to_pylist())
     ids = ids[:n]
-    found, _ = SqliteStore(loaded.online_store.path).lookup(ids)
+    found = SqliteStore(loaded.online_store.path).lookup(ids)
     if len(found) < n:
         raise RuntimeError(f"the online store holds fewer than {n} customers")
     return [{"customer_id": c, "features": found[c].record} for c in ids], ids

@@ -28,11 +28,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
+from features.config import OnlineStoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class StoreMeta:
         ]
 
     @classmethod
-    def from_rows(cls, rows: Mapping[str, str], where: Path) -> StoreMeta:
+    def from_rows(cls, rows: Mapping[str, str], where: Path | str) -> StoreMeta:
         if rows.get("format") != FORMAT:
             raise StoreError(
                 f"{where}: online store format {rows.get('format')!r}, expected "
@@ -145,7 +147,7 @@ class SqliteStoreWriter:
             [self.meta.as_of] * len(frame),
         ]
         for name in self.meta.features:
-            columns.append(_column_values(frame[name], name in self.meta.categorical))
+            columns.append(column_values(frame[name], name in self.meta.categorical))
         for target in TARGETS:
             columns.append(np.asarray(scores[target], dtype=np.float64).tolist())
         columns.append([scored_at.isoformat()] * len(frame))
@@ -186,7 +188,7 @@ class SqliteStoreWriter:
             self.abort()
 
 
-def _column_values(column: pd.Series, categorical: bool) -> list:
+def column_values(column: pd.Series, categorical: bool) -> list:
     """Python values SQLite stores exactly: None for missing, str for categories
     (as `Encoding.to_matrix` reads them), float otherwise."""
     if categorical:
@@ -210,6 +212,57 @@ def stored_as_of(path: Path) -> str | None:
         return _open(Path(path))[1].as_of
     except (StoreError, sqlite3.Error):
         return None
+
+
+# -- the configured store -----------------------------------------------------
+
+
+def configured_as_of(config: OnlineStoreConfig) -> str | None:
+    """The as-of date the configured store holds, None when it holds none."""
+    if config.postgres is None:
+        return stored_as_of(config.path)
+    from serving.online_postgres import stored_meta
+
+    meta = stored_meta(config.postgres)
+    return None if meta is None else meta.as_of
+
+
+class StoreWriter(Protocol):
+    """What the nightly job feeds: chunks, then commit (swap in) or abort."""
+
+    def append(
+        self, frame: pd.DataFrame, scores: Mapping[str, np.ndarray], scored_at: datetime
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class StoreReader(Protocol):
+    """What the API reads: rows by customer id, and the store's meta."""
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, Found]: ...
+
+    def meta(self) -> StoreMeta: ...
+
+
+def open_writer(config: OnlineStoreConfig, meta: StoreMeta) -> StoreWriter:
+    """A writer of the configured store: the Postgres table, else the file."""
+    if config.postgres is None:
+        return SqliteStoreWriter(config.path, meta)
+    from serving.online_postgres import PostgresStoreWriter
+
+    return PostgresStoreWriter(config.postgres, meta)
+
+
+def open_reader(config: OnlineStoreConfig, required: Sequence[str] = ()) -> StoreReader:
+    """A reader of the configured store; it connects at the first lookup."""
+    if config.postgres is None:
+        return SqliteStore(config.path, required)
+    from serving.online_postgres import PostgresStore
+
+    return PostgresStore(config.postgres, required)
 
 
 # -- reading ------------------------------------------------------------------
@@ -284,7 +337,7 @@ class SqliteStore:
     def meta(self) -> StoreMeta:
         return self._current()[1]
 
-    def lookup(self, ids: Sequence[str]) -> tuple[dict[str, Found], StoreMeta]:
+    def lookup(self, ids: Sequence[str]) -> dict[str, Found]:
         """The rows of those ids the store holds (absent ids are left out)."""
         db, meta, sql = self._current()
         found: dict[str, Found] = {}
@@ -294,4 +347,4 @@ class SqliteStore:
             batch = json.dumps(unique[start : start + LOOKUP_BATCH])
             for row in db.execute(sql, (batch,)):
                 found[row[0]] = Found(row[1], dict(zip(features, row[2:], strict=True)))
-        return found, meta
+        return found

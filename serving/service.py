@@ -215,8 +215,8 @@ class Propensity:
             configure(uri)
             self.champions = Champions.load(config, uri)
         self.config = config
-        self.store = online_store.SqliteStore(
-            config.online_store.path, required=self.champions.feature_names
+        self.store = online_store.open_reader(
+            config.online_store, required=self.champions.feature_names
         )
         # event features only: the customers table (attributes) may not exist here
         self.descriptions = {
@@ -271,7 +271,7 @@ class Propensity:
         stored for each (its as-of date is returned); an id the store lacks is
         `not_found`."""
         try:
-            found, meta = self.store.lookup(customer_ids)
+            found = self.store.lookup(customer_ids)
         except online_store.StoreError as exc:
             return _unavailable("predict_by_id", exc)  # type: ignore[return-value]
         hits = [i for i, c in enumerate(customer_ids) if c in found]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
@@ -97,6 +100,35 @@ class Project:
             "BENTOML_DO_NOT_TRACK": "True",
             "DO_NOT_TRACK": "1",
         }
+
+
+# The Postgres server the tests create their databases on (trust auth here).
+POSTGRES_SERVER = os.environ.get(
+    "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
+)
+POSTGRES_USER = os.environ.get("PGUSER", "postgres")
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """The URI of a fresh database on POSTGRES_SERVER, dropped afterwards; the
+    test skips, saying why, when the server cannot be reached."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(POSTGRES_SERVER, user=POSTGRES_USER, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"Postgres is unreachable at {POSTGRES_SERVER}: {exc}")
+    admin.autocommit = True
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_SERVER)._replace(path=f"/{name}"))
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
 
 
 def auth(key: str = TEST_API_KEY) -> dict[str, str]:

@@ -9,47 +9,33 @@ afterwards; the tests skip, saying why, when the server cannot be reached.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import pytest
 
 from features.columns import TARGETS
 from serving.nightly import EXIT_SINK_FAILED
-from tests.conftest import Project, run_cli, write_config
+from tests.conftest import (
+    POSTGRES_USER,
+    Project,
+    postgres_database,
+    run_cli,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
-SERVER = os.environ.get(
-    "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
-)
 TABLE = "nightly_scores"
-USER = os.environ.get("PGUSER", "postgres")
+USER = POSTGRES_USER
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """The URI of a fresh database, dropped at the end."""
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(SERVER, user=USER, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"Postgres is unreachable at {SERVER}: {exc}")
-    admin.autocommit = True
-    name = f"propensity_sink_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(SERVER)._replace(path=f"/{name}"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with postgres_database("propensity_sink") as uri:
+        yield uri
 
 
 def sink_project(trained: Project, tmp_path: Path, uri: str, table: str):

@@ -67,9 +67,9 @@ def test_lookup_returns_stored_features_and_leaves_out_unknown_ids(
 ) -> None:
     path = tmp_path / "online" / "store.sqlite"
     write(path, frame(50))
-    found, got = SqliteStore(path, required=["recency"]).lookup(
-        ["c1", "c5", "c14", "nobody", "c1"]
-    )
+    store = SqliteStore(path, required=["recency"])
+    found = store.lookup(["c1", "c5", "c14", "nobody", "c1"])
+    got = store.meta()
     assert set(found) == {"c1", "c5", "c14"}
     assert found["c1"].as_of == "2025-12-01"
     assert found["c1"].record == {"recency": 1.0, "plan": "pro"}
@@ -84,7 +84,7 @@ def test_lookup_of_more_ids_than_one_batch(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     write(path, frame(12_000))
     ids = [f"c{i}" for i in range(0, 12_000, 1)] + ["x"]
-    found, _ = SqliteStore(path).lookup(ids)
+    found = SqliteStore(path).lookup(ids)
     assert len(found) == 12_000
 
 
@@ -94,7 +94,7 @@ def test_a_replaced_store_is_picked_up_and_an_open_reader_keeps_working(
     path = tmp_path / "store.sqlite"
     write(path, frame(10))
     store = SqliteStore(path)
-    before, _ = store.lookup(["c1"])
+    before = store.lookup(["c1"])
     # a reader in another thread holds the old file open across the swap
     old_reader = SqliteStore(path)
     old_reader.lookup(["c1"])
@@ -103,7 +103,8 @@ def test_a_replaced_store_is_picked_up_and_an_open_reader_keeps_working(
     assert old_db.execute(
         "SELECT recency FROM customers WHERE customer_id='c1'"
     ).fetchone() == (1.0,)
-    after, got = store.lookup(["c1"])
+    after = store.lookup(["c1"])
+    got = store.meta()
     assert before["c1"].record["recency"] == 1.0
     assert after["c1"].record["recency"] == 101.0
     assert after["c1"].as_of == "2025-12-02" and got.as_of == "2025-12-02"
@@ -118,7 +119,7 @@ def test_threads_read_concurrently(tmp_path: Path) -> None:
     def work() -> None:
         try:
             for i in range(200):
-                found, _ = store.lookup([f"c{i % 100}"])
+                found = store.lookup([f"c{i % 100}"])
                 assert len(found) == 1
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
