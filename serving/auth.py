@@ -312,15 +312,27 @@ class BearerAuth:
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         else:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(UNAUTHORIZED_BODY)).encode()),
-                        (b"www-authenticate", b"Bearer"),
-                    ],
-                }
+            await send_json(
+                send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")]
             )
-            await send({"type": "http.response.body", "body": UNAUTHORIZED_BODY})
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer a request from middleware: a JSON body with its length."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +68,16 @@ class Load:
 
 
 def run_load(
-    url: str, body: bytes, clients: int, requests_each: int, warmup: int = 20
+    url: str,
+    body: bytes,
+    clients: int,
+    requests_each: int,
+    warmup: int = 20,
+    key: str = API_KEY,
 ) -> Load:
     """`clients` threads, each posting `body` `requests_each` times after a
     warm-up; a non-200 answer stops the bench (a fast error is no figure)."""
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     start_gate = threading.Barrier(clients + 1)
@@ -169,33 +175,70 @@ def _cli(args: list[str], env: dict[str, str]) -> None:
 
 
 def sample_requests(config: Path, n: int = 100) -> tuple[list[dict], list[str]]:
-    """n stored customer ids, and their features as the records a marketing
-    system would send."""
-    import pyarrow.dataset as ds
+    """n customer ids the online store holds (from the nightly output of its
+    date), and their features as the records a marketing system would send."""
+    import pyarrow.parquet as pq
 
     from features.config import load_config
     from serving.online_store import SqliteStore
 
     loaded = load_config(config)
-    scored = ds.dataset(loaded.scoring.output, partitioning="hive")
-    ids = sorted(scored.to_table(columns=["customer_id"])["customer_id"].to_pylist())
+    store = SqliteStore(loaded.online_store.path)
+    scored = loaded.scoring.output / f"as_of={store.meta().as_of}"
+    ids = sorted(
+        pq.read_table(scored, columns=["customer_id"])["customer_id"].to_pylist()
+    )
     ids = ids[:n]
-    found = SqliteStore(loaded.online_store.path).lookup(ids)
+    found = store.lookup(ids)
     if len(found) < n:
         raise RuntimeError(f"the online store holds fewer than {n} customers")
     return [{"customer_id": c, "features": found[c].record} for c in ids], ids
 
 
-# -- the run ------------------------------------------------------------------
+def request_bodies(records: list[dict], ids: list[str]) -> dict[str, bytes]:
+    """Every request body of the bench, JSON-encoded once."""
+    bodies = {
+        "predict_1": {"customers": records[:1]},
+        "predict_100": {"customers": records},
+        "by_id_1": {"customer_ids": ids[:1]},
+        "by_id_100": {"customer_ids": ids},
+        "explain_100": {"customers": records, "target": "churn"},
+        "bare_1": {"customers": [r["features"] for r in records[:1]]},
+        "bare_100": {"customers": [r["features"] for r in records]},
+    }
+    return {k: json.dumps(v).encode() for k, v in bodies.items()}
+
+
+def ratios(out: dict[str, float]) -> dict[str, float]:
+    """The figures compared: predict_by_id against predict, ours against bare."""
+    return {
+        "by_id_vs_predict_ratio": out["by_id_1_seq_p50_ms"]
+        / out["predict_1_seq_p50_ms"],
+        "predict_vs_bare_1_seq_p50_ratio": out["predict_1_seq_p50_ms"]
+        / out["bare_1_seq_p50_ms"],
+    }
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def in_process(config: Path, records: list[dict]) -> dict[str, float]:
     """The same endpoint code, called in this process without HTTP."""
-    os.environ["PROPENSITY_CONFIG"] = str(config)
-    os.environ.setdefault("PROPENSITY_API_KEYS", API_KEY)
     from serving.service import CustomerFeatures, Propensity
 
-    service = Propensity.inner()
+    with _environ(PROPENSITY_CONFIG=str(config), PROPENSITY_API_KEYS=API_KEY):
+        service = Propensity.inner()
     one = [CustomerFeatures.model_validate(r) for r in records[:1]]
     hundred = [CustomerFeatures.model_validate(r) for r in records]
     return {
@@ -223,16 +266,7 @@ def run_api(
         flush=True,
     )
     records, ids = sample_requests(config)
-    bodies = {
-        "predict_1": {"customers": records[:1]},
-        "predict_100": {"customers": records},
-        "by_id_1": {"customer_ids": ids[:1]},
-        "by_id_100": {"customer_ids": ids},
-        "explain_100": {"customers": records, "target": "churn"},
-        "bare_1": {"customers": [r["features"] for r in records[:1]]},
-        "bare_100": {"customers": [r["features"] for r in records]},
-    }
-    encoded = {k: json.dumps(v).encode() for k, v in bodies.items()}
+    encoded = request_bodies(records, ids)
     env = bench_env(config)
     out: dict[str, float] = {"customers": float(customers), "requests": float(requests)}
     logs = workdir / "logs"
@@ -245,25 +279,21 @@ def run_api(
         url, process = start_service(service, env, log_path)
         try:
             wait_ready(url, process, log_path, deadline_s=180)
-            out.update(_measure(name, url, encoded, requests))
+            out.update(measure(name, url, encoded, requests))
         finally:
             stop(process)
     out.update(in_process(config, records))
-    out["by_id_vs_predict_ratio"] = (
-        out["by_id_1_seq_p50_ms"] / out["predict_1_seq_p50_ms"]
-    )
-    out["predict_vs_bare_1_seq_p50_ratio"] = (
-        out["predict_1_seq_p50_ms"] / out["bare_1_seq_p50_ms"]
-    )
+    out.update(ratios(out))
     print(format_table(out))
     write_json(results / RESULTS_FILE, out)
     print(f"figures written to {results / RESULTS_FILE}")
     return out
 
 
-def _measure(
-    name: str, url: str, encoded: dict[str, bytes], requests: int
+def measure(
+    name: str, url: str, encoded: dict[str, bytes], requests: int, key: str = API_KEY
 ) -> dict[str, float]:
+    """The figures of one server: `ours` (every endpoint) or `bare`."""
     out: dict[str, float] = {}
     if name == "bare":
         plan = [("bare_1", "/predict", "bare_1"), ("bare_100", "/predict", "bare_100")]
@@ -276,8 +306,9 @@ def _measure(
         ]
     for key, path, body in plan:
         scale = 1 if key.endswith("_1") else 4  # 100 records: fewer requests
-        seq = run_load(url + path, encoded[body], 1, requests // scale)
-        c8 = run_load(url + path, encoded[body], CLIENTS, requests // scale // 2)
+        n = max(requests // scale, 2)
+        seq = run_load(url + path, encoded[body], 1, n, key=key)
+        c8 = run_load(url + path, encoded[body], CLIENTS, max(n // 2, 1), key=key)
         out[f"{key}_seq_p50_ms"] = seq.p50
         out[f"{key}_seq_p99_ms"] = seq.p99
         out[f"{key}_c8_p50_ms"] = c8.p50
@@ -290,7 +321,9 @@ def _measure(
             flush=True,
         )
     if name == "ours":
-        explain = run_load(url + "/explain", encoded["explain_100"], 1, 50)
+        explain = run_load(
+            url + "/explain", encoded["explain_100"], 1, max(requests // 40, 5), key=key
+        )
         out["explain_100_ms"] = explain.p50
         out["explain_100_p99_ms"] = explain.p99
         print(f"  explain_100  seq p50 {explain.p50:6.2f} ms", flush=True)

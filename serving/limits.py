@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from serving.auth import ASGIApp, Message, Receive, Scope, Send
+from serving.auth import ASGIApp, Message, Receive, Scope, Send, send_json
 
 
 def _too_large(limit: int, size: str) -> bytes:
@@ -69,15 +69,4 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 413, body, [(b"connection", b"close")])

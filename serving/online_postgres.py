@@ -23,13 +23,7 @@ import pandas as pd
 
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
 from features.config import OnlineTable
-from serving.online_store import (
-    Found,
-    StoreError,
-    StoreMeta,
-    column_values,
-    score_column,
-)
+from serving.online_store import Found, StoreError, StoreMeta, rows, score_column
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +95,8 @@ class PostgresStoreWriter:
         scored_at: datetime,
     ) -> None:
         """Add a chunk: its customers' features and their nightly scores."""
-        columns: list[list] = [
-            frame[CUSTOMER_ID].astype(str).tolist(),
-            [self.meta.as_of] * len(frame),
-        ]
-        for name in self.meta.features:
-            columns.append(column_values(frame[name], name in self.meta.categorical))
-        for target in TARGETS:
-            columns.append(np.asarray(scores[target], dtype=np.float64).tolist())
-        columns.append([scored_at.isoformat()] * len(frame))
         buf = io.StringIO()
-        for row in zip(*columns, strict=True):
+        for row in rows(self.meta, frame, scores, scored_at):
             buf.write("\t".join(map(_text, row)))
             buf.write("\n")
         buf.seek(0)

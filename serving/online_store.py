@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -142,16 +142,7 @@ class SqliteStoreWriter:
         scored_at: datetime,
     ) -> None:
         """Add a chunk: its customers' features and their nightly scores."""
-        columns: list[Iterable] = [
-            frame[CUSTOMER_ID].astype(str).tolist(),
-            [self.meta.as_of] * len(frame),
-        ]
-        for name in self.meta.features:
-            columns.append(column_values(frame[name], name in self.meta.categorical))
-        for target in TARGETS:
-            columns.append(np.asarray(scores[target], dtype=np.float64).tolist())
-        columns.append([scored_at.isoformat()] * len(frame))
-        self._db.executemany(self._insert, zip(*columns, strict=True))
+        self._db.executemany(self._insert, rows(self.meta, frame, scores, scored_at))
         self.rows += len(frame)
 
     def commit(self) -> None:
@@ -186,6 +177,26 @@ class SqliteStoreWriter:
             self.commit()
         else:
             self.abort()
+
+
+def rows(
+    meta: StoreMeta,
+    frame: pd.DataFrame,
+    scores: Mapping[str, np.ndarray],
+    scored_at: datetime,
+) -> Iterator[tuple]:
+    """A chunk's rows in the store's column order: id, as_of, the features, the
+    scores, scored_at."""
+    columns: list[Iterable] = [
+        frame[CUSTOMER_ID].astype(str).tolist(),
+        [meta.as_of] * len(frame),
+    ]
+    for name in meta.features:
+        columns.append(column_values(frame[name], name in meta.categorical))
+    for target in TARGETS:
+        columns.append(np.asarray(scores[target], dtype=np.float64).tolist())
+    columns.append([scored_at.isoformat()] * len(frame))
+    return zip(*columns, strict=True)
 
 
 def column_values(column: pd.Series, categorical: bool) -> list:
