@@ -304,18 +304,18 @@ def measure(
             ("by_id_1", "/predict_by_id", "by_id_1"),
             ("by_id_100", "/predict_by_id", "by_id_100"),
         ]
-    for key, path, body in plan:
-        scale = 1 if key.endswith("_1") else 4  # 100 records: fewer requests
+    for figure, path, body in plan:
+        scale = 1 if figure.endswith("_1") else 4  # 100 records: fewer requests
         n = max(requests // scale, 2)
         seq = run_load(url + path, encoded[body], 1, n, key=key)
         c8 = run_load(url + path, encoded[body], CLIENTS, max(n // 2, 1), key=key)
-        out[f"{key}_seq_p50_ms"] = seq.p50
-        out[f"{key}_seq_p99_ms"] = seq.p99
-        out[f"{key}_c8_p50_ms"] = c8.p50
-        out[f"{key}_c8_p99_ms"] = c8.p99
-        out[f"{key}_c8_rps"] = c8.rps
+        out[f"{figure}_seq_p50_ms"] = seq.p50
+        out[f"{figure}_seq_p99_ms"] = seq.p99
+        out[f"{figure}_c8_p50_ms"] = c8.p50
+        out[f"{figure}_c8_p99_ms"] = c8.p99
+        out[f"{figure}_c8_rps"] = c8.rps
         print(
-            f"  {key:<12} seq p50 {seq.p50:6.2f} ms  p99 {seq.p99:6.2f} ms | "
+            f"  {figure:<12} seq p50 {seq.p50:6.2f} ms  p99 {seq.p99:6.2f} ms | "
             f"8 clients p50 {c8.p50:6.2f} ms  p99 {c8.p99:6.2f} ms  "
             f"{c8.rps:6.0f} req/s",
             flush=True,
