@@ -396,6 +396,9 @@ class ApiConfig(_Strict):
     # A larger request body is refused with 413 before it is parsed; 10,000
     # records of ~100 features take about 40 MB of JSON.
     max_request_mb: float = Field(64, gt=0)
+    # BentoML worker processes of `propensity serve`, each with its own copy of
+    # the champions (BentoML's default is 1)
+    workers: int = Field(1, ge=1, le=64)
 
 
 class ExplainConfig(_Strict):

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 KEYS_ENV = "PROPENSITY_API_KEYS"
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json"}
+    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs", "/docs/", "/docs.json"}
 )
 PUBLIC_PREFIXES = ("/static_content/",)
 SALT_BYTES = 16

@@ -325,7 +325,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config, uri
     )  # fail here, clearly, before starting a server
     log.info("champions: %s", champions.versions)
+    from serving.servers import with_workers
+
     env = {**os.environ, "PROPENSITY_CONFIG": str(path), "MLFLOW_TRACKING_URI": uri}
+    env = with_workers(env, "propensity", config.api.workers)
     cmd = [
         _bin("bentoml"),
         "serve",
@@ -335,7 +338,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(f"serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    print(
+        f"serving on http://{args.host}:{args.port} with {config.api.workers} "
+        "worker(s) (docs at /docs)",
+        flush=True,
+    )
     return subprocess.call(cmd, env=env)
 
 

@@ -102,3 +102,10 @@ def start_service(
         cwd,
     )
     return f"http://127.0.0.1:{port}", process
+
+
+def with_workers(env: dict[str, str], service: str, workers: int) -> dict[str, str]:
+    """`env` telling BentoML to run `workers` processes of `service` (by name)."""
+    option = f"services.{service}.workers={workers}"
+    current = env.get("BENTOML_CONFIG_OPTIONS", "")
+    return {**env, "BENTOML_CONFIG_OPTIONS": f"{current} {option}".strip()}

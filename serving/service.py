@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 import bentoml
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
@@ -485,4 +485,10 @@ class ApiGuard:
         await self.app(scope, receive, send)
 
 
+async def _docs(scope: Scope, receive: Receive, send: Send) -> None:
+    """/docs: the Swagger page BentoML serves at /, its spec at /docs.json."""
+    await RedirectResponse("/")(scope, receive, send)
+
+
 Propensity.add_asgi_middleware(ApiGuard)
+Propensity.mount_asgi_app(_docs, path="/docs")

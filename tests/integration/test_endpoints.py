@@ -400,8 +400,12 @@ def test_metadata_lists_the_champions_as_registered(
 
 def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
-    for path in ("/explain", "/outreach", "/metadata"):
+    for path in ("/predict_by_id", "/explain", "/outreach", "/metadata"):
         assert path in paths, sorted(paths)
+    # /docs leads to the Swagger page, with no key
+    page = client.get("/docs", headers={"Authorization": ""})
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assert page.url.path == "/"
 
 
 # --- limits ------------------------------------------------------------------------
