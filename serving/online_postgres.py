@@ -23,7 +23,14 @@ import pandas as pd
 
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
 from features.config import OnlineTable
-from serving.online_store import Found, StoreError, StoreMeta, rows, score_column
+from serving.online_store import (
+    Found,
+    StoreError,
+    StoreMeta,
+    WriterContext,
+    rows,
+    score_column,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ def _text(value: object) -> str:
     )
 
 
-class PostgresStoreWriter:
+class PostgresStoreWriter(WriterContext):
     """Builds `<table>__new`; `commit` swaps it in. Same interface as
     SqliteStoreWriter (append, commit, abort, a context manager)."""
 
@@ -134,15 +141,6 @@ class PostgresStoreWriter:
                 cur.execute(f"DROP TABLE IF EXISTS {_table(self.target.table, NEW)}")
         finally:
             self._con.close()
-
-    def __enter__(self) -> PostgresStoreWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def stored_meta(target: OnlineTable) -> StoreMeta | None:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 import pandas as pd
@@ -100,7 +100,26 @@ class StoreMeta:
 # -- writing ------------------------------------------------------------------
 
 
-class SqliteStoreWriter:
+class WriterContext:
+    """As a context manager, a writer commits on success and aborts on an error."""
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class SqliteStoreWriter(WriterContext):
     """Builds a new store file beside `path`; `commit` swaps it into place.
 
     Use as a context manager: leaving it by an exception (or a kill) leaves the
@@ -168,15 +187,6 @@ class SqliteStoreWriter:
             self._db.close()
         finally:
             self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> SqliteStoreWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def rows(
