@@ -5,7 +5,9 @@ SQLite file: a new file is built beside the old one, fsync'd and renamed over it
 so a reader sees the old store or the new one, never a half-built one. A reader
 that opened the old file keeps reading it (the inode lives while it is open); the
 next lookup notices the new file (a changed inode) and opens that instead, so the
-API picks up a new store without a restart.
+API picks up a new store without a restart. `online_store.postgres` keeps the same
+rows in a Postgres table instead (serving/online_postgres.py); `open_writer` and
+`open_reader` pick the configured one.
 
 Layout (format 1):
 - `meta(key, value)`: `format`, `as_of`, `feature_set_version`, `written_at`,
@@ -230,9 +232,11 @@ def stored_as_of(path: Path) -> str | None:
     if not Path(path).exists():
         return None
     try:
-        return _open(Path(path))[1].as_of
+        db, meta = _open(Path(path))
     except (StoreError, sqlite3.Error):
         return None
+    db.close()
+    return meta.as_of
 
 
 # -- the configured store -----------------------------------------------------
