@@ -82,6 +82,7 @@ def _load_data(config):
         fmt=config.data.format,
         as_of=config.data.as_of,
         con=connect(config.engine.memory_limit, config.engine.threads),
+        subscriptions=config.data.subscriptions,
     )
 
 
