@@ -67,6 +67,8 @@ SUBSCRIPTIONS_SCHEMA = pa.schema(
     ]
 )
 ROW = "__row"
+# a billing period given in months, in days: 1 -> 30, 3 -> 91, 12 -> 365
+DAYS_PER_MONTH = 365.25 / 12
 
 
 @dataclass(frozen=True)

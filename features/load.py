@@ -36,6 +36,7 @@ from features.columns import (
 )
 from features.config import DatabaseSource, Source
 from features.contract import (
+    DAYS_PER_MONTH,
     ROW,
     ContractError,
     Problem,
@@ -61,8 +62,6 @@ log = logging.getLogger(__name__)
 EVENTS_VIEW = "events"
 CUSTOMERS_VIEW = "customers"
 SUBSCRIPTIONS_VIEW = "subscriptions"
-# a billing period given in months, in days: 1 -> 30, 3 -> 91, 12 -> 365
-DAYS_PER_MONTH = 365.25 / 12
 
 
 @dataclass
