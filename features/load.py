@@ -10,6 +10,7 @@ table or query first staged in DuckDB (features.database).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,33 +174,46 @@ def _events_input(
     return _Input(problems, _union_sql(files, fmt, typed=False, hive=True), files)
 
 
+def _attribute_input(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    fmt: str,
+    view: str,
+    validate: Callable[..., list[Problem]],
+    validate_file: Callable[..., list[Problem]],
+) -> _Input:
+    """A customers or subscriptions table from a database, or from files (partition
+    folders not read: every column is the table's own)."""
+    if isinstance(source, DatabaseSource):
+        table, present = _staged(con, source, view)
+        return _Input(
+            validate(con, str(source), table, present), _without_row(table), []
+        )
+    files = list_files(source, fmt)
+    fmt = file_format(files[0], fmt)
+    problems = [p for f in files for p in validate_file(con, f, fmt)]
+    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+
+
 def _customers_input(
     con: duckdb.DuckDBPyConnection, source: Source, fmt: str
 ) -> _Input:
-    """Customers from a database, or from files (partition folders not read: every
-    column becomes an attribute)."""
-    if isinstance(source, DatabaseSource):
-        table, present = _staged(con, source, CUSTOMERS_VIEW)
-        problems = validate_customers(con, str(source), table, present)
-        return _Input(problems, _without_row(table), [])
-    files = list_files(source, fmt)
-    fmt = file_format(files[0], fmt)
-    problems = [p for f in files for p in validate_customers_file(con, f, fmt)]
-    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+    return _attribute_input(
+        con, source, fmt, CUSTOMERS_VIEW, validate_customers, validate_customers_file
+    )
 
 
 def _subscriptions_input(
     con: duckdb.DuckDBPyConnection, source: Source, fmt: str
 ) -> _Input:
-    """Subscriptions from a database, or from files (partition folders not read)."""
-    if isinstance(source, DatabaseSource):
-        table, present = _staged(con, source, SUBSCRIPTIONS_VIEW)
-        problems = validate_subscriptions(con, str(source), table, present)
-        return _Input(problems, _without_row(table), [])
-    files = list_files(source, fmt)
-    fmt = file_format(files[0], fmt)
-    problems = [p for f in files for p in validate_subscriptions_file(con, f, fmt)]
-    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+    return _attribute_input(
+        con,
+        source,
+        fmt,
+        SUBSCRIPTIONS_VIEW,
+        validate_subscriptions,
+        validate_subscriptions_file,
+    )
 
 
 def _subscriptions_view_sql(relation: str, present: list[str]) -> str:
