@@ -136,3 +136,22 @@ def test_contract_churn_needs_a_subscriptions_table(tmp_path: Path) -> None:
     loaded = load_config(config)
     assert loaded.data.subscriptions == tmp_path / "subs"
     assert loaded.targets.churn.grace_days == 14
+
+
+def test_without_subscriptions_the_feature_set_version_is_unchanged() -> None:
+    """The demo config (no subscriptions) keeps the catalogue, and so the
+    feature-set version, it had before subscriptions existed; with them the
+    subscription features follow every other feature."""
+    import dataclasses
+
+    from features.definition import FeatureSpec, catalogue
+
+    root = Path(__file__).resolve().parents[2]
+    spec = FeatureSpec.from_config(load_config(root / "propensity.yaml"))
+    assert spec.subscriptions is False
+    plain = catalogue(spec)
+    assert plain.version() == "d697472fcb1b" and len(plain.names) == 93
+    with_subs = catalogue(dataclasses.replace(spec, subscriptions=True))
+    assert with_subs.names[:93] == plain.names
+    assert all(n.startswith("sub_") for n in with_subs.names[93:])
+    assert with_subs.version() != plain.version()
