@@ -18,9 +18,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
+from features.columns import (
+    AMOUNT,
+    AUTO_RENEW,
+    BILLING_PERIOD_DAYS,
+    CUSTOMER_ID,
+    DISCOUNT,
+    END_TIME,
+    EVENT_TIME,
+    EVENT_TYPE,
+    PLAN,
+    PRICE,
+    QUANTITY,
+    START_TIME,
+)
 from features.config import RolesConfig
-from features.contract import EVENTS_SCHEMA
+from features.contract import DAYS_PER_MONTH, EVENTS_SCHEMA, SUBSCRIPTIONS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +44,18 @@ CUSTOMERS_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (COUNTRY, pa.string())
 PURCHASE_EVENT = "purchase"
 CANCELLATION_EVENT = "cancellation"
 
+CHURNSIM_CANCEL = "cancel"  # the derived row on each churned account's cancel date
+CHANNEL = "channel"
+DATE_OF_BIRTH = "date_of_birth"
+CHURNSIM_CUSTOMERS_SCHEMA = pa.schema(
+    [
+        (CUSTOMER_ID, pa.string()),
+        (CHANNEL, pa.string()),
+        (COUNTRY, pa.string()),
+        (DATE_OF_BIRTH, pa.timestamp("us")),
+    ]
+)
+
 ROLES: dict[str, RolesConfig] = {
     "cdnow": RolesConfig(purchase=[PURCHASE_EVENT]),
     # A cancellation invoice is a customer-initiated, timestamped event: the
@@ -38,6 +63,8 @@ ROLES: dict[str, RolesConfig] = {
     "online_retail": RolesConfig(
         purchase=[PURCHASE_EVENT], service_request=[CANCELLATION_EVENT]
     ),
+    # usage only: no purchases or service requests in the simulator's model
+    "churnsim": RolesConfig(cancel=[CHURNSIM_CANCEL]),
 }
 
 CDNOW_MASTER_HEADER = "customer_id"
@@ -160,6 +187,60 @@ def online_retail_customers(path: Path) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
+def churnsim_events(folder: Path) -> pa.Table:
+    """ChurnSim `events.parquet` (already in the contract's columns, times in UTC
+    with a zone) -> the contract schema, times as UTC without a zone."""
+    table = pq.read_table(Path(folder) / "events.parquet")
+    return table.select(list(EVENTS_SCHEMA.names)).cast(EVENTS_SCHEMA)
+
+
+def churnsim_subscriptions(folder: Path) -> pa.Table:
+    """ChurnSim `subscriptions.parquet` -> contract subscription terms: product as
+    the plan, start/end dates as midnights (UTC), mrr as the price, the billing
+    period in months as days (as `features.load` reads months), discount and
+    quantity as stored; auto-renew is not recorded (null)."""
+    frame = pq.read_table(Path(folder) / "subscriptions.parquet").to_pandas()
+    out = pd.DataFrame(
+        {
+            CUSTOMER_ID: frame[CUSTOMER_ID].astype(str),
+            PLAN: frame["product"].astype(str),
+            START_TIME: pd.to_datetime(frame["start_date"]),
+            END_TIME: pd.to_datetime(frame["end_date"]),
+            PRICE: frame["mrr"].astype("float64"),
+            BILLING_PERIOD_DAYS: (frame["bill_period_months"] * DAYS_PER_MONTH)
+            .round()
+            .astype("float64"),
+            DISCOUNT: frame["discount"].astype("float64"),
+            AUTO_RENEW: pd.Series(None, index=frame.index, dtype="boolean"),
+            QUANTITY: frame["quantity"].astype("float64"),
+        }
+    ).sort_values([CUSTOMER_ID, START_TIME], kind="stable")
+    for col in (START_TIME, END_TIME):
+        out[col] = out[col].astype("datetime64[us]")
+    table = pa.Table.from_pandas(out, schema=SUBSCRIPTIONS_SCHEMA, preserve_index=False)
+    return table.replace_schema_metadata(None)
+
+
+def churnsim_customers(folder: Path) -> pa.Table:
+    """ChurnSim `accounts.parquet` -> customers: channel, country, date of birth
+    (a timestamp, so the features read it as days since: the age)."""
+    frame = pq.read_table(Path(folder) / "accounts.parquet").to_pandas()
+    out = pd.DataFrame(
+        {
+            CUSTOMER_ID: frame[CUSTOMER_ID].astype(str),
+            CHANNEL: frame[CHANNEL].astype(str),
+            COUNTRY: frame[COUNTRY].astype(object),
+            DATE_OF_BIRTH: pd.to_datetime(frame[DATE_OF_BIRTH]).astype(
+                "datetime64[us]"
+            ),
+        }
+    )
+    table = pa.Table.from_pandas(
+        out, schema=CHURNSIM_CUSTOMERS_SCHEMA, preserve_index=False
+    )
+    return table.replace_schema_metadata(None)
+
+
 def write_contract(table: pa.Table, out: Path) -> Path:
     """Write `table` to Parquet at `out` atomically; creates the folder.
 
@@ -189,6 +270,9 @@ __all__ = [
     "PURCHASE_EVENT",
     "ROLES",
     "cdnow",
+    "churnsim_customers",
+    "churnsim_events",
+    "churnsim_subscriptions",
     "online_retail",
     "online_retail_customers",
     "write_contract",

@@ -19,6 +19,36 @@ OPTIONAL_EVENT_COLUMNS: tuple[str, ...] = (AMOUNT, QUANTITY)
 # Customers (optional table): customer_id plus static attributes.
 SIGNUP_TIME = "signup_time"
 
+# Subscriptions (optional table): one row per term, in force over
+# [start_time, end_time); end_time is null while the term is open-ended.
+PLAN = "plan"
+START_TIME = "start_time"
+END_TIME = "end_time"
+PRICE = "price"
+MRR = "mrr"  # accepted instead of price
+BILLING_PERIOD_DAYS = "billing_period_days"
+BILLING_PERIOD_MONTHS = "billing_period_months"  # accepted instead of days
+DISCOUNT = "discount"
+AUTO_RENEW = "auto_renew"
+REQUIRED_SUBSCRIPTION_COLUMNS: tuple[str, ...] = (
+    CUSTOMER_ID,
+    PLAN,
+    START_TIME,
+    END_TIME,
+)
+# each pair: the contract's name first, then the name accepted instead
+PRICE_COLUMNS: tuple[str, ...] = (PRICE, MRR)
+BILLING_PERIOD_COLUMNS: tuple[str, ...] = (BILLING_PERIOD_DAYS, BILLING_PERIOD_MONTHS)
+OPTIONAL_SUBSCRIPTION_NUMBERS: tuple[str, ...] = (DISCOUNT, QUANTITY)
+SUBSCRIPTION_COLUMNS: tuple[str, ...] = (
+    *REQUIRED_SUBSCRIPTION_COLUMNS,
+    PRICE,
+    BILLING_PERIOD_DAYS,
+    DISCOUNT,
+    AUTO_RENEW,
+    QUANTITY,
+)
+
 # Derived columns
 ROLE = "role"
 CUTOFF = "cutoff"
@@ -33,6 +63,8 @@ ROLES: tuple[str, ...] = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
 
 # Targets
 CHURN = "churn"
+# the churn definition read from the subscriptions table
+CONTRACT = "contract"
 TARGETS: tuple[str, ...] = (CHURN, PURCHASE, SERVICE_REQUEST)
 
 # Score outputs

@@ -154,11 +154,12 @@ Source = Annotated[
 
 
 class DataConfig(_Strict):
-    """Where the events (and optional customers) come from: a file or folder of
-    Parquet or CSV files, or a table or query in a database."""
+    """Where the events (and optional customers and subscriptions) come from: a
+    file or folder of Parquet or CSV files, or a table or query in a database."""
 
     events: Source
     customers: Source | None = None
+    subscriptions: Source | None = None
     format: Literal["auto", "parquet", "csv"] = "auto"
     # Events after this instant are rejected as "in the future". Default: now.
     as_of: datetime | None = None
@@ -193,12 +194,14 @@ class RolesConfig(_Strict):
         }
 
 
-ChurnDefinition = Literal["inactivity_or_cancel", "inactivity", "cancel"]
+ChurnDefinition = Literal["inactivity_or_cancel", "inactivity", "cancel", "contract"]
 
 
 class ChurnTarget(_Strict):
     horizon_days: int = Field(30, ge=1, le=3650)
     definition: ChurnDefinition = "inactivity_or_cancel"
+    # contract: days after a term ends in which a new one still counts as renewal
+    grace_days: int = Field(30, ge=0, le=3650)
 
 
 class EventTarget(_Strict):
@@ -466,6 +469,15 @@ class ProjectConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     outreach: OutreachConfig = OutreachConfig()
 
+    @model_validator(mode="after")
+    def _contract_needs_subscriptions(self) -> ProjectConfig:
+        if self.targets.churn.definition == "contract" and not self.data.subscriptions:
+            raise ValueError(
+                "targets.churn.definition 'contract' reads the subscriptions "
+                "table: set data.subscriptions"
+            )
+        return self
+
     def model_name(self, target: str) -> str:
         return f"{self.mlflow.model_prefix}{target}"
 
@@ -531,6 +543,7 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
         update={
             "events": resolve_source(config.data.events),
             "customers": resolve_source(config.data.customers),
+            "subscriptions": resolve_source(config.data.subscriptions),
         }
     )
     scoring = config.scoring.model_copy(

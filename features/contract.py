@@ -21,12 +21,23 @@ import pyarrow as pa
 
 from features.columns import (
     AMOUNT,
+    AUTO_RENEW,
+    BILLING_PERIOD_COLUMNS,
+    BILLING_PERIOD_DAYS,
     CUSTOMER_ID,
+    DISCOUNT,
+    END_TIME,
     EVENT_TIME,
     EVENT_TYPE,
     OPTIONAL_EVENT_COLUMNS,
+    OPTIONAL_SUBSCRIPTION_NUMBERS,
+    PLAN,
+    PRICE,
+    PRICE_COLUMNS,
     QUANTITY,
     REQUIRED_EVENT_COLUMNS,
+    REQUIRED_SUBSCRIPTION_COLUMNS,
+    START_TIME,
 )
 
 MAX_ROWS_SHOWN = 5
@@ -41,7 +52,23 @@ EVENTS_SCHEMA = pa.schema(
         (QUANTITY, pa.float64()),
     ]
 )
+# The contract's subscriptions schema as Arrow: what adapters and the generator write.
+SUBSCRIPTIONS_SCHEMA = pa.schema(
+    [
+        (CUSTOMER_ID, pa.string()),
+        (PLAN, pa.string()),
+        (START_TIME, pa.timestamp("us")),
+        (END_TIME, pa.timestamp("us")),
+        (PRICE, pa.float64()),
+        (BILLING_PERIOD_DAYS, pa.float64()),
+        (DISCOUNT, pa.float64()),
+        (AUTO_RENEW, pa.bool_()),
+        (QUANTITY, pa.float64()),
+    ]
+)
 ROW = "__row"
+# a billing period given in months, in days: 1 -> 30, 3 -> 91, 12 -> 365
+DAYS_PER_MONTH = 365.25 / 12
 
 
 @dataclass(frozen=True)
@@ -323,6 +350,133 @@ def validate_customers(
     return _run_checks(con, where, source, checks)[1]
 
 
+def validate_subscriptions_file(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str
+) -> list[Problem]:
+    """Every contract problem in one subscriptions file (partition folders not read)."""
+    if path.stat().st_size == 0:
+        return [
+            Problem(
+                path, None, "file is empty; expected a header and subscription rows"
+            )
+        ]
+    present = file_columns(con, path, fmt, hive=False)
+    return validate_subscriptions(con, path, scan_sql(path, fmt, hive=False), present)
+
+
+def present_alternative(present: Sequence[str], names: Sequence[str]) -> str | None:
+    """The first of `names` (a contract column, then the names accepted instead)
+    that `present` holds, or None."""
+    return next((n for n in names if n in present), None)
+
+
+def _missing_alternatives(
+    where: Path | str, present: Sequence[str], names: Sequence[str]
+) -> list[Problem]:
+    if present_alternative(present, names):
+        return []
+    either = " or ".join(repr(n) for n in names)
+    return [
+        Problem(
+            where,
+            names[0],
+            f"required column is missing; expected {either} (columns: {list(present)})",
+        )
+    ]
+
+
+def validate_subscriptions(
+    con: duckdb.DuckDBPyConnection,
+    where: Path | str,
+    source: str,
+    present: Sequence[str],
+) -> list[Problem]:
+    """Every contract problem in subscriptions read by `source` (see
+    validate_events). A row is a term in force over [start_time, end_time); terms
+    of one customer may not overlap, and an open term (end_time empty) must be
+    the customer's last."""
+    problems = _missing_columns(where, present, REQUIRED_SUBSCRIPTION_COLUMNS)
+    problems += _missing_alternatives(where, present, PRICE_COLUMNS)
+    problems += _missing_alternatives(where, present, BILLING_PERIOD_COLUMNS)
+    if problems:
+        return problems
+    price = present_alternative(present, PRICE_COLUMNS)
+    period = present_alternative(present, BILLING_PERIOD_COLUMNS)
+    start, end = timestamp_sql(START_TIME), timestamp_sql(END_TIME)
+    # the previous term of the customer in start order, over the whole source
+    source = (
+        f"(SELECT *, max({end}) OVER w AS __prev_end, "
+        f"count(*) OVER w AS __earlier, count({end}) OVER w AS __earlier_ended "
+        f"FROM {source} WINDOW w AS (PARTITION BY {CUSTOMER_ID} ORDER BY {start}, "
+        f"{ROW} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))"
+    )
+    checks: list[Check] = [
+        (
+            CUSTOMER_ID,
+            _is_blank(CUSTOMER_ID),
+            "customer_id is missing; expected a non-empty id",
+        ),
+        (PLAN, _is_blank(PLAN), "plan is missing; expected a non-empty name"),
+        (
+            START_TIME,
+            f"{start} IS NULL",
+            "expected a timestamp such as 2024-03-01 or 2024-03-01T13:45:00Z",
+        ),
+        (
+            END_TIME,
+            f"NOT {_is_blank(END_TIME)} AND {end} IS NULL",
+            "expected a timestamp, or empty while the term is open",
+        ),
+        (
+            END_TIME,
+            f"{end} <= {start}",
+            "end_time is not after start_time; expected a period that ends "
+            "after it starts",
+        ),
+        (
+            START_TIME,
+            f"{start} < __prev_end OR __earlier > __earlier_ended",
+            "the term overlaps the customer's previous term (it starts before "
+            "that one ends, or that one is open); expected one term at a time",
+        ),
+        (
+            price,
+            f"{number_sql(price)} IS NULL OR {number_sql(price)} < 0",
+            f"{price} is missing or not a number >= 0",
+        ),
+        (
+            period,
+            f"{number_sql(period)} IS NULL OR {number_sql(period)} <= 0",
+            f"{period} is missing or not a number > 0",
+        ),
+    ]
+    for col in OPTIONAL_SUBSCRIPTION_NUMBERS:
+        if col in present:
+            checks.append(
+                (
+                    col,
+                    f"NOT {_is_blank(col)} AND {number_sql(col)} IS NULL",
+                    f"{col} is not numeric; expected a number or empty",
+                )
+            )
+    if AUTO_RENEW in present:
+        checks.append(
+            (
+                AUTO_RENEW,
+                f"NOT {_is_blank(AUTO_RENEW)} AND {boolean_sql(AUTO_RENEW)} IS NULL",
+                "auto_renew is not a boolean; expected true/false, 1/0 or empty",
+            )
+        )
+    rows, found = _run_checks(con, where, source, checks)
+    if not rows:
+        return [Problem(where, None, "has no rows; expected at least one term")]
+    return found
+
+
+def boolean_sql(column: str) -> str:
+    return f"TRY_CAST(NULLIF(TRIM(CAST({column} AS VARCHAR)), '') AS BOOLEAN)"
+
+
 def ensure(problems: list[Problem]) -> None:
     if problems:
         raise ContractError(problems)
@@ -330,6 +484,7 @@ def ensure(problems: list[Problem]) -> None:
 
 __all__ = [
     "EVENTS_SCHEMA",
+    "SUBSCRIPTIONS_SCHEMA",
     "ContractError",
     "Problem",
     "ensure",
@@ -340,4 +495,6 @@ __all__ = [
     "validate_customers_file",
     "validate_events",
     "validate_events_file",
+    "validate_subscriptions",
+    "validate_subscriptions_file",
 ]

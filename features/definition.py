@@ -52,6 +52,11 @@ they are, strings as categoricals (integer codes kept with the model by
 `features.encode`; unknown values become missing), timestamps and dates as
 `days_since_<name>` (null when not before `c`).
 
+With a subscriptions table (features.subscriptions), the subscription features
+follow the attributes: the current term's state and the history of renewals and
+plan changes; their semantics are in that module's docstring. Without one, the
+catalogue, and so the feature-set version, is what it was before subscriptions.
+
 Counts, count differences, reactivations and the event "days since" figures are
 integers (int64; "days since" may be null); every other feature, including an
 attribute's `days_since_<name>`, is a float (float64).
@@ -73,6 +78,7 @@ from features.columns import (
     ACTIVITY,
     AMOUNT,
     CANCEL,
+    CONTRACT,
     CUSTOMER_ID,
     CUTOFF,
     EVENT_TIME,
@@ -102,6 +108,8 @@ class FeatureSpec:
     churn_horizon_days: int = 30
     churn_definition: str = "inactivity_or_cancel"
     attributes: tuple[str, ...] | None = None
+    # a subscriptions table is configured: add the subscription features
+    subscriptions: bool = False
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> FeatureSpec:
@@ -114,6 +122,7 @@ class FeatureSpec:
             churn_horizon_days=config.targets.churn.horizon_days,
             churn_definition=config.targets.churn.definition,
             attributes=None if attrs is None else tuple(attrs),
+            subscriptions=config.data.subscriptions is not None,
         )
 
 
@@ -283,7 +292,13 @@ def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Fe
 
 
 def catalogue(spec: FeatureSpec, customers: ir.Table | None = None) -> Catalogue:
-    return Catalogue(tuple(_event_features(spec) + attribute_features(customers, spec)))
+    return Catalogue(
+        tuple(
+            _event_features(spec)
+            + attribute_features(customers, spec)
+            + _subscription_catalogue(spec)
+        )
+    )
 
 
 def with_roles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -507,8 +522,10 @@ def build_features(
     pairs: ir.Table | Sequence[datetime],
     spec: FeatureSpec,
     customers: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
 ) -> ir.Table:
-    """Features for each (customer_id, cutoff) in `pairs`, from events before it.
+    """Features for each (customer_id, cutoff) in `pairs`, from events before it
+    (and subscription terms started before it, when `spec.subscriptions`).
 
     `pairs` is a table of (customer_id, cutoff) or a list of cutoffs, meaning every
     customer with an event before each. Cutoffs must be midnights (UTC), as
@@ -532,6 +549,8 @@ def build_features(
     out = _with_reactivations(out, events, spec)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
+    if spec.subscriptions:
+        out = _join_subscriptions(out, subscriptions, spec)
     names = catalogue(spec, customers).names
     return out.select(CUSTOMER_ID, CUTOFF, *names, ELIGIBLE)
 
@@ -541,10 +560,11 @@ def features_at(
     cutoffs: Sequence[datetime],
     spec: FeatureSpec,
     customers: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
 ) -> ir.Table:
     """Features of every customer eligible at each cutoff (without `eligible`): what
     training (past cutoffs) and the nightly job (its as-of date) both score."""
-    table = build_features(events, list(cutoffs), spec, customers)
+    table = build_features(events, list(cutoffs), spec, customers, subscriptions)
     return table.filter(table[ELIGIBLE]).drop(ELIGIBLE)
 
 
@@ -557,6 +577,8 @@ def _eligible(agg: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
     )
     recent = last_activity >= agg[CUTOFF] - ibis.interval(days=spec.churn_horizon_days)
     definition = spec.churn_definition
+    if definition == CONTRACT:
+        return seen  # narrowed to active subscribers by _join_subscriptions
     if definition == "cancel":
         return seen & ~cancelled
     if definition == "inactivity":
@@ -586,6 +608,35 @@ def _join_attributes(out: ir.Table, customers: ir.Table, spec: FeatureSpec) -> i
         if f.days_since
     }
     return joined.mutate(**days).drop("_acid")
+
+
+# ------------------------------------------------------------ subscriptions hooks
+# features.subscriptions builds on this module's helpers, so it is imported where
+# it is used.
+
+
+def _subscription_catalogue(spec: FeatureSpec) -> list[Feature]:
+    from features.subscriptions import subscription_features
+
+    return subscription_features(spec)
+
+
+def _join_subscriptions(
+    out: ir.Table, subscriptions: ir.Table | None, spec: FeatureSpec
+) -> ir.Table:
+    """The subscription features added; under the contract churn definition only
+    customers with a term in force at the cutoff stay eligible."""
+    from features.subscriptions import ACTIVE, with_subscription_features
+
+    if subscriptions is None:
+        raise ValueError(
+            "the feature spec has subscription features but no subscriptions "
+            "table was given (set data.subscriptions)"
+        )
+    out = with_subscription_features(out, subscriptions, spec)
+    if spec.churn_definition == CONTRACT:
+        out = out.mutate(**{ELIGIBLE: out[ELIGIBLE] & (out[ACTIVE] == 1)})
+    return out
 
 
 __all__ = [

@@ -38,6 +38,7 @@ from features.columns import (
     SIGNUP_TIME,
 )
 from features.contract import EVENTS_SCHEMA
+from features.demo_subscriptions import LEAVING_USAGE, Terms
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +100,7 @@ class DemoSummary:
     end: datetime
     events_path: Path
     customers_path: Path
+    subscriptions_path: Path | None = None
 
 
 def _sample(rng: np.random.Generator, rate: np.ndarray) -> np.ndarray:
@@ -137,7 +139,12 @@ class _Population:
     """Customers' static draws and simulation state, as arrays of length n."""
 
     def __init__(
-        self, rng: np.random.Generator, n: int, days: int, events_per_customer: float
+        self,
+        rng: np.random.Generator,
+        n: int,
+        days: int,
+        events_per_customer: float,
+        subscriptions: bool = False,
     ) -> None:
         self.rng = rng
         # Ids are assigned in signup order, so the customers who have signed up
@@ -183,6 +190,8 @@ class _Population:
         self.expe = np.empty(n)  # exp(engagement - e_ref): activity multiplier
         self.hazard0 = np.empty(n)  # churn hazard before the ticket effect
         self.refresh(0, slice(None))
+        # subscription terms (features.demo_subscriptions): churn at a term's end
+        self.terms = Terms(rng, signup_s, self.plan) if subscriptions else None
 
     def refresh(self, d: int, idx: slice | np.ndarray) -> None:
         """Recompute engagement-driven rates of customers idx on day d."""
@@ -205,12 +214,17 @@ class _Population:
         tickets *= _TICKET_DECAY
         # Churn first: a churner emits nothing more, maybe one cancel event.
         ticket_effect = 1 + _CHURN_TICKET / self.scale * tickets
-        churn = np.unique(_sample(rng, self.hazard0[:n] * alive * ticket_effect))
-        alive[churn] = 0.0
-        cancel = churn[rng.random(len(churn)) < _CANCEL_P]
+        usage: np.ndarray | float = 1.0
+        if self.terms is None:
+            churn = np.unique(_sample(rng, self.hazard0[:n] * alive * ticket_effect))
+            alive[churn] = 0.0
+            cancel = churn[rng.random(len(churn)) < _CANCEL_P]
+        else:
+            cancel = self._term_churn(d, n, ticket_effect)
+            usage = np.where(self.terms.leaving[:n], LEAVING_USAGE, 1.0)
         week = 5 + 2 * _WEEKEND
         mult = self.main_rate * 7 * (_WEEKEND if weekend else 1.0) / week
-        main = _sample(rng, self.expe[:n] * alive * mult)
+        main = _sample(rng, self.expe[:n] * alive * usage * mult)
         ticket_rate = self.ticket_rate[:n] + _TICKET_PER_PROBLEM * problem
         rare_rate = (self.issue_rate[:n] + ticket_rate) * alive
         rare = _sample(rng, rare_rate)
@@ -248,6 +262,21 @@ class _Population:
         quantity[is_buy] = 1.0 + rng.poisson(0.4, len(spend))
         order = np.argsort(sec)
         return cust[order], sec[order], code[order], amount[order], quantity[order]
+
+    def _term_churn(self, d: int, n: int, ticket_effect: np.ndarray) -> np.ndarray:
+        """With subscriptions: the hazard makes customers decide to leave; a few
+        cancel now, the rest leave when their term ends (so do lapses without
+        auto-renew). Returns who emits a cancel event today."""
+        rng, terms, alive = self.rng, self.terms, self.alive[:n]
+        deciding = alive * ~terms.leaving[:n]
+        churn = np.unique(_sample(rng, self.hazard0[:n] * deciding * ticket_effect))
+        midterm = terms.decide(churn)
+        alive[midterm] = 0.0
+        strain = self.x[:n] - self.tickets[:n]  # engagement less recent tickets
+        gone = terms.term_ends((d + 1) * _DAY, n, strain)
+        gone = gone[alive[gone] > 0]  # mid-term cancellers already left
+        alive[gone] = 0.0
+        return np.concatenate([midterm, gone[rng.random(len(gone)) < _CANCEL_P]])
 
 
 def _batches(
@@ -317,12 +346,16 @@ def generate(
     start: str = "2024-01-01",
     days: int = 730,
     events_per_customer: float = 100.0,
+    subscriptions: bool = False,
 ) -> DemoSummary:
-    """Simulate `days` of history for `customers` and write two Parquet files.
+    """Simulate `days` of history for `customers` and write two Parquet files
+    (three with `subscriptions`).
 
     Writes `out_dir/events.parquet` (customer_id, event_time, event_type,
     amount, quantity) and `out_dir/customers.parquet` (customer_id,
-    signup_time, plan, region, age), each atomically. The output is fully
+    signup_time, plan, region, age), each atomically; with `subscriptions`, also
+    `out_dir/subscriptions.parquet` (the contract's subscription terms; churn then
+    happens at term ends, see features.demo_subscriptions). The output is fully
     determined by the arguments; `events_per_customer` is the target mean event
     count per customer over the whole period (met within about 10%).
     """
@@ -335,7 +368,9 @@ def generate(
         t0 = t0.astimezone(UTC).replace(tzinfo=None)
     t0_s = int((t0 - datetime(1970, 1, 1)).total_seconds())
     end = t0 + timedelta(days=days)
-    pop = _Population(np.random.default_rng(seed), customers, days, events_per_customer)
+    pop = _Population(
+        np.random.default_rng(seed), customers, days, events_per_customer, subscriptions
+    )
     ids = _customer_ids(customers)
 
     def chunks() -> Iterator[tuple[np.ndarray, ...]]:
@@ -356,5 +391,12 @@ def generate(
         schema=CUSTOMER_SCHEMA,
     )
     _atomic_write(customers_path, lambda tmp: pq.write_table(table, tmp))
+    subscriptions_path = None
+    if pop.terms is not None:
+        subscriptions_path = out / "subscriptions.parquet"
+        terms = pop.terms.table(ids, PLANS, t0_s, days * _DAY)
+        _atomic_write(subscriptions_path, lambda tmp: pq.write_table(terms, tmp))
     logger.info("demo: %d customers, %d events %s..%s", customers, total, t0, end)
-    return DemoSummary(customers, total, t0, end, events_path, customers_path)
+    return DemoSummary(
+        customers, total, t0, end, events_path, customers_path, subscriptions_path
+    )

@@ -1,7 +1,9 @@
 """Labels from the same events: what happens in [cutoff, cutoff + horizon).
 
 - churn: no activity (any event but a cancel) in the window, or a cancel in it
-  (`inactivity_or_cancel`; `inactivity` and `cancel` use one half only);
+  (`inactivity_or_cancel`; `inactivity` and `cancel` use one half only); or, with
+  `contract`, from the subscriptions table: a term ends in the window and no term
+  starts in `[end, end + grace days]` (KKBox's definition);
 - purchase: a purchase event in the window;
 - service_request: a service-request event in the window.
 An event at exactly cutoff + horizon is outside the window.
@@ -18,12 +20,15 @@ import ibis.expr.types as ir
 from features.columns import (
     CANCEL,
     CHURN,
+    CONTRACT,
     CUSTOMER_ID,
     CUTOFF,
+    END_TIME,
     EVENT_TIME,
     PURCHASE,
     ROLE,
     SERVICE_REQUEST,
+    START_TIME,
 )
 from features.config import ProjectConfig
 from features.definition import FeatureSpec, with_roles
@@ -33,6 +38,8 @@ from features.definition import FeatureSpec, with_roles
 class LabelSpec:
     horizons: dict[str, int]
     churn_definition: str = "inactivity_or_cancel"
+    # contract churn: days after a term's end in which a new term is a renewal
+    grace_days: int = 30
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> LabelSpec:
@@ -44,17 +51,27 @@ class LabelSpec:
                 SERVICE_REQUEST: t.service_request.horizon_days,
             },
             churn_definition=t.churn.definition,
+            grace_days=t.churn.grace_days,
         )
 
     def complete(self, target: str, cutoff: datetime, data_end: datetime) -> bool:
-        """True when the target's whole window lies within the data."""
-        return cutoff + timedelta(days=self.horizons[target]) <= data_end
+        """True when the target's whole window lies within the data (for contract
+        churn, the grace period after the window too)."""
+        days = self.horizons[target]
+        if target == CHURN and self.churn_definition == CONTRACT:
+            days += self.grace_days
+        return cutoff + timedelta(days=days) <= data_end
 
 
 def build_labels(
-    events: ir.Table, pairs: ir.Table, spec: FeatureSpec, labels: LabelSpec
+    events: ir.Table,
+    pairs: ir.Table,
+    spec: FeatureSpec,
+    labels: LabelSpec,
+    subscriptions: ir.Table | None = None,
 ) -> ir.Table:
-    """`customer_id`, `cutoff` and one 0/1 column per target for each pair."""
+    """`customer_id`, `cutoff` and one 0/1 column per target for each pair
+    (`subscriptions` is read by the contract churn definition only)."""
     ev = with_roles(events, spec)
     ev = ev.select(_cid=ev[CUSTOMER_ID], _t=ev[EVENT_TIME], _role=ev[ROLE])
     longest = max(labels.horizons.values())
@@ -79,11 +96,15 @@ def build_labels(
     )
     inactive = counts._activity == 0
     cancelled = counts._cancel > 0
-    churn = {
-        "inactivity": inactive,
-        "cancel": cancelled,
-        "inactivity_or_cancel": inactive | cancelled,
-    }[labels.churn_definition]
+    if labels.churn_definition == CONTRACT:
+        counts = _with_contract_churn(counts, subscriptions, labels)
+        churn = counts._contract > 0
+    else:
+        churn = {
+            "inactivity": inactive,
+            "cancel": cancelled,
+            "inactivity_or_cancel": inactive | cancelled,
+        }[labels.churn_definition]
     return counts.select(
         CUSTOMER_ID,
         CUTOFF,
@@ -93,3 +114,44 @@ def build_labels(
             SERVICE_REQUEST: (counts._service > 0).cast("int8"),
         },
     )
+
+
+def _with_contract_churn(
+    counts: ir.Table, subscriptions: ir.Table | None, labels: LabelSpec
+) -> ir.Table:
+    """`counts` with `_contract`: the pair's terms that end in [cutoff, cutoff + H)
+    with no term starting in [end, end + grace days]. Terms do not overlap, so the
+    term after one (by start) is the only one that can start in its grace."""
+    if subscriptions is None:
+        raise ValueError(
+            "the contract churn definition needs the subscriptions table "
+            "(set data.subscriptions)"
+        )
+    s = subscriptions
+    by_start = ibis.window(group_by=s[CUSTOMER_ID], order_by=s[START_TIME])
+    terms = s.select(
+        _tcid=s[CUSTOMER_ID],
+        _end=s[END_TIME],
+        _next=s[START_TIME].lead().over(by_start),
+    )
+    keys = counts.select(_kcid=counts[CUSTOMER_ID], _kcut=counts[CUTOFF])
+    horizon = ibis.interval(days=labels.horizons[CHURN])
+    grace = ibis.interval(days=labels.grace_days)
+    ended = keys.join(
+        terms,
+        [
+            keys._kcid == terms._tcid,
+            terms._end >= keys._kcut,
+            terms._end < keys._kcut + horizon,
+        ],
+    )
+    renewed = ended._next.notnull() & (ended._next <= ended._end + grace)
+    lost = (
+        ended.filter(~renewed)
+        .group_by(["_kcid", "_kcut"])
+        .aggregate(_contract=ended._end.count())
+    )
+    out = counts.left_join(
+        lost, [counts[CUSTOMER_ID] == lost._kcid, counts[CUTOFF] == lost._kcut]
+    )
+    return out.mutate(_contract=out._contract.fill_null(0)).drop("_kcid", "_kcut")

@@ -1,4 +1,5 @@
-"""Loading: validate the contract, then expose events and customers as Ibis tables.
+"""Loading: validate the contract, then expose events, customers and subscriptions
+as Ibis tables.
 
 The tables are DuckDB views with types normalised to the contract (string ids, UTC
 timestamps without zone truncated to whole seconds, float amounts): over the files,
@@ -9,6 +10,7 @@ table or query first staged in DuckDB (features.database).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,26 +20,41 @@ import ibis
 
 from features.columns import (
     AMOUNT,
+    AUTO_RENEW,
+    BILLING_PERIOD_COLUMNS,
+    BILLING_PERIOD_DAYS,
+    BILLING_PERIOD_MONTHS,
     CUSTOMER_ID,
+    DISCOUNT,
+    END_TIME,
     EVENT_TIME,
     EVENT_TYPE,
+    PLAN,
+    PRICE,
+    PRICE_COLUMNS,
     QUANTITY,
+    START_TIME,
 )
 from features.config import DatabaseSource, Source
 from features.contract import (
+    DAYS_PER_MONTH,
     ROW,
     ContractError,
     Problem,
+    boolean_sql,
     ensure,
     file_format,
     list_files,
     number_sql,
+    present_alternative,
     source_columns,
     timestamp_sql,
     validate_customers,
     validate_customers_file,
     validate_events,
     validate_events_file,
+    validate_subscriptions,
+    validate_subscriptions_file,
 )
 from features.database import stage
 
@@ -45,6 +62,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_VIEW = "events"
 CUSTOMERS_VIEW = "customers"
+SUBSCRIPTIONS_VIEW = "subscriptions"
 
 
 @dataclass
@@ -56,6 +74,8 @@ class Dataset:
     customers: ibis.Table | None
     events_files: list[Path]  # empty for a database source
     customers_files: list[Path]
+    subscriptions: ibis.Table | None = None
+    subscriptions_files: list[Path] = field(default_factory=list)
     _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
     _rows: int | None = field(default=None, repr=False)
 
@@ -154,19 +174,74 @@ def _events_input(
     return _Input(problems, _union_sql(files, fmt, typed=False, hive=True), files)
 
 
+def _attribute_input(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    fmt: str,
+    view: str,
+    validate: Callable[..., list[Problem]],
+    validate_file: Callable[..., list[Problem]],
+) -> _Input:
+    """A customers or subscriptions table from a database, or from files (partition
+    folders not read: every column is the table's own)."""
+    if isinstance(source, DatabaseSource):
+        table, present = _staged(con, source, view)
+        return _Input(
+            validate(con, str(source), table, present), _without_row(table), []
+        )
+    files = list_files(source, fmt)
+    fmt = file_format(files[0], fmt)
+    problems = [p for f in files for p in validate_file(con, f, fmt)]
+    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+
+
 def _customers_input(
     con: duckdb.DuckDBPyConnection, source: Source, fmt: str
 ) -> _Input:
-    """Customers from a database, or from files (partition folders not read: every
-    column becomes an attribute)."""
-    if isinstance(source, DatabaseSource):
-        table, present = _staged(con, source, CUSTOMERS_VIEW)
-        problems = validate_customers(con, str(source), table, present)
-        return _Input(problems, _without_row(table), [])
-    files = list_files(source, fmt)
-    fmt = file_format(files[0], fmt)
-    problems = [p for f in files for p in validate_customers_file(con, f, fmt)]
-    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+    return _attribute_input(
+        con, source, fmt, CUSTOMERS_VIEW, validate_customers, validate_customers_file
+    )
+
+
+def _subscriptions_input(
+    con: duckdb.DuckDBPyConnection, source: Source, fmt: str
+) -> _Input:
+    return _attribute_input(
+        con,
+        source,
+        fmt,
+        SUBSCRIPTIONS_VIEW,
+        validate_subscriptions,
+        validate_subscriptions_file,
+    )
+
+
+def _subscriptions_view_sql(relation: str, present: list[str]) -> str:
+    """Normalising view with every contract column: `mrr` read as the price, a
+    period in months as days, absent optional columns null."""
+    price = present_alternative(present, PRICE_COLUMNS)
+    period = present_alternative(present, BILLING_PERIOD_COLUMNS)
+    days = number_sql(period)
+    if period == BILLING_PERIOD_MONTHS:
+        days = f"round({days} * {DAYS_PER_MONTH})"
+
+    def stamp(col: str) -> str:
+        return f"date_trunc('second', {timestamp_sql(col)})"
+
+    def optional(col: str, cast=number_sql, kind: str = "DOUBLE") -> str:
+        return cast(col) if col in present else f"CAST(NULL AS {kind})"
+
+    return (
+        f"CREATE OR REPLACE VIEW {SUBSCRIPTIONS_VIEW} AS SELECT "
+        f"TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}, "
+        f"TRIM(CAST({PLAN} AS VARCHAR)) AS {PLAN}, "
+        f"{stamp(START_TIME)} AS {START_TIME}, {stamp(END_TIME)} AS {END_TIME}, "
+        f"{number_sql(price)} AS {PRICE}, {days} AS {BILLING_PERIOD_DAYS}, "
+        f"{optional(DISCOUNT)} AS {DISCOUNT}, "
+        f"{optional(AUTO_RENEW, boolean_sql, 'BOOLEAN')} AS {AUTO_RENEW}, "
+        f"{optional(QUANTITY)} AS {QUANTITY} "
+        f"FROM {relation}"
+    )
 
 
 def _events_view_sql(relation: str, types: dict[str, str]) -> str:
@@ -232,27 +307,48 @@ def load(
     fmt: str = "auto",
     as_of: datetime | None = None,
     con: ibis.BaseBackend | None = None,
+    subscriptions: Source | None = None,
 ) -> Dataset:
     """Validate every input, then expose them as views; ContractError on bad input.
 
     Each input is a file or folder path, or a DatabaseSource. `as_of` defaults to
-    now: events after it are rejected as being in the future.
+    now: events after it are rejected as being in the future. Subscriptions are
+    optional: without them the dataset is what it always was.
     """
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
     con = con or connect()
     raw = con.con
     found = _events_input(raw, events, fmt, as_of)
     people = None if customers is None else _customers_input(raw, customers, fmt)
-    ensure(found.problems + (people.problems if people else []))
+    terms = (
+        None if subscriptions is None else _subscriptions_input(raw, subscriptions, fmt)
+    )
+    ensure(
+        found.problems
+        + (people.problems if people else [])
+        + (terms.problems if terms else [])
+    )
     raw.execute(_events_view_sql(found.relation, _column_types(raw, found.relation)))
     customers_table = _customers_view(con, people.relation) if people else None
-    log.info("loaded events from %s, customers from %s", events, customers)
+    subscriptions_table = None
+    if terms:
+        present = list(_column_types(raw, terms.relation))
+        raw.execute(_subscriptions_view_sql(terms.relation, present))
+        subscriptions_table = con.table(SUBSCRIPTIONS_VIEW)
+    log.info(
+        "loaded events from %s, customers from %s, subscriptions from %s",
+        events,
+        customers,
+        subscriptions,
+    )
     return Dataset(
         con,
         con.table(EVENTS_VIEW),
         customers_table,
         found.files,
         people.files if people else [],
+        subscriptions_table,
+        terms.files if terms else [],
     )
 
 

@@ -216,7 +216,9 @@ def score(
         t0 = time.perf_counter()
         parts = write_chunked(
             ds,
-            lambda events: build_features(events, [as_of], spec, ds.customers),
+            lambda events: build_features(
+                events, [as_of], spec, ds.customers, ds.subscriptions
+            ),
             scratch,
         )
         seconds["features"] = time.perf_counter() - t0

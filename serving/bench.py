@@ -201,6 +201,7 @@ def load_quietly(
     as_of: datetime,
     memory_limit: str | None = None,
     threads: int | None = None,
+    subscriptions: Path | None = None,
 ) -> Dataset:
     """`features.load.load` on a connection without DuckDB's progress bar (DuckDB's
     defaults unless `memory_limit` / `threads` are given)."""
@@ -208,7 +209,7 @@ def load_quietly(
 
     con = connect(memory_limit, threads)
     con.con.execute("SET enable_progress_bar = false")
-    return load(events, customers, as_of=as_of, con=con)
+    return load(events, customers, as_of=as_of, con=con, subscriptions=subscriptions)
 
 
 def _child_generate(args: dict[str, Any]) -> dict[str, Any]:

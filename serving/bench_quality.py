@@ -28,6 +28,10 @@ Protocols (the issue's goals in brackets):
    carries the value returned; it also helped at the inner origin 2011-06-01), the
    country as a categorical attribute. [AUC >= 0.75 for purchase, >= 0.76 for
    cancellation.]
+4. `churnsim_subs`: ChurnSim socialnet7, contract churn from its subscription
+   terms at four monthly origins, the model against the same model on events only
+   and a days-to-renewal heuristic (serving/bench_subscriptions.py). [Subscription
+   features lift AUC at every origin.]
 
 Every customer seen before a cutoff is scored: the churn definition is `cancel` and
 neither dataset has a cancel role, so nobody is "already churned". Cutoffs are
@@ -90,6 +94,12 @@ from features.config import (
     TrainingConfig,
 )
 from serving.bench import PROJECT_ROOT, load_quietly, write_json
+from serving.bench_subscriptions import (
+    CHURNSIM_FILE,
+    SUBS_KEYS,
+    churnsim_data,
+    churnsim_subs,
+)
 from training.origin_model import (
     HOLDOUT_FOLDS,
     Candidate,
@@ -622,6 +632,7 @@ def run_quality(
     datasets: list[tuple[str, Path, Callable, list[Callable]]] = [
         ("cdnow", CDNOW_FILE, cdnow_data, [cdnow_13w, cdnow_39w]),
         ("retail", RETAIL_FILE, retail_data, [retail]),
+        ("churnsim", CHURNSIM_FILE, churnsim_data, [churnsim_subs]),
     ]
     for name, relative, prepare, protocols in datasets:
         source = Path(data) / relative
@@ -662,6 +673,7 @@ def results_record(
     """The figures of quality.json: the protocols', their wall times and goals, the
     reference figures, the candidates; the issue's keys null when not measured."""
     out: dict[str, Any] = dict.fromkeys(ISSUE_KEYS)
+    out |= dict.fromkeys(SUBS_KEYS)  # null when the ChurnSim log is absent
     out |= dict(REFERENCE)
     out["lightgbm_candidates"] = {
         c.name: c.lightgbm.model_dump(

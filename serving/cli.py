@@ -82,6 +82,7 @@ def _load_data(config):
         fmt=config.data.format,
         as_of=config.data.as_of,
         con=connect(config.engine.memory_limit, config.engine.threads),
+        subscriptions=config.data.subscriptions,
     )
 
 
@@ -95,11 +96,14 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         start=args.start,
         days=args.days,
         events_per_customer=args.events_per_customer,
+        subscriptions=args.subscriptions,
     )
     print(
         f"wrote {summary.events:,} events for {summary.customers:,} customers "
         f"({summary.start:%Y-%m-%d} .. {summary.end:%Y-%m-%d}) to {args.out}"
     )
+    if summary.subscriptions_path is not None:
+        print(f"wrote subscription terms to {summary.subscriptions_path}")
     return 0
 
 
@@ -508,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2024-01-01", help="first day (YYYY-MM-DD)")
     p.add_argument("--days", type=int, default=730)
     p.add_argument("--events-per-customer", type=float, default=100.0)
+    p.add_argument(
+        "--subscriptions",
+        action="store_true",
+        help="also write subscriptions.parquet (churn then happens at term ends)",
+    )
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("import", help="turn a real dataset into the data contract")

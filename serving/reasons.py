@@ -215,7 +215,48 @@ TEMPLATES: dict[str, Template] = {
     ),
     "event_count_diff_{w}d": lambda r, w, v: _trend_diff(v, None, w),
     "purchase_count_diff_{w}d": lambda r, w, v: _trend_diff(v, PURCHASE, w),
+    # subscription features (features.subscriptions)
+    "sub_active": lambda r, w, v: (
+        "subscription in force" if v else "no subscription in force"
+    ),
+    "sub_days_to_term_end": lambda r, w, v: (
+        "term ends today" if v == 0 else f"term ends in {_days(v)}"
+    ),
+    "sub_billing_period_days": lambda r, w, v: _billing(v),
+    "sub_price": lambda r, w, v: f"pays {number(v)} per term",
+    "sub_discount": lambda r, w, v: f"discount of {number(v)}",
+    "sub_quantity": lambda r, w, v: f"{number(v)} units on the subscription",
+    "sub_auto_renew": lambda r, w, v: (
+        "renews automatically" if v else "does not renew automatically"
+    ),
+    "sub_tenure_days": lambda r, w, v: f"subscriber for {_days(v)}",
+    "sub_terms_total": lambda r, w, v: _times(v, "subscription term"),
+    "sub_renewals_total": lambda r, w, v: _times(v, "renewal"),
+    "sub_plan_changes_total": lambda r, w, v: _times(v, "plan change"),
+    "sub_gaps_total": lambda r, w, v: (
+        f"came back after a lapse {number(v)} " + ("time" if v == 1 else "times")
+    ),
+    "sub_renewals_{w}d": lambda r, w, v: f"{_times(v, 'renewal')} {_last(w)}",
+    "sub_upgrades_{w}d": lambda r, w, v: f"{_times(v, 'upgrade')} {_last(w)}",
+    "sub_downgrades_{w}d": lambda r, w, v: f"{_times(v, 'downgrade')} {_last(w)}",
+    "sub_days_since_plan_change": lambda r, w, v: f"plan changed {_days(v)} ago",
+    "sub_price_per_activity_{w}d": lambda r, w, v: (
+        f"pays {number(v)} per activity event {_last(w)}"
+    ),
 }
+# a subscription's categorical feature, worded from its value
+STRING_TEMPLATES: dict[str, Callable[[str], str]] = {
+    "sub_plan": lambda v: f"on the {v} plan",
+}
+
+
+def _billing(days: float) -> str:
+    named = {365: "annual plan", 30: "monthly plan", 7: "weekly plan"}
+    return named.get(int(days), f"billed every {_days(days)}")
+
+
+def _times(value: float, noun: str) -> str:
+    return f"{number(value)} {noun}" + ("" if value == 1 else "s")
 
 
 def _no_amount(role: str | None, w: str | None) -> str:
@@ -235,6 +276,10 @@ MISSING: dict[str, MissingTemplate] = {
     "service_requests_per_purchase": lambda r, w: "no purchases to compare with",
     "active_day_gap_mean": _fewer_than_two,
     "active_day_gap_std": _fewer_than_two,
+    "sub_days_to_term_end": lambda r, w: "no term end on record (open or none)",
+    "sub_days_since_plan_change": lambda r, w: "plan never changed",
+    "sub_tenure_days": lambda r, w: "never subscribed",
+    "sub_price_per_activity_{w}d": lambda r, w: f"no activity to price {_last(w)}",
 }
 
 
@@ -262,6 +307,8 @@ def phrase(feature: str, value: Value, description: str | None = None) -> str:
     """Words for one feature's value: a catalogue template, a customer attribute
     ("plan is basic", "signup_time 412 days ago"), else "<description>: <value>"."""
     if isinstance(value, str):
+        if feature in STRING_TEMPLATES:
+            return STRING_TEMPLATES[feature](value)
         return f"{feature} is {value}"
     matched = template_key(feature)
     if matched is not None:

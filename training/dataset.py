@@ -41,8 +41,9 @@ def build_training_table(
         )
 
     def build(events: ir.Table) -> ir.Table:
-        feats = features_at(events, cutoffs, spec, ds.customers)
-        labs = build_labels(events, feats.select(CUSTOMER_ID, CUTOFF), spec, labels)
+        feats = features_at(events, cutoffs, spec, ds.customers, ds.subscriptions)
+        pairs = feats.select(CUSTOMER_ID, CUTOFF)
+        labs = build_labels(events, pairs, spec, labels, ds.subscriptions)
         return feats.join(labs, [CUSTOMER_ID, CUTOFF])
 
     frame = read_chunked(ds, build, cutoffs=len(cutoffs)).to_pandas()
