@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,8 +138,11 @@ class SparkDataset:
         return self.con.to_pyarrow(expr)
 
     def to_parquet_dir(self, expr: ir.Table, out_dir: Path) -> Path:
-        """`expr` written by Spark as a folder of Parquet part files."""
-        self.con.to_parquet_dir(expr, str(out_dir), mode="overwrite")
+        """`expr` written by Spark as a folder of Parquet part files (an existing
+        folder is replaced)."""
+        if Path(out_dir).exists():
+            shutil.rmtree(out_dir)
+        self.con.to_parquet_dir(expr, str(out_dir))
         return out_dir
 
 

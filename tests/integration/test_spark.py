@@ -116,3 +116,76 @@ def test_database_source_is_refused_naming_the_key(spark) -> None:
     source = DatabaseSource(uri="duckdb:x.duckdb", table="events")
     with pytest.raises(ContractError, match="data.events.*DuckDB engine only"):
         load_spark(spark, source)
+
+
+def test_training_table_equals_duckdb(loaded, tmp_path: Path) -> None:
+    from features.labels import LabelSpec
+    from training.dataset import build_training_table
+
+    duck, spark = loaded
+    spec = _spec()
+    labels = LabelSpec({"churn": 30, "purchase": 30, "service_request": 14})
+    expected = build_training_table(duck, spec, labels, CUTOFFS)
+    out = tmp_path / "training"
+    got = build_training_table(spark, spec, labels, CUTOFFS, parquet_dir=out)
+    assert sorted(out.glob("*.parquet")), "Spark wrote no Parquet part"
+    assert got.cutoffs == expected.cutoffs == CUTOFFS
+    assert_same_frames(expected.frame, got.frame)
+
+
+def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from features.config import load_config
+    from features.load import load
+    from features.spark import load_spark
+    from serving.batch import default_as_of, output_schema, score, writing
+    from serving.predictor import Champions
+    from serving.spark_batch import score_spark
+    from training.registry import configure
+
+    base = load_config(trained.config)
+    configure(trained.tracking_uri)
+    champions = Champions.load(base, trained.tracking_uri)
+    duck = load(base.data.events, base.data.customers)
+    sds = load_spark(spark, base.data.events, base.data.customers, validated=duck)
+    as_of = default_as_of(duck)
+    results = {}
+    for name, ds, scorer in (("embedded", duck, score), ("spark", sds, score_spark)):
+        config = base.model_copy(
+            update={
+                "scoring": base.scoring.model_copy(
+                    update={"output": tmp_path / name / "scores"}
+                ),
+                "online_store": base.online_store.model_copy(
+                    update={"path": tmp_path / name / "store.sqlite"}
+                ),
+            }
+        )
+        with writing(config.scoring.output):
+            results[name] = scorer(config, ds, champions, as_of, run_id="r")
+    embedded, on_spark = results["embedded"], results["spark"]
+    assert on_spark.path.name == embedded.path.name == f"as_of={as_of:%Y-%m-%d}"
+    assert on_spark.skipped == embedded.skipped
+    a = pq.read_table(embedded.path / "part-0.parquet")
+    b = pq.read_table(on_spark.path / "part-0.parquet")
+    assert b.schema == a.schema == output_schema()
+    keys = [CUSTOMER_ID]
+    a = a.to_pandas().drop(columns=["scored_at"]).sort_values(keys)
+    b = b.to_pandas().drop(columns=["scored_at"]).sort_values(keys)
+    assert len(a) == len(b) > 100
+    for column in a.columns:
+        x, y = a[column].to_numpy(), b[column].to_numpy()
+        if a[column].dtype.kind == "f":
+            np.testing.assert_allclose(y, x, rtol=0, atol=1e-9, err_msg=column)
+        else:
+            assert list(x) == list(y), column
+    # drift counted on Spark: the same bins as the embedded pass counted
+    for target, per_feature in embedded.drift.features.items():
+        for feature, counts in per_feature.items():
+            other = on_spark.drift.features[target][feature]
+            assert list(other.bins) == list(counts.bins), (target, feature)
+            assert (other.below, other.above) == (counts.below, counts.above)
+        assert list(on_spark.drift.scores[target].bins) == list(
+            embedded.drift.scores[target].bins
+        )
