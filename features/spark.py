@@ -71,8 +71,10 @@ def session(
     if master:
         builder = builder.master(master)
     settings = {**DEFAULT_CONF, **config.conf, **(conf or {}), **REQUIRED_CONF}
-    if (master or "local").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
-        settings.setdefault("spark.pyspark.python", sys.executable)
+    if (master or "local").startswith("local"):
+        # PySpark reads the workers' Python from the environment when the
+        # context starts (its conf key counts under spark-submit only)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -88,6 +88,7 @@ __all__ = [
     "default_as_of",
     "output_schema",
     "partition_dir",
+    "publish",
     "score",
     "staging_dir",
     "version_column",
@@ -226,20 +227,10 @@ def score(
         seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
         calibrated = scored.joined(scored.calibrated)
         ranks = {t: deciles(r) for t, r in scored.joined(scored.raw).items()}
-        scored_at = datetime.now(UTC).replace(tzinfo=None)
-        writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
-        writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
-        t0 = time.perf_counter()
-        try:
-            with publish_dir(target_dir, staging) as tmp:
-                writer.write(parts, tmp / PART_FILE, progress)
-        except BaseException:
-            if writer.store is not None:
-                writer.store.abort()
-            raise
-        if writer.store is not None:  # after the Parquet output is published
-            writer.store.commit()
-        seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
+        scored_at, writer = publish(
+            config, ds, champions, parts, calibrated, ranks, as_of, run_id, progress
+        )
+        seconds["write"] = writer.write_seconds
         seconds["reasons"] = writer.reasons_seconds
     rows = len(calibrated[TARGETS[0]])
     seconds["total"] = time.perf_counter() - started
@@ -264,6 +255,40 @@ def score(
     )
 
 
+def publish(
+    config: ProjectConfig,
+    ds: Dataset,
+    champions: Champions,
+    parts: list[Path],
+    calibrated: dict[str, np.ndarray],
+    ranks: dict[str, np.ndarray],
+    as_of: datetime,
+    run_id: str,
+    progress: bool | None,
+) -> tuple[datetime, _Writer]:
+    """The write pass over the feature `parts` (eligible rows in the order of
+    `calibrated` and `ranks`), published atomically as the as-of partition, then
+    the online store committed. Any engine's scores end here, so the output is
+    the same whichever computed them. Columns of the parts whose name starts
+    with `_` are the engine's own (not features) and are left out."""
+    output = Path(config.scoring.output)
+    scored_at = datetime.now(UTC).replace(tzinfo=None)
+    writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
+    writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
+    t0 = time.perf_counter()
+    try:
+        with publish_dir(partition_dir(output, as_of), staging_dir(output)) as tmp:
+            writer.write(parts, tmp / PART_FILE, progress)
+    except BaseException:
+        if writer.store is not None:
+            writer.store.abort()
+        raise
+    if writer.store is not None:  # after the Parquet output is published
+        writer.store.commit()
+    writer.write_seconds = time.perf_counter() - t0 - writer.reasons_seconds
+    return scored_at, writer
+
+
 def _store_writer(
     config: ProjectConfig,
     parts: list[Path],
@@ -286,7 +311,11 @@ def _store_writer(
         if parts
         else pd.DataFrame(columns=[CUSTOMER_ID])
     )
-    features = [c for c in empty.columns if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE)]
+    features = [
+        c
+        for c in empty.columns
+        if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE) and not c.startswith("_")
+    ]
     categorical = champions.categorical | {
         c for c in features if not pd.api.types.is_numeric_dtype(empty[c])
     }
@@ -405,6 +434,7 @@ class _Writer:
             f.name: f.description for f in catalogue(spec, ds.customers).features
         }
         self.reasons_seconds = 0.0
+        self.write_seconds = 0.0
         self.reasons_rows = 0
         # the online store's writer, fed the same eligible batches (or None)
         self.store: online_store.StoreWriter | None = None
