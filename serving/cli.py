@@ -73,15 +73,28 @@ def _context(args: argparse.Namespace):
     return path, config, config.tracking_uri(path.parent)
 
 
-def _load_data(config):
+def _load_data(config, args: argparse.Namespace):
+    """The validated data on the engine the CLI (--engine) or the config chose."""
     from features.load import connect, load
 
-    return load(
+    ds = load(
         config.data.events,
         config.data.customers,
         fmt=config.data.format,
         as_of=config.data.as_of,
         con=connect(config.engine.memory_limit, config.engine.threads),
+    )
+    if (args.engine or config.engine.kind) != "spark":
+        return ds
+    from features.spark import load_spark, session
+
+    spark = session(config.engine.spark, master=args.spark_master)
+    return load_spark(
+        spark,
+        config.data.events,
+        config.data.customers,
+        fmt=config.data.format,
+        validated=ds,
     )
 
 
@@ -146,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train_all
 
     _, config, uri = _context(args)
-    ds = _load_data(config)
+    ds = _load_data(config, args)
     results = train_all(config, ds, uri)
     print(f"MLflow: {uri}")
     print(
@@ -230,7 +243,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from training.tune import ARTIFACT, tune
 
     _, config, uri = _context(args)
-    ds = _load_data(config)
+    ds = _load_data(config, args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune logs each trial
     r = tune(config, ds, uri, args.target, args.trials, args.timeout, args.seed)
     print(f"MLflow: {uri}, run {r.run_name} ({r.run_id})")
@@ -260,7 +273,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     _, config, uri = _context(args)
     try:
-        ds = _load_data(config)
+        ds = _load_data(config, args)
         configure(uri)
         champions = Champions.load(config, uri)
     except Exception as exc:  # the status says why nothing ran, then as usual
@@ -499,6 +512,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (default: $PROPENSITY_CONFIG or ./propensity.yaml)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default=None,
+        help="what builds features and training sets and scores (default: the "
+        "config's engine.kind, duckdb)",
+    )
+    parser.add_argument(
+        "--spark-master",
+        default=None,
+        help="Spark master URL for --engine spark, e.g. local[4], spark://host:7077, "
+        "yarn (default: engine.spark.master, then Spark's own environment: local)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="generate a synthetic usage history (Parquet)")

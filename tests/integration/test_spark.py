@@ -156,9 +156,9 @@ def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
     from features.config import load_config
     from features.load import load
     from features.spark import load_spark
-    from serving.batch import default_as_of, output_schema, score, writing
+    from serving.batch import default_as_of, output_schema
+    from serving.nightly import run_nightly
     from serving.predictor import Champions
-    from serving.spark_batch import score_spark
     from training.registry import configure
 
     base = load_config(trained.config)
@@ -168,7 +168,7 @@ def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
     sds = load_spark(spark, base.data.events, base.data.customers, validated=duck)
     as_of = default_as_of(duck)
     results = {}
-    for name, ds, scorer in (("embedded", duck, score), ("spark", sds, score_spark)):
+    for name, ds in (("embedded", duck), ("spark", sds)):
         config = base.model_copy(
             update={
                 "scoring": base.scoring.model_copy(
@@ -179,15 +179,17 @@ def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
                 ),
             }
         )
-        with writing(config.scoring.output):
-            results[name] = scorer(config, ds, champions, as_of, run_id="r")
+        # the nightly run picks the engine by the dataset's kind
+        run = run_nightly(config, ds, champions, as_of, trained.tracking_uri)
+        assert (run.drift_dir / "drift.json").is_file()
+        results[name] = run.score
     embedded, on_spark = results["embedded"], results["spark"]
     assert on_spark.path.name == embedded.path.name == f"as_of={as_of:%Y-%m-%d}"
     assert on_spark.skipped == embedded.skipped
     a = pq.read_table(embedded.path / "part-0.parquet")
     b = pq.read_table(on_spark.path / "part-0.parquet")
     assert b.schema == a.schema == output_schema()
-    a, b = (t.drop(["scored_at"]).sort_by(CUSTOMER_ID) for t in (a, b))
+    a, b = (t.drop(["scored_at", "run_id"]).sort_by(CUSTOMER_ID) for t in (a, b))
     assert a.num_rows == b.num_rows > 100
     for column in a.column_names:
         x, y = a[column].to_pylist(), b[column].to_pylist()
