@@ -473,6 +473,21 @@ def cmd_bench_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_spark(args: argparse.Namespace) -> int:
+    from serving.bench_spark import run_spark
+
+    run_spark(
+        customers=args.customers,
+        seed=args.seed,
+        cutoffs=args.cutoffs,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+        master=args.spark_master or "local[2]",
+        threads=args.threads,
+    )
+    return 0
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     from serving.bench_quality import DATA, run_quality
 
@@ -612,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_quality(suites)
     _add_bench_api(suites)
     _add_bench_batch(suites)
+    _add_bench_spark(suites)
     return parser
 
 
@@ -724,6 +740,21 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="bench/work")
     p.add_argument("--results", default="bench/results")
     p.set_defaults(func=cmd_bench_features)
+
+
+def _add_bench_spark(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "spark",
+        help="the reference feature job and scoring: Spark local (--spark-master, "
+        "default local[2]) vs DuckDB and in-process",
+    )
+    p.add_argument("--customers", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutoffs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_spark)
 
 
 def _add_bench_batch(suites: argparse._SubParsersAction) -> None:

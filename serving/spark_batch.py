@@ -81,23 +81,26 @@ def model_uri(name: str, version: str) -> str:
     return f"models:/{name}/{version}"
 
 
-def with_scores(spark, df, champions: Champions):
-    """`df` with each target's booster probability in `_raw_<target>` (spark_udf
-    of the registered model; the tracking URI must be set)."""
+def with_scores(df, models: dict[str, tuple[str, Encoding]]):
+    """`df` with each target's booster probability in `_raw_<target>`: the MLflow
+    model at its URI (`models:/NAME/VERSION` needs the tracking URI set, or a
+    local model folder) applied by spark_udf to the features in its encoding."""
     import mlflow.pyfunc
 
-    for target in TARGETS:
-        model = champions.models[target]
+    for target, (uri, encoding) in models.items():
         udf = mlflow.pyfunc.spark_udf(
-            spark,
-            model_uri(model.name, model.version),
-            result_type="double",
-            env_manager="local",
+            df.sparkSession, uri, result_type="double", env_manager="local"
         )
-        df = df.withColumn(
-            raw_column(target), udf(*encoded_columns(df, model.encoding))
-        )
+        df = df.withColumn(raw_column(target), udf(*encoded_columns(df, encoding)))
     return df
+
+
+def champion_models(champions: Champions) -> dict[str, tuple[str, Encoding]]:
+    """Each target's registered champion: its URI and encoding."""
+    return {
+        t: (model_uri(m.name, m.version), m.encoding)
+        for t, m in champions.models.items()
+    }
 
 
 def spark_drift_counts(df, monitor: DriftMonitor, champions: Champions) -> None:
@@ -187,7 +190,7 @@ def score_spark(
         seconds["drift"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         scored_dir = scratch / "scored"
-        with_scores(spark, frame, champions).write.parquet(str(scored_dir))
+        with_scores(frame, champion_models(champions)).write.parquet(str(scored_dir))
         parts = sorted(scored_dir.glob("*.parquet"))
         raw, not_eligible = _raw_scores(parts)
         calibrated = {t: champions.models[t].calibrator.apply(raw[t]) for t in TARGETS}
@@ -245,4 +248,10 @@ def _never_seen(ds: SparkDataset, features) -> int:
     )
 
 
-__all__ = ["encoded_columns", "score_spark", "spark_drift_counts", "with_scores"]
+__all__ = [
+    "champion_models",
+    "encoded_columns",
+    "score_spark",
+    "spark_drift_counts",
+    "with_scores",
+]
