@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +46,9 @@ SPARK_CUSTOMERS_VIEW = "propensity_customers_raw"
 REQUIRED_CONF = {"spark.sql.session.timeZone": "UTC"}
 # Defaults a user's conf may override.
 DEFAULT_CONF = {
+    # microseconds, as DuckDB and pyarrow write them (Spark's default is the
+    # legacy INT96, read back as nanoseconds)
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
 }
@@ -139,12 +142,32 @@ class SparkDataset:
     def to_pyarrow(self, expr: ir.Table) -> pa.Table:
         return self.con.to_pyarrow(expr)
 
+    def dataframe(self, expr: ir.Table):
+        """`expr` as a Spark DataFrame, its timestamps without a zone.
+
+        Through a view Ibis creates (so the expression's in-memory tables are
+        registered). Ibis gives Spark its in-memory timestamps (the cutoffs) with
+        the session's zone, UTC; they are cast back to the contract's type, so
+        Parquet holds them as DuckDB writes them."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import TimestampType
+
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        self.con.create_view(name, expr, overwrite=True)
+        df = self.spark.table(name)
+        return df.select(
+            *(
+                F.col(f.name).cast("timestamp_ntz").alias(f.name)
+                if isinstance(f.dataType, TimestampType)
+                else F.col(f.name)
+                for f in df.schema.fields
+            )
+        )
+
     def to_parquet_dir(self, expr: ir.Table, out_dir: Path) -> Path:
         """`expr` written by Spark as a folder of Parquet part files (an existing
         folder is replaced)."""
-        if Path(out_dir).exists():
-            shutil.rmtree(out_dir)
-        self.con.to_parquet_dir(expr, str(out_dir))
+        self.dataframe(expr).write.mode("overwrite").parquet(str(out_dir))
         return out_dir
 
 

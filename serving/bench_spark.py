@@ -64,6 +64,7 @@ def run_spark(
     from features.definition import build_features
     from features.spark import load_spark, session
 
+    workdir = workdir.resolve()  # the children run in it
     workdir.mkdir(parents=True, exist_ok=True)
     data = ensure_data(workdir, customers, seed)
     cuts = month_starts(data.last_event, cutoffs)
