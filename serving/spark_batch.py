@@ -35,8 +35,6 @@ from serving.batch import (
     SKIPPED_NO_EVENTS,
     SKIPPED_NOT_ELIGIBLE,
     ScoreResult,
-    deciles,
-    partition_dir,
     publish,
     staging_dir,
 )
@@ -198,26 +196,21 @@ def score_spark(
             counts.add(calibrated[target])
         seconds["score"] = time.perf_counter() - t0
         skipped[SKIPPED_NOT_ELIGIBLE] = not_eligible
-        ranks = {t: deciles(r) for t, r in raw.items()}
-        scored_at, writer = publish(
-            config, ds, champions, parts, calibrated, ranks, as_of, run_id, progress
+        return publish(
+            config,
+            ds,
+            champions,
+            parts,
+            calibrated,
+            raw,
+            as_of,
+            run_id=run_id,
+            progress=progress,
+            monitor=monitor,
+            skipped=skipped,
+            seconds=seconds,
+            started=started,
         )
-        seconds["write"] = writer.write_seconds
-        seconds["reasons"] = writer.reasons_seconds
-    rows = len(calibrated[TARGETS[0]])
-    seconds["total"] = time.perf_counter() - started
-    log.info("scored %d customers on Spark as of %s", rows, f"{as_of:%Y-%m-%d}")
-    return ScoreResult(
-        partition_dir(output, as_of),
-        rows,
-        as_of,
-        scored_at,
-        calibrated,
-        skipped,
-        seconds,
-        writer.reasons_rows,
-        monitor,
-    )
 
 
 def _raw_scores(parts: list[Path]) -> tuple[dict[str, np.ndarray], int]:
