@@ -40,7 +40,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch test lint format clean
+.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOME
 bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~100M events; MEMORY_LIMIT=1GB), figures in bench/results/batch.json
 	$(CLI) bench batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
+
+bench-spark: setup ## the reference feature job (CUSTOMERS=200000, ~20M events, 3 cutoffs) and scoring: Spark local vs DuckDB and in-process; bench/results/spark.json
+	$(CLI) bench spark $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
 bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
 	$(CLI) bench quality

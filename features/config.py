@@ -43,14 +43,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EngineConfig(_Strict):
-    """DuckDB resources. None keeps DuckDB's defaults (80% of RAM, every core);
-    a memory limit makes DuckDB spill to disk instead of growing."""
+class SparkConfig(_Strict):
+    """The Spark session of `engine.kind: spark`. `master` None leaves the choice to
+    Spark's own environment (spark-submit's --master, spark-defaults.conf), which
+    is local mode on every core when nothing says otherwise; `conf` entries are
+    passed to the session builder as they are."""
 
+    master: str | None = None
+    app_name: str = "propensity"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class EngineConfig(_Strict):
+    """Which engine builds features and training sets and scores the nightly job,
+    and its resources. For DuckDB, None keeps its defaults (80% of RAM, every
+    core); a memory limit makes DuckDB spill to disk instead of growing. DuckDB
+    also validates the input files under Spark (features.spark)."""
+
+    kind: Literal["duckdb", "spark"] = "duckdb"
     memory_limit: str | None = Field(
         None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
     )
     threads: int | None = Field(None, ge=1)
+    spark: SparkConfig = SparkConfig()
 
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")

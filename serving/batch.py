@@ -88,6 +88,7 @@ __all__ = [
     "default_as_of",
     "output_schema",
     "partition_dir",
+    "publish",
     "score",
     "staging_dir",
     "version_column",
@@ -206,7 +207,6 @@ def score(
     started = time.perf_counter()
     spec = FeatureSpec.from_config(config)
     output = Path(config.scoring.output)
-    target_dir = partition_dir(output, as_of)
     monitor = DriftMonitor(
         {t: m.metadata.get("reference") for t, m in champions.models.items()}
     )
@@ -226,23 +226,65 @@ def score(
         scored = _score_pass(parts, champions, monitor, progress, compare_raw)
         skipped[SKIPPED_NOT_ELIGIBLE] = scored.not_eligible
         seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
-        calibrated = scored.joined(scored.calibrated)
-        ranks = {t: deciles(r) for t, r in scored.joined(scored.raw).items()}
-        scored_at = datetime.now(UTC).replace(tzinfo=None)
-        writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
-        writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
-        t0 = time.perf_counter()
-        try:
-            with publish_dir(target_dir, staging) as tmp:
-                writer.write(parts, tmp / PART_FILE, progress)
-        except BaseException:
-            if writer.store is not None:
-                writer.store.abort()
-            raise
-        if writer.store is not None:  # after the Parquet output is published
-            writer.store.commit()
-        seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
-        seconds["reasons"] = writer.reasons_seconds
+        return publish(
+            config,
+            ds,
+            champions,
+            parts,
+            scored.joined(scored.calibrated),
+            scored.joined(scored.raw),
+            as_of,
+            run_id=run_id,
+            progress=progress,
+            monitor=monitor,
+            skipped=skipped,
+            seconds=seconds,
+            started=started,
+            raw_predict_s=scored.raw_predict_s if compare_raw else None,
+        )
+
+
+def publish(
+    config: ProjectConfig,
+    ds: Dataset,
+    champions: Champions,
+    parts: list[Path],
+    calibrated: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
+    as_of: datetime,
+    *,
+    run_id: str,
+    progress: bool | None,
+    monitor: DriftMonitor,
+    skipped: dict[str, int],
+    seconds: dict[str, float],
+    started: float,
+    raw_predict_s: float | None = None,
+) -> ScoreResult:
+    """Deciles of the `raw` probabilities, then the write pass over the feature
+    `parts` (eligible rows in the order of `calibrated` and `raw`), published
+    atomically as the as-of partition, then the online store committed. Any
+    engine's scores end here, so the output is the same whichever computed them.
+    Columns of the parts whose name starts with `_` are the engine's own (not
+    features) and are left out."""
+    output = Path(config.scoring.output)
+    target_dir = partition_dir(output, as_of)
+    ranks = {t: deciles(r) for t, r in raw.items()}
+    scored_at = datetime.now(UTC).replace(tzinfo=None)
+    writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
+    writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
+    t0 = time.perf_counter()
+    try:
+        with publish_dir(target_dir, staging_dir(output)) as tmp:
+            writer.write(parts, tmp / PART_FILE, progress)
+    except BaseException:
+        if writer.store is not None:
+            writer.store.abort()
+        raise
+    if writer.store is not None:  # after the Parquet output is published
+        writer.store.commit()
+    seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
+    seconds["reasons"] = writer.reasons_seconds
     rows = len(calibrated[TARGETS[0]])
     seconds["total"] = time.perf_counter() - started
     log.info(
@@ -262,7 +304,7 @@ def score(
         seconds,
         writer.reasons_rows,
         monitor,
-        scored.raw_predict_s if compare_raw else None,
+        raw_predict_s,
     )
 
 
@@ -288,7 +330,11 @@ def _store_writer(
         if parts
         else pd.DataFrame(columns=[CUSTOMER_ID])
     )
-    features = [c for c in empty.columns if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE)]
+    features = [
+        c
+        for c in empty.columns
+        if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE) and not c.startswith("_")
+    ]
     categorical = champions.categorical | {
         c for c in features if not pd.api.types.is_numeric_dtype(empty[c])
     }

@@ -73,16 +73,29 @@ def _context(args: argparse.Namespace):
     return path, config, config.tracking_uri(path.parent)
 
 
-def _load_data(config):
+def _load_data(config, args: argparse.Namespace):
+    """The validated data on the engine the CLI (--engine) or the config chose."""
     from features.load import connect, load
 
-    return load(
+    ds = load(
         config.data.events,
         config.data.customers,
         fmt=config.data.format,
         as_of=config.data.as_of,
         con=connect(config.engine.memory_limit, config.engine.threads),
         subscriptions=config.data.subscriptions,
+    )
+    if (args.engine or config.engine.kind) != "spark":
+        return ds
+    from features.spark import load_spark, session
+
+    spark = session(config.engine.spark, master=args.spark_master)
+    return load_spark(
+        spark,
+        config.data.events,
+        config.data.customers,
+        fmt=config.data.format,
+        validated=ds,
     )
 
 
@@ -150,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train_all
 
     _, config, uri = _context(args)
-    ds = _load_data(config)
+    ds = _load_data(config, args)
     results = train_all(config, ds, uri)
     print(f"MLflow: {uri}")
     print(
@@ -234,7 +247,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from training.tune import ARTIFACT, tune
 
     _, config, uri = _context(args)
-    ds = _load_data(config)
+    ds = _load_data(config, args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune logs each trial
     r = tune(config, ds, uri, args.target, args.trials, args.timeout, args.seed)
     print(f"MLflow: {uri}, run {r.run_name} ({r.run_id})")
@@ -264,7 +277,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     _, config, uri = _context(args)
     try:
-        ds = _load_data(config)
+        ds = _load_data(config, args)
         configure(uri)
         champions = Champions.load(config, uri)
     except Exception as exc:  # the status says why nothing ran, then as usual
@@ -464,6 +477,21 @@ def cmd_bench_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_spark(args: argparse.Namespace) -> int:
+    from serving.bench_spark import run_spark
+
+    run_spark(
+        customers=args.customers,
+        seed=args.seed,
+        cutoffs=args.cutoffs,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+        master=args.spark_master or "local[2]",
+        threads=args.threads,
+    )
+    return 0
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     from serving.bench_quality import DATA, run_quality
 
@@ -503,6 +531,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (default: $PROPENSITY_CONFIG or ./propensity.yaml)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default=None,
+        help="what builds features and training sets and scores (default: the "
+        "config's engine.kind, duckdb)",
+    )
+    parser.add_argument(
+        "--spark-master",
+        default=None,
+        help="Spark master URL for --engine spark, e.g. local[4], spark://host:7077, "
+        "yarn (default: engine.spark.master, then Spark's own environment: local)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="generate a synthetic usage history (Parquet)")
@@ -595,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_quality(suites)
     _add_bench_api(suites)
     _add_bench_batch(suites)
+    _add_bench_spark(suites)
     return parser
 
 
@@ -707,6 +749,21 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="bench/work")
     p.add_argument("--results", default="bench/results")
     p.set_defaults(func=cmd_bench_features)
+
+
+def _add_bench_spark(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "spark",
+        help="the reference feature job and scoring: Spark local (--spark-master, "
+        "default local[2]) vs DuckDB and in-process",
+    )
+    p.add_argument("--customers", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutoffs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="DuckDB threads")
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_spark)
 
 
 def _add_bench_batch(suites: argparse._SubParsersAction) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 from features.columns import AS_OF, TARGETS
 from features.config import ProjectConfig
 from features.load import Dataset
+from features.spark import SparkDataset
 from serving import drift_report
 from serving.atomic import Busy, publish_dir
 from serving.batch import PART_FILE, ScoreResult, score, staging_dir, writing
@@ -67,7 +68,7 @@ class NightlyResult:
 
 def run_nightly(
     config: ProjectConfig,
-    ds: Dataset,
+    ds: Dataset | SparkDataset,
     champions: Champions,
     as_of: datetime,
     tracking_uri: str,
@@ -127,7 +128,7 @@ def run_nightly(
 
 def _run(
     config: ProjectConfig,
-    ds: Dataset,
+    ds: Dataset | SparkDataset,
     champions: Champions,
     as_of: datetime,
     run_id: str,
@@ -135,7 +136,10 @@ def _run(
     progress: bool | None,
 ) -> NightlyResult:
     started = time.perf_counter()
-    result = score(config, ds, champions, as_of, run_id=run_id, progress=progress)
+    scorer = score
+    if isinstance(ds, SparkDataset):
+        from serving.spark_batch import score_spark as scorer
+    result = scorer(config, ds, champions, as_of, run_id=run_id, progress=progress)
     day = f"{as_of:%Y-%m-%d}"
     report = result.drift.report(config.scoring.drift, as_of=day, run_id=run_id)
     drift_dir = Path(config.scoring.output) / DRIFT_DIR / f"{AS_OF}={day}"

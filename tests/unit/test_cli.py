@@ -44,3 +44,18 @@ def test_ui_on_a_tracking_server_prints_its_url(
     monkeypatch.setattr("serving.cli.subprocess.call", no_subprocess)
     assert main(["--config", str(config), "ui"]) == 0
     assert "MLflow UI: http://mlflow.internal:5000" in capsys.readouterr().out
+
+
+def test_engine_flags_parse_and_refuse_an_unknown_engine(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from serving.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--engine", "spark", "--spark-master", "local[2]", "score"]
+    )
+    assert (args.engine, args.spark_master) == ("spark", "local[2]")
+    assert build_parser().parse_args(["train"]).engine is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--engine", "dask", "train"])
+    assert "invalid choice: 'dask'" in capsys.readouterr().err

@@ -198,3 +198,18 @@ def test_bad_scoring_settings_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=named):
         load_config(write(tmp_path, BASE + f"scoring: {scoring}\n"))
+
+
+def test_engine_kind_and_spark_settings(tmp_path: Path) -> None:
+    text = BASE + (
+        "engine: {kind: spark, spark: {master: 'local[2]', "
+        "conf: {spark.sql.shuffle.partitions: '8'}}}\n"
+    )
+    engine = load_config(write(tmp_path, text)).engine
+    assert engine.kind == "spark" and engine.spark.master == "local[2]"
+    assert engine.spark.conf == {"spark.sql.shuffle.partitions": "8"}
+    assert load_config(write(tmp_path, BASE)).engine.kind == "duckdb"
+    with pytest.raises(ConfigError, match="engine.kind"):
+        load_config(write(tmp_path, BASE + "engine: {kind: dask}\n"))
+    with pytest.raises(ConfigError, match="engine.spark.masters: unknown key"):
+        load_config(write(tmp_path, BASE + "engine: {spark: {masters: x}}\n"))

@@ -1,0 +1,268 @@
+"""The Spark engine: the same feature definition on a Spark session, through Ibis.
+
+Only the connection and the loading differ from DuckDB (features.load): the
+definition's Ibis expressions are handed to Ibis's pyspark backend unchanged.
+
+Three things keep Spark's answers identical to DuckDB's (STACK-NOTES):
+- the session's time zone is UTC, set here explicitly (timestamps are stored as
+  UTC without a zone, and Spark would otherwise read them in the JVM's zone);
+- event times are truncated to whole seconds on load, as on DuckDB, so Ibis's
+  `epoch_seconds`, whole seconds on Spark and fractional on DuckDB, agree;
+- expressions that hold an in-memory table (the cutoffs) are run through the Ibis
+  backend (`to_pyarrow`, `to_parquet_dir`), which registers it, never through
+  `session.sql(con.compile(expr))`.
+
+The input files are validated against the data contract by DuckDB on the driver
+first (the same checks and messages as the embedded path; it streams the files,
+so it needs no memory to speak of), then Spark reads them. A database source is
+for DuckDB only: on Spark give Parquet or CSV files (or a folder of them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
+from features.config import DatabaseSource, Source, SparkConfig
+from features.contract import ContractError, Problem, file_format
+from features.load import Dataset
+
+log = logging.getLogger(__name__)
+
+SPARK_EVENTS_VIEW = "propensity_events_raw"
+SPARK_CUSTOMERS_VIEW = "propensity_customers_raw"
+# Settings every session gets (a user's engine.spark.conf may not change them).
+REQUIRED_CONF = {"spark.sql.session.timeZone": "UTC"}
+# Defaults a user's conf may override.
+DEFAULT_CONF = {
+    # microseconds, as DuckDB and pyarrow write them (Spark's default is the
+    # legacy INT96, read back as nanoseconds)
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def session(
+    config: SparkConfig | None = None,
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+):
+    """A Spark session (the running one when there is one, as under spark-submit).
+
+    `master` (the CLI's --spark-master) wins over `config.master`; with neither,
+    Spark's own environment decides, and that is local mode by default. In local
+    mode the Python workers are this interpreter, so `mlflow.pyfunc.spark_udf`
+    finds the same packages.
+    """
+    from pyspark.sql import SparkSession
+
+    config = config or SparkConfig()
+    master = master or config.master
+    builder = SparkSession.builder.appName(config.app_name)
+    if master:
+        builder = builder.master(master)
+    settings = {**DEFAULT_CONF, **config.conf, **(conf or {}), **REQUIRED_CONF}
+    if (master or "local").startswith("local"):
+        # PySpark reads the workers' Python from the environment when the
+        # context starts (its conf key counts under spark-submit only)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    for key, value in REQUIRED_CONF.items():  # a session that already ran
+        spark.conf.set(key, value)
+    log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
+    return spark
+
+
+def connect(spark) -> ibis.BaseBackend:
+    """The Ibis pyspark backend on `spark`."""
+    return ibis.pyspark.connect(spark)
+
+
+@dataclass
+class SparkDataset:
+    """Validated events (and customers) as Ibis tables on a Spark session; the
+    Spark counterpart of features.load.Dataset."""
+
+    con: ibis.BaseBackend
+    events: ibis.Table
+    customers: ibis.Table | None
+    events_files: list[Path]
+    customers_files: list[Path]
+    _stats: tuple[datetime, datetime, int] | None = field(default=None, repr=False)
+
+    @property
+    def spark(self):
+        return self.con._session
+
+    def _summary(self) -> tuple[datetime, datetime, int]:
+        if self._stats is None:
+            e = self.events
+            row = self.con.to_pyarrow(
+                e.aggregate(
+                    first=e[EVENT_TIME].min(),
+                    last=e[EVENT_TIME].max(),
+                    rows=e.count(),
+                )
+            ).to_pylist()[0]
+            self._stats = (row["first"], row["last"], int(row["rows"]))
+        return self._stats
+
+    def time_range(self) -> tuple[datetime, datetime]:
+        first, last, _ = self._summary()
+        return first, last
+
+    def rows(self) -> int:
+        return self._summary()[2]
+
+    def fingerprint(self) -> dict[str, str | int]:
+        """Rows and time range (Spark's hash differs from DuckDB's, so the
+        content hash is left out rather than given a second meaning)."""
+        first, last, rows = self._summary()
+        return {
+            "rows": rows,
+            "first_event": str(first),
+            "last_event": str(last),
+            "engine": "spark",
+        }
+
+    def to_pyarrow(self, expr: ir.Table) -> pa.Table:
+        return self.con.to_pyarrow(expr)
+
+    def dataframe(self, expr: ir.Table):
+        """`expr` as a Spark DataFrame, its timestamps without a zone.
+
+        Through a view Ibis creates (so the expression's in-memory tables are
+        registered). Ibis gives Spark its in-memory timestamps (the cutoffs) with
+        the session's zone, UTC; they are cast back to the contract's type, so
+        Parquet holds them as DuckDB writes them."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import TimestampType
+
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        self.con.create_view(name, expr, overwrite=True)
+        df = self.spark.table(name)
+        return df.select(
+            *(
+                F.col(f.name).cast("timestamp_ntz").alias(f.name)
+                if isinstance(f.dataType, TimestampType)
+                else F.col(f.name)
+                for f in df.schema.fields
+            )
+        )
+
+    def to_parquet_dir(self, expr: ir.Table, out_dir: Path) -> Path:
+        """`expr` written by Spark as a folder of Parquet part files (an existing
+        folder is replaced)."""
+        self.dataframe(expr).write.mode("overwrite").parquet(str(out_dir))
+        return out_dir
+
+
+def _read(spark, files: list[Path], fmt: str, what: str):
+    """The files as one Spark DataFrame (columns matched by name)."""
+    if not files:
+        raise ContractError([Problem(what, None, "at least one input file")])
+    kind = file_format(files[0], fmt)
+    paths = [str(f) for f in files]
+    if kind == "parquet":
+        return spark.read.option("mergeSchema", "true").parquet(*paths)
+    return spark.read.option("header", "true").csv(paths)
+
+
+def _normalised_events(con: ibis.BaseBackend, raw: ir.Table) -> ir.Table:
+    """The contract's types, as features.load gives them on DuckDB: trimmed text
+    ids and types, UTC timestamps without zone at whole seconds, float amounts."""
+    cols = set(raw.columns)
+
+    def number(name: str) -> ir.Value:
+        if name not in cols:
+            return ibis.null("float64")
+        return raw[name].cast("float64")
+
+    return raw.select(
+        **{
+            CUSTOMER_ID: raw[CUSTOMER_ID].cast("string").strip(),
+            EVENT_TIME: raw[EVENT_TIME].cast("timestamp").truncate("s"),
+            EVENT_TYPE: raw[EVENT_TYPE].cast("string").strip(),
+            AMOUNT: number(AMOUNT),
+            QUANTITY: number(QUANTITY),
+        }
+    )
+
+
+def _check_files(source: Source | None, key: str) -> None:
+    if isinstance(source, DatabaseSource):
+        raise ContractError(
+            [
+                Problem(
+                    key,
+                    None,
+                    f"{source} is a database source, read by the DuckDB engine "
+                    "only; with engine.kind spark give Parquet or CSV files",
+                )
+            ]
+        )
+
+
+def load_spark(
+    spark,
+    events: Source,
+    customers: Source | None = None,
+    *,
+    fmt: str = "auto",
+    as_of: datetime | None = None,
+    validated: Dataset | None = None,
+) -> SparkDataset:
+    """Validate the files (DuckDB, as features.load does), then read them on
+    `spark` as Ibis tables of the contract's types. `validated` is the DuckDB
+    dataset when the caller loaded it already. ContractError on bad input."""
+    from features.load import load
+
+    _check_files(events, "data.events")
+    _check_files(customers, "data.customers")
+    ds = validated or load(events, customers, fmt=fmt, as_of=as_of)
+    if ds.subscriptions is not None:
+        raise ContractError(
+            [
+                Problem(
+                    "data.subscriptions",
+                    None,
+                    "subscriptions are read by the DuckDB engine only for now; "
+                    "with engine.kind spark leave data.subscriptions unset",
+                )
+            ]
+        )
+    con = connect(spark)
+    _read(spark, ds.events_files, fmt, "data.events").createOrReplaceTempView(
+        SPARK_EVENTS_VIEW
+    )
+    events_table = _normalised_events(con, con.table(SPARK_EVENTS_VIEW))
+    customers_table = None
+    if customers is not None:
+        _read(spark, ds.customers_files, fmt, "data.customers").createOrReplaceTempView(
+            SPARK_CUSTOMERS_VIEW
+        )
+        raw = con.table(SPARK_CUSTOMERS_VIEW)
+        customers_table = raw.mutate(
+            **{CUSTOMER_ID: raw[CUSTOMER_ID].cast("string").strip()}
+        )
+    log.info("Spark reads events from %s, customers from %s", events, customers)
+    return SparkDataset(
+        con, events_table, customers_table, ds.events_files, ds.customers_files
+    )
+
+
+__all__ = ["SparkDataset", "connect", "load_spark", "session"]

@@ -1,0 +1,183 @@
+"""Spark benchmark: the reference feature job and scoring, Spark local vs embedded.
+
+On the same demo data (200k customers, about 20M events by default, 3 monthly
+cutoffs):
+
+- features: the one definition on DuckDB (in a child process, as
+  `propensity bench` runs it) and on Spark (local mode, `--spark-master`), each
+  written as Parquet; the two outputs must be equal (`compare_parquet`: integers
+  exactly, floats to 1e-9) or the figures are not reported;
+- scoring: small LightGBM champions fitted on the DuckDB features, then the rows
+  of the last cutoff scored in process (`Champions.predict_frame`: encoding,
+  3 predicts, calibration) and by `mlflow.pyfunc.spark_udf` (the 3 models saved
+  as MLflow models, encoded in Spark, applied to a Spark DataFrame of the same
+  rows, results dropped by Spark's `noop` sink so no write is timed).
+
+Figures go to `spark.json`: `spark_features_s`, `duckdb_features_s`,
+`spark_score_rows_per_s`, `embedded_score_rows_per_s` and their ratios.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.columns import CUTOFF, TARGETS
+from serving.bench import (
+    as_of_for,
+    best_seconds,
+    demo_spec,
+    ensure_data,
+    fit_champions,
+    load_quietly,
+    month_starts,
+    run_child,
+    time_scoring,
+    write_json,
+)
+from serving.bench_features import compare_parquet
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "spark.json"
+SPARK_CONF = {"spark.ui.showConsoleProgress": "false", "spark.driver.memory": "4g"}
+SCORE_REPETITIONS = 2
+
+
+def run_spark(
+    customers: int,
+    seed: int,
+    cutoffs: int,
+    workdir: Path,
+    results: Path,
+    master: str = "local[2]",
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Run both jobs, print the side-by-side table, write spark.json; return it."""
+    from features.definition import build_features
+    from features.spark import load_spark, session
+
+    workdir = workdir.resolve()  # the children run in it
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = ensure_data(workdir, customers, seed)
+    cuts = month_starts(data.last_event, cutoffs)
+    as_of = as_of_for(data.last_event)
+    duck_out, spark_out = workdir / "spark-duckdb-features", workdir / "spark-features"
+    for path in (duck_out, spark_out):
+        shutil.rmtree(path, ignore_errors=True)
+    print(f"features on DuckDB ({threads} threads) ...", flush=True)
+    duck = run_child(
+        "engine",
+        {
+            "events": str(data.events_path),
+            "customers": str(data.customers_path),
+            "as_of": as_of.isoformat(),
+            "cutoffs": [c.isoformat() for c in cuts],
+            "out": str(duck_out),
+            "threads": threads,
+            "cwd": str(workdir),
+        },
+    )
+    print(f"features on Spark ({master}) ...", flush=True)
+    spark = session(master=master, conf=SPARK_CONF)
+    ds = load_quietly(data.events_path, data.customers_path, as_of, threads=threads)
+    start = time.perf_counter()
+    sds = load_spark(spark, data.events_path, data.customers_path, validated=ds)
+    spark_load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sds.to_parquet_dir(
+        build_features(sds.events, cuts, demo_spec(), sds.customers), spark_out
+    )
+    spark_features_s = time.perf_counter() - start
+    rows, features = compare_parquet(duck_out, spark_out, threads=threads)
+    print(f"equal: {rows:,} rows x {features} features", flush=True)
+    embedded, on_spark, scored = _score(ds, spark, duck_out, cuts, workdir)
+    record = {
+        "customers": customers,
+        "events": data.events,
+        "cutoffs": len(cuts),
+        "feature_rows": rows,
+        "features": features,
+        "spark_master": master,
+        "spark_version": spark.version,
+        "duckdb_threads": threads,
+        "duckdb_features_s": duck["seconds"],
+        "duckdb_load_s": duck["load_s"],
+        "duckdb_peak_mb": duck["peak_mb"],
+        "spark_features_s": spark_features_s,
+        "spark_load_s": spark_load_s,
+        "features_ratio_spark_over_duckdb": spark_features_s / duck["seconds"],
+        "score_rows": scored,
+        "embedded_score_rows_per_s": embedded,
+        "spark_score_rows_per_s": on_spark,
+        "score_ratio_embedded_over_spark": embedded / on_spark,
+    }
+    spark.stop()
+    print(format_table(record))
+    results.mkdir(parents=True, exist_ok=True)
+    write_json(results / RESULTS_FILE, record)
+    print(f"figures in {results / RESULTS_FILE}")
+    return record
+
+
+def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
+    """(embedded rows/s, spark_udf rows/s, rows) on the last cutoff's rows."""
+    import mlflow.lightgbm
+
+    from features.definition import ELIGIBLE
+    from serving.spark_batch import with_scores
+
+    table = pq.read_table(features_dir)
+    horizon = timedelta(days=demo_spec().churn_horizon_days)
+    complete = [c for c in cuts if c + horizon <= ds.time_range()[1]]
+    champions = fit_champions(ds, table.to_pandas(), min(complete or cuts))
+    last = table.filter(pc.equal(table[CUTOFF], cuts[-1]))
+    last = last.filter(last[ELIGIBLE])
+    frame = last.to_pandas()
+    print(f"scoring {len(frame):,} rows in process and with spark_udf ...", flush=True)
+    embedded, _ = time_scoring(frame, champions)
+    models = {}
+    for target in TARGETS:
+        model = champions.models[target]
+        path = workdir / "spark-models" / target
+        shutil.rmtree(path, ignore_errors=True)
+        mlflow.lightgbm.save_model(model.booster, str(path), pip_requirements=[])
+        models[target] = (str(path), model.encoding)
+    rows_dir = workdir / "spark-score-rows"
+    shutil.rmtree(rows_dir, ignore_errors=True)
+    rows_dir.mkdir(parents=True)
+    pq.write_table(last, rows_dir / "part-0.parquet")
+    df = spark.read.parquet(str(rows_dir)).cache()
+    df.count()
+    scored = with_scores(df, models)
+    seconds = best_seconds(
+        lambda: scored.write.format("noop").mode("overwrite").save(),
+        SCORE_REPETITIONS,
+    )
+    return embedded, len(frame) / seconds, len(frame)
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [
+        f"reference job: {r['customers']:,} customers, {r['events']:,} events, "
+        f"{r['cutoffs']} cutoffs ({r['feature_rows']:,} feature rows)",
+        f"{'':28} {'Spark ' + r['spark_master']:>18} {'DuckDB/in-process':>18} "
+        f"{'ratio':>7}",
+        f"{'features (s)':28} {r['spark_features_s']:18.1f} "
+        f"{r['duckdb_features_s']:18.1f} "
+        f"{r['features_ratio_spark_over_duckdb']:6.1f}x",
+        f"{'scoring, 3 models (rows/s)':28} {r['spark_score_rows_per_s']:18,.0f} "
+        f"{r['embedded_score_rows_per_s']:18,.0f} "
+        f"{r['score_ratio_embedded_over_spark']:6.1f}x",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["format_table", "run_spark"]

@@ -1,0 +1,211 @@
+"""Spark parity: the one feature definition on Spark (local mode) gives DuckDB's
+features, training sets and scores.
+
+One Spark session for the module; small seeded demo data. Skipped, saying why,
+when Java is missing (Spark runs on the JVM).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.columns import CUSTOMER_ID, CUTOFF
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+CUTOFFS = [datetime(2025, 3, 1), datetime(2025, 6, 1), datetime(2025, 9, 1)]
+TEST_CONF = {
+    "spark.sql.shuffle.partitions": "4",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "1g",
+}
+
+
+@pytest.fixture(scope="module")
+def spark():
+    if shutil.which("java") is None:
+        pytest.skip("Java is not on PATH: Spark needs a JVM (Java 17)")
+    from features.spark import session
+
+    s = session(master="local[2]", conf=TEST_CONF)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from features.demo import generate
+
+    out = tmp_path_factory.mktemp("spark-demo")
+    generate(out, customers=300, seed=11)
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(spark, small: Path):
+    from features.load import load
+    from features.spark import load_spark
+
+    events, customers = small / "events.parquet", small / "customers.parquet"
+    duck = load(events, customers)
+    return duck, load_spark(spark, events, customers, validated=duck)
+
+
+def _spec():
+    from features.definition import FeatureSpec
+
+    return FeatureSpec(
+        role_of={
+            "purchase": "purchase",
+            "support_ticket": "service_request",
+            "cancel": "cancel",
+        }
+    )
+
+
+def assert_same_frames(duck: pd.DataFrame, spark: pd.DataFrame) -> None:
+    """Same rows and columns; integers and text exactly, floats to 1e-9."""
+    keys = [CUSTOMER_ID, CUTOFF]
+    assert list(spark.columns) == list(duck.columns)
+    duck = duck.sort_values(keys).reset_index(drop=True)
+    spark = spark.sort_values(keys).reset_index(drop=True)
+    assert len(spark) == len(duck) > 0
+    for col in duck.columns:
+        a, b = duck[col], spark[col]
+        assert list(a.isna()) == list(b.isna()), f"{col}: nulls differ"
+        a, b = a[a.notna()], b[b.notna()]
+        if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
+            np.testing.assert_allclose(
+                b.astype(float), a.astype(float), rtol=0, atol=1e-9, err_msg=col
+            )
+        else:
+            assert [str(v) for v in a] == [str(v) for v in b], col
+
+
+def _reasons(text: str | None) -> list[tuple] | None:
+    """Reason codes with each feature value to 1e-9: a sum of amounts may differ
+    in its last bits when the engines add in another order."""
+    if text is None:
+        return None
+    return [
+        (
+            r["feature"],
+            pytest.approx(r["value"], abs=1e-9),
+            r["contribution"],
+            r["phrase"],
+        )
+        for r in json.loads(text)
+    ]
+
+
+def test_features_equal_duckdb(loaded) -> None:
+    from features.definition import build_features
+
+    duck, spark = loaded
+    spec = _spec()
+    expected = build_features(duck.events, CUTOFFS, spec, duck.customers).to_pandas()
+    got = spark.to_pyarrow(
+        build_features(spark.events, CUTOFFS, spec, spark.customers)
+    ).to_pandas()
+    assert_same_frames(expected, got)
+    # the boundary the parity traps would move: an event in the last second
+    assert (expected["days_since_last_event"] == 0).any()
+
+
+def test_time_range_and_rows_match(loaded) -> None:
+    duck, spark = loaded
+    assert spark.time_range() == duck.time_range()
+    assert spark.rows() == duck.rows()
+
+
+def test_database_source_is_refused_naming_the_key(spark) -> None:
+    from features.config import DatabaseSource
+    from features.contract import ContractError
+    from features.spark import load_spark
+
+    source = DatabaseSource(uri="duckdb:x.duckdb", table="events")
+    with pytest.raises(ContractError, match="data.events.*DuckDB engine only"):
+        load_spark(spark, source)
+
+
+def test_training_table_equals_duckdb(loaded, tmp_path: Path) -> None:
+    from features.labels import LabelSpec
+    from training.dataset import build_training_table
+
+    duck, spark = loaded
+    spec = _spec()
+    labels = LabelSpec({"churn": 30, "purchase": 30, "service_request": 14})
+    expected = build_training_table(duck, spec, labels, CUTOFFS)
+    out = tmp_path / "training"
+    got = build_training_table(spark, spec, labels, CUTOFFS, parquet_dir=out)
+    assert sorted(out.glob("*.parquet")), "Spark wrote no Parquet part"
+    assert got.cutoffs == expected.cutoffs == CUTOFFS
+    assert_same_frames(expected.frame, got.frame)
+
+
+def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from features.config import load_config
+    from features.load import load
+    from features.spark import load_spark
+    from serving.batch import default_as_of, output_schema
+    from serving.nightly import run_nightly
+    from serving.predictor import Champions
+    from training.registry import configure
+
+    base = load_config(trained.config)
+    configure(trained.tracking_uri)
+    champions = Champions.load(base, trained.tracking_uri)
+    duck = load(base.data.events, base.data.customers)
+    sds = load_spark(spark, base.data.events, base.data.customers, validated=duck)
+    as_of = default_as_of(duck)
+    results = {}
+    for name, ds in (("embedded", duck), ("spark", sds)):
+        config = base.model_copy(
+            update={
+                "scoring": base.scoring.model_copy(
+                    update={"output": tmp_path / name / "scores"}
+                ),
+                "online_store": base.online_store.model_copy(
+                    update={"path": tmp_path / name / "store.sqlite"}
+                ),
+            }
+        )
+        # the nightly run picks the engine by the dataset's kind
+        run = run_nightly(config, ds, champions, as_of, trained.tracking_uri)
+        assert (run.drift_dir / "drift.json").is_file()
+        results[name] = run.score
+    embedded, on_spark = results["embedded"], results["spark"]
+    assert on_spark.path.name == embedded.path.name == f"as_of={as_of:%Y-%m-%d}"
+    assert on_spark.skipped == embedded.skipped
+    a = pq.read_table(embedded.path / "part-0.parquet")
+    b = pq.read_table(on_spark.path / "part-0.parquet")
+    assert b.schema == a.schema == output_schema()
+    a, b = (t.drop(["scored_at", "run_id"]).sort_by(CUSTOMER_ID) for t in (a, b))
+    assert a.num_rows == b.num_rows > 100
+    for column in a.column_names:
+        x, y = a[column].to_pylist(), b[column].to_pylist()
+        if a.schema.field(column).type == "double":
+            np.testing.assert_allclose(y, x, rtol=0, atol=1e-9, err_msg=column)
+        elif column.endswith("_reasons"):
+            assert [_reasons(r) for r in y] == [_reasons(r) for r in x], column
+        else:
+            first = next(((p, q) for p, q in zip(x, y, strict=True) if p != q), None)
+            assert first is None, f"{column}: embedded {first[0]!r}, Spark {first[1]!r}"
+    # drift counted on Spark: the same bins as the embedded pass counted
+    for target, per_feature in embedded.drift.features.items():
+        for feature, counts in per_feature.items():
+            other = on_spark.drift.features[target][feature]
+            assert list(other.bins) == list(counts.bins), (target, feature)
+            assert (other.below, other.above) == (counts.below, counts.above)
+        assert list(on_spark.drift.scores[target].bins) == list(
+            embedded.drift.scores[target].bins
+        )
