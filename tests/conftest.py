@@ -106,7 +106,9 @@ class Project:
 POSTGRES_SERVER = os.environ.get(
     "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
 )
-POSTGRES_USER = os.environ.get("PGUSER", "postgres")
+POSTGRES_USER = urlsplit(POSTGRES_SERVER).username or os.environ.get(
+    "PGUSER", "postgres"
+)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ be reached the tests skip, saying so.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,12 @@ from features.columns import TARGETS
 from features.config import load_config
 from tests.conftest import (
     BIN,
+    POSTGRES_SERVER,
+    POSTGRES_USER,
     Project,
     auth,
     free_port,
+    postgres_database,
     run_cli,
     spawn,
     stop,
@@ -37,10 +39,7 @@ from tests.integration.test_serve import records
 
 pytestmark = pytest.mark.integration
 
-SERVER = os.environ.get(
-    "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
-)
-USER = urlparse(SERVER).username or os.environ.get("PGUSER", "postgres")
+SERVER, USER = POSTGRES_SERVER, POSTGRES_USER
 CHAMPION = "champion"
 
 
@@ -84,24 +83,9 @@ class Tracking:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(SERVER, user=USER, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        reason = " ".join(str(exc).split())
-        pytest.skip(f"Postgres is unreachable at {SERVER} (user {USER}): {reason}")
-    admin.autocommit = True
-    name = f"propensity_team_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-        yield name
-    finally:
-        with admin.cursor() as cur:
-            # WITH (FORCE): a killed server may leave connections behind
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    """The name of a fresh database, dropped at the end."""
+    with postgres_database("propensity_team") as uri:
+        yield urlparse(uri).path.lstrip("/")
 
 
 @pytest.fixture(scope="module")
