@@ -470,6 +470,24 @@ class OutreachConfig(_Strict):
         return key
 
 
+PSEUDONYM_KEY_ENV = "PROPENSITY_PSEUDONYM_KEY"
+
+
+class PrivacyConfig(_Strict):
+    """What the project keeps about people (features.privacy, README: Privacy).
+
+    `pseudonymise` replaces customer ids by HMAC-SHA256 pseudonyms where they are
+    read; the key comes from the environment variable `key_env`, never from a
+    file. `dir` holds the suppression list and the erasure log of `propensity
+    forget`. `retention_days` deletes score outputs and training snapshots
+    written more than that many days ago, after each scoring and training run."""
+
+    pseudonymise: bool = False
+    key_env: str = Field(PSEUDONYM_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dir: Path = Path("privacy")
+    retention_days: int | None = Field(None, ge=1)
+
+
 class ProjectConfig(_Strict):
     data: DataConfig
     engine: EngineConfig = EngineConfig()
@@ -483,6 +501,7 @@ class ProjectConfig(_Strict):
     api: ApiConfig = ApiConfig()
     explain: ExplainConfig = ExplainConfig()
     outreach: OutreachConfig = OutreachConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
     def _contract_needs_subscriptions(self) -> ProjectConfig:
@@ -571,6 +590,9 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
     outreach = config.outreach.model_copy(
         update={"key_file": resolve(config.outreach.key_file)}
     )
+    privacy = config.privacy.model_copy(
+        update={"dir": resolve(config.privacy.dir) or config.privacy.dir}
+    )
     return config.model_copy(
         update={
             "data": data,
@@ -578,5 +600,6 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
             "online_store": online,
             "api": api,
             "outreach": outreach,
+            "privacy": privacy,
         }
     )
