@@ -186,12 +186,15 @@ class RolesConfig(_Strict):
     purchase: list[str] = Field(default_factory=list)
     service_request: list[str] = Field(default_factory=list)
     cancel: list[str] = Field(default_factory=list)
+    # None: every other event type is activity. A list: only these and the
+    # types above are read; the rest are dropped at ingestion (minimisation).
+    activity: list[str] | None = None
 
     @model_validator(mode="after")
     def _disjoint(self) -> RolesConfig:
         seen: dict[str, str] = {}
-        for role in (PURCHASE, SERVICE_REQUEST, CANCEL):
-            for event_type in getattr(self, role):
+        for role in (PURCHASE, SERVICE_REQUEST, CANCEL, ACTIVITY):
+            for event_type in getattr(self, role) or []:
                 if event_type in seen:
                     raise ValueError(
                         f"event type {event_type!r} is mapped to both "
@@ -199,6 +202,13 @@ class RolesConfig(_Strict):
                     )
                 seen[event_type] = role
         return self
+
+    def types_read(self) -> list[str] | None:
+        """The event types ingestion keeps: None (all) unless `activity` lists
+        the activity types."""
+        if self.activity is None:
+            return None
+        return [t for role in ROLE_NAMES for t in getattr(self, role) or []]
 
     def role_of(self) -> dict[str, str]:
         """Event type -> role for every mapped type (unmapped types are activity)."""
@@ -327,6 +337,10 @@ class PromotionConfig(_Strict):
 
 class TrainingConfig(_Strict):
     cutoffs: CutoffsConfig
+    # A copy of each run's training table (training-<id>.parquet) for
+    # reproducing a model; None keeps none. `propensity forget` and
+    # privacy.retention_days delete from it.
+    snapshot_dir: Path | None = None
     lightgbm: LightGBMConfig = LightGBMConfig()
     backtest: BacktestConfig = BacktestConfig()
     promotion: PromotionConfig = PromotionConfig()
@@ -512,6 +526,12 @@ class ProjectConfig(_Strict):
             )
         return self
 
+    def attributes_read(self) -> list[str] | None:
+        """The customer attributes ingestion keeps: None (all) unless
+        `features.attributes` lists those the models use."""
+        used = self.features.attributes
+        return None if used is None else list(dict.fromkeys(used))
+
     def model_name(self, target: str) -> str:
         return f"{self.mlflow.model_prefix}{target}"
 
@@ -590,6 +610,9 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
     outreach = config.outreach.model_copy(
         update={"key_file": resolve(config.outreach.key_file)}
     )
+    training = config.training.model_copy(
+        update={"snapshot_dir": resolve(config.training.snapshot_dir)}
+    )
     privacy = config.privacy.model_copy(
         update={"dir": resolve(config.privacy.dir) or config.privacy.dir}
     )
@@ -601,5 +624,6 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
             "api": api,
             "outreach": outreach,
             "privacy": privacy,
+            "training": training,
         }
     )

@@ -35,7 +35,7 @@ from features.columns import (
     QUANTITY,
     START_TIME,
 )
-from features.config import DatabaseSource, Source
+from features.config import DatabaseSource, ProjectConfig, Source
 from features.contract import (
     DAYS_PER_MONTH,
     ROW,
@@ -57,12 +57,14 @@ from features.contract import (
     validate_subscriptions_file,
 )
 from features.database import stage
+from features.privacy import Pseudonymiser, pseudonymiser, suppressed
 
 log = logging.getLogger(__name__)
 
 EVENTS_VIEW = "events"
 CUSTOMERS_VIEW = "customers"
 SUBSCRIPTIONS_VIEW = "subscriptions"
+SUPPRESSED_TABLE = "suppressed_customers"
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Dataset:
     customers_files: list[Path]
     subscriptions: ibis.Table | None = None
     subscriptions_files: list[Path] = field(default_factory=list)
+    # the suppression list the views left out (features.privacy)
+    suppressed: frozenset[str] = frozenset()
     _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
     _rows: int | None = field(default=None, repr=False)
 
@@ -216,7 +220,9 @@ def _subscriptions_input(
     )
 
 
-def _subscriptions_view_sql(relation: str, present: list[str]) -> str:
+def _subscriptions_view_sql(
+    relation: str, present: list[str], ids: Callable[[str], str]
+) -> str:
     """Normalising view with every contract column: `mrr` read as the price, a
     period in months as days, absent optional columns null."""
     price = present_alternative(present, PRICE_COLUMNS)
@@ -233,7 +239,7 @@ def _subscriptions_view_sql(relation: str, present: list[str]) -> str:
 
     return (
         f"CREATE OR REPLACE VIEW {SUBSCRIPTIONS_VIEW} AS SELECT "
-        f"TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}, "
+        f"{ids(f'TRIM(CAST({CUSTOMER_ID} AS VARCHAR))')} AS {CUSTOMER_ID}, "
         f"TRIM(CAST({PLAN} AS VARCHAR)) AS {PLAN}, "
         f"{stamp(START_TIME)} AS {START_TIME}, {stamp(END_TIME)} AS {END_TIME}, "
         f"{number_sql(price)} AS {PRICE}, {days} AS {BILLING_PERIOD_DAYS}, "
@@ -244,7 +250,12 @@ def _subscriptions_view_sql(relation: str, present: list[str]) -> str:
     )
 
 
-def _events_view_sql(relation: str, types: dict[str, str]) -> str:
+def _events_view_sql(
+    relation: str,
+    types: dict[str, str],
+    ids: Callable[[str], str],
+    event_types: list[str] | None = None,
+) -> str:
     """Normalising view; columns already of the contract's type are passed through
     (a text-to-timestamp round trip costs seconds per 20M rows)."""
 
@@ -263,13 +274,19 @@ def _events_view_sql(relation: str, types: dict[str, str]) -> str:
         "TIMESTAMP_S": f"CAST({EVENT_TIME} AS TIMESTAMP)",
         "TIMESTAMP WITH TIME ZONE": f"CAST({EVENT_TIME} AS TIMESTAMP)",
     }.get(types[EVENT_TIME], timestamp_sql(EVENT_TIME))
+    kept = ", ".join("'" + t.replace("'", "''") + "'" for t in event_types or [])
     return (
         f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS SELECT "
-        f"TRIM({text(CUSTOMER_ID)}) AS {CUSTOMER_ID}, "
+        f"{ids(f'TRIM({text(CUSTOMER_ID)})')} AS {CUSTOMER_ID}, "
         f"date_trunc('second', {stamp}) AS {EVENT_TIME}, "
         f"TRIM({text(EVENT_TYPE)}) AS {EVENT_TYPE}, "
         f"{optional(AMOUNT)} AS {AMOUNT}, {optional(QUANTITY)} AS {QUANTITY} "
         f"FROM {relation}"
+        + (
+            ""
+            if event_types is None
+            else f" WHERE TRIM({text(EVENT_TYPE)}) IN ({kept})"
+        )
     )
 
 
@@ -280,13 +297,48 @@ def _column_types(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, st
     }
 
 
-def _customers_view(con: ibis.BaseBackend, relation: str) -> ibis.Table:
+def _customers_view(
+    con: ibis.BaseBackend,
+    relation: str,
+    ids: Callable[[str], str] = str,
+    keep: list[str] | None = None,
+) -> ibis.Table:
+    """The customers view; with `keep`, only customer_id and those attributes
+    (the rest is never read: data minimisation)."""
+    columns = "*" if keep is None else ", ".join([CUSTOMER_ID, *keep])
     con.con.execute(
         f"CREATE OR REPLACE VIEW {CUSTOMERS_VIEW} AS SELECT * REPLACE "
-        f"(TRIM(CAST({CUSTOMER_ID} AS VARCHAR)) AS {CUSTOMER_ID}) "
-        f"FROM {relation}"
+        f"({ids(f'TRIM(CAST({CUSTOMER_ID} AS VARCHAR))')} AS {CUSTOMER_ID}) "
+        f"FROM (SELECT {columns} FROM {relation})"
     )
     return con.table(CUSTOMERS_VIEW)
+
+
+def _id_filter(
+    con: duckdb.DuckDBPyConnection,
+    pseudonyms: Pseudonymiser | None,
+    suppressed: frozenset[str],
+) -> Callable[[str], str]:
+    """How a view computes the stored customer id from the raw one: its
+    pseudonym (or itself), null for a suppressed customer (the view then drops
+    the row; see _suppressed_view)."""
+    pseudonyms = pseudonyms or Pseudonymiser()
+    if suppressed:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {SUPPRESSED_TABLE} (id VARCHAR)")
+        con.executemany(
+            f"INSERT INTO {SUPPRESSED_TABLE} VALUES (?)", [[s] for s in suppressed]
+        )
+    return pseudonyms.sql
+
+
+def _suppressed_view(con: duckdb.DuckDBPyConnection, view: str) -> None:
+    """Rename `view` aside and put a view without the suppressed customers in its
+    place (an anti-join on the stored id)."""
+    con.execute(f"ALTER VIEW {view} RENAME TO {view}_all")
+    con.execute(
+        f"CREATE VIEW {view} AS SELECT * FROM {view}_all WHERE {CUSTOMER_ID} "
+        f"NOT IN (SELECT id FROM {SUPPRESSED_TABLE})"
+    )
 
 
 def load_customers(
@@ -308,12 +360,22 @@ def load(
     as_of: datetime | None = None,
     con: ibis.BaseBackend | None = None,
     subscriptions: Source | None = None,
+    pseudonyms: Pseudonymiser | None = None,
+    suppressed: frozenset[str] = frozenset(),
+    attributes: list[str] | None = None,
+    event_types: list[str] | None = None,
 ) -> Dataset:
     """Validate every input, then expose them as views; ContractError on bad input.
 
     Each input is a file or folder path, or a DatabaseSource. `as_of` defaults to
     now: events after it are rejected as being in the future. Subscriptions are
     optional: without them the dataset is what it always was.
+
+    Privacy (features.privacy): with `pseudonyms` every view holds customer ids
+    as pseudonyms; customers whose stored id is in `suppressed` are dropped from
+    every view; with `attributes` the customers view holds only those columns.
+    Validation reads the raw input, and its messages name files, rows and
+    columns, never an id.
     """
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
     con = con or connect()
@@ -328,13 +390,21 @@ def load(
         + (people.problems if people else [])
         + (terms.problems if terms else [])
     )
-    raw.execute(_events_view_sql(found.relation, _column_types(raw, found.relation)))
-    customers_table = _customers_view(con, people.relation) if people else None
-    subscriptions_table = None
+    ids = _id_filter(raw, pseudonyms, suppressed)
+    types = _column_types(raw, found.relation)
+    raw.execute(_events_view_sql(found.relation, types, ids, event_types))
+    views = [EVENTS_VIEW]
+    if people:
+        _customers_view(con, people.relation, ids, attributes)
+        views.append(CUSTOMERS_VIEW)
     if terms:
         present = list(_column_types(raw, terms.relation))
-        raw.execute(_subscriptions_view_sql(terms.relation, present))
-        subscriptions_table = con.table(SUBSCRIPTIONS_VIEW)
+        raw.execute(_subscriptions_view_sql(terms.relation, present, ids))
+        views.append(SUBSCRIPTIONS_VIEW)
+    for view in views if suppressed else []:
+        _suppressed_view(raw, view)
+    customers_table = con.table(CUSTOMERS_VIEW) if people else None
+    subscriptions_table = con.table(SUBSCRIPTIONS_VIEW) if terms else None
     log.info(
         "loaded events from %s, customers from %s, subscriptions from %s",
         events,
@@ -349,7 +419,33 @@ def load(
         people.files if people else [],
         subscriptions_table,
         terms.files if terms else [],
+        suppressed,
     )
 
 
-__all__ = ["ContractError", "Dataset", "connect", "load", "load_customers"]
+def load_project(config: ProjectConfig, con: ibis.BaseBackend | None = None) -> Dataset:
+    """The project's data as its config says: sources, format and as-of, and the
+    privacy settings (pseudonyms, the suppression list, only the attributes and
+    event types the config uses)."""
+    return load(
+        config.data.events,
+        config.data.customers,
+        fmt=config.data.format,
+        as_of=config.data.as_of,
+        con=con,
+        subscriptions=config.data.subscriptions,
+        pseudonyms=pseudonymiser(config.privacy),
+        suppressed=suppressed(config.privacy),
+        attributes=config.attributes_read(),
+        event_types=config.roles.types_read(),
+    )
+
+
+__all__ = [
+    "ContractError",
+    "Dataset",
+    "connect",
+    "load",
+    "load_customers",
+    "load_project",
+]

@@ -34,7 +34,13 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
-from features.config import DatabaseSource, Source, SparkConfig
+from features.config import (
+    ConfigError,
+    DatabaseSource,
+    ProjectConfig,
+    Source,
+    SparkConfig,
+)
 from features.contract import ContractError, Problem, file_format
 from features.load import Dataset
 
@@ -85,6 +91,26 @@ def session(
         spark.conf.set(key, value)
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def refuse_privacy(config: ProjectConfig) -> None:
+    """ConfigError naming the setting when the config asks for something only
+    the DuckDB loader does: pseudonyms, the suppression list, reading only some
+    event types (features.load.load_project). Attributes are picked by the
+    definition itself on both engines."""
+    from features.privacy import suppressed
+
+    asked = [
+        ("privacy.pseudonymise", config.privacy.pseudonymise),
+        ("the suppression list of `propensity forget`", suppressed(config.privacy)),
+        ("roles.activity", config.roles.types_read() is not None),
+    ]
+    found = [name for name, on in asked if on]
+    if found:
+        raise ConfigError(
+            f"engine spark: {', '.join(found)} is applied by the DuckDB loader "
+            "only; use engine.kind duckdb (README: Privacy)"
+        )
 
 
 def connect(spark) -> ibis.BaseBackend:

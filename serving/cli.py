@@ -75,19 +75,16 @@ def _context(args: argparse.Namespace):
 
 def _load_data(config, args: argparse.Namespace):
     """The validated data on the engine the CLI (--engine) or the config chose."""
-    from features.load import connect, load
+    from features.load import connect, load_project
 
-    ds = load(
-        config.data.events,
-        config.data.customers,
-        fmt=config.data.format,
-        as_of=config.data.as_of,
-        con=connect(config.engine.memory_limit, config.engine.threads),
-        subscriptions=config.data.subscriptions,
+    ds = load_project(
+        config, con=connect(config.engine.memory_limit, config.engine.threads)
     )
     if (args.engine or config.engine.kind) != "spark":
         return ds
-    from features.spark import load_spark, session
+    from features.spark import load_spark, refuse_privacy, session
+
+    refuse_privacy(config)
 
     spark = session(config.engine.spark, master=args.spark_master)
     return load_spark(
@@ -409,6 +406,54 @@ def cmd_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from serving.forget import forget, read_ids_file
+
+    _, config, _ = _context(args)
+    ids = list(args.customer_id or [])
+    for path in args.file or []:
+        ids += read_ids_file(path)
+    if not ids:
+        print("error: give --customer-id ID or --file PATH", file=sys.stderr)
+        return 2
+    erasure = forget(config, ids)
+    for place, by_id in sorted(erasure.removed.items()):
+        print(f"{place}: {sum(by_id.values()):,} row(s) removed")
+    print(
+        f"forgot {len(erasure.customers):,} customer(s): {erasure.rows():,} row(s) "
+        f"removed; on the suppression list of {config.privacy.dir}"
+    )
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from serving.retention import prune_scores
+    from training.dataset import prune_snapshots
+
+    _, config, _ = _context(args)
+    days = config.privacy.retention_days
+    if days is None:
+        print("privacy.retention_days is not set: nothing is deleted")
+        return 0
+    removed = prune_scores(config.scoring.output, days)
+    if config.training.snapshot_dir is not None:
+        removed += prune_snapshots(config.training.snapshot_dir, days)
+    for path in removed:
+        print(f"deleted {path}")
+    print(f"{len(removed)} output(s) older than {days} days deleted")
+    return 0
+
+
+def cmd_pseudonym(args: argparse.Namespace) -> int:
+    from features.privacy import pseudonymiser
+
+    _, config, _ = _context(args)
+    pseudonyms = pseudonymiser(config.privacy)
+    for customer_id in args.customer_id:
+        print(f"{customer_id}\t{pseudonyms.one(customer_id)}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     _, _, uri = _context(args)
     if uri.startswith(("http://", "https://")):
@@ -604,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     _add_api_key(sub)
+    _add_privacy(sub)
 
     p = sub.add_parser(
         "bento",
@@ -694,6 +740,33 @@ def _add_api_key(sub: argparse._SubParsersAction) -> None:
     r = ksub.add_parser("revoke", help="remove a key's line from the file")
     r.add_argument("name")
     p.set_defaults(func=cmd_api_key)
+
+
+def _add_privacy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "forget",
+        help="remove customers from the online store, scores and training "
+        "snapshots, and suppress them in every later run",
+    )
+    p.add_argument(
+        "--customer-id", action="append", metavar="ID", help="an id (repeatable)"
+    )
+    p.add_argument(
+        "--file", action="append", type=Path, help="a file of ids, one per line"
+    )
+    p.set_defaults(func=cmd_forget)
+    p = sub.add_parser(
+        "retention",
+        help="delete score outputs and training snapshots older than "
+        "privacy.retention_days",
+    )
+    p.set_defaults(func=cmd_retention)
+    p = sub.add_parser(
+        "pseudonym",
+        help="print the stored form (pseudonym) of customer ids, to join outputs",
+    )
+    p.add_argument("customer_id", nargs="+")
+    p.set_defaults(func=cmd_pseudonym)
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:

@@ -33,12 +33,14 @@ import numpy as np
 from features.columns import AS_OF, TARGETS
 from features.config import ProjectConfig
 from features.load import Dataset
+from features.privacy import suppressed
 from features.spark import SparkDataset
 from serving import drift_report
 from serving.atomic import Busy, publish_dir
 from serving.batch import PART_FILE, ScoreResult, score, staging_dir, writing
 from serving.drift import ALERT
 from serving.predictor import Champions
+from serving.retention import prune_scores
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,12 @@ def _run(
     progress: bool | None,
 ) -> NightlyResult:
     started = time.perf_counter()
+    forgotten = suppressed(config.privacy) - getattr(ds, "suppressed", frozenset())
+    if forgotten:  # under the output's lock, which forget holds while it works
+        raise RuntimeError(
+            f"{len(forgotten)} customer(s) were forgotten after this run loaded its "
+            "data; nothing was published: run it again"
+        )
     scorer = score
     if isinstance(ds, SparkDataset):
         from serving.spark_batch import score_spark as scorer
@@ -163,6 +171,8 @@ def _run(
         if report["level"] == ALERT
         else EXIT_OK
     )
+    if config.privacy.retention_days is not None:
+        prune_scores(config.scoring.output, config.privacy.retention_days)
     out = NightlyResult(result, run_id, report, drift_dir, sink_rows, sink_error, code)
     _record(client, config, champions, out, drift_dir, time.perf_counter() - started)
     return out

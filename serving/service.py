@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
+from features.privacy import pseudonymiser
 from serving import bento, online_store, outreach
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.limits import BodyLimit
@@ -215,6 +216,7 @@ class Propensity:
             configure(uri)
             self.champions = Champions.load(config, uri)
         self.config = config
+        self.pseudonyms = pseudonymiser(config.privacy)
         self.store = online_store.open_reader(
             config.online_store, required=self.champions.feature_names
         )
@@ -269,15 +271,15 @@ class Propensity:
     ) -> PredictByIdResponse:
         """Probabilities for customer ids, from the features the nightly job
         stored for each (its as-of date is returned); an id the store lacks is
-        `not_found`."""
+        `not_found`. With pseudonymisation on, the store is keyed by pseudonym:
+        each id is hashed first and answered as sent."""
+        stored = self.pseudonyms.many(customer_ids)
         try:
-            found = self.store.lookup(customer_ids)
+            found = self.store.lookup(stored)
         except online_store.StoreError as exc:
             return _unavailable("predict_by_id", exc)  # type: ignore[return-value]
-        hits = [i for i, c in enumerate(customer_ids) if c in found]
-        probs = self.champions.predict_records(
-            [found[customer_ids[i]].record for i in hits]
-        )
+        hits = [i for i, c in enumerate(stored) if c in found]
+        probs = self.champions.predict_records([found[stored[i]].record for i in hits])
         versions = self.champions.versions
         predictions = [
             ByIdPrediction(
@@ -292,7 +294,7 @@ class Propensity:
         for row, i in enumerate(hits):
             item = predictions[i]
             item.status = "ok"
-            item.as_of = found[item.customer_id].as_of
+            item.as_of = found[stored[i]].as_of
             item.probabilities = {t: float(p[row]) for t, p in probs.items()}
         _count("predict_by_id", probs, len(hits))
         LOOKUPS.labels(status="ok").inc(len(hits))

@@ -8,14 +8,21 @@ LightGBM trains on one machine from that table (README: Spark).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.chunks import read_chunked
@@ -121,3 +128,60 @@ def _spark_frame(
     with tempfile.TemporaryDirectory(prefix="propensity-training-") as tmp:
         out = write_training_parquet(ds, spec, labels, cutoffs, Path(tmp) / "table")
         return pq.read_table(out).to_pandas()
+
+
+SNAPSHOT_PREFIX = "training-"
+
+
+@contextmanager
+def snapshot_lock(folder: Path) -> Iterator[None]:
+    """`folder/.lock`, waited for: `propensity forget` holds it while it rewrites
+    the snapshots (serving.atomic.exclusive takes the same lock)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(
+    frame: pd.DataFrame, folder: Path, training_id: str, suppressed: frozenset[str]
+) -> Path:
+    """The training table as `folder/training-<id>.parquet`, written beside and
+    renamed into place, without customers on the suppression list as it stands
+    now (they may have been forgotten while the table was built)."""
+    folder = Path(folder)
+    with snapshot_lock(folder):
+        if suppressed:
+            frame = frame[~frame[CUSTOMER_ID].isin(suppressed)]
+        path = folder / f"{SNAPSHOT_PREFIX}{training_id}.parquet"
+        tmp = folder / f".tmp-{path.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    log.info("training snapshot %s: %d rows", path, len(frame))
+    return path
+
+
+def prune_snapshots(folder: Path, days: int, now: float | None = None) -> list[Path]:
+    """Delete the snapshots written more than `days` days ago (by mtime)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    limit = (time.time() if now is None else now) - days * 86_400
+    removed = []
+    with snapshot_lock(folder):
+        for path in sorted(folder.glob(f"{SNAPSHOT_PREFIX}*.parquet")):
+            if path.stat().st_mtime < limit:
+                path.unlink()
+                removed.append(path)
+    for path in removed:
+        log.info("retention: deleted %s (older than %d days)", path, days)
+    return removed

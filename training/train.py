@@ -35,9 +35,15 @@ from features.definition import FeatureSpec
 from features.encode import Encoding
 from features.labels import LabelSpec
 from features.load import Dataset
+from features.privacy import suppressed
 from training import drift, report
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan, fit_final, plan, run
-from training.dataset import TrainingTable, build_training_table
+from training.dataset import (
+    TrainingTable,
+    build_training_table,
+    prune_snapshots,
+    write_snapshot,
+)
 from training.model import lgb_params
 from training.promote import CHAMPION, Decision, gate, record
 from training.registry import METADATA_KEY, configure, load_alias
@@ -89,6 +95,13 @@ def train_all(
     client = MlflowClient(tracking_uri, tracking_uri)
     training_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     context = {"fingerprint": ds.fingerprint(), "training_id": training_id}
+    snapshots = config.training.snapshot_dir
+    if snapshots is not None:
+        frame = table.frame
+        path = write_snapshot(frame, snapshots, training_id, suppressed(config.privacy))
+        context["snapshot"] = str(path)
+        if config.privacy.retention_days is not None:
+            prune_snapshots(snapshots, config.privacy.retention_days)
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"train-{training_id}",
@@ -315,6 +328,8 @@ def _log_common(config: ProjectConfig, table: TrainingTable, context: dict) -> N
             **{f"data_{k}": v for k, v in context["fingerprint"].items()},
         }
     )
+    if "snapshot" in context:
+        mlflow.set_tag("training.snapshot", context["snapshot"])
     _log_definition(config, table)
 
 

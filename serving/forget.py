@@ -1,0 +1,255 @@
+"""The right to be forgotten: `propensity forget` and the API's `/forget`.
+
+Forgetting a customer, given the id a marketing system knows:
+
+1. adds its stored form (the pseudonym when `privacy.pseudonymise` is on) to the
+   suppression list, first, so that every later load (training, scoring, the
+   online store it feeds) and every outreach leaves the customer out even if a
+   later step fails; running `forget` again finishes the job;
+2. removes its rows from the online store (SQLite: a copy without them, with
+   secure_delete and VACUUM so no freed page keeps them, renamed over the file;
+   Postgres: a DELETE), from every score file under `scoring.output` and the
+   Postgres scores table, and from every training snapshot under
+   `training.snapshot_dir`; each Parquet file is rewritten beside itself and
+   renamed over (write-then-rename, as the nightly job does), so a kill leaves
+   every file whole, the old one or the new one;
+3. appends one line per customer to the erasure log (`privacy.dir`/erasures.jsonl):
+   its stored form, the time and the rows removed per place; never the raw id
+   when pseudonymisation is on (with it off, the stored form is the id itself).
+
+It holds the scoring output's lock (serving.batch.writing) and the snapshot
+folder's, so it never interleaves with a nightly run or a snapshot being written;
+a nightly run that loaded its data before a forget refuses to publish
+(serving.nightly). Models already trained are not retrained: the next training
+run leaves the customer out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.columns import CUSTOMER_ID
+from features.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
+from features.privacy import erasure_log_path, pseudonymiser, suppression_path
+from serving.atomic import exclusive
+from serving.batch import writing
+from serving.online_store import TABLE
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+ONLINE_STORE = "online_store"
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What one `forget` did: the stored forms forgotten and, per place (a file
+    or table), how many rows of each were removed."""
+
+    customers: list[str]
+    removed: dict[str, dict[str, int]]
+    at: str
+
+    def rows(self) -> int:
+        return sum(sum(by_id.values()) for by_id in self.removed.values())
+
+
+def read_ids_file(path: Path) -> list[str]:
+    """Customer ids, one per line (blank lines and `#` comments skipped)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the ids file: {exc}") from exc
+    ids = [line.strip() for line in text.splitlines()]
+    return [i for i in ids if i and not i.startswith("#")]
+
+
+def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
+    """Forget these customers everywhere (see the module docstring)."""
+    ids = [c for c in customer_ids if c]
+    if not ids:
+        raise ValueError("customer ids: give at least one non-empty id")
+    stored = sorted(set(pseudonymiser(config.privacy).many(ids)))
+    snapshots = config.training.snapshot_dir
+    with ExitStack() as locks:
+        locks.enter_context(writing(config.scoring.output))
+        if snapshots is not None:
+            locks.enter_context(exclusive(snapshots))
+        add_suppressed(config.privacy, stored)
+        removed = _online_store(config, stored)
+        removed |= remove_from_parquet(config.scoring.output, stored)
+        if config.scoring.postgres is not None:
+            removed |= _postgres(config.scoring.postgres, stored, "scores")
+        if snapshots is not None:
+            removed |= remove_from_parquet(snapshots, stored)
+        erasure = Erasure(stored, removed, datetime.now(UTC).isoformat())
+        _log_erasure(config.privacy, erasure)
+    log.info("forgot %d customer(s): %d row(s) removed", len(stored), erasure.rows())
+    return erasure
+
+
+def add_suppressed(privacy: PrivacyConfig, stored: Iterable[str]) -> None:
+    """Add stored ids to the suppression list (a sorted file, replaced whole)."""
+    path = suppression_path(privacy)
+    current = set()
+    if path.exists():
+        current = {
+            line.strip()
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+    merged = sorted(current | set(stored))
+    if len(merged) == len(current):
+        return
+    header = "# forgotten customers (stored ids), written by `propensity forget`\n"
+    _replace(path, (header + "".join(f"{s}\n" for s in merged)).encode())
+
+
+def remove_from_parquet(root: Path, stored: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Rewrite every Parquet file under `root` holding one of `stored` without
+    those rows; per file, the rows removed per id."""
+    removed: dict[str, dict[str, int]] = {}
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    wanted = pa.array(stored, pa.string())
+    for path in sorted(root.rglob("*.parquet")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # staging and temporary files of a running writer
+        table = pq.read_table(path)
+        if CUSTOMER_ID not in table.column_names:
+            continue
+        hit = pc.is_in(table[CUSTOMER_ID], value_set=wanted)
+        if not pc.any(hit).as_py():
+            continue
+        counts = Counter(table.filter(hit)[CUSTOMER_ID].to_pylist())
+        kept = table.filter(pc.invert(hit))
+        _replace_parquet(path, kept)
+        removed[str(path)] = dict(counts)
+    return removed
+
+
+def _replace_parquet(path: Path, table: pa.Table) -> None:
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
+    try:
+        pq.write_table(table, tmp)
+        _fsync_and_rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _replace(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_bytes(data)
+        _fsync_and_rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_and_rename(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
+    store = config.online_store
+    if store.postgres is not None:
+        return _postgres(store.postgres, stored, ONLINE_STORE)
+    path = Path(store.path)
+    if not path.exists():
+        return {}
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        dst = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA secure_delete = ON")
+            counts = {}
+            for customer in stored:
+                cur = dst.execute(
+                    f"DELETE FROM {TABLE} WHERE {CUSTOMER_ID} = ?", (customer,)
+                )
+                if cur.rowcount:
+                    counts[customer] = cur.rowcount
+            if counts:
+                dst.execute("VACUUM")
+        finally:
+            src.close()
+            dst.close()
+        if not counts:
+            tmp.unlink()
+            return {}
+        _fsync_and_rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {str(path): counts}
+
+
+def _postgres(
+    target: ScoresTable | OnlineTable, stored: Sequence[str], what: str
+) -> dict[str, dict[str, int]]:
+    """DELETE the rows of `stored` from a Postgres table (absent table: none)."""
+    import psycopg2
+
+    place = f"{target.uri} {target.table}"
+    con = psycopg2.connect(target.uri, connect_timeout=10)
+    try:
+        with con, con.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (target.table,))
+            if cur.fetchone()[0] is None:
+                return {}
+            cur.execute(
+                f'DELETE FROM {target.table} WHERE "{CUSTOMER_ID}" = ANY(%s) '
+                f'RETURNING "{CUSTOMER_ID}"',
+                (list(stored),),
+            )
+            counts = Counter(row[0] for row in cur.fetchall())
+    finally:
+        con.close()
+    log.info("%s: %d row(s) of forgotten customers deleted", what, sum(counts.values()))
+    return {place: dict(counts)} if counts else {}
+
+
+def _log_erasure(privacy: PrivacyConfig, erasure: Erasure) -> None:
+    """One JSON line per customer, appended and fsync'd."""
+    path = erasure_log_path(privacy)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for customer in erasure.customers:
+        removed = {
+            place: by_id[customer]
+            for place, by_id in erasure.removed.items()
+            if customer in by_id
+        }
+        entry = {"customer": customer, "at": erasure.at, "suppressed": True}
+        lines.append(json.dumps({**entry, "removed": removed}) + "\n")
+    with open(path, "a") as fh:
+        fh.write("".join(lines))
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -1,0 +1,221 @@
+"""Privacy end to end through the CLI and a real `bentoml serve`: the whole
+pipeline on demo data with pseudonymisation on, then a scan of every file it
+wrote for any raw customer id; `forget` in every place; the key's absence.
+
+The scan reads what a byte search would miss: Parquet columns (pages are
+compressed) and SQLite tables (MLflow's store, the online store) as text; every
+other file as bytes. Its positive control is the input itself, which holds the
+raw ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from features.config import PSEUDONYM_KEY_ENV, load_config
+from features.load import load_project
+from features.privacy import Pseudonymiser
+from serving.online_store import open_reader
+from tests.conftest import (
+    Project,
+    auth,
+    run_cli,
+    start_bentoml,
+    stop,
+    wait_ready,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+KEY = "pseudonym-test-key-5d2c9e71a4b8f036"
+RAW_ID = re.compile(rb"C\d{7}")
+
+
+@dataclass(frozen=True)
+class Private:
+    project: Project
+    env: dict[str, str]
+    raw_ids: frozenset[str]
+    logs: Path
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    def stored(self, raw: str) -> str:
+        return Pseudonymiser(KEY.encode()).one(raw)
+
+
+def _text_of(path: Path) -> Iterator[bytes]:
+    """What a file holds, decoded where bytes would hide it."""
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        for column in table.columns:
+            yield "\n".join(map(str, column.to_pylist())).encode()
+        return
+    head = path.read_bytes()[:16]
+    if head.startswith(b"SQLite format 3"):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            yield "\n".join(db.iterdump()).encode()
+        finally:
+            db.close()
+        return
+    yield path.read_bytes()
+
+
+def raw_ids_in(root: Path, raw_ids: frozenset[str]) -> dict[str, set[str]]:
+    """Every file under `root` holding a raw id, with the ids found."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        for blob in _text_of(path):
+            hits = {m.decode() for m in RAW_ID.findall(blob)} & raw_ids
+            if hits:
+                found.setdefault(str(path.relative_to(root)), set()).update(hits)
+    return found
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Private:
+    """Demo data trained and scored with pseudonymisation on, through the CLI,
+    with every log written under the project folder."""
+    root = tmp_path_factory.mktemp("private")
+    events, customers = demo_dir / "events.parquet", demo_dir / "customers.parquet"
+    config = write_config(
+        root / "propensity.yaml",
+        events,
+        customers,
+        privacy={"pseudonymise": True},
+        training={
+            "cutoffs": {"start": "2025-03-01", "freq": "MS"},
+            "lightgbm": {"num_boost_round": 60, "num_leaves": 15},
+            "snapshot_dir": "snapshots",
+        },
+    )
+    project = Project(
+        root, config, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", events, customers
+    )
+    env = {**project.env(), PSEUDONYM_KEY_ENV: KEY}
+    logs = root / "logs"
+    logs.mkdir()
+    for step in (["train"], ["--verbose", "score"]):
+        done = run_cli(step, env)
+        (logs / f"{step[-1]}.log").write_text(done.stdout + done.stderr)
+        assert done.returncode in (0, 3), done.stderr[-3000:]
+    raw = pq.read_table(customers, columns=["customer_id"])["customer_id"]
+    return Private(project, env, frozenset(raw.to_pylist()), logs)
+
+
+def test_the_scan_finds_raw_ids_where_they_are(private: Private, tmp_path: Path):
+    """The positive control: the scanner sees ids in compressed Parquet and in
+    SQLite, so an empty scan below means something."""
+    db = sqlite3.connect(tmp_path / "x.sqlite")
+    db.execute("CREATE TABLE t (id TEXT)")
+    db.execute("INSERT INTO t VALUES ('C0000007')")
+    db.commit()
+    db.close()
+    (tmp_path / "in.parquet").write_bytes(private.project.events.read_bytes())
+    found = raw_ids_in(tmp_path, private.raw_ids)
+    assert found["x.sqlite"] == {"C0000007"}
+    assert len(found["in.parquet"]) > 1000
+
+
+def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
+    private: Private,
+) -> None:
+    config = load_config(private.project.config)
+    scores = sorted(Path(config.scoring.output).glob("as_of=*/*.parquet"))
+    stored = set(pq.read_table(scores[0])["customer_id"].to_pylist())
+    assert stored and all(re.fullmatch(r"[0-9a-f]{64}", s) for s in stored)
+
+    raw = sorted(private.raw_ids)
+    by_stored = {private.stored(r): r for r in raw}
+    scored_raw = sorted(by_stored[s] for s in stored)[:5]
+    log = private.logs / "bentoml.log"
+    url, process = start_bentoml(private.env, log)
+    try:
+        wait_ready(url, process, log)
+        ids = [*scored_raw, "C9999999"]
+        r = httpx.post(
+            f"{url}/predict_by_id", json={"customer_ids": ids}, headers=auth()
+        )
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"]
+        assert [p["customer_id"] for p in got] == ids
+        assert [p["status"] for p in got] == ["ok"] * 5 + ["not_found"]
+    finally:
+        stop(process)
+
+    leaks = raw_ids_in(private.root, private.raw_ids)
+    assert leaks == {}, {k: sorted(v)[:3] for k, v in leaks.items()}
+    # the scan covered MLflow's store and artifacts, the scores, the online
+    # store, the snapshot and the logs
+    written = {p.relative_to(private.root).parts[0] for p in private.root.rglob("*")}
+    assert {"mlruns", "scores", "online", "snapshots", "logs"} <= written
+
+
+def test_forget_removes_a_customer_everywhere_and_later_runs_leave_it_out(
+    private: Private, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(private.project.config)
+    output = Path(config.scoring.output)
+    reader = open_reader(config.online_store)
+    first = next(output.glob("as_of=*/*.parquet"))
+    store_ids = set(pq.read_table(first)["customer_id"].to_pylist())
+    raw = next(r for r in sorted(private.raw_ids) if private.stored(r) in store_ids)
+    pseudonym = private.stored(raw)
+    assert reader.lookup([pseudonym])
+
+    done = run_cli(["forget", "--customer-id", raw], private.env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "forgot 1 customer(s)" in done.stdout
+
+    assert reader.lookup([pseudonym]) == {}
+    for folder in (output, private.root / "snapshots"):
+        for path in folder.rglob("*.parquet"):
+            assert pseudonym not in set(pq.read_table(path)["customer_id"].to_pylist())
+    suppressed = (config.privacy.dir / "suppressed.txt").read_text()
+    assert pseudonym in suppressed.split()
+    entries = [
+        json.loads(line)
+        for line in (config.privacy.dir / "erasures.jsonl").read_text().splitlines()
+    ]
+    assert entries[-1]["customer"] == pseudonym
+    places = entries[-1]["removed"]
+    assert any("store.sqlite" in p for p in places)
+    assert any("snapshots" in p for p in places)
+    assert any("scores" in p for p in places)
+    assert raw not in json.dumps(entries)
+
+    # every later load leaves the customer out (training and scoring both load so)
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY)
+    ds = load_project(config)
+    left = ds.events.filter(ds.events.customer_id == pseudonym).count().to_pyarrow()
+    assert left.as_py() == 0
+    assert ds.events.count().to_pyarrow().as_py() > 0
+    again = run_cli(["score", "--as-of", "2025-12-01"], private.env)
+    assert again.returncode in (0, 3), again.stderr[-3000:]
+    fresh = output / "as_of=2025-12-01" / "part-0.parquet"
+    assert pseudonym not in set(pq.read_table(fresh)["customer_id"].to_pylist())
+    leaks = raw_ids_in(private.root, private.raw_ids)
+    assert leaks == {}, {k: sorted(v)[:3] for k, v in leaks.items()}
+
+
+def test_without_the_key_nothing_runs_and_the_error_names_it(
+    private: Private,
+) -> None:
+    env = {k: v for k, v in private.env.items() if k != PSEUDONYM_KEY_ENV}
+    for step in (["score"], ["forget", "--customer-id", "C0000001"]):
+        done = run_cli(step, env)
+        assert done.returncode == 2, (step, done.stderr[-2000:])
+        assert f"${PSEUDONYM_KEY_ENV} is not set" in done.stderr
