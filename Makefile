@@ -19,8 +19,9 @@ TIMEOUT ?=
 PYTEST_ARGS ?=
 # bench-api: requests per figure (empty: the CLI's default)
 REQUESTS ?=
-# api-key: who holds the new key
+# api-key: who holds the new key, what it may call (score, outreach, admin)
 NAME ?=
+SCOPES ?= score
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
 # or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
 PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
@@ -36,6 +37,15 @@ export BENTOML_HOME ?= $(CURDIR)/bentoml_home
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# The demo's pseudonym key (privacy.pseudonymise): made once into .secrets/ (git-ignored,
+# outside the repository's files) and handed to the CLI through the environment; set
+# PROPENSITY_PSEUDONYM_KEY yourself (from a secret manager) anywhere else.
+ifeq ($(origin PROPENSITY_PSEUDONYM_KEY),undefined)
+PSEUDONYM_KEY_FILE := .secrets/pseudonym.key
+export PROPENSITY_PSEUDONYM_KEY := $(shell test -s $(PSEUDONYM_KEY_FILE) || \
+	(mkdir -p .secrets && umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > $(PSEUDONYM_KEY_FILE)); \
+	cat $(PSEUDONYM_KEY_FILE))
+endif
 # idle OpenMP threads sleep instead of spinning (LightGBM, scikit-learn and DuckDB share the cores)
 export OMP_WAIT_POLICY ?= passive
 
@@ -83,15 +93,15 @@ run: setup data/demo/events.parquet ## the whole job on demo data, ending with t
 		echo "(drift alert above, exit 3: the scores are written; serving them)"; }
 	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
-		  $(CLI) api-key new --name demo; }
+		  $(CLI) api-key new --name demo --scopes score,outreach,admin; }
 	$(CLI) serve --port $(PORT)
 
 bento: setup ## import the champions into the BentoML store and build a Bento pinning them (bentofile.yaml)
 	$(CLI) bento
 
-api-key: setup ## create an API key for NAME, print it once, store its salted hash in api.keys_file
+api-key: setup ## create an API key for NAME with SCOPES (default score), print it once, store its salted hash in api.keys_file
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=who-holds-it"; exit 2; }
-	$(CLI) api-key new --name $(NAME)
+	$(CLI) api-key new --name $(NAME) --scopes $(SCOPES)
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui

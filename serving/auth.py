@@ -15,6 +15,12 @@ same way when read. A presented key is compared with every configured key, in
 constant time and without stopping at a match, so timing reveals neither which
 key matched nor how close a guess came. Keys are never logged.
 
+Keys carry scopes: `score` (predict, predict_by_id, explain), `outreach`, and
+`admin` (metadata, forget, and any other route). A key without the scope a route
+needs gets 403, saying which scope is missing. A key file line may end with
+`:scope,scope`; a line without one (written before scopes existed) and keys from
+$PROPENSITY_API_KEYS hold every scope.
+
 The file is re-read when it changes (its mtime, size or inode), so adding and
 revoking keys needs no restart; a file that turns invalid is logged and the last
 valid keys stay in force.
@@ -45,6 +51,17 @@ PUBLIC_PATHS = frozenset(
 )
 PUBLIC_PREFIXES = ("/static_content/",)
 SALT_BYTES = 16
+SCORE, OUTREACH, ADMIN = "score", "outreach", "admin"
+SCOPES = (SCORE, OUTREACH, ADMIN)
+# the scope each route needs; any other route not public needs admin
+ROUTE_SCOPES = {
+    "/predict": SCORE,
+    "/predict_by_id": SCORE,
+    "/explain": SCORE,
+    "/outreach": OUTREACH,
+    "/metadata": ADMIN,
+    "/forget": ADMIN,
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -65,14 +82,29 @@ class NoKeysError(ValueError):
 
 @dataclass(frozen=True)
 class ApiKey:
-    """A stored key: its name, salt and SHA-256 of salt + key (never the key)."""
+    """A stored key: its name, salt, SHA-256 of salt + key (never the key) and
+    the scopes it grants."""
 
     name: str
     salt: bytes
     digest: bytes
+    scopes: frozenset[str] = frozenset(SCOPES)
 
     def line(self) -> str:
-        return f"{self.name}:{self.salt.hex()}:{self.digest.hex()}"
+        scopes = ",".join(s for s in SCOPES if s in self.scopes)
+        return f"{self.name}:{self.salt.hex()}:{self.digest.hex()}:{scopes}"
+
+
+def parse_scopes(text: str, where: str) -> frozenset[str]:
+    """Comma-separated scopes; ValueError naming `where` and the known scopes."""
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(
+            f"{where}: unknown or no scope {', '.join(unknown) or repr(text)}; "
+            f"expected some of {', '.join(SCOPES)}"
+        )
+    return frozenset(scopes)
 
 
 def new_key() -> str:
@@ -84,14 +116,19 @@ def _digest(salt: bytes, key: str) -> bytes:
     return hashlib.sha256(salt + key.encode()).digest()
 
 
-def hash_key(name: str, key: str, salt: bytes | None = None) -> ApiKey:
+def hash_key(
+    name: str,
+    key: str,
+    salt: bytes | None = None,
+    scopes: frozenset[str] = frozenset(SCOPES),
+) -> ApiKey:
     if not _NAME.match(name):
         raise ValueError(
             f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    return ApiKey(name, salt, _digest(salt, key))
+    return ApiKey(name, salt, _digest(salt, key), scopes)
 
 
 def parse_keys(text: str, source: str) -> list[ApiKey]:
@@ -105,11 +142,18 @@ def parse_keys(text: str, source: str) -> list[ApiKey]:
             continue
         where = f"{source}:{number}"
         parts = line.split(":")
-        if len(parts) != 3:
+        if len(parts) not in (3, 4):
             raise KeyFileError(
-                f"{where}: expected name:salt_hex:sha256_hex, got {len(parts)} field(s)"
+                f"{where}: expected name:salt_hex:sha256_hex[:scopes], got "
+                f"{len(parts)} field(s)"
             )
-        name, salt, digest = parts
+        name, salt, digest = parts[:3]
+        try:
+            scopes = (
+                parse_scopes(parts[3], where) if len(parts) == 4 else frozenset(SCOPES)
+            )
+        except ValueError as exc:
+            raise KeyFileError(str(exc)) from exc
         if not _NAME.match(name):
             raise KeyFileError(f"{where}: bad key name {name!r}")
         if name in seen:
@@ -121,7 +165,7 @@ def parse_keys(text: str, source: str) -> list[ApiKey]:
         if len(digest) != 64 or not _HEX.match(digest):
             raise KeyFileError(f"{where}: hash must be 64 lowercase hex digits")
         seen.add(name)
-        keys.append(ApiKey(name, bytes.fromhex(salt), bytes.fromhex(digest)))
+        keys.append(ApiKey(name, bytes.fromhex(salt), bytes.fromhex(digest), scopes))
     return keys
 
 
@@ -154,16 +198,16 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def add_key(path: Path, name: str) -> str:
-    """A new key named `name`, its hash appended to the key file; the key itself
-    is returned for showing once and is stored nowhere."""
+def add_key(path: Path, name: str, scopes: frozenset[str] = frozenset({SCORE})) -> str:
+    """A new key named `name` with `scopes`, its hash appended to the key file;
+    the key itself is returned for showing once and is stored nowhere."""
     text = path.read_text() if path.exists() else ""
     if name in {k.name for k in parse_keys(text, str(path))}:
         raise KeyFileError(f"{path}: a key named {name!r} exists; pick another name")
     key = new_key()
     if text and not text.endswith("\n"):
         text += "\n"
-    _write_atomically(path, text + hash_key(name, key).line() + "\n")
+    _write_atomically(path, text + hash_key(name, key, scopes=scopes).line() + "\n")
     return key
 
 
@@ -180,14 +224,25 @@ def remove_key(path: Path, name: str) -> None:
     _write_atomically(path, "".join(kept))
 
 
-def match(keys: Iterable[ApiKey], presented: str) -> str | None:
-    """The name of the key equal to `presented`, or None. Every key is compared
+def matching(keys: Iterable[ApiKey], presented: str) -> ApiKey | None:
+    """The key equal to `presented`, or None. Every key is compared
     (constant-time), whatever matched first."""
     found = None
     for key in keys:
         if hmac.compare_digest(_digest(key.salt, presented), key.digest):
-            found = key.name
+            found = key
     return found
+
+
+def match(keys: Iterable[ApiKey], presented: str) -> str | None:
+    """The name of the key equal to `presented`, or None (see `matching`)."""
+    found = matching(keys, presented)
+    return None if found is None else found.name
+
+
+def required_scope(path: str) -> str:
+    """The scope a (non-public) route needs: admin unless listed."""
+    return ROUTE_SCOPES.get(path.rstrip("/") or "/", ADMIN)
 
 
 class KeyRing:
@@ -281,9 +336,16 @@ def _bearer(scope: Scope) -> str | None:
 UNAUTHORIZED_BODY = json.dumps({"error": "unauthorized"}).encode()
 
 
+def forbidden_body(key: ApiKey, scope: str) -> bytes:
+    return json.dumps(
+        {"error": f"forbidden: the key {key.name!r} lacks the {scope!r} scope"}
+    ).encode()
+
+
 class BearerAuth:
     """Pure ASGI middleware: pass public paths and requests carrying a configured
-    key, answer everything else 401 (HTTP) or close with 1008 (WebSocket)."""
+    key with the route's scope; answer a missing or wrong key 401, a key without
+    the scope 403 (HTTP), or close with 1008 (WebSocket)."""
 
     def __init__(
         self,
@@ -300,21 +362,35 @@ class BearerAuth:
     def _public(self, path: str) -> bool:
         return path in self.public_paths or path.startswith(self.public_prefixes)
 
-    def allowed(self, scope: Scope) -> bool:
-        if self._public(scope.get("path", "")):
-            return True
+    def check(self, scope: Scope) -> tuple[int, bytes]:
+        """(200, b"") when the request may pass, else the status and body."""
+        path = scope.get("path", "")
+        if self._public(path):
+            return 200, b""
         token = _bearer(scope)
-        return token is not None and match(self.keyring.keys(), token) is not None
+        key = None if token is None else matching(self.keyring.keys(), token)
+        if key is None:
+            return 401, UNAUTHORIZED_BODY
+        needed = required_scope(path)
+        if needed not in key.scopes:
+            return 403, forbidden_body(key, needed)
+        return 200, b""
+
+    def allowed(self, scope: Scope) -> bool:
+        return self.check(scope)[0] == 200
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.allowed(scope):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        status, body = self.check(scope)
+        if status == 200:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         else:
-            await send_json(
-                send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")]
-            )
+            headers = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+            await send_json(send, status, body, headers)
 
 
 async def send_json(

@@ -386,15 +386,17 @@ def cmd_bento(args: argparse.Namespace) -> int:
 
 
 def cmd_api_key(args: argparse.Namespace) -> int:
-    from serving.auth import add_key, read_key_file, remove_key
+    from serving.auth import SCOPES, add_key, parse_scopes, read_key_file, remove_key
 
     path = _keys_file(args)
     if args.api_key_command == "new":
-        key = add_key(path, args.name)
+        scopes = parse_scopes(args.scopes, "--scopes")
+        key = add_key(path, args.name, scopes)
         print(key)
         print(
-            f"added key {args.name!r} to {path}; the key is shown only now: give it "
-            "to the client (header `Authorization: Bearer <key>`)",
+            f"added key {args.name!r} ({', '.join(s for s in SCOPES if s in scopes)}) "
+            f"to {path}; the key is shown only now: give it to the client (header "
+            "`Authorization: Bearer <key>`)",
             file=sys.stderr,
         )
     elif args.api_key_command == "revoke":
@@ -402,7 +404,7 @@ def cmd_api_key(args: argparse.Namespace) -> int:
         print(f"revoked key {args.name!r} in {path}", file=sys.stderr)
     else:
         for key in read_key_file(path) if path.exists() else []:
-            print(key.name)
+            print(f"{key.name}\t{','.join(s for s in SCOPES if s in key.scopes)}")
     return 0
 
 
@@ -736,6 +738,12 @@ def _add_api_key(sub: argparse._SubParsersAction) -> None:
         "new", help="generate a key, print it once, store only its salted hash"
     )
     n.add_argument("--name", required=True, help="who holds it, e.g. crm-2026-11")
+    n.add_argument(
+        "--scopes",
+        default="score",
+        help="what it may call, comma-separated: score (predict, predict_by_id, "
+        "explain), outreach, admin (metadata, forget); default score",
+    )
     ksub.add_parser("list", help="the names of the keys in the file")
     r = ksub.add_parser("revoke", help="remove a key's line from the file")
     r.add_argument("name")

@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, RedirectResponse
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
 from features.privacy import pseudonymiser
-from serving import bento, online_store, outreach
+from serving import bento, forget, online_store, outreach
+from serving.atomic import Busy
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
 from serving.limits import BodyLimit
 from serving.predictor import Champions, RecordError
@@ -154,6 +155,14 @@ class ModelInfo(BaseModel):
     # the champion's backtest metric means over the origins (roc_auc, log_loss, ...)
     backtest_means: dict[str, float]
     features: list[FeatureInfo]
+
+
+class ForgetResponse(BaseModel):
+    forgotten: int
+    rows_removed: int
+    # rows removed per place (a file or table); the customers are on the
+    # suppression list whether or not any row was found
+    places: dict[str, int]
 
 
 class MetadataResponse(BaseModel):
@@ -432,6 +441,26 @@ class Propensity:
                 dropped_non_positive=selection.dropped_non_positive,
             ),
             reasons=selection.reasons,
+        )
+
+    @bentoml.api
+    def forget(
+        self,
+        customer_ids: Annotated[
+            list[CustomerId], Field(min_length=1, max_length=MAX_RECORDS)
+        ],
+    ) -> ForgetResponse:
+        """Forget customers, as `propensity forget` does: off the online store,
+        the score outputs and the training snapshots, onto the suppression list
+        every later run honours, into the erasure log (admin scope)."""
+        try:
+            erasure = forget.forget(self.config, customer_ids)
+        except Busy as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)  # type: ignore[return-value]
+        return ForgetResponse(
+            forgotten=len(erasure.customers),
+            rows_removed=erasure.rows(),
+            places={p: sum(ids.values()) for p, ids in erasure.removed.items()},
         )
 
     @bentoml.api(route="/metadata")

@@ -24,9 +24,11 @@ import pytest
 from features.config import PSEUDONYM_KEY_ENV, load_config
 from features.load import load_project
 from features.privacy import Pseudonymiser
+from serving.auth import SCOPES, add_key
 from serving.online_store import open_reader
 from tests.conftest import (
     Project,
+    Server,
     auth,
     run_cli,
     start_bentoml,
@@ -47,6 +49,8 @@ class Private:
     env: dict[str, str]
     raw_ids: frozenset[str]
     logs: Path
+    # an API key per scope, from the project's key file
+    keys: dict[str, str]
 
     @property
     def root(self) -> Path:
@@ -96,6 +100,7 @@ def private(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Private
         events,
         customers,
         privacy={"pseudonymise": True},
+        api={"keys_file": "api-keys.txt"},
         training={
             "cutoffs": {"start": "2025-03-01", "freq": "MS"},
             "lightgbm": {"num_boost_round": 60, "num_leaves": 15},
@@ -106,6 +111,9 @@ def private(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Private
         root, config, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", events, customers
     )
     env = {**project.env(), PSEUDONYM_KEY_ENV: KEY}
+    keys = {
+        s: add_key(root / "api-keys.txt", f"only-{s}", frozenset({s})) for s in SCOPES
+    }
     logs = root / "logs"
     logs.mkdir()
     for step in (["train"], ["--verbose", "score"]):
@@ -113,7 +121,18 @@ def private(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Private
         (logs / f"{step[-1]}.log").write_text(done.stdout + done.stderr)
         assert done.returncode in (0, 3), done.stderr[-3000:]
     raw = pq.read_table(customers, columns=["customer_id"])["customer_id"]
-    return Private(project, env, frozenset(raw.to_pylist()), logs)
+    return Private(project, env, frozenset(raw.to_pylist()), logs, keys)
+
+
+@pytest.fixture(scope="module")
+def private_server(private: Private) -> Iterator[Server]:
+    log = private.logs / "bentoml.log"
+    url, process = start_bentoml(private.env, log)
+    try:
+        wait_ready(url, process, log)
+        yield Server(url, process, log)
+    finally:
+        stop(process)
 
 
 def test_the_scan_finds_raw_ids_where_they_are(private: Private, tmp_path: Path):
@@ -131,7 +150,7 @@ def test_the_scan_finds_raw_ids_where_they_are(private: Private, tmp_path: Path)
 
 
 def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
-    private: Private,
+    private: Private, private_server: Server
 ) -> None:
     config = load_config(private.project.config)
     scores = sorted(Path(config.scoring.output).glob("as_of=*/*.parquet"))
@@ -141,20 +160,16 @@ def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
     raw = sorted(private.raw_ids)
     by_stored = {private.stored(r): r for r in raw}
     scored_raw = sorted(by_stored[s] for s in stored)[:5]
-    log = private.logs / "bentoml.log"
-    url, process = start_bentoml(private.env, log)
-    try:
-        wait_ready(url, process, log)
-        ids = [*scored_raw, "C9999999"]
-        r = httpx.post(
-            f"{url}/predict_by_id", json={"customer_ids": ids}, headers=auth()
-        )
-        assert r.status_code == 200, r.text
-        got = r.json()["predictions"]
-        assert [p["customer_id"] for p in got] == ids
-        assert [p["status"] for p in got] == ["ok"] * 5 + ["not_found"]
-    finally:
-        stop(process)
+    ids = [*scored_raw, "C9999999"]
+    r = httpx.post(
+        f"{private_server.url}/predict_by_id",
+        json={"customer_ids": ids},
+        headers=auth(private.keys["score"]),
+    )
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert [p["customer_id"] for p in got] == ids
+    assert [p["status"] for p in got] == ["ok"] * 5 + ["not_found"]
 
     leaks = raw_ids_in(private.root, private.raw_ids)
     assert leaks == {}, {k: sorted(v)[:3] for k, v in leaks.items()}
@@ -219,3 +234,59 @@ def test_without_the_key_nothing_runs_and_the_error_names_it(
         done = run_cli(step, env)
         assert done.returncode == 2, (step, done.stderr[-2000:])
         assert f"${PSEUDONYM_KEY_ENV} is not set" in done.stderr
+
+
+NEEDS = {
+    "/predict": "score",
+    "/predict_by_id": "score",
+    "/explain": "score",
+    "/outreach": "outreach",
+    "/metadata": "admin",
+    "/forget": "admin",
+}
+
+
+def test_every_endpoint_with_every_scope_over_http(
+    private: Private, private_server: Server
+) -> None:
+    """A key lacking the endpoint's scope gets 403; one holding it gets past the
+    guard (an empty body then fails validation: nothing is run)."""
+    for path, needed in NEEDS.items():
+        for scope, key in private.keys.items():
+            r = httpx.post(f"{private_server.url}{path}", json={}, headers=auth(key))
+            if scope == needed:
+                assert r.status_code not in (401, 403), (path, scope, r.text)
+            else:
+                assert r.status_code == 403, (path, scope, r.text)
+                assert f"lacks the '{needed}' scope" in r.json()["error"]
+
+
+def test_forget_over_the_api_needs_admin_and_takes_effect_at_once(
+    private: Private, private_server: Server
+) -> None:
+    url = private_server.url
+    config = load_config(private.project.config)
+    first = next(Path(config.scoring.output).glob("as_of=*/*.parquet"))
+    stored = set(pq.read_table(first)["customer_id"].to_pylist())
+    raw = next(
+        r for r in sorted(private.raw_ids, reverse=True) if private.stored(r) in stored
+    )
+    body = {"customer_ids": [raw]}
+    ok = httpx.post(
+        f"{url}/predict_by_id", json=body, headers=auth(private.keys["score"])
+    )
+    assert ok.json()["found"] == 1
+    denied = httpx.post(f"{url}/forget", json=body, headers=auth(private.keys["score"]))
+    assert denied.status_code == 403
+
+    done = httpx.post(
+        f"{url}/forget", json=body, headers=auth(private.keys["admin"]), timeout=60
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["forgotten"] == 1 and done.json()["rows_removed"] >= 2
+    gone = httpx.post(
+        f"{url}/predict_by_id", json=body, headers=auth(private.keys["score"])
+    )
+    assert gone.json()["predictions"][0]["status"] == "not_found"
+    suppressed = (config.privacy.dir / "suppressed.txt").read_text().split()
+    assert private.stored(raw) in suppressed and raw not in suppressed

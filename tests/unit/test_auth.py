@@ -78,8 +78,14 @@ def bearer(key: str) -> dict[str, str]:
 def test_hash_is_sha256_of_salt_and_key_and_round_trips_through_a_line() -> None:
     key = hash_key("crm", "s3cret", salt=SALT)
     assert key.digest == hashlib.sha256(SALT + b"s3cret").digest()
-    assert key.line() == f"crm:{SALT.hex()}:{key.digest.hex()}"
+    assert key.line() == f"crm:{SALT.hex()}:{key.digest.hex()}:score,outreach,admin"
     assert parse_keys(key.line(), "f") == [key]
+    scoped = hash_key("crm", "s3cret", salt=SALT, scopes=frozenset({"outreach"}))
+    assert scoped.line().endswith(":outreach")
+    assert parse_keys(scoped.line(), "f") == [scoped]
+    # a line from before scopes: every scope
+    old = f"crm:{SALT.hex()}:{key.digest.hex()}"
+    assert parse_keys(old, "f")[0].scopes == {"score", "outreach", "admin"}
     assert hash_key("crm", "s3cret").salt != hash_key("crm", "s3cret").salt
 
 
@@ -92,8 +98,10 @@ def test_parse_skips_comments_and_blank_lines() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("only-a-name", "expected name:salt_hex:sha256_hex, got 1 field(s)"),
-        (f"a:{SALT.hex()}:{'0' * 64}:extra", "got 4 field(s)"),
+        ("only-a-name", "expected name:salt_hex:sha256_hex[:scopes], got 1 field(s)"),
+        (f"a:{SALT.hex()}:{'0' * 64}:score:x", "got 5 field(s)"),
+        (f"a:{SALT.hex()}:{'0' * 64}:score,extra", "unknown or no scope extra"),
+        (f"a:{SALT.hex()}:{'0' * 64}:", "unknown or no scope"),
         (f"bad name:{SALT.hex()}:{'0' * 64}", "bad key name 'bad name'"),
         (f"a:abcd:{'0' * 64}", "salt must be at least 16 bytes"),
         (f"a:{'z' * 32}:{'0' * 64}", "salt must be at least 16 bytes"),
@@ -222,10 +230,10 @@ def test_a_key_added_to_the_file_works_and_a_revoked_one_stops(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "api-keys.txt"
-    old = add_key(path, "old")
+    old = add_key(path, "old", frozenset({"admin"}))
     c = client(path=path)
     assert c.get("/p", headers=bearer(old)).status_code == 200
-    new = add_key(path, "new")
+    new = add_key(path, "new", frozenset({"admin"}))
     assert c.get("/p", headers=bearer(new)).status_code == 200
     remove_key(path, "old")
     assert c.get("/p", headers=bearer(old)).status_code == 401
@@ -309,12 +317,12 @@ def test_cli_new_prints_the_key_once_and_list_prints_names(
     assert main([*args, "new", "--name", "batch"]) == 0
     capsys.readouterr()
     assert main([*args, "list"]) == 0
-    assert capsys.readouterr().out == "crm\nbatch\n"
+    assert capsys.readouterr().out == "crm\tscore\nbatch\tscore\n"
     assert main([*args, "revoke", "crm"]) == 0
     assert main([*args, "new", "--name", "batch"]) == 1
     assert "a key named 'batch' exists" in capsys.readouterr().err
     assert main([*args, "list"]) == 0
-    assert capsys.readouterr().out == "batch\n"
+    assert capsys.readouterr().out == "batch\tscore\n"
 
 
 def test_cli_without_a_keys_file_says_how_to_set_one(
@@ -334,3 +342,55 @@ def test_cli_serve_without_keys_fails_before_loading_models(
     assert main(["--config", str(config), "serve"]) == 1
     assert "no API key configured" in capsys.readouterr().err
     assert not (tmp_path / "no.db").exists() and os.listdir(tmp_path) == ["p.yaml"]
+
+
+# --- scopes --------------------------------------------------------------------
+
+ROUTES = ["/predict", "/predict_by_id", "/explain", "/outreach", "/metadata", "/forget"]
+NEEDS = {
+    "/predict": "score",
+    "/predict_by_id": "score",
+    "/explain": "score",
+    "/outreach": "outreach",
+    "/metadata": "admin",
+    "/forget": "admin",
+}
+
+
+@pytest.mark.parametrize("scope", ["score", "outreach", "admin"])
+@pytest.mark.parametrize("route", ROUTES)
+def test_each_route_needs_its_scope_and_others_get_403(route: str, scope: str):
+    ring = KeyRing([hash_key("k", "key-1", scopes=frozenset({scope}))])
+    c = Client(BearerAuth(hello, ring))
+    r = c.request("POST", route, headers=bearer("key-1"))
+    if NEEDS[route] == scope:
+        assert r.status_code == 200
+    else:
+        assert r.status_code == 403
+        assert r.json() == {
+            "error": f"forbidden: the key 'k' lacks the '{NEEDS[route]}' scope"
+        }
+    # a wrong key is still 401, whatever the route
+    assert c.request("POST", route, headers=bearer("nope")).status_code == 401
+
+
+def test_unlisted_routes_need_admin_and_public_ones_nothing() -> None:
+    ring = KeyRing([hash_key("s", "k-score", scopes=frozenset({"score"}))])
+    c = Client(BearerAuth(hello, ring))
+    assert c.get("/something_new", headers=bearer("k-score")).status_code == 403
+    assert c.get("/healthz").status_code == 200
+
+
+def test_cli_new_takes_scopes_and_refuses_unknown_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = write_config(
+        tmp_path / "p.yaml", tmp_path / "events", None, api={"keys_file": "k.txt"}
+    )
+    args = ["--config", str(config), "api-key"]
+    assert main([*args, "new", "--name", "crm", "--scopes", "outreach,score"]) == 0
+    capsys.readouterr()
+    assert main([*args, "list"]) == 0
+    assert capsys.readouterr().out == "crm\tscore,outreach\n"
+    assert main([*args, "new", "--name", "x", "--scopes", "root"]) == 1
+    assert "unknown or no scope root" in capsys.readouterr().err
