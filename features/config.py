@@ -449,8 +449,16 @@ OUTREACH_KEY_ENV = "PROPENSITY_OUTREACH_KEY"
 MIN_KEY_BYTES = 16
 
 
+class FrequencyCap(_Strict):
+    """No customer selected more than `max_contacts` times in `per_days` days."""
+
+    max_contacts: int = Field(ge=1)
+    per_days: int = Field(ge=1)
+
+
 class OutreachConfig(_Strict):
-    """Campaign selection: value per customer, contact cost, the held-out control.
+    """Campaign selection: value per customer, contact cost, the held-out control,
+    and the contact policy (opt-outs, consent, a frequency cap; serving.policy).
 
     The control group is drawn by a keyed hash, so the key is a secret: it comes
     from $PROPENSITY_OUTREACH_KEY or from `key_file` (relative to this config),
@@ -461,6 +469,15 @@ class OutreachConfig(_Strict):
     default_value: float = Field(1.0, ge=0)
     contact_cost: float = Field(0.0, ge=0)
     key_file: Path | None = None
+    # Customer ids as the marketing system knows them, one per line (`#` comments),
+    # never selected; re-read when the file changes.
+    opt_out_file: Path | None = None
+    # Only customers sent with `consent: true` may be selected.
+    require_consent: bool = False
+    # At most max_contacts confirmed selections per customer in any per_days days,
+    # counted in contact_log (an SQLite file the confirm mode writes).
+    frequency_cap: FrequencyCap | None = None
+    contact_log: Path = Path("contacts/contacts.sqlite")
 
     def key(self) -> bytes:
         """The control-group key: the environment variable, then the key file."""
@@ -608,7 +625,12 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
     )
     api = config.api.model_copy(update={"keys_file": resolve(config.api.keys_file)})
     outreach = config.outreach.model_copy(
-        update={"key_file": resolve(config.outreach.key_file)}
+        update={
+            "key_file": resolve(config.outreach.key_file),
+            "opt_out_file": resolve(config.outreach.opt_out_file),
+            "contact_log": resolve(config.outreach.contact_log)
+            or config.outreach.contact_log,
+        }
     )
     training = config.training.model_copy(
         update={"snapshot_dir": resolve(config.training.snapshot_dir)}

@@ -15,19 +15,23 @@ create one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Literal
 
 import bentoml
+import numpy as np
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, RedirectResponse
 
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
-from features.privacy import pseudonymiser
-from serving import bento, forget, online_store, outreach
+from features.privacy import pseudonymiser, suppressed
+from serving import bento, forget, online_store, outreach, policy
 from serving.atomic import Busy
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
+from serving.contacts import AlreadyConfirmed, ContactLog, ContactLogError
 from serving.limits import BodyLimit
 from serving.predictor import Champions, RecordError
 from serving.reasons import Reason, reasons
@@ -109,6 +113,9 @@ class OutreachCustomer(BaseModel):
     features: dict[Annotated[str, Field(max_length=128)], FeatureValue]
     # what a conversion is worth; default outreach.default_value
     value: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
+    # false: never selected (opted out); null: unknown, excluded only when
+    # outreach.require_consent is on
+    consent: bool | None = None
 
 
 class OutreachRow(BaseModel):
@@ -121,16 +128,31 @@ class OutreachRow(BaseModel):
     reasons: list[ReasonOut]
 
 
+class OutreachExcluded(BaseModel):
+    """Customers excluded before ranking, each under its first reason."""
+
+    opted_out: int
+    no_consent: int
+    forgotten: int
+    frequency_cap: int
+
+
 class OutreachCounts(BaseModel):
+    # customers ranked: those sent minus the excluded
     eligible: int
     selected: int
     held_out: int
     dropped_non_positive: int
+    excluded: OutreachExcluded
 
 
 class OutreachResponse(BaseModel):
     campaign_id: str
     target: str
+    # dry_run: nothing written; confirm: the selection is in the contact log
+    mode: Literal["dry_run", "confirm"]
+    # when the confirm was logged (UTC); null for a dry run
+    confirmed_at: str | None
     model_version: str
     selected: list[OutreachRow]
     counts: OutreachCounts
@@ -201,6 +223,17 @@ def _bad_request(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
 
 
+def _conflict(exc: AlreadyConfirmed) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": str(exc),
+            "campaign_id": exc.campaign_id,
+            "confirmed_at": exc.confirmed_at,
+        },
+        status_code=409,
+    )
+
+
 def _unavailable(what: str, exc: Exception) -> JSONResponse:
     """A 503 whose message says how to fix it: BentoML replaces the message of
     any 5xx it raises itself by "unexpected error"."""
@@ -226,6 +259,7 @@ class Propensity:
             self.champions = Champions.load(config, uri)
         self.config = config
         self.pseudonyms = pseudonymiser(config.privacy)
+        self.opt_outs = policy.OptOutList()
         self.store = online_store.open_reader(
             config.online_store, required=self.champions.feature_names
         )
@@ -372,56 +406,151 @@ class Propensity:
         control_share: Annotated[
             float | None, Field(ge=0, le=outreach.MAX_CONTROL_SHARE)
         ] = None,
+        mode: Literal["dry_run", "confirm"] = "dry_run",
     ) -> OutreachResponse:
         """Whom to contact for a campaign: customers ranked by expected value
         (p * value - contact_cost), picked by `budget` (top n) or `threshold`
-        (p >= t; give exactly one), with a keyed-hash control group held out."""
+        (p >= t; give exactly one), with a keyed-hash control group held out.
+        The contact policy first excludes the opted out, those without a required
+        consent, the forgotten and those over the frequency cap. `dry_run` writes
+        nothing; `confirm` logs the selection for the cap (409 if the campaign
+        was confirmed before)."""
         if (budget is None) == (threshold is None):
             return _bad_request("budget, threshold: give exactly one")  # type: ignore[return-value]
         settings = self.config.outreach
         try:
             key = settings.key()
-        except ConfigError as exc:
+            opted_out = self.opt_outs.ids(settings.opt_out_file)
+        except (ConfigError, policy.OptOutFileError) as exc:
             return _unavailable("outreach", exc)  # type: ignore[return-value]
         records = [c.features for c in customers]
         if (rejected := self._rejected(records)) is not None:
             return rejected  # type: ignore[return-value]
-        model = self.champions.models[target]
-        matrix = self.champions.matrix(records, target)
-        default = settings.default_value
+        ids = [c.customer_id for c in customers]
+        if len(set(ids)) != len(ids):
+            return _bad_request("customer_ids: duplicates")  # type: ignore[return-value]
+        stored = self.pseudonyms.many(ids)
+        cap = settings.frequency_cap
+        excluding = partial(
+            policy.exclusions,
+            ids,
+            stored,
+            [c.consent for c in customers],
+            opted_out=opted_out,
+            forgotten=suppressed(self.config.privacy),
+            require_consent=settings.require_consent,
+            max_contacts=None if cap is None else cap.max_contacts,
+        )
+        choose = partial(
+            self._choose,
+            campaign_id,
+            customers,
+            target,
+            key=key,
+            budget=budget,
+            threshold=threshold,
+            contact_cost=settings.contact_cost
+            if contact_cost is None
+            else contact_cost,
+            control_share=settings.control_share
+            if control_share is None
+            else control_share,
+        )
+        log = ContactLog(settings.contact_log)
+        confirmed_at = None
         try:
-            selection = outreach.select(
-                campaign_id,
-                [c.customer_id for c in customers],
-                model.predict(matrix),
-                key=key,
-                budget=budget,
-                threshold=threshold,
-                values=[default if c.value is None else c.value for c in customers],
-                contact_cost=settings.contact_cost
-                if contact_cost is None
-                else contact_cost,
-                control_share=settings.control_share
-                if control_share is None
-                else control_share,
-            )
+            if mode == "dry_run":
+                now = datetime.now(UTC)
+                recent = log.recent(stored, cap.per_days, now) if cap else {}
+                excluded = excluding(contacts=recent)
+                selection, kept, matrix = choose(excluded)
+            else:
+                with log.confirming(campaign_id) as tx:
+                    recent = tx.recent(stored, cap.per_days) if cap else {}
+                    excluded = excluding(contacts=recent)
+                    selection, kept, matrix = choose(excluded)
+                    stored_of = dict(zip(ids, stored, strict=True))
+                    tx.record(
+                        target,
+                        [(stored_of[r.customer_id], r.group) for r in selection.rows],
+                    )
+                    confirmed_at = tx.confirmed_at
+        except AlreadyConfirmed as exc:
+            return _conflict(exc)  # type: ignore[return-value]
+        except ContactLogError as exc:
+            return _unavailable("outreach", exc)  # type: ignore[return-value]
         except ValueError as exc:
             return _bad_request(str(exc))  # type: ignore[return-value]
-        _count("outreach", [target], len(records))
+        counts = policy.counted(excluded)
+        notes = policy.notes(
+            counts,
+            None if cap is None else cap.max_contacts,
+            None if cap is None else cap.per_days,
+        )
+        return self._outreach_response(
+            selection, kept, matrix, target, mode, confirmed_at, counts, notes
+        )
+
+    def _choose(
+        self,
+        campaign_id: str,
+        customers: list[OutreachCustomer],
+        target: str,
+        excluded: Sequence[str | None],
+        **rules: object,
+    ) -> tuple[outreach.Selection, list[OutreachCustomer], np.ndarray]:
+        """Score the customers not excluded and select among them; with the
+        features of the scored. ValueError from selection names its field."""
+        kept = [c for c, why in zip(customers, excluded, strict=True) if why is None]
+        model = self.champions.models[target]
+        if kept:
+            matrix = self.champions.matrix([c.features for c in kept], target)
+            probabilities = model.predict(matrix)
+        else:
+            matrix, probabilities = np.empty((0, 0)), np.empty(0)
+        default = self.config.outreach.default_value
+        selection = outreach.select(
+            campaign_id,
+            [c.customer_id for c in kept],
+            probabilities,
+            values=[default if c.value is None else c.value for c in kept],
+            **rules,  # type: ignore[arg-type]
+        )
+        _count("outreach", [target], len(kept))
+        return selection, kept, matrix
+
+    def _outreach_response(
+        self,
+        selection: outreach.Selection,
+        kept: list[OutreachCustomer],
+        matrix: np.ndarray,
+        target: str,
+        mode: Literal["dry_run", "confirm"],
+        confirmed_at: str | None,
+        excluded: dict[str, int],
+        notes: list[str],
+    ) -> OutreachResponse:
+        model = self.champions.models[target]
         # reason codes only for the selected: attribution is the costly part
-        row_of = {c.customer_id: i for i, c in enumerate(customers)}
+        row_of = {c.customer_id: i for i, c in enumerate(kept)}
         explain = self.config.explain
-        found = reasons(
-            model,
-            matrix[[row_of[r.customer_id] for r in selection.rows]],
-            explain.top_k,
-            frozenset(explain.non_actionable),
-            self.descriptions,
-            explain.method,
+        found = (
+            reasons(
+                model,
+                matrix[[row_of[r.customer_id] for r in selection.rows]],
+                explain.top_k,
+                frozenset(explain.non_actionable),
+                self.descriptions,
+                explain.method,
+            )
+            if selection.rows
+            else []
         )
         return OutreachResponse(
-            campaign_id=campaign_id,
+            campaign_id=selection.campaign_id,
             target=target,
+            mode=mode,
+            confirmed_at=confirmed_at,
             model_version=model.version,
             selected=[
                 OutreachRow(
@@ -439,8 +568,9 @@ class Propensity:
                 selected=selection.selected,
                 held_out=selection.held_out,
                 dropped_non_positive=selection.dropped_non_positive,
+                excluded=OutreachExcluded(**excluded),
             ),
-            reasons=selection.reasons,
+            reasons=notes + selection.reasons,
         )
 
     @bentoml.api

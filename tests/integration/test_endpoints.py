@@ -2,17 +2,24 @@
 
 The app is built once for this module (BentoML's Prometheus metrics refuse a second
 `to_asgi()` in one process); the outreach key is read per request, so tests set or
-remove $PROPENSITY_OUTREACH_KEY with monkeypatch.
+remove $PROPENSITY_OUTREACH_KEY with monkeypatch. The contact-policy tests swap the
+running instance's config (and pseudonymiser) for one with their own policy, contact
+log and privacy folder (the `policy` fixture).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import bentoml
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,12 +27,17 @@ import yaml
 from starlette.testclient import TestClient
 
 from features.columns import TARGETS
-from features.config import OUTREACH_KEY_ENV, load_config
+from features.config import OUTREACH_KEY_ENV, FrequencyCap, ProjectConfig, load_config
 from features.definition import FeatureSpec, catalogue
+from features.privacy import pseudonymiser, suppression_path
+from serving.contacts import ContactLog
 from serving.online_store import SqliteStoreWriter, StoreMeta
 from serving.predictor import Champions
 from tests.conftest import Project, auth
 from tests.integration.test_serve import records
+
+if TYPE_CHECKING:
+    from serving.service import Propensity
 
 pytestmark = pytest.mark.integration
 
@@ -366,6 +378,199 @@ def test_outreach_without_a_key_is_503_saying_how_to_set_it(
     r = client.post("/outreach", json={**campaign(body[:3]), "budget": 2})
     assert r.status_code == 503, r.text
     assert OUTREACH_KEY_ENV in r.text and "key_file" in r.text
+
+
+# --- outreach: the contact policy and the contact log ------------------------------
+
+PSEUDONYM_KEY = "pseudonym-test-key-0123456789abcdef"
+NO_EXCLUSIONS = {"opted_out": 0, "no_consent": 0, "forgotten": 0, "frequency_cap": 0}
+
+
+@pytest.fixture
+def service(client: TestClient) -> Propensity:
+    """The running service instance, whose config a test may swap for its own."""
+    return bentoml.get_current_service()
+
+
+@pytest.fixture
+def policy(
+    service: Propensity,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    keyed: None,
+) -> Callable[..., ProjectConfig]:
+    """Give the service a contact policy for this test: outreach settings over a
+    contact log and a privacy folder of its own, pseudonymisation on or off (its
+    key from the environment, as at start-up)."""
+
+    def apply(pseudonymise: bool = False, **outreach: object) -> ProjectConfig:
+        config = service.config
+        privacy = config.privacy.model_copy(
+            update={"pseudonymise": pseudonymise, "dir": tmp_path / "privacy"}
+        )
+        settings = config.outreach.model_copy(
+            update={"contact_log": tmp_path / "contacts.sqlite", **outreach}
+        )
+        changed = config.model_copy(update={"outreach": settings, "privacy": privacy})
+        monkeypatch.setenv(privacy.key_env, PSEUDONYM_KEY)
+        monkeypatch.setattr(service, "config", changed)
+        monkeypatch.setattr(service, "pseudonyms", pseudonymiser(privacy))
+        return changed
+
+    return apply
+
+
+def hashed(customer_id: str) -> str:
+    return hmac.new(
+        PSEUDONYM_KEY.encode(), customer_id.encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def plan(client: TestClient, request: dict, status: int = 200) -> dict:
+    response = client.post("/outreach", json=request)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def test_outreach_dry_run_writes_nothing_and_confirm_logs_pseudonyms(
+    client: TestClient, body: list[dict], policy: Callable[..., ProjectConfig]
+) -> None:
+    config = policy(
+        pseudonymise=True, frequency_cap=FrequencyCap(max_contacts=2, per_days=30)
+    )
+    log = ContactLog(config.outreach.contact_log)
+    request = {**campaign(body), "budget": 20, "control_share": 0.5}
+    dry = plan(client, request)
+    assert (dry["mode"], dry["confirmed_at"]) == ("dry_run", None)
+    assert dry["counts"]["excluded"] == NO_EXCLUSIONS
+    assert not log.path.exists()
+    confirmed = plan(client, {**request, "mode": "confirm"})
+    assert confirmed["mode"] == "confirm"
+    assert confirmed["selected"] == dry["selected"]
+    rows = log.contacts()
+    assert confirmed["confirmed_at"] == rows[0].confirmed_at
+    assert {(r.customer, r.group) for r in rows} == {
+        (hashed(r["customer_id"]), r["group"]) for r in dry["selected"]
+    }
+    assert {r.group for r in rows} == {"treatment", "control"}
+    assert {(r.campaign_id, r.target) for r in rows} == {("spring-2026", TARGET)}
+    # the raw ids appear nowhere in the log's files
+    stored = b"".join(p.read_bytes() for p in log.path.parent.glob("contacts.sqlite*"))
+    assert all(c["customer_id"].encode() not in stored for c in body)
+    # a dry run after the confirm reads the log but still writes nothing
+    again = plan(client, request)
+    assert again["counts"]["excluded"]["frequency_cap"] == 0  # 1 contact, cap 2
+    assert len(log.contacts()) == len(rows)
+
+
+def test_outreach_confirming_a_campaign_twice_is_409_naming_it(
+    client: TestClient, body: list[dict], policy: Callable[..., ProjectConfig]
+) -> None:
+    config = policy()
+    request = {**campaign(body), "budget": 10, "mode": "confirm"}
+    first = plan(client, request)
+    refused = plan(client, {**request, "budget": 30}, status=409)
+    assert refused["campaign_id"] == "spring-2026"
+    assert refused["confirmed_at"] == first["confirmed_at"]
+    assert (
+        "spring-2026" in refused["error"] and first["confirmed_at"] in refused["error"]
+    )
+    rows = ContactLog(config.outreach.contact_log).contacts()
+    assert sorted(r.customer for r in rows) == sorted(
+        r["customer_id"] for r in first["selected"]
+    )
+
+
+def test_outreach_frequency_cap_excludes_before_ranking(
+    client: TestClient, body: list[dict], policy: Callable[..., ProjectConfig]
+) -> None:
+    policy(frequency_cap=FrequencyCap(max_contacts=1, per_days=30))
+    first = plan(client, {**campaign(body), "budget": 15, "mode": "confirm"})
+    contacted = {r["customer_id"] for r in first["selected"]}
+    assert len(contacted) == 15
+    second = {**campaign(body), "campaign_id": "summer-2026", "budget": 15}
+    data = plan(client, second)
+    counts = data["counts"]
+    assert counts["excluded"] == {**NO_EXCLUSIONS, "frequency_cap": 15}
+    assert counts["eligible"] == len(body) - 15
+    # the budget fills with customers still allowed
+    assert counts["selected"] == 15
+    assert not contacted & {r["customer_id"] for r in data["selected"]}
+    assert any(
+        note.startswith("15 customer(s) excluded") and "frequency_cap" in note
+        for note in data["reasons"]
+    )
+    # under a cap of 2 one contact leaves them eligible
+    policy(frequency_cap=FrequencyCap(max_contacts=2, per_days=30))
+    assert plan(client, second)["counts"]["excluded"] == NO_EXCLUSIONS
+
+
+def test_outreach_opt_outs_and_consent(
+    client: TestClient,
+    body: list[dict],
+    policy: Callable[..., ProjectConfig],
+    tmp_path: Path,
+) -> None:
+    opt_out = tmp_path / "opt-out.txt"
+    ids = [c["customer_id"] for c in body]
+    opt_out.write_text(f"# from the CRM\n{ids[0]}\n{ids[1]}\nnot-sent\n")
+    policy(opt_out_file=opt_out)
+    request = campaign(body)
+    request["customers"][2]["consent"] = False
+    request["customers"][3]["consent"] = True
+    request["customers"][0]["consent"] = True  # the opt-out file wins
+    request = {**request, "budget": len(body)}
+    data = plan(client, request)
+    assert data["counts"]["excluded"] == {**NO_EXCLUSIONS, "opted_out": 3}
+    assert data["counts"]["eligible"] == len(body) - 3
+    chosen = {r["customer_id"] for r in data["selected"]}
+    assert not chosen & set(ids[:3]) and ids[3] in chosen
+    # consent required: only customers 3 (consent: true) and 0 (opted out) sent it
+    policy(opt_out_file=opt_out, require_consent=True)
+    data = plan(client, request)
+    assert data["counts"]["excluded"] == {
+        **NO_EXCLUSIONS,
+        "opted_out": 3,
+        "no_consent": len(body) - 4,
+    }
+    assert [r["customer_id"] for r in data["selected"]] == [ids[3]]
+    # the file is re-read when it changes
+    opt_out.write_text(f"{ids[3]}\n")
+    os.utime(opt_out, ns=(1, 1))
+    data = plan(client, request)
+    assert data["counts"]["excluded"] == {
+        **NO_EXCLUSIONS,
+        "opted_out": 2,  # 2 by consent: false, 3 by the file
+        "no_consent": len(body) - 3,
+    }
+    assert [r["customer_id"] for r in data["selected"]] == [ids[0]]
+    # a configured file that is gone: refused, not ignored
+    opt_out.unlink()
+    response = client.post("/outreach", json=request)
+    assert response.status_code == 503 and "opt_out_file" in response.text
+
+
+def test_outreach_leaves_out_forgotten_customers_by_their_pseudonym(
+    client: TestClient, body: list[dict], policy: Callable[..., ProjectConfig]
+) -> None:
+    config = policy(pseudonymise=True)
+    ids = [c["customer_id"] for c in body]
+    suppression = suppression_path(config.privacy)
+    suppression.parent.mkdir(parents=True)
+    # a raw id on the list matches nobody: the list holds stored forms
+    forgotten = [hashed(ids[5]), hashed(ids[9]), ids[11]]
+    suppression.write_text("# propensity forget\n" + "\n".join(forgotten) + "\n")
+    data = plan(client, {**campaign(body), "budget": len(body)})
+    assert data["counts"]["excluded"] == {**NO_EXCLUSIONS, "forgotten": 2}
+    chosen = {r["customer_id"] for r in data["selected"]}
+    assert ids[5] not in chosen and ids[9] not in chosen and ids[11] in chosen
+    assert any(n.startswith("2 customer(s) excluded") for n in data["reasons"])
+    # everyone excluded: nothing scored, nothing selected, still an answer
+    suppression.write_text("\n".join(hashed(c) for c in ids) + "\n")
+    data = plan(client, {**campaign(body), "budget": 5, "mode": "confirm"})
+    assert data["selected"] == [] and data["counts"]["eligible"] == 0
+    assert data["counts"]["excluded"]["forgotten"] == len(body)
+    assert ContactLog(config.outreach.contact_log).contacts() == []
 
 
 # --- metadata ----------------------------------------------------------------------

@@ -170,6 +170,32 @@ def test_outreach_key_env_then_relative_file_else_refused(
         config.outreach.key()
 
 
+def test_outreach_contact_policy_paths_and_cap(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE)).outreach
+    assert config.opt_out_file is None and config.frequency_cap is None
+    assert config.require_consent is False
+    assert config.contact_log == tmp_path / "contacts" / "contacts.sqlite"
+    policy = (
+        "outreach: {opt_out_file: lists/opt-out.txt, require_consent: true,"
+        " frequency_cap: {max_contacts: 2, per_days: 30}, contact_log: /tmp/c.db}\n"
+    )
+    config = load_config(write(tmp_path, BASE + policy)).outreach
+    assert config.opt_out_file == tmp_path / "lists" / "opt-out.txt"
+    assert config.contact_log == Path("/tmp/c.db")
+    assert (config.frequency_cap.max_contacts, config.frequency_cap.per_days) == (
+        2,
+        30,
+    )
+    for bad, key in [
+        ("{max_contacts: 0, per_days: 30}", "max_contacts"),
+        ("{max_contacts: 1, per_days: 0}", "per_days"),
+        ("{max_contacts: 1}", "per_days"),
+    ]:
+        text = BASE + f"outreach: {{frequency_cap: {bad}}}\n"
+        with pytest.raises(ConfigError, match=rf"outreach\.frequency_cap\.{key}"):
+            load_config(write(tmp_path, text))
+
+
 def test_scoring_sink_drift_and_reason_method(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, BASE))
     assert config.scoring.postgres is None and config.scoring.reason_method == "path"

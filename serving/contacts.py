@@ -1,0 +1,226 @@
+"""The contact log: every confirmed campaign selection, for the frequency cap.
+
+One SQLite table, one row per selected customer of a confirmed campaign (treatment
+and control alike): the customer's stored form (the pseudonym when
+pseudonymisation is on, never the raw id then), the campaign id, the target, the
+group and when it was confirmed (UTC, ISO 8601 with microseconds, so text order is
+time order).
+
+Confirming is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock
+before reading, so the cap check, the selection and the insert of one confirm see
+every row committed by another (in any BentoML worker process) and two concurrent
+confirms cannot both pass a cap. WAL lets dry runs read meanwhile; a writer waits
+up to `busy_timeout` for the lock. The file and its folder are created by the
+first confirm; a dry run writes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+TABLE = "contacts"
+CUSTOMER = "customer"
+CAMPAIGN = "campaign_id"
+TARGET = "target"
+GROUP = "contact_group"
+CONFIRMED_AT = "confirmed_at"
+BUSY_TIMEOUT_MS = 30_000
+# SQLite's default limit of host parameters per statement is 32766 (>= 3.32)
+_CHUNK = 5_000
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    {CUSTOMER} TEXT NOT NULL,
+    {CAMPAIGN} TEXT NOT NULL,
+    {TARGET} TEXT NOT NULL,
+    {GROUP} TEXT NOT NULL CHECK ({GROUP} IN ('treatment', 'control')),
+    {CONFIRMED_AT} TEXT NOT NULL,
+    PRIMARY KEY ({CAMPAIGN}, {CUSTOMER})
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_by_customer ON {TABLE} ({CUSTOMER}, {CONFIRMED_AT});
+"""
+
+
+class ContactLogError(RuntimeError):
+    """The contact log cannot be read or written (locked too long, unwritable)."""
+
+
+class AlreadyConfirmed(ValueError):
+    """The campaign id was confirmed before; a campaign is confirmed once."""
+
+    def __init__(self, campaign_id: str, confirmed_at: str) -> None:
+        super().__init__(
+            f"campaign {campaign_id!r} was already confirmed at {confirmed_at}; "
+            "a campaign is confirmed once (use a new campaign_id)"
+        )
+        self.campaign_id = campaign_id
+        self.confirmed_at = confirmed_at
+
+
+@dataclass(frozen=True)
+class Contact:
+    customer: str
+    campaign_id: str
+    target: str
+    group: str
+    confirmed_at: str
+
+
+def stamp(at: datetime) -> str:
+    """The stored text of an instant: UTC, microseconds, fixed width."""
+    if at.tzinfo is None:
+        raise ValueError("contact times must be timezone-aware")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _window_start(now: datetime, per_days: int) -> str:
+    return stamp(now - timedelta(days=per_days))
+
+
+def _recent(
+    conn: sqlite3.Connection, customers: Sequence[str], since: str
+) -> dict[str, int]:
+    """Contacts per customer confirmed strictly after `since`."""
+    found: dict[str, int] = {}
+    unique = list(dict.fromkeys(customers))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT {CUSTOMER}, COUNT(*) FROM {TABLE} WHERE {CUSTOMER} IN ({marks}) "
+            f"AND {CONFIRMED_AT} > ? GROUP BY {CUSTOMER}",
+            [*chunk, since],
+        )
+        found.update({c: int(n) for c, n in rows})
+    return found
+
+
+class Confirmation:
+    """One confirm in progress, inside the write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, campaign_id: str, now: datetime):
+        self._conn = conn
+        self.campaign_id = campaign_id
+        self.now = now
+        self.confirmed_at = stamp(now)
+
+    def recent(self, customers: Sequence[str], per_days: int) -> dict[str, int]:
+        """Confirmed selections per stored id in the `per_days` days before now."""
+        return _recent(self._conn, customers, _window_start(self.now, per_days))
+
+    def record(self, target: str, rows: Iterable[tuple[str, str]]) -> int:
+        """Log (stored id, group) rows; the count written."""
+        cursor = self._conn.executemany(
+            f"INSERT INTO {TABLE} ({CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, "
+            f"{CONFIRMED_AT}) VALUES (?, ?, ?, ?, ?)",
+            [(c, self.campaign_id, target, g, self.confirmed_at) for c, g in rows],
+        )
+        return cursor.rowcount
+
+
+class ContactLog:
+    """The log file at `path`; a connection per call, so it is safe across
+    threads and processes."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        return conn
+
+    def recent(
+        self, customers: Sequence[str], per_days: int, now: datetime
+    ) -> dict[str, int]:
+        """Confirmed selections per stored id in the `per_days` days before `now`
+        (a contact exactly `per_days` days old no longer counts). Reads only:
+        a missing log means no contacts."""
+        if not self.path.exists():
+            return {}
+        try:
+            with closing(self._connect()) as conn:
+                return _recent(conn, customers, _window_start(now, per_days))
+        except sqlite3.Error as exc:
+            raise ContactLogError(f"contact log {self.path}: {exc}") from exc
+
+    def confirmed_at(self, campaign_id: str) -> str | None:
+        """When the campaign was confirmed, or None."""
+        if not self.path.exists():
+            return None
+        with closing(self._connect()) as conn:
+            return _confirmed_at(conn, campaign_id)
+
+    def contacts(self) -> list[Contact]:
+        """Every row, oldest first (for inspection and tests)."""
+        if not self.path.exists():
+            return []
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                f"SELECT {CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, {CONFIRMED_AT} "
+                f"FROM {TABLE} ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}"
+            ).fetchall()
+        return [Contact(*row) for row in rows]
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the table. Switching a new file to WAL fails at once,
+        without waiting, while another process holds a lock on it: retried."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @contextmanager
+    def confirming(
+        self, campaign_id: str, now: datetime | None = None
+    ) -> Iterator[Confirmation]:
+        """A write transaction for confirming `campaign_id`: committed when the
+        block ends, rolled back if it raises. AlreadyConfirmed when the campaign
+        is in the log; ContactLogError when the log cannot be written."""
+        now = datetime.now(UTC) if now is None else now
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise ContactLogError(f"contact log {self.path}: {exc}") from exc
+        with closing(conn):
+            try:
+                self._prepare(conn)
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise ContactLogError(f"contact log {self.path}: {exc}") from exc
+            try:
+                if (when := _confirmed_at(conn, campaign_id)) is not None:
+                    raise AlreadyConfirmed(campaign_id, when)
+                yield Confirmation(conn, campaign_id, now)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise ContactLogError(f"contact log {self.path}: {exc}") from exc
+
+
+def _confirmed_at(conn: sqlite3.Connection, campaign_id: str) -> str | None:
+    row = conn.execute(
+        f"SELECT MIN({CONFIRMED_AT}) FROM {TABLE} WHERE {CAMPAIGN} = ?",
+        (campaign_id,),
+    ).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,162 @@
+"""The contact policy and the contact log: exclusion reasons, the cap's window
+boundary, a confirm refused twice, and two processes racing for one cap."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from serving.contacts import AlreadyConfirmed, Contact, ContactLog
+from serving.policy import (
+    FORGOTTEN,
+    FREQUENCY_CAP,
+    NO_CONSENT,
+    OPTED_OUT,
+    REASONS,
+    OptOutFileError,
+    OptOutList,
+    counted,
+    exclusions,
+    notes,
+    parse_ids,
+)
+
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+
+
+def test_each_reason_and_its_precedence() -> None:
+    ids = ["a", "b", "c", "d", "e", "f", "g"]
+    stored = [f"s-{c}" for c in ids]
+    consents = [True, False, None, True, None, True, False]
+    reasons = exclusions(
+        ids,
+        stored,
+        consents,
+        opted_out=frozenset({"d", "g"}),
+        # compared by stored form: a raw id on the list suppresses nobody
+        forgotten=frozenset({"s-e", "a", "s-g"}),
+        require_consent=True,
+        contacts={"s-f": 2, "s-a": 1},
+        max_contacts=2,
+    )
+    assert reasons == [
+        None,  # consent, one contact under a cap of 2
+        OPTED_OUT,  # consent: false
+        NO_CONSENT,  # no consent sent, consent required
+        OPTED_OUT,  # on the opt-out file despite consent: true
+        FORGOTTEN,  # forgotten wins over a missing consent
+        FREQUENCY_CAP,  # exactly max_contacts in the window
+        FORGOTTEN,  # forgotten wins over opted out
+    ]
+    counts = counted(reasons)
+    assert list(counts) == list(REASONS)
+    assert counts == {OPTED_OUT: 2, NO_CONSENT: 1, FORGOTTEN: 2, FREQUENCY_CAP: 1}
+    said = notes(counts, 2, 30)
+    assert len(said) == 4
+    assert said[3].startswith("1 customer(s) excluded") and "2 time(s)" in said[3]
+
+
+def test_defaults_exclude_only_explicit_refusals() -> None:
+    # consent not required: a missing consent is allowed, consent: false is not
+    reasons = exclusions(["a", "b", "c"], ["a", "b", "c"], [None, False, True])
+    assert reasons == [None, OPTED_OUT, None]
+    assert notes(counted([None]), None, None) == []
+
+
+def test_opt_out_file_parsed_and_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "opt-out.txt"
+    path.write_text("# from the CRM, 2026-03\nC1\n\n  C2  \n#C3\n")
+    assert parse_ids(path.read_text()) == {"C1", "C2"}
+    opt_outs = OptOutList()
+    assert opt_outs.ids(None) == frozenset()
+    assert opt_outs.ids(path) == {"C1", "C2"}
+    path.write_text("C1\nC2\nC4\n")
+    os.utime(path, ns=(1, 1))  # a new mtime whatever the clock's resolution
+    assert opt_outs.ids(path) == {"C1", "C2", "C4"}
+    path.unlink()
+    with pytest.raises(OptOutFileError, match="opt_out_file"):
+        opt_outs.ids(path)
+
+
+def confirm(log: ContactLog, campaign: str, customers: list[str], at: datetime) -> None:
+    with log.confirming(campaign, at) as tx:
+        tx.record("churn", [(c, "treatment") for c in customers])
+
+
+def test_cap_window_counts_exactly_the_last_per_days(tmp_path: Path) -> None:
+    log = ContactLog(tmp_path / "contacts" / "log.sqlite")
+    assert log.recent(["a"], 30, NOW) == {}
+    assert not log.path.exists()  # reading creates nothing
+    confirm(log, "old", ["a", "b"], NOW - timedelta(days=30))  # on the boundary
+    confirm(log, "mid", ["a", "b"], NOW - timedelta(days=30) + timedelta(seconds=1))
+    confirm(log, "new", ["a"], NOW - timedelta(seconds=1))
+    assert log.recent(["a", "b", "c"], 30, NOW) == {"a": 2, "b": 1}
+    assert log.recent(["a"], 31, NOW) == {"a": 3}
+    cap = 2
+    reasons = exclusions(
+        ["a", "b"],
+        ["a", "b"],
+        [None, None],
+        contacts=log.recent(["a", "b"], 30, NOW),
+        max_contacts=cap,
+    )
+    assert reasons == [FREQUENCY_CAP, None]  # exactly 2 in 30 days: excluded
+
+
+def test_a_campaign_is_confirmed_once_and_a_failed_confirm_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    log = ContactLog(tmp_path / "log.sqlite")
+    confirm(log, "spring", ["a"], NOW)
+    with pytest.raises(AlreadyConfirmed) as refused:
+        confirm(log, "spring", ["b"], NOW + timedelta(days=1))
+    assert refused.value.confirmed_at == "2026-03-31T12:00:00.000000+00:00"
+    assert "'spring'" in str(refused.value) and "2026-03-31T12:00" in str(refused.value)
+    with pytest.raises(RuntimeError), log.confirming("autumn", NOW) as tx:
+        tx.record("churn", [("c", "control")])
+        raise RuntimeError("selection failed after the insert")
+    assert log.contacts() == [
+        Contact("a", "spring", "churn", "treatment", "2026-03-31T12:00:00.000000+00:00")
+    ]
+    assert log.confirmed_at("autumn") is None
+
+
+def race(path: str, campaign: str, barrier, results) -> None:
+    """Confirm `campaign` for customer x under a cap of 1 per 30 days, holding the
+    transaction open long enough for the other process to try meanwhile."""
+    log = ContactLog(Path(path))
+    barrier.wait()
+    with log.confirming(campaign) as tx:
+        recent = tx.recent(["x"], 30)
+        reason = exclusions(["x"], ["x"], [None], contacts=recent, max_contacts=1)[0]
+        allowed = [] if reason else ["x"]
+        time.sleep(0.5)
+        tx.record("churn", [(c, "treatment") for c in allowed])
+    results.put((campaign, allowed))
+
+
+def test_two_processes_confirming_at_once_cannot_both_pass_a_cap(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.sqlite"
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=race, args=(str(path), name, barrier, results))
+        for name in ("first", "second")
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    outcome = dict(results.get(timeout=5) for _ in workers)
+    assert sorted(len(v) for v in outcome.values()) == [0, 1]
+    rows = ContactLog(path).contacts()
+    assert [(r.customer, r.group) for r in rows] == [("x", "treatment")]
+    assert ContactLog(path).recent(["x"], 30, datetime.now(UTC)) == {"x": 1}
