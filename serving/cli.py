@@ -429,7 +429,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from serving.retention import prune_scores
+    from serving.retention import prune_contacts, prune_scores
     from training.dataset import prune_snapshots
 
     _, config, _ = _context(args)
@@ -443,6 +443,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     for path in removed:
         print(f"deleted {path}")
     print(f"{len(removed)} output(s) older than {days} days deleted")
+    print(f"{prune_contacts(config):,} contact log row(s) deleted")
     return 0
 
 

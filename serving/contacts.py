@@ -171,6 +171,45 @@ class ContactLog:
             ).fetchall()
         return [Contact(*row) for row in rows]
 
+    def delete(
+        self, customers: Sequence[str] = (), before: datetime | None = None
+    ) -> dict[str, int]:
+        """Delete the rows of `customers` (forget), or those confirmed before
+        `before` (retention), with secure_delete so no freed page keeps them;
+        the rows deleted per stored id."""
+        if not self.path.exists():
+            return {}
+        with closing(self._connect()) as conn:
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("BEGIN IMMEDIATE")
+            where, params = f"{CONFIRMED_AT} < ?", [stamp(before)] if before else []
+            found: dict[str, int] = {}
+            if before is None:
+                for start in range(0, len(customers), _CHUNK):
+                    chunk = list(customers[start : start + _CHUNK])
+                    marks = ", ".join("?" * len(chunk))
+                    for customer, n in conn.execute(
+                        f"SELECT {CUSTOMER}, COUNT(*) FROM {TABLE} "
+                        f"WHERE {CUSTOMER} IN ({marks}) GROUP BY {CUSTOMER}",
+                        chunk,
+                    ):
+                        found[customer] = n
+                    conn.execute(
+                        f"DELETE FROM {TABLE} WHERE {CUSTOMER} IN ({marks})", chunk
+                    )
+            else:
+                for customer, n in conn.execute(
+                    f"SELECT {CUSTOMER}, COUNT(*) FROM {TABLE} WHERE {where} "
+                    f"GROUP BY {CUSTOMER}",
+                    params,
+                ):
+                    found[customer] = n
+                conn.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
+            conn.execute("COMMIT")
+            # the WAL may still hold the deleted rows' pages: fold it back in
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return found
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """WAL mode and the table. Switching a new file to WAL fails at once,
         without waiting, while another process holds a lock on it: retried."""

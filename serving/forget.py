@@ -8,11 +8,11 @@ Forgetting a customer, given the id a marketing system knows:
    later step fails; running `forget` again finishes the job;
 2. removes its rows from the online store (SQLite: a copy without them, with
    secure_delete and VACUUM so no freed page keeps them, renamed over the file;
-   Postgres: a DELETE), from every score file under `scoring.output` and the
-   Postgres scores table, and from every training snapshot under
-   `training.snapshot_dir`; each Parquet file is rewritten beside itself and
-   renamed over (write-then-rename, as the nightly job does), so a kill leaves
-   every file whole, the old one or the new one;
+   Postgres: a DELETE), from outreach's contact log, from every score file
+   under `scoring.output` and the Postgres scores table, and from every
+   training snapshot under `training.snapshot_dir`; each Parquet file is
+   rewritten beside itself and renamed over (write-then-rename, as the nightly
+   job does), so a kill leaves every file whole, the old one or the new one;
 3. appends one line per customer to the erasure log (`privacy.dir`/erasures.jsonl):
    its stored form, the time and the rows removed per place; never the raw id
    when pseudonymisation is on (with it off, the stored form is the id itself).
@@ -47,6 +47,7 @@ from features.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTab
 from features.privacy import erasure_log_path, pseudonymiser, suppression_path
 from serving.atomic import exclusive
 from serving.batch import writing
+from serving.contacts import ContactLog
 from serving.online_store import TABLE
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
             locks.enter_context(exclusive(snapshots))
         add_suppressed(config.privacy, stored)
         removed = _online_store(config, stored)
+        contacts = ContactLog(config.outreach.contact_log).delete(stored)
+        removed |= {str(config.outreach.contact_log): contacts} if contacts else {}
         removed |= remove_from_parquet(config.scoring.output, stored)
         if config.scoring.postgres is not None:
             removed |= _postgres(config.scoring.postgres, stored, "scores")

@@ -40,7 +40,7 @@ from serving.atomic import Busy, publish_dir
 from serving.batch import PART_FILE, ScoreResult, score, staging_dir, writing
 from serving.drift import ALERT
 from serving.predictor import Champions
-from serving.retention import prune_scores
+from serving.retention import prune_contacts, prune_scores
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ def _run(
     )
     if config.privacy.retention_days is not None:
         prune_scores(config.scoring.output, config.privacy.retention_days)
+        prune_contacts(config)
     out = NightlyResult(result, run_id, report, drift_dir, sink_rows, sink_error, code)
     _record(client, config, champions, out, drift_dir, time.perf_counter() - started)
     return out
