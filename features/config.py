@@ -633,7 +633,10 @@ def _resolve_paths(config: ProjectConfig, base: Path) -> ProjectConfig:
         }
     )
     training = config.training.model_copy(
-        update={"snapshot_dir": resolve(config.training.snapshot_dir)}
+        update={
+            "snapshot_dir": resolve(config.training.snapshot_dir)
+            or config.training.snapshot_dir
+        }
     )
     privacy = config.privacy.model_copy(
         update={"dir": resolve(config.privacy.dir) or config.privacy.dir}
