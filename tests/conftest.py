@@ -46,7 +46,8 @@ def pytest_collection_modifyitems(
 
 
 def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
-    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM."""
+    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM,
+    and with customers the fairness report on the demo's region, plan and age."""
     config = {
         "data": {
             "events": str(events),
@@ -71,6 +72,12 @@ def write_config(path: Path, events: Path, customers: Path | None, **overrides) 
             "drift": {"ignore": ["tenure_days", "days_since_first_purchase"]},
         },
     }
+    if customers:
+        # the fairness report of each model run (test_workflow checks it)
+        config["fairness"] = {
+            "segments": ["region", "plan", "age"],
+            "bands": {"age": [18, 30, 45, 60]},
+        }
     for key, value in overrides.items():
         config[key] = (
             {**config.get(key, {}), **value} if isinstance(value, dict) else value
