@@ -333,6 +333,8 @@ def origins_over_time(rows: list[dict], metric: str) -> Figure:
 
 FLAGGED_COLOUR = "#d62728"
 SMALL_COLOUR = "0.75"
+# reliability points drawn per segment only for bins with at least this many rows
+MIN_BIN_ROWS = 20
 
 
 def fairness(
@@ -345,7 +347,10 @@ def fairness(
 
     `rows` are training.fairness report rows (attribute, segment, n, selection_rate,
     selection_ratio, ece, small, four_fifths, calibration); `curves` their
-    `calibration_table`s keyed "attribute=segment".
+    `calibration_table`s keyed "attribute=segment". Reliability points of bins
+    with fewer than `MIN_BIN_ROWS` rows are left out (noise, not signal: the
+    segment's ECE still counts them), and the axes end a little past the
+    highest point drawn.
     """
     attributes = list(dict.fromkeys(row["attribute"] for row in rows))
     if not attributes:
@@ -386,8 +391,14 @@ def fairness(
             xlim=(0, max(1.15, max(ratios) * 1.15)),
         )
         reliability_axes.plot([0, 1], [0, 1], **REFERENCE)
+        top = 0.0
         for row in group:
-            table = curves[f"{attribute}={row['segment']}"]
+            table = [
+                t
+                for t in curves[f"{attribute}={row['segment']}"]
+                if t["n"] >= MIN_BIN_ROWS
+            ]
+            top = max([top, *(max(t["mean_predicted"], t["observed"]) for t in table)])
             flag = " !" if row["calibration"] else ""
             reliability_axes.plot(
                 [t["mean_predicted"] for t in table],
@@ -398,11 +409,11 @@ def fairness(
                 label=f"{row['segment']} (ECE {row['ece']:.3f}){flag}",
             )
         reliability_axes.set(
-            title=f"{attribute}: reliability per segment",
+            title=f"{attribute}: reliability (bins of {MIN_BIN_ROWS}+ rows)",
             xlabel="mean predicted probability",
             ylabel="observed frequency",
-            xlim=(0, 1),
-            ylim=(0, 1),
+            xlim=(0, min(1.0, top * 1.1 or 1.0)),
+            ylim=(0, min(1.0, top * 1.1 or 1.0)),
         )
         reliability_axes.legend(loc="upper left", fontsize="x-small")
     return figure
