@@ -8,6 +8,7 @@ overrides the file's, API keys add to the keys file's.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import date, datetime
@@ -519,6 +520,40 @@ class PrivacyConfig(_Strict):
     retention_days: int | None = Field(None, ge=1)
 
 
+class FairnessConfig(_Strict):
+    """The fairness report of each training run (training.fairness, README:
+    Fairness report): per value of each customer attribute in `segments`, score
+    distribution, calibration and selection rate at the outreach threshold. It
+    informs; it never changes a score.
+
+    `bands` cuts a numeric attribute into buckets [edge, next edge) plus "<first"
+    and "last+" and "missing"; a numeric segment without bands is refused at
+    training time, when the customers table says which attributes are numeric.
+    `threshold` None selects the out-of-time rows' top decile, the customers the
+    nightly job puts in decile 1. Segments under `min_segment_size` rows are
+    reported, never flagged."""
+
+    segments: list[str] = Field(default_factory=list)
+    bands: dict[str, list[float]] = Field(default_factory=dict)
+    threshold: float | None = Field(None, gt=0, le=1)
+    min_segment_size: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _segments_and_bands(self) -> FairnessConfig:
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError("segments has duplicates")
+        stray = sorted(set(self.bands) - set(self.segments))
+        if stray:
+            raise ValueError(f"bands for attributes not in segments: {stray}")
+        for name, edges in self.bands.items():
+            increasing = all(b > a for a, b in zip(edges, edges[1:], strict=False))
+            if not edges or not increasing or not all(map(math.isfinite, edges)):
+                raise ValueError(
+                    f"bands.{name} must be a non-empty list of finite, increasing edges"
+                )
+        return self
+
+
 class ProjectConfig(_Strict):
     data: DataConfig
     engine: EngineConfig = EngineConfig()
@@ -533,6 +568,7 @@ class ProjectConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     outreach: OutreachConfig = OutreachConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    fairness: FairnessConfig = FairnessConfig()
 
     @model_validator(mode="after")
     def _contract_needs_subscriptions(self) -> ProjectConfig:
@@ -545,9 +581,12 @@ class ProjectConfig(_Strict):
 
     def attributes_read(self) -> list[str] | None:
         """The customer attributes ingestion keeps: None (all) unless
-        `features.attributes` lists those the models use."""
+        `features.attributes` lists those the models use; then those and the
+        fairness report's segments."""
         used = self.features.attributes
-        return None if used is None else list(dict.fromkeys(used))
+        if used is None:
+            return None
+        return list(dict.fromkeys([*used, *self.fairness.segments]))
 
     def model_name(self, target: str) -> str:
         return f"{self.mlflow.model_prefix}{target}"

@@ -31,6 +31,9 @@ BIN = Path(sys.executable).parent
 TEST_API_KEY = "test-key-6f1c0d9a2b7e4c58"
 # The control-group key for outreach (Project.env puts it in PROPENSITY_OUTREACH_KEY).
 TEST_OUTREACH_KEY = "outreach-key-3a9e5c1f7b2d4e60"
+# The pseudonym key (Project.env puts it in PROPENSITY_PSEUDONYM_KEY): servers of
+# the demo config (the Bento packs it) pseudonymise.
+TEST_PSEUDONYM_KEY = "pseudonym-key-8e4b2a6c0f1d3957"
 
 
 def pytest_collection_modifyitems(
@@ -46,7 +49,8 @@ def pytest_collection_modifyitems(
 
 
 def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
-    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM."""
+    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM,
+    and with customers the fairness report on the demo's region, plan and age."""
     config = {
         "data": {
             "events": str(events),
@@ -71,6 +75,12 @@ def write_config(path: Path, events: Path, customers: Path | None, **overrides) 
             "drift": {"ignore": ["tenure_days", "days_since_first_purchase"]},
         },
     }
+    if customers:
+        # the fairness report of each model run (test_workflow checks it)
+        config["fairness"] = {
+            "segments": ["region", "plan", "age"],
+            "bands": {"age": [18, 30, 45, 60]},
+        }
     for key, value in overrides.items():
         config[key] = (
             {**config.get(key, {}), **value} if isinstance(value, dict) else value
@@ -95,6 +105,7 @@ class Project:
             "PROPENSITY_CONFIG": str(self.config),
             "PROPENSITY_API_KEYS": TEST_API_KEY,
             "PROPENSITY_OUTREACH_KEY": TEST_OUTREACH_KEY,
+            "PROPENSITY_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "BENTOML_HOME": str(self.root / "bentoml_home"),
             "BENTOML_DO_NOT_TRACK": "True",

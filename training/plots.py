@@ -329,3 +329,91 @@ def origins_over_time(rows: list[dict], metric: str) -> Figure:
     axes.set(title=f"{metric} by origin", xlabel="origin (cutoff)", ylabel=metric)
     axes.legend(fontsize="small")
     return figure
+
+
+FLAGGED_COLOUR = "#d62728"
+SMALL_COLOUR = "0.75"
+# reliability points drawn per segment only for bins with at least this many rows
+MIN_BIN_ROWS = 20
+
+
+def fairness(
+    rows: list[dict], curves: Mapping[str, list[dict]], ratio_line: float = 0.8
+) -> Figure:
+    """Per segment attribute (one row of panels each): the selection-rate ratio of
+    every segment to the attribute's most-selected one, with the four-fifths line
+    (flagged bars red, segments too small to flag grey, the selection rate at the
+    bar's end), beside the segments' reliability curves.
+
+    `rows` are training.fairness report rows (attribute, segment, n, selection_rate,
+    selection_ratio, ece, small, four_fifths, calibration); `curves` their
+    `calibration_table`s keyed "attribute=segment". Reliability points of bins
+    with fewer than `MIN_BIN_ROWS` rows are left out (noise, not signal: the
+    segment's ECE still counts them), and the axes end a little past the
+    highest point drawn.
+    """
+    attributes = list(dict.fromkeys(row["attribute"] for row in rows))
+    if not attributes:
+        raise ValueError("no segment rows to draw")
+    figure = _figure(11, 3.2 * len(attributes) + 0.5)
+    panels = figure.subplots(len(attributes), 2, squeeze=False)
+    for (bars, reliability_axes), attribute in zip(panels, attributes, strict=True):
+        group = [row for row in rows if row["attribute"] == attribute]
+        ratios = [np.nan_to_num(row["selection_ratio"]) for row in group]
+        colours = [
+            SMALL_COLOUR
+            if row["small"]
+            else FLAGGED_COLOUR
+            if row["four_fifths"]
+            else "C0"
+            for row in group
+        ]
+        positions = range(len(group))
+        bars.barh(positions, ratios, color=colours)
+        for k, row in enumerate(group):
+            bars.text(
+                ratios[k],
+                k,
+                f" {row['selection_rate']:.1%}",
+                va="center",
+                fontsize="x-small",
+            )
+        bars.axvline(ratio_line, color=FLAGGED_COLOUR, linestyle="--", linewidth=1)
+        bars.set_yticks(
+            positions,
+            [f"{row['segment']} (n={row['n']})" for row in group],
+            fontsize="x-small",
+        )
+        bars.invert_yaxis()
+        bars.set(
+            title=f"{attribute}: selection rate / most-selected segment",
+            xlabel=f"selection-rate ratio ({ratio_line:g} line: four-fifths rule)",
+            xlim=(0, max(1.15, max(ratios) * 1.15)),
+        )
+        reliability_axes.plot([0, 1], [0, 1], **REFERENCE)
+        top = 0.0
+        for row in group:
+            table = [
+                t
+                for t in curves[f"{attribute}={row['segment']}"]
+                if t["n"] >= MIN_BIN_ROWS
+            ]
+            top = max([top, *(max(t["mean_predicted"], t["observed"]) for t in table)])
+            flag = " !" if row["calibration"] else ""
+            reliability_axes.plot(
+                [t["mean_predicted"] for t in table],
+                [t["observed"] for t in table],
+                marker="o",
+                markersize=3,
+                linestyle=":" if row["small"] else "-",
+                label=f"{row['segment']} (ECE {row['ece']:.3f}){flag}",
+            )
+        reliability_axes.set(
+            title=f"{attribute}: reliability (bins of {MIN_BIN_ROWS}+ rows)",
+            xlabel="mean predicted probability",
+            ylabel="observed frequency",
+            xlim=(0, min(1.0, top * 1.1 or 1.0)),
+            ylim=(0, min(1.0, top * 1.1 or 1.0)),
+        )
+        reliability_axes.legend(loc="upper left", fontsize="x-small")
+    return figure

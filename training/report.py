@@ -10,6 +10,8 @@ eligibility rule, metrics, baselines and caveats.
 
 from __future__ import annotations
 
+import logging
+
 import lightgbm as lgb
 import mlflow
 import numpy as np
@@ -19,6 +21,9 @@ from features.config import ProjectConfig
 from features.encode import Encoding
 from training import plots
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan
+from training.fairness import FLAG_CALIBRATION, FLAG_FOUR_FIFTHS, FairnessReport
+
+log = logging.getLogger(__name__)
 
 SHAP_SAMPLE = 2_000
 CARD_METRICS = (
@@ -70,6 +75,56 @@ def log_all(
         model_card(target_plan, backtest, baselines, context, config, len(rows)),
         "model_card.md",
     )
+
+
+FAIRNESS_TABLE = "fairness/segments.json"
+FAIRNESS_PLOT = "fairness/segments.png"
+FAIRNESS_SUMMARY = "fairness/summary.json"
+FAIRNESS_TAG = "fairness.flagged"
+# MLflow caps a tag value at 8,000 characters
+TAG_LIMIT = 4_000
+
+
+def log_fairness(report: FairnessReport, target: str, origin: str) -> None:
+    """The fairness report into the active run: the segment table, its figure, a
+    summary, counts of flags as metrics and the flagged segments as a tag; a
+    warning names flagged segments (never customers)."""
+    mlflow.log_table(pd.DataFrame(report.segments), FAIRNESS_TABLE)
+    mlflow.log_figure(plots.fairness(report.segments, report.curves), FAIRNESS_PLOT)
+    flagged = report.flagged
+    mlflow.log_dict(
+        {
+            "target": target,
+            "origin": origin,
+            "threshold": report.threshold,
+            "threshold_source": report.threshold_source,
+            "overall": report.overall,
+            "flagged": flagged,
+        },
+        FAIRNESS_SUMMARY,
+    )
+    mlflow.log_metrics(
+        {
+            "fairness_flags": len(flagged),
+            "fairness_four_fifths_flags": report.count(FLAG_FOUR_FIFTHS),
+            "fairness_calibration_flags": report.count(FLAG_CALIBRATION),
+            "fairness_threshold": report.threshold,
+            "fairness_overall_ece": report.overall["ece"],
+            "fairness_selection_rate": report.overall["selection_rate"],
+        }
+    )
+    text = "; ".join(flagged) or "none"
+    mlflow.set_tag(FAIRNESS_TAG, text[:TAG_LIMIT])
+    if flagged:
+        log.warning(
+            "%s fairness report (origin %s, threshold %.4f): flagged %s",
+            target,
+            origin,
+            report.threshold,
+            text,
+        )
+    else:
+        log.info("%s fairness report (origin %s): no segment flagged", target, origin)
 
 
 def _fmt(value: float) -> str:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import ibis.expr.types as ir
 import lightgbm
 import mlflow
 import numpy as np
@@ -36,7 +37,7 @@ from features.encode import Encoding
 from features.labels import LabelSpec
 from features.load import Dataset
 from features.privacy import suppressed
-from training import drift, report
+from training import drift, fairness, report
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan, fit_final, plan, run
 from training.dataset import (
     TrainingTable,
@@ -79,6 +80,7 @@ def train_all(
 ) -> list[TargetResult]:
     spec = FeatureSpec.from_config(config)
     labels = LabelSpec.from_config(config)
+    fairness.check_segments(ds.customers, config.fairness)
     _, last = ds.time_range()
     table = build_training_table(
         ds, spec, labels, config.training.cutoffs.resolve(last)
@@ -109,7 +111,9 @@ def train_all(
     ):
         _log_common(config, table, context)
         return [
-            _train_target(config, table, plans[t], purchases, spec, client, context)
+            _train_target(
+                config, table, plans[t], purchases, spec, client, context, ds.customers
+            )
             for t in targets
         ]
 
@@ -133,6 +137,7 @@ def _train_target(
     spec: FeatureSpec,
     client: MlflowClient,
     context: dict,
+    customers: ir.Table | None = None,
 ) -> TargetResult:
     started = time.perf_counter()
     target = target_plan.target
@@ -169,6 +174,8 @@ def _train_target(
         report.log_all(
             target_plan, backtest, booster, encoding, rows, baselines, context, config
         )
+        if config.fairness.segments:
+            _log_fairness(config, table, backtest, customers)
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
         sample = rows.head(5)
         frame = pd.DataFrame(
@@ -228,6 +235,28 @@ def _sibling_run(target: str, model: str, kind: str, context: dict):
             "training_id": context["training_id"],
         },
     )
+
+
+def _log_fairness(
+    config: ProjectConfig,
+    table: TrainingTable,
+    backtest: Backtest,
+    customers: ir.Table | None,
+) -> None:
+    """The fairness report of the calibrated out-of-time predictions on the last
+    origin (each calibrated on the origins before it), into the active run."""
+    last = backtest.origins[-1]
+    rows = table.frame[table.frame[CUTOFF] == last.origin]
+    if not np.array_equal(rows[CUSTOMER_ID].to_numpy(), last.customers):
+        raise RuntimeError("the last origin's rows are not the backtest's rows")
+    attributes = [f.name for f in table.catalogue.features if f.source == f.name]
+    values = fairness.segment_values(
+        last.customers, rows[attributes], customers, config.fairness.segments
+    )
+    result = fairness.assess(
+        last.predictions[CALIBRATED], last.y, values, config.fairness
+    )
+    report.log_fairness(result, backtest.target, last.origin.strftime("%Y-%m-%d"))
 
 
 def _origin_metrics(backtest: Backtest, model: str, prefix: str) -> list[Metric]:

@@ -96,6 +96,69 @@ def test_plots_and_model_card_are_logged(
     assert f"calibrated with **{params['calibration']}**" in card
 
 
+def test_fairness_report_is_logged_with_each_model_run(
+    trained: Project, client: MlflowClient
+) -> None:
+    ids = set(pd.read_parquet(trained.customers)["customer_id"])
+    bands = ["<18", "18-29", "30-44", "45-59", "60+", "missing"]
+    for target in TARGETS:
+        run = client.get_run(
+            client.get_model_version_by_alias(target, "champion").run_id
+        )
+        run_id = run.info.run_id
+        files = {a.path for a in client.list_artifacts(run_id, "fairness")}
+        assert files == {
+            "fairness/segments.json",
+            "fairness/segments.png",
+            "fairness/summary.json",
+        }
+        table = pd.DataFrame(
+            **mlflow.artifacts.load_dict(f"runs:/{run_id}/fairness/segments.json")
+        )
+        assert list(dict.fromkeys(table["attribute"])) == ["region", "plan", "age"]
+        assert set(table.loc[table["attribute"] == "age", "segment"]) <= set(bands)
+        assert "customer_id" not in table.columns
+        assert not ids & set(table.astype(str).to_numpy().ravel())
+        summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/fairness/summary.json")
+        origins = run.data.params["origins"].split(",")
+        assert summary["origin"] == origins[-1]
+        assert summary["threshold_source"] == "top_decile"
+        # every attribute covers every out-of-time row of the last origin
+        for _, group in table.groupby("attribute"):
+            assert group["n"].sum() == summary["overall"]["n"]
+        flagged = table[table["four_fifths"] | table["calibration"]]
+        assert not flagged["small"].any()
+        assert (table.loc[table["four_fifths"], "selection_ratio"] < 0.8).all()
+        assert run.data.metrics["fairness_flags"] == len(flagged)
+        assert run.data.metrics["fairness_threshold"] == summary["threshold"]
+        tag = run.data.tags["fairness.flagged"]
+        assert tag == ("; ".join(summary["flagged"]) or "none")
+        png = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="fairness/segments.png"
+        )
+        assert Path(png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unknown_fairness_segment_is_refused_before_training(
+    trained: Project, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "p.yaml",
+        trained.events,
+        trained.customers,
+        fairness={"segments": ["region", "tier"], "bands": {}},
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_cli(
+        ["--config", str(config), "train"],
+        {**trained.env(), "MLFLOW_TRACKING_URI": uri},
+    )
+    assert done.returncode == 2
+    assert "fairness.segments: ['tier'] not in the customers table" in done.stderr
+    assert "available attributes: [" in done.stderr and "'plan'" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_served_probabilities_are_the_calibrated_ones(
     trained: Project, client: MlflowClient
 ) -> None:

@@ -239,3 +239,32 @@ def test_engine_kind_and_spark_settings(tmp_path: Path) -> None:
         load_config(write(tmp_path, BASE + "engine: {kind: dask}\n"))
     with pytest.raises(ConfigError, match="engine.spark.masters: unknown key"):
         load_config(write(tmp_path, BASE + "engine: {spark: {masters: x}}\n"))
+
+
+def test_fairness_defaults_and_demo_settings(tmp_path: Path) -> None:
+    fairness = load_config(write(tmp_path, BASE)).fairness
+    assert fairness.segments == [] and fairness.bands == {}
+    assert fairness.threshold is None and fairness.min_segment_size == 50
+    demo = load_config(Path(__file__).resolve().parents[2] / "propensity.yaml")
+    assert demo.fairness.segments == ["region", "plan", "age"]
+    assert demo.fairness.bands == {"age": [18, 30, 45, 60]}
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("{segments: [plan, plan]}", r"fairness: .*segments has duplicates"),
+        ("{segments: [plan], bands: {age: [30]}}", r"bands for .*\['age'\]"),
+        ("{segments: [age], bands: {age: [60, 30]}}", r"bands.age must be"),
+        ("{segments: [age], bands: {age: []}}", r"bands.age must be"),
+        ("{segments: [age], bands: {age: [.nan]}}", r"bands.age must be"),
+        ("{threshold: 1.5}", r"fairness\.threshold"),
+        ("{min_segment_size: 0}", r"fairness\.min_segment_size"),
+        ("{segment: [plan]}", r"fairness\.segment: unknown key"),
+    ],
+)
+def test_bad_fairness_settings_are_named(
+    tmp_path: Path, block: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, BASE + f"fairness: {block}\n"))
