@@ -50,7 +50,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark test lint format clean
+.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -125,6 +125,9 @@ bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~1
 
 bench-spark: setup ## the reference feature job (CUSTOMERS=200000, ~20M events, 3 cutoffs) and scoring: Spark local vs DuckDB and in-process; bench/results/spark.json
 	$(CLI) bench spark $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+
+bench-privacy: setup ## features with pseudonyms vs plain ids and hand-written SQL, forget vs a bare rewrite (CUSTOMERS=200000); bench/results/privacy.json
+	$(CLI) bench privacy $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
 bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
 	$(CLI) bench quality

@@ -202,14 +202,24 @@ def load_quietly(
     memory_limit: str | None = None,
     threads: int | None = None,
     subscriptions: Path | None = None,
+    pseudonym_key: str | None = None,
 ) -> Dataset:
     """`features.load.load` on a connection without DuckDB's progress bar (DuckDB's
-    defaults unless `memory_limit` / `threads` are given)."""
+    defaults unless `memory_limit` / `threads` are given), with pseudonyms keyed
+    by `pseudonym_key` when given."""
     from features.load import connect, load
+    from features.privacy import Pseudonymiser
 
     con = connect(memory_limit, threads)
     con.con.execute("SET enable_progress_bar = false")
-    return load(events, customers, as_of=as_of, con=con, subscriptions=subscriptions)
+    return load(
+        events,
+        customers,
+        as_of=as_of,
+        con=con,
+        subscriptions=subscriptions,
+        pseudonyms=Pseudonymiser(pseudonym_key.encode()) if pseudonym_key else None,
+    )
 
 
 def _child_generate(args: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +241,7 @@ def _child_load(args: dict[str, Any]) -> tuple[Dataset, dict[str, float]]:
         datetime.fromisoformat(args["as_of"]),
         memory_limit=args.get("memory_limit"),
         threads=args.get("threads"),
+        pseudonym_key=args.get("pseudonym_key"),
     )
     facts = {"load_s": time.perf_counter() - start, "load_peak_mb": peak_memory_mb()[0]}
     return ds, facts

@@ -525,6 +525,19 @@ def cmd_bench_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_privacy(args: argparse.Namespace) -> int:
+    from serving.bench_privacy import run_privacy
+
+    run_privacy(
+        customers=args.customers,
+        seed=args.seed,
+        cutoffs=args.cutoffs,
+        workdir=Path(args.workdir),
+        results=Path(args.results),
+    )
+    return 0
+
+
 def cmd_bench_spark(args: argparse.Namespace) -> int:
     from serving.bench_spark import run_spark
 
@@ -834,6 +847,18 @@ def _add_bench_features(suites: argparse._SubParsersAction) -> None:
 
 
 def _add_bench_spark(suites: argparse._SubParsersAction) -> None:
+    p = suites.add_parser(
+        "privacy",
+        help="features with pseudonyms vs plain ids and hand-written SQL; forget "
+        "vs a bare rewrite",
+    )
+    p.add_argument("--customers", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutoffs", type=int, default=3)
+    p.add_argument("--workdir", default="bench/work")
+    p.add_argument("--results", default="bench/results")
+    p.set_defaults(func=cmd_bench_privacy)
+
     p = suites.add_parser(
         "spark",
         help="the reference feature job and scoring: Spark local (--spark-master, "

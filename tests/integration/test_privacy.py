@@ -25,6 +25,7 @@ from features.config import PSEUDONYM_KEY_ENV, load_config
 from features.load import load_project
 from features.privacy import Pseudonymiser
 from serving.auth import SCOPES, add_key
+from serving.contacts import ContactLog
 from serving.online_store import open_reader
 from tests.conftest import (
     Project,
@@ -36,6 +37,7 @@ from tests.conftest import (
     wait_ready,
     write_config,
 )
+from tests.integration.test_serve import records
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +152,7 @@ def test_the_scan_finds_raw_ids_where_they_are(private: Private, tmp_path: Path)
 
 
 def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
-    private: Private, private_server: Server
+    private: Private, private_server: Server, trained: Project
 ) -> None:
     config = load_config(private.project.config)
     scores = sorted(Path(config.scoring.output).glob("as_of=*/*.parquet"))
@@ -170,13 +172,33 @@ def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
     got = r.json()["predictions"]
     assert [p["customer_id"] for p in got] == ids
     assert [p["status"] for p in got] == ["ok"] * 5 + ["not_found"]
+    # a confirmed campaign: the contact log keeps pseudonyms too
+    body = [{**r, "customer_id": raw[i]} for i, r in enumerate(records(trained, 20)[0])]
+    campaign = {
+        "campaign_id": "privacy-scan",
+        "target": "churn",
+        "budget": 10,
+        "customers": body,
+        "mode": "confirm",
+    }
+    r = httpx.post(
+        f"{private_server.url}/outreach",
+        json=campaign,
+        headers=auth(private.keys["outreach"]),
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert {s["customer_id"] for s in r.json()["selected"]} <= set(raw[:20])
+    logged = ContactLog(private.root / "contacts" / "contacts.sqlite").contacts()
+    assert {c.customer for c in logged} <= {private.stored(x) for x in raw[:20]}
+    assert len(logged) == len(r.json()["selected"]) > 0
 
     leaks = raw_ids_in(private.root, private.raw_ids)
     assert leaks == {}, {k: sorted(v)[:3] for k, v in leaks.items()}
     # the scan covered MLflow's store and artifacts, the scores, the online
     # store, the snapshot and the logs
     written = {p.relative_to(private.root).parts[0] for p in private.root.rglob("*")}
-    assert {"mlruns", "scores", "online", "snapshots", "logs"} <= written
+    assert {"mlruns", "scores", "online", "snapshots", "logs", "contacts"} <= written
 
 
 def test_forget_removes_a_customer_everywhere_and_later_runs_leave_it_out(
