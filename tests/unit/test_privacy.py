@@ -335,3 +335,43 @@ def test_snapshots_leave_out_customers_forgotten_meanwhile(tmp_path: Path) -> No
         pd.DataFrame({"customer_id": ["A", "B"]}), tmp_path, "x", frozenset({"A"})
     )
     assert pq.read_table(path)["customer_id"].to_pylist() == ["B"]
+
+
+def test_spark_refuses_what_only_the_duckdb_loader_does(tmp_path: Path) -> None:
+    from features.spark import refuse_privacy
+
+    refuse_privacy(load_config(_project(tmp_path)))  # nothing asked: fine
+    on = load_config(_project(tmp_path, privacy={"pseudonymise": True}))
+    with pytest.raises(ConfigError, match="engine spark: privacy.pseudonymise"):
+        refuse_privacy(on)
+    (tmp_path / "privacy").mkdir()
+    (tmp_path / "privacy" / "suppressed.txt").write_text("A\n")
+    with pytest.raises(ConfigError, match="the suppression list"):
+        refuse_privacy(load_config(_project(tmp_path)))
+
+
+def test_cli_pseudonym_forget_and_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from serving.cli import main
+
+    monkeypatch.setenv("PROPENSITY_PSEUDONYM_KEY", KEY.decode())
+    config = _project(tmp_path, privacy={"pseudonymise": True, "retention_days": 7})
+    args = ["--config", str(config)]
+    assert main([*args, "pseudonym", "A", "B"]) == 0
+    p = Pseudonymiser(KEY)
+    assert capsys.readouterr().out == f"A\t{p.one('A')}\nB\t{p.one('B')}\n"
+
+    night = _scores(tmp_path / "scores" / "as_of=2025-06-01", [p.one("A"), p.one("B")])
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# to forget\nA\n\n")
+    assert main([*args, "forget", "--file", str(ids)]) == 0
+    assert "forgot 1 customer(s): 1 row(s) removed" in capsys.readouterr().out
+    assert pq.read_table(night)["customer_id"].to_pylist() == [p.one("B")]
+    assert main([*args, "forget"]) == 2
+    assert "give --customer-id ID or --file PATH" in capsys.readouterr().err
+
+    _age(night.parent, 8)
+    assert main([*args, "retention"]) == 0
+    assert "1 output(s) older than 7 days deleted" in capsys.readouterr().out
+    assert not night.parent.exists()
