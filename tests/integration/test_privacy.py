@@ -195,6 +195,12 @@ def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
 
     leaks = raw_ids_in(private.root, private.raw_ids)
     assert leaks == {}, {k: sorted(v)[:3] for k, v in leaks.items()}
+    # MLflow input examples carry no identifier at all, not even a pseudonym
+    examples = list((private.root / "mlruns").rglob("input_example.json"))
+    assert len(examples) >= 3
+    for path in examples:
+        text = path.read_text()
+        assert "customer_id" not in text and not re.search(r"[0-9a-f]{64}", text)
     # the scan covered MLflow's store and artifacts, the scores, the online
     # store, the snapshot and the logs
     written = {p.relative_to(private.root).parts[0] for p in private.root.rglob("*")}
