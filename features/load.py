@@ -65,6 +65,8 @@ EVENTS_VIEW = "events"
 CUSTOMERS_VIEW = "customers"
 SUBSCRIPTIONS_VIEW = "subscriptions"
 SUPPRESSED_TABLE = "suppressed_customers"
+PSEUDONYM_MAP, RAW_ID, PSEUDONYM = "pseudonym_map", "__raw_id", "__pseudonym"
+RAW_TEXT = f"TRIM(CAST({CUSTOMER_ID} AS VARCHAR))"
 
 
 @dataclass
@@ -220,9 +222,7 @@ def _subscriptions_input(
     )
 
 
-def _subscriptions_view_sql(
-    relation: str, present: list[str], ids: Callable[[str], str]
-) -> str:
+def _subscriptions_view_sql(relation: str, present: list[str], ids: _Ids) -> str:
     """Normalising view with every contract column: `mrr` read as the price, a
     period in months as days, absent optional columns null."""
     price = present_alternative(present, PRICE_COLUMNS)
@@ -239,21 +239,21 @@ def _subscriptions_view_sql(
 
     return (
         f"CREATE OR REPLACE VIEW {SUBSCRIPTIONS_VIEW} AS SELECT "
-        f"{ids(f'TRIM(CAST({CUSTOMER_ID} AS VARCHAR))')} AS {CUSTOMER_ID}, "
+        f"{ids.expr(RAW_TEXT)} AS {CUSTOMER_ID}, "
         f"TRIM(CAST({PLAN} AS VARCHAR)) AS {PLAN}, "
         f"{stamp(START_TIME)} AS {START_TIME}, {stamp(END_TIME)} AS {END_TIME}, "
         f"{number_sql(price)} AS {PRICE}, {days} AS {BILLING_PERIOD_DAYS}, "
         f"{optional(DISCOUNT)} AS {DISCOUNT}, "
         f"{optional(AUTO_RENEW, boolean_sql, 'BOOLEAN')} AS {AUTO_RENEW}, "
         f"{optional(QUANTITY)} AS {QUANTITY} "
-        f"FROM {relation}"
+        f"FROM {ids.relation(relation)}"
     )
 
 
 def _events_view_sql(
     relation: str,
     types: dict[str, str],
-    ids: Callable[[str], str],
+    ids: _Ids,
     event_types: list[str] | None = None,
 ) -> str:
     """Normalising view; columns already of the contract's type are passed through
@@ -277,11 +277,11 @@ def _events_view_sql(
     kept = ", ".join("'" + t.replace("'", "''") + "'" for t in event_types or [])
     return (
         f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS SELECT "
-        f"{ids(f'TRIM({text(CUSTOMER_ID)})')} AS {CUSTOMER_ID}, "
+        f"{ids.expr(f'TRIM({text(CUSTOMER_ID)})')} AS {CUSTOMER_ID}, "
         f"date_trunc('second', {stamp}) AS {EVENT_TIME}, "
         f"TRIM({text(EVENT_TYPE)}) AS {EVENT_TYPE}, "
         f"{optional(AMOUNT)} AS {AMOUNT}, {optional(QUANTITY)} AS {QUANTITY} "
-        f"FROM {relation}"
+        f"FROM {ids.relation(relation)}"
         + (
             ""
             if event_types is None
@@ -300,35 +300,68 @@ def _column_types(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, st
 def _customers_view(
     con: ibis.BaseBackend,
     relation: str,
-    ids: Callable[[str], str] = str,
+    ids: _Ids | None = None,
     keep: list[str] | None = None,
 ) -> ibis.Table:
     """The customers view; with `keep`, only customer_id and those attributes
     (the rest is never read: data minimisation)."""
+    ids = ids or _Ids()
     columns = "*" if keep is None else ", ".join([CUSTOMER_ID, *keep])
+    if ids.mapped and keep is not None:
+        columns += f", {PSEUDONYM}"
+    exclude = f"EXCLUDE ({PSEUDONYM}) " if ids.mapped else ""
     con.con.execute(
-        f"CREATE OR REPLACE VIEW {CUSTOMERS_VIEW} AS SELECT * REPLACE "
-        f"({ids(f'TRIM(CAST({CUSTOMER_ID} AS VARCHAR))')} AS {CUSTOMER_ID}) "
-        f"FROM (SELECT {columns} FROM {relation})"
+        f"CREATE OR REPLACE VIEW {CUSTOMERS_VIEW} AS SELECT * {exclude}REPLACE "
+        f"({ids.expr(RAW_TEXT)} AS {CUSTOMER_ID}) "
+        f"FROM (SELECT {columns} FROM {ids.relation(relation)})"
     )
     return con.table(CUSTOMERS_VIEW)
 
 
-def _id_filter(
+@dataclass(frozen=True)
+class _Ids:
+    """How the views read customer ids: as they are, or as their pseudonyms,
+    joined from a map of every distinct id (hashing each row's id instead costs
+    two SHA-256 per event on every scan: 1.6x the feature job, against 1.3x)."""
+
+    mapped: bool = False
+
+    def relation(self, relation: str) -> str:
+        if not self.mapped:
+            return relation
+        return (
+            f"(SELECT r.*, m.{PSEUDONYM} FROM {relation} r JOIN {PSEUDONYM_MAP} m "
+            f"ON m.{RAW_ID} = TRIM(CAST(r.{CUSTOMER_ID} AS VARCHAR)))"
+        )
+
+    def expr(self, raw_text: str) -> str:
+        return PSEUDONYM if self.mapped else raw_text
+
+
+def _id_source(
     con: duckdb.DuckDBPyConnection,
     pseudonyms: Pseudonymiser | None,
+    relations: list[str],
     suppressed: frozenset[str],
-) -> Callable[[str], str]:
-    """How a view computes the stored customer id from the raw one: its
-    pseudonym (or itself), null for a suppressed customer (the view then drops
-    the row; see _suppressed_view)."""
-    pseudonyms = pseudonyms or Pseudonymiser()
+) -> _Ids:
+    """The views' ids: with pseudonyms, a temporary map from every distinct raw
+    id of `relations` to its pseudonym (kept in memory, never written); with a
+    suppression list, its table for the views' anti-join (_suppressed_view)."""
     if suppressed:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {SUPPRESSED_TABLE} (id VARCHAR)")
         con.executemany(
             f"INSERT INTO {SUPPRESSED_TABLE} VALUES (?)", [[s] for s in suppressed]
         )
-    return pseudonyms.sql
+    if pseudonyms is None or not pseudonyms.enabled:
+        return _Ids()
+    distinct = " UNION ".join(
+        f"SELECT {RAW_TEXT} AS {RAW_ID} FROM {r}" for r in relations
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {PSEUDONYM_MAP} AS SELECT {RAW_ID}, "
+        f"{pseudonyms.sql(RAW_ID)} AS {PSEUDONYM} FROM ({distinct})"
+    )
+    return _Ids(mapped=True)
 
 
 def _suppressed_view(con: duckdb.DuckDBPyConnection, view: str) -> None:
@@ -390,7 +423,8 @@ def load(
         + (people.problems if people else [])
         + (terms.problems if terms else [])
     )
-    ids = _id_filter(raw, pseudonyms, suppressed)
+    relations = [i.relation for i in (found, people, terms) if i is not None]
+    ids = _id_source(raw, pseudonyms, relations, suppressed)
     types = _column_types(raw, found.relation)
     raw.execute(_events_view_sql(found.relation, types, ids, event_types))
     views = [EVENTS_VIEW]

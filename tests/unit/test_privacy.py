@@ -133,6 +133,19 @@ def test_only_the_attributes_and_event_types_asked_for_are_read(tiny) -> None:
     assert ds.customers.columns == ("customer_id", "region")
     types = ds.events.event_type.to_pyarrow().to_pylist()
     assert sorted(set(types)) == ["login", "page_view", "purchase"]
+    # with pseudonyms too: the map's column stays out of the view
+    p = Pseudonymiser(KEY)
+    both = load(
+        events,
+        customers,
+        as_of=datetime(2030, 1, 1),
+        attributes=["region"],
+        pseudonyms=p,
+    )
+    assert both.customers.columns == ("customer_id", "region")
+    assert _ids(both.customers) == sorted(p.many(["A", "B", "C"]))
+    everything = load(events, customers, as_of=datetime(2030, 1, 1), pseudonyms=p)
+    assert everything.customers.columns == ("customer_id", "region", "email")
     # without the lists, everything
     full = load(events, customers, as_of=datetime(2030, 1, 1))
     assert "email" in full.customers.columns
