@@ -540,17 +540,22 @@ def run_foundation(
     return out
 
 
-def _run_feature_children(
-    data: DemoData, cuts: list[datetime], workdir: Path
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Path]]:
-    """The engine child, then the SQL child (never both at once)."""
-    base = {
+def child_args(data: DemoData, cuts: list[datetime], workdir: Path) -> dict[str, Any]:
+    """What every feature child reads: the data, its as-of, the cutoffs."""
+    return {
         "events": str(data.events_path),
         "customers": str(data.customers_path),
         "as_of": as_of_for(data.last_event).isoformat(),
         "cutoffs": [c.isoformat() for c in cuts],
         "cwd": str(workdir),
     }
+
+
+def _run_feature_children(
+    data: DemoData, cuts: list[datetime], workdir: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Path]]:
+    """The engine child, then the SQL child (never both at once)."""
+    base = child_args(data, cuts, workdir)
     paths = {kind: workdir / f"features-{kind}.parquet" for kind in ("engine", "sql")}
     for path in paths.values():
         # the engine writes a folder of parts when it runs in chunks

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from features.columns import CUSTOMER_ID, TARGETS
 from features.privacy import Pseudonymiser
 from serving.bench import (
-    as_of_for,
+    child_args,
     compare_features,
     ensure_data,
     month_starts,
@@ -54,13 +54,7 @@ def run_privacy(
     workdir, results = Path(workdir).resolve(), Path(results)
     data = ensure_data(workdir, customers, seed)
     cuts = month_starts(data.last_event, cutoffs)
-    base = {
-        "events": str(data.events_path),
-        "customers": str(data.customers_path),
-        "as_of": as_of_for(data.last_event).isoformat(),
-        "cutoffs": [c.isoformat() for c in cuts],
-        "cwd": str(workdir),
-    }
+    base = child_args(data, cuts, workdir)
     runs, tables = {}, {}
     for kind, child, extra in (
         ("plain", "engine", {}),

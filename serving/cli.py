@@ -479,10 +479,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from serving.bench import run_foundation
-
-    run_foundation(
+def _bench_on_demo(run, args: argparse.Namespace) -> int:
+    """A benchmark taking the demo data's size, seed and cutoffs."""
+    run(
         customers=args.customers,
         seed=args.seed,
         cutoffs=args.cutoffs,
@@ -490,6 +489,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results=Path(args.results),
     )
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from serving.bench import run_foundation
+
+    return _bench_on_demo(run_foundation, args)
 
 
 def cmd_bench_features(args: argparse.Namespace) -> int:
@@ -528,14 +533,7 @@ def cmd_bench_batch(args: argparse.Namespace) -> int:
 def cmd_bench_privacy(args: argparse.Namespace) -> int:
     from serving.bench_privacy import run_privacy
 
-    run_privacy(
-        customers=args.customers,
-        seed=args.seed,
-        cutoffs=args.cutoffs,
-        workdir=Path(args.workdir),
-        results=Path(args.results),
-    )
-    return 0
+    return _bench_on_demo(run_privacy, args)
 
 
 def cmd_bench_spark(args: argparse.Namespace) -> int:

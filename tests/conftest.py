@@ -203,8 +203,14 @@ def server(
     trained: Project, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A real `bentoml serve` of the service on a free port, serving the champions."""
-    log = tmp_path_factory.mktemp("server") / "bentoml.log"
-    url, process = start_bentoml(trained.env(), log)
+    with serving(trained.env(), tmp_path_factory.mktemp("server") / "bentoml.log") as s:
+        yield s
+
+
+@contextmanager
+def serving(env: dict[str, str], log: Path) -> Iterator[Server]:
+    """`bentoml serve` of the service with `env`, ready, stopped on exit."""
+    url, process = start_bentoml(env, log)
     try:
         wait_ready(url, process, log)
         yield Server(url, process, log)

@@ -32,12 +32,11 @@ from tests.conftest import (
     Server,
     auth,
     run_cli,
-    start_bentoml,
-    stop,
-    wait_ready,
+    serving,
     write_config,
 )
 from tests.integration.test_serve import records
+from tests.unit.test_auth import NEEDS
 
 pytestmark = pytest.mark.integration
 
@@ -128,13 +127,8 @@ def private(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Private
 
 @pytest.fixture(scope="module")
 def private_server(private: Private) -> Iterator[Server]:
-    log = private.logs / "bentoml.log"
-    url, process = start_bentoml(private.env, log)
-    try:
-        wait_ready(url, process, log)
-        yield Server(url, process, log)
-    finally:
-        stop(process)
+    with serving(private.env, private.logs / "bentoml.log") as server:
+        yield server
 
 
 def test_the_scan_finds_raw_ids_where_they_are(private: Private, tmp_path: Path):
@@ -262,16 +256,6 @@ def test_without_the_key_nothing_runs_and_the_error_names_it(
         done = run_cli(step, env)
         assert done.returncode == 2, (step, done.stderr[-2000:])
         assert f"${PSEUDONYM_KEY_ENV} is not set" in done.stderr
-
-
-NEEDS = {
-    "/predict": "score",
-    "/predict_by_id": "score",
-    "/explain": "score",
-    "/outreach": "outreach",
-    "/metadata": "admin",
-    "/forget": "admin",
-}
 
 
 def test_every_endpoint_with_every_scope_over_http(
