@@ -103,13 +103,16 @@ def erasure_log_path(config: PrivacyConfig) -> Path:
     return config.dir / "erasures.jsonl"
 
 
-def read_suppressed(path: Path) -> frozenset[str]:
-    """The stored ids in a suppression file (one per line, `#` comments); empty
-    when the file does not exist."""
-    if not path.exists():
-        return frozenset()
-    lines = (line.strip() for line in path.read_text().splitlines())
+def parse_ids(text: str) -> frozenset[str]:
+    """The ids in a list file (suppression list, opt-outs, ids to forget): one
+    per line, blank lines and `#` lines skipped."""
+    lines = (line.strip() for line in text.splitlines())
     return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def read_suppressed(path: Path) -> frozenset[str]:
+    """The stored ids in a suppression file; empty when it does not exist."""
+    return parse_ids(path.read_text()) if path.exists() else frozenset()
 
 
 def suppressed(config: PrivacyConfig) -> frozenset[str]:

@@ -44,7 +44,13 @@ import pyarrow.parquet as pq
 
 from features.columns import CUSTOMER_ID
 from features.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
-from features.privacy import erasure_log_path, pseudonymiser, suppression_path
+from features.privacy import (
+    erasure_log_path,
+    parse_ids,
+    pseudonymiser,
+    read_suppressed,
+    suppression_path,
+)
 from serving.atomic import exclusive
 from serving.batch import writing
 from serving.contacts import ContactLog
@@ -72,11 +78,9 @@ class Erasure:
 def read_ids_file(path: Path) -> list[str]:
     """Customer ids, one per line (blank lines and `#` comments skipped)."""
     try:
-        text = Path(path).read_text()
+        return sorted(parse_ids(Path(path).read_text()))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the ids file: {exc}") from exc
-    ids = [line.strip() for line in text.splitlines()]
-    return [i for i in ids if i and not i.startswith("#")]
 
 
 def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
@@ -108,13 +112,7 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
 def add_suppressed(privacy: PrivacyConfig, stored: Iterable[str]) -> None:
     """Add stored ids to the suppression list (a sorted file, replaced whole)."""
     path = suppression_path(privacy)
-    current = set()
-    if path.exists():
-        current = {
-            line.strip()
-            for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        }
+    current = read_suppressed(path)
     merged = sorted(current | set(stored))
     if len(merged) == len(current):
         return

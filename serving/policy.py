@@ -23,6 +23,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from features.privacy import parse_ids
+
 log = logging.getLogger(__name__)
 
 FORGOTTEN = "forgotten"
@@ -116,12 +118,6 @@ def notes(
         for r in REASONS
         if counts.get(r)
     ]
-
-
-def parse_ids(text: str) -> frozenset[str]:
-    """The ids in a list file: one per line, blank lines and `#` lines skipped."""
-    lines = (line.strip() for line in text.splitlines())
-    return frozenset(line for line in lines if line and not line.startswith("#"))
 
 
 class OptOutList:
