@@ -367,6 +367,7 @@ def _id_source(
 def _suppressed_view(con: duckdb.DuckDBPyConnection, view: str) -> None:
     """Rename `view` aside and put a view without the suppressed customers in its
     place (an anti-join on the stored id)."""
+    con.execute(f"DROP VIEW IF EXISTS {view}_all")  # a second load on `con`
     con.execute(f"ALTER VIEW {view} RENAME TO {view}_all")
     con.execute(
         f"CREATE VIEW {view} AS SELECT * FROM {view}_all WHERE {CUSTOMER_ID} "
