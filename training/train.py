@@ -99,8 +99,8 @@ def train_all(
     context = {"fingerprint": ds.fingerprint(), "training_id": training_id}
     snapshots = config.training.snapshot_dir
     if snapshots is not None:
-        frame = table.frame
-        path = write_snapshot(frame, snapshots, training_id, suppressed(config.privacy))
+        forgotten = suppressed(config.privacy)
+        path = write_snapshot(table.frame, snapshots, training_id, forgotten)
         context["snapshot"] = str(path)
         if config.privacy.retention_days is not None:
             prune_snapshots(snapshots, config.privacy.retention_days)
