@@ -17,8 +17,7 @@ in random numbers.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from features.columns import (
 )
 from features.contract import EVENTS_SCHEMA
 from features.demo_subscriptions import LEAVING_USAGE, Terms
+from features.files import atomic_write
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,19 +120,6 @@ def _customer_ids(n: int) -> pa.Array:
     width = max(7, len(str(n - 1)))
     digits = pc.utf8_lpad(pa.array(np.arange(n)).cast(pa.string()), width, "0")
     return pc.binary_join_element_wise("C", digits, "").cast(pa.string())
-
-
-def _atomic_write(path: Path, write: Callable[[Path], T]) -> T:
-    """Call write(temp path in the same folder), then rename it onto path, so
-    readers never see a partial file; the temp file is removed on failure."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        result = write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return result
 
 
 class _Population:
@@ -379,7 +366,7 @@ def generate(
             yield cust, t0_s + d * _DAY + sec, code, amount, quantity
 
     events_path, customers_path = out / "events.parquet", out / "customers.parquet"
-    total = _atomic_write(events_path, lambda tmp: _write_events(tmp, chunks(), ids))
+    total = atomic_write(events_path, lambda tmp: _write_events(tmp, chunks(), ids))
     table = pa.Table.from_arrays(
         [
             ids,
@@ -390,12 +377,12 @@ def generate(
         ],
         schema=CUSTOMER_SCHEMA,
     )
-    _atomic_write(customers_path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(customers_path, lambda tmp: pq.write_table(table, tmp))
     subscriptions_path = None
     if pop.terms is not None:
         subscriptions_path = out / "subscriptions.parquet"
         terms = pop.terms.table(ids, PLANS, t0_s, days * _DAY)
-        _atomic_write(subscriptions_path, lambda tmp: pq.write_table(terms, tmp))
+        atomic_write(subscriptions_path, lambda tmp: pq.write_table(terms, tmp))
     logger.info("demo: %d customers, %d events %s..%s", customers, total, t0, end)
     return DemoSummary(
         customers, total, t0, end, events_path, customers_path, subscriptions_path

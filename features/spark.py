@@ -128,6 +128,8 @@ class SparkDataset:
     customers: ibis.Table | None
     events_files: list[Path]
     customers_files: list[Path]
+    # always empty: the Spark engine refuses a suppression list (refuse_privacy)
+    suppressed: frozenset[str] = frozenset()
     _stats: tuple[datetime, datetime, int] | None = field(default=None, repr=False)
 
     @property

@@ -30,10 +30,9 @@ import json
 import logging
 import os
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ import pyarrow.parquet as pq
 
 from features.columns import CUSTOMER_ID
 from features.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
+from features.files import atomic_write
 from features.privacy import (
     erasure_log_path,
     parse_ids,
@@ -58,7 +58,6 @@ from serving.online_store import TABLE
 
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
 ONLINE_STORE = "online_store"
 
 
@@ -117,7 +116,8 @@ def add_suppressed(privacy: PrivacyConfig, stored: Iterable[str]) -> None:
     if len(merged) == len(current):
         return
     header = "# forgotten customers (stored ids), written by `propensity forget`\n"
-    _replace(path, (header + "".join(f"{s}\n" for s in merged)).encode())
+    text = header + "".join(f"{s}\n" for s in merged)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def remove_from_parquet(root: Path, stored: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -145,35 +145,7 @@ def remove_from_parquet(root: Path, stored: Sequence[str]) -> dict[str, dict[str
 
 
 def _replace_parquet(path: Path, table: pa.Table) -> None:
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        pq.write_table(table, tmp)
-        _fsync_and_rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _replace(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_bytes(data)
-        _fsync_and_rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_and_rename(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
@@ -183,33 +155,33 @@ def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
     path = Path(store.path)
     if not path.exists():
         return {}
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        dst = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            src.backup(dst)
-            dst.execute("PRAGMA secure_delete = ON")
-            counts = {}
-            for customer in stored:
-                cur = dst.execute(
-                    f"DELETE FROM {TABLE} WHERE {CUSTOMER_ID} = ?", (customer,)
-                )
-                if cur.rowcount:
-                    counts[customer] = cur.rowcount
-            if counts:
-                dst.execute("VACUUM")
-        finally:
-            src.close()
-            dst.close()
-        if not counts:
-            tmp.unlink()
-            return {}
-        _fsync_and_rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return {str(path): counts}
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        counts = {
+            c: n
+            for c in stored
+            for (n,) in db.execute(
+                f"SELECT count(*) FROM {TABLE} WHERE {CUSTOMER_ID} = ?", (c,)
+            )
+            if n
+        }
+    if counts:
+        atomic_write(path, lambda tmp: _copy_without(path, tmp, stored))
+    return {str(path): counts} if counts else {}
+
+
+def _copy_without(path: Path, tmp: Path, stored: Sequence[str]) -> None:
+    """The store at `path` copied to `tmp` without the rows of `stored`, their
+    freed pages zeroed (secure_delete) and dropped (VACUUM)."""
+    with (
+        closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src,
+        closing(sqlite3.connect(tmp, isolation_level=None)) as dst,
+    ):
+        src.backup(dst)
+        dst.execute("PRAGMA secure_delete = ON")
+        dst.executemany(
+            f"DELETE FROM {TABLE} WHERE {CUSTOMER_ID} = ?", [(c,) for c in stored]
+        )
+        dst.execute("VACUUM")
 
 
 def _postgres(

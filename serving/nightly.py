@@ -32,6 +32,7 @@ import numpy as np
 
 from features.columns import AS_OF, TARGETS
 from features.config import ProjectConfig
+from features.files import atomic_write
 from features.load import Dataset
 from features.privacy import suppressed
 from features.spark import SparkDataset
@@ -138,7 +139,7 @@ def _run(
     progress: bool | None,
 ) -> NightlyResult:
     started = time.perf_counter()
-    forgotten = suppressed(config.privacy) - getattr(ds, "suppressed", frozenset())
+    forgotten = suppressed(config.privacy) - ds.suppressed
     if forgotten:  # under the output's lock, which forget holds while it works
         raise RuntimeError(
             f"{len(forgotten)} customer(s) were forgotten after this run loaded its "
@@ -297,11 +298,8 @@ def _now() -> str:
 
 def write_status(output: Path, status: dict) -> None:
     """`<output>/_last_run.json`, replaced atomically (a temp file, then rename)."""
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / STATUS_FILE
-    tmp = output / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(status, indent=2) + "\n"
+    atomic_write(Path(output) / STATUS_FILE, lambda tmp: tmp.write_text(text))
 
 
 def read_status(output: Path) -> dict | None:

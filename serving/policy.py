@@ -120,17 +120,23 @@ def notes(
     ]
 
 
-class OptOutList:
-    """The opt-out file's ids, re-read whenever the file (its path, mtime, size
-    or inode) changes. A configured file that is missing or unreadable raises
-    OptOutFileError: selecting without it could contact those who opted out."""
+class WatchedIds:
+    """The ids of a list file, re-read whenever the file (its path, mtime, size
+    or inode) changes, so a request costs a stat, not a read. The opt-out file
+    (`what` names it in errors): missing or unreadable raises OptOutFileError,
+    since selecting without it could contact those who opted out. The
+    suppression list (`missing_ok`): missing means nobody was forgotten."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, what: str = "outreach.opt_out_file", missing_ok: bool = False
+    ) -> None:
+        self.what = what
+        self.missing_ok = missing_ok
         self._stamp: tuple[Path, int, int, int] | None = None
         self._ids: frozenset[str] = frozenset()
 
     def ids(self, path: Path | None) -> frozenset[str]:
-        if path is None:
+        if path is None or (self.missing_ok and not path.exists()):
             return frozenset()
         try:
             st = os.stat(path)
@@ -138,9 +144,7 @@ class OptOutList:
             if stamp != self._stamp:
                 self._ids = parse_ids(path.read_text())
                 self._stamp = stamp
-                log.info("opt-out file %s read: %d id(s)", path, len(self._ids))
+                log.info("%s %s read: %d id(s)", self.what, path, len(self._ids))
         except (OSError, UnicodeDecodeError) as exc:
-            raise OptOutFileError(
-                f"outreach.opt_out_file {path} cannot be read: {exc}"
-            ) from exc
+            raise OptOutFileError(f"{self.what} {path} cannot be read: {exc}") from exc
         return self._ids

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 
 from features.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
-from features.privacy import pseudonymiser, suppressed
+from features.privacy import pseudonymiser, suppression_path
 from serving import bento, forget, online_store, outreach, policy
 from serving.atomic import Busy
 from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
@@ -259,7 +259,8 @@ class Propensity:
             self.champions = Champions.load(config, uri)
         self.config = config
         self.pseudonyms = pseudonymiser(config.privacy)
-        self.opt_outs = policy.OptOutList()
+        self.opt_outs = policy.WatchedIds()
+        self.forgotten = policy.WatchedIds("the suppression list", missing_ok=True)
         self.store = online_store.open_reader(
             config.online_store, required=self.champions.feature_names
         )
@@ -421,6 +422,7 @@ class Propensity:
         try:
             key = settings.key()
             opted_out = self.opt_outs.ids(settings.opt_out_file)
+            forgotten = self.forgotten.ids(suppression_path(self.config.privacy))
         except (ConfigError, policy.OptOutFileError) as exc:
             return _unavailable("outreach", exc)  # type: ignore[return-value]
         records = [c.features for c in customers]
@@ -437,7 +439,7 @@ class Propensity:
             stored,
             [c.consent for c in customers],
             opted_out=opted_out,
-            forgotten=suppressed(self.config.privacy),
+            forgotten=forgotten,
             require_consent=settings.require_consent,
             max_contacts=None if cap is None else cap.max_contacts,
         )

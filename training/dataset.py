@@ -13,7 +13,6 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from features.chunks import read_chunked
 from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
+from features.files import atomic_write
 from features.labels import LabelSpec, build_labels
 from features.load import Dataset
 from features.spark import SparkDataset
@@ -157,15 +157,8 @@ def write_snapshot(
         if suppressed:
             frame = frame[~frame[CUSTOMER_ID].isin(suppressed)]
         path = folder / f"{SNAPSHOT_PREFIX}{training_id}.parquet"
-        tmp = folder / f".tmp-{path.name}.{uuid.uuid4().hex[:8]}"
-        try:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     log.info("training snapshot %s: %d rows", path, len(frame))
     return path
 

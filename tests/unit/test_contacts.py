@@ -19,7 +19,7 @@ from serving.policy import (
     OPTED_OUT,
     REASONS,
     OptOutFileError,
-    OptOutList,
+    WatchedIds,
     counted,
     exclusions,
     notes,
@@ -72,7 +72,7 @@ def test_opt_out_file_parsed_and_reread_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "opt-out.txt"
     path.write_text("# from the CRM, 2026-03\nC1\n\n  C2  \n#C3\n")
     assert parse_ids(path.read_text()) == {"C1", "C2"}
-    opt_outs = OptOutList()
+    opt_outs = WatchedIds()
     assert opt_outs.ids(None) == frozenset()
     assert opt_outs.ids(path) == {"C1", "C2"}
     path.write_text("C1\nC2\nC4\n")
