@@ -131,21 +131,17 @@ def remove_from_parquet(root: Path, stored: Sequence[str]) -> dict[str, dict[str
     for path in sorted(root.rglob("*.parquet")):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue  # staging and temporary files of a running writer
-        table = pq.read_table(path)
-        if CUSTOMER_ID not in table.column_names:
+        if CUSTOMER_ID not in pq.read_schema(path).names:
             continue
-        hit = pc.is_in(table[CUSTOMER_ID], value_set=wanted)
+        # the id column alone to look; the whole file only to rewrite
+        ids = pq.read_table(path, columns=[CUSTOMER_ID])[CUSTOMER_ID]
+        hit = pc.is_in(ids, value_set=wanted)
         if not pc.any(hit).as_py():
             continue
-        counts = Counter(table.filter(hit)[CUSTOMER_ID].to_pylist())
-        kept = table.filter(pc.invert(hit))
-        _replace_parquet(path, kept)
-        removed[str(path)] = dict(counts)
+        kept = pq.read_table(path).filter(pc.invert(hit))
+        atomic_write(path, lambda tmp, kept=kept: pq.write_table(kept, tmp))
+        removed[str(path)] = dict(Counter(ids.filter(hit).to_pylist()))
     return removed
-
-
-def _replace_parquet(path: Path, table: pa.Table) -> None:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
