@@ -182,28 +182,24 @@ class ContactLog:
         with closing(self._connect()) as conn:
             conn.execute("PRAGMA secure_delete = ON")
             conn.execute("BEGIN IMMEDIATE")
-            where, params = f"{CONFIRMED_AT} < ?", [stamp(before)] if before else []
-            found: dict[str, int] = {}
             if before is None:
-                for start in range(0, len(customers), _CHUNK):
-                    chunk = list(customers[start : start + _CHUNK])
-                    marks = ", ".join("?" * len(chunk))
-                    for customer, n in conn.execute(
-                        f"SELECT {CUSTOMER}, COUNT(*) FROM {TABLE} "
-                        f"WHERE {CUSTOMER} IN ({marks}) GROUP BY {CUSTOMER}",
-                        chunk,
-                    ):
-                        found[customer] = n
-                    conn.execute(
-                        f"DELETE FROM {TABLE} WHERE {CUSTOMER} IN ({marks})", chunk
-                    )
+                chunks = [
+                    list(customers[start : start + _CHUNK])
+                    for start in range(0, len(customers), _CHUNK)
+                ]
+                clauses = [
+                    (f"{CUSTOMER} IN ({', '.join('?' * len(c))})", c) for c in chunks
+                ]
             else:
+                clauses = [(f"{CONFIRMED_AT} < ?", [stamp(before)])]
+            found: dict[str, int] = {}
+            for where, params in clauses:
                 for customer, n in conn.execute(
                     f"SELECT {CUSTOMER}, COUNT(*) FROM {TABLE} WHERE {where} "
                     f"GROUP BY {CUSTOMER}",
                     params,
                 ):
-                    found[customer] = n
+                    found[customer] = found.get(customer, 0) + n
                 conn.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
             conn.execute("COMMIT")
             # the WAL may still hold the deleted rows' pages: fold it back in
