@@ -3,7 +3,7 @@
 Not a test: `make bench-api` (`propensity bench api`) trains the champions on
 seeded demo data (once per work folder), runs the nightly job for the online
 store, then serves both the service and a bare BentoML service that only echoes
-(`serving.bench_bare`). Each is sent the same fixed number of requests, 1 and 100
+(`benchmarks.echo_service`). Each is sent the same fixed number of requests, 1 and 100
 records, from 1 and from 8 concurrent clients (threads with keep-alive
 connections, bodies encoded once beforehand). It prints p50, p99 and throughput
 beside the bare service and beside the in-process call of the same code path,
@@ -29,10 +29,10 @@ import httpx
 import numpy as np
 import yaml
 
-from features.config import load_config
-from serving.bench import write_json
-from serving.nightly import EXIT_DRIFT_ALERT
-from serving.servers import ROOT, start_service, stop, wait_ready, with_workers
+from benchmarks.harness import write_json
+from core.config import load_config
+from serving.api.servers import ROOT, start_service, stop, wait_ready, with_workers
+from serving.batch.nightly import EXIT_DRIFT_ALERT
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def median_ms(job: Callable[[], object], repetitions: int = 200) -> float:
 def prepare(workdir: Path, customers: int, seed: int) -> Path:
     """Demo data, a config, trained champions and the online store in `workdir`
     (reused by later runs with the same size and seed); the config's path."""
-    from features.demo import generate
+    from features.synthetic.demo import generate
 
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / f"data-{customers}-{seed}"
@@ -181,7 +181,7 @@ def sample_requests(config: Path, n: int = 100) -> tuple[list[dict], list[str]]:
     date), and their features as the records a marketing system would send."""
     import pyarrow.parquet as pq
 
-    from serving.online_store import SqliteStore
+    from serving.online_store.sqlite import SqliteStore
 
     loaded = load_config(config)
     store = SqliteStore(loaded.online_store.path)
@@ -236,7 +236,7 @@ def _environ(**values: str) -> Iterator[None]:
 
 def in_process(config: Path, records: list[dict]) -> dict[str, float]:
     """The same endpoint code, called in this process without HTTP."""
-    from serving.service import CustomerFeatures, Propensity
+    from serving.api.service import CustomerFeatures, Propensity
 
     with _environ(PROPENSITY_CONFIG=str(config), PROPENSITY_API_KEYS=API_KEY):
         service = Propensity.inner()
@@ -275,8 +275,8 @@ def run_api(
     workers = load_config(config).api.workers  # both services alike
     out["workers"] = float(workers)
     for name, service, bento_name in [
-        ("ours", "serving.service:Propensity", "propensity"),
-        ("bare", "serving.bench_bare:Bare", "bare"),
+        ("ours", "serving.api.service:Propensity", "propensity"),
+        ("bare", "benchmarks.echo_service:Bare", "bare"),
     ]:
         log_path = logs / f"{name}.log"
         url, process = start_service(

@@ -2,7 +2,8 @@
 
 Not a test: `propensity bench batch [--customers N]` (`make bench-batch`), by
 default 1,000,000 customers and about 100M events of the demo generator
-(`features.demo`, generated once into the work folder and reused, as the features
+(`features.synthetic.demo`, generated once into the work folder and reused, as
+the features
 benchmark does). Three child processes, one after the other:
 
 - generate: the demo data, unless present;
@@ -12,7 +13,7 @@ benchmark does). Three child processes, one after the other:
   same models are timed computing reason codes both ways (TreeSHAP and the path
   attribution) on 2,000 rows; saved as files;
 - score: the nightly job as `propensity score` runs it, without MLflow: load and
-  validate, `serving.batch.score` (features in customer chunks under DuckDB's
+  validate, `serving.batch.score.score` (features in customer chunks under DuckDB's
   memory limit, scoring, deciles, reason codes for the top deciles, the Parquet
   file published atomically) and the drift report, timed from start to end, with
   raw `booster.predict` timed on the same matrices in the same pass. Its peak
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.bench import (
+from benchmarks.harness import (
     CHILDREN,
     DEMO_CONFIG,
     as_of_for,
@@ -49,7 +50,7 @@ from serving.bench import (
     write_json,
 )
 
-MODULE = "serving.bench_batch"
+MODULE = "benchmarks.batch"
 RESULTS_FILE = "batch.json"
 MEMORY_LIMIT = "1GB"
 THREADS = 2
@@ -85,7 +86,7 @@ def run_batch(
     output = workdir / f"batch-scores-{customers}-{seed}"
     print(f"batch: scoring {customers:,} customers end to end ...", flush=True)
     scored = run_child("score", {**base, "output": str(output)}, MODULE)
-    from serving.batch import staging_dir
+    from serving.batch.score import staging_dir
 
     for path in (output, staging_dir(output)):
         shutil.rmtree(path, ignore_errors=True)
@@ -179,7 +180,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 def _config(args: dict[str, Any]):
     """The demo config on the benchmark's data, engine settings and output."""
-    from features.config import load_config
+    from core.config import load_config
 
     config = load_config(DEMO_CONFIG)
     return config.model_copy(
@@ -218,10 +219,10 @@ def _load(args: dict[str, Any]):
 
 
 def _child_train(args: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.harness import fit_champions
     from features.columns import CUSTOMER_ID
     from features.definition import build_features
-    from serving.bench import fit_champions
-    from training.drift import profile
+    from model.drift import profile
 
     ds = _load(args)
     _, last = ds.time_range()
@@ -277,9 +278,9 @@ def load_champions(folder: Path):
     import lightgbm as lgb
 
     from features.columns import TARGETS
-    from features.encode import Encoding
-    from serving.predictor import Champions
-    from training.registry import RegisteredModel
+    from model.encoding import Encoding
+    from model.registry import RegisteredModel
+    from serving.scoring import Champions
 
     models = {}
     for target in TARGETS:
@@ -291,8 +292,8 @@ def load_champions(folder: Path):
 
 
 def _child_score(args: dict[str, Any]) -> dict[str, Any]:
-    from serving import drift_report
-    from serving.batch import default_as_of, score, writing
+    from serving.batch import drift_report
+    from serving.batch.score import default_as_of, score, writing
 
     start = time.perf_counter()
     config = _config(args)

@@ -1,6 +1,6 @@
 """Micro-benchmark of reason codes: 3 models, ~100 features, 100 customers.
 
-Not a test: `python -m serving.bench_explain [--trees 100 200 400]` prints the
+Not a test: `python -m benchmarks.explain [--trees 100 200 400]` prints the
 median time of one explain call (one attribution call per model, top-k, phrases)
 per tree count and method (shap, path), next to the plain predict it rides along
 with. The models are
@@ -20,11 +20,11 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from features.config import load_config
+from core.config import load_config
 from features.definition import FeatureSpec, catalogue
-from features.encode import Encoding
+from model.encoding import Encoding
+from model.registry import RegisteredModel
 from serving.reasons import reasons
-from training.registry import RegisteredModel
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTRIBUTES = ("days_since_signup_time", "plan", "region", "age")

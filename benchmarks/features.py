@@ -2,14 +2,14 @@
 
 Each job builds the whole catalogue for every customer seen before each cutoff,
 once with `build_features` (the engine) and once with the hand-written DuckDB SQL
-of `serving.bench_sql`, on the same loaded views and with the same DuckDB settings
+of `benchmarks.sql`, on the same loaded views and with the same DuckDB settings
 (threads and an explicit memory limit, so DuckDB spills to disk rather than
 growing). Both write Parquet (nothing is held in memory), each in its own fresh
 child process, one at a time, so each peak resident memory (VmHWM) is its own.
 The two outputs are then compared in a third child, in DuckDB (a FULL OUTER JOIN
 on the keys with a tolerance predicate per column: the large job's 3M rows of 100
 columns would not fit in memory), with the semantics of
-`serving.bench.compare_features`; a job's figures are kept only for equal results.
+`benchmarks.harness.compare_features`; a job's figures are kept only for equal results.
 A side that fails (DuckDB out of memory, say) is reported as failed, with its error
 and its peak memory, and the run goes on.
 
@@ -20,7 +20,7 @@ aggregates) neither fit nor spill beyond about that with 2 threads (DuckDB 2.0.1
 20M events ran under 700MB and 1GB but not under 600MB, 100M events not under 1GB).
 Features are per customer, so the parts together are the whole result.
 
-Jobs, on demo data (`features.demo.generate`, about 100 events per customer):
+Jobs, on demo data (`features.synthetic.demo.generate`, about 100 events per customer):
 
 - reference: `customers` (200k: 20M events), the last 3 monthly cutoffs;
 - training_set: the same data, the last 12 monthly cutoffs;
@@ -53,7 +53,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from serving.bench import (
+from benchmarks.harness import (
     CHILDREN,
     FLOAT_TOLERANCE,
     KEYS,
@@ -69,7 +69,7 @@ from serving.bench import (
     write_json,
 )
 
-MODULE = "serving.bench_features"
+MODULE = "benchmarks.features"
 RESULTS_FILE = "features.json"
 # Every job runs under the 1GB DuckDB memory limit. It bounds DuckDB's
 # buffer pool, not the process (Python and Arrow add 200-350 MB): the engine sizes
@@ -276,7 +276,7 @@ def compare_parquet(
                 f"column {name!r}: types differ: engine {types[0]}, "
                 f"reference {types[1]}"
             )
-    from features.load import connect
+    from features.sources.load import connect
 
     con = connect(memory_limit, threads).con
     con.execute("SET enable_progress_bar = false")

@@ -3,14 +3,14 @@
 Two comparisons on the same synthetic data, in the same run:
 
 - features: `build_features` (the one Ibis definition, on DuckDB) against the
-  hand-written DuckDB SQL of `serving.bench_sql` (the same columns). Each runs in
+  hand-written DuckDB SQL of `benchmarks.sql` (the same columns). Each runs in
   its own child process, one after the other, so each peak memory is its own. The
   two feature tables must be equal (a benchmark of unequal results is meaningless).
 - scoring: `Champions.predict_frame` (encoding, 3 predicts, calibration) against
   raw `booster.predict` of the same 3 boosters on a prebuilt float64 matrix.
 
 `run_foundation` prints a side-by-side table and writes `foundation.json`. Children
-run as `python -m serving.bench _child <kind> <args-json>` and print one JSON line.
+run as `python -m benchmarks.harness _child <kind> <args-json>` and print one JSON line.
 
 Peak memory is the process's own high-water mark (VmHWM). `ru_maxrss` is also
 reported, but on Linux a child's `ru_maxrss` starts at its parent's peak RSS (the
@@ -51,10 +51,10 @@ from features.columns import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from features.config import LightGBMConfig
+    from core.config import LightGBMConfig
     from features.definition import FeatureSpec
-    from features.load import Dataset
-    from serving.predictor import Champions
+    from features.sources.load import Dataset
+    from serving.scoring import Champions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 KEYS: tuple[str, ...] = (CUSTOMER_ID, CUTOFF)
@@ -95,7 +95,7 @@ class DemoData:
 def demo_spec() -> FeatureSpec:
     """The feature spec of the demo config (propensity.yaml), which the reference
     SQL follows."""
-    from features.config import load_config
+    from core.config import load_config
     from features.definition import FeatureSpec
 
     return FeatureSpec.from_config(load_config(DEMO_CONFIG))
@@ -158,7 +158,7 @@ def _events_facts(events_path: Path) -> tuple[int, datetime]:
 
 
 def run_child(
-    kind: str, args: dict[str, Any], module: str = "serving.bench"
+    kind: str, args: dict[str, Any], module: str = "benchmarks.harness"
 ) -> dict[str, Any]:
     """Run one child job of `module` (whose `__main__` calls `child_main`) in a
     fresh Python process; return its JSON line."""
@@ -204,11 +204,12 @@ def load_quietly(
     subscriptions: Path | None = None,
     pseudonym_key: str | None = None,
 ) -> Dataset:
-    """`features.load.load` on a connection without DuckDB's progress bar (DuckDB's
+    """`features.sources.load.load` on a connection without DuckDB's progress bar
+    (DuckDB's
     defaults unless `memory_limit` / `threads` are given), with pseudonyms keyed
     by `pseudonym_key` when given."""
-    from features.load import connect, load
-    from features.privacy import Pseudonymiser
+    from features.sources.load import connect, load
+    from features.sources.privacy import Pseudonymiser
 
     con = connect(memory_limit, threads)
     con.con.execute("SET enable_progress_bar = false")
@@ -223,7 +224,7 @@ def load_quietly(
 
 
 def _child_generate(args: dict[str, Any]) -> dict[str, Any]:
-    from features.demo import generate
+    from features.synthetic.demo import generate
 
     start = time.perf_counter()
     summary = generate(
@@ -251,8 +252,8 @@ def _child_engine(args: dict[str, Any]) -> dict[str, Any]:
     """build_features on DuckDB for every customer seen before each cutoff, run the
     way training and the nightly job run it (in customer chunks when the events
     outgrow the memory limit), written as Parquet parts under `out`."""
-    from features.chunks import write_chunked
     from features.definition import build_features
+    from features.sources.chunks import write_chunked
 
     ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
@@ -271,7 +272,7 @@ def _child_sql(args: dict[str, Any]) -> dict[str, Any]:
     """The hand-written reference query on the same views, COPY'd to Parquet: to
     the file `out`, or with `parts` n > 1, one part of the customers after the
     other, each to `out/part-<k>.parquet`."""
-    from serving.bench_sql import reference_sql
+    from benchmarks.sql import reference_sql
 
     ds, facts = _child_load(args)
     cutoffs = [datetime.fromisoformat(c) for c in args["cutoffs"]]
@@ -298,7 +299,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 def child_main(
     argv: list[str],
     children: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = CHILDREN,
-    module: str = "serving.bench",
+    module: str = "benchmarks.harness",
 ) -> int:
     """`_child <kind> <args-json>`: run the job, print one JSON line (with memory)."""
     if len(argv) != 3 or argv[0] != "_child" or argv[1] not in children:
@@ -413,12 +414,12 @@ def fit_champions(ds: Dataset, frame: pd.DataFrame, cutoff: datetime) -> Champio
     import lightgbm as lgb
 
     from features.definition import ELIGIBLE, catalogue
-    from features.encode import Encoding
     from features.labels import LabelSpec, build_labels
-    from serving.predictor import Champions
-    from training.calibrate import Calibrator
+    from model.encoding import Encoding
+    from model.registry import RegisteredModel
+    from serving.scoring import Champions
+    from training.calibrate import fit as fit_calibrator
     from training.model import lgb_params
-    from training.registry import RegisteredModel
 
     spec = demo_spec()
     cat = catalogue(spec, ds.customers)
@@ -450,7 +451,7 @@ def fit_champions(ds: Dataset, frame: pd.DataFrame, cutoff: datetime) -> Champio
         # isotonic map, the larger of the two, fitted in-sample: only its cost
         # matters here)
         y = train[target].to_numpy()
-        calibration = Calibrator.fit("isotonic", booster.predict(x), y).to_dict()
+        calibration = fit_calibrator("isotonic", booster.predict(x), y).to_dict()
         models[target] = RegisteredModel(
             target, "1", booster, encoding, {**meta, "calibration": calibration}, None
         )
@@ -458,7 +459,7 @@ def fit_champions(ds: Dataset, frame: pd.DataFrame, cutoff: datetime) -> Champio
 
 
 def _lgb_config() -> LightGBMConfig:
-    from features.config import LightGBMConfig
+    from core.config import LightGBMConfig
 
     return LightGBMConfig(num_leaves=31, num_boost_round=TRAIN_ROUNDS)
 
@@ -476,7 +477,7 @@ def best_seconds(job: Callable[[], object], repetitions: int = REPETITIONS) -> f
 def time_scoring(frame: pd.DataFrame, champions: Champions) -> tuple[float, float]:
     """Rows/s of our scoring path (encoding, 3 predicts, calibration) and of raw
     booster.predict on the same rows."""
-    from serving.batch import CHUNK_ROWS
+    from serving.batch.score import CHUNK_ROWS
 
     starts = range(0, len(frame), CHUNK_ROWS)
 

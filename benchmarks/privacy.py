@@ -6,10 +6,10 @@ default), in the same run:
 - features with pseudonyms: the reference feature job (`build_features` at the
   last cutoffs, in customer chunks as training and the nightly job run it) with
   `privacy.pseudonymise` on, against the same job without pseudonyms and against
-  the hand-written DuckDB SQL (`serving.bench_sql`). Each runs in a child process
+  the hand-written DuckDB SQL (`benchmarks.sql`). Each runs in a child process
   of its own. The pseudonymised features must equal the plain ones once the plain
   ids are hashed in Python (so the SQL HMAC is checked on every customer).
-- forget: `serving.forget.forget` of 100 customers from a nightly score file of
+- forget: `serving.privacy.forget.forget` of 100 customers from a nightly score file of
   every customer and its online store, against the bare rewrite of the same file
   with pyarrow (read, filter, write) and the bare SQLite copy of the store.
 
@@ -30,9 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.columns import CUSTOMER_ID, TARGETS
-from features.privacy import Pseudonymiser
-from serving.bench import (
+from benchmarks.harness import (
     child_args,
     compare_features,
     ensure_data,
@@ -40,6 +38,8 @@ from serving.bench import (
     run_child,
     write_json,
 )
+from features.columns import CUSTOMER_ID, TARGETS
+from features.sources.privacy import Pseudonymiser
 
 RESULTS_FILE = "privacy.json"
 # a fixed benchmark key (the figures do not depend on it)
@@ -105,9 +105,9 @@ def _remove(path: Path) -> None:
 def time_forget(features: pa.Table, root: Path) -> tuple[float, float, float]:
     """`forget` of FORGOTTEN customers from one night's scores of every customer
     (and its online store), against the bare pyarrow rewrite and SQLite copy."""
-    from features.config import ProjectConfig
-    from serving.forget import forget
-    from serving.online_store import SqliteStoreWriter, StoreMeta
+    from core.config import ProjectConfig
+    from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
+    from serving.privacy.forget import forget
 
     _remove(root)
     last = pc.max(features["cutoff"])

@@ -1,10 +1,10 @@
 """Quality benchmark: the pipeline's models against baselines on real event logs.
 
 The project's own pipeline runs on the real datasets in ../shared/data: a config
-built for each dataset (`features.config` models: the adapter's roles, the
+built for each dataset (`core.config` models: the adapter's roles, the
 protocol's horizon and cutoffs), features and labels from `build_training_table`,
 LightGBM through `training.model.fit`, Platt calibration (`training.calibrate`), and
-the baselines of `training.evaluate` (recency, BG/NBD of `training.bgnbd`).
+the baselines of `training.baselines` (recency, BG/NBD of `training.bgnbd`).
 
 Protocols (the issue's goals in brackets):
 
@@ -24,7 +24,7 @@ Protocols (the issue's goals in brackets):
 3. `retail`: UCI Online Retail, 90-day horizon, test origin 2011-09-01; training
    rows: semi-monthly cutoffs 2011-01-01 .. 2011-06-01 (every window ends by the
    origin); purchase, and the cancellation invoice as the service request
-   (`features.adapters.ROLES`). Amount features for both roles (a cancellation
+   (`features.sources.adapters.ROLES`). Amount features for both roles (a cancellation
    carries the value returned; it also helped at the inner origin 2011-06-01), the
    country as a categorical attribute. [AUC >= 0.75 for purchase, >= 0.76 for
    cancellation.]
@@ -72,15 +72,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features import adapters
-from features.columns import (
-    CUSTOMER_ID,
-    EVENT_TIME,
-    EVENT_TYPE,
-    PURCHASE,
-    SERVICE_REQUEST,
+from benchmarks.harness import PROJECT_ROOT, load_quietly, write_json
+from benchmarks.subscriptions import (
+    CHURNSIM_FILE,
+    SUBS_KEYS,
+    churnsim_data,
+    churnsim_subs,
 )
-from features.config import (
+from core.config import (
     BacktestConfig,
     ChurnTarget,
     CutoffsConfig,
@@ -93,13 +92,14 @@ from features.config import (
     TargetsConfig,
     TrainingConfig,
 )
-from serving.bench import PROJECT_ROOT, load_quietly, write_json
-from serving.bench_subscriptions import (
-    CHURNSIM_FILE,
-    SUBS_KEYS,
-    churnsim_data,
-    churnsim_subs,
+from features.columns import (
+    CUSTOMER_ID,
+    EVENT_TIME,
+    EVENT_TYPE,
+    PURCHASE,
+    SERVICE_REQUEST,
 )
+from features.sources import adapters
 from training.origin_model import (
     HOLDOUT_FOLDS,
     Candidate,
@@ -110,7 +110,7 @@ from training.origin_model import (
 )
 
 if TYPE_CHECKING:
-    from features.load import Dataset
+    from features.sources.load import Dataset
     from training.dataset import TrainingTable
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ def _evaluate(
 ) -> dict[str, dict[str, float]]:
     """The served (calibrated) model, the raw one and the baselines on `test`;
     the recency baseline is fitted on the model's training rows."""
-    from training.evaluate import RecencyBaseline
+    from training.baselines import RecencyBaseline
 
     y = test[target].to_numpy()
     raw, calibrated = model.predict(test)
@@ -326,7 +326,7 @@ def cdnow_13w(
 ) -> Protocol:
     """Purchase within 13 weeks at origins 13 weeks apart: the model against
     recency and BG/NBD (fitted on the purchases before each origin)."""
-    from training.evaluate import bgnbd_baseline
+    from training.baselines import bgnbd_baseline
 
     start = time.perf_counter()
     roles, days = adapters.ROLES["cdnow"], CDNOW_SHORT_DAYS
@@ -530,7 +530,7 @@ def retail(
 ) -> Protocol:
     """Purchase and cancellation within 90 days of 2011-09-01, trained at the
     semi-monthly cutoffs whose windows end by it."""
-    from training.evaluate import bgnbd_baseline
+    from training.baselines import bgnbd_baseline
 
     start = time.perf_counter()
     roles, days = adapters.ROLES["online_retail"], RETAIL_DAYS

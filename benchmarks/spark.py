@@ -29,8 +29,8 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.columns import CUTOFF, TARGETS
-from serving.bench import (
+from benchmarks.features import compare_parquet
+from benchmarks.harness import (
     as_of_for,
     best_seconds,
     demo_spec,
@@ -42,7 +42,7 @@ from serving.bench import (
     time_scoring,
     write_json,
 )
-from serving.bench_features import compare_parquet
+from features.columns import CUTOFF, TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def run_spark(
 ) -> dict[str, Any]:
     """Run both jobs, print the side-by-side table, write spark.json; return it."""
     from features.definition import build_features
-    from features.spark import load_spark, session
+    from features.sources.spark import load_spark, session
 
     workdir = workdir.resolve()  # the children run in it
     workdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
     import mlflow.lightgbm
 
     from features.definition import ELIGIBLE
-    from serving.spark_batch import with_scores
+    from serving.batch.spark import with_scores
 
     table = pq.read_table(features_dir)
     horizon = timedelta(days=demo_spec().churn_horizon_days)

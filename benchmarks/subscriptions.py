@@ -1,6 +1,6 @@
 """Quality benchmark, contractual churn: the ChurnSim `socialnet7` subscription log.
 
-Protocol `churnsim_subs` (run by `serving.bench_quality.run_quality` when
+Protocol `churnsim_subs` (run by `benchmarks.quality.run_quality` when
 ../shared/data/churnsim_socialnet7 is present): contract churn (a term ends in the
 30 days after an origin and no term starts within 30 days of its end; eligible:
 customers with a term in force at the origin), at the monthly origins
@@ -29,16 +29,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features import adapters
+from benchmarks.harness import load_quietly
+from core.config import ChurnTarget, DataConfig
 from features.columns import CHURN, CONTRACT
-from features.config import ChurnTarget, DataConfig
 from features.definition import Catalogue
+from features.sources import adapters
 from features.subscriptions import DAYS_TO_TERM_END, subscription_features
-from serving.bench import load_quietly
 from training.origin_model import Candidate, model_for, rows_at, scores
 
 if TYPE_CHECKING:
-    from features.load import Dataset
+    from features.sources.load import Dataset
     from training.dataset import TrainingTable
 
 CHURNSIM_FILE = Path("churnsim_socialnet7") / "events.parquet"
@@ -87,9 +87,9 @@ def churnsim_subs(
     first_cutoff: datetime = SUBS_FIRST_CUTOFF,
 ):
     """Contract churn at each origin: model, events-only model, heuristic."""
+    from benchmarks.quality import Protocol, _cell, grid, project_config
+    from benchmarks.quality import training_table as build_table
     from features.definition import FeatureSpec
-    from serving.bench_quality import Protocol, _cell, grid, project_config
-    from serving.bench_quality import training_table as build_table
 
     start = time.perf_counter()
     gap = SUBS_HORIZON_DAYS + SUBS_GRACE_DAYS  # a label is known this long after

@@ -16,8 +16,8 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
-from features.config import ConfigError, config_path, load_config
-from features.contract import ContractError
+from core.config import ConfigError, config_path, load_config
+from features.sources.contract import ContractError
 
 log = logging.getLogger("propensity")
 
@@ -75,14 +75,14 @@ def _context(args: argparse.Namespace):
 
 def _load_data(config, args: argparse.Namespace):
     """The validated data on the engine the CLI (--engine) or the config chose."""
-    from features.load import connect, load_project
+    from features.sources.load import connect, load_project
 
     ds = load_project(
         config, con=connect(config.engine.memory_limit, config.engine.threads)
     )
     if (args.engine or config.engine.kind) != "spark":
         return ds
-    from features.spark import load_spark, refuse_privacy, session
+    from features.sources.spark import load_spark, refuse_privacy, session
 
     refuse_privacy(config)
 
@@ -97,7 +97,7 @@ def _load_data(config, args: argparse.Namespace):
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from features.demo import generate
+    from features.synthetic.demo import generate
 
     summary = generate(
         args.out,
@@ -118,7 +118,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from features import adapters
+    from features.sources import adapters
 
     out = Path(args.out)
     src = Path(args.source)
@@ -144,7 +144,7 @@ def cmd_features_list(args: argparse.Namespace) -> int:
     _, config, _ = _context(args)
     customers = None
     if config.data.customers is not None:
-        from features.load import load_customers
+        from features.sources.load import load_customers
 
         customers = load_customers(config.data.customers, fmt=config.data.format)
     cat = catalogue(FeatureSpec.from_config(config), customers)
@@ -188,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace):
     from mlflow.tracking import MlflowClient
 
-    from training.registry import configure
+    from model.registry import configure
 
     _, config, uri = _context(args)
     configure(uri)
@@ -266,11 +266,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     if args.score_command == "status":
         return cmd_score_status(args)
-    from serving.atomic import Busy
-    from serving.batch import default_as_of
-    from serving.nightly import record_failure, run_nightly
-    from serving.predictor import Champions
-    from training.registry import configure
+    from core.atomic import Busy
+    from model.registry import configure
+    from serving.batch.nightly import record_failure, run_nightly
+    from serving.batch.score import default_as_of
+    from serving.scoring import Champions
 
     _, config, uri = _context(args)
     try:
@@ -312,7 +312,7 @@ def cmd_score_status(args: argparse.Namespace) -> int:
     failed or was interrupted, 5 while it runs, 6 when there is none)."""
     import json
 
-    from serving.nightly import read_status
+    from serving.batch.nightly import read_status
 
     _, config, _ = _context(args)
     status = read_status(config.scoring.output)
@@ -328,9 +328,9 @@ def cmd_score_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.auth import keyring_from_config
-    from serving.predictor import Champions
-    from training.registry import configure
+    from model.registry import configure
+    from serving.api.auth import keyring_from_config
+    from serving.scoring import Champions
 
     path, config, uri = _context(args)
     keyring_from_config(config.api)  # no key configured: fail here, saying how
@@ -339,14 +339,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config, uri
     )  # fail here, clearly, before starting a server
     log.info("champions: %s", champions.versions)
-    from serving.servers import with_workers
+    from serving.api.servers import with_workers
 
     env = {**os.environ, "PROPENSITY_CONFIG": str(path), "MLFLOW_TRACKING_URI": uri}
     env = with_workers(env, "propensity", config.api.workers)
     cmd = [
         _bin("bentoml"),
         "serve",
-        "serving.service:Propensity",
+        "serving.api.service:Propensity",
         "--host",
         args.host,
         "--port",
@@ -371,8 +371,8 @@ def _keys_file(args: argparse.Namespace) -> Path:
 
 
 def cmd_bento(args: argparse.Namespace) -> int:
-    from serving import bento
-    from training.registry import configure
+    from model.registry import configure
+    from serving.api import bento
 
     _, config, uri = _context(args)
     configure(uri)
@@ -386,7 +386,13 @@ def cmd_bento(args: argparse.Namespace) -> int:
 
 
 def cmd_api_key(args: argparse.Namespace) -> int:
-    from serving.auth import SCOPES, add_key, parse_scopes, read_key_file, remove_key
+    from serving.api.auth import (
+        SCOPES,
+        add_key,
+        parse_scopes,
+        read_key_file,
+        remove_key,
+    )
 
     path = _keys_file(args)
     if args.api_key_command == "new":
@@ -409,7 +415,7 @@ def cmd_api_key(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from serving.forget import forget, read_ids_file
+    from serving.privacy.forget import forget, read_ids_file
 
     _, config, _ = _context(args)
     ids = list(args.customer_id or [])
@@ -429,7 +435,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from serving.retention import prune_contacts, prune_scores
+    from serving.privacy.retention import prune_contacts, prune_scores
     from training.dataset import prune_snapshots
 
     _, config, _ = _context(args)
@@ -448,7 +454,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_pseudonym(args: argparse.Namespace) -> int:
-    from features.privacy import pseudonymiser
+    from features.sources.privacy import pseudonymiser
 
     _, config, _ = _context(args)
     pseudonyms = pseudonymiser(config.privacy)
@@ -492,13 +498,13 @@ def _bench_on_demo(run, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from serving.bench import run_foundation
+    from benchmarks.harness import run_foundation
 
     return _bench_on_demo(run_foundation, args)
 
 
 def cmd_bench_features(args: argparse.Namespace) -> int:
-    from serving.bench_features import run_features
+    from benchmarks.features import run_features
 
     run_features(
         customers=args.customers,
@@ -517,7 +523,7 @@ def cmd_bench_features(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_batch(args: argparse.Namespace) -> int:
-    from serving.bench_batch import run_batch
+    from benchmarks.batch import run_batch
 
     run_batch(
         customers=args.customers,
@@ -531,13 +537,13 @@ def cmd_bench_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_privacy(args: argparse.Namespace) -> int:
-    from serving.bench_privacy import run_privacy
+    from benchmarks.privacy import run_privacy
 
     return _bench_on_demo(run_privacy, args)
 
 
 def cmd_bench_spark(args: argparse.Namespace) -> int:
-    from serving.bench_spark import run_spark
+    from benchmarks.spark import run_spark
 
     run_spark(
         customers=args.customers,
@@ -552,7 +558,7 @@ def cmd_bench_spark(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_quality(args: argparse.Namespace) -> int:
-    from serving.bench_quality import DATA, run_quality
+    from benchmarks.quality import DATA, run_quality
 
     run_quality(
         data=Path(args.data) if args.data else DATA,
@@ -563,7 +569,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_api(args: argparse.Namespace) -> int:
-    from serving.bench_api import run_api
+    from benchmarks.api import run_api
 
     run_api(
         customers=args.customers,
@@ -941,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from serving.predictor import NoChampionError
+        from serving.scoring import NoChampionError
 
         if isinstance(exc, NoChampionError | ValueError):  # incl. RunsError
             print(f"error: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from features.columns import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST
+from core.names import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST
 
 DEFAULT_CONFIG_PATH = Path("propensity.yaml")
 CONFIG_ENV = "PROPENSITY_CONFIG"
@@ -59,7 +59,7 @@ class EngineConfig(_Strict):
     """Which engine builds features and training sets and scores the nightly job,
     and its resources. For DuckDB, None keeps its defaults (80% of RAM, every
     core); a memory limit makes DuckDB spill to disk instead of growing. DuckDB
-    also validates the input files under Spark (features.spark)."""
+    also validates the input files under Spark (features.sources.spark)."""
 
     kind: Literal["duckdb", "spark"] = "duckdb"
     memory_limit: str | None = Field(
@@ -459,7 +459,8 @@ class FrequencyCap(_Strict):
 
 class OutreachConfig(_Strict):
     """Campaign selection: value per customer, contact cost, the held-out control,
-    and the contact policy (opt-outs, consent, a frequency cap; serving.policy).
+    and the contact policy (opt-outs, consent, a frequency cap;
+    serving.outreach.contact_policy).
 
     The control group is drawn by a keyed hash, so the key is a secret: it comes
     from $PROPENSITY_OUTREACH_KEY or from `key_file` (relative to this config),
@@ -506,7 +507,7 @@ PSEUDONYM_KEY_ENV = "PROPENSITY_PSEUDONYM_KEY"
 
 
 class PrivacyConfig(_Strict):
-    """What the project keeps about people (features.privacy, README: Privacy).
+    """What the project keeps about people (features.sources.privacy, README: Privacy).
 
     `pseudonymise` replaces customer ids by HMAC-SHA256 pseudonyms where they are
     read; the key comes from the environment variable `key_env`, never from a

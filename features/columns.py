@@ -5,6 +5,18 @@ Every other module refers to these constants instead of retyping the strings.
 
 from __future__ import annotations
 
+# the roles and targets are named once, in core (the config uses them too)
+from core.names import (  # noqa: F401
+    ACTIVITY,
+    CANCEL,
+    CHURN,
+    CONTRACT,
+    PURCHASE,
+    ROLES,
+    SERVICE_REQUEST,
+    TARGETS,
+)
+
 # Events (required table)
 CUSTOMER_ID = "customer_id"
 EVENT_TIME = "event_time"
@@ -52,20 +64,6 @@ SUBSCRIPTION_COLUMNS: tuple[str, ...] = (
 # Derived columns
 ROLE = "role"
 CUTOFF = "cutoff"
-
-# Roles an event type can play. Every type not mapped to one of the first three
-# is ACTIVITY.
-PURCHASE = "purchase"
-SERVICE_REQUEST = "service_request"
-CANCEL = "cancel"
-ACTIVITY = "activity"
-ROLES: tuple[str, ...] = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
-
-# Targets
-CHURN = "churn"
-# the churn definition read from the subscriptions table
-CONTRACT = "contract"
-TARGETS: tuple[str, ...] = (CHURN, PURCHASE, SERVICE_REQUEST)
 
 # Score outputs
 AS_OF = "as_of"

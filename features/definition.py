@@ -49,7 +49,7 @@ Per trend `t` (features.trend_days, ascending), comparing the last `t` days
 
 Customer attributes follow (see `attribute_features`): numbers and booleans as
 they are, strings as categoricals (integer codes kept with the model by
-`features.encode`; unknown values become missing), timestamps and dates as
+`model.encoding`; unknown values become missing), timestamps and dates as
 `days_since_<name>` (null when not before `c`).
 
 With a subscriptions table (features.subscriptions), the subscription features
@@ -74,6 +74,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
+from core.config import ProjectConfig
 from features.columns import (
     ACTIVITY,
     AMOUNT,
@@ -89,7 +90,6 @@ from features.columns import (
     ROLES,
     SERVICE_REQUEST,
 )
-from features.config import ProjectConfig
 
 # Bump when the meaning of any feature changes; part of the feature-set version.
 DEFINITION_VERSION = 2

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import ibis
 import ibis.expr.types as ir
 
+from core.config import ProjectConfig
 from features.columns import (
     CANCEL,
     CHURN,
@@ -30,7 +31,6 @@ from features.columns import (
     SERVICE_REQUEST,
     START_TIME,
 )
-from features.config import ProjectConfig
 from features.definition import FeatureSpec, with_roles
 
 

@@ -18,11 +18,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from features.encode import Encoding
-from training.calibrate import Calibrator
+from model.calibration import Calibrator
+from model.encoding import Encoding
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "propensity"
+# the registry aliases: serving follows the champion; a new version starts as
+# challenger (training.promote moves them)
+CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -30,8 +30,8 @@ from functools import lru_cache
 import numpy as np
 
 from features.columns import ACTIVITY, CANCEL, PURCHASE, ROLES, SERVICE_REQUEST
+from model.registry import RegisteredModel
 from serving.attribution import Method, contributions
-from training.registry import RegisteredModel
 
 Value = float | str | None
 

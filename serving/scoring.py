@@ -13,13 +13,12 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from core.config import ProjectConfig
 from features.columns import TARGETS
-from features.config import ProjectConfig
-from features.encode import Encoding
+from model.encoding import Encoding
+from model.registry import CHAMPION, RegisteredModel, load_alias
 from serving.attribution import Method
 from serving.reasons import Reason, reasons
-from training.promote import CHAMPION
-from training.registry import RegisteredModel, load_alias
 
 T = TypeVar("T")
 

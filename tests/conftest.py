@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import yaml
 
-from serving.servers import (  # noqa: F401 - re-exported for the tests
+from serving.api.servers import (  # noqa: F401 - re-exported for the tests
     free_port,
     spawn,
     start_service,
@@ -151,7 +151,7 @@ def auth(key: str = TEST_API_KEY) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.demo import generate
+    from features.synthetic.demo import generate
 
     out = tmp_path_factory.mktemp("demo")
     generate(out, customers=1500, seed=7)
@@ -195,7 +195,7 @@ class Server:
 def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
     """`bentoml serve` of the service on a free port (its own BentoML home), output
     to `log`."""
-    return start_service("serving.service:Propensity", env, log)
+    return start_service("serving.api.service:Propensity", env, log)
 
 
 @pytest.fixture(scope="session")
@@ -220,9 +220,9 @@ def serving(env: dict[str, str], log: Path) -> Iterator[Server]:
 
 def eligible_features(project: Project, cutoff: datetime):
     """The project's config and the features of customers eligible at `cutoff`."""
-    from features.config import load_config
+    from core.config import load_config
     from features.definition import FeatureSpec, features_at
-    from features.load import load
+    from features.sources.load import load
 
     config = load_config(project.config)
     ds = load(config.data.events, config.data.customers)

@@ -31,13 +31,15 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from core.config import BacktestConfig, LightGBMConfig
 from features.columns import CUSTOMER_ID, CUTOFF, PURCHASE
-from features.config import BacktestConfig, LightGBMConfig
-from features.encode import Encoding
 from features.labels import LabelSpec
-from training.calibrate import Calibrator, Choice, choose
+from model.calibration import Calibrator
+from model.encoding import Encoding
+from training import calibrate
+from training.baselines import LogisticBaseline, RecencyBaseline, bgnbd_baseline
+from training.calibrate import Choice, choose
 from training.dataset import TrainingTable
-from training.evaluate import LogisticBaseline, RecencyBaseline, bgnbd_baseline
 from training.metrics import metrics
 from training.model import fit
 
@@ -310,11 +312,11 @@ def _calibrate(target: str, results: list[OriginResult], method: str) -> Backtes
     for k, r in enumerate(results):
         scores = {name: _metrics(r.y, p) for name, p in r.predictions.items()}
         if k > 0:
-            rolling = Calibrator.fit(choice.method, *_pooled(results[:k]))
+            rolling = calibrate.fit(choice.method, *_pooled(results[:k]))
             r.predictions[CALIBRATED] = rolling.apply(r.predictions[MODEL])
             scores[CALIBRATED] = _metrics(r.y, r.predictions[CALIBRATED])
         per_origin.append(scores)
-    calibrator = Calibrator.fit(choice.method, *_pooled(results))
+    calibrator = calibrate.fit(choice.method, *_pooled(results))
     log.info(
         "%s calibration: %s (log loss on the last origin %s)",
         target,

@@ -23,7 +23,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from threadpoolctl import threadpool_limits
 
 from features.columns import CHURN, CUSTOMER_ID, PURCHASE, SERVICE_REQUEST
-from features.encode import Encoding
+from model.encoding import Encoding
 from training.bgnbd import P_PURCHASE, ConvergenceError, purchase_baseline
 
 log = logging.getLogger(__name__)

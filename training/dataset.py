@@ -1,7 +1,7 @@
 """Training tables: features and labels at several cutoffs (training/backtest.py
 splits them out of time).
 
-On DuckDB the table is built in customer chunks (features.chunks); on Spark the
+On DuckDB the table is built in customer chunks (features.sources.chunks); on Spark the
 same expression is written by Spark as Parquet part files, and read back here:
 LightGBM trains on one machine from that table (README: Spark).
 """
@@ -24,13 +24,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.chunks import read_chunked
+from core.files import atomic_write
 from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
-from features.files import atomic_write
 from features.labels import LabelSpec, build_labels
-from features.load import Dataset
-from features.spark import SparkDataset
+from features.sources.chunks import read_chunked
+from features.sources.load import Dataset
+from features.sources.spark import SparkDataset
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ SNAPSHOT_PREFIX = "training-"
 @contextmanager
 def snapshot_lock(folder: Path) -> Iterator[None]:
     """`folder/.lock`, waited for: `propensity forget` holds it while it rewrites
-    the snapshots (serving.atomic.exclusive takes the same lock)."""
+    the snapshots (core.atomic.exclusive takes the same lock)."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:

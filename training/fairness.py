@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from core.config import ConfigError, FairnessConfig
 from features.columns import CUSTOMER_ID
-from features.config import ConfigError, FairnessConfig
 from training.metrics import DECILES, calibration_table, checked, ece_of
 
 MISSING = "missing"
@@ -106,7 +106,7 @@ def _is_number(values: ArrayLike) -> bool:
 
 
 def top_decile_threshold(p: ArrayLike) -> float:
-    """The lowest score of decile 1 as the nightly job ranks (serving.batch
+    """The lowest score of decile 1 as the nightly job ranks (serving.batch.score
     `deciles`: fewer than a tenth of the scores strictly higher), so that
     `p >= threshold` selects exactly its decile 1."""
     p = np.asarray(p, dtype=float)

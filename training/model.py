@@ -6,8 +6,8 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
-from features.config import LightGBMConfig
-from features.encode import Encoding
+from core.config import LightGBMConfig
+from model.encoding import Encoding
 
 
 def lgb_params(config: LightGBMConfig) -> dict:

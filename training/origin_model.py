@@ -33,10 +33,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from core.config import LightGBMConfig
 from features.columns import CUSTOMER_ID, CUTOFF
-from features.config import LightGBMConfig
-from features.encode import Encoding
-from training.calibrate import Calibrator
+from model.calibration import Calibrator
+from model.encoding import Encoding
+from training import calibrate
 from training.dataset import TrainingTable
 from training.metrics import metrics
 from training.model import fit
@@ -132,7 +133,7 @@ def choose(
     }
     inner_scores = {name: scores(y, p) for name, p in predicted.items()}
     best = min(candidates, key=lambda c: inner_scores[c.name]["logloss"])
-    calibrator = Calibrator.fit(calibration, predicted[best.name], y)
+    calibrator = calibrate.fit(calibration, predicted[best.name], y)
     return Choice(best, inner, inner_scores, calibrator)
 
 

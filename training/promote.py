@@ -26,10 +26,9 @@ import numpy as np
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from features.config import PromotionConfig
+from core.config import PromotionConfig
+from model.registry import CHALLENGER, CHAMPION
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 TAG_PREFIX = "promotion."
 MOVE_PREFIX = "champion."
 LOG_SUFFIX = ".promotions"

@@ -17,8 +17,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.config import ProjectConfig
-from features.encode import Encoding
+from core.config import ProjectConfig
+from model.encoding import Encoding
 from training import plots
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan
 from training.fairness import FLAG_CALIBRATION, FLAG_FOUR_FIFTHS, FairnessReport

@@ -13,7 +13,8 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from features.config import ProjectConfig
+from core.config import ProjectConfig
+from model.registry import load_version
 from training.backtest import MODEL
 from training.promote import (
     CHAMPION,
@@ -23,7 +24,6 @@ from training.promote import (
     move,
     rollback_target,
 )
-from training.registry import load_version
 
 KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 BASELINES = ("recency", "logreg", "bgnbd")

@@ -23,6 +23,7 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from core.config import ProjectConfig
 from features.columns import (
     CUSTOMER_ID,
     CUTOFF,
@@ -31,13 +32,14 @@ from features.columns import (
     PURCHASE,
     TARGETS,
 )
-from features.config import ProjectConfig
 from features.definition import FeatureSpec
-from features.encode import Encoding
 from features.labels import LabelSpec
-from features.load import Dataset
-from features.privacy import suppressed
-from training import drift, fairness, report
+from features.sources.load import Dataset
+from features.sources.privacy import suppressed
+from model import drift
+from model.encoding import Encoding
+from model.registry import CHAMPION, METADATA_KEY, configure, load_alias
+from training import fairness, report
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan, fit_final, plan, run
 from training.dataset import (
     TrainingTable,
@@ -46,8 +48,7 @@ from training.dataset import (
     write_snapshot,
 )
 from training.model import lgb_params
-from training.promote import CHAMPION, Decision, gate, record
-from training.registry import METADATA_KEY, configure, load_alias
+from training.promote import Decision, gate, record
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ def _reference(
     rows: pd.DataFrame,
     backtest: Backtest,
 ) -> dict:
-    """The binned reference for drift monitoring (training.drift): the rows of the
+    """The binned reference for drift monitoring (model.drift): the rows of the
     latest cutoff the final model was trained on, their features and the served
     (calibrated) scores of the final model on them."""
     latest = target_plan.final_cutoffs[-1]

@@ -31,14 +31,14 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from features.config import LightGBMConfig, ProjectConfig
+from core.config import LightGBMConfig, ProjectConfig
 from features.definition import FeatureSpec
 from features.labels import LabelSpec
-from features.load import Dataset
+from features.sources.load import Dataset
+from model.registry import configure
 from training.backtest import FoldData, fit_fold, fold_data, plan
 from training.dataset import build_training_table
 from training.metrics import metrics
-from training.registry import configure
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Each adapter reads one dataset's own format and returns an events table in the
 contract schema (`EVENTS_SCHEMA`), so that the rest of the project (validation,
 features, labels, training) runs on real data unchanged. `ROLES` gives each
 dataset's event-type -> role mapping. `write_contract` writes a table as Parquet
-atomically, ready for `features.load.load`.
+atomically, ready for `features.sources.load.load`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.config import RolesConfig
 from features.columns import (
     AMOUNT,
     AUTO_RENEW,
@@ -32,8 +33,11 @@ from features.columns import (
     QUANTITY,
     START_TIME,
 )
-from features.config import RolesConfig
-from features.contract import DAYS_PER_MONTH, EVENTS_SCHEMA, SUBSCRIPTIONS_SCHEMA
+from features.sources.contract import (
+    DAYS_PER_MONTH,
+    EVENTS_SCHEMA,
+    SUBSCRIPTIONS_SCHEMA,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +201,7 @@ def churnsim_events(folder: Path) -> pa.Table:
 def churnsim_subscriptions(folder: Path) -> pa.Table:
     """ChurnSim `subscriptions.parquet` -> contract subscription terms: product as
     the plan, start/end dates as midnights (UTC), mrr as the price, the billing
-    period in months as days (as `features.load` reads months), discount and
+    period in months as days (as `features.sources.load` reads months), discount and
     quantity as stored; auto-renew is not recorded (null)."""
     frame = pq.read_table(Path(folder) / "subscriptions.parquet").to_pandas()
     out = pd.DataFrame(
@@ -245,7 +249,7 @@ def write_contract(table: pa.Table, out: Path) -> Path:
     """Write `table` to Parquet at `out` atomically; creates the folder.
 
     The data goes to a hidden temp file in the same folder (skipped by
-    `features.contract.list_files`), then `os.replace` swaps it in, so a reader
+    `features.sources.contract.list_files`), then `os.replace` swaps it in, so a reader
     never sees a half-written file.
     """
     out = Path(out)

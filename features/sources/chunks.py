@@ -23,7 +23,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from features.columns import CUSTOMER_ID
-from features.load import EVENTS_VIEW, Dataset
+from features.sources.load import EVENTS_VIEW, Dataset
 
 log = logging.getLogger(__name__)
 

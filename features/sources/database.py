@@ -17,8 +17,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from features.config import DUCKDB_SCHEME, DatabaseSource
-from features.contract import ROW, ContractError, Problem
+from core.config import DUCKDB_SCHEME, DatabaseSource
+from features.sources.contract import ROW, ContractError, Problem
 
 log = logging.getLogger(__name__)
 

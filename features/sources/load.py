@@ -4,7 +4,7 @@ as Ibis tables.
 The tables are DuckDB views with types normalised to the contract (string ids, UTC
 timestamps without zone truncated to whole seconds, float amounts): over the files,
 so nothing is copied and files of any size stream through, or over a database
-table or query first staged in DuckDB (features.database).
+table or query first staged in DuckDB (features.sources.database).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import ibis
 
+from core.config import DatabaseSource, ProjectConfig, Source
 from features.columns import (
     AMOUNT,
     AUTO_RENEW,
@@ -35,8 +36,7 @@ from features.columns import (
     QUANTITY,
     START_TIME,
 )
-from features.config import DatabaseSource, ProjectConfig, Source
-from features.contract import (
+from features.sources.contract import (
     DAYS_PER_MONTH,
     ROW,
     ContractError,
@@ -56,8 +56,8 @@ from features.contract import (
     validate_subscriptions,
     validate_subscriptions_file,
 )
-from features.database import stage
-from features.privacy import Pseudonymiser, pseudonymiser, suppressed
+from features.sources.database import stage
+from features.sources.privacy import Pseudonymiser, pseudonymiser, suppressed
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Dataset:
     customers_files: list[Path]
     subscriptions: ibis.Table | None = None
     subscriptions_files: list[Path] = field(default_factory=list)
-    # the suppression list the views left out (features.privacy)
+    # the suppression list the views left out (features.sources.privacy)
     suppressed: frozenset[str] = frozenset()
     _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
     _rows: int | None = field(default=None, repr=False)
@@ -405,7 +405,7 @@ def load(
     now: events after it are rejected as being in the future. Subscriptions are
     optional: without them the dataset is what it always was.
 
-    Privacy (features.privacy): with `pseudonyms` every view holds customer ids
+    Privacy (features.sources.privacy): with `pseudonyms` every view holds customer ids
     as pseudonyms; customers whose stored id is in `suppressed` are dropped from
     every view; with `attributes` the customers view holds only those columns.
     Validation reads the raw input, and its messages name files, rows and

@@ -1,7 +1,7 @@
 """Privacy at ingestion: keyed pseudonyms for customer ids and the suppression list.
 
 With `privacy.pseudonymise` on, every customer id is replaced where it is read
-(the DuckDB views of features.load) by HMAC-SHA256(key, id) as 64 lowercase hex
+(the DuckDB views of features.sources.load) by HMAC-SHA256(key, id) as 64 lowercase hex
 digits, so feature tables, training sets, scores, the online store, MLflow and
 logs only ever hold pseudonyms. The key is a secret from the environment
 ($PROPENSITY_PSEUDONYM_KEY by default), never from a file in the project: without
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.config import MIN_KEY_BYTES, ConfigError, PrivacyConfig
+from core.config import MIN_KEY_BYTES, ConfigError, PrivacyConfig
 
 PSEUDONYM_HEX_DIGITS = 64
 _BLOCK = 64  # SHA-256's block size in bytes: HMAC pads the key to it

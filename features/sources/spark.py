@@ -1,6 +1,6 @@
 """The Spark engine: the same feature definition on a Spark session, through Ibis.
 
-Only the connection and the loading differ from DuckDB (features.load): the
+Only the connection and the loading differ from DuckDB (features.sources.load): the
 definition's Ibis expressions are handed to Ibis's pyspark backend unchanged.
 
 Three things keep Spark's answers identical to DuckDB's (STACK-NOTES):
@@ -33,16 +33,16 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
-from features.config import (
+from core.config import (
     ConfigError,
     DatabaseSource,
     ProjectConfig,
     Source,
     SparkConfig,
 )
-from features.contract import ContractError, Problem, file_format
-from features.load import Dataset
+from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
+from features.sources.contract import ContractError, Problem, file_format
+from features.sources.load import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def session(
 def refuse_privacy(config: ProjectConfig) -> None:
     """ConfigError naming the setting when the config asks for something only
     the DuckDB loader does: pseudonyms, the suppression list, reading only some
-    event types (features.load.load_project). Attributes are picked by the
+    event types (features.sources.load.load_project). Attributes are picked by the
     definition itself on both engines."""
-    from features.privacy import suppressed
+    from features.sources.privacy import suppressed
 
     asked = [
         ("privacy.pseudonymise", config.privacy.pseudonymise),
@@ -121,7 +121,7 @@ def connect(spark) -> ibis.BaseBackend:
 @dataclass
 class SparkDataset:
     """Validated events (and customers) as Ibis tables on a Spark session; the
-    Spark counterpart of features.load.Dataset."""
+    Spark counterpart of features.sources.load.Dataset."""
 
     con: ibis.BaseBackend
     events: ibis.Table
@@ -211,7 +211,7 @@ def _read(spark, files: list[Path], fmt: str, what: str):
 
 
 def _normalised_events(con: ibis.BaseBackend, raw: ir.Table) -> ir.Table:
-    """The contract's types, as features.load gives them on DuckDB: trimmed text
+    """The contract's types, as features.sources.load gives them on DuckDB: trimmed text
     ids and types, UTC timestamps without zone at whole seconds, float amounts."""
     cols = set(raw.columns)
 
@@ -254,10 +254,10 @@ def load_spark(
     as_of: datetime | None = None,
     validated: Dataset | None = None,
 ) -> SparkDataset:
-    """Validate the files (DuckDB, as features.load does), then read them on
+    """Validate the files (DuckDB, as features.sources.load does), then read them on
     `spark` as Ibis tables of the contract's types. `validated` is the DuckDB
     dataset when the caller loaded it already. ContractError on bad input."""
-    from features.load import load
+    from features.sources.load import load
 
     _check_files(events, "data.events")
     _check_files(customers, "data.customers")

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.files import atomic_write
 from features.columns import (
     CANCEL,
     CUSTOMER_ID,
@@ -36,9 +37,8 @@ from features.columns import (
     SERVICE_REQUEST,
     SIGNUP_TIME,
 )
-from features.contract import EVENTS_SCHEMA
-from features.demo_subscriptions import LEAVING_USAGE, Terms
-from features.files import atomic_write
+from features.sources.contract import EVENTS_SCHEMA
+from features.synthetic.subscriptions import LEAVING_USAGE, Terms
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -177,7 +177,7 @@ class _Population:
         self.expe = np.empty(n)  # exp(engagement - e_ref): activity multiplier
         self.hazard0 = np.empty(n)  # churn hazard before the ticket effect
         self.refresh(0, slice(None))
-        # subscription terms (features.demo_subscriptions): churn at a term's end
+        # subscription terms (features.synthetic.subscriptions): churn at a term's end
         self.terms = Terms(rng, signup_s, self.plan) if subscriptions else None
 
     def refresh(self, d: int, idx: slice | np.ndarray) -> None:
@@ -342,7 +342,7 @@ def generate(
     amount, quantity) and `out_dir/customers.parquet` (customer_id,
     signup_time, plan, region, age), each atomically; with `subscriptions`, also
     `out_dir/subscriptions.parquet` (the contract's subscription terms; churn then
-    happens at term ends, see features.demo_subscriptions). The output is fully
+    happens at term ends, see features.synthetic.subscriptions). The output is fully
     determined by the arguments; `events_per_customer` is the target mean event
     count per customer over the whole period (met within about 10%).
     """

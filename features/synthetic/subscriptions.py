@@ -1,6 +1,7 @@
 """Subscription terms for the demo generator: churn happens at the end of a term.
 
-With subscriptions on, `features.demo` keeps its engagement and support-problem
+With subscriptions on, `features.synthetic.demo` keeps its engagement and
+support-problem
 model but reads its churn hazard as a customer's *decision* to leave: a customer
 who has decided uses the product less and, in most cases, stays subscribed until
 the current term ends, then does not renew. A small share cancel mid-term (a
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from features.contract import SUBSCRIPTIONS_SCHEMA
+from features.sources.contract import SUBSCRIPTIONS_SCHEMA
 
 _DAY = 86_400
 MONTHLY_PRICE = np.array([10.0, 25.0, 50.0])  # per plan, as demo.PLANS

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.config import ApiConfig
+from core.config import ApiConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,15 @@ from pathlib import Path
 
 import bentoml
 
+from core.config import ProjectConfig
 from features.columns import TARGETS
-from features.config import ProjectConfig
-from training.promote import CHAMPION
-from training.registry import RegisteredModel, download_version, load_local
+from model.registry import CHAMPION, RegisteredModel, download_version, load_local
 
 log = logging.getLogger(__name__)
 
 MODELS_ENV = "PROPENSITY_MODELS"
 MLFLOW_FOLDER = "mlflow_model"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bento_model_name(config: ProjectConfig, target: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from serving.auth import ASGIApp, Message, Receive, Scope, Send, send_json
+from serving.api.auth import ASGIApp, Message, Receive, Scope, Send, send_json
 
 
 def _too_large(limit: int, size: str) -> bytes:

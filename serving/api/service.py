@@ -1,7 +1,7 @@
 """The BentoML service: the three champions behind `predict`, `explain`,
 `outreach` and `metadata`.
 
-`bentoml serve serving.service:Propensity` (or `propensity serve`) starts it. The
+`bentoml serve serving.api.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
 MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 ./propensity.yaml); start-up fails, saying to train first, when one is missing.
@@ -25,18 +25,28 @@ import numpy as np
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, RedirectResponse
 
-from features.config import ConfigError, config_path, load_config
+from core.atomic import Busy
+from core.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
-from features.privacy import pseudonymiser, suppression_path
-from serving import bento, forget, online_store, outreach, policy
-from serving.atomic import Busy
-from serving.auth import ASGIApp, BearerAuth, Receive, Scope, Send, keyring_from_config
-from serving.contacts import AlreadyConfirmed, ContactLog, ContactLogError
-from serving.limits import BodyLimit
-from serving.predictor import Champions, RecordError
+from features.sources.privacy import pseudonymiser, suppression_path
+from model.registry import CHAMPION, configure
+from serving.api import bento
+from serving.api.auth import (
+    ASGIApp,
+    BearerAuth,
+    Receive,
+    Scope,
+    Send,
+    keyring_from_config,
+)
+from serving.api.body_limit import BodyLimit
+from serving.online_store import sqlite as online_store
+from serving.outreach import contact_policy as policy
+from serving.outreach import selection as outreach
+from serving.outreach.contact_log import AlreadyConfirmed, ContactLog, ContactLogError
+from serving.privacy import forget
 from serving.reasons import Reason, reasons
-from training.promote import CHAMPION
-from training.registry import configure
+from serving.scoring import Champions, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Drift of the nightly population against each champion's training reference.
 
-The reference (training.drift) travels in each registered model's metadata. While
+The reference (model.drift) travels in each registered model's metadata. While
 the nightly job scores, `DriftMonitor.add` counts every batch's feature values and
 scores into the reference's bins; `DriftMonitor.report` then gives the PSI per
 feature and per score, the missing and out-of-range shares beside training's, and a
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.config import DriftConfig
-from training.drift import Counts, Reference
+from core.config import DriftConfig
+from model.drift import Counts, Reference
 
 OK, WARN, ALERT, IGNORED = "ok", "warn", "alert", "ignored"
 

@@ -1,4 +1,4 @@
-"""The drift report as files: `drift.json` (serving.drift's dict) and
+"""The drift report as files: `drift.json` (serving.batch.drift's dict) and
 `drift.html` (the same figures as tables, with plots embedded as PNG): the PSI of
 the most drifted features against the thresholds, and per score and per drifted
 feature the reference's bin shares beside tonight's."""

@@ -1,11 +1,11 @@
 """The nightly run: score, report drift, fill the sink, record it all.
 
-Wiring around `serving.batch.score`, like `training.train` around the backtest:
+Wiring around `serving.batch.score.score`, like `training.train` around the backtest:
 
 1. an MLflow run in the `<experiment>.scoring` experiment (its id is stamped on
    every output row), tagged `kind=scoring`, `as_of`;
 2. `score` writes and publishes the Parquet partition;
-3. the drift report (serving.drift) goes to `<output>/_drift/as_of=DATE/`
+3. the drift report (serving.batch.drift) goes to `<output>/_drift/as_of=DATE/`
    (drift.json, drift.html; published atomically too) and to the run;
 4. the optional Postgres sink is upserted;
 5. the run gets rows scored and skipped (by reason), score quantiles and
@@ -30,18 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import Busy, publish_dir
+from core.config import ProjectConfig
+from core.files import atomic_write
 from features.columns import AS_OF, TARGETS
-from features.config import ProjectConfig
-from features.files import atomic_write
-from features.load import Dataset
-from features.privacy import suppressed
-from features.spark import SparkDataset
-from serving import drift_report
-from serving.atomic import Busy, publish_dir
-from serving.batch import PART_FILE, ScoreResult, score, staging_dir, writing
-from serving.drift import ALERT
-from serving.predictor import Champions
-from serving.retention import prune_contacts, prune_scores
+from features.sources.load import Dataset
+from features.sources.privacy import suppressed
+from features.sources.spark import SparkDataset
+from serving.batch import drift_report
+from serving.batch.drift import ALERT
+from serving.batch.score import PART_FILE, ScoreResult, score, staging_dir, writing
+from serving.privacy.retention import prune_contacts, prune_scores
+from serving.scoring import Champions
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_nightly(
     """Score `as_of` and record the run; see the module docstring."""
     from mlflow.tracking import MlflowClient
 
-    from training.registry import configure
+    from model.registry import configure
 
     experiment_id = configure(tracking_uri, scoring_experiment(config))
     client = MlflowClient(tracking_uri, tracking_uri)
@@ -147,7 +147,7 @@ def _run(
         )
     scorer = score
     if isinstance(ds, SparkDataset):
-        from serving.spark_batch import score_spark as scorer
+        from serving.batch.spark import score_spark as scorer
     result = scorer(config, ds, champions, as_of, run_id=run_id, progress=progress)
     day = f"{as_of:%Y-%m-%d}"
     report = result.drift.report(config.scoring.drift, as_of=day, run_id=run_id)
@@ -156,7 +156,7 @@ def _run(
         drift_report.write(report, tmp)
     sink_rows, sink_error = None, None
     if config.scoring.postgres is not None:
-        from serving.postgres_sink import upsert
+        from serving.batch.sink import upsert
 
         try:
             sink_rows = upsert(

@@ -8,10 +8,10 @@ a decile per target, each champion's name and version, the feature-set version,
 that target's reason codes (JSON). `as_of` is the partition key (Hive/Spark
 convention: it lives in the path, and DuckDB, Spark and pyarrow return it as a
 column). A rerun for the same date replaces the folder whole; a failure or a kill
-at any moment leaves every earlier output as it was (serving.atomic).
+at any moment leaves every earlier output as it was (core.atomic).
 
 Memory stays bounded by streaming:
-1. features: the engine writes them chunk by chunk (features.chunks, customer
+1. features: the engine writes them chunk by chunk (features.sources.chunks, customer
    chunks sized to DuckDB's memory limit) into a hidden scratch folder;
 2. score: the parts are read back in batches of CHUNK_ROWS rows; only the
    probabilities (calibrated, and the booster's own for ranking) stay in memory,
@@ -44,7 +44,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.chunks import write_chunked
+from core.atomic import clean_stale, exclusive, publish_dir, scratch_dir
+from core.config import ProjectConfig
 from features.columns import (
     AS_OF,
     CUSTOMER_ID,
@@ -58,16 +59,15 @@ from features.columns import (
     reasons_column,
     version_column,
 )
-from features.config import ProjectConfig
 from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue
-from features.encode import Encoding
-from features.load import CUSTOMERS_VIEW, Dataset
-from serving import online_store
-from serving.atomic import clean_stale, exclusive, publish_dir, scratch_dir
-from serving.drift import DriftMonitor
-from serving.predictor import Champions
-from serving.progress import Progress
+from features.sources.chunks import write_chunked
+from features.sources.load import CUSTOMERS_VIEW, Dataset
+from model.encoding import Encoding
+from serving.batch.drift import DriftMonitor
+from serving.batch.progress import Progress
+from serving.online_store import sqlite as online_store
 from serving.reasons import Reason, reasons
+from serving.scoring import Champions
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def partition_dir(output: Path, as_of: datetime) -> Path:
 
 @contextmanager
 def writing(output: Path) -> Iterator[None]:
-    """One writer at a time for an output folder (serving.atomic.Busy otherwise),
+    """One writer at a time for an output folder (core.atomic.Busy otherwise),
     and a clean start: what a killed run left in the staging folder is removed.
     Hold it around `score` and whatever else the run publishes."""
     staging = staging_dir(output)

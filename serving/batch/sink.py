@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from core.config import ScoresTable
 from features.columns import AS_OF, CUSTOMER_ID, TARGETS, reasons_column
-from features.config import ScoresTable
 
 log = logging.getLogger(__name__)
 

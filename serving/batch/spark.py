@@ -1,4 +1,4 @@
-"""Nightly scoring on Spark: the same output as serving.batch, computed by Spark.
+"""Nightly scoring on Spark: the same output as serving.batch.score, computed by Spark.
 
 1. features: the one definition at the as-of date, run by Spark through Ibis;
 2. score: each champion's model, as registered in MLflow, applied by
@@ -8,7 +8,7 @@
 3. drift: every feature's counts in its reference's bins, one Spark aggregation;
 4. Spark writes features and probabilities to scratch Parquet parts; the driver
    calibrates (the calibration map is a few numbers), takes deciles and writes
-   the partition through `serving.batch.publish`: the same schema, reason codes,
+   the partition through `serving.batch.score.publish`: the same schema, reason codes,
    partitioning, atomic commit and online store as the embedded path.
 
 The scores' own drift counts are taken on the driver, where the calibrated
@@ -25,22 +25,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from core.atomic import scratch_dir
+from core.config import ProjectConfig
 from features.columns import CUSTOMER_ID, TARGETS
-from features.config import ProjectConfig
 from features.definition import ELIGIBLE, FeatureSpec, build_features
-from features.encode import Encoding
-from features.spark import SparkDataset
-from serving.atomic import scratch_dir
-from serving.batch import (
+from features.sources.spark import SparkDataset
+from model.drift import Counts
+from model.encoding import Encoding
+from serving.batch.drift import DriftMonitor
+from serving.batch.score import (
     SKIPPED_NO_EVENTS,
     SKIPPED_NOT_ELIGIBLE,
     ScoreResult,
     publish,
     staging_dir,
 )
-from serving.drift import DriftMonitor
-from serving.predictor import Champions
-from training.drift import Counts
+from serving.scoring import Champions
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def score_spark(
     run_id: str = "",
     progress: bool | None = None,
 ) -> ScoreResult:
-    """`serving.batch.score` on Spark; call it inside `writing(output)` with the
+    """`serving.batch.score.score` on Spark; call it inside `writing(output)` with the
     MLflow tracking URI set (the models are read from the registry)."""
     started = time.perf_counter()
     spec = FeatureSpec.from_config(config)

@@ -21,9 +21,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from core.config import OnlineTable
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
-from features.config import OnlineTable
-from serving.online_store import (
+from serving.online_store.sqlite import (
     Found,
     StoreError,
     StoreMeta,

@@ -35,8 +35,8 @@ from typing import Protocol, Self
 import numpy as np
 import pandas as pd
 
+from core.config import OnlineStoreConfig
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
-from features.config import OnlineStoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def configured_as_of(config: OnlineStoreConfig) -> str | None:
     """The as-of date the configured store holds, None when it holds none."""
     if config.postgres is None:
         return stored_as_of(config.path)
-    from serving.online_postgres import stored_meta
+    from serving.online_store.postgres import stored_meta
 
     meta = stored_meta(config.postgres)
     return None if meta is None else meta.as_of
@@ -276,7 +276,7 @@ def open_writer(config: OnlineStoreConfig, meta: StoreMeta) -> StoreWriter:
     """A writer of the configured store: the Postgres table, else the file."""
     if config.postgres is None:
         return SqliteStoreWriter(config.path, meta)
-    from serving.online_postgres import PostgresStoreWriter
+    from serving.online_store.postgres import PostgresStoreWriter
 
     return PostgresStoreWriter(config.postgres, meta)
 
@@ -285,7 +285,7 @@ def open_reader(config: OnlineStoreConfig, required: Sequence[str] = ()) -> Stor
     """A reader of the configured store; it connects at the first lookup."""
     if config.postgres is None:
         return SqliteStore(config.path, required)
-    from serving.online_postgres import PostgresStore
+    from serving.online_store.postgres import PostgresStore
 
     return PostgresStore(config.postgres, required)
 

@@ -23,7 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from features.privacy import parse_ids
+from features.sources.privacy import parse_ids
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.config import MIN_KEY_BYTES
+from core.config import MIN_KEY_BYTES
 
 TREATMENT = "treatment"
 CONTROL = "control"

@@ -17,10 +17,10 @@ Forgetting a customer, given the id a marketing system knows:
    its stored form, the time and the rows removed per place; never the raw id
    when pseudonymisation is on (with it off, the stored form is the id itself).
 
-It holds the scoring output's lock (serving.batch.writing) and the snapshot
+It holds the scoring output's lock (serving.batch.score.writing) and the snapshot
 folder's, so it never interleaves with a nightly run or a snapshot being written;
 a nightly run that loaded its data before a forget refuses to publish
-(serving.nightly). Models already trained are not retrained: the next training
+(serving.batch.nightly). Models already trained are not retrained: the next training
 run leaves the customer out.
 """
 
@@ -41,20 +41,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.atomic import exclusive
+from core.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
+from core.files import atomic_write
 from features.columns import CUSTOMER_ID
-from features.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
-from features.files import atomic_write
-from features.privacy import (
+from features.sources.privacy import (
     erasure_log_path,
     parse_ids,
     pseudonymiser,
     read_suppressed,
     suppression_path,
 )
-from serving.atomic import exclusive
-from serving.batch import writing
-from serving.contacts import ContactLog
-from serving.online_store import TABLE
+from serving.batch.score import writing
+from serving.online_store.sqlite import TABLE
+from serving.outreach.contact_log import ContactLog
 
 log = logging.getLogger(__name__)
 

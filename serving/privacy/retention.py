@@ -16,9 +16,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from core.config import ProjectConfig
 from features.columns import AS_OF
-from features.config import ProjectConfig
-from serving.contacts import ContactLog
+from serving.outreach.contact_log import ContactLog
 
 log = logging.getLogger(__name__)
 

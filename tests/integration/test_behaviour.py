@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.predictor import Champions
+from serving.scoring import Champions
 from tests.conftest import Project, eligible_features
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from features.config import load_config
-from serving.bench import write_json
-from serving.bench_api import (
+from benchmarks.api import (
     format_table,
     in_process,
     measure,
@@ -19,7 +17,9 @@ from serving.bench_api import (
     run_load,
     sample_requests,
 )
-from serving.online_store import stored_as_of
+from benchmarks.harness import write_json
+from core.config import load_config
+from serving.online_store.sqlite import stored_as_of
 from tests.conftest import (
     TEST_API_KEY,
     Project,
@@ -54,7 +54,7 @@ def test_every_figure_is_measured_and_printed(
     out = {"customers": 1500.0, "requests": 8.0}
     out.update(measure("ours", server.url, encoded, 8, key=TEST_API_KEY))
     log = tmp_path / "bare.log"
-    url, process = start_service("serving.bench_bare:Bare", trained.env(), log)
+    url, process = start_service("benchmarks.echo_service:Bare", trained.env(), log)
     try:
         wait_ready(url, process, log)
         out.update(measure("bare", url, encoded, 8, key=TEST_API_KEY))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+from core.config import load_config
 from features.columns import TARGETS
-from features.config import load_config
-from serving.predictor import Champions
+from serving.scoring import Champions
 from tests.conftest import (
     Project,
     auth,

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.adapters import ROLES, cdnow
 from features.columns import CUSTOMER_ID, EVENT_TIME
+from features.sources.adapters import ROLES, cdnow
 from training.bgnbd import BGNBD, EXPECTED_PURCHASES, purchase_baseline, rfm_summary
 
 pytestmark = [pytest.mark.realdata]

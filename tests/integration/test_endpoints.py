@@ -26,18 +26,18 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from core.config import OUTREACH_KEY_ENV, FrequencyCap, ProjectConfig, load_config
 from features.columns import TARGETS
-from features.config import OUTREACH_KEY_ENV, FrequencyCap, ProjectConfig, load_config
 from features.definition import FeatureSpec, catalogue
-from features.privacy import pseudonymiser, suppression_path
-from serving.contacts import ContactLog
-from serving.online_store import SqliteStoreWriter, StoreMeta
-from serving.predictor import Champions
+from features.sources.privacy import pseudonymiser, suppression_path
+from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
+from serving.outreach.contact_log import ContactLog
+from serving.scoring import Champions
 from tests.conftest import Project, auth
 from tests.integration.test_serve import records
 
 if TYPE_CHECKING:
-    from serving.service import Propensity
+    from serving.api.service import Propensity
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def client(trained: Project, excluded: str, root: Path) -> Iterator[TestClient]:
     with pytest.MonkeyPatch.context() as mp:
         for name, value in {**trained.env(), "PROPENSITY_CONFIG": str(path)}.items():
             mp.setenv(name, value)
-        from serving.service import Propensity
+        from serving.api.service import Propensity
 
         test_client = TestClient(Propensity.to_asgi(), headers=auth())
         test_client.__enter__()  # start-up: the service loads the champions

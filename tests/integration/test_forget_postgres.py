@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import load_config
 from features.columns import TARGETS
-from features.config import load_config
-from serving.forget import forget
-from serving.online_postgres import PostgresStore, PostgresStoreWriter
-from serving.online_store import StoreMeta
-from serving.postgres_sink import upsert
+from serving.batch.sink import upsert
+from serving.online_store.postgres import PostgresStore, PostgresStoreWriter
+from serving.online_store.sqlite import StoreMeta
+from serving.privacy.forget import forget
 from tests.conftest import postgres_database, write_config
 
 pytestmark = pytest.mark.integration

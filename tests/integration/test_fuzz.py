@@ -14,8 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from features.config import load_config
-from serving.online_store import stored_as_of
+from core.config import load_config
+from serving.online_store.sqlite import stored_as_of
 from tests.conftest import Project, Server, auth, run_cli
 
 pytestmark = pytest.mark.integration

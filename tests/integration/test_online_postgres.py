@@ -11,10 +11,14 @@ import pandas as pd
 import psycopg2
 import pytest
 
+from core.config import OnlineTable
 from features.columns import TARGETS
-from features.config import OnlineTable
-from serving.online_postgres import PostgresStore, PostgresStoreWriter, stored_meta
-from serving.online_store import StoreError
+from serving.online_store.postgres import (
+    PostgresStore,
+    PostgresStoreWriter,
+    stored_meta,
+)
+from serving.online_store.sqlite import StoreError
 from tests.conftest import (
     POSTGRES_USER,
     Project,

@@ -13,14 +13,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from core.config import load_config
 from features.columns import TARGETS
-from features.config import load_config
 from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
-from features.load import load
-from serving.batch import default_as_of
-from serving.predictor import Champions
+from features.sources.load import load
+from model.registry import configure
+from serving.batch.score import default_as_of
+from serving.scoring import Champions
 from tests.conftest import Project, run_cli, write_config
-from training.registry import configure
 
 pytestmark = pytest.mark.integration
 

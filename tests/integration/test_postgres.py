@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from core.config import DatabaseSource, Source, load_config
 from features.columns import CUSTOMER_ID, CUTOFF
-from features.config import DatabaseSource, Source, load_config
-from features.contract import ContractError
 from features.definition import FeatureSpec, features_at
-from features.load import load
+from features.sources.contract import ContractError
+from features.sources.load import load
 from tests.conftest import Project, run_cli, write_config
 
 pytestmark = pytest.mark.integration

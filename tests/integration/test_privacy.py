@@ -21,12 +21,12 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from features.config import PSEUDONYM_KEY_ENV, load_config
-from features.load import load_project
-from features.privacy import Pseudonymiser
-from serving.auth import SCOPES, add_key
-from serving.contacts import ContactLog
-from serving.online_store import open_reader
+from core.config import PSEUDONYM_KEY_ENV, load_config
+from features.sources.load import load_project
+from features.sources.privacy import Pseudonymiser
+from serving.api.auth import SCOPES, add_key
+from serving.online_store.sqlite import open_reader
+from serving.outreach.contact_log import ContactLog
 from tests.conftest import (
     Project,
     Server,

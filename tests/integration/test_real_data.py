@@ -14,13 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from features.adapters import (
-    ROLES,
-    cdnow,
-    online_retail,
-    online_retail_customers,
-    write_contract,
-)
 from features.columns import (
     AMOUNT,
     CHURN,
@@ -32,7 +25,14 @@ from features.columns import (
 )
 from features.definition import FeatureSpec, build_features, seen_pairs
 from features.labels import LabelSpec, build_labels
-from features.load import load
+from features.sources.adapters import (
+    ROLES,
+    cdnow,
+    online_retail,
+    online_retail_customers,
+    write_contract,
+)
+from features.sources.load import load
 
 pytestmark = [pytest.mark.realdata]
 
@@ -182,7 +182,7 @@ def test_cdnow_sample_features_and_labels(sample: pa.Table, tmp_path: Path) -> N
 
 
 def test_import_command_writes_loadable_contract_files(tmp_path: Path) -> None:
-    from serving.cli import main
+    from cli.app import main
 
     source = require(DATA / "online_retail" / "online_retail.parquet")
     out = tmp_path / "retail"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from features.columns import TARGETS
-from serving.nightly import EXIT_SINK_FAILED
+from serving.batch.nightly import EXIT_SINK_FAILED
 from tests.conftest import (
     POSTGRES_USER,
     Project,

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config import load_config
 from features.columns import TARGETS
-from features.config import load_config
-from serving.online_store import stored_as_of
-from serving.predictor import Champions
+from serving.online_store.sqlite import stored_as_of
+from serving.scoring import Champions
 from tests.conftest import (
     TEST_API_KEY,
     Project,

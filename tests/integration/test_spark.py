@@ -32,7 +32,7 @@ TEST_CONF = {
 def spark():
     if shutil.which("java") is None:
         pytest.skip("Java is not on PATH: Spark needs a JVM (Java 17)")
-    from features.spark import session
+    from features.sources.spark import session
 
     s = session(master="local[2]", conf=TEST_CONF)
     yield s
@@ -41,7 +41,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.demo import generate
+    from features.synthetic.demo import generate
 
     out = tmp_path_factory.mktemp("spark-demo")
     generate(out, customers=300, seed=11)
@@ -50,8 +50,8 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(spark, small: Path):
-    from features.load import load
-    from features.spark import load_spark
+    from features.sources.load import load
+    from features.sources.spark import load_spark
 
     events, customers = small / "events.parquet", small / "customers.parquet"
     duck = load(events, customers)
@@ -126,9 +126,9 @@ def test_time_range_and_rows_match(loaded) -> None:
 
 
 def test_database_source_is_refused_naming_the_key(spark) -> None:
-    from features.config import DatabaseSource
-    from features.contract import ContractError
-    from features.spark import load_spark
+    from core.config import DatabaseSource
+    from features.sources.contract import ContractError
+    from features.sources.spark import load_spark
 
     source = DatabaseSource(uri="duckdb:x.duckdb", table="events")
     with pytest.raises(ContractError, match="data.events.*DuckDB engine only"):
@@ -153,13 +153,13 @@ def test_training_table_equals_duckdb(loaded, tmp_path: Path) -> None:
 def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from features.config import load_config
-    from features.load import load
-    from features.spark import load_spark
-    from serving.batch import default_as_of, output_schema
-    from serving.nightly import run_nightly
-    from serving.predictor import Champions
-    from training.registry import configure
+    from core.config import load_config
+    from features.sources.load import load
+    from features.sources.spark import load_spark
+    from model.registry import configure
+    from serving.batch.nightly import run_nightly
+    from serving.batch.score import default_as_of, output_schema
+    from serving.scoring import Champions
 
     base = load_config(trained.config)
     configure(trained.tracking_uri)

@@ -9,12 +9,12 @@ import pyarrow.dataset as pads
 import pytest
 from mlflow.tracking import MlflowClient
 
+from core.config import load_config
 from features.columns import CHURN, CUSTOMER_ID, reasons_column
-from features.config import load_config
 from features.definition import FeatureSpec, features_at
-from features.load import load
+from features.sources.load import load
+from model.registry import configure
 from tests.conftest import Project, run_cli, write_config
-from training.registry import configure
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ AS_OF = "2025-12-01"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    from features.demo import generate
+    from features.synthetic.demo import generate
 
     root = tmp_path_factory.mktemp("subs_project")
     demo = generate(root / "data", customers=1500, seed=7, subscriptions=True)

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
+from core.config import load_config
 from features.columns import TARGETS
-from features.config import load_config
 from tests.conftest import (
     BIN,
     POSTGRES_SERVER,

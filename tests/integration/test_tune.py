@@ -13,7 +13,7 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from features.config import LightGBMConfig, load_config
+from core.config import LightGBMConfig, load_config
 from tests.conftest import run_cli, write_config
 from training.tune import ARTIFACT, SEARCH
 

@@ -15,9 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from features.columns import PURCHASE, TARGETS
-from serving.predictor import Champions
+from model.registry import configure
+from serving.scoring import Champions
 from tests.conftest import Project, eligible_features, run_cli, write_config
-from training.registry import configure
 
 pytestmark = pytest.mark.integration
 

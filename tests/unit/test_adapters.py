@@ -9,14 +9,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.adapters import (
+from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
+from features.sources.adapters import (
     EVENTS_SCHEMA,
     cdnow,
     online_retail,
     online_retail_customers,
     write_contract,
 )
-from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
 
 # Same layout as the real files: leading blanks, runs of spaces, CRLF line ends.
 MASTER = (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.atomic import publish_dir
+from core.atomic import publish_dir
 
 
 def test_new_folder_appears_whole(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from features.config import ApiConfig, load_config
-from serving import auth
-from serving.auth import (
+from cli.app import main
+from core.config import ApiConfig, load_config
+from serving.api import auth
+from serving.api.auth import (
     BearerAuth,
     KeyFileError,
     KeyRing,
@@ -30,7 +31,6 @@ from serving.auth import (
     read_key_file,
     remove_key,
 )
-from serving.cli import main
 from tests.conftest import write_config
 
 SALT = bytes(range(16))
@@ -247,7 +247,7 @@ def test_a_broken_file_keeps_the_last_keys_and_logs_the_line(
     key = add_key(path, "crm")
     ring = KeyRing([], path)
     path.write_text(path.read_text() + "oops\n")
-    with caplog.at_level(logging.ERROR, logger="serving.auth"):
+    with caplog.at_level(logging.ERROR, logger="serving.api.auth"):
         assert match(ring.keys(), key) == "crm"
     assert f"{path}:2: expected name:salt_hex:sha256_hex" in caplog.text
     assert key not in caplog.text
@@ -268,7 +268,7 @@ def test_no_key_refuses_to_start_saying_how_to_create_one(tmp_path: Path) -> Non
 def test_require_keys_false_serves_open_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="serving.auth"):
+    with caplog.at_level(logging.WARNING, logger="serving.api.auth"):
         assert keyring_from_config(ApiConfig(require_keys=False), {}) is None
     assert "every endpoint is open" in caplog.text
     ring = keyring_from_config(

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config import BacktestConfig, LightGBMConfig
 from features.columns import CHURN, CUSTOMER_ID, CUTOFF
-from features.config import BacktestConfig, LightGBMConfig
 from features.definition import Catalogue, Feature
 from features.labels import LabelSpec
 from training.backtest import CALIBRATED, MODEL, plan, run

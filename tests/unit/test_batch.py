@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.atomic import Busy, clean_stale, exclusive, publish_dir, scratch_dir
-from serving.batch import deciles, reasons_json
+from core.atomic import Busy, clean_stale, exclusive, publish_dir, scratch_dir
+from serving.batch.score import deciles, reasons_json
 from serving.reasons import Reason
 
 
@@ -80,7 +80,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(
         [
             sys.executable,
             "-c",
-            "import sys, time; from serving.atomic import exclusive\n"
+            "import sys, time; from core.atomic import exclusive\n"
             f"with exclusive({str(tmp_path)!r}):\n"
             "    print('held', flush=True); time.sleep(30)",
         ],

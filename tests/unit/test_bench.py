@@ -13,19 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.definition import build_features, catalogue
-from features.demo import generate
-from serving import bench_features
-from serving.bench import (
-    DemoData,
-    FeatureMismatch,
-    compare_features,
-    demo_spec,
-    load_quietly,
-    month_starts,
-    run_foundation,
-)
-from serving.bench_features import (
+from benchmarks import features as bench_features
+from benchmarks.features import (
     ISSUE_KEYS,
     Job,
     JobResult,
@@ -35,8 +24,19 @@ from serving.bench_features import (
     results_record,
     run_job,
 )
-from serving.bench_sql import reference_sql
-from serving.cli import build_parser
+from benchmarks.harness import (
+    DemoData,
+    FeatureMismatch,
+    compare_features,
+    demo_spec,
+    load_quietly,
+    month_starts,
+    run_foundation,
+)
+from benchmarks.sql import reference_sql
+from cli.app import build_parser
+from features.definition import build_features, catalogue
+from features.synthetic.demo import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 Compare = Callable[[pd.DataFrame, pd.DataFrame], None]

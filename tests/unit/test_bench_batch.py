@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from serving.bench_batch import RESULTS_FILE, run_batch
-from serving.cli import build_parser
+from benchmarks.batch import RESULTS_FILE, run_batch
+from cli.app import build_parser
 
 ISSUE_KEYS = (
     "customers",

@@ -20,16 +20,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import LightGBMConfig
-from serving import bench_quality
-from serving.bench_quality import (
+from benchmarks import quality as bench_quality
+from benchmarks.quality import (
     CDNOW_FILE,
     ISSUE_KEYS,
     REFERENCE,
     RETAIL_FILE,
     run_quality,
 )
-from serving.cli import build_parser
+from cli.app import build_parser
+from core.config import LightGBMConfig
 from training.origin_model import Candidate, held_out
 
 ROOT = Path(__file__).resolve().parents[2]

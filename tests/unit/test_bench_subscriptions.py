@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.demo import generate
-from serving.bench_quality import run_quality
-from serving.bench_subscriptions import CHURNSIM_FILE, SUBS_KEYS
+from benchmarks.quality import run_quality
+from benchmarks.subscriptions import CHURNSIM_FILE, SUBS_KEYS
+from features.synthetic.demo import generate
 from tests.unit.test_bench_quality import FAST
 
 

@@ -7,7 +7,9 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import log_loss
 
-from training.calibrate import Calibrator, choose
+from model.calibration import Calibrator
+from training.calibrate import choose
+from training.calibrate import fit as fit_calibrator
 from training.metrics import expected_calibration_error
 
 
@@ -24,7 +26,7 @@ def overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_calibration_lowers_log_loss_and_ece_out_of_sample(method: str) -> None:
     p_fit, y_fit = overconfident(20_000, 1)
     p, y = overconfident(20_000, 2)
-    cal = Calibrator.fit(method, p_fit, y_fit)
+    cal = fit_calibrator(method, p_fit, y_fit)
     q = cal.apply(p)
     assert log_loss(y, q) < log_loss(y, p) - 0.01
     assert expected_calibration_error(y, q) < 0.02 < expected_calibration_error(y, p)
@@ -33,7 +35,7 @@ def test_calibration_lowers_log_loss_and_ece_out_of_sample(method: str) -> None:
 
 def test_isotonic_applies_as_sklearn_predicts_and_round_trips() -> None:
     p, y = overconfident(5_000, 3)
-    cal = Calibrator.from_dict(Calibrator.fit("isotonic", p, y).to_dict())
+    cal = Calibrator.from_dict(fit_calibrator("isotonic", p, y).to_dict())
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(p, y)
     grid = np.r_[0.0, np.sort(np.random.default_rng(4).uniform(size=500)), 1.0]
     np.testing.assert_allclose(cal.apply(grid), iso.predict(grid), atol=1e-12)
@@ -43,7 +45,7 @@ def test_identity_and_unknown_method() -> None:
     p = np.array([0.1, 0.5, 0.9])
     np.testing.assert_array_equal(Calibrator.from_dict(None).apply(p), p)
     with pytest.raises(ValueError, match="isotonic"):
-        Calibrator.fit("beta", p, np.array([0, 1, 1]))
+        fit_calibrator("beta", p, np.array([0, 1, 1]))
 
 
 def test_choose_keeps_the_lower_log_loss_on_the_later_origin() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.chunks import chunk_count, memory_limit_bytes, read_chunked
 from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import FeatureSpec, build_features
-from features.demo import generate
-from features.load import connect, load
+from features.sources.chunks import chunk_count, memory_limit_bytes, read_chunked
+from features.sources.load import connect, load
+from features.synthetic.demo import generate
 
 SPEC = FeatureSpec(
     role_of={"purchase": "purchase", "support_ticket": "service_request"}
@@ -64,7 +64,7 @@ def test_memory_limit_is_read_in_bytes(
 def test_more_cutoffs_make_smaller_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import features.chunks as chunks
+    import features.sources.chunks as chunks
 
     summary = generate(tmp_path, customers=50, seed=2, days=60)
     ds = load(summary.events_path, con=connect(memory_limit="1GB"))

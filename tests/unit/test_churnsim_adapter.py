@@ -12,12 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.adapters import (
-    CHURNSIM_CUSTOMERS_SCHEMA,
-    churnsim_customers,
-    churnsim_events,
-    churnsim_subscriptions,
-)
 from features.columns import (
     CHURN,
     CONTRACT,
@@ -26,10 +20,16 @@ from features.columns import (
     PURCHASE,
     SERVICE_REQUEST,
 )
-from features.contract import EVENTS_SCHEMA, SUBSCRIPTIONS_SCHEMA
 from features.definition import FeatureSpec, seen_pairs
 from features.labels import LabelSpec, build_labels
-from features.load import load
+from features.sources.adapters import (
+    CHURNSIM_CUSTOMERS_SCHEMA,
+    churnsim_customers,
+    churnsim_events,
+    churnsim_subscriptions,
+)
+from features.sources.contract import EVENTS_SCHEMA, SUBSCRIPTIONS_SCHEMA
+from features.sources.load import load
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "churnsim_socialnet7"
 
@@ -112,7 +112,7 @@ def test_standin_rows_become_contract_rows(tmp_path: Path) -> None:
 
 
 def contract_labels(folder: Path, cutoffs: list[datetime], tmp: Path) -> pd.DataFrame:
-    from features.adapters import write_contract
+    from features.sources.adapters import write_contract
 
     ev = write_contract(churnsim_events(folder), tmp / "events.parquet")
     subs = write_contract(churnsim_subscriptions(folder), tmp / "subs.parquet")

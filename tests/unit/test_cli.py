@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.cli import main
+from cli.app import main
 from tests.conftest import write_config
 
 
@@ -41,7 +41,7 @@ def test_ui_on_a_tracking_server_prints_its_url(
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"started {args}")
 
-    monkeypatch.setattr("serving.cli.subprocess.call", no_subprocess)
+    monkeypatch.setattr("cli.app.subprocess.call", no_subprocess)
     assert main(["--config", str(config), "ui"]) == 0
     assert "MLflow UI: http://mlflow.internal:5000" in capsys.readouterr().out
 
@@ -49,7 +49,7 @@ def test_ui_on_a_tracking_server_prints_its_url(
 def test_engine_flags_parse_and_refuse_an_unknown_engine(
     capsys: pytest.CaptureFixture,
 ) -> None:
-    from serving.cli import build_parser
+    from cli.app import build_parser
 
     args = build_parser().parse_args(
         ["--engine", "spark", "--spark-master", "local[2]", "score"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from features.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 
 BASE = """
 data: {events: data/events.parquet}
@@ -81,7 +81,7 @@ def test_tracking_uri_default_config_and_env(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_engine_limits_reach_duckdb(tmp_path: Path) -> None:
-    from features.load import connect
+    from features.sources.load import connect
 
     text = BASE + "engine: {memory_limit: 512MB, threads: 1}\n"
     engine = load_config(write(tmp_path, text)).engine

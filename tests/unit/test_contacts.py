@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.contacts import AlreadyConfirmed, Contact, ContactLog
-from serving.policy import (
+from serving.outreach.contact_log import AlreadyConfirmed, Contact, ContactLog
+from serving.outreach.contact_policy import (
     FORGOTTEN,
     FREQUENCY_CAP,
     NO_CONSENT,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.contract import ContractError
-from features.load import load
+from features.sources.contract import ContractError
+from features.sources.load import load
 
 GOOD = (
     "customer_id,event_time,event_type,amount\n"

@@ -20,7 +20,12 @@ from features.columns import (
     QUANTITY,
     SIGNUP_TIME,
 )
-from features.demo import DEFAULT_EVENT_TYPES, EVENT_TYPES, DemoSummary, generate
+from features.synthetic.demo import (
+    DEFAULT_EVENT_TYPES,
+    EVENT_TYPES,
+    DemoSummary,
+    generate,
+)
 
 START = datetime(2024, 1, 1)
 DAYS = 730

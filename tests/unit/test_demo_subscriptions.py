@@ -21,9 +21,9 @@ from features.columns import (
     PRICE,
     START_TIME,
 )
-from features.contract import SUBSCRIPTIONS_SCHEMA
-from features.demo import DemoSummary, generate
-from features.load import load
+from features.sources.contract import SUBSCRIPTIONS_SCHEMA
+from features.sources.load import load
+from features.synthetic.demo import DemoSummary, generate
 
 DAY = pd.Timedelta(days=1)
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from features.config import DriftConfig
-from serving.drift import ALERT, IGNORED, OK, WARN, DriftMonitor, level
-from training.drift import Counts, Reference, bin_counts, profile, psi
+from core.config import DriftConfig
+from model.drift import Counts, Reference, bin_counts, profile, psi
+from serving.batch.drift import ALERT, IGNORED, OK, WARN, DriftMonitor, level
 
 
 def test_psi_of_known_shares() -> None:

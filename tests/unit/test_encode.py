@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.encode import Encoding
+from model.encoding import Encoding
 
 FRAME = pd.DataFrame(
     {"n": [1.0, None, 3.0], "plan": ["pro", "basic", None], "k": [5, 6, 7]}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import ConfigError, FairnessConfig
+from core.config import ConfigError, FairnessConfig
 from training import plots
 from training.fairness import (
     MISSING,

@@ -16,7 +16,7 @@ from features.definition import (
     seen_pairs,
 )
 from features.labels import LabelSpec, build_labels
-from features.load import load
+from features.sources.load import load
 from tests.reference import reference_features
 
 CUT = datetime(2024, 3, 1)

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from serving.limits import BodyLimit
+from serving.api.body_limit import BodyLimit
 
 
 async def echo(scope, receive, send) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from features.columns import TARGETS
-from serving.online_store import (
+from serving.online_store.sqlite import (
     SqliteStore,
     SqliteStoreWriter,
     StoreError,

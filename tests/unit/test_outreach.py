@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.outreach import CONTROL, TREATMENT, control_draw, in_control, select
+from serving.outreach.selection import (
+    CONTROL,
+    TREATMENT,
+    control_draw,
+    in_control,
+    select,
+)
 
 KEY = b"k" * 32
 IDS = np.array([f"c{i:06d}" for i in range(100_000)])

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.config import ConfigError, PrivacyConfig, load_config
-from features.load import load
-from features.privacy import Pseudonymiser, pseudonymiser, read_suppressed
-from serving import forget as forget_module
-from serving.contacts import ContactLog
-from serving.forget import forget
-from serving.nightly import _run
-from serving.online_store import SqliteStoreWriter, StoreMeta, open_reader
-from serving.retention import prune_contacts, prune_scores
+from core.config import ConfigError, PrivacyConfig, load_config
+from features.sources.load import load
+from features.sources.privacy import Pseudonymiser, pseudonymiser, read_suppressed
+from serving.batch.nightly import _run
+from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta, open_reader
+from serving.outreach.contact_log import ContactLog
+from serving.privacy import forget as forget_module
+from serving.privacy.forget import forget
+from serving.privacy.retention import prune_contacts, prune_scores
 from tests.conftest import write_config
 from training.dataset import prune_snapshots, write_snapshot
 
@@ -351,7 +351,7 @@ def test_snapshots_leave_out_customers_forgotten_meanwhile(tmp_path: Path) -> No
 
 
 def test_spark_refuses_what_only_the_duckdb_loader_does(tmp_path: Path) -> None:
-    from features.spark import refuse_privacy
+    from features.sources.spark import refuse_privacy
 
     refuse_privacy(load_config(_project(tmp_path)))  # nothing asked: fine
     on = load_config(_project(tmp_path, privacy={"pseudonymise": True}))
@@ -366,7 +366,7 @@ def test_spark_refuses_what_only_the_duckdb_loader_does(tmp_path: Path) -> None:
 def test_cli_pseudonym_forget_and_retention(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from serving.cli import main
+    from cli.app import main
 
     monkeypatch.setenv("PROPENSITY_PSEUDONYM_KEY", KEY.decode())
     config = _project(tmp_path, privacy={"pseudonymise": True, "retention_days": 7})

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from features.config import PromotionConfig
+from core.config import PromotionConfig
 from training.promote import champion_at, common_origins, gate, rollback_target
 
 POLICY = PromotionConfig(min_log_loss_gain=0.001, max_auc_loss=0.01)

@@ -10,7 +10,7 @@ events a day; a cancel and another event the same day) or 1-3 days later (cancel
 followed by other events: reactivations). Amounts and quantities are null, whole
 quarters (negative too) or any float, and the file may lack either column. Some
 customers are first seen after a cutoff, some have one event. Each example is
-written to Parquet, loaded through `features.load.load` and run through DuckDB,
+written to Parquet, loaded through `features.sources.load.load` and run through DuckDB,
 through `build_features` with a pairs table or with the list of cutoffs; compiling
 the engine's expression makes an example cost about half a second.
 
@@ -73,7 +73,7 @@ from features.definition import (
     seen_pairs,
 )
 from features.labels import LabelSpec, build_labels
-from features.load import connect, load
+from features.sources.load import connect, load
 from tests.reference import reference_features, reference_labels, reference_pairs
 
 _COMMON = {

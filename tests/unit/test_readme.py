@@ -7,10 +7,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from features.config import load_config
+from core.config import load_config
 from features.definition import FeatureSpec, catalogue
-from features.demo import generate
-from features.load import load
+from features.sources.load import load
+from features.synthetic.demo import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 

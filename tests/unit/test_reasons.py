@@ -10,13 +10,13 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from features.config import load_config
+from core.config import load_config
 from features.definition import FeatureSpec, catalogue
-from features.demo import generate
-from features.encode import Encoding
-from features.load import load
+from features.sources.load import load
+from features.synthetic.demo import generate
+from model.encoding import Encoding
+from model.registry import RegisteredModel
 from serving.reasons import TEMPLATES, phrase, reasons, template_key, top_columns
-from training.registry import RegisteredModel
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ("days_since_last_purchase", "purchase_count_30d", "plan", "age")
@@ -162,7 +162,7 @@ def test_path_method_finds_the_same_driver(model: RegisteredModel) -> None:
 
 
 def test_champions_explain_records_per_target(model: RegisteredModel) -> None:
-    from serving.predictor import Champions
+    from serving.scoring import Champions
 
     champions = Champions({"churn": model, "purchase": model})
     records = [

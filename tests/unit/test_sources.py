@@ -13,12 +13,12 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 
+from cli.app import main
+from core.config import DatabaseSource
 from features.columns import CUSTOMER_ID, EVENT_COLUMNS, EVENT_TIME, EVENT_TYPE
-from features.config import DatabaseSource
-from features.contract import ContractError
-from features.demo import DemoSummary, generate
-from features.load import load, load_customers
-from serving.cli import main
+from features.sources.contract import ContractError
+from features.sources.load import load, load_customers
+from features.synthetic.demo import DemoSummary, generate
 from tests.conftest import write_config
 
 AS_OF = datetime(2030, 1, 1)

@@ -6,7 +6,7 @@ subscription terms whose edges cluster where it matters: a term starting or endi
 exactly at a cutoff or one second either side, at a window edge, contiguous
 renewals, gaps of a second or days between terms, plan changes up and down, an
 open last term. Each example is written to Parquet, loaded through
-`features.load.load` (subscriptions validated) and run through DuckDB.
+`features.sources.load.load` (subscriptions validated) and run through DuckDB.
 
 - features equal the reference (every event and subscription feature, eligibility
   under every churn definition, contract included);
@@ -37,7 +37,6 @@ from features.columns import (
     PURCHASE,
     SERVICE_REQUEST,
 )
-from features.contract import SUBSCRIPTIONS_SCHEMA
 from features.definition import (
     ELIGIBLE,
     FeatureSpec,
@@ -46,7 +45,8 @@ from features.definition import (
     seen_pairs,
 )
 from features.labels import LabelSpec, build_labels
-from features.load import connect, load
+from features.sources.contract import SUBSCRIPTIONS_SCHEMA
+from features.sources.load import connect, load
 from tests.reference import reference_features, reference_pairs
 from tests.reference_subscriptions import (
     reference_contract_churn,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.config import ConfigError, load_config
 from features.columns import (
     AUTO_RENEW,
     BILLING_PERIOD_DAYS,
@@ -17,9 +18,8 @@ from features.columns import (
     START_TIME,
     SUBSCRIPTION_COLUMNS,
 )
-from features.config import ConfigError, load_config
-from features.contract import ContractError
-from features.load import load
+from features.sources.contract import ContractError
+from features.sources.load import load
 
 EVENTS = "customer_id,event_time,event_type\nc1,2024-01-01 10:00:00,login\n"
 AS_OF = datetime(2024, 6, 1)

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from features.config import LightGBMConfig
-from serving.cli import build_parser
+from cli.app import build_parser
+from core.config import LightGBMConfig
 from training.model import lgb_params
 from training.tune import SEARCH, config_params, search_space, snippet, suggest
 
