@@ -104,10 +104,12 @@ def with_roles(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     roles = [spec.role_of.get(t, ACTIVITY) for t in out[EVENT_TYPE]]
     out[ROLE] = pd.Series(roles, index=out.index, dtype=object)
     out[DATE] = out[EVENT_TIME].dt.normalize()
-    for column in (AMOUNT, QUANTITY):
+    for column, per_unit in ((AMOUNT, 100), (QUANTITY, 1000)):
         if column not in out:
             out[column] = None
-        out[column] = pd.to_numeric(out[column]).astype("float64")
+        value = pd.to_numeric(out[column]).astype("float64").to_numpy() * per_unit
+        # money to the cent, quantities to the thousandth, half away from zero
+        out[column] = np.sign(value) * np.floor(np.abs(value) + 0.5) / per_unit
     return out
 
 

@@ -393,3 +393,52 @@ def test_repeated_cutoffs_and_pairs_count_once(tmp_path: Path) -> None:
     assert len(twice) == 1 and twice.purchase_count_7d[0] == 1
     pd.testing.assert_frame_equal(twice, once)
     assert once.active_days_7d[0] == 1 and once.event_count_ratio_30d[0] == 2.0
+
+
+def test_money_sums_are_exact_to_the_cent_in_any_order_and_thread_count(
+    tmp_path: Path,
+) -> None:
+    """A sum of amounts is the same bit for bit whatever order the rows arrive in
+    and however many threads add them (a float sum was not: 388.15 from Parquet,
+    388.15000000000003 from Postgres); amounts count to the cent."""
+    import random
+
+    from features.sources.load import connect
+
+    amounts = [0.1, 0.2, 0.3, 388.15, 1e-3, 12.345, 7.005, 0.7] * 40
+    base = datetime(2024, 2, 1)
+    rows = [("a", base + i * SEC, "buy", x, 1.0005) for i, x in enumerate(amounts)]
+    frames = []
+    for seed, threads in ((0, 1), (1, 2), (2, 2)):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        events_frame(shuffled).to_parquet(folder / "events.parquet")
+        con = connect(None, threads)
+        ds = load(folder / "events.parquet", None, as_of=datetime(2030, 1, 1), con=con)
+        frames.append(features_at(ds))
+    for other in frames[1:]:
+        pd.testing.assert_frame_equal(frames[0], other, check_exact=True)
+    r = row(frames[0], "a")
+    cents = sum(round(x * 100 + 1e-9) for x in amounts)  # half away from zero
+    assert r.purchase_amount_sum_30d == cents / 100
+    assert r.purchase_amount_max_30d == 388.15
+    assert r.purchase_quantity_sum_30d == pytest.approx(len(amounts) * 1.001)
+
+
+def test_contract_churn_grace_defaults_to_30_days() -> None:
+    """`grace_days` left out of the config gives LabelSpec 30 days."""
+    import yaml
+
+    from core.config import ProjectConfig
+
+    demo = Path(__file__).resolve().parents[2] / "propensity.yaml"
+    raw = yaml.safe_load(demo.read_text())
+    raw["data"]["subscriptions"] = "subscriptions.parquet"
+    raw["targets"]["churn"] = {"horizon_days": 30, "definition": "contract"}
+    labels = LabelSpec.from_config(ProjectConfig.model_validate(raw))
+    assert labels.churn_definition == "contract"
+    assert labels.grace_days == 30
+    raw["targets"]["churn"]["grace_days"] = 7
+    assert LabelSpec.from_config(ProjectConfig.model_validate(raw)).grace_days == 7
