@@ -138,6 +138,10 @@ bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare
 test: setup ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-unit
+test-unit: setup ## the tests that start no process (tests/unit)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check features training serving tests
 	$(BIN)/ruff format --check features training serving tests
