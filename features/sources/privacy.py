@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import MIN_KEY_BYTES, ConfigError, PrivacyConfig
+from core.config import PrivacyConfig
+from core.config.secrets import pseudonym_key
 
 PSEUDONYM_HEX_DIGITS = 64
 _BLOCK = 64  # SHA-256's block size in bytes: HMAC pads the key to it
@@ -40,7 +40,8 @@ class Pseudonymiser:
     """Maps a raw customer id to what is stored: its pseudonym when a key is
     set, the id itself otherwise (pseudonymisation off)."""
 
-    key: bytes | None = None
+    # never in a repr: the key is a secret
+    key: bytes | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -75,24 +76,11 @@ def pseudonymiser(
     config: PrivacyConfig, environ: Mapping[str, str] | None = None
 ) -> Pseudonymiser:
     """The pseudonymiser the config asks for; ConfigError naming the variable
-    when pseudonymisation is on and its key is missing or short."""
+    when pseudonymisation is on and its key is missing or short (the key is read
+    by core.config.secrets; `environ` replaces the process environment)."""
     if not config.pseudonymise:
         return Pseudonymiser()
-    environ = os.environ if environ is None else environ
-    key = environ.get(config.key_env, "").strip().encode()
-    if not key:
-        raise ConfigError(
-            f"privacy.pseudonymise is on but ${config.key_env} is not set: export "
-            f"a secret of at least {MIN_KEY_BYTES} bytes, e.g. "
-            f"`export {config.key_env}=$(openssl rand -hex 32)`, and keep it "
-            "(another key gives every customer another pseudonym)"
-        )
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(
-            f"privacy: the key in ${config.key_env} is shorter than "
-            f"{MIN_KEY_BYTES} bytes"
-        )
-    return Pseudonymiser(key)
+    return Pseudonymiser(pseudonym_key(config, environ).get_secret_value())
 
 
 def suppression_path(config: PrivacyConfig) -> Path:

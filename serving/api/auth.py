@@ -41,11 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from core.config import ApiConfig
+from core.config.secrets import API_KEYS_ENV, api_keys, split_api_keys
 
 log = logging.getLogger(__name__)
 
-KEYS_ENV = "PROPENSITY_API_KEYS"
+KEYS_ENV = API_KEYS_ENV
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs", "/docs/", "/docs.json"}
 )
@@ -177,10 +180,14 @@ def read_key_file(path: Path) -> list[ApiKey]:
     return parse_keys(text, str(path))
 
 
-def env_keys(value: str | None) -> list[ApiKey]:
-    """Keys from $PROPENSITY_API_KEYS, named env-1, env-2, ... in order."""
-    plain = [k.strip() for k in (value or "").split(",") if k.strip()]
-    return [hash_key(f"env-{i}", key) for i, key in enumerate(plain, start=1)]
+def env_keys(value: str | Iterable[SecretStr] | None) -> list[ApiKey]:
+    """Keys from $PROPENSITY_API_KEYS (as core.config.secrets.api_keys reads them,
+    or its comma-separated text), named env-1, env-2, ... in order."""
+    plain = split_api_keys(value) if value is None or isinstance(value, str) else value
+    return [
+        hash_key(f"env-{i}", key.get_secret_value())
+        for i, key in enumerate(plain, start=1)
+    ]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -295,8 +302,7 @@ def keyring_from_config(
     """The key ring for the config and environment; None when no key is set and
     `api.require_keys` is false (the API is then open, with a warning). Raises
     NoKeysError when no key is set otherwise."""
-    environ = os.environ if environ is None else environ
-    ring = KeyRing(env_keys(environ.get(KEYS_ENV)), api.keys_file)
+    ring = KeyRing(env_keys(api_keys(environ)), api.keys_file)
     if api.keys_file is not None and not api.keys_file.exists() and ring.env:
         log.warning(
             "API key file %s not found: only $%s keys are accepted",

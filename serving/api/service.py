@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 
 from core.atomic import Busy
 from core.config import ConfigError, config_path, load_config
+from core.config.secrets import outreach_key
 from features.definition import FeatureSpec, catalogue
 from features.sources.privacy import pseudonymiser, suppression_path
 from model.registry import CHAMPION, configure
@@ -430,7 +431,7 @@ class Propensity:
             return _bad_request("budget, threshold: give exactly one")  # type: ignore[return-value]
         settings = self.config.outreach
         try:
-            key = settings.key()
+            key = outreach_key(settings).get_secret_value()
             opted_out = self.opt_outs.ids(settings.opt_out_file)
             forgotten = self.forgotten.ids(suppression_path(self.config.privacy))
         except (ConfigError, policy.OptOutFileError) as exc:

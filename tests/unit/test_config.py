@@ -1,13 +1,37 @@
-"""The config: typed, unknown keys rejected by name, env overrides the URI."""
+"""The config: typed, unknown keys rejected by name, env overrides the URI, every
+path resolved against the config's folder, secrets read in one place."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from pathlib import Path
+import ast
+import logging
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path, PurePath
+from typing import Annotated, get_args, get_origin
 
 import pytest
+from pydantic import AfterValidator, BaseModel, Field
 
-from core.config import ConfigError, load_config
+from core.config import (
+    API_KEYS_ENV,
+    OUTREACH_KEY_ENV,
+    PSEUDONYM_KEY_ENV,
+    ConfigError,
+    ConfigPath,
+    CutoffsConfig,
+    DatabaseSource,
+    DataConfig,
+    OutreachConfig,
+    PrivacyConfig,
+    ProjectConfig,
+    Strict,
+    TrainingConfig,
+    load_config,
+    resolve_path,
+)
+from core.config.secrets import api_keys, outreach_key, pseudonym_key, read_secrets
+from features.sources.privacy import pseudonymiser
 
 BASE = """
 data: {events: data/events.parquet}
@@ -158,16 +182,16 @@ def test_outreach_key_env_then_relative_file_else_refused(
 ) -> None:
     monkeypatch.delenv("PROPENSITY_OUTREACH_KEY", raising=False)
     with pytest.raises(ConfigError, match="PROPENSITY_OUTREACH_KEY"):
-        load_config(write(tmp_path, BASE)).outreach.key()
+        outreach_key(load_config(write(tmp_path, BASE)).outreach)
     (tmp_path / "outreach.key").write_text("f" * 64 + "\n")
     config = load_config(write(tmp_path, BASE + "outreach: {key_file: outreach.key}\n"))
     assert config.outreach.key_file == tmp_path / "outreach.key"
-    assert config.outreach.key() == b"f" * 64
+    assert outreach_key(config.outreach).get_secret_value() == b"f" * 64
     monkeypatch.setenv("PROPENSITY_OUTREACH_KEY", "e" * 32)
-    assert config.outreach.key() == b"e" * 32
+    assert outreach_key(config.outreach).get_secret_value() == b"e" * 32
     monkeypatch.setenv("PROPENSITY_OUTREACH_KEY", "short")
     with pytest.raises(ConfigError, match="shorter than 16 bytes"):
-        config.outreach.key()
+        outreach_key(config.outreach)
 
 
 def test_outreach_contact_policy_paths_and_cap(tmp_path: Path) -> None:
@@ -268,3 +292,247 @@ def test_bad_fairness_settings_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, BASE + f"fairness: {block}\n"))
+
+
+# --- paths: one annotated type, resolved against the config's folder ---------------
+
+
+def _path_fields(
+    annotation: object, metadata: list[object], where: str
+) -> Iterator[tuple[str, bool]]:
+    """(field, uses ConfigPath) for every Path reachable from a field's type:
+    through Annotated, unions (Optional), containers and nested models."""
+    if get_origin(annotation) is Annotated:
+        base, *extra = get_args(annotation)
+        yield from _path_fields(base, [*metadata, *extra], where)
+    elif isinstance(annotation, type) and issubclass(annotation, PurePath):
+        yield (
+            where,
+            any(
+                isinstance(m, AfterValidator) and m.func is resolve_path
+                for m in metadata
+            ),
+        )
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            yield from _path_fields(field.annotation, field.metadata, f"{where}.{name}")
+    else:
+        for arg in get_args(annotation):
+            yield from _path_fields(arg, [], where)
+
+
+def path_fields(model: type[BaseModel]) -> dict[str, bool]:
+    found: dict[str, bool] = {}
+    for name, field in model.model_fields.items():
+        for where, ok in _path_fields(field.annotation, field.metadata, name):
+            found[where] = found.get(where, True) and ok
+    return found
+
+
+def test_every_path_field_uses_the_config_path_type() -> None:
+    """A new Path field that is a plain Path would resolve against the working
+    directory: it must be a ConfigPath (core.config.base)."""
+    found = path_fields(ProjectConfig)
+    plain = sorted(where for where, ok in found.items() if not ok)
+    assert not plain, f"Path fields not typed ConfigPath: {plain}"
+    assert {
+        "data.events",
+        "data.customers",
+        "data.subscriptions",
+        "training.snapshot_dir",
+        "scoring.output",
+        "online_store.path",
+        "api.keys_file",
+        "outreach.key_file",
+        "outreach.opt_out_file",
+        "outreach.contact_log",
+        "privacy.dir",
+    } <= set(found)
+
+
+def test_the_path_field_walk_finds_a_plain_path() -> None:
+    class Inner(Strict):
+        deep: list[Path | None] = Field(default_factory=list)
+
+    class Outer(Strict):
+        fine: ConfigPath | None = None
+        inner: Inner | None = None
+
+    assert path_fields(Outer) == {"fine": True, "inner.deep": False}
+
+
+def _path_values(value: object, where: str) -> Iterator[tuple[str, Path]]:
+    """(field, path) for every path in a validated config, a DuckDB source's file
+    included."""
+    if isinstance(value, PurePath):
+        yield where, Path(value)
+    elif isinstance(value, DatabaseSource):
+        if value.scheme == "duckdb":
+            yield where, value.duckdb_path
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _path_values(getattr(value, name), f"{where}.{name}".strip("."))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _path_values(item, where)
+
+
+EVERY_PATH = """
+data:
+  events: data/events.parquet
+  customers: {uri: 'duckdb:db/crm.duckdb', table: people}
+  subscriptions: data/subscriptions
+training: {cutoffs: {start: 2024-01-01}, snapshot_dir: snapshots}
+scoring: {output: out/scores}
+online_store: {path: online/store.sqlite}
+api: {keys_file: secrets/api-keys.txt}
+outreach:
+  key_file: secrets/outreach.key
+  opt_out_file: lists/opt-out.txt
+  contact_log: contacts/log.sqlite
+privacy: {dir: private}
+"""
+
+
+@pytest.mark.parametrize("text", [EVERY_PATH, BASE], ids=["given", "defaults"])
+def test_every_loaded_path_is_absolute_under_the_config_folder(
+    tmp_path: Path, text: str
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = load_config(write(folder, text))
+    paths = dict(_path_values(config, ""))
+    for where, path in paths.items():
+        assert path.is_absolute(), f"{where}: {path} is relative"
+        assert path.is_relative_to(folder.resolve()), f"{where}: {path}"
+    if text is EVERY_PATH:
+        # every Path field was given, the DuckDB file too
+        assert set(path_fields(ProjectConfig)) <= set(paths)
+        assert config.data.customers.duckdb_path == folder / "db" / "crm.duckdb"
+        assert config.outreach.opt_out_file == folder / "lists" / "opt-out.txt"
+
+
+def test_absolute_paths_stay_and_a_config_in_code_keeps_paths_as_given(
+    tmp_path: Path,
+) -> None:
+    text = BASE + "scoring: {output: /srv/scores}\n"
+    assert load_config(write(tmp_path, text)).scoring.output == Path("/srv/scores")
+    config = ProjectConfig(
+        data=DataConfig(events=Path("events.parquet")),
+        training=TrainingConfig(cutoffs=CutoffsConfig(start=date(2024, 1, 1))),
+        outreach=OutreachConfig(key_file=Path("k.key")),
+    )
+    assert config.data.events == Path("events.parquet")
+    assert config.outreach.key_file == Path("k.key")
+    assert config.scoring.output == Path("scores")
+    assert config.outreach.contact_log == Path("contacts/contacts.sqlite")
+
+
+def test_a_config_in_code_resolves_with_a_base_context(tmp_path: Path) -> None:
+    """Sections built in code and defaults alike resolve when validated with the
+    config folder as context, as load_config does."""
+    raw = {
+        "data": {"events": "e.parquet"},
+        "training": {"cutoffs": {"start": "2024-01-01"}},
+        "privacy": PrivacyConfig(dir=Path("p")),
+    }
+    config = ProjectConfig.model_validate(raw, context={"base": tmp_path})
+    assert config.data.events == tmp_path / "e.parquet"
+    assert config.privacy.dir == tmp_path / "p"
+    assert config.online_store.path == tmp_path / "online" / "store.sqlite"
+
+
+# --- secrets: read from the environment in core.config.secrets only ----------------
+
+SECRET = "s3cret-value-0123456789abcdef"
+
+
+def test_secrets_never_show_in_repr_str_or_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(OUTREACH_KEY_ENV, SECRET)
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, SECRET)
+    monkeypatch.setenv(API_KEYS_ENV, f"{SECRET},other-{SECRET}")
+    found = read_secrets()
+    assert found.outreach_key.get_secret_value() == SECRET
+    assert found.pseudonym_key.get_secret_value() == SECRET
+    outreach = outreach_key(OutreachConfig())
+    pseudonym = pseudonym_key(PrivacyConfig())
+    keys = api_keys()
+    assert (
+        outreach.get_secret_value() == pseudonym.get_secret_value() == SECRET.encode()
+    )
+    assert [k.get_secret_value() for k in keys] == [SECRET, f"other-{SECRET}"]
+    on = PrivacyConfig(pseudonymise=True)
+    shown = [found, outreach, pseudonym, keys, pseudonymiser(on)]
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger(__name__).info("secrets: %s %r", shown, shown)
+    for text in [repr(shown), str(shown), found.model_dump_json(), caplog.text]:
+        assert SECRET not in text and SECRET.encode().hex() not in text
+
+
+def test_secrets_come_from_a_given_mapping_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(API_KEYS_ENV, "from-the-process")
+    assert [k.get_secret_value() for k in api_keys()] == ["from-the-process"]
+    assert api_keys({}) == [] and api_keys({API_KEYS_ENV: " , "}) == []
+    assert [k.get_secret_value() for k in api_keys({API_KEYS_ENV: " a, ,b "})] == [
+        "a",
+        "b",
+    ]
+
+
+def test_the_pseudonym_key_variable_is_configurable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "the-default-variable-key")
+    monkeypatch.setenv("SHOP_PK", SECRET)
+    custom = PrivacyConfig(pseudonymise=True, key_env="SHOP_PK")
+    assert pseudonym_key(custom).get_secret_value() == SECRET.encode()
+    assert pseudonym_key(PrivacyConfig()).get_secret_value() == (
+        b"the-default-variable-key"
+    )
+    monkeypatch.setenv("SHOP_PK", f"  {SECRET}\n")
+    assert pseudonym_key(custom).get_secret_value() == SECRET.encode()
+    monkeypatch.delenv("SHOP_PK")
+    with pytest.raises(ConfigError, match=r"\$SHOP_PK is not set"):
+        pseudonym_key(custom)
+
+
+SECRET_NAMES = (
+    "PROPENSITY_OUTREACH_KEY",
+    "PROPENSITY_PSEUDONYM_KEY",
+    "PROPENSITY_API_KEYS",
+    "OUTREACH_KEY_ENV",
+    "PSEUDONYM_KEY_ENV",
+    "API_KEYS_ENV",
+    "KEYS_ENV",
+    "key_env",
+)
+
+
+def _reads_environment(node: ast.AST) -> bool:
+    """os.environ[...], os.environ.get(...), os.getenv(...), environ.get(...)."""
+    target = node.value if isinstance(node, ast.Subscript) else None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr == "getenv":
+            return True
+        target = node.func.value if node.func.attr == "get" else None
+    text = ast.unparse(target) if target is not None else ""
+    return text in ("os.environ", "environ")
+
+
+def test_no_module_but_secrets_reads_a_secret_variable() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readers = []
+    for package in ("core", "features", "model", "training", "serving", "cli"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path == root / "core" / "config" / "secrets.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if _reads_environment(node) and any(
+                    name in ast.unparse(node) for name in SECRET_NAMES
+                ):
+                    readers.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not readers, f"secret variables read outside core.config.secrets: {readers}"

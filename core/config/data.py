@@ -1,0 +1,285 @@
+"""The data sections: where the events come from, the engine reading them, the
+event types' roles, the targets, the feature windows and the training cutoffs."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import pandas as pd
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from core.config.base import ConfigPath, Strict, config_base
+from core.names import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST
+
+ROLE_NAMES = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
+
+
+class SparkConfig(Strict):
+    """The Spark session of `engine.kind: spark`. `master` None leaves the choice to
+    Spark's own environment (spark-submit's --master, spark-defaults.conf), which
+    is local mode on every core when nothing says otherwise; `conf` entries are
+    passed to the session builder as they are."""
+
+    master: str | None = None
+    app_name: str = "propensity"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class EngineConfig(Strict):
+    """Which engine builds features and training sets and scores the nightly job,
+    and its resources. For DuckDB, None keeps its defaults (80% of RAM, every
+    core); a memory limit makes DuckDB spill to disk instead of growing. DuckDB
+    also validates the input files under Spark (features.sources.spark)."""
+
+    kind: Literal["duckdb", "spark"] = "duckdb"
+    memory_limit: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+    )
+    threads: int | None = Field(None, ge=1)
+    spark: SparkConfig = SparkConfig()
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+DUCKDB_SCHEME = "duckdb"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
+
+
+def _database_uri(uri: str, schemes: tuple[str, ...], expected: str) -> str:
+    """`uri` if its scheme is one of `schemes` and it holds no credentials."""
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme not in schemes:
+        raise ValueError(f"unknown scheme {scheme or uri!r}; expected {expected}")
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    if parts.username or parts.password or "user" in query or "password" in query:
+        raise ValueError(
+            "the URI holds credentials; remove them and set PGUSER and "
+            "PGPASSWORD (or ~/.pgpass) in the environment instead"
+        )
+    return uri
+
+
+def _duckdb_file(uri: str) -> Path:
+    """The file of a `duckdb:` URI: `duckdb:x.duckdb` or `duckdb:///abs/x.duckdb`."""
+    return Path(uri.split(":", 1)[1].removeprefix("//"))
+
+
+class DatabaseSource(Strict):
+    """A table or a query in a database: Postgres (`postgresql://host:port/db`) or
+    a DuckDB file (`duckdb:path/to/file.duckdb`). The URI holds no credentials:
+    libpq reads PGUSER and PGPASSWORD (or ~/.pgpass) from the environment. A
+    relative DuckDB file resolves against the config's folder, like a path."""
+
+    uri: str
+    table: str | None = None
+    query: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str, info: ValidationInfo) -> str:
+        uri = _database_uri(
+            uri,
+            (*POSTGRES_SCHEMES, DUCKDB_SCHEME),
+            "postgresql://HOST:PORT/DATABASE or duckdb:PATH",
+        )
+        base = config_base(info)
+        if base is None or uri.split(":", 1)[0].lower() != DUCKDB_SCHEME:
+            return uri
+        path = _duckdb_file(uri)
+        return uri if path.is_absolute() else f"{DUCKDB_SCHEME}:{base / path}"
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, table: str | None) -> str | None:
+        if table is not None and not _TABLE_NAME.match(table):
+            raise ValueError(
+                f"{table!r} is not a table name such as events or schema.events "
+                "(use query for anything else)"
+            )
+        return table
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> DatabaseSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give either table or query (not both)")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split(":", 1)[0].lower()
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The DuckDB file: `duckdb:x.duckdb` (relative) or `duckdb:///abs/x.duckdb`."""
+        return _duckdb_file(self.uri)
+
+    def __str__(self) -> str:
+        if self.table is not None:
+            return f"{self.uri}, table {self.table}"
+        query = " ".join(str(self.query).split())
+        return f"{self.uri}, query {query[:60] + '...' if len(query) > 63 else query!r}"
+
+
+def _source_kind(value: object) -> str:
+    return "(database)" if isinstance(value, dict | DatabaseSource) else "(path)"
+
+
+def _path(value: object) -> object:
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(
+            "a database source is a mapping: {uri: ..., table: ...} or "
+            "{uri: ..., query: ...}"
+        )
+    return value
+
+
+# A path, or a mapping read as a DatabaseSource. Errors leave the "(...)" tags out
+# of the key they name (data.events.uri; see project._format_error).
+Source = Annotated[
+    Annotated[ConfigPath, BeforeValidator(_path), Tag("(path)")]
+    | Annotated[DatabaseSource, Tag("(database)")],
+    Discriminator(_source_kind),
+]
+
+
+class DataConfig(Strict):
+    """Where the events (and optional customers and subscriptions) come from: a
+    file or folder of Parquet or CSV files, or a table or query in a database."""
+
+    events: Source
+    customers: Source | None = None
+    subscriptions: Source | None = None
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    # Events after this instant are rejected as "in the future". Default: now.
+    as_of: datetime | None = None
+
+
+class RolesConfig(Strict):
+    """Event types playing each role; every other type counts as activity."""
+
+    purchase: list[str] = Field(default_factory=list)
+    service_request: list[str] = Field(default_factory=list)
+    cancel: list[str] = Field(default_factory=list)
+    # None: every other event type is activity. A list: only these and the
+    # types above are read; the rest are dropped at ingestion (minimisation).
+    activity: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> RolesConfig:
+        seen: dict[str, str] = {}
+        for role in (PURCHASE, SERVICE_REQUEST, CANCEL, ACTIVITY):
+            for event_type in getattr(self, role) or []:
+                if event_type in seen:
+                    raise ValueError(
+                        f"event type {event_type!r} is mapped to both "
+                        f"{seen[event_type]!r} and {role!r}"
+                    )
+                seen[event_type] = role
+        return self
+
+    def types_read(self) -> list[str] | None:
+        """The event types ingestion keeps: None (all) unless `activity` lists
+        the activity types."""
+        if self.activity is None:
+            return None
+        return [t for role in ROLE_NAMES for t in getattr(self, role) or []]
+
+    def role_of(self) -> dict[str, str]:
+        """Event type -> role for every mapped type (unmapped types are activity)."""
+        return {
+            event_type: role
+            for role in (PURCHASE, SERVICE_REQUEST, CANCEL)
+            for event_type in getattr(self, role)
+        }
+
+
+ChurnDefinition = Literal["inactivity_or_cancel", "inactivity", "cancel", "contract"]
+
+
+class ChurnTarget(Strict):
+    horizon_days: int = Field(30, ge=1, le=3650)
+    definition: ChurnDefinition = "inactivity_or_cancel"
+    # contract: days after a term ends in which a new one still counts as renewal
+    grace_days: int = Field(30, ge=0, le=3650)
+
+
+class EventTarget(Strict):
+    horizon_days: int = Field(30, ge=1, le=3650)
+
+
+class TargetsConfig(Strict):
+    churn: ChurnTarget = ChurnTarget()
+    purchase: EventTarget = EventTarget()
+    service_request: EventTarget = EventTarget()
+
+    def horizon(self, target: str) -> int:
+        return getattr(self, target).horizon_days
+
+
+class FeaturesConfig(Strict):
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 180, 365])
+    # Each trend compares the last t days with the t days before them.
+    trend_days: list[int] = Field(default_factory=lambda: [30, 90])
+    # Roles whose events carry amounts and quantities worth summarising.
+    amount_roles: list[Literal["activity", "purchase", "service_request", "cancel"]] = (
+        Field(default_factory=lambda: [PURCHASE])
+    )
+    # Customer attributes to use; None means every attribute column present.
+    attributes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _windows(self) -> FeaturesConfig:
+        for name in ("windows_days", "trend_days"):
+            days = getattr(self, name)
+            if not days or any(w < 1 for w in days):
+                raise ValueError(f"{name} must be a non-empty list of positive days")
+            if len(set(days)) != len(days):
+                raise ValueError(f"{name} has duplicates")
+        if len(set(self.amount_roles)) != len(self.amount_roles):
+            raise ValueError("amount_roles has duplicates")
+        return self
+
+
+class CutoffsConfig(Strict):
+    """Training cutoffs: an explicit list, or a range with a pandas frequency."""
+
+    dates: list[date] | None = None
+    start: date | None = None
+    end: date | None = None
+    freq: str = "MS"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CutoffsConfig:
+        if self.dates is None and self.start is None:
+            raise ValueError("give either cutoffs.dates or cutoffs.start")
+        if self.dates is not None and self.start is not None:
+            raise ValueError("give cutoffs.dates or cutoffs.start, not both")
+        if self.freq:
+            try:
+                pd.tseries.frequencies.to_offset(self.freq)
+            except ValueError as exc:
+                raise ValueError(
+                    f"cutoffs.freq {self.freq!r} is not a frequency"
+                ) from exc
+        return self
+
+    def resolve(self, last: datetime) -> list[datetime]:
+        """The cutoffs as midnight timestamps; a range ends at `end` or `last`."""
+        if self.dates is not None:
+            days = sorted(set(self.dates))
+        else:
+            end = self.end or last.date()
+            days = [d.date() for d in pd.date_range(self.start, end, freq=self.freq)]
+        return [datetime(d.year, d.month, d.day) for d in days]

@@ -1,0 +1,137 @@
+"""The serving sections: nightly scoring and its drift report, the online store,
+the API, reason codes and outreach (campaign selection and contact policy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from core.config.base import ConfigPath, Strict
+from core.config.data import _TABLE_NAME, POSTGRES_SCHEMES, _database_uri
+
+
+class ScoresTable(Strict):
+    """A Postgres table the nightly scores are upserted into, by (customer_id,
+    as_of). The URI holds no credentials: libpq reads PGUSER and PGPASSWORD (or
+    ~/.pgpass) from the environment. The table is created when missing."""
+
+    uri: str
+    table: str
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str) -> str:
+        return _database_uri(uri, POSTGRES_SCHEMES, "postgresql://HOST:PORT/DATABASE")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, table: str) -> str:
+        if not _TABLE_NAME.match(table) or table.count(".") > 1:
+            raise ValueError(
+                f"{table!r} is not a table name such as scores or schema.scores"
+            )
+        return table
+
+
+class DriftConfig(Strict):
+    """PSI thresholds of the nightly drift report (per feature and per score)."""
+
+    warn: float = Field(0.1, gt=0)
+    alert: float = Field(0.25, gt=0)
+    # Features reported but never raising a warning or an alert: those that grow
+    # with the calendar (tenure, days since a fixed date) drift by construction.
+    ignore: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _order(self) -> DriftConfig:
+        if self.alert < self.warn:
+            raise ValueError(f"alert ({self.alert}) is below warn ({self.warn})")
+        return self
+
+
+class ScoringConfig(Strict):
+    output: ConfigPath = Path("scores")
+    # Optional sink: every run's rows upserted into a Postgres table as well.
+    postgres: ScoresTable | None = None
+    drift: DriftConfig = DriftConfig()
+    # How the nightly job computes reason codes for its top deciles: path (the
+    # cheap path attribution) or shap (TreeSHAP; README: Nightly scoring).
+    reason_method: Literal["shap", "path"] = "path"
+
+
+class OnlineTable(ScoresTable):
+    """The online store as a Postgres table (replaced whole by each nightly run);
+    credentials from PGUSER/PGPASSWORD or ~/.pgpass, never the URI."""
+
+
+class OnlineStoreConfig(Strict):
+    """Each customer's latest features and scores, written by the nightly job for
+    the API's `predict_by_id`: a SQLite file swapped whole by each run, or, when
+    `postgres` is set, a Postgres table instead."""
+
+    path: ConfigPath = Path("online/store.sqlite")
+    postgres: OnlineTable | None = None
+
+
+class ApiConfig(Strict):
+    """Who may call the API. Keys come from $PROPENSITY_API_KEYS (comma-separated,
+    plaintext, for development; core.config.secrets) and from `keys_file` (salted
+    hashes, one `name:salt_hex:sha256_hex` line per key, written by `propensity
+    api-key new`). The service refuses to start with no key unless `require_keys`
+    is false."""
+
+    keys_file: ConfigPath | None = None
+    require_keys: bool = True
+    # A larger request body is refused with 413 before it is parsed; 10,000
+    # records of ~100 features take about 40 MB of JSON.
+    max_request_mb: float = Field(64, gt=0)
+    # BentoML worker processes of `propensity serve`, each with its own copy of
+    # the champions (BentoML's default is 1)
+    workers: int = Field(1, ge=1, le=64)
+
+
+class ExplainConfig(Strict):
+    """Reason codes served with a score."""
+
+    # Features never given as a reason (nothing a campaign can act on, e.g. age).
+    # Names are not checked here: a name no champion reads is simply never shown.
+    non_actionable: list[str] = Field(default_factory=list)
+    top_k: int = Field(3, ge=1, le=20)
+    # shap: LightGBM's TreeSHAP (exact, ~0.7 ms a row per 100 trees); path: the
+    # Saabas path attribution, ~100x cheaper (serving.attribution)
+    method: Literal["shap", "path"] = "shap"
+
+
+class FrequencyCap(Strict):
+    """No customer selected more than `max_contacts` times in `per_days` days."""
+
+    max_contacts: int = Field(ge=1)
+    per_days: int = Field(ge=1)
+
+
+class OutreachConfig(Strict):
+    """Campaign selection: value per customer, contact cost, the held-out control,
+    and the contact policy (opt-outs, consent, a frequency cap;
+    serving.outreach.contact_policy).
+
+    The control group is drawn by a keyed hash, so the key is a secret: it comes
+    from $PROPENSITY_OUTREACH_KEY or from `key_file` (relative to this config),
+    never from the config itself; `core.config.secrets.outreach_key` reads it.
+    With neither, selection refuses to run."""
+
+    control_share: float = Field(0.10, ge=0, le=0.5)
+    # Value of a conversion for customers without their own value.
+    default_value: float = Field(1.0, ge=0)
+    contact_cost: float = Field(0.0, ge=0)
+    key_file: ConfigPath | None = None
+    # Customer ids as the marketing system knows them, one per line (`#` comments),
+    # never selected; re-read when the file changes.
+    opt_out_file: ConfigPath | None = None
+    # Only customers sent with `consent: true` may be selected.
+    require_consent: bool = False
+    # At most max_contacts confirmed selections per customer in any per_days days,
+    # counted in contact_log (an SQLite file the confirm mode writes).
+    frequency_cap: FrequencyCap | None = None
+    contact_log: ConfigPath = Path("contacts/contacts.sqlite")

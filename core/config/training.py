@@ -1,0 +1,101 @@
+"""The training sections: LightGBM, the rolling-origin backtest, the promotion
+gate, training's own settings, the fairness report and MLflow."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from core.config.base import ConfigPath, Strict
+from core.config.data import CutoffsConfig
+
+
+class LightGBMConfig(Strict):
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_boost_round: int = Field(500, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    # L2 regularisation of leaf values; 0 is LightGBM's default (none).
+    lambda_l2: float = Field(0.0, ge=0)
+    seed: int = 0
+    num_threads: int = Field(0, ge=0)
+
+
+class BacktestConfig(Strict):
+    """Rolling-origin evaluation: the latest `origins` complete cutoffs, each scored
+    by a model trained only on cutoffs whose label windows end by it."""
+
+    origins: int = Field(4, ge=2)
+    # Logistic-regression baseline: training rows sampled down to this many.
+    baseline_max_rows: int = Field(200_000, ge=1_000)
+    # How the served probabilities are calibrated: chosen by log loss on the last
+    # origin (auto), or fixed.
+    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+
+
+class PromotionConfig(Strict):
+    """The gate a challenger passes to become champion, on the origins both share."""
+
+    # Mean log loss must be lower than the champion's by more than this.
+    min_log_loss_gain: float = Field(0.0, ge=0)
+    # Mean ROC AUC may be lower than the champion's by at most this.
+    max_auc_loss: float = Field(0.005, ge=0)
+
+
+class TrainingConfig(Strict):
+    cutoffs: CutoffsConfig
+    # A copy of each run's training table (training-<id>.parquet) for
+    # reproducing a model; None keeps none. `propensity forget` and
+    # privacy.retention_days delete from it.
+    snapshot_dir: ConfigPath | None = None
+    lightgbm: LightGBMConfig = LightGBMConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    promotion: PromotionConfig = PromotionConfig()
+
+
+class MLflowConfig(Strict):
+    # None -> sqlite:///<project>/mlruns/mlflow.db; env MLFLOW_TRACKING_URI wins.
+    tracking_uri: str | None = None
+    experiment: str = "propensity"
+    # Registered model name per target is "<prefix><target>".
+    model_prefix: str = ""
+
+
+class FairnessConfig(Strict):
+    """The fairness report of each training run (training.fairness, README:
+    Fairness report): per value of each customer attribute in `segments`, score
+    distribution, calibration and selection rate at the outreach threshold. It
+    informs; it never changes a score.
+
+    `bands` cuts a numeric attribute into buckets [edge, next edge) plus "<first"
+    and "last+" and "missing"; a numeric segment without bands is refused at
+    training time, when the customers table says which attributes are numeric.
+    `threshold` None selects the out-of-time rows' top decile, the customers the
+    nightly job puts in decile 1. Segments under `min_segment_size` rows are
+    reported, never flagged."""
+
+    segments: list[str] = Field(default_factory=list)
+    bands: dict[str, list[float]] = Field(default_factory=dict)
+    threshold: float | None = Field(None, gt=0, le=1)
+    min_segment_size: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _segments_and_bands(self) -> FairnessConfig:
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError("segments has duplicates")
+        stray = sorted(set(self.bands) - set(self.segments))
+        if stray:
+            raise ValueError(f"bands for attributes not in segments: {stray}")
+        for name, edges in self.bands.items():
+            increasing = all(b > a for a, b in zip(edges, edges[1:], strict=False))
+            if not edges or not increasing or not all(map(math.isfinite, edges)):
+                raise ValueError(
+                    f"bands.{name} must be a non-empty list of finite, increasing edges"
+                )
+        return self
