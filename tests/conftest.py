@@ -1,39 +1,21 @@
-"""Shared fixtures: small seeded demo data, a config for it, a trained temp registry."""
+"""Fixtures: small seeded demo data, a config for it, a trained temp registry, a
+real server. What they build on is in tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import yaml
 
-from serving.api.servers import (  # noqa: F401 - re-exported for the tests
+from serving.api.servers import (  # noqa: F401 - for the tests
     free_port,
     spawn,
     start_service,
     stop,
     wait_ready,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-BIN = Path(sys.executable).parent
-# The API key every test server accepts (Project.env puts it in PROPENSITY_API_KEYS).
-TEST_API_KEY = "test-key-6f1c0d9a2b7e4c58"
-# The control-group key for outreach (Project.env puts it in PROPENSITY_OUTREACH_KEY).
-TEST_OUTREACH_KEY = "outreach-key-3a9e5c1f7b2d4e60"
-# The pseudonym key (Project.env puts it in PROPENSITY_PSEUDONYM_KEY): servers of
-# the demo config (the Bento packs it) pseudonymise.
-TEST_PSEUDONYM_KEY = "pseudonym-key-8e4b2a6c0f1d3957"
+from tests.helpers import Project, Server, run_cli, serving, write_config
 
 
 def pytest_collection_modifyitems(
@@ -48,107 +30,6 @@ def pytest_collection_modifyitems(
             item.add_marker(skip)
 
 
-def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
-    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM,
-    and with customers the fairness report on the demo's region, plan and age."""
-    config = {
-        "data": {
-            "events": str(events),
-            "customers": str(customers) if customers else None,
-        },
-        "roles": {
-            "purchase": ["purchase"],
-            "service_request": ["support_ticket"],
-            "cancel": ["cancel"],
-        },
-        "training": {
-            "cutoffs": {"start": "2025-03-01", "freq": "MS"},
-            "lightgbm": {
-                "num_boost_round": 120,
-                "early_stopping_rounds": 20,
-                "num_leaves": 15,
-            },
-        },
-        "scoring": {
-            "output": str(path.parent / "scores"),
-            # the demo's launch cohort ages: these drift with the calendar
-            "drift": {"ignore": ["tenure_days", "days_since_first_purchase"]},
-        },
-    }
-    if customers:
-        # the fairness report of each model run (test_workflow checks it)
-        config["fairness"] = {
-            "segments": ["region", "plan", "age"],
-            "bands": {"age": [18, 30, 45, 60]},
-        }
-    for key, value in overrides.items():
-        config[key] = (
-            {**config.get(key, {}), **value} if isinstance(value, dict) else value
-        )
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@dataclass(frozen=True)
-class Project:
-    """A trained project in a temp folder: config, tracking URI, data."""
-
-    root: Path
-    config: Path
-    tracking_uri: str
-    events: Path
-    customers: Path
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PROPENSITY_CONFIG": str(self.config),
-            "PROPENSITY_API_KEYS": TEST_API_KEY,
-            "PROPENSITY_OUTREACH_KEY": TEST_OUTREACH_KEY,
-            "PROPENSITY_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
-            "BENTOML_HOME": str(self.root / "bentoml_home"),
-            "BENTOML_DO_NOT_TRACK": "True",
-            "DO_NOT_TRACK": "1",
-        }
-
-
-# The Postgres server the tests create their databases on (trust auth here).
-POSTGRES_SERVER = os.environ.get(
-    "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
-)
-POSTGRES_USER = urlsplit(POSTGRES_SERVER).username or os.environ.get(
-    "PGUSER", "postgres"
-)
-
-
-@contextmanager
-def postgres_database(prefix: str) -> Iterator[str]:
-    """The URI of a fresh database on POSTGRES_SERVER, dropped afterwards; the
-    test skips, saying why, when the server cannot be reached."""
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(POSTGRES_SERVER, user=POSTGRES_USER, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"Postgres is unreachable at {POSTGRES_SERVER}: {exc}")
-    admin.autocommit = True
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(POSTGRES_SERVER)._replace(path=f"/{name}"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
-def auth(key: str = TEST_API_KEY) -> dict[str, str]:
-    """Request headers carrying an API key (the test servers' by default)."""
-    return {"Authorization": f"Bearer {key}"}
-
-
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.synthetic.demo import generate
@@ -156,19 +37,6 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     generate(out, customers=1500, seed=7)
     return out
-
-
-def run_cli(
-    args: list[str], env: dict[str, str], timeout: float = 600
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "propensity"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -185,19 +53,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Project
     return project
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-
-def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
-    """`bentoml serve` of the service on a free port (its own BentoML home), output
-    to `log`."""
-    return start_service("serving.api.service:Propensity", env, log)
-
-
 @pytest.fixture(scope="session")
 def server(
     trained: Project, tmp_path_factory: pytest.TempPathFactory
@@ -205,26 +60,3 @@ def server(
     """A real `bentoml serve` of the service on a free port, serving the champions."""
     with serving(trained.env(), tmp_path_factory.mktemp("server") / "bentoml.log") as s:
         yield s
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[Server]:
-    """`bentoml serve` of the service with `env`, ready, stopped on exit."""
-    url, process = start_bentoml(env, log)
-    try:
-        wait_ready(url, process, log)
-        yield Server(url, process, log)
-    finally:
-        stop(process)
-
-
-def eligible_features(project: Project, cutoff: datetime):
-    """The project's config and the features of customers eligible at `cutoff`."""
-    from core.config import load_config
-    from features.definition import FeatureSpec, features_at
-    from features.sources.load import load
-
-    config = load_config(project.config)
-    ds = load(config.data.events, config.data.customers)
-    spec = FeatureSpec.from_config(config)
-    return config, features_at(ds.events, [cutoff], spec, ds.customers).to_pandas()

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from serving.scoring import Champions
-from tests.conftest import Project, eligible_features
+from tests.helpers import Project, eligible_features
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from benchmarks.api import (
 from benchmarks.harness import write_json
 from core.config import load_config
 from serving.online_store.sqlite import stored_as_of
-from tests.conftest import (
+from tests.helpers import (
     TEST_API_KEY,
     Project,
     Server,

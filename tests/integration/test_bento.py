@@ -13,15 +13,15 @@ import yaml
 from core.config import load_config
 from features.columns import TARGETS
 from serving.scoring import Champions
-from tests.conftest import (
+from tests.helpers import (
     Project,
     auth,
+    records,
     run_cli,
     start_service,
     stop,
     wait_ready,
 )
-from tests.integration.test_serve import records
 
 pytestmark = pytest.mark.integration
 

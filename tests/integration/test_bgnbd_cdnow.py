@@ -9,7 +9,6 @@ are the reference figures of ../shared/data/README.md.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,11 +16,12 @@ from sklearn.metrics import roc_auc_score
 
 from features.columns import CUSTOMER_ID, EVENT_TIME
 from features.sources.adapters import ROLES, cdnow
+from tests.helpers import ROOT
 from training.bgnbd import BGNBD, EXPECTED_PURCHASES, purchase_baseline, rfm_summary
 
 pytestmark = [pytest.mark.realdata]
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cdnow"
+DATA = ROOT.parent / "shared" / "data" / "cdnow"
 CUTOFF = datetime(1997, 10, 1)  # calibration: 1997-01-01 .. 1997-09-30
 HORIZON_DAYS = 39 * 7
 

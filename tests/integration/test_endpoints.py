@@ -33,8 +33,7 @@ from features.sources.privacy import pseudonymiser, suppression_path
 from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
 from serving.outreach.contact_log import ContactLog
 from serving.scoring import Champions
-from tests.conftest import Project, auth
-from tests.integration.test_serve import records
+from tests.helpers import Project, auth, records
 
 if TYPE_CHECKING:
     from serving.api.service import Propensity

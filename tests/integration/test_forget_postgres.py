@@ -19,7 +19,7 @@ from serving.batch.sink import upsert
 from serving.online_store.postgres import PostgresStore, PostgresStoreWriter
 from serving.online_store.sqlite import StoreMeta
 from serving.privacy.forget import forget
-from tests.conftest import postgres_database, write_config
+from tests.helpers import postgres_database, write_config
 
 pytestmark = pytest.mark.integration
 

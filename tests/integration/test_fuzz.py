@@ -16,7 +16,7 @@ from schemathesis import GenerationMode
 
 from core.config import load_config
 from serving.online_store.sqlite import stored_as_of
-from tests.conftest import Project, Server, auth, run_cli
+from tests.helpers import Project, Server, auth, run_cli
 
 pytestmark = pytest.mark.integration
 

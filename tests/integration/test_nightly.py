@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from features.columns import TARGETS
 from serving.batch.nightly import EXIT_DRIFT_ALERT, STATUS_FILE
 from serving.batch.score import PAUSE_ENV, staging_dir
-from tests.conftest import BIN, ROOT, Project, run_cli, write_config
+from tests.helpers import BIN, ROOT, Project, run_cli, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,13 @@ from serving.online_store.postgres import (
     stored_meta,
 )
 from serving.online_store.sqlite import StoreError
-from tests.conftest import (
+from tests.helpers import (
     POSTGRES_USER,
+    SCORED_AT,
     Project,
     auth,
+    frame,
+    meta,
     postgres_database,
     run_cli,
     start_bentoml,
@@ -30,7 +33,6 @@ from tests.conftest import (
     wait_ready,
     write_config,
 )
-from tests.unit.test_online_store import SCORED_AT, frame, meta
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from features.sources.load import load
 from model.registry import configure
 from serving.batch.score import default_as_of
 from serving.scoring import Champions
-from tests.conftest import Project, run_cli, write_config
+from tests.helpers import Project, run_cli, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import FeatureSpec, features_at
 from features.sources.contract import ContractError
 from features.sources.load import load
-from tests.conftest import Project, run_cli, write_config
+from tests.helpers import Project, run_cli, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -27,16 +27,16 @@ from features.sources.privacy import Pseudonymiser
 from serving.api.auth import SCOPES, add_key
 from serving.online_store.sqlite import open_reader
 from serving.outreach.contact_log import ContactLog
-from tests.conftest import (
+from tests.helpers import (
+    NEEDS,
     Project,
     Server,
     auth,
+    records,
     run_cli,
     serving,
     write_config,
 )
-from tests.integration.test_serve import records
-from tests.unit.test_auth import NEEDS
 
 pytestmark = pytest.mark.integration
 

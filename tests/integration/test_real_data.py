@@ -33,10 +33,11 @@ from features.sources.adapters import (
     write_contract,
 )
 from features.sources.load import load
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.realdata]
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = ROOT.parent / "shared" / "data"
 CDNOW_MASTER = DATA / "cdnow" / "CDNOW_master.txt"
 CDNOW_SAMPLE = DATA / "cdnow" / "CDNOW_sample.txt"
 ONLINE_RETAIL = DATA / "online_retail" / "online_retail.parquet"

@@ -17,7 +17,7 @@ import pytest
 
 from features.columns import TARGETS
 from serving.batch.nightly import EXIT_SINK_FAILED
-from tests.conftest import (
+from tests.helpers import (
     POSTGRES_USER,
     Project,
     postgres_database,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -18,13 +16,13 @@ from core.config import load_config
 from features.columns import TARGETS
 from serving.online_store.sqlite import stored_as_of
 from serving.scoring import Champions
-from tests.conftest import (
+from tests.helpers import (
     TEST_API_KEY,
     Project,
     Server,
     auth,
-    eligible_features,
     free_port,
+    records,
     run_cli,
     start_bentoml,
     stop,
@@ -32,22 +30,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def records(project: Project, n: int) -> tuple[list[dict], pd.DataFrame]:
-    """Feature records, as a marketing system would send them, for n customers."""
-    _, frame = eligible_features(project, datetime(2025, 11, 15))
-    frame = frame.sort_values("customer_id").head(n).reset_index(drop=True)
-    features = frame.drop(columns=["customer_id", "cutoff"])
-    out = []
-    for cid, row in zip(frame.customer_id, features.to_dict("records"), strict=True):
-        clean = {
-            k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in row.items()
-        }
-        clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in clean.items()}
-        out.append({"customer_id": cid, "features": clean})
-    return out, frame
 
 
 def test_predict_over_http_equals_in_process(server: Server, trained: Project) -> None:

@@ -14,7 +14,7 @@ from features.columns import CHURN, CUSTOMER_ID, reasons_column
 from features.definition import FeatureSpec, features_at
 from features.sources.load import load
 from model.registry import configure
-from tests.conftest import Project, run_cli, write_config
+from tests.helpers import Project, run_cli, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from core.config import load_config
 from features.columns import TARGETS
-from tests.conftest import (
+from tests.helpers import (
     BIN,
     POSTGRES_SERVER,
     POSTGRES_USER,
@@ -29,13 +29,13 @@ from tests.conftest import (
     auth,
     free_port,
     postgres_database,
+    records,
     run_cli,
     spawn,
     stop,
     wait_ready,
     write_config,
 )
-from tests.integration.test_serve import records
 
 pytestmark = pytest.mark.integration
 

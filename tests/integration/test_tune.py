@@ -14,7 +14,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from core.config import LightGBMConfig, load_config
-from tests.conftest import run_cli, write_config
+from tests.helpers import run_cli, write_config
 from training.tune import ARTIFACT, SEARCH
 
 pytestmark = pytest.mark.integration

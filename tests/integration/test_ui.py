@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import BIN, Project, free_port, spawn, stop
+from tests.helpers import BIN, Project, free_port, spawn, stop
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from features.columns import PURCHASE, TARGETS
 from model.registry import configure
 from serving.scoring import Champions
-from tests.conftest import Project, eligible_features, run_cli, write_config
+from tests.helpers import Project, eligible_features, run_cli, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -189,7 +189,7 @@ def reference_eligible(past: Events, cutoff: pd.Timestamp, spec: FeatureSpec) ->
         "cancel": not cancelled,
         "inactivity": recently_active,
         "inactivity_or_cancel": recently_active and not cancelled,
-        # seen; narrowed to active subscribers (tests/reference_subscriptions.py)
+        # seen; narrowed to active subscribers (tests/oracles/subscriptions.py)
         "contract": True,
     }
     return rule[spec.churn_definition]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cli.app import main
-from tests.conftest import write_config
+from tests.helpers import write_config
 
 
 def test_features_list_needs_only_the_customers(

@@ -32,6 +32,7 @@ from core.config import (
 )
 from core.config.secrets import api_keys, outreach_key, pseudonym_key, read_secrets
 from features.sources.privacy import pseudonymiser
+from tests.helpers import ROOT
 
 BASE = """
 data: {events: data/events.parquet}
@@ -269,7 +270,7 @@ def test_fairness_defaults_and_demo_settings(tmp_path: Path) -> None:
     fairness = load_config(write(tmp_path, BASE)).fairness
     assert fairness.segments == [] and fairness.bands == {}
     assert fairness.threshold is None and fairness.min_segment_size == 50
-    demo = load_config(Path(__file__).resolve().parents[2] / "propensity.yaml")
+    demo = load_config(ROOT / "propensity.yaml")
     assert demo.fairness.segments == ["region", "plan", "age"]
     assert demo.fairness.bands == {"age": [18, 30, 45, 60]}
 
@@ -524,7 +525,7 @@ def _reads_environment(node: ast.AST) -> bool:
 
 
 def test_no_module_but_secrets_reads_a_secret_variable() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     readers = []
     for package in ("core", "features", "model", "training", "serving", "cli"):
         for path in sorted((root / package).rglob("*.py")):

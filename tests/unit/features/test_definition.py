@@ -17,7 +17,8 @@ from features.definition import (
 )
 from features.labels import LabelSpec, build_labels
 from features.sources.load import load
-from tests.reference import reference_features
+from tests.helpers import ROOT
+from tests.oracles.features import reference_features
 
 CUT = datetime(2024, 3, 1)
 SEC = timedelta(seconds=1)
@@ -433,7 +434,7 @@ def test_contract_churn_grace_defaults_to_30_days() -> None:
 
     from core.config import ProjectConfig
 
-    demo = Path(__file__).resolve().parents[2] / "propensity.yaml"
+    demo = ROOT / "propensity.yaml"
     raw = yaml.safe_load(demo.read_text())
     raw["data"]["subscriptions"] = "subscriptions.parquet"
     raw["targets"]["churn"] = {"horizon_days": 30, "definition": "contract"}

@@ -1,5 +1,5 @@
 """Property tests of the subscription features and contract churn: the engine
-against the pandas reference in `tests/reference_subscriptions.py`.
+against the pandas reference in `tests/oracles/subscriptions.py`.
 
 Hypothesis draws an event log as `test_properties` does, and for each customer 0-4
 subscription terms whose edges cluster where it matters: a term starting or ending
@@ -47,13 +47,13 @@ from features.definition import (
 from features.labels import LabelSpec, build_labels
 from features.sources.contract import SUBSCRIPTIONS_SCHEMA
 from features.sources.load import connect, load
-from tests.reference import reference_features, reference_pairs
-from tests.reference_subscriptions import (
+from tests.oracles.features import reference_features, reference_pairs
+from tests.oracles.subscriptions import (
     reference_contract_churn,
     reference_subscription_features,
     terms_of,
 )
-from tests.unit.test_properties import (
+from tests.strategies import (
     DAY,
     DEFINITIONS,
     EVENT_SCHEMA,

@@ -17,8 +17,8 @@ from features.synthetic.demo import generate
 from model.encoding import Encoding
 from model.registry import RegisteredModel
 from serving.reasons import TEMPLATES, phrase, reasons, template_key, top_columns
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ("days_since_last_purchase", "purchase_count_30d", "plan", "age")
 PLANS = ("basic", "plus", "pro")
 

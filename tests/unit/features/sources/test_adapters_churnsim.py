@@ -30,8 +30,9 @@ from features.sources.adapters import (
 )
 from features.sources.contract import EVENTS_SCHEMA, SUBSCRIPTIONS_SCHEMA
 from features.sources.load import load
+from tests.helpers import ROOT
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "churnsim_socialnet7"
+REAL = ROOT.parent / "shared" / "data" / "churnsim_socialnet7"
 
 
 def write_standin(folder: Path) -> None:

@@ -20,6 +20,7 @@ from features.columns import (
 )
 from features.sources.contract import ContractError
 from features.sources.load import load
+from tests.helpers import ROOT
 
 EVENTS = "customer_id,event_time,event_type\nc1,2024-01-01 10:00:00,login\n"
 AS_OF = datetime(2024, 6, 1)
@@ -146,7 +147,7 @@ def test_without_subscriptions_the_feature_set_version_is_unchanged() -> None:
 
     from features.definition import FeatureSpec, catalogue
 
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     spec = FeatureSpec.from_config(load_config(root / "propensity.yaml"))
     assert spec.subscriptions is False
     plain = catalogue(spec)

@@ -19,7 +19,7 @@ from features.columns import CUSTOMER_ID, EVENT_COLUMNS, EVENT_TIME, EVENT_TYPE
 from features.sources.contract import ContractError
 from features.sources.load import load, load_customers
 from features.synthetic.demo import DemoSummary, generate
-from tests.conftest import write_config
+from tests.helpers import write_config
 
 AS_OF = datetime(2030, 1, 1)
 ORDER = [CUSTOMER_ID, EVENT_TIME, EVENT_TYPE]

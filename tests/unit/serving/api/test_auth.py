@@ -31,7 +31,7 @@ from serving.api.auth import (
     read_key_file,
     remove_key,
 )
-from tests.conftest import write_config
+from tests.helpers import NEEDS, write_config
 
 SALT = bytes(range(16))
 
@@ -347,14 +347,6 @@ def test_cli_serve_without_keys_fails_before_loading_models(
 # --- scopes --------------------------------------------------------------------
 
 ROUTES = ["/predict", "/predict_by_id", "/explain", "/outreach", "/metadata", "/forget"]
-NEEDS = {
-    "/predict": "score",
-    "/predict_by_id": "score",
-    "/explain": "score",
-    "/outreach": "outreach",
-    "/metadata": "admin",
-    "/forget": "admin",
-}
 
 
 @pytest.mark.parametrize("scope", ["score", "outreach", "admin"])

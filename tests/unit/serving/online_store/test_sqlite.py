@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,39 +14,9 @@ from serving.online_store.sqlite import (
     SqliteStore,
     SqliteStoreWriter,
     StoreError,
-    StoreMeta,
     stored_as_of,
 )
-
-SCORED_AT = datetime(2025, 12, 1, 2, 30)
-
-
-def meta(as_of: str = "2025-12-01", features=("recency", "plan")) -> StoreMeta:
-    return StoreMeta(
-        as_of=as_of,
-        feature_set_version="fs1",
-        written_at=SCORED_AT.isoformat(),
-        run_id="run-1",
-        features=tuple(features),
-        categorical=frozenset({"plan"}),
-        model_versions={t: "3" for t in TARGETS},
-    )
-
-
-def frame(n: int, shift: float = 0.0) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "customer_id": [f"c{i}" for i in range(n)],
-            "recency": [float(i) + shift if i % 5 else np.nan for i in range(n)],
-            "plan": pd.Series(
-                [
-                    None if i % 7 == 0 else ("pro" if i % 2 else "basic")
-                    for i in range(n)
-                ],
-                dtype="category",
-            ),
-        }
-    )
+from tests.helpers import SCORED_AT, frame, meta
 
 
 def write(path: Path, data: pd.DataFrame, as_of: str = "2025-12-01") -> None:

@@ -30,7 +30,7 @@ from serving.outreach.contact_log import ContactLog
 from serving.privacy import forget as forget_module
 from serving.privacy.forget import forget
 from serving.privacy.retention import prune_contacts, prune_scores
-from tests.conftest import write_config
+from tests.helpers import write_config
 from training.dataset import prune_snapshots, write_snapshot
 
 KEY = b"unit-test-pseudonym-key-0123456789"

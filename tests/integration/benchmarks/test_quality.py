@@ -29,15 +29,8 @@ from benchmarks.quality import (
     run_quality,
 )
 from cli.app import build_parser
-from core.config import LightGBMConfig
-from training.origin_model import Candidate, held_out
-
-ROOT = Path(__file__).resolve().parents[2]
-# Tiny data: few rounds and small leaves keep every fit well under a second.
-FAST = (
-    Candidate("a", LightGBMConfig(num_boost_round=30, min_data_in_leaf=5)),
-    Candidate("b", LightGBMConfig(num_boost_round=30, num_leaves=4)),
-)
+from tests.helpers import FAST, ROOT
+from training.origin_model import held_out
 
 
 def write_cdnow(path: Path, customers: int = 300, seed: int = 0) -> None:

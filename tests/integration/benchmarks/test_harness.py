@@ -37,8 +37,8 @@ from benchmarks.sql import reference_sql
 from cli.app import build_parser
 from features.definition import build_features, catalogue
 from features.synthetic.demo import generate
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 Compare = Callable[[pd.DataFrame, pd.DataFrame], None]
 
 KEYS = (

@@ -17,7 +17,7 @@ import pytest
 from benchmarks.quality import run_quality
 from benchmarks.subscriptions import CHURNSIM_FILE, SUBS_KEYS
 from features.synthetic.demo import generate
-from tests.unit.test_bench_quality import FAST
+from tests.helpers import FAST
 
 
 def numeric_ids(ids: pd.Series) -> pd.Series:

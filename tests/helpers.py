@@ -1,0 +1,271 @@
+"""Helpers the tests share: configs, a project with its environment, the CLI as a
+subprocess, real servers, Postgres databases, request headers. Fixtures live in
+conftest.py; test modules import from here, never from conftest or each other."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from core.config import LightGBMConfig
+from core.names import TARGETS
+from serving.api.servers import (  # noqa: F401 - for the tests
+    free_port,
+    spawn,
+    start_service,
+    stop,
+    wait_ready,
+)
+from serving.online_store.sqlite import StoreMeta
+from training.origin_model import Candidate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+BIN = Path(sys.executable).parent
+
+
+# The API key every test server accepts (Project.env puts it in PROPENSITY_API_KEYS).
+TEST_API_KEY = "test-key-6f1c0d9a2b7e4c58"
+
+
+# The control-group key for outreach (Project.env puts it in PROPENSITY_OUTREACH_KEY).
+TEST_OUTREACH_KEY = "outreach-key-3a9e5c1f7b2d4e60"
+
+
+# The pseudonym key (Project.env puts it in PROPENSITY_PSEUDONYM_KEY): servers of
+# the demo config (the Bento packs it) pseudonymise.
+TEST_PSEUDONYM_KEY = "pseudonym-key-8e4b2a6c0f1d3957"
+
+
+def write_config(path: Path, events: Path, customers: Path | None, **overrides) -> Path:
+    """A project config for test data: demo roles, monthly cutoffs, fast LightGBM,
+    and with customers the fairness report on the demo's region, plan and age."""
+    config = {
+        "data": {
+            "events": str(events),
+            "customers": str(customers) if customers else None,
+        },
+        "roles": {
+            "purchase": ["purchase"],
+            "service_request": ["support_ticket"],
+            "cancel": ["cancel"],
+        },
+        "training": {
+            "cutoffs": {"start": "2025-03-01", "freq": "MS"},
+            "lightgbm": {
+                "num_boost_round": 120,
+                "early_stopping_rounds": 20,
+                "num_leaves": 15,
+            },
+        },
+        "scoring": {
+            "output": str(path.parent / "scores"),
+            # the demo's launch cohort ages: these drift with the calendar
+            "drift": {"ignore": ["tenure_days", "days_since_first_purchase"]},
+        },
+    }
+    if customers:
+        # the fairness report of each model run (test_workflow checks it)
+        config["fairness"] = {
+            "segments": ["region", "plan", "age"],
+            "bands": {"age": [18, 30, 45, 60]},
+        }
+    for key, value in overrides.items():
+        config[key] = (
+            {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        )
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass(frozen=True)
+class Project:
+    """A trained project in a temp folder: config, tracking URI, data."""
+
+    root: Path
+    config: Path
+    tracking_uri: str
+    events: Path
+    customers: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PROPENSITY_CONFIG": str(self.config),
+            "PROPENSITY_API_KEYS": TEST_API_KEY,
+            "PROPENSITY_OUTREACH_KEY": TEST_OUTREACH_KEY,
+            "PROPENSITY_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "BENTOML_HOME": str(self.root / "bentoml_home"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "DO_NOT_TRACK": "1",
+        }
+
+
+# The Postgres server the tests create their databases on (trust auth here).
+POSTGRES_SERVER = os.environ.get(
+    "PROPENSITY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
+)
+
+
+POSTGRES_USER = urlsplit(POSTGRES_SERVER).username or os.environ.get(
+    "PGUSER", "postgres"
+)
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """The URI of a fresh database on POSTGRES_SERVER, dropped afterwards; the
+    test skips, saying why, when the server cannot be reached."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(POSTGRES_SERVER, user=POSTGRES_USER, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"Postgres is unreachable at {POSTGRES_SERVER}: {exc}")
+    admin.autocommit = True
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_SERVER)._replace(path=f"/{name}"))
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def auth(key: str = TEST_API_KEY) -> dict[str, str]:
+    """Request headers carrying an API key (the test servers' by default)."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "propensity"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+def start_bentoml(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
+    """`bentoml serve` of the service on a free port (its own BentoML home), output
+    to `log`."""
+    return start_service("serving.api.service:Propensity", env, log)
+
+
+@contextmanager
+def serving(env: dict[str, str], log: Path) -> Iterator[Server]:
+    """`bentoml serve` of the service with `env`, ready, stopped on exit."""
+    url, process = start_bentoml(env, log)
+    try:
+        wait_ready(url, process, log)
+        yield Server(url, process, log)
+    finally:
+        stop(process)
+
+
+def eligible_features(project: Project, cutoff: datetime):
+    """The project's config and the features of customers eligible at `cutoff`."""
+    from core.config import load_config
+    from features.definition import FeatureSpec, features_at
+    from features.sources.load import load
+
+    config = load_config(project.config)
+    ds = load(config.data.events, config.data.customers)
+    spec = FeatureSpec.from_config(config)
+    return config, features_at(ds.events, [cutoff], spec, ds.customers).to_pandas()
+
+
+def records(project: Project, n: int) -> tuple[list[dict], pd.DataFrame]:
+    """Feature records, as a marketing system would send them, for n customers."""
+    _, frame = eligible_features(project, datetime(2025, 11, 15))
+    frame = frame.sort_values("customer_id").head(n).reset_index(drop=True)
+    features = frame.drop(columns=["customer_id", "cutoff"])
+    out = []
+    for cid, row in zip(frame.customer_id, features.to_dict("records"), strict=True):
+        clean = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in row.items()
+        }
+        clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in clean.items()}
+        out.append({"customer_id": cid, "features": clean})
+    return out, frame
+
+
+SCORED_AT = datetime(2025, 12, 1, 2, 30)
+
+
+def meta(as_of: str = "2025-12-01", features=("recency", "plan")) -> StoreMeta:
+    return StoreMeta(
+        as_of=as_of,
+        feature_set_version="fs1",
+        written_at=SCORED_AT.isoformat(),
+        run_id="run-1",
+        features=tuple(features),
+        categorical=frozenset({"plan"}),
+        model_versions={t: "3" for t in TARGETS},
+    )
+
+
+def frame(n: int, shift: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "recency": [float(i) + shift if i % 5 else np.nan for i in range(n)],
+            "plan": pd.Series(
+                [
+                    None if i % 7 == 0 else ("pro" if i % 2 else "basic")
+                    for i in range(n)
+                ],
+                dtype="category",
+            ),
+        }
+    )
+
+
+NEEDS = {
+    "/predict": "score",
+    "/predict_by_id": "score",
+    "/explain": "score",
+    "/outreach": "outreach",
+    "/metadata": "admin",
+    "/forget": "admin",
+}
+
+
+# Tiny data: few rounds and small leaves keep every fit well under a second.
+FAST = (
+    Candidate("a", LightGBMConfig(num_boost_round=30, min_data_in_leaf=5)),
+    Candidate("b", LightGBMConfig(num_boost_round=30, num_leaves=4)),
+)
