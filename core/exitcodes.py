@@ -20,19 +20,13 @@ class ExitCode(IntEnum):
         member.__doc__ = doc
         return member
 
-    OK = 0, "Done."
-    FAILED = (
-        1,
-        (
-            "An error or a refusal, nothing published: no champion, the promotion "
-            "gate said no, a busy output, a run that failed or was interrupted."
-        ),
-    )
-    USAGE = 2, "Bad input: a command-line argument, the config or the data contract."
-    DRIFT_ALERT = 3, "Scores written, but drift reached the alert level (PSI)."
-    SINK_FAILED = 4, "Scores written, but the Postgres sink failed."
+    OK = 0, "Done (scoring: published, no drift alert; warnings allowed)."
+    FAILED = 1, "An error (on stderr), a busy output or a refusal: nothing published."
+    USAGE = 2, "Bad input before any work: an argument, the config, the data contract."
+    DRIFT_ALERT = 3, "Drift alert: scores written, the alerts named on stderr."
+    SINK_FAILED = 4, "Postgres sink failed: the Parquet scores are published."
     RUNNING = 5, "`score status`: the last scoring run is still running."
-    NO_RUN = 6, "`score status`: no scoring run is recorded under the output."
+    NO_RUN = 6, "`score status`: no scoring run is recorded."
 
 
 def describe() -> dict[ExitCode, str]:
