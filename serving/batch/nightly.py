@@ -281,9 +281,7 @@ def _summary(out: NightlyResult) -> dict:
     }
 
 
-def record_failure(
-    output: Path, error: str, exit_code: ExitCode, **context: str
-) -> None:
+def record_failure(output: Path, error: str, exit_code: int, **context: str) -> None:
     """The status of a run that failed before it began (bad data, no champion)."""
     write_status(
         Path(output),
