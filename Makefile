@@ -1,4 +1,5 @@
-# propensity: every target is a thin call of the `propensity` CLI in .venv.
+# propensity: every target is a thin call of the `propensity` CLI in .venv (the bench*
+# targets: of `python -m benchmarks`, from the repository; benchmarks/ is not installed).
 # `make run` and `make test` set the environment up first when it is missing.
 
 SHELL := /bin/bash
@@ -7,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 CLI := $(BIN)/propensity
+BENCH := $(BIN)/python -m benchmarks
 
 CUSTOMERS ?= 20000
 SEED ?= 42
@@ -17,7 +19,7 @@ TARGET ?= churn
 TRIALS ?= 30
 TIMEOUT ?=
 PYTEST_ARGS ?=
-# bench-api: requests per figure (empty: the CLI's default)
+# bench-api: requests per figure (empty: the bench's default)
 REQUESTS ?=
 # api-key: who holds the new key, what it may call (score, outreach, admin)
 NAME ?=
@@ -27,7 +29,7 @@ SCOPES ?= score
 PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
 ARTIFACTS ?= $(CURDIR)/mlartifacts
 TRACKING_ARGS ?= --host 127.0.0.1 --port 5000
-# bench-features knobs (empty: the CLI's defaults)
+# bench-features knobs (empty: the bench's defaults)
 LARGE_CUSTOMERS ?=
 SKIP_LARGE ?=
 MEMORY_LIMIT ?=
@@ -111,29 +113,29 @@ tracking-server: setup ## team mode: a shared MLflow server on Postgres (PG_URI=
 		--artifacts-destination $(ARTIFACTS) $(TRACKING_ARGS)
 
 bench: setup ## foundation benchmark (CUSTOMERS=200000 by default), figures in bench/results/
-	$(CLI) bench $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+	$(BENCH) foundation $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
 bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOMERS=200000 LARGE_CUSTOMERS=1000000 SKIP_LARGE=1 MEMORY_LIMIT=1GB LARGE_MEMORY_LIMIT=1GB)
-	$(CLI) bench features $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+	$(BENCH) features $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(LARGE_CUSTOMERS),--large-customers $(LARGE_CUSTOMERS)) $(if $(SKIP_LARGE),--skip-large) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT)) \
 		$(if $(LARGE_MEMORY_LIMIT),--large-memory-limit $(LARGE_MEMORY_LIMIT))
 
 bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~100M events; MEMORY_LIMIT=1GB), figures in bench/results/batch.json
-	$(CLI) bench batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+	$(BENCH) batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
 bench-spark: setup ## the reference feature job (CUSTOMERS=200000, ~20M events, 3 cutoffs) and scoring: Spark local vs DuckDB and in-process; bench/results/spark.json
-	$(CLI) bench spark $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+	$(BENCH) spark $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
 bench-privacy: setup ## features with pseudonyms vs plain ids and hand-written SQL, forget vs a bare rewrite (CUSTOMERS=200000); bench/results/privacy.json
-	$(CLI) bench privacy $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+	$(BENCH) privacy $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
 bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
-	$(CLI) bench quality
+	$(BENCH) quality
 
 bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare echo service and the in-process call (REQUESTS=2000)
-	$(CLI) bench api $(if $(REQUESTS),--requests $(REQUESTS))
+	$(BENCH) api $(if $(REQUESTS),--requests $(REQUESTS))
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """API benchmark: a bounded load against a real `bentoml serve` of the service.
 
-Not a test: `make bench-api` (`propensity bench api`) trains the champions on
+Not a test: `make bench-api` (`python -m benchmarks api`) trains the champions on
 seeded demo data (once per work folder), runs the nightly job for the online
 store, then serves both the service and a bare BentoML service that only echoes
 (`benchmarks.echo_service`). Each is sent the same fixed number of requests, 1 and 100
@@ -31,8 +31,8 @@ import yaml
 
 from benchmarks.harness import write_json
 from core.config import load_config
+from core.exitcodes import ExitCode
 from serving.api.servers import ROOT, start_service, stop, wait_ready, with_workers
-from serving.batch.nightly import EXIT_DRIFT_ALERT
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,9 @@ def prepare(workdir: Path, customers: int, seed: int) -> Path:
     if not trained.exists():
         _cli(["train"], env)
         trained.touch()
-    _cli(["score"], env, ok=(0, EXIT_DRIFT_ALERT))  # drift: scores are written
+    _cli(
+        ["score"], env, ok=(ExitCode.OK, ExitCode.DRIFT_ALERT)
+    )  # drift: scores are written
     return path
 
 
@@ -169,7 +171,9 @@ def bench_env(config: Path) -> dict[str, str]:
     return env
 
 
-def _cli(args: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> None:
+def _cli(
+    args: list[str], env: dict[str, str], ok: tuple[int, ...] = (ExitCode.OK,)
+) -> None:
     cmd = [str(Path(sys.executable).parent / "propensity"), *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode not in ok:

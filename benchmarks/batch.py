@@ -1,6 +1,6 @@
 """Batch benchmark: the nightly job end to end on synthetic data at scale.
 
-Not a test: `propensity bench batch [--customers N]` (`make bench-batch`), by
+Not a test: `python -m benchmarks batch [--customers N]` (`make bench-batch`), by
 default 1,000,000 customers and about 100M events of the demo generator
 (`features.synthetic.demo`, generated once into the work folder and reused, as
 the features
@@ -15,9 +15,11 @@ benchmark does). Three child processes, one after the other:
 - score: the nightly job as `propensity score` runs it, without MLflow: load and
   validate, `serving.batch.score.score` (features in customer chunks under DuckDB's
   memory limit, scoring, deciles, reason codes for the top deciles, the Parquet
-  file published atomically) and the drift report, timed from start to end, with
-  raw `booster.predict` timed on the same matrices in the same pass. Its peak
-  resident memory (VmHWM) is the job's.
+  file published atomically) and the drift report, timed from start to end. Raw
+  `booster.predict` is timed by the benchmark itself: each champion's booster is
+  wrapped (`TimedBooster`) so that the score pass's own plain predict calls, on
+  the very matrices it builds, add up their seconds. Its peak resident memory
+  (VmHWM) is the job's.
 
 Figures go to `bench/results/batch.json`: `customers`, `end_to_end_customers_per_s`,
 `score_rows_per_s` (encoding, 3 predicts, calibration), `raw_predict_rows_per_s`,
@@ -291,6 +293,37 @@ def load_champions(folder: Path):
     return Champions(models)
 
 
+class TimedBooster:
+    """A LightGBM booster whose plain `predict(matrix)` calls add up their
+    seconds: the raw predict time of the score pass on its own matrices, measured
+    without a hook in the production code. Other calls (pred_contrib, pred_leaf
+    for reason codes, dump_model, feature_name...) pass through untimed."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+        self.seconds = 0.0
+
+    def predict(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return self.booster.predict(data, *args, **kwargs)
+        start = time.perf_counter()
+        out = self.booster.predict(data)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.booster, name)
+
+
+def time_raw_predict(champions: Any) -> list[TimedBooster]:
+    """Wrap every champion's booster in a TimedBooster; return the wrappers."""
+    timed = []
+    for model in champions.models.values():
+        model.booster = TimedBooster(model.booster)
+        timed.append(model.booster)
+    return timed
+
+
 def _child_score(args: dict[str, Any]) -> dict[str, Any]:
     from serving.batch import drift_report
     from serving.batch.score import default_as_of, score, writing
@@ -299,10 +332,11 @@ def _child_score(args: dict[str, Any]) -> dict[str, Any]:
     config = _config(args)
     ds = _load(args)
     champions = load_champions(Path(args["models"]))
+    timed = time_raw_predict(champions)
     as_of = default_as_of(ds)
     load_s = time.perf_counter() - start
     with writing(config.scoring.output):
-        result = score(config, ds, champions, as_of, progress=False, compare_raw=True)
+        result = score(config, ds, champions, as_of, progress=False)
         t0 = time.perf_counter()
         report = result.drift.report(config.scoring.drift)
         drift_report.write(report, Path(args["output"]) / "_drift")
@@ -313,7 +347,7 @@ def _child_score(args: dict[str, Any]) -> dict[str, Any]:
         "rows_scored": result.rows,
         "skipped": result.skipped,
         "seconds": result.seconds,
-        "raw_predict_s": result.raw_predict_s,
+        "raw_predict_s": sum(b.seconds for b in timed),
         "reasons_rows": result.reasons_rows,
         "reasons_method": config.scoring.reason_method,
         "drift_report_s": report_s,
@@ -325,7 +359,13 @@ def _child_score(args: dict[str, Any]) -> dict[str, Any]:
 
 CHILDREN_BATCH = {**CHILDREN, "train": _child_train, "score": _child_score}
 
-__all__ = ["load_champions", "results_record", "run_batch"]
+__all__ = [
+    "TimedBooster",
+    "load_champions",
+    "results_record",
+    "run_batch",
+    "time_raw_predict",
+]
 
 if __name__ == "__main__":
     sys.exit(child_main(sys.argv[1:], CHILDREN_BATCH, MODULE))

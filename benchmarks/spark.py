@@ -4,7 +4,7 @@ On the same demo data (200k customers, about 20M events by default, 3 monthly
 cutoffs):
 
 - features: the one definition on DuckDB (in a child process, as
-  `propensity bench` runs it) and on Spark (local mode, `--spark-master`), each
+  the foundation bench runs it) and on Spark (local mode, `--spark-master`), each
   written as Parquet; the two outputs must be equal (`compare_parquet`: integers
   exactly, floats to 1e-9) or the figures are not reported;
 - scoring: small LightGBM champions fitted on the DuckDB features, then the rows

@@ -20,8 +20,8 @@ catalogue's order, so the query follows the config (windows, trends, amount
 roles, event-type mapping, churn horizon). The customers' attributes are those of
 the demo data (signup_time, plan, region, age), written out.
 
-This is the one reference query: `propensity bench` (foundation) and
-`propensity bench features` both run it.
+This is the one reference query: `python -m benchmarks foundation` and
+`python -m benchmarks features` both run it.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ Wiring around `serving.batch.score.score`, like `training.train` around the back
    histograms per target, seconds per step, model versions, drift figures; the
    status file `<output>/_last_run.json` says how the run ended.
 
-Exit codes (`EXIT_*`): 0 done; 3 drift alert (scores written); 4 the Postgres
-sink failed (scores written). The CLI adds 1 (error, nothing published) and 2
-(config or data contract error).
+Exit codes (`core.exitcodes.ExitCode`): OK (0) done; DRIFT_ALERT (3) scores
+written, drift alert; SINK_FAILED (4) scores written, the Postgres sink failed;
+FAILED (1) in the status file of a run that failed. The CLI adds USAGE (2: config
+or data contract error).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from core.atomic import Busy, publish_dir
 from core.config import ProjectConfig
+from core.exitcodes import ExitCode
 from core.files import atomic_write
 from features.columns import AS_OF, TARGETS
 from features.sources.load import Dataset
@@ -45,8 +47,6 @@ from serving.scoring import Champions
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_DRIFT_ALERT, EXIT_SINK_FAILED = 0, 3, 4
-EXIT_FAILED = 1
 STATUS_FILE = "_last_run.json"
 DRIFT_DIR = "_drift"
 KIND_SCORING = "scoring"
@@ -66,7 +66,7 @@ class NightlyResult:
     drift_dir: Path
     sink_rows: int | None
     sink_error: str | None
-    exit_code: int
+    exit_code: ExitCode
 
 
 def run_nightly(
@@ -121,7 +121,12 @@ def run_nightly(
         error = f"{type(exc).__name__}: {exc}"
         write_status(
             output,
-            {**status, "state": "failed", "exit_code": EXIT_FAILED, "error": error},
+            {
+                **status,
+                "state": "failed",
+                "exit_code": int(ExitCode.FAILED),
+                "error": error,
+            },
         )
         raise
     write_status(output, {**status, **_summary(result), "finished_at": _now()})
@@ -166,11 +171,11 @@ def _run(
             sink_error = f"{type(exc).__name__}: {str(exc).strip()}"
             log.error("Postgres sink %s failed: %s", config.scoring.postgres, exc)
     code = (
-        EXIT_SINK_FAILED
+        ExitCode.SINK_FAILED
         if sink_error
-        else EXIT_DRIFT_ALERT
+        else ExitCode.DRIFT_ALERT
         if report["level"] == ALERT
-        else EXIT_OK
+        else ExitCode.OK
     )
     if config.privacy.retention_days is not None:
         prune_scores(config.scoring.output, config.privacy.retention_days)
@@ -216,7 +221,7 @@ def _record(
     if out.sink_rows is not None:
         metrics["postgres_rows"] = out.sink_rows
     tags = {
-        "exit_code": str(out.exit_code),
+        "exit_code": str(int(out.exit_code)),
         "drift.level": out.drift["level"],
         "drift.alerts": ", ".join(out.drift["alerts"])[:4000],
         **({"sink.error": out.sink_error[:4000]} if out.sink_error else {}),
@@ -263,7 +268,7 @@ def _summary(out: NightlyResult) -> dict:
     r = out.score
     return {
         "state": "finished",
-        "exit_code": out.exit_code,
+        "exit_code": int(out.exit_code),
         "rows_scored": r.rows,
         "rows_skipped": r.skipped,
         "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
@@ -286,7 +291,7 @@ def record_failure(output: Path, error: str, exit_code: int, **context: str) -> 
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "finished_at": _now(),
-            "exit_code": exit_code,
+            "exit_code": int(exit_code),
             "error": error,
         },
     )

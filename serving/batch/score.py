@@ -153,8 +153,6 @@ class ScoreResult:
     # rows explained (top decile, summed over targets)
     reasons_rows: int
     drift: DriftMonitor
-    # raw booster.predict seconds on the same matrices (compare_raw only)
-    raw_predict_s: float | None = None
 
 
 def default_as_of(ds: Dataset) -> datetime:
@@ -184,7 +182,6 @@ class _Scored:
     not_eligible: int = 0
     seconds: float = 0.0
     drift_seconds: float = 0.0
-    raw_predict_s: float = 0.0
 
     def joined(self, which: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
         return {t: np.concatenate(which.get(t) or [np.empty(0)]) for t in TARGETS}
@@ -198,12 +195,10 @@ def score(
     *,
     run_id: str = "",
     progress: bool | None = None,
-    compare_raw: bool = False,
 ) -> ScoreResult:
     """Features at `as_of` (events strictly before it), scored, published
     atomically under `config.scoring.output`; call it inside
-    `writing(config.scoring.output)`. `compare_raw` also times plain
-    `booster.predict` on each batch's matrices (for the benchmark)."""
+    `writing(config.scoring.output)`."""
     started = time.perf_counter()
     spec = FeatureSpec.from_config(config)
     output = Path(config.scoring.output)
@@ -223,7 +218,7 @@ def score(
         )
         seconds["features"] = time.perf_counter() - t0
         skipped = {SKIPPED_NO_EVENTS: _never_seen(ds, parts)}
-        scored = _score_pass(parts, champions, monitor, progress, compare_raw)
+        scored = _score_pass(parts, champions, monitor, progress)
         skipped[SKIPPED_NOT_ELIGIBLE] = scored.not_eligible
         seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
         return publish(
@@ -240,7 +235,6 @@ def score(
             skipped=skipped,
             seconds=seconds,
             started=started,
-            raw_predict_s=scored.raw_predict_s if compare_raw else None,
         )
 
 
@@ -259,7 +253,6 @@ def publish(
     skipped: dict[str, int],
     seconds: dict[str, float],
     started: float,
-    raw_predict_s: float | None = None,
 ) -> ScoreResult:
     """Deciles of the `raw` probabilities, then the write pass over the feature
     `parts` (eligible rows in the order of `calibrated` and `raw`), published
@@ -304,7 +297,6 @@ def publish(
         seconds,
         writer.reasons_rows,
         monitor,
-        raw_predict_s,
     )
 
 
@@ -379,7 +371,6 @@ def _score_pass(
     champions: Champions,
     monitor: DriftMonitor,
     bar: bool | None,
-    compare_raw: bool,
 ) -> _Scored:
     out = _Scored()
     progress = Progress("score", _rows(parts), "customers", bar)
@@ -408,11 +399,6 @@ def _score_pass(
                     counted,
                 )
             out.drift_seconds += time.perf_counter() - t0
-            if compare_raw:
-                t0 = time.perf_counter()
-                for target in targets:
-                    champions.models[target].booster.predict(matrix)
-                out.raw_predict_s += time.perf_counter() - t0
         progress.update(len(frame))
     progress.close()
     return out

@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from core.exitcodes import ExitCode
 from features.columns import TARGETS
-from serving.batch.nightly import EXIT_DRIFT_ALERT, STATUS_FILE
+from serving.batch.nightly import STATUS_FILE
 from serving.batch.score import PAUSE_ENV, staging_dir
 from tests.helpers import BIN, ROOT, Project, run_cli, write_config
 
@@ -177,7 +178,7 @@ def test_a_shifted_population_alerts_and_still_writes(
     events.to_parquet(shifted)
     output, env = own_output(trained, tmp_path, shifted)
     done = run_cli(["score", "--as-of", DATES[1]], env)
-    assert done.returncode == EXIT_DRIFT_ALERT, done.stderr[-2000:]
+    assert done.returncode == ExitCode.DRIFT_ALERT, done.stderr[-2000:]
     alert = [line for line in done.stderr.splitlines() if "drift alert" in line]
     assert alert and "purchase_amount_sum_30d" in alert[0]
     scores = pd.read_parquet(output / f"as_of={DATES[1]}")
@@ -193,7 +194,7 @@ def test_a_shifted_population_alerts_and_still_writes(
     html = (output / "_drift" / f"as_of={DATES[1]}" / "drift.html").read_text()
     assert "purchase_amount_max_365d" in html and "data:image/png;base64" in html
     status = json.loads((output / STATUS_FILE).read_text())
-    assert status["exit_code"] == EXIT_DRIFT_ALERT
+    assert status["exit_code"] == ExitCode.DRIFT_ALERT
     assert "purchase_amount_sum_30d" in status["drift_alerts"]
 
 

@@ -183,7 +183,7 @@ def test_cdnow_sample_features_and_labels(sample: pa.Table, tmp_path: Path) -> N
 
 
 def test_import_command_writes_loadable_contract_files(tmp_path: Path) -> None:
-    from cli.app import main
+    from cli.main import main
 
     source = require(DATA / "online_retail" / "online_retail.parquet")
     out = tmp_path / "retail"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.exitcodes import ExitCode
 from features.columns import TARGETS
-from serving.batch.nightly import EXIT_SINK_FAILED
 from tests.helpers import (
     POSTGRES_USER,
     Project,
@@ -103,6 +103,6 @@ def test_a_failing_sink_exits_4_with_the_scores_written(
 ) -> None:
     output, env = sink_project(trained, tmp_path, database, "no_such_schema.scores")
     done = run_cli(["score", "--as-of", "2025-12-01"], env)
-    assert done.returncode == EXIT_SINK_FAILED, done.stderr[-2000:]
+    assert done.returncode == ExitCode.SINK_FAILED, done.stderr[-2000:]
     assert "Postgres sink failed" in done.stderr and "no_such_schema" in done.stderr
     assert len(pd.read_parquet(output / "as_of=2025-12-01")) > 0

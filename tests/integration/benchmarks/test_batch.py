@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+import benchmarks.batch
+from benchmarks.__main__ import main
 from benchmarks.batch import RESULTS_FILE, run_batch
-from cli.app import build_parser
 
 ISSUE_KEYS = (
     "customers",
@@ -38,8 +41,14 @@ def test_tiny_batch_bench_writes_the_issue_keys(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "work").iterdir() if "batch-scores" in p.name]
 
 
-def test_bench_batch_cli_defaults_to_a_million_customers() -> None:
-    args = build_parser().parse_args(["bench", "batch"])
-    assert args.customers == 1_000_000 and args.memory_limit == "1GB"
-    small = build_parser().parse_args(["bench", "batch", "--customers", "5000"])
-    assert small.customers == 5000
+def test_bench_batch_cli_defaults_to_a_million_customers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(benchmarks.batch, "run_batch", lambda **kw: calls.append(kw))
+    assert main(["batch"]) == 0
+    assert calls[0]["customers"] == 1_000_000 and calls[0]["memory_limit"] == "1GB"
+    assert main(["batch", "--customers", "5000"]) == 0
+    assert calls[1]["customers"] == 5000
+    assert main(["batch", "--customers", "0"]) == 2 and len(calls) == 2
+    assert "Invalid value for '--customers'" in capsys.readouterr().err

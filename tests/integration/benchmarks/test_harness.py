@@ -34,7 +34,6 @@ from benchmarks.harness import (
     run_foundation,
 )
 from benchmarks.sql import reference_sql
-from cli.app import build_parser
 from features.definition import build_features, catalogue
 from features.synthetic.demo import generate
 from tests.helpers import ROOT
@@ -356,14 +355,31 @@ def test_the_sql_needs_more_parts_for_more_events_per_memory() -> None:
     assert parts(102_600_000, "1GB") == 5
 
 
-def test_the_cli_and_make_target_run_the_features_bench() -> None:
-    args = build_parser().parse_args(
-        ["bench", "features", "--customers", "300", "--skip-large"]
+def test_the_cli_and_make_target_run_the_features_bench(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import benchmarks.features
+    import benchmarks.harness
+    from benchmarks.__main__ import main
+
+    calls: list[tuple[str, dict]] = []
+    monkeypatch.setattr(
+        benchmarks.features,
+        "run_features",
+        lambda **kw: calls.append(("features", kw)),
     )
-    assert args.func.__name__ == "cmd_bench_features"
-    assert args.customers == 300 and args.skip_large
-    assert build_parser().parse_args(["bench"]).func.__name__ == "cmd_bench"
+    monkeypatch.setattr(
+        benchmarks.harness,
+        "run_foundation",
+        lambda **kw: calls.append(("foundation", kw)),
+    )
+    assert main(["features", "--customers", "300", "--skip-large"]) == 0
+    (suite, args), *_ = calls
+    assert suite == "features" and args["customers"] == 300 and args["skip_large"]
+    assert main([]) == 0 and main(["foundation"]) == 0  # the default suite
+    assert [suite for suite, _ in calls[1:]] == ["foundation", "foundation"]
+    assert calls[1][1] == calls[2][1] and calls[1][1]["customers"] == 200_000
     makefile = (ROOT / "Makefile").read_text()
     target = re.search(r"^bench-features: .*## .+\n((?:\t.*\n)+)", makefile, re.M)
-    assert target and "$(CLI) bench features" in target.group(1)
+    assert target and "$(BENCH) features" in target.group(1)
     assert "--skip-large" in target.group(1)

@@ -28,7 +28,6 @@ from benchmarks.quality import (
     RETAIL_FILE,
     run_quality,
 )
-from cli.app import build_parser
 from tests.helpers import FAST, ROOT
 from training.origin_model import held_out
 
@@ -198,12 +197,19 @@ def test_held_out_customers_are_a_fixed_fifth() -> None:
     assert (held_out(ids.iloc[::-1]) == held[::-1]).all()  # by id, not position
 
 
-def test_the_cli_and_make_target_run_the_quality_bench() -> None:
-    args = build_parser().parse_args(["bench", "quality", "--data", "x"])
-    assert args.func.__name__ == "cmd_bench_quality" and args.data == "x"
-    assert build_parser().parse_args(["bench", "quality"]).data is None
+def test_the_cli_and_make_target_run_the_quality_bench(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.__main__ import main
+
+    calls: list[dict] = []
+    monkeypatch.setattr(bench_quality, "run_quality", lambda **kw: calls.append(kw))
+    assert main(["quality", "--data", "x"]) == 0
+    assert main(["quality"]) == 0
+    assert [c["data"] for c in calls] == [Path("x"), bench_quality.DATA]
     assert ROOT.parent / "shared" / "data" == bench_quality.DATA
     makefile = (ROOT / "Makefile").read_text()
     target = re.search(r"^bench-quality: .*## .+\n((?:\t.*\n)+)", makefile, re.M)
-    assert target and "$(CLI) bench quality" in target.group(1)
+    assert target and "$(BENCH) quality" in target.group(1)
+    assert "BENCH := $(BIN)/python -m benchmarks\n" in makefile
     assert re.search(r"^\.PHONY:.* bench-quality", makefile, re.M)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cli.app import build_parser
+from cli.main import main
 from core.config import LightGBMConfig
 from training.model import lgb_params
 from training.tune import SEARCH, config_params, search_space, snippet, suggest
@@ -56,17 +56,19 @@ def test_lambda_l2_defaults_to_zero_for_existing_configs() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--trials", "0"], "expected a positive integer, got '0'"),
-        (["--trials", "three"], "expected a positive integer, got 'three'"),
-        (["--trials", "3", "--timeout", "-5"], "expected a positive number"),
-        (["--trials", "3", "--timeout", "nan"], "expected a positive number"),
-        ([], "the following arguments are required: --trials"),
+        (["--trials", "0"], "Invalid value for '--trials': 0 is not in the range x>=1"),
+        (["--trials", "three"], "Invalid value for '--trials': 'three' is not a valid"),
+        (["--trials", "3", "--timeout", "-5"], "'--timeout': -5.0 is not in the range"),
+        (["--trials", "3", "--timeout", "inf"], "'--timeout': inf is not in the range"),
+        (
+            ["--trials", "3", "--timeout", "nan"],
+            "'--timeout': expected a positive number, got 'nan'",
+        ),
+        ([], "Missing option '--trials'"),
     ],
 )
 def test_tune_rejects_bad_arguments(
     args: list[str], message: str, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        build_parser().parse_args(["tune", "--target", "churn", *args])
-    assert exit_.value.code == 2
+    assert main(["tune", "--target", "churn", *args]) == 2
     assert message in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 
-from cli.app import main
+from cli.main import main
 from core.config import DatabaseSource
 from features.columns import CUSTOMER_ID, EVENT_COLUMNS, EVENT_TIME, EVENT_TYPE
 from features.sources.contract import ContractError

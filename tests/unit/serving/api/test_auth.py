@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.app import main
+from cli.main import main
 from core.config import ApiConfig, load_config
 from serving.api import auth
 from serving.api.auth import (

@@ -366,7 +366,7 @@ def test_spark_refuses_what_only_the_duckdb_loader_does(tmp_path: Path) -> None:
 def test_cli_pseudonym_forget_and_retention(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from cli.app import main
+    from cli.main import main
 
     monkeypatch.setenv("PROPENSITY_PSEUDONYM_KEY", KEY.decode())
     config = _project(tmp_path, privacy={"pseudonymise": True, "retention_days": 7})

@@ -1,0 +1,306 @@
+"""`python -m benchmarks [SUITE] [options]`: the benchmarks, from the repo root.
+
+benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
+has its own entry point instead of a `propensity` subcommand. Suites:
+`foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
+`features`, `batch`, `spark`, `privacy`, `quality`, `api`. Each prints its table
+and writes its JSON under --results (bench/results); `make bench*` run them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.config import ConfigError
+from core.exitcodes import ExitCode
+from features.sources.contract import ContractError
+
+POSITIVE_INT = click.IntRange(min=1)
+WORKDIR = "bench/work"
+RESULTS = "bench/results"
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def _demo_options(
+    customers: int = 200_000, workdir: str = WORKDIR
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--customers, --seed, --workdir, --results: every suite on demo data."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            (
+                click.option(
+                    "--customers",
+                    type=POSITIVE_INT,
+                    default=customers,
+                    help="demo customers (about 100 events each)",
+                ),
+                click.option("--seed", type=int, default=0),
+                click.option("--workdir", default=workdir, help="data and scratch"),
+                click.option("--results", default=RESULTS, help="the JSON figures"),
+            )
+        ):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+CUTOFFS = click.option(
+    "--cutoffs", type=POSITIVE_INT, default=3, help="monthly feature cutoffs"
+)
+THREADS = click.option("--threads", type=POSITIVE_INT, default=2, help="DuckDB threads")
+
+
+@click.group(
+    "benchmarks",
+    invoke_without_command=True,
+    context_settings=CONTEXT,
+    help="The benchmarks (default suite: foundation).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.pass_context
+def bench(ctx: click.Context, verbose: bool) -> ExitCode | None:
+    """Set up logging; without a suite, run the foundation bench's defaults."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "mlflow.store", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if ctx.invoked_subcommand is None:
+        return ctx.invoke(foundation)
+    return None
+
+
+@bench.command("foundation")
+@_demo_options()
+@CUTOFFS
+def foundation(
+    customers: int, seed: int, cutoffs: int, workdir: str, results: str
+) -> ExitCode:
+    """Features vs hand-written SQL, scoring vs raw booster.predict."""
+    from benchmarks.harness import run_foundation
+
+    run_foundation(
+        customers=customers,
+        seed=seed,
+        cutoffs=cutoffs,
+        workdir=Path(workdir),
+        results=Path(results),
+    )
+    return ExitCode.OK
+
+
+@bench.command("features")
+@_demo_options()
+@click.option(
+    "--large-customers", type=POSITIVE_INT, default=1_000_000, help="the large job"
+)
+@CUTOFFS
+@click.option(
+    "--training-cutoffs",
+    type=POSITIVE_INT,
+    default=12,
+    help="for the training-set job",
+)
+@click.option("--skip-large", is_flag=True, help="skip the large job")
+@click.option(
+    "--memory-limit",
+    default="1GB",
+    help="DuckDB memory_limit of the reference and training-set jobs",
+)
+@click.option("--large-memory-limit", default="1GB", help="DuckDB memory_limit, large")
+@THREADS
+def features(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    large_customers: int,
+    cutoffs: int,
+    training_cutoffs: int,
+    skip_large: bool,
+    memory_limit: str,
+    large_memory_limit: str,
+    threads: int,
+) -> ExitCode:
+    """Engine vs hand-written SQL: reference, training-set and large jobs."""
+    from benchmarks.features import run_features
+
+    run_features(
+        customers=customers,
+        large_customers=large_customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        cutoffs=cutoffs,
+        training_cutoffs=training_cutoffs,
+        skip_large=skip_large,
+        memory_limit=memory_limit,
+        large_memory_limit=large_memory_limit,
+        threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("batch")
+@_demo_options(customers=1_000_000)
+@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@THREADS
+def batch(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    memory_limit: str,
+    threads: int,
+) -> ExitCode:
+    """The nightly job end to end at scale: customers/s, scoring vs raw predict,
+    reason codes, peak memory."""
+    from benchmarks.batch import run_batch
+
+    run_batch(
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        memory_limit=memory_limit,
+        threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("spark")
+@_demo_options()
+@CUTOFFS
+@THREADS
+@click.option(
+    "--spark-master", default="local[2]", help="Spark master URL, e.g. local[4]"
+)
+def spark(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    cutoffs: int,
+    threads: int,
+    spark_master: str,
+) -> ExitCode:
+    """The reference feature job and scoring: Spark (local) vs DuckDB and
+    in-process."""
+    from benchmarks.spark import run_spark
+
+    run_spark(
+        customers=customers,
+        seed=seed,
+        cutoffs=cutoffs,
+        workdir=Path(workdir),
+        results=Path(results),
+        master=spark_master,
+        threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("privacy")
+@_demo_options()
+@CUTOFFS
+def privacy(
+    customers: int, seed: int, cutoffs: int, workdir: str, results: str
+) -> ExitCode:
+    """Features with pseudonyms vs plain ids and hand-written SQL; forget vs a
+    bare rewrite."""
+    from benchmarks.privacy import run_privacy
+
+    run_privacy(
+        customers=customers,
+        seed=seed,
+        cutoffs=cutoffs,
+        workdir=Path(workdir),
+        results=Path(results),
+    )
+    return ExitCode.OK
+
+
+@bench.command("quality")
+@click.option(
+    "--data",
+    default=None,
+    help="folder of the real datasets (default: ../shared/data from the project)",
+)
+@click.option("--workdir", default=f"{WORKDIR}/quality", help="scratch")
+@click.option("--results", default=RESULTS, help="the JSON figures")
+def quality(data: str | None, workdir: str, results: str) -> ExitCode:
+    """Model quality on the real event logs (CDNOW, Online Retail) against
+    recency, BG/NBD and the reference figures."""
+    from benchmarks.quality import DATA, run_quality
+
+    run_quality(
+        data=Path(data) if data else DATA,
+        workdir=Path(workdir),
+        results=Path(results),
+    )
+    return ExitCode.OK
+
+
+@bench.command("api")
+@_demo_options(customers=5000, workdir=f"{WORKDIR}/api")
+@click.option(
+    "--requests",
+    type=POSITIVE_INT,
+    default=2000,
+    help="requests per 1-record figure (100-record figures: a quarter)",
+)
+def api(
+    customers: int, seed: int, workdir: str, results: str, requests: int
+) -> ExitCode:
+    """A bounded load on a real `bentoml serve` of the API, beside a bare echo
+    service and the in-process call."""
+    from benchmarks.api import run_api
+
+    run_api(
+        customers=customers,
+        seed=seed,
+        requests=requests,
+        workdir=Path(workdir),
+        results=Path(results),
+    )
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a suite on `argv`; return the exit code (bad arguments: USAGE, with
+    click's message naming the option; a bad config or contract USAGE; a refused
+    value FAILED, as `propensity` does)."""
+    # idle OpenMP threads sleep instead of spinning (LightGBM, DuckDB share cores)
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    try:
+        code = bench.main(
+            args=argv, prog_name="python -m benchmarks", standalone_mode=False
+        )
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return ExitCode.FAILED
+    except (ConfigError, ContractError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return ExitCode.USAGE
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return ExitCode.FAILED
+    return int(code or ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

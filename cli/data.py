@@ -1,0 +1,122 @@
+"""Data commands: `demo-data`, `import`, `features list`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from cli.common import DAY, POSITIVE_FLOAT, POSITIVE_INT, Options, pass_options
+from core.exitcodes import ExitCode
+
+DATASETS = ("cdnow", "online-retail")
+
+
+@click.command("demo-data")
+@click.option("--customers", type=POSITIVE_INT, default=20_000, help="how many")
+@click.option("--seed", type=int, default=0)
+@click.option("--out", default="data/demo", help="folder of the Parquet files")
+@click.option(
+    "--start",
+    type=DAY,
+    default="2024-01-01",
+    metavar="YYYY-MM-DD",
+    help="first day",
+)
+@click.option("--days", type=POSITIVE_INT, default=730, help="days of history")
+@click.option("--events-per-customer", type=POSITIVE_FLOAT, default=100.0)
+@click.option(
+    "--subscriptions",
+    is_flag=True,
+    help="also write subscriptions.parquet (churn then happens at term ends)",
+)
+def demo_data(
+    customers: int,
+    seed: int,
+    out: str,
+    start: datetime,
+    days: int,
+    events_per_customer: float,
+    subscriptions: bool,
+) -> ExitCode:
+    """Generate a synthetic usage history (Parquet)."""
+    from features.synthetic.demo import generate
+
+    summary = generate(
+        out,
+        customers=customers,
+        seed=seed,
+        start=f"{start:%Y-%m-%d}",
+        days=days,
+        events_per_customer=events_per_customer,
+        subscriptions=subscriptions,
+    )
+    click.echo(
+        f"wrote {summary.events:,} events for {summary.customers:,} customers "
+        f"({summary.start:%Y-%m-%d} .. {summary.end:%Y-%m-%d}) to {out}"
+    )
+    if summary.subscriptions_path is not None:
+        click.echo(f"wrote subscription terms to {summary.subscriptions_path}")
+    return ExitCode.OK
+
+
+@click.command("import")
+@click.argument("dataset", type=click.Choice(DATASETS))
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="folder for events.parquet (+ customers)",
+)
+def import_(dataset: str, source: Path, out: Path) -> ExitCode:
+    """Turn a real dataset into the data contract.
+
+    SOURCE: CDNOW_master.txt, CDNOW_sample.txt or online_retail.parquet.
+    """
+    from features.sources import adapters
+
+    if dataset == "cdnow":
+        events, customers = adapters.cdnow(source), None
+    else:
+        events = adapters.online_retail(source)
+        customers = adapters.online_retail_customers(source)
+    adapters.write_contract(events, out / "events.parquet")
+    if customers is not None:
+        adapters.write_contract(customers, out / "customers.parquet")
+    roles = adapters.ROLES[dataset.replace("-", "_")].model_dump()
+    click.echo(f"wrote {events.num_rows:,} events to {out / 'events.parquet'}")
+    click.echo("roles for the config:")
+    for role, types in roles.items():
+        click.echo(f"  {role}: {types}")
+    return ExitCode.OK
+
+
+@click.group("features")
+def features() -> None:
+    """The feature catalogue."""
+
+
+@features.command("list")
+@pass_options
+def features_list(options: Options) -> ExitCode:
+    """Print name, role, window and description."""
+    from features.definition import FeatureSpec, catalogue
+
+    _, config, _ = options.context()
+    customers = None
+    if config.data.customers is not None:
+        from features.sources.load import load_customers
+
+        customers = load_customers(config.data.customers, fmt=config.data.format)
+    cat = catalogue(FeatureSpec.from_config(config), customers)
+    click.echo(f"{'name':34} {'role':16} {'window':>6}  description")
+    for f in cat.features:
+        window = f"{f.window_days}d" if f.window_days else ""
+        click.echo(f"{f.name:34} {f.role or '':16} {window:>6}  {f.description}")
+    click.echo(f"\n{len(cat.features)} features, feature-set version {cat.version()}")
+    return ExitCode.OK
+
+
+COMMANDS = (demo_data, import_, features)

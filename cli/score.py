@@ -1,0 +1,90 @@
+"""Scoring commands: `score` (the nightly run) and `score status`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import click
+
+from cli.common import DAY, Options, error, pass_options
+from core.exitcodes import ExitCode
+from features.sources.contract import ContractError
+
+
+@click.group("score", invoke_without_command=True)
+@click.option(
+    "--as-of",
+    type=DAY,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="cutoff date; events before it count (default: the day after the last event)",
+)
+@click.pass_context
+def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
+    """Score every eligible customer as of a date (the nightly run: scores, drift
+    report, sink, MLflow run; exit 3 drift alert, 4 sink failed)."""
+    if ctx.invoked_subcommand is not None:
+        return None
+    from core.atomic import Busy
+    from model.registry import configure
+    from serving.batch.nightly import record_failure, run_nightly
+    from serving.batch.score import default_as_of
+    from serving.scoring import Champions
+
+    options = ctx.ensure_object(Options)
+    _, config, uri = options.context()
+    try:
+        ds = options.load_data(config)
+        configure(uri)
+        champions = Champions.load(config, uri)
+    except Exception as exc:  # the status says why nothing ran, then as usual
+        code = ExitCode.USAGE if isinstance(exc, ContractError) else ExitCode.FAILED
+        record_failure(config.scoring.output, str(exc), code, tracking_uri=uri)
+        raise
+    as_of = as_of or default_as_of(ds)
+    try:
+        r = run_nightly(config, ds, champions, as_of, uri)
+    except Busy as exc:
+        error(str(exc))
+        return ExitCode.FAILED
+    s = r.score
+    click.echo(f"scored {s.rows:,} customers as of {as_of:%Y-%m-%d} -> {s.path}")
+    click.echo(
+        "skipped: "
+        + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s.skipped.items())
+    )
+    click.echo(f"MLflow run {r.run_id}; drift report {r.drift_dir}: {r.drift['level']}")
+    if r.sink_rows is not None:
+        click.echo(f"Postgres: {r.sink_rows:,} rows upserted")
+    if r.sink_error:
+        error(f"Postgres sink failed: {r.sink_error}")
+    if r.drift["alerts"]:
+        click.echo(
+            "drift alert (PSI >= "
+            f"{config.scoring.drift.alert}): {', '.join(r.drift['alerts'])}",
+            err=True,
+        )
+    return r.exit_code
+
+
+@score.command("status")
+@pass_options
+def status(options: Options) -> ExitCode | int:
+    """The last run's status (exit code: the run's, 5 running, 6 none)."""
+    from serving.batch.nightly import read_status
+
+    _, config, _ = options.context()
+    last = read_status(config.scoring.output)
+    if last is None:
+        click.echo(f"no scoring run recorded under {config.scoring.output}")
+        return ExitCode.NO_RUN
+    click.echo(json.dumps(last, indent=2))
+    if last["state"] == "running":
+        return ExitCode.RUNNING
+    if last["state"] == "finished":
+        return int(last["exit_code"])  # the run's own code, as recorded
+    return ExitCode.FAILED
+
+
+COMMANDS = (score,)
