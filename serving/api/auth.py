@@ -35,12 +35,12 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.atomic import atomic_write
 from core.config import ApiConfig
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ PUBLIC_PATHS = frozenset(
 )
 PUBLIC_PREFIXES = ("/static_content/",)
 SALT_BYTES = 16
+# the key file holds hashes only, but nobody else needs to read them
+KEY_FILE_MODE = 0o600
 SCORE, OUTREACH, ADMIN = "score", "outreach", "admin"
 SCOPES = (SCORE, OUTREACH, ADMIN)
 # the scope each route needs; any other route not public needs admin
@@ -184,18 +186,8 @@ def env_keys(value: str | None) -> list[ApiKey]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write a temp file beside `path` (mode 0600), fsync it, rename it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace the key file with `text` (mode 0600 from the start), atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text), mode=KEY_FILE_MODE)
 
 
 def add_key(path: Path, name: str, scopes: frozenset[str] = frozenset({SCORE})) -> str:

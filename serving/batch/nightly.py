@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import Busy, publish_dir
+from core.atomic import Busy, atomic_write, publish_dir
 from core.config import ProjectConfig
-from core.files import atomic_write
 from features.columns import AS_OF, TARGETS
 from features.sources.load import Dataset
 from features.sources.privacy import suppressed

@@ -25,7 +25,6 @@ import logging
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from typing import Protocol, Self
 import numpy as np
 import pandas as pd
 
+from core.atomic import TMP_PREFIX, replace_file, temp_path
 from core.config import OnlineStoreConfig
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
 
@@ -133,7 +133,7 @@ class SqliteStoreWriter(WriterContext):
         self.meta = meta
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(self.path)
-        self.tmp = self.path.parent / f".tmp-{self.path.name}-{uuid.uuid4().hex[:8]}"
+        self.tmp = temp_path(self.path)
         self.rows = 0
         self._db = sqlite3.connect(self.tmp, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=OFF")
@@ -169,14 +169,7 @@ class SqliteStoreWriter(WriterContext):
     def commit(self) -> None:
         self._db.execute("COMMIT")
         self._db.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_file(self.tmp, self.path)
         log.info(
             "online store %s: %d customers as of %s",
             self.path,
@@ -222,7 +215,7 @@ def column_values(column: pd.Series, categorical: bool) -> list:
 
 
 def _remove_stale(path: Path) -> None:
-    for stale in path.parent.glob(f".tmp-{path.name}-*"):
+    for stale in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
         log.warning("removing %s, left by an interrupted run", stale)
         stale.unlink(missing_ok=True)
 

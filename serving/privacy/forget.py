@@ -41,9 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.atomic import exclusive
+from core.atomic import atomic_write, exclusive
 from core.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
-from core.files import atomic_write
 from features.columns import CUSTOMER_ID
 from features.sources.privacy import (
     erasure_log_path,
