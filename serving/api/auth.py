@@ -42,6 +42,7 @@ from typing import Any
 
 from core.atomic import atomic_write
 from core.config import ApiConfig
+from core.watch import WatchedFile
 
 log = logging.getLogger(__name__)
 
@@ -239,46 +240,46 @@ def required_scope(path: str) -> str:
 
 class KeyRing:
     """The keys in force: the environment's, fixed at start, and the key file's,
-    re-read whenever the file changes."""
+    re-read whenever the file changes (core.watch.WatchedFile).
+
+    A key file that is invalid at start raises KeyFileError; one missing at start
+    holds no key. Later, a file that turns invalid or goes missing is logged and
+    the keys last read from it stay in force."""
 
     def __init__(self, env: list[ApiKey], path: Path | None = None) -> None:
         self.env = env
         self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._file: list[ApiKey] = []
-        if path is not None and path.exists():
-            self._file = read_key_file(path)
-            self._stamp = self._stat()
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)  # type: ignore[arg-type]
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._file: WatchedFile[list[ApiKey]] | None = None
+        if path is not None:
+            self._file = WatchedFile(path, self._read, self._gone)
+            self._file.get()
 
     def keys(self) -> list[ApiKey]:
-        if self.path is not None:
-            stamp = self._stat()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._reload()
-        return [*self.env, *self._file]
+        return [*self.env, *(self._file.get() if self._file is not None else [])]
 
-    def _reload(self) -> None:
-        if self._stamp is None:
-            log.error(
-                "API key file %s is gone; keeping the %d key(s) last read from it",
-                self.path,
-                len(self._file),
-            )
-            return
+    def _read(self, path: Path) -> list[ApiKey]:
+        last = self._file.value if self._file is not None else None
         try:
-            self._file = read_key_file(self.path)  # type: ignore[arg-type]
+            keys = read_key_file(path)
         except KeyFileError as exc:
-            log.error("%s; keeping the %d key(s) last read", exc, len(self._file))
-            return
-        log.info("API key file %s re-read: %d key(s)", self.path, len(self._file))
+            if last is None:  # at start: refuse, naming the line
+                raise
+            log.error("%s; keeping the %d key(s) last read", exc, len(last))
+            return last
+        if last is not None:
+            log.info("API key file %s re-read: %d key(s)", path, len(keys))
+        return keys
+
+    def _gone(self, path: Path, error: OSError) -> list[ApiKey]:
+        last = self._file.value if self._file is not None else None
+        if last is None:  # none at start: the environment's keys only
+            return []
+        log.error(
+            "API key file %s is gone; keeping the %d key(s) last read from it",
+            path,
+            len(last),
+        )
+        return last
 
 
 def keyring_from_config(
