@@ -113,7 +113,7 @@ def run_nightly(
     except Busy:  # another run is writing: its status stands, this run never began
         client.set_terminated(run_id, "KILLED")
         if previous is not None:
-            (output / STATUS_FILE).write_bytes(previous)
+            atomic_write(output / STATUS_FILE, lambda tmp: tmp.write_bytes(previous))
         raise
     except BaseException as exc:
         client.set_terminated(run_id, "FAILED")
