@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.atomic import atomic_write
 from features.columns import (
     CHURN,
     CUSTOMER_ID,
@@ -631,15 +632,9 @@ def format_table(
 
 
 def write_json(path: Path, data: dict[str, float]) -> None:
-    """Write `data` as JSON atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write `data` as JSON atomically (core.atomic.atomic_write)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,21 @@
-"""Atomic publication of an output folder.
+"""Atomic writes: one file, or a whole output folder, published so that readers
+see the old one or the new one, never part of one.
 
-The folder is written completely under a hidden temporary name beside the target,
-fsync'd, then swapped into place with one rename: readers see the old folder or the
-new one, never a mix. Replacing an existing folder uses Linux's renameat2 with
-RENAME_EXCHANGE (one atomic step); elsewhere it falls back to two renames.
+- `atomic_write(path, write)`: one file (the demo data, training snapshots, the
+  nightly status, the API key file, importers' output, benchmark results, files
+  rewritten by `propensity forget`). `write` fills a hidden temp file beside the
+  target; it is fsync'd, renamed over the target and the folder fsync'd.
+  `replace_file` is that last step alone, for a writer that fills its temp file
+  over several calls (the online store's SQLite file).
+- `publish_dir(target)`: a folder, written completely under a hidden temporary
+  name, fsync'd, then swapped into place with one rename. Replacing an existing
+  folder uses Linux's renameat2 with RENAME_EXCHANGE (one atomic step); elsewhere
+  it falls back to two renames.
+- `exclusive(folder)`: one writer at a time; `clean_stale` and `scratch_dir` for
+  the hidden temporary names a killed run leaves.
+
+Every temporary name is hidden and ends in a random suffix, not the target's
+(`.tmp-<name>-<hex>`), so no reader's glob (`*.parquet`) picks it up.
 """
 
 from __future__ import annotations
@@ -15,16 +27,20 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 _AT_FDCWD = -100
 # Hidden names this module (and callers' scratch space) leave behind only when a
 # run is killed: `.tmp-<target>-<hex>`, `.old-<target>-<hex>`.
-STALE_PREFIXES = (".tmp-", ".old-")
+TMP_PREFIX = ".tmp-"
+STALE_PREFIXES = (TMP_PREFIX, ".old-")
 _RENAME_EXCHANGE = 2
 
 
@@ -72,6 +88,51 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A hidden temporary name beside `path`: `.tmp-<name>-<random hex>`."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+
+
+def replace_file(tmp: Path, path: Path) -> None:
+    """Make the finished file `tmp` durable and move it onto `path`: fsync it,
+    rename it over `path` (atomic on one file system), fsync the folder so the
+    rename survives a crash."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
+
+
+def atomic_write(path: Path, write: Callable[[Path], T], mode: int | None = None) -> T:
+    """Call `write(temp path beside path)`, then `replace_file` it onto `path`;
+    returns what `write` returned. The temp file is removed when `write` or the
+    rename fails, so the old file stays whole.
+
+    With `mode` (e.g. 0o600 for the API key file) the temp file is created empty
+    with that mode before `write` fills it, so the content is never readable by
+    others, not even for a moment; without it `write` creates the file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        if mode is not None:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            try:
+                os.fchmod(fd, mode)  # whatever the umask
+            finally:
+                os.close(fd)
+        result = write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)  # in case `write` replaced the file
+        replace_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return result
+
+
 @contextmanager
 def publish_dir(target: Path, staging: Path | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `target` atomically.
@@ -86,7 +147,7 @@ def publish_dir(target: Path, staging: Path | None = None) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(staging) if staging is not None else target.parent
     staging.mkdir(parents=True, exist_ok=True)
-    tmp = staging / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_path(staging / target.name)
     tmp.mkdir()
     try:
         yield tmp
@@ -152,7 +213,7 @@ def clean_stale(folder: Path) -> list[Path]:
 def scratch_dir(folder: Path, name: str) -> Iterator[Path]:
     """A hidden working folder in `folder`, removed on exit (and by `clean_stale`
     after a kill): space for intermediate files on the output's disk."""
-    path = Path(folder) / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    path = temp_path(Path(folder) / name)
     path.mkdir(parents=True)
     try:
         yield path

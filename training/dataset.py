@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.files import atomic_write
+from core.atomic import atomic_write
 from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
 from features.labels import LabelSpec, build_labels

@@ -10,14 +10,13 @@ atomically, ready for `features.sources.load.load`.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.atomic import atomic_write
 from core.config import RolesConfig
 from features.columns import (
     AMOUNT,
@@ -249,19 +248,11 @@ def write_contract(table: pa.Table, out: Path) -> Path:
     """Write `table` to Parquet at `out` atomically; creates the folder.
 
     The data goes to a hidden temp file in the same folder (skipped by
-    `features.sources.contract.list_files`), then `os.replace` swaps it in, so a reader
-    never sees a half-written file.
+    `features.sources.contract.list_files`), then `core.atomic.atomic_write`
+    renames it over `out`, so a reader never sees a half-written file.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda tmp: pq.write_table(table, tmp))
     log.info("wrote %d rows to %s", table.num_rows, out)
     return out
 

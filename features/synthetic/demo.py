@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.files import atomic_write
+from core.atomic import atomic_write
 from features.columns import (
     CANCEL,
     CUSTOMER_ID,

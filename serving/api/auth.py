@@ -32,10 +32,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +41,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from core.atomic import atomic_write
 from core.config import ApiConfig
 from core.config.secrets import API_KEYS_ENV, api_keys, split_api_keys
+from core.watch import WatchedFile
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ PUBLIC_PATHS = frozenset(
 )
 PUBLIC_PREFIXES = ("/static_content/",)
 SALT_BYTES = 16
+# the key file holds hashes only, but nobody else needs to read them
+KEY_FILE_MODE = 0o600
 SCORE, OUTREACH, ADMIN = "score", "outreach", "admin"
 SCOPES = (SCORE, OUTREACH, ADMIN)
 # the scope each route needs; any other route not public needs admin
@@ -191,18 +193,8 @@ def env_keys(value: str | Iterable[SecretStr] | None) -> list[ApiKey]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write a temp file beside `path` (mode 0600), fsync it, rename it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace the key file with `text` (mode 0600 from the start), atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text), mode=KEY_FILE_MODE)
 
 
 def add_key(path: Path, name: str, scopes: frozenset[str] = frozenset({SCORE})) -> str:
@@ -254,46 +246,46 @@ def required_scope(path: str) -> str:
 
 class KeyRing:
     """The keys in force: the environment's, fixed at start, and the key file's,
-    re-read whenever the file changes."""
+    re-read whenever the file changes (core.watch.WatchedFile).
+
+    A key file that is invalid at start raises KeyFileError; one missing at start
+    holds no key. Later, a file that turns invalid or goes missing is logged and
+    the keys last read from it stay in force."""
 
     def __init__(self, env: list[ApiKey], path: Path | None = None) -> None:
         self.env = env
         self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._file: list[ApiKey] = []
-        if path is not None and path.exists():
-            self._file = read_key_file(path)
-            self._stamp = self._stat()
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)  # type: ignore[arg-type]
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._file: WatchedFile[list[ApiKey]] | None = None
+        if path is not None:
+            self._file = WatchedFile(path, self._read, self._gone)
+            self._file.get()
 
     def keys(self) -> list[ApiKey]:
-        if self.path is not None:
-            stamp = self._stat()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._reload()
-        return [*self.env, *self._file]
+        return [*self.env, *(self._file.get() if self._file is not None else [])]
 
-    def _reload(self) -> None:
-        if self._stamp is None:
-            log.error(
-                "API key file %s is gone; keeping the %d key(s) last read from it",
-                self.path,
-                len(self._file),
-            )
-            return
+    def _read(self, path: Path) -> list[ApiKey]:
+        last = self._file.value if self._file is not None else None
         try:
-            self._file = read_key_file(self.path)  # type: ignore[arg-type]
+            keys = read_key_file(path)
         except KeyFileError as exc:
-            log.error("%s; keeping the %d key(s) last read", exc, len(self._file))
-            return
-        log.info("API key file %s re-read: %d key(s)", self.path, len(self._file))
+            if last is None:  # at start: refuse, naming the line
+                raise
+            log.error("%s; keeping the %d key(s) last read", exc, len(last))
+            return last
+        if last is not None:
+            log.info("API key file %s re-read: %d key(s)", path, len(keys))
+        return keys
+
+    def _gone(self, path: Path, error: OSError) -> list[ApiKey]:
+        last = self._file.value if self._file is not None else None
+        if last is None:  # none at start: the environment's keys only
+            return []
+        log.error(
+            "API key file %s is gone; keeping the %d key(s) last read from it",
+            path,
+            len(last),
+        )
+        return last
 
 
 def keyring_from_config(

@@ -8,29 +8,34 @@ MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
 they come from the models packed into it instead.
 Every endpoint but the health probes, /metrics and the docs needs an API key
-(serving/auth.py); a worker started with no key configured fails, saying how to
-create one.
+(serving/api/auth.py); a worker started with no key configured fails, saying how
+to create one. `ApiGuard` puts the key check in front of the request size limit
+(serving/api/body_limit.py).
+
+The request and response bodies are in serving/api/schemas.py; the endpoints
+here turn them into calls of the rooms that do the work (serving.scoring, the
+online store, serving.outreach.campaign, serving.privacy.forget) and their
+errors into HTTP answers: 400 `{"error": ...}` naming the field, 409 for a
+conflict, 503 saying what is missing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from functools import partial
 from typing import Annotated, Literal
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.responses import JSONResponse, RedirectResponse
 
 from core.atomic import Busy
 from core.config import ConfigError, config_path, load_config
-from core.config.secrets import outreach_key
 from features.definition import FeatureSpec, catalogue
-from features.sources.privacy import pseudonymiser, suppression_path
+from features.sources.privacy import pseudonymiser
 from model.registry import CHAMPION, configure
+from serving import online_store
 from serving.api import bento
 from serving.api.auth import (
     ASGIApp,
@@ -41,173 +46,40 @@ from serving.api.auth import (
     keyring_from_config,
 )
 from serving.api.body_limit import BodyLimit
-from serving.online_store import sqlite as online_store
-from serving.outreach import contact_policy as policy
-from serving.outreach import selection as outreach
-from serving.outreach.contact_log import AlreadyConfirmed, ContactLog, ContactLogError
+from serving.api.schemas import (
+    MAX_RECORDS,
+    ByIdPrediction,
+    CustomerFeatures,
+    CustomerId,
+    ExplainResponse,
+    Explanation,
+    FeatureInfo,
+    ForgetResponse,
+    MetadataResponse,
+    ModelInfo,
+    OutreachCounts,
+    OutreachCustomer,
+    OutreachExcluded,
+    OutreachResponse,
+    OutreachRow,
+    PredictByIdResponse,
+    Prediction,
+    PredictResponse,
+    ReasonOut,
+    Target,
+)
+from serving.outreach import campaign
+from serving.outreach.contact_log import AlreadyConfirmed, ContactLogError
+from serving.outreach.contact_policy import OptOutFileError
+from serving.outreach.selection import MAX_CONTROL_SHARE
 from serving.privacy import forget
-from serving.reasons import Reason, reasons
+from serving.reasons import reasons
 from serving.scoring import Champions, RecordError
 
 log = logging.getLogger(__name__)
 
-MAX_RECORDS = 10_000
-CustomerId = Annotated[str, Field(min_length=1, max_length=256)]
-# a number (NaN and +-Infinity, accepted as JSON extensions, count as missing),
-# a category, or null for missing
-FeatureValue = float | Annotated[str, Field(max_length=256)] | None
-# the targets, spelled out so /docs.json lists them (features.columns.TARGETS)
-Target = Literal["churn", "purchase", "service_request"]
 # the champion's backtest means in the registered metadata: backtest_<metric>_mean
 BACKTEST_PREFIX, MEAN_SUFFIX = "backtest_", "_mean"
-
-
-class CustomerFeatures(BaseModel):
-    customer_id: Annotated[str | None, Field(max_length=256)] = None
-    features: dict[Annotated[str, Field(max_length=128)], FeatureValue]
-
-
-class Prediction(BaseModel):
-    customer_id: str | None
-    probabilities: dict[str, float]
-    model_versions: dict[str, str]
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
-    feature_set_version: str
-
-
-class ByIdPrediction(BaseModel):
-    customer_id: str
-    # not_found: the online store has no row for this id (not eligible at its
-    # as-of date, or unknown); probabilities and as_of are then null
-    status: Literal["ok", "not_found"]
-    # the date the customer's features were computed at (events before it)
-    as_of: str | None
-    probabilities: dict[str, float] | None
-    model_versions: dict[str, str]
-
-
-class PredictByIdResponse(BaseModel):
-    predictions: list[ByIdPrediction]
-    feature_set_version: str
-    found: int
-    not_found: int
-
-
-class ReasonOut(BaseModel):
-    feature: str
-    # the customer's value: a number, a category, null when missing
-    value: FeatureValue
-    # the feature's push on the raw (log-odds) score; always > 0
-    contribution: float
-    phrase: str
-
-
-class Explanation(BaseModel):
-    customer_id: str | None
-    probability: float
-    # at most k, largest contribution first; fewer when fewer features raise it
-    reasons: list[ReasonOut]
-
-
-class ExplainResponse(BaseModel):
-    target: str
-    model_version: str
-    feature_set_version: str
-    explanations: list[Explanation]
-
-
-class OutreachCustomer(BaseModel):
-    customer_id: Annotated[str, Field(min_length=1, max_length=256)]
-    features: dict[Annotated[str, Field(max_length=128)], FeatureValue]
-    # what a conversion is worth; default outreach.default_value
-    value: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
-    # false: never selected (opted out); null: unknown, excluded only when
-    # outreach.require_consent is on
-    consent: bool | None = None
-
-
-class OutreachRow(BaseModel):
-    customer_id: str
-    probability: float
-    expected_value: float
-    rank: int
-    # treatment: contact; control: held out, do not contact
-    group: Literal["treatment", "control"]
-    reasons: list[ReasonOut]
-
-
-class OutreachExcluded(BaseModel):
-    """Customers excluded before ranking, each under its first reason."""
-
-    opted_out: int
-    no_consent: int
-    forgotten: int
-    frequency_cap: int
-
-
-class OutreachCounts(BaseModel):
-    # customers ranked: those sent minus the excluded
-    eligible: int
-    selected: int
-    held_out: int
-    dropped_non_positive: int
-    excluded: OutreachExcluded
-
-
-class OutreachResponse(BaseModel):
-    campaign_id: str
-    target: str
-    # dry_run: nothing written; confirm: the selection is in the contact log
-    mode: Literal["dry_run", "confirm"]
-    # when the confirm was logged (UTC); null for a dry run
-    confirmed_at: str | None
-    model_version: str
-    selected: list[OutreachRow]
-    counts: OutreachCounts
-    reasons: list[str]
-
-
-class FeatureInfo(BaseModel):
-    name: str
-    # from the feature catalogue; null for attributes it cannot describe here
-    description: str | None
-    categorical: bool
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-    aliases: list[str]
-    trained_at: str | None
-    feature_set_version: str | None
-    calibration: str | None
-    horizon_days: int | None
-    # the champion's backtest metric means over the origins (roc_auc, log_loss, ...)
-    backtest_means: dict[str, float]
-    features: list[FeatureInfo]
-
-
-class ForgetResponse(BaseModel):
-    forgotten: int
-    rows_removed: int
-    # rows removed per place (a file or table); the customers are on the
-    # suppression list whether or not any row was found
-    places: dict[str, int]
-
-
-class MetadataResponse(BaseModel):
-    models: dict[str, ModelInfo]
-    feature_set_version: str
-
-
-def _reason(r: Reason) -> ReasonOut:
-    return ReasonOut(
-        feature=r.feature, value=r.value, contribution=r.contribution, phrase=r.phrase
-    )
-
 
 # Per endpoint and target, beside BentoML's own request counters and latencies
 # (bentoml.metrics builds them lazily, in each worker's multiprocess registry).
@@ -270,8 +142,7 @@ class Propensity:
             self.champions = Champions.load(config, uri)
         self.config = config
         self.pseudonyms = pseudonymiser(config.privacy)
-        self.opt_outs = policy.WatchedIds()
-        self.forgotten = policy.WatchedIds("the suppression list", missing_ok=True)
+        self.contact_policy = campaign.ContactPolicy()
         self.store = online_store.open_reader(
             config.online_store, required=self.champions.feature_names
         )
@@ -396,7 +267,7 @@ class Propensity:
                 Explanation(
                     customer_id=c.customer_id,
                     probability=float(p),
-                    reasons=[_reason(r) for r in rs],
+                    reasons=[ReasonOut.of(r) for r in rs],
                 )
                 for c, p, rs in zip(customers, probs, found, strict=True)
             ],
@@ -416,7 +287,7 @@ class Propensity:
         threshold: Annotated[float | None, Field(ge=0, le=1)] = None,
         contact_cost: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None,
         control_share: Annotated[
-            float | None, Field(ge=0, le=outreach.MAX_CONTROL_SHARE)
+            float | None, Field(ge=0, le=MAX_CONTROL_SHARE)
         ] = None,
         mode: Literal["dry_run", "confirm"] = "dry_run",
     ) -> OutreachResponse:
@@ -429,128 +300,63 @@ class Propensity:
         was confirmed before)."""
         if (budget is None) == (threshold is None):
             return _bad_request("budget, threshold: give exactly one")  # type: ignore[return-value]
-        settings = self.config.outreach
         try:
-            key = outreach_key(settings).get_secret_value()
-            opted_out = self.opt_outs.ids(settings.opt_out_file)
-            forgotten = self.forgotten.ids(suppression_path(self.config.privacy))
-        except (ConfigError, policy.OptOutFileError) as exc:
+            contact = self.contact_policy.read(
+                self.config.outreach, self.config.privacy
+            )
+        except (ConfigError, OptOutFileError) as exc:
             return _unavailable("outreach", exc)  # type: ignore[return-value]
-        records = [c.features for c in customers]
-        if (rejected := self._rejected(records)) is not None:
+        if (rejected := self._rejected([c.features for c in customers])) is not None:
             return rejected  # type: ignore[return-value]
-        ids = [c.customer_id for c in customers]
-        if len(set(ids)) != len(ids):
-            return _bad_request("customer_ids: duplicates")  # type: ignore[return-value]
-        stored = self.pseudonyms.many(ids)
-        cap = settings.frequency_cap
-        excluding = partial(
-            policy.exclusions,
-            ids,
-            stored,
-            [c.consent for c in customers],
-            opted_out=opted_out,
-            forgotten=forgotten,
-            require_consent=settings.require_consent,
-            max_contacts=None if cap is None else cap.max_contacts,
-        )
-        choose = partial(
-            self._choose,
-            campaign_id,
-            customers,
-            target,
-            key=key,
-            budget=budget,
-            threshold=threshold,
-            contact_cost=settings.contact_cost
-            if contact_cost is None
-            else contact_cost,
-            control_share=settings.control_share
-            if control_share is None
-            else control_share,
-        )
-        log = ContactLog(settings.contact_log)
-        confirmed_at = None
         try:
-            if mode == "dry_run":
-                now = datetime.now(UTC)
-                recent = log.recent(stored, cap.per_days, now) if cap else {}
-                excluded = excluding(contacts=recent)
-                selection, kept, matrix = choose(excluded)
-            else:
-                with log.confirming(campaign_id) as tx:
-                    recent = tx.recent(stored, cap.per_days) if cap else {}
-                    excluded = excluding(contacts=recent)
-                    selection, kept, matrix = choose(excluded)
-                    stored_of = dict(zip(ids, stored, strict=True))
-                    tx.record(
-                        target,
-                        [(stored_of[r.customer_id], r.group) for r in selection.rows],
-                    )
-                    confirmed_at = tx.confirmed_at
+            outcome = campaign.run(
+                campaign_id,
+                target,
+                [
+                    campaign.Offered(c.customer_id, c.features, c.value, c.consent)
+                    for c in customers
+                ],
+                rules=campaign.Rules(budget, threshold, contact_cost, control_share),
+                mode=mode,
+                settings=self.config.outreach,
+                contact=contact,
+                pseudonyms=self.pseudonyms,
+                score=lambda kept: self._score(target, kept),
+            )
         except AlreadyConfirmed as exc:
             return _conflict(exc)  # type: ignore[return-value]
         except ContactLogError as exc:
             return _unavailable("outreach", exc)  # type: ignore[return-value]
         except ValueError as exc:
             return _bad_request(str(exc))  # type: ignore[return-value]
-        counts = policy.counted(excluded)
-        notes = policy.notes(
-            counts,
-            None if cap is None else cap.max_contacts,
-            None if cap is None else cap.per_days,
-        )
-        return self._outreach_response(
-            selection, kept, matrix, target, mode, confirmed_at, counts, notes
-        )
+        return self._outreach_response(outcome, target, mode)
 
-    def _choose(
-        self,
-        campaign_id: str,
-        customers: list[OutreachCustomer],
-        target: str,
-        excluded: Sequence[str | None],
-        **rules: object,
-    ) -> tuple[outreach.Selection, list[OutreachCustomer], np.ndarray]:
-        """Score the customers not excluded and select among them; with the
-        features of the scored. ValueError from selection names its field."""
-        kept = [c for c, why in zip(customers, excluded, strict=True) if why is None]
-        model = self.champions.models[target]
-        if kept:
-            matrix = self.champions.matrix([c.features for c in kept], target)
-            probabilities = model.predict(matrix)
-        else:
-            matrix, probabilities = np.empty((0, 0)), np.empty(0)
-        default = self.config.outreach.default_value
-        selection = outreach.select(
-            campaign_id,
-            [c.customer_id for c in kept],
-            probabilities,
-            values=[default if c.value is None else c.value for c in kept],
-            **rules,  # type: ignore[arg-type]
-        )
+    def _score(
+        self, target: str, kept: Sequence[campaign.Offered]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The champion's matrix and probabilities for the customers a campaign
+        did not exclude."""
+        if not kept:
+            return np.empty((0, 0)), np.empty(0)
+        matrix = self.champions.matrix([dict(c.features) for c in kept], target)
+        probabilities = self.champions.models[target].predict(matrix)
         _count("outreach", [target], len(kept))
-        return selection, kept, matrix
+        return matrix, probabilities
 
     def _outreach_response(
         self,
-        selection: outreach.Selection,
-        kept: list[OutreachCustomer],
-        matrix: np.ndarray,
+        outcome: campaign.Outcome,
         target: str,
         mode: Literal["dry_run", "confirm"],
-        confirmed_at: str | None,
-        excluded: dict[str, int],
-        notes: list[str],
     ) -> OutreachResponse:
         model = self.champions.models[target]
+        selection = outcome.selection
         # reason codes only for the selected: attribution is the costly part
-        row_of = {c.customer_id: i for i, c in enumerate(kept)}
         explain = self.config.explain
         found = (
             reasons(
                 model,
-                matrix[[row_of[r.customer_id] for r in selection.rows]],
+                outcome.matrix[outcome.rows_of_selected()],
                 explain.top_k,
                 frozenset(explain.non_actionable),
                 self.descriptions,
@@ -563,7 +369,7 @@ class Propensity:
             campaign_id=selection.campaign_id,
             target=target,
             mode=mode,
-            confirmed_at=confirmed_at,
+            confirmed_at=outcome.confirmed_at,
             model_version=model.version,
             selected=[
                 OutreachRow(
@@ -572,7 +378,7 @@ class Propensity:
                     expected_value=r.expected_value,
                     rank=r.rank,
                     group=r.group,
-                    reasons=[_reason(x) for x in rs],
+                    reasons=[ReasonOut.of(x) for x in rs],
                 )
                 for r, rs in zip(selection.rows, found, strict=True)
             ],
@@ -581,9 +387,9 @@ class Propensity:
                 selected=selection.selected,
                 held_out=selection.held_out,
                 dropped_non_positive=selection.dropped_non_positive,
-                excluded=OutreachExcluded(**excluded),
+                excluded=OutreachExcluded(**outcome.excluded),
             ),
-            reasons=notes + selection.reasons,
+            reasons=outcome.notes + selection.reasons,
         )
 
     @bentoml.api

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import Busy, publish_dir
+from core.atomic import Busy, atomic_write, publish_dir
 from core.config import ProjectConfig
 from core.exitcodes import ExitCode
-from core.files import atomic_write
 from features.columns import AS_OF, TARGETS
 from features.sources.load import Dataset
 from features.sources.privacy import suppressed
@@ -114,7 +113,7 @@ def run_nightly(
     except Busy:  # another run is writing: its status stands, this run never began
         client.set_terminated(run_id, "KILLED")
         if previous is not None:
-            (output / STATUS_FILE).write_bytes(previous)
+            atomic_write(output / STATUS_FILE, lambda tmp: tmp.write_bytes(previous))
         raise
     except BaseException as exc:
         client.set_terminated(run_id, "FAILED")

@@ -1,13 +1,15 @@
 """The online store as a Postgres table (`online_store.postgres`), the option to
 the SQLite file for services on several machines.
 
-Same columns as the SQLite store (serving/online_store.py). A run builds
+Same interface (serving.online_store.base) and columns as the SQLite store
+(serving/online_store/sqlite.py). A run builds
 `<table>__new` and commits it, then swaps it in with two renames in one short
 transaction, with the meta table's rows replaced in the same transaction: a
 query sees the old table or the new one, never a half-built one, and a reader
 needs no restart (each lookup names the table afresh). A run killed while
 building leaves `<table>__new` behind; the next run drops it first. Credentials
 come from libpq's environment (PGUSER, PGPASSWORD or ~/.pgpass), never the URI.
+`delete` (for `propensity forget`) is a DELETE on the live table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -23,7 +26,7 @@ import pandas as pd
 
 from core.config import OnlineTable
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
-from serving.online_store.sqlite import (
+from serving.online_store.base import (
     Found,
     StoreError,
     StoreMeta,
@@ -161,7 +164,8 @@ def stored_meta(target: OnlineTable) -> StoreMeta | None:
 
 class PostgresStore:
     """Reads the table by customer id; one connection per thread (autocommit),
-    reconnecting once when the server dropped it."""
+    reconnecting once when the server dropped it. Deletes customers from it
+    (`delete`, for `propensity forget`)."""
 
     def __init__(self, target: OnlineTable, required: Sequence[str] = ()) -> None:
         self.target = target
@@ -222,3 +226,31 @@ class PostgresStore:
         return {
             row[cid]: Found(row[at], {n: row[i] for i, n in features}) for row in rows
         }
+
+    @property
+    def place(self) -> str:
+        return f"{self.target.uri} {self.target.table}"
+
+    def delete(self, ids: Sequence[str]) -> dict[str, int]:
+        """DELETE the rows of `ids` from the live table, in one transaction of
+        a connection of its own; the rows removed per id. No table: none."""
+        con = _connect(self.target)
+        try:
+            with con, con.cursor() as cur:
+                cur.execute("SELECT to_regclass(%s)", (_table(self.target.table),))
+                if cur.fetchone()[0] is None:
+                    return {}
+                cur.execute(
+                    f"DELETE FROM {_table(self.target.table)} WHERE "
+                    f"{_q(CUSTOMER_ID)} = ANY(%s) RETURNING {_q(CUSTOMER_ID)}",
+                    (list(ids),),
+                )
+                counts = Counter(row[0] for row in cur.fetchall())
+        finally:
+            con.close()
+        log.info(
+            "online store %s: %d row(s) of forgotten customers deleted",
+            self.target.table,
+            sum(counts.values()),
+        )
+        return dict(counts)

@@ -1,13 +1,17 @@
-"""The online store: each customer's latest features and scores, by id.
+"""The online store as one SQLite file (the default; the interface is in
+serving.online_store.base).
 
-The nightly job writes it; the API's `predict_by_id` reads it. The default is one
-SQLite file: a new file is built beside the old one, fsync'd and renamed over it,
+The nightly job writes it; the API's `predict_by_id` reads it. A new file is
+built beside the old one, fsync'd and renamed over it (core.atomic.replace_file),
 so a reader sees the old store or the new one, never a half-built one. A reader
 that opened the old file keeps reading it (the inode lives while it is open); the
 next lookup notices the new file (a changed inode) and opens that instead, so the
-API picks up a new store without a restart. `online_store.postgres` keeps the same
-rows in a Postgres table instead (serving/online_postgres.py); `open_writer` and
-`open_reader` pick the configured one.
+API picks up a new store without a restart. `delete` (for `propensity forget`)
+copies the file without the customers' rows, with secure_delete and VACUUM so no
+freed page keeps them, and renames the copy over the file the same way.
+`online_store.postgres` keeps the same rows in a Postgres table instead
+(serving/online_store/postgres.py); `open_writer` and `open_reader` pick the
+configured one.
 
 Layout (format 1):
 - `meta(key, value)`: `format`, `as_of`, `feature_set_version`, `written_at`,
@@ -25,100 +29,48 @@ import logging
 import os
 import sqlite3
 import threading
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, Self
 
 import numpy as np
 import pandas as pd
 
-from core.config import OnlineStoreConfig
+from core.atomic import TMP_PREFIX, atomic_write, replace_file, temp_path
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
+
+# the interface and the shared row layout, re-exported for the modules that
+# import them from here
+from serving.online_store.base import (
+    FORMAT,
+    Found,
+    StoreError,
+    StoreMeta,
+    StoreReader,
+    StoreWriter,
+    WriterContext,
+    column_values,
+    configured_as_of,
+    open_reader,
+    open_writer,
+    rows,
+    score_column,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "1"
 TABLE = "customers"
 META = "meta"
 # ids per IN (...) lookup; SQLite's default limit on bound parameters is 32766
 LOOKUP_BATCH = 5_000
 
 
-def score_column(target: str) -> str:
-    return f"score_{target}"
-
-
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class StoreError(RuntimeError):
-    """The online store is missing or unusable; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class StoreMeta:
-    as_of: str
-    feature_set_version: str
-    written_at: str
-    run_id: str | None
-    features: tuple[str, ...]
-    categorical: frozenset[str]
-    model_versions: Mapping[str, str]
-
-    def to_rows(self) -> list[tuple[str, str]]:
-        return [
-            ("format", FORMAT),
-            ("as_of", self.as_of),
-            ("feature_set_version", self.feature_set_version),
-            ("written_at", self.written_at),
-            ("run_id", self.run_id or ""),
-            ("features", json.dumps(list(self.features))),
-            ("categorical", json.dumps(sorted(self.categorical))),
-            ("model_versions", json.dumps(dict(self.model_versions))),
-        ]
-
-    @classmethod
-    def from_rows(cls, rows: Mapping[str, str], where: Path | str) -> StoreMeta:
-        if rows.get("format") != FORMAT:
-            raise StoreError(
-                f"{where}: online store format {rows.get('format')!r}, expected "
-                f"{FORMAT!r}: rewrite it with `propensity score`"
-            )
-        return cls(
-            as_of=rows["as_of"],
-            feature_set_version=rows["feature_set_version"],
-            written_at=rows["written_at"],
-            run_id=rows["run_id"] or None,
-            features=tuple(json.loads(rows["features"])),
-            categorical=frozenset(json.loads(rows["categorical"])),
-            model_versions=json.loads(rows["model_versions"]),
-        )
-
-
 # -- writing ------------------------------------------------------------------
-
-
-class WriterContext:
-    """As a context manager, a writer commits on success and aborts on an error."""
-
-    def commit(self) -> None:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class SqliteStoreWriter(WriterContext):
@@ -133,7 +85,7 @@ class SqliteStoreWriter(WriterContext):
         self.meta = meta
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(self.path)
-        self.tmp = self.path.parent / f".tmp-{self.path.name}-{uuid.uuid4().hex[:8]}"
+        self.tmp = temp_path(self.path)
         self.rows = 0
         self._db = sqlite3.connect(self.tmp, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=OFF")
@@ -169,14 +121,7 @@ class SqliteStoreWriter(WriterContext):
     def commit(self) -> None:
         self._db.execute("COMMIT")
         self._db.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_file(self.tmp, self.path)
         log.info(
             "online store %s: %d customers as of %s",
             self.path,
@@ -191,38 +136,8 @@ class SqliteStoreWriter(WriterContext):
             self.tmp.unlink(missing_ok=True)
 
 
-def rows(
-    meta: StoreMeta,
-    frame: pd.DataFrame,
-    scores: Mapping[str, np.ndarray],
-    scored_at: datetime,
-) -> Iterator[tuple]:
-    """A chunk's rows in the store's column order: id, as_of, the features, the
-    scores, scored_at."""
-    columns: list[Iterable] = [
-        frame[CUSTOMER_ID].astype(str).tolist(),
-        [meta.as_of] * len(frame),
-    ]
-    for name in meta.features:
-        columns.append(column_values(frame[name], name in meta.categorical))
-    for target in TARGETS:
-        columns.append(np.asarray(scores[target], dtype=np.float64).tolist())
-    columns.append([scored_at.isoformat()] * len(frame))
-    return zip(*columns, strict=True)
-
-
-def column_values(column: pd.Series, categorical: bool) -> list:
-    """Python values SQLite stores exactly: None for missing, str for categories
-    (as `Encoding.to_matrix` reads them), float otherwise."""
-    if categorical:
-        values = column.astype("string")
-        return [None if v is pd.NA else str(v) for v in values]
-    numbers = pd.to_numeric(column, errors="raise").astype("float64").to_numpy()
-    return [None if v != v else v for v in numbers.tolist()]  # NaN -> NULL
-
-
 def _remove_stale(path: Path) -> None:
-    for stale in path.parent.glob(f".tmp-{path.name}-*"):
+    for stale in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
         log.warning("removing %s, left by an interrupted run", stale)
         stale.unlink(missing_ok=True)
 
@@ -239,66 +154,7 @@ def stored_as_of(path: Path) -> str | None:
     return meta.as_of
 
 
-# -- the configured store -----------------------------------------------------
-
-
-def configured_as_of(config: OnlineStoreConfig) -> str | None:
-    """The as-of date the configured store holds, None when it holds none."""
-    if config.postgres is None:
-        return stored_as_of(config.path)
-    from serving.online_store.postgres import stored_meta
-
-    meta = stored_meta(config.postgres)
-    return None if meta is None else meta.as_of
-
-
-class StoreWriter(Protocol):
-    """What the nightly job feeds: chunks, then commit (swap in) or abort."""
-
-    def append(
-        self, frame: pd.DataFrame, scores: Mapping[str, np.ndarray], scored_at: datetime
-    ) -> None: ...
-
-    def commit(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-class StoreReader(Protocol):
-    """What the API reads: rows by customer id, and the store's meta."""
-
-    def lookup(self, ids: Sequence[str]) -> dict[str, Found]: ...
-
-    def meta(self) -> StoreMeta: ...
-
-
-def open_writer(config: OnlineStoreConfig, meta: StoreMeta) -> StoreWriter:
-    """A writer of the configured store: the Postgres table, else the file."""
-    if config.postgres is None:
-        return SqliteStoreWriter(config.path, meta)
-    from serving.online_store.postgres import PostgresStoreWriter
-
-    return PostgresStoreWriter(config.postgres, meta)
-
-
-def open_reader(config: OnlineStoreConfig, required: Sequence[str] = ()) -> StoreReader:
-    """A reader of the configured store; it connects at the first lookup."""
-    if config.postgres is None:
-        return SqliteStore(config.path, required)
-    from serving.online_store.postgres import PostgresStore
-
-    return PostgresStore(config.postgres, required)
-
-
 # -- reading ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Found:
-    """One customer's row: the as-of date and the features as a record."""
-
-    as_of: str
-    record: dict[str, object]
 
 
 def _open(path: Path) -> tuple[sqlite3.Connection, StoreMeta]:
@@ -318,7 +174,8 @@ def _open(path: Path) -> tuple[sqlite3.Connection, StoreMeta]:
 
 
 class SqliteStore:
-    """Reads a store file by customer id, reopening it when it has been replaced.
+    """Reads a store file by customer id, reopening it when it has been replaced;
+    deletes customers from it (`delete`, for `propensity forget`).
 
     Thread-safe: each thread keeps its own connection to the file it last saw.
     """
@@ -373,3 +230,74 @@ class SqliteStore:
             for row in db.execute(sql, (batch,)):
                 found[row[0]] = Found(row[1], dict(zip(features, row[2:], strict=True)))
         return found
+
+    @property
+    def place(self) -> str:
+        return str(self.path)
+
+    def delete(self, ids: Sequence[str]) -> dict[str, int]:
+        """Remove the rows of `ids`: the file is copied without them, their freed
+        pages zeroed (secure_delete) and dropped (VACUUM), and the copy renamed
+        over the file (core.atomic.atomic_write), so a reader sees the old file
+        or the new one and no page of the new one holds them. Untouched when none
+        of them has a row; the rows removed per id."""
+        if not self.path.exists():
+            return {}
+        wanted = json.dumps(list(dict.fromkeys(ids)))
+        with closing(_read_only(self.path)) as db:
+            counts = dict(
+                db.execute(
+                    f"SELECT {CUSTOMER_ID}, count(*) FROM {TABLE} WHERE {CUSTOMER_ID} "
+                    "IN (SELECT value FROM json_each(?)) GROUP BY 1",
+                    (wanted,),
+                ).fetchall()
+            )
+        if counts:
+            atomic_write(self.path, lambda tmp: _copy_without(self.path, tmp, ids))
+            log.info(
+                "online store %s: %d row(s) of forgotten customers deleted",
+                self.path,
+                sum(counts.values()),
+            )
+        return counts
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _copy_without(path: Path, tmp: Path, ids: Sequence[str]) -> None:
+    """The store at `path` copied to `tmp` without the rows of `ids`, their
+    freed pages zeroed (secure_delete) and dropped (VACUUM)."""
+    with (
+        closing(_read_only(path)) as src,
+        closing(sqlite3.connect(tmp, isolation_level=None)) as dst,
+    ):
+        src.backup(dst)
+        dst.execute("PRAGMA secure_delete = ON")
+        dst.executemany(
+            f"DELETE FROM {TABLE} WHERE {CUSTOMER_ID} = ?", [(c,) for c in ids]
+        )
+        dst.execute("VACUUM")
+
+
+__all__ = [
+    "FORMAT",
+    "LOOKUP_BATCH",
+    "META",
+    "TABLE",
+    "Found",
+    "SqliteStore",
+    "SqliteStoreWriter",
+    "StoreError",
+    "StoreMeta",
+    "StoreReader",
+    "StoreWriter",
+    "column_values",
+    "configured_as_of",
+    "open_reader",
+    "open_writer",
+    "rows",
+    "score_column",
+    "stored_as_of",
+]

@@ -19,10 +19,10 @@ offered minus the customers ranked.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from core.watch import WatchedFile
 from features.sources.privacy import parse_ids
 
 log = logging.getLogger(__name__)
@@ -122,29 +122,41 @@ def notes(
 
 class WatchedIds:
     """The ids of a list file, re-read whenever the file (its path, mtime, size
-    or inode) changes, so a request costs a stat, not a read. The opt-out file
-    (`what` names it in errors): missing or unreadable raises OptOutFileError,
-    since selecting without it could contact those who opted out. The
-    suppression list (`missing_ok`): missing means nobody was forgotten."""
+    or inode) changes (core.watch.WatchedFile), so a request costs a stat, not
+    a read. The opt-out file (`what` names it in errors): missing or unreadable
+    raises OptOutFileError, since selecting without it could contact those who
+    opted out. The suppression list (`missing_ok`): missing means nobody was
+    forgotten."""
 
     def __init__(
         self, what: str = "outreach.opt_out_file", missing_ok: bool = False
     ) -> None:
         self.what = what
         self.missing_ok = missing_ok
-        self._stamp: tuple[Path, int, int, int] | None = None
-        self._ids: frozenset[str] = frozenset()
+        self._file: WatchedFile[frozenset[str]] | None = None
 
     def ids(self, path: Path | None) -> frozenset[str]:
-        if path is None or (self.missing_ok and not path.exists()):
+        if path is None:
             return frozenset()
+        watched = self._file
+        if watched is None or watched.path != Path(path):  # another config
+            watched = self._file = WatchedFile(path, self._read, self._missing)
+        return watched.get()
+
+    def _read(self, path: Path) -> frozenset[str]:
         try:
-            st = os.stat(path)
-            stamp = (path, st.st_mtime_ns, st.st_size, st.st_ino)
-            if stamp != self._stamp:
-                self._ids = parse_ids(path.read_text())
-                self._stamp = stamp
-                log.info("%s %s read: %d id(s)", self.what, path, len(self._ids))
+            ids = parse_ids(path.read_text())
         except (OSError, UnicodeDecodeError) as exc:
-            raise OptOutFileError(f"{self.what} {path} cannot be read: {exc}") from exc
-        return self._ids
+            raise self._unreadable(path, exc) from exc
+        log.info("%s %s read: %d id(s)", self.what, path, len(ids))
+        return ids
+
+    def _missing(self, path: Path, error: OSError) -> frozenset[str]:
+        if self.missing_ok and isinstance(
+            error, (FileNotFoundError, NotADirectoryError)
+        ):
+            return frozenset()
+        raise self._unreadable(path, error) from error
+
+    def _unreadable(self, path: Path, exc: Exception) -> OptOutFileError:
+        return OptOutFileError(f"{self.what} {path} cannot be read: {exc}")

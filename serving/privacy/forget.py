@@ -29,10 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,9 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.atomic import exclusive
-from core.config import OnlineTable, PrivacyConfig, ProjectConfig, ScoresTable
-from core.files import atomic_write
+from core.atomic import atomic_write, exclusive
+from core.config import PrivacyConfig, ProjectConfig, ScoresTable
 from features.columns import CUSTOMER_ID
 from features.sources.privacy import (
     erasure_log_path,
@@ -53,12 +51,10 @@ from features.sources.privacy import (
     suppression_path,
 )
 from serving.batch.score import writing
-from serving.online_store.sqlite import TABLE
+from serving.online_store import open_reader
 from serving.outreach.contact_log import ContactLog
 
 log = logging.getLogger(__name__)
-
-ONLINE_STORE = "online_store"
 
 
 @dataclass(frozen=True)
@@ -145,45 +141,18 @@ def remove_from_parquet(root: Path, stored: Sequence[str]) -> dict[str, dict[str
 
 
 def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
-    store = config.online_store
-    if store.postgres is not None:
-        return _postgres(store.postgres, stored, ONLINE_STORE)
-    path = Path(store.path)
-    if not path.exists():
-        return {}
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        counts = {
-            c: n
-            for c in stored
-            for (n,) in db.execute(
-                f"SELECT count(*) FROM {TABLE} WHERE {CUSTOMER_ID} = ?", (c,)
-            )
-            if n
-        }
-    if counts:
-        atomic_write(path, lambda tmp: _copy_without(path, tmp, stored))
-    return {str(path): counts} if counts else {}
-
-
-def _copy_without(path: Path, tmp: Path, stored: Sequence[str]) -> None:
-    """The store at `path` copied to `tmp` without the rows of `stored`, their
-    freed pages zeroed (secure_delete) and dropped (VACUUM)."""
-    with (
-        closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src,
-        closing(sqlite3.connect(tmp, isolation_level=None)) as dst,
-    ):
-        src.backup(dst)
-        dst.execute("PRAGMA secure_delete = ON")
-        dst.executemany(
-            f"DELETE FROM {TABLE} WHERE {CUSTOMER_ID} = ?", [(c,) for c in stored]
-        )
-        dst.execute("VACUUM")
+    """Delete from the configured online store (serving.online_store): the
+    SQLite file rewritten without them, or a DELETE on the Postgres table."""
+    store = open_reader(config.online_store)
+    counts = store.delete(stored)
+    return {store.place: counts} if counts else {}
 
 
 def _postgres(
-    target: ScoresTable | OnlineTable, stored: Sequence[str], what: str
+    target: ScoresTable, stored: Sequence[str], what: str
 ) -> dict[str, dict[str, int]]:
-    """DELETE the rows of `stored` from a Postgres table (absent table: none)."""
+    """DELETE the rows of `stored` from the Postgres scores table (absent
+    table: none)."""
     import psycopg2
 
     place = f"{target.uri} {target.table}"

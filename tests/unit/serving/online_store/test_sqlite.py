@@ -135,3 +135,23 @@ def test_missing_store_and_missing_feature_are_clear_errors(tmp_path: Path) -> N
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="not an online store"):
         SqliteStore(path).lookup(["c1"])
+
+
+def test_delete_rewrites_the_file_without_the_rows_and_a_reader_sees_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    assert SqliteStore(path).delete(["c7"]) == {}  # no store: nothing removed
+    write(path, frame(10))
+    reader = SqliteStore(path)
+    assert reader.lookup(["c7", "c8"]).keys() == {"c7", "c8"}
+    before = path.stat().st_ino
+    assert reader.delete(["c7", "c8", "nobody", "c7"]) == {"c7": 1, "c8": 1}
+    assert reader.place == str(path) and path.stat().st_ino != before
+    assert reader.lookup(["c7", "c8", "c9"]).keys() == {"c9"}
+    # no freed page keeps the removed ids (secure_delete, VACUUM); no temp left
+    data = path.read_bytes()
+    assert b"c7" not in data and b"c8" not in data and b"c9" in data
+    assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite"]
+    after = path.stat().st_ino  # nothing to delete: the file is left as it is
+    assert reader.delete(["c7"]) == {} and path.stat().st_ino == after
