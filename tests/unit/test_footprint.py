@@ -109,16 +109,21 @@ def test_median_probe_takes_medians_and_any_import() -> None:
     assert got["modules"]["pyspark"] is False
 
 
-def test_bento_parts_splits_a_bento_folder(tmp_path: Path) -> None:
-    (tmp_path / "src" / "serving").mkdir(parents=True)
-    (tmp_path / "src" / "serving" / "api.py").write_bytes(b"x" * 1000)
-    (tmp_path / "models" / "m").mkdir(parents=True)
-    (tmp_path / "models" / "m" / "model.txt").write_bytes(b"x" * MB)
-    (tmp_path / "env" / "python").mkdir(parents=True)
-    (tmp_path / "env" / "python" / "requirements.txt").write_text("a==1\n# c\nb==2\n")
-    (tmp_path / "bento.yaml").write_text("name: x\n")
-    parts = bento_parts(tmp_path)
+def test_bento_parts_splits_a_bento_and_counts_the_models_it_names(
+    tmp_path: Path,
+) -> None:
+    bento, home = tmp_path / "bento", tmp_path / "home"
+    (bento / "src" / "serving").mkdir(parents=True)
+    (bento / "src" / "serving" / "api.py").write_bytes(b"x" * 1000)
+    (bento / "env" / "python").mkdir(parents=True)
+    (bento / "env" / "python" / "requirements.txt").write_text("a==1\n# c\nb==2\n")
+    (bento / "bento.yaml").write_text("models:\n- tag: m:v1\n  module: ''\n")
+    for version in ("v1", "v2"):  # v2 is not the Bento's
+        (home / "models" / "m" / version).mkdir(parents=True)
+        (home / "models" / "m" / version / "model.txt").write_bytes(b"x" * MB)
+    parts = bento_parts(bento, home)
     assert parts["bento_models_mb"] == 1.0
     assert parts["bento_py_files"] == 1.0
     assert parts["bento_requirements"] == 2.0
-    assert parts["bento_size_mb"] > parts["bento_models_mb"] + parts["bento_src_mb"]
+    assert parts["bento_folder_mb"] > parts["bento_src_mb"] + parts["bento_env_mb"]
+    assert parts["bento_size_mb"] == parts["bento_folder_mb"] + 1.0
