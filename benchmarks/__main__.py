@@ -277,6 +277,19 @@ def api(
     return ExitCode.OK
 
 
+@bench.command("footprint")
+@click.option("--customers", type=POSITIVE_INT, default=5000, help="demo customers")
+@click.option("--workdir", default=f"{WORKDIR}/footprint", help="work folder")
+@click.option("--results", default="bench/results", help="results folder")
+def footprint(customers: int, workdir: str, results: str) -> ExitCode:
+    """What serving weighs: a runtime venv of serving/requirements.txt, the API's
+    import, a served Bento's worker, the Bento itself."""
+    from benchmarks.footprint import run_footprint
+
+    run_footprint(Path(workdir), customers, Path(results))
+    return ExitCode.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a suite on `argv`; return the exit code (bad arguments: USAGE, with
     click's message naming the option; a bad config or contract USAGE; a refused
