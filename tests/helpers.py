@@ -8,16 +8,19 @@ import math
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -30,7 +33,8 @@ from serving.api.servers import (  # noqa: F401 - for the tests
     stop,
     wait_ready,
 )
-from serving.online_store.sqlite import StoreMeta
+from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
+from serving.outreach.contact_log import ContactLog
 from training.origin_model import Candidate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,3 +273,58 @@ FAST = (
     Candidate("a", LightGBMConfig(num_boost_round=30, min_data_in_leaf=5)),
     Candidate("b", LightGBMConfig(num_boost_round=30, num_leaves=4)),
 )
+
+
+# privacy: a project with every place forget and retention act on
+PRIVACY_KEY = b"unit-test-pseudonym-key-0123456789"
+
+
+def privacy_project(tmp_path: Path, **overrides) -> Path:
+    return write_config(
+        tmp_path / "propensity.yaml",
+        tmp_path / "events.parquet",
+        None,
+        training={
+            "cutoffs": {"start": "2025-01-01"},
+            "snapshot_dir": str(tmp_path / "snapshots"),
+        },
+        online_store={"path": str(tmp_path / "online" / "store.sqlite")},
+        outreach={
+            "contact_log": str(tmp_path / "contacts.sqlite"),
+            **overrides.pop("outreach", {}),
+        },
+        privacy={"dir": str(tmp_path / "privacy"), **overrides.pop("privacy", {})},
+        **overrides,
+    )
+
+
+def score_file(folder: Path, ids: list[str]) -> Path:
+    path = folder / "part-0.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table({"customer_id": ids, "churn": np.linspace(0, 1, len(ids))}), path
+    )
+    return path
+
+
+def online_store_of(path: Path, ids: list[str]) -> None:
+    meta = StoreMeta("2025-06-01", "v", "now", None, ("f",), frozenset(), {})
+    with SqliteStoreWriter(path, meta) as writer:
+        frame = pd.DataFrame({"customer_id": ids, "as_of": "2025-06-01", "f": 1.0})
+        scores = {
+            t: np.full(len(ids), 0.5) for t in ("churn", "purchase", "service_request")
+        }
+        writer.append(frame, scores, datetime(2025, 6, 1, tzinfo=UTC))
+
+
+def confirm_contacts(
+    log: ContactLog, campaign: str, ids: list[str], at: datetime
+) -> None:
+    with log.confirming(campaign, now=at) as c:
+        c.record("churn", [(i, "treatment") for i in ids])
+
+
+def age_path(path: Path, days: float) -> None:
+    stamp = time.time() - days * 86_400
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.utime(p, (stamp, stamp))
