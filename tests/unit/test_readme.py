@@ -333,3 +333,14 @@ def test_curl_example_matches_the_demo_catalogue(tmp_path: Path) -> None:
     ds = load(summary.events_path, summary.customers_path, as_of=datetime(2030, 1, 1))
     spec = FeatureSpec.from_config(load_config(ROOT / "propensity.yaml"))
     assert list(features) == catalogue(spec, ds.customers).names
+
+
+def test_the_exit_code_table_is_the_enum() -> None:
+    """docs/nightly.md's exit code table lists ExitCode, number, name and meaning."""
+    from core.exitcodes import describe
+
+    text = (ROOT / "docs" / "nightly.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (.+?) \|$", text, flags=re.M)
+    documented = [(int(n), name, meaning) for n, name, meaning in rows]
+    expected = [(int(c), c.name, d) for c, d in describe().items()]
+    assert documented == expected
