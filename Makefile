@@ -141,12 +141,12 @@ bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare
 bench-footprint: setup ## what serving weighs: a runtime venv of serving/requirements.txt, the API's import, a served worker, the Bento (CUSTOMERS=5000); bench/results/footprint.json
 	$(BENCH) footprint $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
-test: setup ## run the test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup ## run the test suite: integration tests in turn on one worker, unit tests beside them on another
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: setup ## the tests that start no process (tests/unit; a unit test that starts one fails), on 2 workers
-	$(BIN)/python -m pytest tests/unit -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check $(PACKAGES) tests
