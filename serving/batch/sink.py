@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 
 from core.config import ScoresTable
 from features.columns import AS_OF, CUSTOMER_ID, TARGETS, reasons_column
+from serving.online_store.postgres import delete_customers
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +102,21 @@ def upsert(parquet: Path, as_of: date, sink: ScoresTable) -> int:
         con.close()
     log.info("upserted %d rows as of %s into %s", rows, as_of, sink.table)
     return rows
+
+
+def delete(sink: ScoresTable, ids: Sequence[str]) -> dict[str, int]:
+    """Forget: DELETE the rows of customers `ids` from the scores table; the rows
+    removed per id (no table: none)."""
+    import psycopg2
+
+    con = psycopg2.connect(sink.uri, connect_timeout=10)
+    try:
+        counts = delete_customers(con, sink.table, ids)
+    finally:
+        con.close()
+    log.info(
+        "scores %s: %d row(s) of forgotten customers deleted",
+        sink.table,
+        sum(counts.values()),
+    )
+    return counts

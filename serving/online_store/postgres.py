@@ -236,16 +236,7 @@ class PostgresStore:
         a connection of its own; the rows removed per id. No table: none."""
         con = _connect(self.target)
         try:
-            with con, con.cursor() as cur:
-                cur.execute("SELECT to_regclass(%s)", (_table(self.target.table),))
-                if cur.fetchone()[0] is None:
-                    return {}
-                cur.execute(
-                    f"DELETE FROM {_table(self.target.table)} WHERE "
-                    f"{_q(CUSTOMER_ID)} = ANY(%s) RETURNING {_q(CUSTOMER_ID)}",
-                    (list(ids),),
-                )
-                counts = Counter(row[0] for row in cur.fetchall())
+            counts = delete_customers(con, _table(self.target.table), ids)
         finally:
             con.close()
         log.info(
@@ -253,4 +244,20 @@ class PostgresStore:
             self.target.table,
             sum(counts.values()),
         )
-        return dict(counts)
+        return counts
+
+
+def delete_customers(con, table: str, ids: Sequence[str]) -> dict[str, int]:  # noqa: ANN001
+    """DELETE the rows of customers `ids` from `table` (as SQL names it) in one
+    transaction on `con`; the rows removed per id. A missing table removes none.
+    The online store's and the scores sink's tables both forget this way."""
+    with con, con.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (table,))
+        if cur.fetchone()[0] is None:
+            return {}
+        cur.execute(
+            f"DELETE FROM {table} WHERE {_q(CUSTOMER_ID)} = ANY(%s) "
+            f"RETURNING {_q(CUSTOMER_ID)}",
+            (list(ids),),
+        )
+        return dict(Counter(row[0] for row in cur.fetchall()))

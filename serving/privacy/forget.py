@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.atomic import atomic_write, exclusive
-from core.config import PrivacyConfig, ProjectConfig, ScoresTable
+from core.config import PrivacyConfig, ProjectConfig
 from features.columns import CUSTOMER_ID
 from features.sources.privacy import (
     erasure_log_path,
@@ -50,6 +50,7 @@ from features.sources.privacy import (
     read_suppressed,
     suppression_path,
 )
+from serving.batch import sink
 from serving.batch.score import writing
 from serving.online_store import open_reader
 from serving.outreach.contact_log import ContactLog
@@ -95,7 +96,9 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
         removed |= {str(config.outreach.contact_log): contacts} if contacts else {}
         removed |= remove_from_parquet(config.scoring.output, stored)
         if config.scoring.postgres is not None:
-            removed |= _postgres(config.scoring.postgres, stored, "scores")
+            target = config.scoring.postgres
+            counts = sink.delete(target, stored)
+            removed |= {f"{target.uri} {target.table}": counts} if counts else {}
         if snapshots is not None:
             removed |= remove_from_parquet(snapshots, stored)
         erasure = Erasure(stored, removed, datetime.now(UTC).isoformat())
@@ -146,32 +149,6 @@ def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
     store = open_reader(config.online_store)
     counts = store.delete(stored)
     return {store.place: counts} if counts else {}
-
-
-def _postgres(
-    target: ScoresTable, stored: Sequence[str], what: str
-) -> dict[str, dict[str, int]]:
-    """DELETE the rows of `stored` from the Postgres scores table (absent
-    table: none)."""
-    import psycopg2
-
-    place = f"{target.uri} {target.table}"
-    con = psycopg2.connect(target.uri, connect_timeout=10)
-    try:
-        with con, con.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (target.table,))
-            if cur.fetchone()[0] is None:
-                return {}
-            cur.execute(
-                f'DELETE FROM {target.table} WHERE "{CUSTOMER_ID}" = ANY(%s) '
-                f'RETURNING "{CUSTOMER_ID}"',
-                (list(stored),),
-            )
-            counts = Counter(row[0] for row in cur.fetchall())
-    finally:
-        con.close()
-    log.info("%s: %d row(s) of forgotten customers deleted", what, sum(counts.values()))
-    return {place: dict(counts)} if counts else {}
 
 
 def _log_erasure(privacy: PrivacyConfig, erasure: Erasure) -> None:
