@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import ibis.expr.types as ir
@@ -74,14 +74,31 @@ def write_training_parquet(
     return ds.to_parquet_dir(expr, out_dir)
 
 
-def _complete_cutoffs(ds: Dataset | SparkDataset, cutoffs: list[datetime]):
-    _, data_end = ds.time_range()
-    kept = [c for c in cutoffs if c <= data_end]
+def data_end(
+    ds: Dataset | SparkDataset, complete_through: datetime | None = None
+) -> datetime:
+    """The instant the data are complete through: `complete_through` (the config's
+    `data.as_of`) when given, else the end of the last day with events. A log whose
+    last event is at 23:56 holds that whole day, so a label window ending at the
+    next midnight is complete."""
+    if complete_through is not None:
+        return complete_through
+    _, last = ds.time_range()
+    return datetime(last.year, last.month, last.day) + timedelta(days=1)
+
+
+def _complete_cutoffs(
+    ds: Dataset | SparkDataset,
+    cutoffs: list[datetime],
+    complete_through: datetime | None,
+):
+    end = data_end(ds, complete_through)
+    kept = [c for c in cutoffs if c <= end]
     if not kept:
         raise ValueError(
-            f"no training cutoff falls on or before the last event ({data_end})"
+            f"no training cutoff falls on or before the data's end ({end})"
         )
-    return kept, data_end
+    return kept, end
 
 
 def build_training_table(
@@ -91,13 +108,16 @@ def build_training_table(
     cutoffs: list[datetime],
     *,
     parquet_dir: Path | None = None,
+    complete_through: datetime | None = None,
 ) -> TrainingTable:
     """Features at every cutoff for customers eligible then, joined to their labels.
 
-    On Spark the table goes through Parquet: `parquet_dir` keeps it (for another
-    trainer, or to look at), else a temporary folder does.
+    A label counts only where its window lies within the data (`data_end`:
+    `complete_through`, the config's `data.as_of`, or the end of the last day with
+    events). On Spark the table goes through Parquet: `parquet_dir` keeps it (for
+    another trainer, or to look at), else a temporary folder does.
     """
-    cutoffs, data_end = _complete_cutoffs(ds, cutoffs)
+    cutoffs, end = _complete_cutoffs(ds, cutoffs, complete_through)
     if isinstance(ds, SparkDataset):
         frame = _spark_frame(ds, spec, labels, cutoffs, parquet_dir)
     else:
@@ -112,7 +132,7 @@ def build_training_table(
         drop=True
     )
     log.info("training table: %d rows over %d cutoffs", len(frame), len(cutoffs))
-    return TrainingTable(frame, catalogue(spec, ds.customers), data_end, cutoffs)
+    return TrainingTable(frame, catalogue(spec, ds.customers), end, cutoffs)
 
 
 def _spark_frame(

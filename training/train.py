@@ -84,7 +84,11 @@ def train_all(
     fairness.check_segments(ds.customers, config.fairness)
     _, last = ds.time_range()
     table = build_training_table(
-        ds, spec, labels, config.training.cutoffs.resolve(last)
+        ds,
+        spec,
+        labels,
+        config.training.cutoffs.resolve(last),
+        complete_through=config.data.as_of,
     )
     # every target's backtest is planned first: a target that cannot be trained
     # fails the run before anything is written to MLflow

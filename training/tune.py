@@ -169,7 +169,11 @@ def tune(
     labels = LabelSpec.from_config(config)
     _, last = ds.time_range()
     table = build_training_table(
-        ds, spec, labels, config.training.cutoffs.resolve(last)
+        ds,
+        spec,
+        labels,
+        config.training.cutoffs.resolve(last),
+        complete_through=config.data.as_of,
     )
     target_plan = plan(table, target, labels, config.training.backtest.origins)
     folds = [fold_data(table, fold, target) for fold in target_plan.folds]

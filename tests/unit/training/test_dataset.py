@@ -1,0 +1,71 @@
+"""The training table's data end: a log cut at midnight keeps its last day."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from features.definition import FeatureSpec
+from features.labels import LabelSpec
+from features.sources.load import load
+from training.dataset import build_training_table, data_end
+
+
+def _log(tmp_path: Path, last: datetime):
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "b"],
+            "event_time": [
+                datetime(2024, 6, 3),
+                last,
+                datetime(2024, 7, 9),
+                datetime(2024, 9, 2, 8),
+            ],
+            "event_type": ["login", "login", "login", "buy"],
+        }
+    )
+    frame["event_time"] = frame["event_time"].astype("datetime64[us]")
+    frame.to_parquet(tmp_path / "events.parquet")
+    return load(tmp_path / "events.parquet", as_of=datetime(2030, 1, 1))
+
+
+def test_the_data_end_is_the_end_of_the_last_day_with_events(tmp_path: Path) -> None:
+    ds = _log(tmp_path, datetime(2024, 9, 30, 23, 56))
+    assert data_end(ds) == datetime(2024, 10, 1)
+    labels = LabelSpec({"churn": 30, "purchase": 30, "service_request": 30})
+    # the 09-01 window [09-01, 10-01) lies within a log cut at midnight
+    assert labels.complete("purchase", datetime(2024, 9, 1), data_end(ds))
+    assert not labels.complete("purchase", datetime(2024, 9, 2), data_end(ds))
+
+
+def test_data_as_of_sets_the_data_end(tmp_path: Path) -> None:
+    ds = _log(tmp_path, datetime(2024, 9, 30, 23, 56))
+    through = datetime(2024, 10, 15)
+    assert data_end(ds, through) == through
+    table = build_training_table(
+        ds,
+        FeatureSpec(role_of={"buy": "purchase"}, windows_days=(30,)),
+        LabelSpec({"churn": 30, "purchase": 30, "service_request": 30}),
+        [datetime(2024, 9, 1), datetime(2024, 10, 1)],
+        complete_through=through,
+    )
+    assert table.data_end == through
+    assert table.cutoffs == [datetime(2024, 9, 1), datetime(2024, 10, 1)]
+
+
+def test_the_midnight_end_keeps_the_last_month_as_an_origin(tmp_path: Path) -> None:
+    ds = _log(tmp_path, datetime(2024, 9, 30, 23, 56))
+    table = build_training_table(
+        ds,
+        FeatureSpec(role_of={"buy": "purchase"}, windows_days=(30,)),
+        LabelSpec({"churn": 30, "purchase": 30, "service_request": 30}),
+        [datetime(2024, 8, 1), datetime(2024, 9, 1)],
+    )
+    assert table.data_end == datetime(2024, 10, 1)
+    labels = LabelSpec({"churn": 30, "purchase": 30, "service_request": 30})
+    complete = [
+        c for c in table.cutoffs if labels.complete("purchase", c, table.data_end)
+    ]
+    assert complete == [datetime(2024, 8, 1), datetime(2024, 9, 1)]
