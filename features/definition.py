@@ -139,6 +139,11 @@ class Feature:
     # timestamp turned into whole days since it.
     source: str | None = None
     days_since: bool = False
+    # Grows with the calendar by construction (whole days since a fixed date in
+    # the customer's past: the first event, the first purchase, an attribute
+    # date): its distribution shifts as the population ages, whatever customers
+    # do, so drift monitoring reports it without alerting by default.
+    calendar: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,11 @@ class Catalogue:
     def categorical(self) -> list[str]:
         return [f.name for f in self.features if f.categorical]
 
+    @property
+    def calendar(self) -> list[str]:
+        """The features that grow with the calendar by construction."""
+        return [f.name for f in self.features if f.calendar]
+
     def version(self) -> str:
         """Short hash of the definition version and the feature names, in order."""
         payload = json.dumps([DEFINITION_VERSION, self.names]).encode()
@@ -165,8 +175,10 @@ def _event_features(spec: FeatureSpec) -> list[Feature]:
     """The event features, in order, as the module docstring defines them."""
     out: list[Feature] = []
 
-    def add(name: str, role: str | None, window: int | None, text: str) -> None:
-        out.append(Feature(name, role, window, text))
+    def add(
+        name: str, role: str | None, window: int | None, text: str, **kw: bool
+    ) -> None:
+        out.append(Feature(name, role, window, text, **kw))
 
     for w in spec.windows_days:
         last = f"in the last {w} days"
@@ -211,8 +223,9 @@ def _event_features(spec: FeatureSpec) -> list[Feature]:
         PURCHASE,
         None,
         "whole days since the first purchase event",
+        calendar=True,
     )
-    add("tenure_days", None, None, "whole days since the first event")
+    add("tenure_days", None, None, "whole days since the first event", calendar=True)
     for role in ROLES:
         add(f"{role}_count_total", role, None, f"{role} events ever")
     add(
@@ -278,6 +291,7 @@ def attribute_features(customers: ir.Table | None, spec: FeatureSpec) -> list[Fe
                     description,
                     source=name,
                     days_since=True,
+                    calendar=True,
                 )
             )
         elif dtype.is_string():

@@ -100,7 +100,12 @@ def subscription_features(spec: FeatureSpec) -> list[Feature]:
     add("sub_quantity", None, "quantity (seats, units) of the current term")
     add("sub_auto_renew", None, "the current term renews automatically")
     add(CURRENT_PLAN, None, "plan of the current term", categorical=True)
-    add("sub_tenure_days", None, "whole days since the first subscription started")
+    add(
+        "sub_tenure_days",
+        None,
+        "whole days since the first subscription started",
+        calendar=True,
+    )
     add("sub_terms_total", None, "subscription terms ever")
     add(RENEWALS, None, "renewals on the same plan ever")
     add("sub_plan_changes_total", None, "plan changes ever")

@@ -40,9 +40,13 @@ class DriftConfig(Strict):
 
     warn: float = Field(0.1, gt=0)
     alert: float = Field(0.25, gt=0)
-    # Features reported but never raising a warning or an alert: those that grow
-    # with the calendar (tenure, days since a fixed date) drift by construction.
+    # Features reported but never raising a warning or an alert.
     ignore: list[str] = Field(default_factory=list)
+    # Features that grow with the calendar by construction (tenure, days since the
+    # first purchase or an attribute date: the feature catalogue marks them) drift
+    # as the population ages; they are reported, and warn or alert only when this
+    # is true. Scores always can.
+    alert_calendar_features: bool = False
 
     @model_validator(mode="after")
     def _order(self) -> DriftConfig:

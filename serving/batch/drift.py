@@ -12,7 +12,7 @@ training run share theirs); its PSI is the largest against any of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +23,20 @@ from model.drift import Counts, Reference
 OK, WARN, ALERT, IGNORED = "ok", "warn", "alert", "ignored"
 
 
-def level(value: float, thresholds: DriftConfig, name: str | None = None) -> str:
+def level(
+    value: float,
+    thresholds: DriftConfig,
+    name: str | None = None,
+    calendar: Collection[str] = (),
+) -> str:
     """ok, warn or alert by the thresholds; `ignored` for a drifted feature the
-    config ignores."""
-    if name is not None and name in thresholds.ignore and value >= thresholds.warn:
+    config ignores, or one of `calendar` (grows with the calendar by construction)
+    unless the config alerts on those."""
+    quiet = name is not None and (
+        name in thresholds.ignore
+        or (name in calendar and not thresholds.alert_calendar_features)
+    )
+    if quiet and value >= thresholds.warn:
         return IGNORED
     if value >= thresholds.alert:
         return ALERT
@@ -81,14 +91,24 @@ class DriftMonitor:
                 counts.add(matrix[:, j])
                 counted.add(id(counts))
 
-    def report(self, thresholds: DriftConfig, **context: object) -> dict:
-        """The drift report as a JSON-ready dict, features by PSI, largest first."""
+    def report(
+        self,
+        thresholds: DriftConfig,
+        calendar: Collection[str] = (),
+        **context: object,
+    ) -> dict:
+        """The drift report as a JSON-ready dict, features by PSI, largest first.
+        `calendar`: the features that grow with the calendar by construction
+        (the catalogue's `calendar`), quiet unless the config alerts on them."""
         by_feature: dict[str, dict[str, Counts]] = {}
         for target, per_feature in self.features.items():
             for name, counts in per_feature.items():
                 by_feature.setdefault(name, {})[target] = counts
         features = sorted(
-            (_feature_item(name, c, thresholds) for name, c in by_feature.items()),
+            (
+                _feature_item(name, c, thresholds, calendar)
+                for name, c in by_feature.items()
+            ),
             key=lambda item: -item["psi"],
         )
         scores = [{"target": t, **_item(c, thresholds)} for t, c in self.scores.items()]
@@ -109,13 +129,18 @@ class DriftMonitor:
         }
 
 
-def _item(counts: Counts, thresholds: DriftConfig, name: str | None = None) -> dict:
+def _item(
+    counts: Counts,
+    thresholds: DriftConfig,
+    name: str | None = None,
+    calendar: Collection[str] = (),
+) -> dict:
     ref = counts.reference
     rows = counts.rows
     value = counts.psi() if rows else 0.0
     return {
         "psi": value,
-        "level": level(value, thresholds, name) if rows else OK,
+        "level": level(value, thresholds, name, calendar) if rows else OK,
         "rows": rows,
         "reference_rows": ref.rows,
         "missing_share": float(counts.actual[-1]),
@@ -134,13 +159,17 @@ def _item(counts: Counts, thresholds: DriftConfig, name: str | None = None) -> d
 
 
 def _feature_item(
-    name: str, per_target: dict[str, Counts], thresholds: DriftConfig
+    name: str,
+    per_target: dict[str, Counts],
+    thresholds: DriftConfig,
+    calendar: Collection[str] = (),
 ) -> dict:
     """One feature: the figures against the reference it drifted most from."""
     psis = {t: (c.psi() if c.rows else 0.0) for t, c in per_target.items()}
     worst = max(psis, key=lambda t: psis[t])
     return {
         "feature": name,
-        **_item(per_target[worst], thresholds, name),
+        "calendar": name in calendar,
+        **_item(per_target[worst], thresholds, name, calendar),
         "psi_by_model": psis,
     }

@@ -35,6 +35,7 @@ from core.atomic import Busy, atomic_write, publish_dir
 from core.config import ProjectConfig
 from core.exitcodes import ExitCode
 from features.columns import AS_OF, TARGETS
+from features.definition import FeatureSpec, catalogue
 from features.sources.load import Dataset
 from features.sources.privacy import suppressed
 from features.sources.spark import SparkDataset
@@ -154,7 +155,10 @@ def _run(
         from serving.batch.spark import score_spark as scorer
     result = scorer(config, ds, champions, as_of, run_id=run_id, progress=progress)
     day = f"{as_of:%Y-%m-%d}"
-    report = result.drift.report(config.scoring.drift, as_of=day, run_id=run_id)
+    calendar = catalogue(FeatureSpec.from_config(config), ds.customers).calendar
+    report = result.drift.report(
+        config.scoring.drift, calendar, as_of=day, run_id=run_id
+    )
     drift_dir = Path(config.scoring.output) / DRIFT_DIR / f"{AS_OF}={day}"
     with publish_dir(drift_dir, staging_dir(config.scoring.output)) as tmp:
         drift_report.write(report, tmp)

@@ -104,6 +104,36 @@ def test_a_shifted_feature_alerts_and_is_named() -> None:
     assert ignored["level"] == OK and ignored["features"][0]["level"] == IGNORED
 
 
+def test_a_calendar_feature_is_reported_without_alerting_by_default() -> None:
+    """A feature that grows with the calendar drifts by construction: reported,
+    quiet unless the config asks; scores still alert."""
+    monitor, _ = _monitor(1.0)
+    quiet = monitor.report(DriftConfig(), calendar=["b"])
+    b = next(f for f in quiet["features"] if f["feature"] == "b")
+    assert quiet["level"] == OK and b["level"] == IGNORED and b["calendar"]
+    assert b["psi"] > 0.25  # still measured and shown
+    loud = monitor.report(DriftConfig(alert_calendar_features=True), calendar=["b"])
+    assert loud["level"] == ALERT and loud["alerts"] == ["b"]
+
+
+def test_the_catalogue_marks_the_features_that_grow_with_the_calendar() -> None:
+    import ibis
+
+    from features.definition import FeatureSpec, catalogue
+
+    customers = ibis.table(
+        {"customer_id": "string", "signup_time": "timestamp", "age": "int64"}
+    )
+    cat = catalogue(
+        FeatureSpec(role_of={"buy": "purchase"}, windows_days=(30,)), customers
+    )
+    assert set(cat.calendar) == {
+        "tenure_days",
+        "days_since_first_purchase",
+        "days_since_signup_time",
+    }
+
+
 def test_levels_at_the_thresholds() -> None:
     t = DriftConfig(warn=0.1, alert=0.25)
     assert [level(v, t) for v in (0.0999, 0.1, 0.2499, 0.25)] == [
