@@ -76,6 +76,9 @@ for _module in (data, train, score, serve, privacy):
         propensity.add_command(_command)
 
 
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `propensity` on `argv` (default: the process's arguments); return the
     exit code. A bad argument exits USAGE with click's message naming it; a bad
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     # LightGBM, scikit-learn and DuckDB share two cores: a 0.3 s LightGBM fit took
     # 2-30 s. Set before any of them loads its OpenMP runtime.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    # MLflow's download progress bars are for a person at a terminal; in a log
+    # file or a pipe they are noise (runs compare, train, score)
+    if not sys.stderr.isatty():
+        os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     try:
         code = propensity.main(args=argv, prog_name="propensity", standalone_mode=False)
     except click.ClickException as exc:  # bad arguments: exit_code 2 (USAGE)

@@ -26,7 +26,7 @@ def train(options: Options) -> ExitCode:
     click.echo(f"MLflow: {uri}")
     click.echo(
         f"{'target':16} {'version':>7} {'origins':>23} {'AUC':>7} {'logloss':>8} "
-        f"{'ECE cal':>7} {'calib':>8}  baselines AUC"
+        f"{'ll cal':>8} {'ECE cal':>7} {'calib':>8}  baselines AUC"
     )
     for r in results:
         m = r.metrics
@@ -38,11 +38,17 @@ def train(options: Options) -> ExitCode:
             f"{r.target:16} {r.version:>7} "
             f"{r.origins[0]:%Y-%m-%d}..{r.origins[-1]:%Y-%m-%d} "
             f"{m['backtest_roc_auc_mean']:7.4f} {m['backtest_log_loss_mean']:8.4f} "
+            f"{m.get('calibrated_log_loss_mean', float('nan')):8.4f} "
             f"{m.get('calibrated_ece_mean', float('nan')):7.4f} "
             f"{r.calibration:>8}  {bases}"
         )
         verdict = "champion" if r.decision.promote else "challenger"
         click.echo(f"  -> {verdict}: {r.decision.reason}")
+    click.echo(
+        "AUC, logloss: the raw model, mean over the origins; ll cal, ECE cal: the "
+        "calibrated probabilities the API and the nightly job serve, mean over the "
+        "origins after the first (the first only fits the calibration)"
+    )
     return ExitCode.OK
 
 

@@ -78,12 +78,19 @@ def table(
         for key in KEY_METRICS:
             row[key] = m.get(f"backtest_{key}_mean")
         row["calibrated_ece"] = m.get("calibrated_ece_mean")
+        # the mean hides a bad origin: each origin's AUC, oldest first
+        history = client.get_metric_history(r.info.run_id, "backtest_roc_auc")
+        row["roc_auc_by_origin"] = [h.value for h in sorted(history, key=_step)]
         for s in siblings.get((tags["training_id"], tags["target"]), []):
             base = s.data.tags["model"]
             row[f"{base}_roc_auc"] = s.data.metrics.get("backtest_roc_auc_mean")
             row[f"{base}_log_loss"] = s.data.metrics.get("backtest_log_loss_mean")
         rows.append(row)
     return rows
+
+
+def _step(metric) -> int:  # noqa: ANN001
+    return metric.step
 
 
 def format_table(rows: list[dict]) -> str:
@@ -93,7 +100,7 @@ def format_table(rows: list[dict]) -> str:
     head = (
         f"{'target':16} {'run':8} {'trained':17} {'ver':>4} {'':1} {'AUC':>7} "
         f"{'logloss':>7} {'ECE cal':>7} {'recency':>7} {'logreg':>7} {'bgnbd':>7}"
-        "  (AUC; backtest means)"
+        "  (AUC; backtest means)  AUC per origin"
     )
     lines = [head]
     for r in rows:
@@ -102,6 +109,8 @@ def format_table(rows: list[dict]) -> str:
             f"{r['version']:>4} {'*' if r['champion'] else ' '} {f(r['roc_auc'])} "
             f"{f(r['log_loss'])} {f(r['calibrated_ece'])} "
             + " ".join(f(r.get(f"{b}_roc_auc")) for b in BASELINES)
+            + "  "
+            + " ".join(f"{v:.4f}" for v in r.get("roc_auc_by_origin", []))
         )
     lines.append("* = champion")
     return "\n".join(lines)

@@ -231,15 +231,24 @@ def test_runs_lists_and_compares(registry: Project) -> None:
     done = run_cli(["runs"], registry.env())
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
+    client = _client(registry)
     for target in TARGETS:
         mine = [line for line in lines if line.startswith(target + " ")]
         assert len(mine) == 2, done.stdout
         # newest first: v2 (challenger) then v1 (champion, starred)
         assert " 2   " in mine[0] and " 1 * " in mine[1], mine
-    compared = run_cli(
-        ["runs", "compare", "churn/1", "models:/churn/2"], registry.env()
-    )
+        # each origin's AUC after the means, oldest first
+        run = client.get_run(client.get_model_version(target, "1").run_id)
+        history = client.get_metric_history(run.info.run_id, "backtest_roc_auc")
+        expected = [f"{h.value:.4f}" for h in sorted(history, key=lambda h: h.step)]
+        assert len(expected) == len(run.data.params["origins"].split(","))
+        assert mine[1].split()[-len(expected) :] == expected, mine[1]
+    # outside a terminal, MLflow's download progress bars stay out of the output
+    env = registry.env()
+    env.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+    compared = run_cli(["runs", "compare", "churn/1", "models:/churn/2"], env)
     assert compared.returncode == 0, compared.stderr[-2000:]
+    assert "Downloading artifacts" not in compared.stderr
     out = compared.stdout
     origins = (
         _client(registry)
