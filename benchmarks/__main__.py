@@ -10,7 +10,6 @@ and writes its JSON under --results (bench/results); `make bench*` run them.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +17,8 @@ from typing import Any
 
 import click
 
-from core.config import ConfigError
+from cli.main import run
 from core.exitcodes import ExitCode
-from features.sources.contract import ContractError
 
 POSITIVE_INT = click.IntRange(min=1)
 WORKDIR = "bench/work"
@@ -291,28 +289,9 @@ def footprint(customers: int, workdir: str, results: str) -> ExitCode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a suite on `argv`; return the exit code (bad arguments: USAGE, with
-    click's message naming the option; a bad config or contract USAGE; a refused
-    value FAILED, as `propensity` does)."""
-    # idle OpenMP threads sleep instead of spinning (LightGBM, DuckDB share cores)
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    try:
-        code = bench.main(
-            args=argv, prog_name="python -m benchmarks", standalone_mode=False
-        )
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.Abort:
-        click.echo("Aborted!", err=True)
-        return ExitCode.FAILED
-    except (ConfigError, ContractError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        return ExitCode.USAGE
-    except ValueError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return ExitCode.FAILED
-    return int(code or ExitCode.OK)
+    """Run a suite on `argv`; return the exit code, with the errors and exit codes
+    of `propensity` (cli.main.run)."""
+    return run(bench, argv, "python -m benchmarks")
 
 
 if __name__ == "__main__":

@@ -81,9 +81,15 @@ PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 def main(argv: list[str] | None = None) -> int:
     """Run `propensity` on `argv` (default: the process's arguments); return the
-    exit code. A bad argument exits USAGE with click's message naming it; a bad
-    config or data contract USAGE; a missing champion or a refused value FAILED;
-    anything else raises (a traceback is a bug)."""
+    exit code (see `run`)."""
+    return run(propensity, argv, "propensity")
+
+
+def run(group: click.Group, argv: list[str] | None, prog_name: str) -> int:
+    """Run the click `group` on `argv`; return the exit code. A bad argument exits
+    USAGE with click's message naming it; a bad config or data contract USAGE; a
+    missing champion or a refused value FAILED; anything else raises (a
+    traceback is a bug). `python -m benchmarks` runs its suites through this too."""
     # OpenMP threads that spin while idle (the default) fight each other when
     # LightGBM, scikit-learn and DuckDB share two cores: a 0.3 s LightGBM fit took
     # 2-30 s. Set before any of them loads its OpenMP runtime.
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty():
         os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     try:
-        code = propensity.main(args=argv, prog_name="propensity", standalone_mode=False)
+        code = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.ClickException as exc:  # bad arguments: exit_code 2 (USAGE)
         exc.show()
         return exc.exit_code
