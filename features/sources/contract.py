@@ -11,6 +11,7 @@ database returned the rows.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,6 +186,28 @@ def file_columns(
         ) from exc
 
 
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[^0-9a-z]+", name.lower()) if w]
+
+
+def close_match(wanted: str, present: Sequence[str]) -> str | None:
+    """The column in `present` that is plainly `wanted` misspelt, or None.
+
+    The same name but for case and separators (`Customer-ID`), or a close spelling
+    whose first word starts like `wanted`'s (`cust_id`, `event_ts`, `start_date`);
+    never a column that only shares a suffix (`store_id` is not `customer_id`)."""
+    bare = "".join(_words(wanted))
+    for name in present:
+        if "".join(_words(name)) == bare:
+            return name
+    head = (_words(wanted) or [""])[0]
+    for name in difflib.get_close_matches(wanted, present, n=3, cutoff=0.7):
+        first = (_words(name) or [""])[0]
+        if first and (head.startswith(first) or first.startswith(head)):
+            return name
+    return None
+
+
 def _missing_columns(
     where: Path | str, present: Sequence[str], required: Iterable[str]
 ) -> list[Problem]:
@@ -192,9 +215,8 @@ def _missing_columns(
     for col in required:
         if col in present:
             continue
-        close = difflib.get_close_matches(col, present, n=1, cutoff=0.6)
-        close += [c for c in present if c.lower() == col.lower()]
-        hint = f"; found {close[-1]!r}, did you mean {col!r}?" if close else ""
+        close = close_match(col, present)
+        hint = f"; found {close!r}, did you mean {col!r}?" if close else ""
         problems.append(
             Problem(
                 where,

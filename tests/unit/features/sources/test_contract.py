@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.sources.contract import ContractError
+from features.sources.contract import ContractError, close_match
 from features.sources.load import load
 
 GOOD = (
@@ -60,6 +60,31 @@ def test_misnamed_column_is_named_with_a_suggestion(tmp_path: Path) -> None:
     (problem,) = problems_of(path)
     assert problem.file == path and problem.column == "event_time"
     assert "missing" in problem.expected and "'event_tim'" in problem.expected
+
+
+def test_a_column_sharing_only_a_suffix_gets_no_suggestion(tmp_path: Path) -> None:
+    """`store_id` is not `customer_id` misspelt: no "did you mean" for it."""
+    path = write(tmp_path, "store_id,event_time,event_type\nc1,2024-01-01,login\n")
+    (problem,) = problems_of(path)
+    assert problem.column == "customer_id"
+    assert "did you mean" not in problem.expected
+
+
+@pytest.mark.parametrize(
+    ("wanted", "present", "suggested"),
+    [
+        ("customer_id", ["store_id", "household_id"], None),
+        ("customer_id", ["cust_id"], "cust_id"),
+        ("customer_id", ["Customer-ID"], "Customer-ID"),
+        ("event_time", ["event_ts", "timestamp"], "event_ts"),
+        ("event_time", ["timestamp"], None),
+        ("start_time", ["start_date"], "start_date"),
+    ],
+)
+def test_only_close_matches_are_suggested(
+    wanted: str, present: list[str], suggested: str | None
+) -> None:
+    assert close_match(wanted, present) == suggested
 
 
 def test_missing_column(tmp_path: Path) -> None:
