@@ -145,8 +145,8 @@ test: setup ## run the test suite: integration tests in turn on one worker, unit
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: setup ## the tests that start no process (tests/unit; a unit test that starts one fails), on 2 workers
-	$(BIN)/python -m pytest tests/unit -n 2 --dist worksteal $(PYTEST_ARGS)
+test-unit: setup ## the quick loop: the tests that start no process (tests/unit), 2 workers, half the routine property examples
+	PROPERTY_SCALE=0.5 $(BIN)/python -m pytest tests/unit -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check $(PACKAGES) tests

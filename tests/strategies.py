@@ -44,10 +44,23 @@ _COMMON = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
-# `make test`: bounded and derandomized, the same examples every run
-FEATURES = settings(max_examples=50, derandomize=True, database=None, **_COMMON)
-LEAKAGE = settings(FEATURES, max_examples=20)
-LABELS = settings(FEATURES, max_examples=130)
+# `make test`: bounded and derandomized, the same examples every run.
+# `make test-unit`, the quick loop, sets PROPERTY_SCALE=0.5: the first half of the
+# same examples (each engine run spends ~1 s compiling the Ibis expression); `make
+# test` and CI run them all, `-m slow` hunts far more.
+PROPERTY_SCALE = float(os.environ.get("PROPERTY_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    """`n` routine property examples, scaled for the quick loop."""
+    return max(1, round(n * PROPERTY_SCALE))
+
+
+FEATURES = settings(
+    max_examples=examples(50), derandomize=True, database=None, **_COMMON
+)
+LEAKAGE = settings(FEATURES, max_examples=examples(20))
+LABELS = settings(FEATURES, max_examples=examples(130))
 # `-m slow`: fresh random examples, failures kept in .hypothesis/ and printed
 LONG_EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "500"))
 LONG = settings(max_examples=LONG_EXAMPLES, print_blob=True, **_COMMON)

@@ -67,13 +67,14 @@ from tests.strategies import (
     differences,
     event_logs,
     events_frame,
+    examples,
     feature_edges,
     feature_specs,
     midnights,
 )
 
-SUBS_FEATURES = settings(FEATURES, max_examples=30)
-SUBS_LABELS = settings(FEATURES, max_examples=40)
+SUBS_FEATURES = settings(FEATURES, max_examples=examples(30))
+SUBS_LABELS = settings(FEATURES, max_examples=examples(40))
 # customer, plan, start, end, price, billing period days, discount, auto renew, qty
 Term = tuple[
     str,
