@@ -106,7 +106,8 @@ def time_forget(features: pa.Table, root: Path) -> tuple[float, float, float]:
     """`forget` of FORGOTTEN customers from one night's scores of every customer
     (and its online store), against the bare pyarrow rewrite and SQLite copy."""
     from core.config import ProjectConfig
-    from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
+    from serving.online_store import StoreMeta
+    from serving.online_store.sqlite import SqliteStoreWriter
     from serving.privacy.forget import forget
 
     _remove(root)

@@ -33,7 +33,8 @@ from serving.api.servers import (  # noqa: F401 - for the tests
     stop,
     wait_ready,
 )
-from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
+from serving.online_store import StoreMeta
+from serving.online_store.sqlite import SqliteStoreWriter
 from serving.outreach.contact_log import ContactLog
 from training.origin_model import Candidate
 

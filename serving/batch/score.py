@@ -63,9 +63,9 @@ from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue
 from features.sources.chunks import write_chunked
 from features.sources.load import CUSTOMERS_VIEW, Dataset
 from model.encoding import Encoding
+from serving import online_store
 from serving.batch.drift import DriftMonitor
 from serving.batch.progress import Progress
-from serving.online_store import sqlite as online_store
 from serving.reasons import Reason, reasons
 from serving.scoring import Champions
 

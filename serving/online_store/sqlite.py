@@ -39,21 +39,11 @@ import pandas as pd
 
 from core.atomic import TMP_PREFIX, atomic_write, replace_file, temp_path
 from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
-
-# the interface and the shared row layout, re-exported for the modules that
-# import them from here
 from serving.online_store.base import (
-    FORMAT,
     Found,
     StoreError,
     StoreMeta,
-    StoreReader,
-    StoreWriter,
     WriterContext,
-    column_values,
-    configured_as_of,
-    open_reader,
-    open_writer,
     rows,
     score_column,
 )
@@ -279,25 +269,3 @@ def _copy_without(path: Path, tmp: Path, ids: Sequence[str]) -> None:
             f"DELETE FROM {TABLE} WHERE {CUSTOMER_ID} = ?", [(c,) for c in ids]
         )
         dst.execute("VACUUM")
-
-
-__all__ = [
-    "FORMAT",
-    "LOOKUP_BATCH",
-    "META",
-    "TABLE",
-    "Found",
-    "SqliteStore",
-    "SqliteStoreWriter",
-    "StoreError",
-    "StoreMeta",
-    "StoreReader",
-    "StoreWriter",
-    "column_values",
-    "configured_as_of",
-    "open_reader",
-    "open_writer",
-    "rows",
-    "score_column",
-    "stored_as_of",
-]

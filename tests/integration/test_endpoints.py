@@ -30,7 +30,8 @@ from core.config import OUTREACH_KEY_ENV, FrequencyCap, ProjectConfig, load_conf
 from features.columns import TARGETS
 from features.definition import FeatureSpec, catalogue
 from features.sources.privacy import pseudonymiser, suppression_path
-from serving.online_store.sqlite import SqliteStoreWriter, StoreMeta
+from serving.online_store import StoreMeta
+from serving.online_store.sqlite import SqliteStoreWriter
 from serving.outreach.contact_log import ContactLog
 from serving.scoring import Champions
 from tests.helpers import Project, auth, records

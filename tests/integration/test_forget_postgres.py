@@ -16,8 +16,8 @@ import pytest
 from core.config import load_config
 from features.columns import TARGETS
 from serving.batch.sink import upsert
+from serving.online_store import StoreMeta
 from serving.online_store.postgres import PostgresStore, PostgresStoreWriter
-from serving.online_store.sqlite import StoreMeta
 from serving.privacy.forget import forget
 from tests.helpers import postgres_database, write_config
 

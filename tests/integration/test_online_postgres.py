@@ -13,12 +13,12 @@ import pytest
 
 from core.config import OnlineTable
 from features.columns import TARGETS
+from serving.online_store import StoreError
 from serving.online_store.postgres import (
     PostgresStore,
     PostgresStoreWriter,
     stored_meta,
 )
-from serving.online_store.sqlite import StoreError
 from tests.helpers import (
     POSTGRES_USER,
     SCORED_AT,

@@ -25,7 +25,7 @@ from core.config import PSEUDONYM_KEY_ENV, load_config
 from features.sources.load import load_project
 from features.sources.privacy import Pseudonymiser
 from serving.api.auth import SCOPES, add_key
-from serving.online_store.sqlite import open_reader
+from serving.online_store import open_reader
 from serving.outreach.contact_log import ContactLog
 from tests.helpers import (
     NEEDS,

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from features.columns import TARGETS
+from serving.online_store import StoreError
 from serving.online_store.sqlite import (
     SqliteStore,
     SqliteStoreWriter,
-    StoreError,
     stored_as_of,
 )
 from tests.helpers import SCORED_AT, frame, meta

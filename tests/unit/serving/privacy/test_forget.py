@@ -13,7 +13,7 @@ import pytest
 from core.config import load_config
 from features.sources.privacy import Pseudonymiser, read_suppressed
 from serving.batch.nightly import _run
-from serving.online_store.sqlite import open_reader
+from serving.online_store import open_reader
 from serving.outreach.contact_log import ContactLog
 from serving.privacy import forget as forget_module
 from serving.privacy.forget import forget
