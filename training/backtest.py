@@ -72,8 +72,25 @@ class Plan:
     final_cutoffs: list[datetime]
 
 
+class TargetSkipped(ValueError):
+    """A listed target that cannot be trained on these data: a part of a fold
+    (fitting, early-stopping or origin rows) holds a single class. `counts` are
+    the rows and positives of its population per complete cutoff."""
+
+    def __init__(
+        self, target: str, reason: str, counts: dict[datetime, tuple[int, int]]
+    ) -> None:
+        self.target, self.reason, self.counts = target, reason, counts
+        per_cutoff = ", ".join(
+            f"{_day(c)} {n} rows/{k} positive" for c, (n, k) in counts.items()
+        )
+        super().__init__(f"{target}: {reason}; per cutoff: {per_cutoff}")
+
+
 def plan(table: TrainingTable, target: str, labels: LabelSpec, origins: int) -> Plan:
-    """The folds of the backtest; a clear error when the data cannot give them."""
+    """The folds of the backtest on `table` (the target's population: see
+    `TrainingTable.population`); a clear error when the data cannot give them,
+    `TargetSkipped` when a part of a fold holds a single class."""
     horizon = timedelta(days=labels.horizons[target])
     complete = [c for c in table.cutoffs if labels.complete(target, c, table.data_end)]
     if len(complete) < origins:
@@ -104,10 +121,19 @@ def plan(table: TrainingTable, target: str, labels: LabelSpec, origins: int) -> 
         ):
             y = frame.loc[frame[CUTOFF].isin(cutoffs), target]
             if y.nunique() < 2:
-                raise ValueError(
-                    f"{target}: the {name} rows for origin {_day(fold.origin)} "
-                    f"({', '.join(map(_day, cutoffs))}) hold a single class; "
-                    "cannot train"
+                counts = {
+                    c: (
+                        int((frame[CUTOFF] == c).sum()),
+                        int(frame.loc[frame[CUTOFF] == c, target].sum()),
+                    )
+                    for c in complete
+                }
+                raise TargetSkipped(
+                    target,
+                    f"the {name} rows for origin {_day(fold.origin)} "
+                    f"({', '.join(map(_day, cutoffs))}) hold a single class "
+                    f"({int(y.sum())} positive of {len(y)} rows); cannot train",
+                    counts,
                 )
     return Plan(target, horizon.days, folds, complete)
 

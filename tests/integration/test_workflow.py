@@ -90,8 +90,10 @@ def test_plots_and_model_card_are_logged(
         )
     ).read_text()
     params = client.get_run(run_id).data.params
-    for text in ("Model card: churn", "Eligibility", "recency", "logreg", "Caveats"):
+    texts = ("Model card: churn", "Population `active_not_churned`", "recency")
+    for text in (*texts, "logreg", "Caveats"):
         assert text in card, text
+    assert params["population"] == "active_not_churned"
     assert params["origins"].replace(",", ", ") in card
     assert f"calibrated with **{params['calibration']}**" in card
 

@@ -12,7 +12,7 @@ from core.config import BacktestConfig, LightGBMConfig
 from features.columns import CHURN, CUSTOMER_ID, CUTOFF
 from features.definition import Catalogue, Feature
 from features.labels import LabelSpec
-from training.backtest import CALIBRATED, MODEL, plan, run
+from training.backtest import CALIBRATED, MODEL, TargetSkipped, plan, run
 from training.dataset import TrainingTable
 
 LABELS = LabelSpec({CHURN: 30, "purchase": 30, "service_request": 30})
@@ -74,11 +74,20 @@ def test_too_few_cutoffs_is_a_clear_error() -> None:
         plan(table(CUTOFFS[-5:]), CHURN, LABELS, origins=4)
 
 
-def test_a_single_class_at_an_origin_is_named() -> None:
+def test_a_single_class_at_an_origin_skips_the_target_with_its_counts() -> None:
     t = table()
     t.frame.loc[t.frame[CUTOFF] == CUTOFFS[-1], CHURN] = 0
-    with pytest.raises(ValueError, match="origin rows for origin 2025-10-01"):
+    with pytest.raises(TargetSkipped, match="origin rows for origin 2025-10-01") as e:
         plan(t, CHURN, LABELS, origins=4)
+    skipped = e.value
+    assert skipped.target == CHURN
+    # rows and positives of every complete cutoff, the last with none
+    assert list(skipped.counts) == CUTOFFS
+    assert skipped.counts[CUTOFFS[-1]] == (400, 0)
+    rows, positives = skipped.counts[CUTOFFS[0]]
+    assert rows == 400 and 0 < positives < 400
+    assert "0 positive of 400 rows" in str(skipped)
+    assert f"2025-01-01 400 rows/{positives} positive" in str(skipped)
 
 
 def test_run_scores_model_and_baselines_on_the_same_origin_rows() -> None:
