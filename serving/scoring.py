@@ -55,7 +55,9 @@ class Champions:
         if missing:
             raise NoChampionError(
                 f"no '{CHAMPION}' model for {', '.join(missing)} in the registry at "
-                f"{tracking_uri}: train first (`propensity train` or `make train`)"
+                f"{tracking_uri}: train first (`propensity train` or `make train`), "
+                "or leave the target out of targets: in the config if it cannot "
+                "be trained"
             )
         return cls(models)
 
