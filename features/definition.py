@@ -62,6 +62,18 @@ catalogue, and so the feature-set version, is what it was before subscriptions.
 Counts, count differences, reactivations and the event "days since" figures are
 integers (int64; "days since" may be null); every other feature, including an
 attribute's `days_since_<name>`, is a float (float64).
+
+Populations (not features): one boolean per listed target (`spec.targets`),
+`in_<target>`, says whether the (customer, cutoff) row belongs to the rows that
+target is trained and scored on (`FeatureSpec.population_name`):
+- churn (`active_not_churned`): seen before `c` and not already churned under the
+  churn definition (`_not_churned`: no cancel at or after the last other event,
+  and a non-cancel event in `[c - churn horizon, c)` for the inactivity
+  definitions; a term in force at `c` under `contract`);
+- purchase, service_request (`seen`): an event before `c`; with a lookback of `N`
+  days (`seen_within_<N>d`), the last event (any role) at or after `c - N days`;
+- `eligible`: in some listed target's population.
+They are computed from the last-event aggregates already there (no join).
 """
 
 from __future__ import annotations

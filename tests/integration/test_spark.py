@@ -66,7 +66,9 @@ def _spec():
             "purchase": "purchase",
             "support_ticket": "service_request",
             "cancel": "cancel",
-        }
+        },
+        # the populations' expression on Spark too: a lookback for purchase
+        lookback_days={"purchase": 60},
     )
 
 
@@ -117,6 +119,10 @@ def test_features_equal_duckdb(loaded) -> None:
     assert_same_frames(expected, got)
     # the boundary the parity traps would move: an event in the last second
     assert (expected["days_since_last_event"] == 0).any()
+    # each population differs from the others somewhere
+    flags = expected[["in_churn", "in_purchase", "in_service_request"]]
+    assert (flags.in_purchase != flags.in_service_request).any()
+    assert (flags.in_churn != flags.in_purchase).any()
 
 
 def test_time_range_and_rows_match(loaded) -> None:
