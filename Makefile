@@ -72,7 +72,7 @@ data/demo/events.parquet: | $(STAMP)
 data: setup ## (re)generate the demo data in data/demo (CUSTOMERS=20000 SEED=42)
 	$(CLI) demo-data --customers $(CUSTOMERS) --seed $(SEED) --out data/demo
 
-train: setup data/demo/events.parquet ## build features and labels, train 3 models, register, promote
+train: setup data/demo/events.parquet ## build features and labels, train the listed targets, register, promote (exit 7: a target skipped)
 	$(CLI) train
 
 tune: setup data/demo/events.parquet ## search LightGBM params for one target on the backtest origins, registers nothing (TARGET=churn TRIALS=30 TIMEOUT=)
