@@ -120,7 +120,7 @@ def train_all(
         try:
             plans[t] = plan(tables[t], t, labels, config.training.backtest.origins)
         except TargetSkipped as exc:
-            log.warning("%s: skipped: %s", t, exc)
+            log.info("%s: skipped: %s", t, exc)  # the CLI prints it
             skipped.append(exc)
     trained = [t for t in targets if t in plans]
     if not trained:
