@@ -258,12 +258,16 @@ class ColumnMap:
 
     def missing(self, where: Path | str, present: Sequence[str]) -> list[Problem]:
         """A problem for each mapped column the source lacks, with a close
-        spelling of it when the source has one."""
+        spelling of it when the source has one (a name is typed here, so a typo
+        in its first word counts too: `houshold_id`)."""
         problems = []
         for name, column in self.columns.items():
             if column in present:
                 continue
-            close = close_match(column, present)
+            close = close_match(column, present) or next(
+                iter(difflib.get_close_matches(column, present, n=1, cutoff=0.85)),
+                None,
+            )
             hint = f"; did you mean {close!r}?" if close else ""
             problems.append(
                 Problem(

@@ -480,7 +480,8 @@ def _id_source(
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {PSEUDONYM_MAP} AS SELECT {RAW_ID}, "
-        f"{pseudonyms.sql(RAW_ID)} AS {PSEUDONYM} FROM ({distinct})"
+        f"{pseudonyms.sql(RAW_ID)} AS {PSEUDONYM} FROM (SELECT DISTINCT {RAW_ID} "
+        f"FROM ({distinct}))"
     )
     return _Ids(mapped=True)
 
