@@ -300,9 +300,7 @@ class ColumnMap:
     def named(self, problems: list[Problem]) -> list[Problem]:
         """`problems` with each mapped contract column named as the source names it."""
         return [
-            replace(p, column=self.columns[p.column])
-            if p.column in self.columns
-            else p
+            replace(p, column=self.columns[p.column]) if p.column in self.columns else p
             for p in problems
         ]
 

@@ -505,6 +505,7 @@ def event_sources(
 ) -> list[EventSource]:
     """`events` (one source or several) as EventSources, each with its column
     mapping: `columns.events` overridden by the source's own."""
+
     def entry(e: Source | EventSource) -> Source | EventSource:
         return EventSource(**e.model_dump()) if isinstance(e, DatabaseSource) else e
 
