@@ -350,13 +350,6 @@ class DataConfig(Strict):
             out.append(EventSource(**fields, columns=columns))
         return out
 
-    def plain_events(self) -> bool:
-        """True when the events are one source read as it is: no list, no
-        mapping, no constant event type (what every engine reads)."""
-        return isinstance(self.events, Path | DatabaseSource) and not (
-            self.columns.events
-        )
-
 
 class RolesConfig(Strict):
     """Event types playing each role; every other type counts as activity."""

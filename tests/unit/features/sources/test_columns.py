@@ -149,6 +149,12 @@ def test_single_source_configs_read_as_before(tmp_path: Path) -> None:
         _config(tmp_path, "  events: {uri: 'duckdb:w.duckdb', table: ev}\n")
     ).data
     assert isinstance(data.events, DatabaseSource)
+    # one mapping with a constant event type is one source with that setting
+    data = load_config(
+        _config(tmp_path, "  events: {path: buys.csv, event_type: purchase}\n")
+    ).data
+    (only,) = data.event_sources()
+    assert (only.path, only.event_type) == (tmp_path / "buys.csv", "purchase")
 
 
 # -- mapping, one table at a time --
