@@ -410,3 +410,22 @@ def test_each_source_problem_names_its_source(
     assert (str(purchases), CUSTOMER_ID, ()) in by_source
     assert (str(purchases), EVENT_TIME, ()) in by_source
     assert (f"duckdb:{warehouse}, table tickets", "opened", (2,)) in by_source
+
+
+def test_features_list_reads_mapped_customers(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from cli.main import main
+    from tests.helpers import write_config
+
+    people = tmp_path / "households.csv"
+    people.write_text("household_key,tier\nh1,gold\n")
+    config = write_config(
+        tmp_path / "p.yaml",
+        tmp_path / "unused",
+        people,
+        data={"columns": {"customers": {CUSTOMER_ID: "household_key"}}},
+        fairness={"segments": [], "bands": {}},
+    )
+    assert main(["--config", str(config), "features", "list"]) == 0
+    assert "customer attribute tier (categorical)" in capsys.readouterr().out
