@@ -109,7 +109,11 @@ def features_list(options: Options) -> ExitCode:
     if config.data.customers is not None:
         from features.sources.load import load_customers
 
-        customers = load_customers(config.data.customers, fmt=config.data.format)
+        customers = load_customers(
+            config.data.customers,
+            fmt=config.data.format,
+            columns=config.data.columns,
+        )
     cat = catalogue(FeatureSpec.from_config(config), customers)
     click.echo(f"{'name':34} {'role':16} {'window':>6}  description")
     for f in cat.features:
