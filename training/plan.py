@@ -23,10 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import ibis.expr.types as ir
 import pandas as pd
 
-from features.columns import CHURN, CONTRACT, CUTOFF
+from core.config import ProjectConfig
+from features.columns import CHURN, CONTRACT, CUSTOMER_ID, CUTOFF, TARGETS
+from features.definition import FeatureSpec
 from features.labels import LabelSpec
+from features.sources.chunks import read_chunked
+from features.sources.load import Dataset
+from training.dataset import data_end, training_expr
+from training.fairness import check_segments
 
 MIN_ORIGINS = 2
 
@@ -103,6 +110,16 @@ def _window_words(labels: LabelSpec, target: str) -> str:
     words = f"{target}'s {labels.horizons[target]}-day window"
     if target == CHURN and labels.churn_definition == CONTRACT:
         words += f" plus {labels.grace_days}-day grace"
+    return words
+
+
+def _horizon_words(labels: LabelSpec, target: str) -> str:
+    words = f"{labels.horizons[target]}-day horizon"
+    if target == CHURN:
+        words += f" ({labels.churn_definition}"
+        if labels.churn_definition == CONTRACT:
+            words += f", {labels.grace_days}-day grace"
+        words += ")"
     return words
 
 
@@ -230,6 +247,9 @@ def plan_target(
 # -- a schedule for a new log (propensity init) --------------------------------------
 
 HORIZONS = (30, 14, 7)
+# a long log: the latest this many monthly cutoffs (the training table grows with
+# each)
+MAX_CUTOFFS = 24
 # months of history before the first cutoff, most preferred first
 WARMUP_MONTHS = (3, 2, 1)
 
@@ -272,6 +292,9 @@ def propose_schedule(
                 ).date()
                 start = start.replace(day=1)
                 cutoffs = _month_starts(start, last)
+                if len(cutoffs) > MAX_CUTOFFS:
+                    cutoffs = cutoffs[-MAX_CUTOFFS:]
+                    start = cutoffs[0].date()
                 labels = LabelSpec(
                     {CHURN: horizon, "purchase": horizon, "service_request": horizon},
                     churn_definition=CONTRACT if grace_days else "inactivity",
@@ -298,9 +321,11 @@ def _note(
     horizon: int, n: int, wanted: int, warmup: int, plans: list[Plan], grace: int
 ) -> str:
     origins = plans[0].origins
+    first_cutoff = plans[0].final_cutoffs[0]
     parts = [
-        f"monthly cutoffs from {warmup} month(s) after the first event; "
-        f"{n} backtest origins ({day(origins[0])} .. {day(origins[-1])})"
+        f"monthly cutoffs from {day(first_cutoff)} (at least {warmup} month(s) of "
+        f"history before the first, at most {MAX_CUTOFFS} cutoffs); {n} backtest "
+        f"origins ({day(origins[0])} .. {day(origins[-1])})"
     ]
     if n < wanted:
         parts.append(f"fewer than the default {wanted}: the data are too short")
@@ -312,3 +337,132 @@ def _note(
     if grace:
         parts.append(f"contract churn's {grace}-day grace counted in each window")
     return "; ".join(parts)
+
+
+# -- what train would do (propensity check) ------------------------------------------
+
+
+def listed_targets(config: ProjectConfig) -> tuple[str, ...]:
+    """The targets `train` trains: `config.targets.listed()` where the config has
+    it (the `targets:` key lists them), else all three."""
+    listed = getattr(config.targets, "listed", None)
+    return tuple(listed()) if callable(listed) else TARGETS
+
+
+def population_name(target: str) -> str:
+    """The name of `target`'s population, as outputs show it. Today every target
+    is trained on the churn-eligible customers; the per-target populations plug
+    in here."""
+    return "active_not_churned"
+
+
+@dataclass
+class Preview:
+    """What `train` would do on the config's data, without training."""
+
+    events: int
+    first: datetime
+    last: datetime
+    data_end: datetime
+    cutoffs: list[datetime]
+    origins: int
+    plans: dict[str, Plan]
+    labels: LabelSpec
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(p.problem is None for p in self.plans.values())
+
+    def text(self) -> str:
+        last_day = day(self.data_end - timedelta(days=1))
+        lines = [
+            f"data: {self.events:,} events, {day(self.first)} .. {day(self.last)}; "
+            f"complete through {last_day}",
+            f"cutoffs: {len(self.cutoffs)}, {day(self.cutoffs[0])} .. "
+            f"{day(self.cutoffs[-1])}; the backtest takes {self.origins} origins "
+            "per target",
+        ]
+        for target, p in self.plans.items():
+            origins, dropped = set(p.origins), {d.cutoff: d for d in p.dropped}
+            final = set(p.final_cutoffs)
+            lines += [
+                "",
+                f"{target}: {_horizon_words(self.labels, target)}, population "
+                f"{population_name(target)}",
+                f"  {'cutoff':10} {'rows':>9} {'positives':>9}  use",
+            ]
+            for c in self.cutoffs:
+                n = p.counts.get(c, Counts(0, 0))
+                if c in origins:
+                    use = "origin"
+                elif c in dropped:
+                    use = f"dropped: {dropped[c].reason}"
+                else:
+                    use = "train" if c in final else ""
+                lines.append(f"  {day(c):10} {n.rows:>9,} {n.positives:>9,}  {use}")
+            if p.problem is None:
+                lines.append(
+                    f"  -> trains: origins {', '.join(map(day, p.origins))}; the "
+                    f"final model fits on {len(p.final_cutoffs)} cutoffs"
+                )
+            else:
+                lines.append(f"  -> cannot train: {p.problem}")
+        lines.append("")
+        lines += [f"problem: {problem}" for problem in self.problems]
+        cannot = [t for t, p in self.plans.items() if p.problem is not None]
+        if self.ok:
+            lines.append(f"train would train {', '.join(self.plans)}")
+        else:
+            lines.append(
+                "train would not run as configured"
+                + (f": {', '.join(cannot)} cannot be trained" if cannot else "")
+            )
+        return "\n".join(lines)
+
+
+def label_frame(
+    ds: Dataset, config: ProjectConfig, cutoffs: list[datetime]
+) -> pd.DataFrame:
+    """customer_id, cutoff and every target's label for the rows `train` would
+    build (the training table without its features)."""
+    spec = FeatureSpec.from_config(config)
+    labels = LabelSpec.from_config(config)
+
+    def build(events: ir.Table) -> ir.Table:
+        expr = training_expr(
+            events, ds.customers, spec, labels, cutoffs, ds.subscriptions
+        )
+        return expr.select(CUSTOMER_ID, CUTOFF, *TARGETS)
+
+    return read_chunked(ds, build, cutoffs=len(cutoffs)).to_pandas()
+
+
+def preview(config: ProjectConfig, ds: Dataset) -> Preview:
+    """The cutoffs, every listed target's origins, the rows and positives per
+    target and cutoff, the dropped cutoffs and the problems, as `train` would
+    meet them."""
+    check_segments(ds.customers, config.fairness)  # a ConfigError, as in train
+    problems = []
+    first, last = ds.time_range()
+    end = data_end(ds, config.data.as_of)
+    cutoffs = [c for c in config.training.cutoffs.resolve(last) if c <= end]
+    labels = LabelSpec.from_config(config)
+    origins = config.training.backtest.origins
+    if not cutoffs:
+        problems.append(
+            f"training.cutoffs: no cutoff falls on or before the data's end {day(end)}"
+        )
+        return Preview(
+            ds.rows(), first, last, end, cutoffs, origins, {}, labels, problems
+        )
+    frame = label_frame(ds, config, cutoffs)
+    plans = {
+        t: plan_target(
+            t, cutoffs, end, labels, origins, class_counts(frame, t, cutoffs)
+        )
+        for t in listed_targets(config)
+    }
+    return Preview(
+        ds.rows(), first, last, end, cutoffs, origins, plans, labels, problems
+    )
