@@ -397,7 +397,8 @@ class Preview:
                 if c in origins:
                     use = "origin"
                 elif c in dropped:
-                    use = f"dropped: {dropped[c].reason}"
+                    used = "train; " if c in final else ""
+                    use = f"{used}dropped: {dropped[c].reason}"
                 else:
                     use = "train" if c in final else ""
                 lines.append(f"  {day(c):10} {n.rows:>9,} {n.positives:>9,}  {use}")

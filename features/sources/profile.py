@@ -490,8 +490,8 @@ def propose_events_columns(columns: Sequence[Column], path: Path) -> EventsMappi
         if best is None:
             names = ", ".join(f"{c.name} ({c.type})" for c in columns)
             what = {
-                CUSTOMER_ID: "a customer id column (e.g. customer_id, household_id)",
-                EVENT_TIME: "a timestamp or date column (e.g. event_time, order_date)",
+                CUSTOMER_ID: "customer id column (e.g. customer_id, household_id)",
+                EVENT_TIME: "timestamp or date column (e.g. event_time, order_date)",
             }[contract]
             raise ContractError(
                 [Problem(path, None, f"found no {what} among: {names}")]
