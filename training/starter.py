@@ -152,9 +152,9 @@ def render(
         if table is not None:
             lines.append(f"  {key}: {_q(_relative(table.path, folder))}")
     lines += [
-        f"  # complete through the end of the last day with events "
-        f"({profile.last_complete_day}); set",
-        "  # as_of (e.g. 2024-06-30T00:00:00) when the export was cut mid-day",
+        "  # the data are complete through the end of the last day with events",
+        f"  # ({profile.last_complete_day}), or through as_of when set (events after "
+        "it are refused)",
         "  as_of: null",
         "",
         "# proposed from the event-type names and their frequencies (events, "

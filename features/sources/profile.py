@@ -174,7 +174,7 @@ class Profile:
     @property
     def last_day_partial(self) -> bool:
         """The last day holds far fewer events than a median day: perhaps an
-        export cut mid-day (then set data.as_of)."""
+        export cut mid-day (the day would then count as complete)."""
         return self.days > 7 and self.last_day_events < 0.25 * self.median_day_events
 
     def text(self) -> str:
@@ -190,8 +190,8 @@ class Profile:
         if self.last_day_partial:
             lines.append(
                 f"  note: {self.last_complete_day} holds {self.last_day_events:,} "
-                f"events against a median day's {self.median_day_events:,.0f}; if "
-                "the export was cut that day, set data.as_of to its start"
+                f"event(s) against a median day's {self.median_day_events:,.0f}; if "
+                "the export was cut that day, export through the day before"
             )
         mapped = ", ".join(f"{k} <- {v}" for k, v in self.mapping.columns.items())
         lines.append(f"  columns: {mapped}")
