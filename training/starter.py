@@ -190,9 +190,15 @@ def render(
     churn = f"{{horizon_days: {h}, definition: {targets.churn_definition}"
     churn += f", grace_days: {CONTRACT_GRACE_DAYS}}}" if grace else "}"
     lines.append(f"  churn: {churn}")
-    for target in (PURCHASE, SERVICE_REQUEST):
-        if target in targets.listed:
-            lines.append(f"  {target}: {{horizon_days: {h}}}")
+    events_targets = [t for t in (PURCHASE, SERVICE_REQUEST) if t in targets.listed]
+    if events_targets:
+        lines += _comment(
+            f"{' and '.join(events_targets)}: every customer seen before a cutoff; "
+            "lookback_days: N keeps those with an event in the N days before it",
+            "  ",
+        )
+    for target in events_targets:
+        lines.append(f"  {target}: {{horizon_days: {h}}}")
     lines += [
         "",
         "training:",

@@ -155,6 +155,9 @@ class Profile:
     quantity_columns: list[str] = field(default_factory=list)
     customers_table: TableProfile | None = None
     subscriptions_table: TableProfile | None = None
+    # rows the data contract refuses: no customer id, no readable time
+    missing_ids: int = 0
+    bad_times: int = 0
 
     @property
     def last_complete_day(self) -> date:
@@ -195,6 +198,15 @@ class Profile:
             )
         mapped = ", ".join(f"{k} <- {v}" for k, v in self.mapping.columns.items())
         lines.append(f"  columns: {mapped}")
+        for n, what in (
+            (self.missing_ids, f"{self.mapping.columns[CUSTOMER_ID]} is empty"),
+            (self.bad_times, f"{self.mapping.columns[EVENT_TIME]} is no timestamp"),
+        ):
+            if n:
+                lines.append(
+                    f"  warning: {what} in {n:,} rows ({n / self.rows:.1%}): the data "
+                    "contract refuses them; leave them out of the export"
+                )
         if self.mapping.constant_event_type:
             lines.append(
                 f"  no event-type column: every row is "
@@ -303,9 +315,10 @@ def profile_events(
         )
         + f"FROM {relation}"
     )
-    rows, n_customers, first, last, bad = con.execute(
+    rows, n_customers, first, last, bad, no_id = con.execute(
         "SELECT count(*), count(DISTINCT _cid), min(_t), max(_t), "
-        "count(*) FILTER (WHERE _t IS NULL) FROM profiled"
+        "count(*) FILTER (WHERE _t IS NULL), count(*) FILTER (WHERE _cid IS NULL "
+        "OR TRIM(CAST(_cid AS VARCHAR)) = '') FROM profiled"
     ).fetchone()
     if not rows:
         raise ContractError([Problem(Path(events), None, "has no rows")])
@@ -347,6 +360,8 @@ def profile_events(
         event_types=types,
         amount_columns=[c.name for c in columns if _amount_like(c)],
         quantity_columns=[c.name for c in columns if _quantity_like(c)],
+        missing_ids=int(no_id),
+        bad_times=int(bad),
     )
     if customers is not None:
         profile.customers_table = profile_customers(

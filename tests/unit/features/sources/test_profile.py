@@ -22,7 +22,9 @@ from features.sources.profile import (
 )
 
 
-def purchases_csv(path: Path, households: int = 40, days: int = 200) -> Path:
+def purchases_csv(
+    path: Path, households: int = 40, days: int = 200, missing_ids: int = 0
+) -> Path:
     """A purchases table as a retailer exports it: no event type, its own names,
     a store id beside the household id, the last purchase at 23:56."""
     rng = np.random.default_rng(0)
@@ -40,6 +42,9 @@ def purchases_csv(path: Path, households: int = 40, days: int = 200) -> Path:
     )
     last = start + pd.Timedelta(days=days - 1, hours=23, minutes=56)
     frame.loc[len(frame)] = [3, 1, last, 9.99, 1, 1]
+    if missing_ids:
+        frame["household_id"] = frame["household_id"].astype("Int64")
+        frame.loc[: missing_ids - 1, "household_id"] = pd.NA
     frame.to_csv(path, index=False)
     return path
 
@@ -69,6 +74,16 @@ def test_a_purchases_table_without_event_type_is_mapped_by_its_own_names(
     text = profile.text()
     assert "customer_id <- household_id" in text
     assert "no event-type column: every row is 'purchase'" in text
+
+
+def test_rows_the_contract_refuses_are_counted_and_named(tmp_path: Path) -> None:
+    """Exports often hold rows without a customer (Online Retail: a quarter)."""
+    profile = profile_events(purchases_csv(tmp_path / "sales.csv", missing_ids=40))
+    assert profile.missing_ids == 40 and profile.bad_times == 0
+    assert (
+        "warning: household_id is empty in 40 rows (10.0%): the data contract "
+        "refuses them" in profile.text()
+    )
 
 
 def test_a_table_without_amounts_or_a_purchase_name_is_generic_events(
