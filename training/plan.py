@@ -379,9 +379,13 @@ class Preview:
         lines = [
             f"data: {self.events:,} events, {day(self.first)} .. {day(self.last)}; "
             f"complete through {last_day}",
-            f"cutoffs: {len(self.cutoffs)}, {day(self.cutoffs[0])} .. "
-            f"{day(self.cutoffs[-1])}; the backtest takes {self.origins} origins "
-            "per target",
+            f"cutoffs: {len(self.cutoffs)}"
+            + (
+                f", {day(self.cutoffs[0])} .. {day(self.cutoffs[-1])}"
+                if self.cutoffs
+                else ""
+            )
+            + f"; the backtest takes {self.origins} origins per target",
         ]
         for target, p in self.plans.items():
             origins, dropped = set(p.origins), {d.cutoff: d for d in p.dropped}

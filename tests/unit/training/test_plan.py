@@ -4,12 +4,25 @@ schedule `init` proposes for a new log."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
+from core.config import load_config
 from features.columns import CHURN
+from features.definition import FeatureSpec
 from features.labels import LabelSpec
-from training.plan import Counts, plan_target, propose_schedule
+from features.sources.load import load_project
+from features.synthetic.demo import generate
+from tests.helpers import write_config
+from training.dataset import build_training_table
+from training.plan import (
+    Counts,
+    class_counts,
+    plan_target,
+    preview,
+    propose_schedule,
+)
 
 CUTOFFS = [datetime(2017, m, 1) for m in range(1, 10)]
 # a log whose last event is on 2017-09-30: complete through that day
@@ -88,3 +101,45 @@ def test_a_long_log_keeps_the_latest_24_cutoffs() -> None:
 def test_a_log_too_short_for_two_origins_is_refused() -> None:
     with pytest.raises(ValueError, match="too short for a backtest of 2 monthly"):
         propose_schedule(datetime(2017, 1, 1), datetime(2017, 4, 1))
+
+
+def test_check_counts_the_rows_train_builds(tmp_path: Path) -> None:
+    """`check`'s rows and positives per target and cutoff are those of the
+    training table `train` builds from the same config and data."""
+    summary = generate(tmp_path / "demo", customers=150, seed=3, days=300)
+    config = load_config(
+        write_config(
+            tmp_path / "p.yaml",
+            summary.events_path,
+            summary.customers_path,
+            training={"cutoffs": {"start": "2024-03-01", "freq": "MS"}},
+        )
+    )
+    ds = load_project(config)
+    shown = preview(config, ds)
+    _, last = ds.time_range()
+    table = build_training_table(
+        ds,
+        FeatureSpec.from_config(config),
+        LabelSpec.from_config(config),
+        config.training.cutoffs.resolve(last),
+    )
+    assert shown.cutoffs == table.cutoffs and shown.data_end == table.data_end
+    for target, p in shown.plans.items():
+        assert p.counts == class_counts(table.frame, target, table.cutoffs)
+        assert sum(c.positives for c in p.counts.values()) > 0
+
+
+def test_check_with_no_cutoff_before_the_data_end_says_so(tmp_path: Path) -> None:
+    summary = generate(tmp_path / "demo", customers=30, seed=3, days=60)
+    config = load_config(
+        write_config(
+            tmp_path / "p.yaml",
+            summary.events_path,
+            None,
+            training={"cutoffs": {"start": "2030-01-01", "freq": "MS"}},
+        )
+    )
+    shown = preview(config, load_project(config))
+    assert not shown.ok
+    assert "training.cutoffs: no cutoff falls on or before" in shown.text()
