@@ -620,7 +620,8 @@ class RoleProposal:
 def propose_roles(types: Sequence[EventType]) -> RoleProposal:
     """Roles from the event-type names (ROLE_WORDS, cancel first, then service
     request, then purchase) and their frequencies: a cancel-like type its customers
-    have more than MAX_CANCELS_PER_CUSTOMER times each is left as activity."""
+    have more than MAX_CANCELS_PER_CUSTOMER times each, or one that names an order
+    (a cancelled order, not a customer leaving), is left as activity."""
     roles: dict[str, list[str]] = {PURCHASE: [], SERVICE_REQUEST: [], CANCEL: []}
     notes = []
     for t in types:
@@ -628,6 +629,12 @@ def propose_roles(types: Sequence[EventType]) -> RoleProposal:
         role = next(
             (r for r, ws in ROLE_WORDS.items() if any(w in name for w in ws)), None
         )
+        if role == CANCEL and any(w in name for w in ROLE_WORDS[PURCHASE]):
+            notes.append(
+                f"{t.name!r} sounds like a cancelled order, not a customer leaving: "
+                "left as activity"
+            )
+            continue
         if role == CANCEL and t.per_customer > MAX_CANCELS_PER_CUSTOMER:
             notes.append(
                 f"{t.name!r} sounds like a cancel but its customers have it "

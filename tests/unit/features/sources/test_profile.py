@@ -140,12 +140,21 @@ def test_roles_come_from_the_type_names_and_their_frequencies(tmp_path: Path) ->
 
 
 def test_a_cancel_like_type_seen_once_per_customer_is_a_cancel() -> None:
-    types = [EventType("unsubscribe", 50, 50), EventType("phone_call", 10, 9)]
-    assert propose_roles(types).roles == {
+    types = [
+        EventType("unsubscribe", 50, 50),
+        EventType("phone_call", 10, 9),
+        EventType("order_cancelled", 40, 35),
+    ]
+    proposal = propose_roles(types)
+    assert proposal.roles == {
         "purchase": [],
         "service_request": ["phone_call"],
         "cancel": ["unsubscribe"],
     }
+    assert proposal.notes == [
+        "'order_cancelled' sounds like a cancelled order, not a customer leaving: "
+        "left as activity"
+    ]
 
 
 def test_customers_attributes_become_segments_only_when_categorical(
