@@ -387,6 +387,12 @@ class Preview:
             )
             + f"; the backtest takes {self.origins} origins per target",
         ]
+        unlisted = [t for t in TARGETS if t not in self.plans]
+        if self.plans:
+            lines.append(
+                f"targets: {', '.join(self.plans)}"
+                + (f" (not listed: {', '.join(unlisted)})" if unlisted else "")
+            )
         for target, p in self.plans.items():
             origins, dropped = set(p.origins), {d.cutoff: d for d in p.dropped}
             final = set(p.final_cutoffs)
