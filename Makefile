@@ -20,6 +20,15 @@ TARGET ?= churn
 TRIALS ?= 30
 TIMEOUT ?=
 PYTEST_ARGS ?=
+# init: the event log (a CSV or Parquet file or folder), optional customers and
+# subscriptions tables, the config to write (default ./propensity.yaml, never
+# overwritten); check: the config to check (default PROPENSITY_CONFIG or
+# ./propensity.yaml)
+EVENTS ?=
+CUSTOMERS_TABLE ?=
+SUBSCRIPTIONS ?=
+OUT ?=
+CONFIG ?=
 # bench-api: requests per figure (empty: the bench's default)
 REQUESTS ?=
 # api-key: who holds the new key, what it may call (score, outreach, admin)
@@ -53,7 +62,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,6 +80,14 @@ data/demo/events.parquet: | $(STAMP)
 
 data: setup ## (re)generate the demo data in data/demo (CUSTOMERS=20000 SEED=42)
 	$(CLI) demo-data --customers $(CUSTOMERS) --seed $(SEED) --out data/demo
+
+init: setup ## profile your own data and write a starter config (EVENTS=path CUSTOMERS_TABLE= SUBSCRIPTIONS= OUT=propensity.yaml; never overwrites)
+	@test -n "$(EVENTS)" || { echo "usage: make init EVENTS=path/to/events.csv [OUT=dir/propensity.yaml]"; exit 2; }
+	$(CLI) init --events $(EVENTS) $(if $(CUSTOMERS_TABLE),--customers $(CUSTOMERS_TABLE)) \
+		$(if $(SUBSCRIPTIONS),--subscriptions $(SUBSCRIPTIONS)) $(if $(OUT),--out $(OUT))
+
+check: setup ## validate config and data, print what train would do (CONFIG=; exit 1: a target cannot be trained)
+	$(CLI) $(if $(CONFIG),--config $(CONFIG)) check
 
 train: setup data/demo/events.parquet ## build features and labels, train 3 models, register, promote
 	$(CLI) train

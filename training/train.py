@@ -71,6 +71,8 @@ class TargetResult:
     decision: Decision
     origins: list[datetime]
     calibration: str
+    # cutoffs that are not origins, and why (training.plan)
+    dropped: tuple[str, ...] = ()
 
 
 def train_all(
@@ -225,6 +227,7 @@ def _train_target(
         decision,
         [o.origin for o in backtest.origins],
         backtest.calibrator.method,
+        tuple(target_plan.dropped_lines()),
     )
 
 

@@ -224,7 +224,9 @@ def test_an_untrainable_target_fails_before_anything_is_registered(
         {**trained.env(), "MLFLOW_TRACKING_URI": uri},
     )
     assert done.returncode == 1
-    assert "service_request: the fitting rows for origin" in done.stderr
-    assert "hold a single class; cannot train" in done.stderr
+    # every cutoff's service_request rows hold a single class: none is an origin
+    assert "service_request: the backtest needs" in done.stderr
+    assert "service_request: dropped" in done.stderr
+    assert "service_request's rows hold a single class" in done.stderr
     client = MlflowClient(uri, uri)
     assert client.search_registered_models() == []

@@ -74,10 +74,23 @@ def test_too_few_cutoffs_is_a_clear_error() -> None:
         plan(table(CUTOFFS[-5:]), CHURN, LABELS, origins=4)
 
 
-def test_a_single_class_at_an_origin_is_named() -> None:
+def test_a_single_class_origin_is_dropped_and_named() -> None:
+    """An origin whose rows hold one class is no origin: the next earlier complete
+    cutoff takes its place, and the plan says which was dropped and why."""
     t = table()
     t.frame.loc[t.frame[CUTOFF] == CUTOFFS[-1], CHURN] = 0
-    with pytest.raises(ValueError, match="origin rows for origin 2025-10-01"):
+    p = plan(t, CHURN, LABELS, origins=4)
+    assert [f.origin for f in p.folds] == CUTOFFS[-5:-1]
+    assert p.dropped_lines() == [
+        "churn: dropped 2025-10-01: churn's rows hold a single class "
+        "(400 rows, 0 positive)"
+    ]
+
+
+def test_single_class_fitting_rows_stop_the_target() -> None:
+    t = table()
+    t.frame.loc[t.frame[CUTOFF] <= CUTOFFS[4], CHURN] = 0
+    with pytest.raises(ValueError, match="fitting rows for origin .* single class"):
         plan(t, CHURN, LABELS, origins=4)
 
 
