@@ -17,8 +17,10 @@ FILE = click.Path(path_type=Path)
 @click.option(
     "--events",
     required=True,
+    multiple=True,
     type=FILE,
-    help="the event log: a CSV or Parquet file, or a folder of them",
+    help="the event log: a CSV or Parquet file, or a folder of them; repeat it "
+    "for several sources read as one log (e.g. orders and tickets)",
 )
 @click.option("--customers", type=FILE, default=None, help="a customers table")
 @click.option("--subscriptions", type=FILE, default=None, help="subscription terms")
@@ -29,7 +31,10 @@ FILE = click.Path(path_type=Path)
     help="the config to write (never overwritten)",
 )
 def init(
-    events: Path, customers: Path | None, subscriptions: Path | None, out: Path
+    events: tuple[Path, ...],
+    customers: Path | None,
+    subscriptions: Path | None,
+    out: Path,
 ) -> ExitCode:
     """Profile the data and write a commented starter config that works as is.
 

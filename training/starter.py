@@ -25,6 +25,7 @@ from pathlib import Path
 from core.config import PSEUDONYM_KEY_ENV
 from features.columns import CANCEL, CHURN, CONTRACT, PURCHASE, SERVICE_REQUEST
 from features.sources.profile import (
+    EventsSource,
     Profile,
     RoleProposal,
     fairness_segments,
@@ -87,6 +88,13 @@ def _relative(path: Path, folder: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), folder.resolve())).as_posix()
 
 
+def _not_read(source: EventsSource, indent: str) -> list[str]:
+    """A comment naming the source's columns the config does not read."""
+    used = set(source.mapping.columns.values())
+    unmapped = [c.name for c in source.columns if c.name not in used]
+    return _comment(f"not read: {', '.join(unmapped)}", indent) if unmapped else []
+
+
 def render(
     profile: Profile,
     out: Path,
@@ -114,20 +122,38 @@ def render(
         "# rejected; paths are relative to this file.",
         "data:",
     ]
-    events_path = _relative(profile.path, folder)
-    mapping = profile.mapping
-    if mapping.constant_event_type is None:
-        lines.append(f"  events: {_q(events_path)}")
-    else:
+    several = len(profile.sources) > 1
+    if several:
         lines += [
-            f"  # proposed: the events have no event-type column, so every row is "
-            f"one {mapping.constant_event_type!r}",
-            "  # (more sources, e.g. a tickets table, can be added to this list)",
+            "  # the sources, read as one log; a source without an event-type column",
+            "  # gives every row one type (proposed from its name), and each maps its",
+            "  # own columns (contract name: the source's column)",
             "  events:",
-            f"    - {{path: {_q(events_path)}, "
-            f"event_type: {_q(mapping.constant_event_type)}}}",
         ]
-    columns = {"events": mapping.renamed()}
+        for source in profile.sources:
+            entry = {"path": _relative(source.path, folder)}
+            if source.mapping.constant_event_type is not None:
+                entry["event_type"] = source.mapping.constant_event_type
+            text = ", ".join(f"{k}: {_q(v)}" for k, v in entry.items())
+            if source.mapping.renamed():
+                text += f", columns: {_flow(source.mapping.renamed())}"
+            lines.append(f"    - {{{text}}}")
+            lines += _not_read(source, "    ")
+    else:
+        events_path = _relative(profile.path, folder)
+        mapping = profile.mapping
+        if mapping.constant_event_type is None:
+            lines.append(f"  events: {_q(events_path)}")
+        else:
+            lines += [
+                f"  # proposed: the events have no event-type column, so every row "
+                f"is one {mapping.constant_event_type!r}",
+                "  # (more sources, e.g. a tickets table, can be added to this list)",
+                "  events:",
+                f"    - {{path: {_q(events_path)}, "
+                f"event_type: {_q(mapping.constant_event_type)}}}",
+            ]
+    columns = {} if several else {"events": profile.mapping.renamed()}
     if profile.customers_table is not None:
         columns["customers"] = profile.customers_table.renamed()
     if profile.subscriptions_table is not None:
@@ -140,11 +166,8 @@ def render(
         )
         lines.append("  columns:")
         lines += [f"    {table}: {_flow(m)}" for table, m in columns.items()]
-    unmapped = [
-        c.name for c in profile.columns if c.name not in mapping.columns.values()
-    ]
-    if unmapped:
-        lines.append(f"  # not read: {', '.join(unmapped)}")
+    if not several:
+        lines += _not_read(profile.sources[0], "  ")
     for key, table in (
         ("customers", profile.customers_table),
         ("subscriptions", profile.subscriptions_table),

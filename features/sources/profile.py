@@ -135,14 +135,45 @@ class EventsMapping:
 
 
 @dataclass
-class Profile:
-    """What the events (and the optional tables) hold."""
+class EventsSource:
+    """One events source: its files, its own columns and the mapping proposed."""
 
     path: Path
     files: list[Path]
     format: str
     columns: list[Column]
     mapping: EventsMapping
+    rows: int = 0
+    amount_columns: list[str] = field(default_factory=list)
+    quantity_columns: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        mapped = ", ".join(f"{k} <- {v}" for k, v in self.mapping.columns.items())
+        lines = [
+            f"events: {self.path} ({self.format}, {len(self.files)} file(s)), "
+            f"rows {self.rows:,}",
+            f"  columns: {mapped}",
+        ]
+        if self.mapping.constant_event_type:
+            lines.append(
+                f"  no event-type column: every row is "
+                f"{self.mapping.constant_event_type!r}"
+            )
+        lines.append(
+            "  amounts: "
+            + (", ".join(self.amount_columns) or "none")
+            + "; quantities: "
+            + (", ".join(self.quantity_columns) or "none")
+        )
+        return "\n".join(lines)
+
+
+@dataclass
+class Profile:
+    """What the events (one source or several, read as one log) and the optional
+    tables hold."""
+
+    sources: list[EventsSource]
     rows: int
     customers: int
     first: datetime
@@ -151,13 +182,32 @@ class Profile:
     last_day_events: int
     median_day_events: float
     event_types: list[EventType] = field(default_factory=list)
-    amount_columns: list[str] = field(default_factory=list)
-    quantity_columns: list[str] = field(default_factory=list)
     customers_table: TableProfile | None = None
     subscriptions_table: TableProfile | None = None
     # rows the data contract refuses: no customer id, no readable time
     missing_ids: int = 0
     bad_times: int = 0
+
+    # the first (or only) source's, for a log read from one source
+    @property
+    def path(self) -> Path:
+        return self.sources[0].path
+
+    @property
+    def mapping(self) -> EventsMapping:
+        return self.sources[0].mapping
+
+    @property
+    def columns(self) -> list[Column]:
+        return self.sources[0].columns
+
+    @property
+    def amount_columns(self) -> list[str]:
+        return [c for s in self.sources for c in s.amount_columns]
+
+    @property
+    def quantity_columns(self) -> list[str]:
+        return [c for s in self.sources for c in s.quantity_columns]
 
     @property
     def last_complete_day(self) -> date:
@@ -182,9 +232,10 @@ class Profile:
 
     def text(self) -> str:
         """The profile for people."""
-        lines = [
-            f"events: {self.path} ({self.format}, {len(self.files)} file(s))",
-            f"  rows {self.rows:,}, customers {self.customers:,}, "
+        lines = [source.text() for source in self.sources]
+        lines += [
+            ("the log, " if len(self.sources) > 1 else "")
+            + f"rows {self.rows:,}, customers {self.customers:,}, "
             f"{self.rows / max(self.customers, 1):.1f} events per customer",
             f"  time span {self.first:%Y-%m-%d %H:%M} .. {self.last:%Y-%m-%d %H:%M} "
             f"({self.days} days); complete through {self.last_complete_day} "
@@ -196,28 +247,21 @@ class Profile:
                 f"event(s) against a median day's {self.median_day_events:,.0f}; if "
                 "the export was cut that day, export through the day before"
             )
-        mapped = ", ".join(f"{k} <- {v}" for k, v in self.mapping.columns.items())
-        lines.append(f"  columns: {mapped}")
+        ids = " or ".join(
+            dict.fromkeys(s.mapping.columns[CUSTOMER_ID] for s in self.sources)
+        )
+        times = " or ".join(
+            dict.fromkeys(s.mapping.columns[EVENT_TIME] for s in self.sources)
+        )
         for n, what in (
-            (self.missing_ids, f"{self.mapping.columns[CUSTOMER_ID]} is empty"),
-            (self.bad_times, f"{self.mapping.columns[EVENT_TIME]} is no timestamp"),
+            (self.missing_ids, f"{ids} is empty"),
+            (self.bad_times, f"{times} is no timestamp"),
         ):
             if n:
                 lines.append(
                     f"  warning: {what} in {n:,} rows ({n / self.rows:.1%}): the data "
                     "contract refuses them; leave them out of the export"
                 )
-        if self.mapping.constant_event_type:
-            lines.append(
-                f"  no event-type column: every row is "
-                f"{self.mapping.constant_event_type!r}"
-            )
-        lines.append(
-            "  amounts: "
-            + (", ".join(self.amount_columns) or "none")
-            + "; quantities: "
-            + (", ".join(self.quantity_columns) or "none")
-        )
         lines.append(
             f"  event types ({len(self.event_types)}): events, customers, per customer"
         )
@@ -292,45 +336,64 @@ def _quote(name: str) -> str:
 
 
 def profile_events(
-    events: Path,
+    events: Path | Sequence[Path],
     customers: Path | None = None,
     subscriptions: Path | None = None,
     fmt: str = "auto",
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> Profile:
-    """Read and measure the events (and the optional tables); propose mappings."""
+    """Read and measure the events (one source, or several read as one log) and
+    the optional tables; propose mappings."""
+    paths = [Path(events)] if isinstance(events, str | Path) else list(events)
+    if not paths:
+        raise ValueError("no events source given")
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    relation, files, kind = _relation(events, fmt)
-    columns = _columns(con, relation, Path(events))
-    mapping = propose_events_columns(columns, Path(events))
-    cid = _quote(mapping.columns[CUSTOMER_ID])
-    t = timestamp_sql(_quote(mapping.columns[EVENT_TIME]))
-    con.execute(
-        f"CREATE TEMP VIEW profiled AS SELECT {cid} AS _cid, {t} AS _t, "
-        + (
-            f"CAST({_quote(mapping.columns[EVENT_TYPE])} AS VARCHAR) AS _type "
+    sources, selects = [], []
+    for path in paths:
+        relation, files, kind = _relation(path, fmt)
+        columns = _columns(con, relation, path)
+        mapping = propose_events_columns(columns, path, several=len(paths) > 1)
+        cid = _quote(mapping.columns[CUSTOMER_ID])
+        t = timestamp_sql(_quote(mapping.columns[EVENT_TIME]))
+        kind_sql = (
+            f"CAST({_quote(mapping.columns[EVENT_TYPE])} AS VARCHAR)"
             if EVENT_TYPE in mapping.columns
-            else f"'{mapping.constant_event_type}' AS _type "
+            else "'" + str(mapping.constant_event_type).replace("'", "''") + "'"
         )
-        + f"FROM {relation}"
+        selects.append(
+            f"SELECT TRIM(CAST({cid} AS VARCHAR)) AS _cid, {t} AS _t, "
+            f"{kind_sql} AS _type FROM {relation}"
+        )
+        (rows,) = con.execute(f"SELECT count(*) FROM {relation}").fetchone()
+        if not rows:
+            raise ContractError([Problem(path, None, "has no rows")])
+        sources.append(
+            EventsSource(
+                path,
+                files,
+                kind,
+                columns,
+                mapping,
+                int(rows),
+                amount_columns=[c.name for c in columns if _amount_like(c)],
+                quantity_columns=[c.name for c in columns if _quantity_like(c)],
+            )
+        )
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW profiled AS " + " UNION ALL ".join(selects)
     )
     rows, n_customers, first, last, bad, no_id = con.execute(
-        "SELECT count(*), count(DISTINCT _cid), min(_t), max(_t), "
-        "count(*) FILTER (WHERE _t IS NULL), count(*) FILTER (WHERE _cid IS NULL "
-        "OR TRIM(CAST(_cid AS VARCHAR)) = '') FROM profiled"
+        "SELECT count(*), count(DISTINCT _cid) FILTER (WHERE _cid <> ''), min(_t), "
+        "max(_t), count(*) FILTER (WHERE _t IS NULL), count(*) FILTER (WHERE _cid "
+        "IS NULL OR _cid = '') FROM profiled"
     ).fetchone()
-    if not rows:
-        raise ContractError([Problem(Path(events), None, "has no rows")])
     if first is None:
+        times = ", ".join(
+            f"{s.path}: {s.mapping.columns[EVENT_TIME]!r}" for s in sources
+        )
         raise ContractError(
-            [
-                Problem(
-                    Path(events),
-                    None,
-                    f"column {mapping.columns[EVENT_TIME]!r} holds no timestamp",
-                )
-            ]
+            [Problem(paths[0], None, f"no timestamp in the time column(s): {times}")]
         )
     by_day = con.execute(
         "SELECT CAST(_t AS DATE) AS d, count(*) AS n FROM profiled "
@@ -346,11 +409,7 @@ def profile_events(
         ).fetchall()
     ]
     profile = Profile(
-        path=Path(events),
-        files=files,
-        format=kind,
-        columns=columns,
-        mapping=mapping,
+        sources=sources,
         rows=int(rows),
         customers=int(n_customers),
         first=first,
@@ -358,18 +417,15 @@ def profile_events(
         last_day_events=int(by_day[-1][1]),
         median_day_events=median,
         event_types=types,
-        amount_columns=[c.name for c in columns if _amount_like(c)],
-        quantity_columns=[c.name for c in columns if _quantity_like(c)],
         missing_ids=int(no_id),
         bad_times=int(bad),
     )
+    events_id = sources[0].mapping.columns[CUSTOMER_ID]
     if customers is not None:
-        profile.customers_table = profile_customers(
-            customers, mapping.columns[CUSTOMER_ID], fmt, con
-        )
+        profile.customers_table = profile_customers(customers, events_id, fmt, con)
     if subscriptions is not None:
         profile.subscriptions_table = profile_subscriptions(
-            subscriptions, mapping.columns[CUSTOMER_ID], fmt, con
+            subscriptions, events_id, fmt, con
         )
     return profile
 
@@ -465,8 +521,12 @@ def _amount_like(column: Column) -> bool:
 
 
 def _quantity_like(column: Column) -> bool:
+    """Named like a quantity: quantity, qty, units, ... or a count of something
+    (`number_of_cds`, `num_items`, `n_units`)."""
+    ws = words(column.name)
+    counted = len(ws) > 1 and (ws[:2] == ["number", "of"] or ws[0] in ("num", "n"))
     return column.numeric and (
-        column.name.lower() == QUANTITY or _has(column.name, QUANTITY_WORDS)
+        column.name.lower() == QUANTITY or _has(column.name, QUANTITY_WORDS) or counted
     )
 
 
@@ -492,9 +552,26 @@ def looks_like_purchases(path: Path, amount: str | None) -> bool:
     return amount is not None or _has(path.stem, PURCHASE_TABLE_WORDS)
 
 
-def propose_events_columns(columns: Sequence[Column], path: Path) -> EventsMapping:
+def constant_event_type(path: Path, amount: str | None, several: bool = False) -> str:
+    """The event type of a source without an event-type column, from its name: a
+    file named after tickets, complaints, cancellations keeps its name (so roles
+    are proposed from it), one that looks like purchases is `purchase`; otherwise
+    the file's name when the log has several sources, else `event`."""
+    name = "_".join(words(path.stem)) or "event"
+    role_words = ROLE_WORDS[CANCEL] + ROLE_WORDS[SERVICE_REQUEST]
+    if any(w in name for w in role_words):
+        return name
+    if looks_like_purchases(path, amount):
+        return PURCHASE
+    return name if several else "event"
+
+
+def propose_events_columns(
+    columns: Sequence[Column], path: Path, several: bool = False
+) -> EventsMapping:
     """The contract's event columns from the source's names and types; a
-    ContractError naming the columns when no id or time column is found."""
+    ContractError naming the columns when no id or time column is found.
+    `several`: the source is one of several read as one log."""
     found: dict[str, str] = {}
     for contract, score in (
         (CUSTOMER_ID, _id_score),
@@ -526,9 +603,7 @@ def propose_events_columns(columns: Sequence[Column], path: Path) -> EventsMappi
         found[QUANTITY] = quantity.name
     constant = None
     if event_type is None:
-        constant = (
-            PURCHASE if looks_like_purchases(path, found.get(AMOUNT)) else "event"
-        )
+        constant = constant_event_type(path, found.get(AMOUNT), several)
     return EventsMapping(found, constant)
 
 

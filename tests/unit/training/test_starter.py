@@ -149,3 +149,38 @@ def test_subscriptions_make_contract_churn_with_its_grace(tmp_path: Path) -> Non
         "end_time": "end_date",
     }
     assert "contract churn's 30-day grace" in text
+
+
+def test_several_sources_each_map_their_own_columns_and_load_as_one_log(
+    tmp_path: Path,
+) -> None:
+    """`init --events sales.csv --events cancellations.csv`: one entry per source
+    with its constant type and its own mapping, read back as one log."""
+    from features.sources.load import load_project
+
+    sales = purchases_csv(tmp_path / "sales.csv", days=400)
+    frame = pd.read_csv(sales).head(30)
+    frame["units"] = -frame["units"]
+    frame.to_csv(tmp_path / "cancellations.csv", index=False)
+    sources = [sales, tmp_path / "cancellations.csv"]
+    out, raw, text = written(tmp_path, sources)
+    mapping = {
+        "customer_id": "household_id",
+        "event_time": "day",
+        "amount": "sales_value",
+        "quantity": "units",
+    }
+    assert raw["data"]["events"] == [
+        {"path": "../sales.csv", "event_type": "purchase", "columns": mapping},
+        {
+            "path": "../cancellations.csv",
+            "event_type": "cancellations",
+            "columns": mapping,
+        },
+    ]
+    assert "columns" not in raw["data"]
+    assert text.count("not read: store_id, basket_id") == 2
+    ds = load_project(load_config(out))
+    by_type = ds.events.group_by("event_type").aggregate(n=ds.events.count())
+    counts = {r["event_type"]: r["n"] for r in by_type.to_pyarrow().to_pylist()}
+    assert counts == {"purchase": 401, "cancellations": 30}

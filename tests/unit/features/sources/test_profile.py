@@ -196,3 +196,58 @@ def test_billing_exports_map_to_the_subscription_contract(tmp_path: Path) -> Non
         "mrr": "mrr",
         "billing_period_months": "bill_period_months",
     }
+
+
+def test_several_sources_are_profiled_as_one_log_each_with_its_own_mapping(
+    tmp_path: Path,
+) -> None:
+    """A sales export and a tickets export in their own names: one log, each
+    source mapped on its own, the ticket file's rows typed by its name."""
+    sales = purchases_csv(tmp_path / "sales.csv")
+    tickets = pd.DataFrame(
+        {
+            "HouseholdID": [1, 2, 2, 41],
+            "OpenedAt": pd.to_datetime(
+                ["2017-02-01", "2017-03-01", "2017-03-02", "2017-08-01 10:00"],
+                format="ISO8601",
+            ),
+            "Channel": ["phone", "mail", "phone", "chat"],
+        }
+    )
+    tickets.to_parquet(tmp_path / "support_tickets.parquet")
+    profile = profile_events([sales, tmp_path / "support_tickets.parquet"])
+    first, second = profile.sources
+    assert first.mapping.constant_event_type == "purchase"
+    # a channel is no event type: the file's name types its rows, and proposes
+    # the service-request role
+    assert second.mapping.columns == {
+        "customer_id": "HouseholdID",
+        "event_time": "OpenedAt",
+    }
+    assert second.mapping.constant_event_type == "support_tickets"
+    roles = propose_roles(profile.event_types).roles
+    assert roles["service_request"] == ["support_tickets"]
+    assert (first.rows, second.rows) == (401, 4)
+    assert profile.rows == 405
+    # household 41 is only in the tickets: the log's customers are the union
+    assert profile.customers == 41
+    assert profile.last == datetime(2017, 8, 1, 10, 0)
+    assert "the log, rows 405, customers 41" in profile.text()
+
+
+def test_a_count_of_things_is_a_quantity(tmp_path: Path) -> None:
+    """CDNOW's own header: customer_id date number_of_cds dollar_value."""
+    columns = [
+        Column("customer_id", "VARCHAR"),
+        Column("date", "DATE"),
+        Column("number_of_cds", "BIGINT"),
+        Column("dollar_value", "DOUBLE"),
+    ]
+    mapping = propose_events_columns(columns, tmp_path / "cdnow_orders.csv")
+    assert mapping.columns == {
+        "customer_id": "customer_id",
+        "event_time": "date",
+        "amount": "dollar_value",
+        "quantity": "number_of_cds",
+    }
+    assert mapping.constant_event_type == "purchase"
