@@ -44,6 +44,15 @@ def of_run(params: dict[str, str]) -> dict[str, str] | None:
     return found or None
 
 
+def compared(params: dict[str, str]) -> dict[str, str]:
+    """What a run's params say of its label: its `label.*` params, or for an older
+    run only `label.horizon_days` (from its `horizon_days`)."""
+    found = of_run(params)
+    if found is not None:
+        return found
+    return {PREFIX + LEGACY: params[LEGACY]} if LEGACY in params else {}
+
+
 def differences(
     target: str,
     challenger: dict[str, str],

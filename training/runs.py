@@ -225,25 +225,14 @@ def _labels(a: Run, b: Run) -> list[tuple[str, str | None, str | None]]:
     """Both runs' label settings; a run trained before they were logged shows its
     horizon_days and `(not logged)` for the others."""
 
-    def settings(run: Run) -> dict[str, str]:
-        params = run.data.params
-        found = label_settings.of_run(params)
-        if found is not None:
-            return found
-        legacy = label_settings.LEGACY
-        key = label_settings.PREFIX + legacy
-        return {key: params[legacy]} if legacy in params else {}
+    def missing(run: Run) -> str | None:
+        logged = label_settings.of_run(run.data.params) is not None
+        return None if logged else "(not logged)"
 
-    mine, theirs = settings(a), settings(b)
-    old = "(not logged)"
+    mine = label_settings.compared(a.data.params)
+    theirs = label_settings.compared(b.data.params)
     return [
-        (
-            k,
-            mine.get(k, old if label_settings.of_run(a.data.params) is None else None),
-            theirs.get(
-                k, old if label_settings.of_run(b.data.params) is None else None
-            ),
-        )
+        (k, mine.get(k, missing(a)), theirs.get(k, missing(b)))
         for k in sorted(set(mine) | set(theirs))
     ]
 
@@ -317,7 +306,7 @@ def promote(
         target,
         (
             challenger.evidence,
-            label_settings.of_run(client.get_run(mine).data.params) or {},
+            label_settings.compared(client.get_run(mine).data.params),
             load_predictions(client, mine),
         ),
         (

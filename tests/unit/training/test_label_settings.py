@@ -6,7 +6,7 @@ from pathlib import Path
 
 from core.config import load_config
 from tests.helpers import write_config
-from training.label_settings import differences, label_params
+from training.label_settings import compared, differences, label_params
 
 
 def config(tmp_path: Path, **targets):
@@ -58,3 +58,11 @@ def test_an_older_champion_is_compared_on_horizon_days_only() -> None:
     assert differ == [] and "only horizon_days compared" in note
     differ, _ = differences("churn", {**mine, "label.horizon_days": "60"}, old)
     assert differ == ["churn.horizon_days: 30 (champion) vs 60 (challenger)"]
+
+
+def test_an_older_run_is_compared_on_its_horizon_days() -> None:
+    assert compared({"target": "churn", "horizon_days": "30"}) == {
+        "label.horizon_days": "30"
+    }
+    new = {"horizon_days": "30", "label.horizon_days": "30", "label.population": "x"}
+    assert compared(new) == {"label.horizon_days": "30", "label.population": "x"}
