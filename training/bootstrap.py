@@ -52,10 +52,6 @@ class Interval:
     low: float
     high: float
 
-    def text(self, digits: int = 6) -> str:
-        d = digits
-        return f"{self.point:+.{d}f} [{self.low:+.{d}f}, {self.high:+.{d}f}]"
-
 
 @dataclass(frozen=True)
 class Paired:

@@ -296,9 +296,12 @@ def join_predictions(
     b = champion[keep][champion[ORIGIN].astype(str).isin(origins)]
     a = a.assign(**{ORIGIN: a[ORIGIN].astype(str), CUSTOMER: a[CUSTOMER].astype(str)})
     b = b.assign(**{ORIGIN: b[ORIGIN].astype(str), CUSTOMER: b[CUSTOMER].astype(str)})
-    joined = a.merge(
-        b, on=[CUSTOMER, ORIGIN], suffixes=("", "_champion"), validate="one_to_one"
-    )
+    try:
+        joined = a.merge(
+            b, on=[CUSTOMER, ORIGIN], suffixes=("", "_champion"), validate="one_to_one"
+        )
+    except pd.errors.MergeError:  # a customer twice at one origin: not comparable
+        return None
     if len(joined) != len(a) or len(joined) != len(b) or joined.empty:
         return None
     if not (joined[LABEL] == joined[LABEL + "_champion"]).all():

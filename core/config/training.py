@@ -54,8 +54,8 @@ class PromotionConfig(Strict):
     # The central interval's coverage (0.95: from the 2.5th to the 97.5th
     # percentile of the resampled figures).
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    # Resamples of the customers (each with all its rows); about 5 s per 100k
-    # out-of-time rows at 1000 on two cores.
+    # Resamples of the customers (each with all its rows); at 1000, about 5-10 s
+    # per 100k out-of-time rows on two cores (time grows with rows x resamples).
     bootstrap_samples: int = Field(1000, ge=100, le=100_000)
 
 
