@@ -117,3 +117,25 @@ def test_a_higher_confidence_widens_the_interval() -> None:
 def test_no_rows_is_refused() -> None:
     with pytest.raises(ValueError, match="no rows"):
         PairedRows(predictions(3, 1).iloc[:0], "champion", "challenger")
+
+
+def test_merging_neighbouring_scores_moves_the_auc_by_at_most_half_a_group() -> None:
+    rng = np.random.default_rng(7)
+    n = 20_000
+    y = (rng.random(n) < 0.3).astype(int)
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(n).astype(str),
+            "origin": "2025-01-01",
+            "label": y,
+            "champion": rng.random(n) * 0.5 + 0.3 * y,  # all distinct
+            "challenger": np.round(rng.random(n) * 0.5 + 0.35 * y, 3),  # ties
+        }
+    )
+    data = PairedRows(frame, "champion", "challenger", max_groups=100)
+    draws = customer_draws(n, 20, np.random.default_rng(8))
+    exact_gain, exact_auc = data.statistics(draws)
+    gain, auc = data.statistics(draws, exact=False)
+    np.testing.assert_allclose(gain, exact_gain)  # log loss is never merged
+    assert np.abs(auc - exact_auc).max() <= 2 * 0.5 / 100  # two models' AUCs
+    assert np.abs(auc - exact_auc).max() > 0  # and it did merge
