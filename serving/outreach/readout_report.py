@@ -135,7 +135,7 @@ def text(report: dict) -> str:
             )
     if report["notes"]:
         out += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
-    return "\n".join(out) + "\n"
+    return "\n".join(line.rstrip() for line in out) + "\n"
 
 
 def as_json(report: dict) -> str:
