@@ -21,16 +21,21 @@ def campaigns() -> None:
 @campaigns.command("list")
 @pass_options
 def campaigns_list(options: Options) -> ExitCode:
-    """Every confirmed campaign of the contact log, oldest first."""
+    """Every confirmed campaign of the contact log, oldest first, and whether
+    its outcome window has passed (at data.as_of, else now)."""
     from serving.outreach.contact_log import ContactLog
-    from serving.outreach.readout import outcome_definition, parse_stamp
+    from serving.outreach.readout import (
+        default_as_of,
+        outcome_definition,
+        parse_stamp,
+    )
 
     _, config, _ = options.context()
     found = ContactLog(config.outreach.contact_log).campaigns()
     if not found:
         click.echo(f"no confirmed campaign in {config.outreach.contact_log}")
         return ExitCode.OK
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = default_as_of(config)
     click.echo(
         f"{'campaign':28} {'target':16} {'confirmed_at':26} {'treatment':>9} "
         f"{'control':>8} {'share':>6}  outcome"

@@ -35,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 
 import ibis
 import ibis.expr.types as ir
-import numpy as np
 import pyarrow as pa
 
 from core.config import ProjectConfig
@@ -123,25 +122,30 @@ def parse_stamp(text: str) -> datetime:
 
 
 def selected_table(rows: Sequence[tuple[str, str, float | None]]) -> pa.Table:
-    """The campaign's customers with group, score and score decile (1 = the
-    highest tenth over treatment and control; ties by stored id; null without
-    a score)."""
-    ids = np.array([r[0] for r in rows], dtype=object)
-    groups = [r[1] for r in rows]
-    scores = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=float)
-    deciles = np.full(len(rows), -1, dtype=np.int64)
-    scored = np.flatnonzero(~np.isnan(scores))
-    if scored.size:
-        order = scored[np.lexsort((ids[scored].astype(str), -scores[scored]))]
-        deciles[order] = 1 + (DECILES * np.arange(order.size)) // order.size
+    """The campaign's (customer_id, group, score at selection) as Arrow."""
+    ids, groups, scores = (
+        (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
+    )
     return pa.table(
         {
-            CUSTOMER_ID: pa.array(ids.tolist(), pa.string()),
+            CUSTOMER_ID: pa.array(ids, pa.string()),
             GROUP: pa.array(groups, pa.string()),
-            SCORE: pa.array(scores, pa.float64(), mask=np.isnan(scores)),
-            DECILE: pa.array(deciles, pa.int64(), mask=deciles < 0),
+            SCORE: pa.array(scores, pa.float64()),
         }
     )
+
+
+def with_deciles(selected: ir.Table) -> ir.Table:
+    """`selected` with the decile of the score at selection: 1 + floor(10 * r / n)
+    for the r-th highest score (from 0, ties by id) of the n scored customers,
+    treatment and control together (1 = the highest tenth); null unscored."""
+    scored = selected[SCORE].notnull()
+    rank = ibis.row_number().over(
+        ibis.window(order_by=[selected[SCORE].desc(), selected[CUSTOMER_ID]])
+    )
+    n = selected[SCORE].count().over(ibis.window())
+    decile = ibis.ifelse(scored, 1 + (DECILES * rank) // n, ibis.null("int64"))
+    return selected.mutate(**{DECILE: decile.cast("int64")})
 
 
 def customer_outcomes(
@@ -354,7 +358,7 @@ def readout(
         )
     outcome = outcome_definition(config, campaign.target, event_types, horizon_days)
     start = parse_stamp(campaign.confirmed_at)
-    selected = ibis.memtable(selected_table(log.selected(campaign_id)))
+    selected = with_deciles(ibis.memtable(selected_table(log.selected(campaign_id))))
     per_customer = customer_outcomes(
         ds,
         selected,
@@ -374,7 +378,7 @@ def readout(
             "event_types": list(outcome.event_types) or None,
             "horizon_days": outcome.horizon_days,
         },
-        **_maturity(start, outcome, as_of or _as_of(config)),
+        **_maturity(start, outcome, as_of or default_as_of(config)),
         "control_share": share,
         **figures,
         "notes": notes + _notes(figures, campaign.target),
@@ -382,7 +386,8 @@ def readout(
     }
 
 
-def _as_of(config: ProjectConfig) -> datetime:
+def default_as_of(config: ProjectConfig) -> datetime:
+    """When maturity is judged by default: data.as_of, else now (naive UTC)."""
     as_of = config.data.as_of
     if as_of is None:
         return datetime.now(UTC).replace(tzinfo=None)

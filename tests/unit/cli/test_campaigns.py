@@ -43,6 +43,7 @@ def test_list_and_report_in_every_format(tmp_path: Path, capsys) -> None:
     assert main(["--config", config, "campaigns", "list"]) == 0
     listed = capsys.readouterr().out
     assert "june" in listed and "purchase" in listed
+    assert "21 day(s) to go" in listed  # at data.as_of
     base = ["--config", config, "campaigns", "report", "june", "--no-mlflow"]
     assert main([*base, "--format", "json"]) == 0
     captured = capsys.readouterr()

@@ -6,13 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import ibis
 import pandas as pd
 import pytest
 
 from core.config import load_config
 from features.sources.load import load
 from serving.outreach.contact_log import ContactLog
-from serving.outreach.readout import ReadoutError, readout, selected_table
+from serving.outreach.readout import (
+    ReadoutError,
+    readout,
+    selected_table,
+    with_deciles,
+)
 from tests.helpers import write_config
 
 CONFIRMED = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -153,8 +159,9 @@ def test_an_old_log_falls_back_to_the_config_and_unknown_ids_are_refused(
 
 
 def test_deciles_split_ties_by_id_and_leave_unscored_out() -> None:
-    table = selected_table(
-        [("b", "treatment", 0.5), ("a", "control", 0.5), ("z", "control", None)]
-    ).to_pylist()
+    rows = [("b", "treatment", 0.5), ("a", "control", 0.5), ("z", "control", None)]
+    found = with_deciles(ibis.memtable(selected_table(rows))).to_pyarrow()
+    ids, deciles = found["customer_id"].to_pylist(), found["decile"].to_pylist()
+    deciles = dict(zip(ids, deciles, strict=True))
     # two scored customers: the first tenth and the sixth (1 + 10 * 1 // 2)
-    assert [r["decile"] for r in table] == [6, 1, None]
+    assert deciles == {"a": 1, "b": 6, "z": None}
