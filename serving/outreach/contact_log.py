@@ -232,8 +232,9 @@ class ContactLog:
             ).fetchall()
         return [Contact(*row) for row in rows]
 
-    def campaigns(self) -> list[CampaignInfo]:
-        """Every confirmed campaign, oldest first (a missing log: none)."""
+    def campaigns(self, campaign_id: str | None = None) -> list[CampaignInfo]:
+        """Every confirmed campaign, oldest first, or only `campaign_id` (a
+        missing log: none)."""
         if not self.path.exists():
             return []
         try:
@@ -249,11 +250,17 @@ class ContactLog:
                     if kept
                     else ""
                 )
+                where, params = (
+                    ("", [])
+                    if campaign_id is None
+                    else (f"WHERE c.{CAMPAIGN} = ?", [campaign_id])
+                )
                 rows = conn.execute(
                     f"SELECT c.{CAMPAIGN}, MIN(c.{TARGET}), MIN(c.{CONFIRMED_AT}), "
                     f"{settings}, SUM(c.{GROUP} = 'treatment'), "
-                    f"SUM(c.{GROUP} = 'control') FROM {TABLE} c {joined} "
-                    f"GROUP BY c.{CAMPAIGN} ORDER BY 3, 1"
+                    f"SUM(c.{GROUP} = 'control') FROM {TABLE} c {joined} {where} "
+                    f"GROUP BY c.{CAMPAIGN} ORDER BY 3, 1",
+                    params,
                 ).fetchall()
         except sqlite3.Error as exc:
             raise ContactLogError(f"contact log {self.path}: {exc}") from exc
@@ -261,7 +268,8 @@ class ContactLog:
 
     def campaign(self, campaign_id: str) -> CampaignInfo | None:
         """One confirmed campaign, or None."""
-        return next((c for c in self.campaigns() if c.campaign_id == campaign_id), None)
+        found = self.campaigns(campaign_id)
+        return found[0] if found else None
 
     def selected(self, campaign_id: str) -> list[tuple[str, str, float | None]]:
         """A campaign's (stored id, group, score at selection) rows."""
