@@ -628,7 +628,13 @@ def test_metadata_lists_the_champions_as_registered(
 
 def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
-    for path in ("/predict_by_id", "/explain", "/outreach", "/metadata"):
+    for path in (
+        "/predict_by_id",
+        "/explain",
+        "/outreach",
+        "/campaign_report",
+        "/metadata",
+    ):
         assert path in paths, sorted(paths)
     # /docs leads to the Swagger page, with no key
     page = client.get("/docs", headers={"Authorization": ""})
