@@ -34,6 +34,10 @@ REQUESTS ?=
 # api-key: who holds the new key, what it may call (score, outreach, admin)
 NAME ?=
 SCOPES ?= score
+# campaign-report: the campaign id, text|json|html, an output file (empty: stdout)
+ID ?=
+FORMAT ?= text
+OUT ?=
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
 # or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
 PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
@@ -62,7 +66,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -125,6 +129,13 @@ api-key: setup ## create an API key for NAME with SCOPES (default score), print 
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui
+
+campaigns: setup ## the confirmed campaigns of the contact log, mature or not
+	$(CLI) campaigns list
+
+campaign-report: setup ## a campaign's readout, logged to MLflow (ID=campaign FORMAT=text|json|html OUT=file)
+	@test -n "$(ID)" || { echo "usage: make campaign-report ID=campaign-id [FORMAT=html OUT=file]"; exit 2; }
+	$(CLI) campaigns report $(ID) --format $(FORMAT) $(if $(OUT),--out $(OUT))
 
 tracking-server: setup ## team mode: a shared MLflow server on Postgres (PG_URI=... ARTIFACTS=dir TRACKING_ARGS=...)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(PG_URI) \

@@ -103,6 +103,9 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "forget",
         "retention",
         "pseudonym",
+        "campaigns",
+        "campaigns list",
+        "campaigns report",
     }
 
 
