@@ -20,11 +20,24 @@ TARGET ?= churn
 TRIALS ?= 30
 TIMEOUT ?=
 PYTEST_ARGS ?=
+# init: the event log (a CSV or Parquet file or folder), optional customers and
+# subscriptions tables, the config to write (default ./propensity.yaml, never
+# overwritten); check: the config to check (default PROPENSITY_CONFIG or
+# ./propensity.yaml)
+EVENTS ?=
+CUSTOMERS_TABLE ?=
+SUBSCRIPTIONS ?=
+OUT ?=
+CONFIG ?=
 # bench-api: requests per figure (empty: the bench's default)
 REQUESTS ?=
 # api-key: who holds the new key, what it may call (score, outreach, admin)
 NAME ?=
 SCOPES ?= score
+# campaign-report: the campaign id, text|json|html, an output file (empty: stdout)
+ID ?=
+FORMAT ?= text
+OUT ?=
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
 # or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
 PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
@@ -53,7 +66,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train tune score nightly score-status serve run bento api-key ui tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,6 +84,14 @@ data/demo/events.parquet: | $(STAMP)
 
 data: setup ## (re)generate the demo data in data/demo (CUSTOMERS=20000 SEED=42)
 	$(CLI) demo-data --customers $(CUSTOMERS) --seed $(SEED) --out data/demo
+
+init: setup ## profile your own data and write a starter config (EVENTS=path CUSTOMERS_TABLE= SUBSCRIPTIONS= OUT=propensity.yaml; never overwrites)
+	@test -n "$(EVENTS)" || { echo "usage: make init EVENTS=path/to/events.csv [OUT=dir/propensity.yaml]"; exit 2; }
+	$(CLI) init --events $(EVENTS) $(if $(CUSTOMERS_TABLE),--customers $(CUSTOMERS_TABLE)) \
+		$(if $(SUBSCRIPTIONS),--subscriptions $(SUBSCRIPTIONS)) $(if $(OUT),--out $(OUT))
+
+check: setup ## validate config and data, print what train would do (CONFIG=; exit 1: a target cannot be trained)
+	$(CLI) $(if $(CONFIG),--config $(CONFIG)) check
 
 train: setup data/demo/events.parquet ## build features and labels, train the listed targets, register, promote (exit 7: a target skipped)
 	$(CLI) train
@@ -108,6 +129,13 @@ api-key: setup ## create an API key for NAME with SCOPES (default score), print 
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui
+
+campaigns: setup ## the confirmed campaigns of the contact log, mature or not
+	$(CLI) campaigns list
+
+campaign-report: setup ## a campaign's readout, logged to MLflow (ID=campaign FORMAT=text|json|html OUT=file)
+	@test -n "$(ID)" || { echo "usage: make campaign-report ID=campaign-id [FORMAT=html OUT=file]"; exit 2; }
+	$(CLI) campaigns report $(ID) --format $(FORMAT) $(if $(OUT),--out $(OUT))
 
 tracking-server: setup ## team mode: a shared MLflow server on Postgres (PG_URI=... ARTIFACTS=dir TRACKING_ARGS=...)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(PG_URI) \

@@ -56,6 +56,7 @@ class Options:
             config.data.customers,
             fmt=config.data.format,
             validated=ds,
+            columns=config.data.columns,
         )
 
     def client(self) -> tuple[ProjectConfig, Any]:

@@ -55,6 +55,8 @@ def train(options: Options) -> ExitCode:
         )
         verdict = "champion" if r.decision.promote else "challenger"
         click.echo(f"  -> {verdict}: {r.decision.reason}")
+        for line in r.dropped:
+            click.echo(f"  {line}")
     click.echo(
         "AUC, logloss: the raw model, mean over the origins; ll cal, ECE cal: the "
         "calibrated probabilities the API and the nightly job serve, mean over the "

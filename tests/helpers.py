@@ -267,6 +267,7 @@ NEEDS = {
     "/predict_by_id": "score",
     "/explain": "score",
     "/outreach": "outreach",
+    "/campaign_report": "outreach",
     "/metadata": "admin",
     "/forget": "admin",
 }

@@ -2,7 +2,8 @@
 
 For a target with horizon H, a cutoff is *complete* when its whole label window
 lies in the data. The backtest's origins are the latest `origins` complete
-cutoffs, consecutive. For each origin o:
+cutoffs whose rows hold both classes (training.plan says which, and which cutoffs
+were dropped and why). For each origin o:
 
 - training cutoffs are those whose label windows end by o (c + H <= o), so no
   training label sees past the origin;
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import lightgbm as lgb
 import numpy as np
@@ -42,6 +43,7 @@ from training.calibrate import Choice, choose
 from training.dataset import TrainingTable
 from training.metrics import metrics
 from training.model import fit
+from training.plan import Counts, Fold, Plan, class_counts, plan_target
 
 log = logging.getLogger(__name__)
 
@@ -53,89 +55,51 @@ def _day(d: datetime) -> str:
     return d.strftime("%Y-%m-%d")
 
 
-@dataclass(frozen=True)
-class Fold:
-    origin: datetime
-    fit_cutoffs: list[datetime]
-    stop_cutoff: datetime
-
-    @property
-    def train_cutoffs(self) -> list[datetime]:
-        return [*self.fit_cutoffs, self.stop_cutoff]
-
-
-@dataclass(frozen=True)
-class Plan:
-    target: str
-    horizon_days: int
-    folds: list[Fold]
-    final_cutoffs: list[datetime]
-
-
 class TargetSkipped(ValueError):
-    """A listed target that cannot be trained on these data: a part of a fold
-    (fitting, early-stopping or origin rows) holds a single class. `counts` are
-    the rows and positives of its population per complete cutoff."""
+    """A listed target that cannot be trained on these data (training.plan's
+    `problem`: too few origins with both classes, single-class fitting or
+    early-stopping rows, too few complete cutoffs). `counts` are the rows and
+    positives of its population per cutoff; the message names the dropped
+    cutoffs and the counts."""
 
     def __init__(
-        self, target: str, reason: str, counts: dict[datetime, tuple[int, int]]
+        self,
+        target: str,
+        reason: str,
+        counts: dict[datetime, Counts],
+        dropped: list[str] | None = None,
     ) -> None:
         self.target, self.reason, self.counts = target, reason, counts
+        self.dropped = dropped or []
         per_cutoff = ", ".join(
-            f"{_day(c)} {n} rows/{k} positive" for c, (n, k) in counts.items()
+            f"{_day(c)} {n.rows} rows/{n.positives} positive" for c, n in counts.items()
         )
-        super().__init__(f"{target}: {reason}; per cutoff: {per_cutoff}")
+        super().__init__(
+            "\n".join([f"{reason}; per cutoff: {per_cutoff}", *self.dropped])
+        )
 
 
 def plan(table: TrainingTable, target: str, labels: LabelSpec, origins: int) -> Plan:
-    """The folds of the backtest on `table` (the target's population: see
-    `TrainingTable.population`); a clear error when the data cannot give them,
-    `TargetSkipped` when a part of a fold holds a single class."""
-    horizon = timedelta(days=labels.horizons[target])
-    complete = [c for c in table.cutoffs if labels.complete(target, c, table.data_end)]
-    if len(complete) < origins:
-        raise ValueError(
-            f"{target}: the backtest needs {origins} origins with a complete "
-            f"{horizon.days}-day horizon before {table.data_end:%Y-%m-%d}, the "
-            f"cutoffs give {len(complete)}; add earlier cutoffs or lower "
-            "training.backtest.origins"
+    """The folds of the backtest on `table`'s rows of the target's population
+    (training.plan: which cutoffs are origins, which were dropped and why);
+    `TargetSkipped`, naming the dropped cutoffs and the counts, when the data
+    cannot give them."""
+    target_plan = plan_target(
+        target,
+        table.cutoffs,
+        table.data_end,
+        labels,
+        origins,
+        class_counts(table.frame, target, table.cutoffs),
+    )
+    if target_plan.problem is not None:
+        raise TargetSkipped(
+            target,
+            target_plan.problem,
+            target_plan.counts,
+            target_plan.dropped_lines(),
         )
-    folds = []
-    for origin in complete[-origins:]:
-        train = [c for c in complete if c + horizon <= origin]
-        stop = train[-1] if train else None
-        fit_cutoffs = [c for c in train if stop and c + horizon <= stop]
-        if not fit_cutoffs:
-            raise ValueError(
-                f"{target}: origin {_day(origin)} needs two earlier cutoffs whose "
-                f"{horizon.days}-day windows end by it (one to fit on, one to stop "
-                f"early on), found {len(train)}; add earlier cutoffs"
-            )
-        folds.append(Fold(origin, fit_cutoffs, stop))
-    frame = table.frame
-    for fold in folds:
-        for name, cutoffs in (
-            ("fitting", fold.fit_cutoffs),
-            ("early-stopping", [fold.stop_cutoff]),
-            ("origin", [fold.origin]),
-        ):
-            y = frame.loc[frame[CUTOFF].isin(cutoffs), target]
-            if y.nunique() < 2:
-                counts = {
-                    c: (
-                        int((frame[CUTOFF] == c).sum()),
-                        int(frame.loc[frame[CUTOFF] == c, target].sum()),
-                    )
-                    for c in complete
-                }
-                raise TargetSkipped(
-                    target,
-                    f"the {name} rows for origin {_day(fold.origin)} "
-                    f"({', '.join(map(_day, cutoffs))}) hold a single class "
-                    f"({int(y.sum())} positive of {len(y)} rows); cannot train",
-                    counts,
-                )
-    return Plan(target, horizon.days, folds, complete)
+    return target_plan
 
 
 @dataclass

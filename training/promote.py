@@ -1,17 +1,34 @@
 """The promotion gate, alias moves, and their audit trail.
 
 A new version always gets the `challenger` alias. It takes `champion` when there is
-none, or when it passes the gate against the champion on the backtest origins both
-were evaluated on (same origin date, same number of rows and positives, so the
-same out-of-time rows): its mean log loss must be lower by more than
-`min_log_loss_gain` and its mean ROC AUC at most `max_auc_loss` lower.
+none, or when it passes the gate against the champion:
+
+1. Labels alike: the two model runs' label settings (`label.*` params, see
+   training.label_settings) must be equal; otherwise the figures measure different
+   things and the challenger is not promoted (the reason names the settings that
+   differ). A champion trained before the settings were logged is compared on
+   `horizon_days` only, and the reason says so.
+2. Same rows: only the backtest origins both were evaluated on count (same origin
+   date, same number of rows and positives, so the same out-of-time rows).
+3. Beyond noise: each model run logs its out-of-time predictions (the raw model's,
+   the ones the per-origin log loss and AUC are computed from) as
+   `backtest_predictions.parquet`. The gate joins the two on (customer, origin)
+   and runs a paired bootstrap over customers (training.bootstrap): the
+   `confidence` central interval of the log-loss gain and of the AUC loss
+   (champion minus challenger, means over the common origins). The challenger is
+   promoted when the gain's lower end exceeds `min_log_loss_gain` and the AUC
+   loss's lower end does not exceed `max_auc_loss` (it is refused on AUC only when
+   it loses more than allowed beyond noise). When either run has no predictions
+   (trained before they were logged) the gate falls back to the means: gain >
+   `min_log_loss_gain`, AUC loss <= `max_auc_loss`, and the reason says so.
 
 Every move of `champion` (by the gate, `propensity promote --force` or
 `propensity rollback`) is recorded twice:
 - as tags on the model versions (`champion.*` on the version that gains and the
   one that loses the alias);
 - as a run in the `<experiment>.promotions` experiment of the tracking store:
-  model, from- and to-version, reason, actor, kind and figures, at its time.
+  model, from- and to-version, reason, actor, kind and figures (with the
+  bootstrap interval), at its time.
 The log answers "which version was champion on date D" (`champion_at`).
 """
 
@@ -19,19 +36,28 @@ from __future__ import annotations
 
 import getpass
 import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from core.config import PromotionConfig
 from model.registry import CHALLENGER, CHAMPION
+from training import bootstrap, label_settings
+from training.bootstrap import CUSTOMER, LABEL, ORIGIN, P, Paired
 
 TAG_PREFIX = "promotion."
 MOVE_PREFIX = "champion."
 LOG_SUFFIX = ".promotions"
+# each model run's out-of-time predictions: customer_id, origin, label, p (raw)
+PREDICTIONS = "backtest_predictions.parquet"
+METHOD_BOOTSTRAP, METHOD_MEANS = "paired_bootstrap", "means"
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,12 @@ class Decision:
     challenger_auc: float | None = None
     champion_auc: float | None = None
     origins: list[str] = field(default_factory=list)
+    # the paired bootstrap's intervals, when both runs logged their predictions
+    interval: Paired | None = None
+
+    @property
+    def method(self) -> str:
+        return METHOD_BOOTSTRAP if self.interval is not None else METHOD_MEANS
 
     def figures(self) -> dict[str, float]:
         values = {
@@ -51,8 +83,28 @@ class Decision:
             "champion_log_loss": self.champion_log_loss,
             "challenger_roc_auc": self.challenger_auc,
             "champion_roc_auc": self.champion_auc,
+            **self.interval_figures(),
         }
         return {k: float(v) for k, v in values.items() if v is not None}
+
+    def interval_figures(self) -> dict[str, float]:
+        """The bootstrap's figures (empty without one), for the record."""
+        b = self.interval
+        if b is None:
+            return {}
+        return {
+            "log_loss_gain": b.log_loss_gain.point,
+            "log_loss_gain_low": b.log_loss_gain.low,
+            "log_loss_gain_high": b.log_loss_gain.high,
+            "auc_loss": b.auc_loss.point,
+            "auc_loss_low": b.auc_loss.low,
+            "auc_loss_high": b.auc_loss.high,
+            "bootstrap_confidence": b.confidence,
+            "bootstrap_samples": b.samples,
+            "bootstrap_seed": b.seed,
+            "bootstrap_customers": b.customers,
+            "bootstrap_rows": b.rows,
+        }
 
 
 def _mean(evidence: list[dict], key: str) -> float:
@@ -73,52 +125,255 @@ def common_origins(
     return mine, other
 
 
+NOT_PROMOTED = (
+    "challenger not promoted (`propensity promote --force` overrides, with a reason)"
+)
+
+
 def gate(
     challenger: list[dict],
     champion: list[dict] | None,
     champion_version: str | None,
     policy: PromotionConfig,
+    *,
+    labels: tuple[list[str], str | None] | None = None,
+    predictions: tuple[pd.DataFrame | None, pd.DataFrame | None] | None = None,
 ) -> Decision:
-    """Decide on the per-origin evidence of both versions (see module docstring)."""
+    """Decide on the per-origin evidence of both versions (see module docstring).
+
+    `labels`: the label settings that differ and a note, as from
+    `label_settings.differences` (None: not checked). `predictions`: the
+    challenger's and the champion's out-of-time predictions (PREDICTIONS frames;
+    None for a run that has none)."""
     ll = _mean(challenger, "log_loss") if challenger else float("nan")
     if champion_version is None:
         return Decision(True, "no champion yet", ll)
+    differ, note = labels if labels is not None else ([], None)
+    if differ:
+        return Decision(
+            False,
+            f"label settings differ from champion v{champion_version}: "
+            f"{'; '.join(differ)}; the runs predict different labels and are not "
+            f"compared; {NOT_PROMOTED}",
+            ll,
+            None,
+            champion_version,
+        )
     mine, other = common_origins(challenger, champion or [])
     if not mine:
         return Decision(
             False,
             f"champion v{champion_version} was not evaluated on any of this run's "
-            "origins with the same rows, so the two cannot be compared; challenger "
-            "not promoted (`propensity promote --force` overrides, with a reason)",
+            "origins with the same rows, so the two cannot be compared; "
+            + NOT_PROMOTED,
             ll,
             None,
             champion_version,
         )
     ll, champ_ll = _mean(mine, "log_loss"), _mean(other, "log_loss")
     auc, champ_auc = _mean(mine, "roc_auc"), _mean(other, "roc_auc")
-    gain, auc_loss = champ_ll - ll, champ_auc - auc
     origins = [e["origin"] for e in mine]
-    figures = (
-        f"mean log loss {ll:.6f} vs {champ_ll:.6f} (gain {gain:+.6f}, needs > "
-        f"{policy.min_log_loss_gain:g}), mean ROC AUC {auc:.4f} vs {champ_auc:.4f} "
-        f"(loss {auc_loss:+.4f}, allowed <= {policy.max_auc_loss:g}) on "
+    interval, why_not = _bootstrap(predictions, origins, policy)
+    notes = [n for n in (note, why_not) if n]
+    if interval is None:
+        fails, text = _by_means(ll, champ_ll, auc, champ_auc, policy)
+    else:
+        fails, text = _by_interval(ll, champ_ll, auc, champ_auc, interval, policy)
+    verdict = {
+        "gain": "does not beat",
+        "auc": "beats on log loss but loses too much AUC to",
+        "": "beats",
+    }[fails]
+    reason = (
+        f"challenger {verdict} champion v{champion_version}: {text} on "
         f"{len(origins)} common origin(s) {origins[0]}..{origins[-1]}"
     )
-    if gain <= policy.min_log_loss_gain:
-        verdict, promote = "does not beat", False
-    elif auc_loss > policy.max_auc_loss:
-        verdict, promote = "beats on log loss but loses too much AUC to", False
-    else:
-        verdict, promote = "beats", True
+    if interval is not None:
+        reason += (
+            f"; paired bootstrap over {interval.customers} customers "
+            f"({interval.rows} rows), {interval.samples} resamples, seed "
+            f"{interval.seed}"
+        )
     return Decision(
-        promote,
-        f"challenger {verdict} champion v{champion_version}: {figures}",
+        fails == "",
+        "; ".join([reason, *notes]),
         ll,
         champ_ll,
         champion_version,
         auc,
         champ_auc,
         origins,
+        interval,
+    )
+
+
+def _by_means(
+    ll: float, champ_ll: float, auc: float, champ_auc: float, policy: PromotionConfig
+) -> tuple[str, str]:
+    """Today's rule on the means: what fails ("gain", "auc" or "") and the figures."""
+    gain, auc_loss = champ_ll - ll, champ_auc - auc
+    text = (
+        f"mean log loss {ll:.6f} vs {champ_ll:.6f} (gain {gain:+.6f}, needs > "
+        f"{policy.min_log_loss_gain:g}), mean ROC AUC {auc:.4f} vs {champ_auc:.4f} "
+        f"(loss {auc_loss:+.4f}, allowed <= {policy.max_auc_loss:g})"
+    )
+    if gain <= policy.min_log_loss_gain:
+        return "gain", text
+    if auc_loss > policy.max_auc_loss:
+        return "auc", text
+    return "", text
+
+
+def _by_interval(
+    ll: float,
+    champ_ll: float,
+    auc: float,
+    champ_auc: float,
+    b: Paired,
+    policy: PromotionConfig,
+) -> tuple[str, str]:
+    """The rule beyond noise: the gain's interval above min_log_loss_gain, the AUC
+    loss's interval not above max_auc_loss."""
+    pct = f"{b.confidence:.0%}"
+    g, a = b.log_loss_gain, b.auc_loss
+    text = (
+        f"mean log loss {ll:.6f} vs {champ_ll:.6f} (gain {g.point:+.6f}, {pct} "
+        f"interval [{g.low:+.6f}, {g.high:+.6f}], needs lower end > "
+        f"{policy.min_log_loss_gain:g}), mean ROC AUC {auc:.4f} vs {champ_auc:.4f} "
+        f"(loss {a.point:+.4f}, {pct} interval [{a.low:+.4f}, {a.high:+.4f}], "
+        f"refused when lower end > {policy.max_auc_loss:g})"
+    )
+    if g.low <= policy.min_log_loss_gain:
+        return "gain", text
+    if a.low > policy.max_auc_loss:
+        return "auc", text
+    return "", text
+
+
+def _bootstrap(
+    predictions: tuple[pd.DataFrame | None, pd.DataFrame | None] | None,
+    origins: list[str],
+    policy: PromotionConfig,
+) -> tuple[Paired | None, str | None]:
+    """The paired bootstrap on the common origins, or None and why not."""
+    mine, theirs = predictions if predictions is not None else (None, None)
+    if theirs is None:
+        return None, (
+            "the champion's run has no out-of-time predictions (trained before they "
+            "were logged): means compared, no bootstrap interval"
+        )
+    if mine is None:
+        return None, (
+            "the challenger's run has no out-of-time predictions: means compared, "
+            "no bootstrap interval"
+        )
+    joined = join_predictions(mine, theirs, origins)
+    if joined is None:
+        return None, (
+            "the two runs' out-of-time predictions do not cover the same customers "
+            "and labels on the common origins: means compared, no bootstrap interval"
+        )
+    return (
+        bootstrap.paired(
+            joined,
+            "champion",
+            "challenger",
+            samples=policy.bootstrap_samples,
+            confidence=policy.confidence,
+        ),
+        None,
+    )
+
+
+def join_predictions(
+    challenger: pd.DataFrame, champion: pd.DataFrame, origins: list[str]
+) -> pd.DataFrame | None:
+    """One row per (customer, origin) of the common origins with `label` and both
+    models' `p` as `challenger` and `champion`; None unless both scored exactly the
+    same rows with the same labels."""
+    keep = [CUSTOMER, ORIGIN, LABEL, P]
+    a = challenger[keep][challenger[ORIGIN].astype(str).isin(origins)]
+    b = champion[keep][champion[ORIGIN].astype(str).isin(origins)]
+    a = a.assign(**{ORIGIN: a[ORIGIN].astype(str), CUSTOMER: a[CUSTOMER].astype(str)})
+    b = b.assign(**{ORIGIN: b[ORIGIN].astype(str), CUSTOMER: b[CUSTOMER].astype(str)})
+    try:
+        joined = a.merge(
+            b, on=[CUSTOMER, ORIGIN], suffixes=("", "_champion"), validate="one_to_one"
+        )
+    except pd.errors.MergeError:  # a customer twice at one origin: not comparable
+        return None
+    if len(joined) != len(a) or len(joined) != len(b) or joined.empty:
+        return None
+    if not (joined[LABEL] == joined[LABEL + "_champion"]).all():
+        return None
+    return joined.rename(columns={P: "challenger", P + "_champion": "champion"})[
+        [CUSTOMER, ORIGIN, LABEL, "challenger", "champion"]
+    ]
+
+
+def predictions_frame(
+    origins: list[str],
+    customers: list[np.ndarray],
+    labels: list[np.ndarray],
+    p: list[np.ndarray],
+) -> pd.DataFrame:
+    """The PREDICTIONS frame from per-origin arrays."""
+    return pd.DataFrame(
+        {
+            CUSTOMER: np.concatenate(customers).astype(str),
+            ORIGIN: np.repeat(origins, [len(c) for c in customers]),
+            LABEL: np.concatenate(labels).astype(np.int8),
+            P: np.concatenate(p).astype(np.float64),
+        }
+    )
+
+
+def log_predictions(frame: pd.DataFrame) -> None:
+    """Log the PREDICTIONS artifact into the active run."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / PREDICTIONS
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path))
+
+
+def load_predictions(client: MlflowClient, run_id: str | None) -> pd.DataFrame | None:
+    """A run's PREDICTIONS artifact, or None when it has none (older runs)."""
+    if not run_id:
+        return None
+    if PREDICTIONS not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=PREDICTIONS,
+            dst_path=folder,
+            tracking_uri=client.tracking_uri,
+        )
+        return pd.read_parquet(local)
+
+
+def decide(
+    client: MlflowClient,
+    policy: PromotionConfig,
+    target: str,
+    challenger: tuple[list[dict], dict[str, str], pd.DataFrame | None],
+    champion: tuple[list[dict], str, str | None] | None,
+) -> Decision:
+    """The gate with what the tracking store holds about the champion:
+    `challenger` = (evidence, label params, predictions), `champion` = (evidence,
+    version, run id) or None."""
+    evidence, labels, predictions = challenger
+    if champion is None:
+        return gate(evidence, None, None, policy)
+    champion_evidence, version, run_id = champion
+    params = client.get_run(run_id).data.params if run_id else {}
+    return gate(
+        evidence,
+        champion_evidence,
+        version,
+        policy,
+        labels=label_settings.differences(target, labels, params),
+        predictions=(predictions, load_predictions(client, run_id)),
     )
 
 
@@ -155,6 +410,8 @@ def record(
         ),
         "previous_champion_version": decision.champion_version or "",
         "origins": ",".join(decision.origins),
+        "method": decision.method,
+        **{k: f"{v:.10g}" for k, v in decision.interval_figures().items()},
         "decided_at": _now(),
     }
     for key, value in tags.items():

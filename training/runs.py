@@ -6,7 +6,7 @@ Everything returns plain rows or text so the CLI stays a thin printer.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -15,12 +15,15 @@ from mlflow.tracking import MlflowClient
 
 from core.config import ProjectConfig
 from model.registry import load_version
+from training import label_settings
 from training.backtest import MODEL
 from training.promote import (
     CHAMPION,
+    TAG_PREFIX,
     current,
-    gate,
+    decide,
     history,
+    load_predictions,
     move,
     rollback_target,
 )
@@ -150,6 +153,10 @@ class Comparison:
     b: Run
     origins: list[dict]
     params: list[tuple[str, str | None, str | None]]
+    # every label setting of either run, side by side
+    labels: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    # each run's promotion record (the gate's decision at training), as text
+    promotions: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [
@@ -167,6 +174,12 @@ class Comparison:
                 else:
                     cells = f"{a:9.4f} {b:9.4f} {b - a:+9.4f}"
                 lines.append(f"{o['origin']:10} {key:18} {cells}")
+        lines += ["", f"label settings {'':13} {'A':>20} {'B':>20}"]
+        for key, a, b in self.labels:
+            mark = "" if a == b else "  <- differ"
+            lines.append(f"  {key:26} {_short(a, 20):>20} {_short(b, 20):>20}{mark}")
+        lines += ["", "promotion records (the gate at training)"]
+        lines += [f"  {p}" for p in self.promotions] or ["  (none)"]
         lines += ["", "parameters that differ"]
         if not self.params:
             lines.append("  (none)")
@@ -198,7 +211,61 @@ def compare(client: MlflowClient, ref_a: str, ref_b: str) -> Comparison:
         for k in keys
         if a.data.params.get(k) != b.data.params.get(k)
     ]
-    return Comparison(a, b, origins, params)
+    return Comparison(
+        a,
+        b,
+        origins,
+        params,
+        _labels(a, b),
+        [p for p in (_promotion(client, "A", a), _promotion(client, "B", b)) if p],
+    )
+
+
+def _labels(a: Run, b: Run) -> list[tuple[str, str | None, str | None]]:
+    """Both runs' label settings; a run trained before they were logged shows its
+    horizon_days and `(not logged)` for the others."""
+
+    def missing(run: Run) -> str | None:
+        logged = label_settings.of_run(run.data.params) is not None
+        return None if logged else "(not logged)"
+
+    mine = label_settings.compared(a.data.params)
+    theirs = label_settings.compared(b.data.params)
+    return [
+        (k, mine.get(k, missing(a)), theirs.get(k, missing(b)))
+        for k in sorted(set(mine) | set(theirs))
+    ]
+
+
+def _promotion(client: MlflowClient, label: str, run: Run) -> str | None:
+    """The gate's decision recorded on the run's model version, with its bootstrap
+    interval (None for a run without a registered version or record)."""
+    name = run.data.tags.get("registered_model")
+    version = run.data.tags.get("registered_version")
+    if not name or not version:
+        return None
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception:  # noqa: BLE001 - the store decides the type
+        return None
+    t = {k[len(TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+    if "decision" not in t:
+        return None
+    against = t.get("previous_champion_version") or "-"
+    head = f"{label} = {name} v{version} vs champion v{against}: {t['decision']}"
+    if "log_loss_gain_low" not in t:
+        method = "no champion" if against == "-" else "means compared, no interval"
+        return f"{head} ({method})"
+    pct = f"{float(t['bootstrap_confidence']):.0%}"
+    return (
+        f"{head}; log-loss gain {float(t['log_loss_gain']):+.6f} {pct} interval "
+        f"[{float(t['log_loss_gain_low']):+.6f}, {float(t['log_loss_gain_high']):+.6f}]"
+        f", AUC loss {float(t['auc_loss']):+.4f} [{float(t['auc_loss_low']):+.4f}, "
+        f"{float(t['auc_loss_high']):+.4f}] (paired bootstrap, "
+        f"{int(float(t['bootstrap_samples']))} resamples of "
+        f"{int(float(t['bootstrap_customers']))} customers, seed "
+        f"{int(float(t['bootstrap_seed']))})"
+    )
 
 
 def promote(
@@ -232,11 +299,21 @@ def promote(
             f"(forced by {entry['actor']}: {reason})"
         )
     champion = load_version(uri, name, holder) if holder else None
-    decision = gate(
-        challenger.evidence,
-        champion.evidence if champion else None,
-        holder,
+    mine = client.get_model_version(name, version).run_id
+    decision = decide(
+        client,
         config.training.promotion,
+        target,
+        (
+            challenger.evidence,
+            label_settings.compared(client.get_run(mine).data.params),
+            load_predictions(client, mine),
+        ),
+        (
+            (champion.evidence, holder, client.get_model_version(name, holder).run_id)
+            if champion is not None and holder is not None
+            else None
+        ),
     )
     if not decision.promote:
         return False, f"{name} v{version} not promoted: {decision.reason}"

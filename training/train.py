@@ -55,8 +55,15 @@ from training.dataset import (
     prune_snapshots,
     write_snapshot,
 )
+from training.label_settings import label_params
 from training.model import lgb_params
-from training.promote import Decision, gate, record
+from training.promote import (
+    Decision,
+    decide,
+    log_predictions,
+    predictions_frame,
+    record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,8 @@ class TargetResult:
     decision: Decision
     origins: list[datetime]
     calibration: str
+    # cutoffs that are not origins, and why (training.plan)
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,11 +230,13 @@ def _train_target(
     )
     name = config.model_name(target)
     champion = load_alias(client.tracking_uri, name, CHAMPION)
-    decision = gate(
-        backtest.evidence(),
-        champion.evidence if champion else None,
-        champion.version if champion else None,
+    predictions = _predictions(backtest)
+    decision = decide(
+        client,
         config.training.promotion,
+        target,
+        (backtest.evidence(), label_params(config, target), predictions),
+        (champion.evidence, champion.version, champion.run_id) if champion else None,
     )
     baselines = {}
     for baseline in backtest.models:
@@ -243,6 +254,7 @@ def _train_target(
                 "population_rows": len(table.frame),
             }
         )
+        log_predictions(predictions)
         _log_definition(config, table)
         report.log_all(
             target_plan, backtest, booster, encoding, rows, baselines, context, config
@@ -295,6 +307,19 @@ def _train_target(
         decision,
         [o.origin for o in backtest.origins],
         backtest.calibrator.method,
+        tuple(target_plan.dropped_lines()),
+    )
+
+
+def _predictions(backtest: Backtest) -> pd.DataFrame:
+    """The raw model's out-of-time predictions at every origin (what the per-origin
+    log loss and AUC, and so the gate, are computed from)."""
+    origins = backtest.origins
+    return predictions_frame(
+        [o.origin.strftime("%Y-%m-%d") for o in origins],
+        [o.customers for o in origins],
+        [o.y for o in origins],
+        [o.predictions[MODEL] for o in origins],
     )
 
 
@@ -386,6 +411,7 @@ def _log_model_run(
         {
             "target": target_plan.target,
             "horizon_days": target_plan.horizon_days,
+            **label_params(config, target_plan.target),
             "origins": ",".join(days),
             "final_cutoffs": ",".join(
                 c.strftime("%Y-%m-%d") for c in target_plan.final_cutoffs

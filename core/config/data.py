@@ -76,6 +76,30 @@ def _duckdb_file(uri: str) -> Path:
     return Path(uri.split(":", 1)[1].removeprefix("//"))
 
 
+def _resolved_uri(uri: str, info: ValidationInfo) -> str:
+    """A database URI checked, a relative DuckDB file taken against the config's
+    folder."""
+    uri = _database_uri(
+        uri,
+        (*POSTGRES_SCHEMES, DUCKDB_SCHEME),
+        "postgresql://HOST:PORT/DATABASE or duckdb:PATH",
+    )
+    base = config_base(info)
+    if base is None or uri.split(":", 1)[0].lower() != DUCKDB_SCHEME:
+        return uri
+    path = _duckdb_file(uri)
+    return uri if path.is_absolute() else f"{DUCKDB_SCHEME}:{base / path}"
+
+
+def _table_name(table: str | None) -> str | None:
+    if table is not None and not _TABLE_NAME.match(table):
+        raise ValueError(
+            f"{table!r} is not a table name such as events or schema.events "
+            "(use query for anything else)"
+        )
+    return table
+
+
 class DatabaseSource(Strict):
     """A table or a query in a database: Postgres (`postgresql://host:port/db`) or
     a DuckDB file (`duckdb:path/to/file.duckdb`). The URI holds no credentials:
@@ -89,26 +113,12 @@ class DatabaseSource(Strict):
     @field_validator("uri")
     @classmethod
     def _uri(cls, uri: str, info: ValidationInfo) -> str:
-        uri = _database_uri(
-            uri,
-            (*POSTGRES_SCHEMES, DUCKDB_SCHEME),
-            "postgresql://HOST:PORT/DATABASE or duckdb:PATH",
-        )
-        base = config_base(info)
-        if base is None or uri.split(":", 1)[0].lower() != DUCKDB_SCHEME:
-            return uri
-        path = _duckdb_file(uri)
-        return uri if path.is_absolute() else f"{DUCKDB_SCHEME}:{base / path}"
+        return _resolved_uri(uri, info)
 
     @field_validator("table")
     @classmethod
     def _table(cls, table: str | None) -> str | None:
-        if table is not None and not _TABLE_NAME.match(table):
-            raise ValueError(
-                f"{table!r} is not a table name such as events or schema.events "
-                "(use query for anything else)"
-            )
-        return table
+        return _table_name(table)
 
     @model_validator(mode="after")
     def _table_or_query(self) -> DatabaseSource:
@@ -154,16 +164,191 @@ Source = Annotated[
 ]
 
 
+# The contract's names a `data.columns` mapping may map, per table (the same
+# strings as features.columns, which core does not import; a unit test ties them).
+EVENT_NAMES = ("customer_id", "event_time", "event_type", "amount", "quantity")
+CUSTOMER_NAMES = ("customer_id", "signup_time")
+SUBSCRIPTION_NAMES = (
+    "customer_id",
+    "plan",
+    "start_time",
+    "end_time",
+    "price",
+    "mrr",
+    "billing_period_days",
+    "billing_period_months",
+    "discount",
+    "auto_renew",
+    "quantity",
+)
+_ALTERNATIVES = (("price", "mrr"), ("billing_period_days", "billing_period_months"))
+
+
+def _column_map(mapping: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """`mapping` (contract name -> the source's column) checked: known contract
+    names, non-empty source names, one of each pair of alternatives."""
+    unknown = [k for k in mapping if k not in names]
+    if unknown:
+        raise ValueError(
+            f"unknown contract column(s) {unknown}; expected some of {list(names)}"
+        )
+    for key, column in mapping.items():
+        if not column.strip():
+            raise ValueError(f"{key}: expected the source's column name, got ''")
+    for a, b in _ALTERNATIVES:
+        if a in mapping and b in mapping:
+            raise ValueError(f"map {a} or {b}, not both")
+    return mapping
+
+
+class ColumnsConfig(Strict):
+    """Contract name -> the source's own column name, per table. A name left out
+    is read under the contract's name."""
+
+    events: dict[str, str] = Field(default_factory=dict)
+    customers: dict[str, str] = Field(default_factory=dict)
+    subscriptions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, mapping: dict[str, str]) -> dict[str, str]:
+        return _column_map(mapping, EVENT_NAMES)
+
+    @field_validator("customers")
+    @classmethod
+    def _customers(cls, mapping: dict[str, str]) -> dict[str, str]:
+        return _column_map(mapping, CUSTOMER_NAMES)
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _subscriptions(cls, mapping: dict[str, str]) -> dict[str, str]:
+        return _column_map(mapping, SUBSCRIPTION_NAMES)
+
+
+class EventSource(Strict):
+    """One source of `data.events` given as a mapping: a file or folder (`path`)
+    or a database table or query (`uri` with `table` or `query`), with an optional
+    constant `event_type` (a purchases table has no such column) and `columns`
+    that extend or override `data.columns.events` for this source."""
+
+    path: ConfigPath | None = None
+    uri: str | None = None
+    table: str | None = None
+    query: str | None = None
+    event_type: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None, info: ValidationInfo) -> str | None:
+        return None if uri is None else _resolved_uri(uri, info)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, table: str | None) -> str | None:
+        return _table_name(table)
+
+    @field_validator("event_type")
+    @classmethod
+    def _event_type(cls, event_type: str | None) -> str | None:
+        if event_type is not None and not event_type.strip():
+            raise ValueError("expected an event type name, got ''")
+        return None if event_type is None else event_type.strip()
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, mapping: dict[str, str]) -> dict[str, str]:
+        return _column_map(mapping, EVENT_NAMES)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EventSource:
+        if (self.path is None) == (self.uri is None):
+            raise ValueError("give either path or uri (with table or query)")
+        if self.uri is not None and (self.table is None) == (self.query is None):
+            raise ValueError("give either table or query (not both)")
+        if self.path is not None and (self.table or self.query):
+            raise ValueError("table and query go with uri, not with path")
+        if self.event_type is not None and "event_type" in self.columns:
+            raise ValueError(
+                "give event_type (a constant) or columns.event_type, not both"
+            )
+        return self
+
+    @property
+    def source(self) -> Source:
+        """The path, or the DatabaseSource, this entry reads."""
+        if self.path is not None:
+            return self.path
+        return DatabaseSource(uri=str(self.uri), table=self.table, query=self.query)
+
+    def __str__(self) -> str:
+        return str(self.source)
+
+
+def _events_kind(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "(list)"
+    if isinstance(value, EventSource) or (
+        isinstance(value, dict) and {"path", "event_type", "columns"} & set(value)
+    ):
+        return "(source)"
+    return _source_kind(value)
+
+
+def _entry_kind(value: object) -> str:
+    return "(source)" if isinstance(value, dict | EventSource) else "(path)"
+
+
+# One entry of a list of event sources: a path, or an EventSource mapping.
+EventEntry = Annotated[
+    Annotated[ConfigPath, BeforeValidator(_path), Tag("(path)")]
+    | Annotated[EventSource, Tag("(source)")],
+    Discriminator(_entry_kind),
+]
+# data.events: one source (a path, a database mapping, an EventSource mapping) or
+# a list of them combined into one log.
+EventsSources = Annotated[
+    Annotated[ConfigPath, BeforeValidator(_path), Tag("(path)")]
+    | Annotated[DatabaseSource, Tag("(database)")]
+    | Annotated[EventSource, Tag("(source)")]
+    | Annotated[list[EventEntry], Field(min_length=1), Tag("(list)")],
+    Discriminator(_events_kind),
+]
+
+
 class DataConfig(Strict):
     """Where the events (and optional customers and subscriptions) come from: a
-    file or folder of Parquet or CSV files, or a table or query in a database."""
+    file or folder of Parquet or CSV files, or a table or query in a database;
+    the events may be a list of such sources, combined into one log."""
 
-    events: Source
+    events: EventsSources
     customers: Source | None = None
     subscriptions: Source | None = None
     format: Literal["auto", "parquet", "csv"] = "auto"
     # Events after this instant are rejected as "in the future". Default: now.
     as_of: datetime | None = None
+    # contract name -> the source's column name, per table
+    columns: ColumnsConfig = ColumnsConfig()
+    # Subscription items of one customer with the same period are one term; its
+    # plan is that of the item whose plan is listed here (else the dearest item).
+    base_plans: list[str] | None = Field(None, min_length=1)
+
+    def event_sources(self) -> list[EventSource]:
+        """Every events source as an EventSource whose `columns` already hold
+        `data.columns.events` overridden by the source's own; a constant
+        event_type replaces any mapping of that column."""
+        given = self.events if isinstance(self.events, list) else [self.events]
+        out = []
+        for entry in given:
+            if isinstance(entry, EventSource | DatabaseSource):
+                fields = entry.model_dump()
+            else:
+                fields = {"path": entry}
+            columns = {**self.columns.events, **fields.pop("columns", {})}
+            if fields.get("event_type") is not None:
+                columns.pop("event_type", None)
+            out.append(EventSource(**fields, columns=columns))
+        return out
 
 
 class RolesConfig(Strict):

@@ -1,5 +1,9 @@
 """Adapters from the real datasets in ../shared/data to the data contract.
 
+Hillstrom's randomised e-mail experiment is also a campaign: `hillstrom` returns,
+beside its outcome events and customers, each customer's group, for the
+contact log (serving.outreach.contact_log) the CLI writes.
+
 Each adapter reads one dataset's own format and returns an events table in the
 contract schema (`EVENTS_SCHEMA`), so that the rest of the project (validation,
 features, labels, training) runs on real data unchanged. `ROLES` gives each
@@ -10,8 +14,11 @@ atomically, ready for `features.sources.load.load`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -68,6 +75,8 @@ ROLES: dict[str, RolesConfig] = {
     ),
     # usage only: no purchases or service requests in the simulator's model
     "churnsim": RolesConfig(cancel=[CHURNSIM_CANCEL]),
+    # a visit is activity; a conversion is a purchase with the spend as amount
+    "hillstrom": RolesConfig(purchase=[PURCHASE_EVENT]),
 }
 
 CDNOW_MASTER_HEADER = "customer_id"
@@ -244,6 +253,106 @@ def churnsim_customers(folder: Path) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
+# Hillstrom: the challenge gives no dates. The convention: the e-mails were sent
+# (and the campaigns confirmed) at midnight UTC of HILLSTROM_SEND, and each
+# outcome of the two tracked weeks is an event one day later.
+HILLSTROM_SEND = datetime(2008, 3, 1)
+HILLSTROM_OUTCOME_AT = HILLSTROM_SEND + timedelta(days=1)
+HILLSTROM_WEEKS = 2
+VISIT_EVENT = "visit"
+HILLSTROM_CONTROL = "No E-Mail"
+# campaign id -> the segment e-mailed; both share the No E-Mail customers as control
+HILLSTROM_CAMPAIGNS = {
+    "hillstrom-mens": "Mens E-Mail",
+    "hillstrom-womens": "Womens E-Mail",
+}
+HILLSTROM_ATTRIBUTES = (
+    "recency",
+    "history_segment",
+    "history",
+    "mens",
+    "womens",
+    "zip_code",
+    "newbie",
+    "channel",
+)
+HILLSTROM_COLUMNS = (*HILLSTROM_ATTRIBUTES, "segment", "visit", "conversion", "spend")
+
+
+@dataclass(frozen=True)
+class Hillstrom:
+    """The experiment in the contract: outcome events, customers (attributes)
+    and per campaign id its (customer_id, group) rows."""
+
+    events: pa.Table
+    customers: pa.Table
+    campaigns: dict[str, list[tuple[str, str]]]
+
+
+def hillstrom(path: Path) -> Hillstrom:
+    """Hillstrom's `hillstrom.csv` -> the contract and two campaigns.
+
+    The customer id is the row number, 1-based in file order, as text. Per
+    customer a `visit` event if they visited and a `purchase` event with the
+    spend as amount if they converted, both at HILLSTROM_OUTCOME_AT (the send
+    date + 1 day). Customers: the pre-send attributes (not the segment, which
+    the contact log holds, nor the outcomes). Campaigns: `hillstrom-mens` and
+    `hillstrom-womens`, each its e-mailed segment as treatment and the No E-Mail
+    customers as control.
+    """
+    raw = pd.read_csv(path)
+    missing = [c for c in HILLSTROM_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; expected Hillstrom's "
+            f"{', '.join(HILLSTROM_COLUMNS)}"
+        )
+    known = {HILLSTROM_CONTROL, *HILLSTROM_CAMPAIGNS.values()}
+    stray = sorted(set(raw["segment"]) - known)
+    if stray:
+        raise ValueError(f"{path}: column segment: unknown value(s) {stray[:5]}")
+    ids = pd.Series(range(1, len(raw) + 1), dtype="int64").astype(str)
+    visits = pd.DataFrame(
+        {CUSTOMER_ID: ids[raw["visit"] == 1], EVENT_TYPE: VISIT_EVENT, AMOUNT: None}
+    )
+    bought = raw["conversion"] == 1
+    purchases = pd.DataFrame(
+        {
+            CUSTOMER_ID: ids[bought],
+            EVENT_TYPE: PURCHASE_EVENT,
+            AMOUNT: raw.loc[bought, "spend"].astype("float64"),
+        }
+    )
+    frame = pd.concat([visits, purchases], ignore_index=True)
+    frame[EVENT_TIME] = pd.Timestamp(HILLSTROM_OUTCOME_AT)
+    frame[AMOUNT] = frame[AMOUNT].astype("float64")
+    frame[QUANTITY] = np.where(frame[EVENT_TYPE] == PURCHASE_EVENT, 1.0, np.nan)
+    frame = frame.sort_values([CUSTOMER_ID, EVENT_TYPE], kind="stable")
+    customers = raw[list(HILLSTROM_ATTRIBUTES)].copy()
+    customers.insert(0, CUSTOMER_ID, ids)
+    control = ids[raw["segment"] == HILLSTROM_CONTROL].tolist()
+    campaigns = {
+        campaign: [(c, "treatment") for c in ids[raw["segment"] == segment]]
+        + [(c, "control") for c in control]
+        for campaign, segment in HILLSTROM_CAMPAIGNS.items()
+    }
+    log.info(
+        "Hillstrom %s: %d customers, %d visit and %d purchase events",
+        Path(path).name,
+        len(raw),
+        len(visits),
+        len(purchases),
+    )
+    people = pa.Table.from_pandas(customers, preserve_index=False)
+    people = people.cast(
+        pa.schema(
+            (f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
+            for f in people.schema
+        )
+    )
+    return Hillstrom(_events(frame), people.replace_schema_metadata(None), campaigns)
+
+
 def write_contract(table: pa.Table, out: Path) -> Path:
     """Write `table` to Parquet at `out` atomically; creates the folder.
 
@@ -262,12 +371,15 @@ __all__ = [
     "COUNTRY",
     "CUSTOMERS_SCHEMA",
     "EVENTS_SCHEMA",
+    "HILLSTROM_SEND",
     "PURCHASE_EVENT",
+    "VISIT_EVENT",
     "ROLES",
     "cdnow",
     "churnsim_customers",
     "churnsim_events",
     "churnsim_subscriptions",
+    "hillstrom",
     "online_retail",
     "online_retail_customers",
     "write_contract",

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -209,14 +209,21 @@ def close_match(wanted: str, present: Sequence[str]) -> str | None:
 
 
 def _missing_columns(
-    where: Path | str, present: Sequence[str], required: Iterable[str]
+    where: Path | str,
+    present: Sequence[str],
+    required: Iterable[str],
+    table: str = "events",
 ) -> list[Problem]:
     problems = []
     for col in required:
         if col in present:
             continue
         close = close_match(col, present)
-        hint = f"; found {close!r}, did you mean {col!r}?" if close else ""
+        hint = (
+            f"; found {close!r}, did you mean {col!r}?"
+            if close
+            else f"; name the source's column in data.columns.{table}.{col}"
+        )
         problems.append(
             Problem(
                 where,
@@ -225,6 +232,91 @@ def _missing_columns(
             )
         )
     return problems
+
+
+def quote(name: str) -> str:
+    """`name` as a DuckDB identifier (a source's columns may hold any character)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """How a source's columns are read under the contract's names: `columns` maps
+    a contract name to the source's column (data.columns), `constants` gives a
+    contract column one text value for every row (an events source's
+    event_type)."""
+
+    columns: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.columns or self.constants)
+
+    def missing(self, where: Path | str, present: Sequence[str]) -> list[Problem]:
+        """A problem for each mapped column the source lacks, with a close
+        spelling of it when the source has one (a name is typed here, so a typo
+        in its first word counts too: `houshold_id`)."""
+        problems = []
+        for name, column in self.columns.items():
+            if column in present:
+                continue
+            close = close_match(column, present) or next(
+                iter(difflib.get_close_matches(column, present, n=1, cutoff=0.85)),
+                None,
+            )
+            hint = f"; did you mean {close!r}?" if close else ""
+            problems.append(
+                Problem(
+                    where,
+                    column,
+                    f"the column mapped to {name} is missing "
+                    f"(columns: {list(present)}){hint}",
+                )
+            )
+        return problems
+
+    def renamed(self, present: Sequence[str]) -> list[str]:
+        """The columns after mapping: mapped and constant ones under contract
+        names, a source column that bears a mapped contract name left out."""
+        given = {*self.columns, *self.constants}
+        taken = {n.lower() for n in given} | {c.lower() for c in self.columns.values()}
+        kept = [c for c in present if c.lower() not in taken]
+        return [*kept, *given]
+
+    def relation(self, relation: str, present: Sequence[str]) -> str:
+        """`relation` (with the columns `present`) read with the contract's names."""
+        given = {*self.columns, *self.constants}
+        taken = {n.lower() for n in given} | {c.lower() for c in self.columns.values()}
+        dropped = [c for c in present if c.lower() in taken]
+        star = f"* EXCLUDE ({', '.join(quote(c) for c in dropped)})" if dropped else "*"
+        mapped = [f"{quote(c)} AS {n}" for n, c in self.columns.items()]
+        mapped += [f"{literal(v)} AS {n}" for n, v in self.constants.items()]
+        return f"(SELECT {', '.join([star, *mapped])} FROM {relation})"
+
+    def named(self, problems: list[Problem]) -> list[Problem]:
+        """`problems` with each mapped contract column named as the source names it."""
+        return [
+            replace(p, column=self.columns[p.column]) if p.column in self.columns else p
+            for p in problems
+        ]
+
+
+def mapped(
+    where: Path | str,
+    relation: str,
+    present: Sequence[str],
+    columns: ColumnMap | None,
+) -> tuple[list[Problem], str, list[str]]:
+    """The mapping's problems (a mapped column missing), and the relation and its
+    columns under the contract's names."""
+    if not columns:
+        return [], relation, list(present)
+    problems = columns.missing(where, present)
+    return problems, columns.relation(relation, present), columns.renamed(present)
 
 
 Check = tuple[str, str, str]  # column, SQL condition for a bad row, what was expected
@@ -269,13 +361,25 @@ def _is_blank(column: str) -> str:
 
 
 def validate_events_file(
-    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, as_of: datetime | None
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    as_of: datetime | None,
+    columns: ColumnMap | None = None,
 ) -> list[Problem]:
-    """Every contract problem in one events file (empty list when it is fine)."""
+    """Every contract problem in one events file (empty list when it is fine), its
+    columns read through `columns`; a mapped column's problems name it as the
+    file does."""
     if path.stat().st_size == 0:
         return [Problem(path, None, "file is empty; expected a header and event rows")]
     present = file_columns(con, path, fmt, hive=True)
-    return validate_events(con, path, scan_sql(path, fmt, hive=True), present, as_of)
+    problems, source, present = mapped(
+        path, scan_sql(path, fmt, hive=True), present, columns
+    )
+    if problems:
+        return problems
+    found = validate_events(con, path, source, present, as_of)
+    return columns.named(found) if columns else found
 
 
 def validate_events(
@@ -331,8 +435,30 @@ def validate_events(
     return problems
 
 
+def _validate_mapped(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    columns: ColumnMap | None,
+    validate: Callable[..., list[Problem]],
+    **kwargs: object,
+) -> list[Problem]:
+    """`validate` on one file (partition folders not read), through `columns`."""
+    present = file_columns(con, path, fmt, hive=False)
+    problems, source, present = mapped(
+        path, scan_sql(path, fmt, hive=False), present, columns
+    )
+    if problems:
+        return problems
+    found = validate(con, path, source, present, **kwargs)
+    return columns.named(found) if columns else found
+
+
 def validate_customers_file(
-    con: duckdb.DuckDBPyConnection, path: Path, fmt: str
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    columns: ColumnMap | None = None,
 ) -> list[Problem]:
     """Every contract problem in one customers file. Partition folders are not
     read: every column of the customers table is an attribute."""
@@ -340,8 +466,7 @@ def validate_customers_file(
         return [
             Problem(path, None, "file is empty; expected a header and customer rows")
         ]
-    present = file_columns(con, path, fmt, hive=False)
-    return validate_customers(con, path, scan_sql(path, fmt, hive=False), present)
+    return _validate_mapped(con, path, fmt, columns, validate_customers)
 
 
 def validate_customers(
@@ -351,7 +476,7 @@ def validate_customers(
     present: Sequence[str],
 ) -> list[Problem]:
     """Every contract problem in customers read by `source` (see validate_events)."""
-    problems = _missing_columns(where, present, (CUSTOMER_ID,))
+    problems = _missing_columns(where, present, (CUSTOMER_ID,), "customers")
     if problems:
         return problems
     source = (
@@ -373,7 +498,11 @@ def validate_customers(
 
 
 def validate_subscriptions_file(
-    con: duckdb.DuckDBPyConnection, path: Path, fmt: str
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    fmt: str,
+    columns: ColumnMap | None = None,
+    base_plans: Sequence[str] | None = None,
 ) -> list[Problem]:
     """Every contract problem in one subscriptions file (partition folders not read)."""
     if path.stat().st_size == 0:
@@ -382,8 +511,9 @@ def validate_subscriptions_file(
                 path, None, "file is empty; expected a header and subscription rows"
             )
         ]
-    present = file_columns(con, path, fmt, hive=False)
-    return validate_subscriptions(con, path, scan_sql(path, fmt, hive=False), present)
+    return _validate_mapped(
+        con, path, fmt, columns, validate_subscriptions, base_plans=base_plans
+    )
 
 
 def present_alternative(present: Sequence[str], names: Sequence[str]) -> str | None:
@@ -407,17 +537,55 @@ def _missing_alternatives(
     ]
 
 
+def _terms_sql(source: str, base_plans: Sequence[str] | None) -> str:
+    """`source` with, on each row, its term's place among the customer's terms.
+
+    A term is the items (rows) of one customer with the same start_time and
+    end_time: a base plan and its add-ons or seats. `__base` tells whether the
+    term holds a base plan (every term does without `base_plans`); `__prev_end`,
+    `__earlier` and `__earlier_ended` describe the customer's earlier terms in
+    start order."""
+    start, end = timestamp_sql(START_TIME), timestamp_sql(END_TIME)
+    base = (
+        "true"
+        if base_plans is None
+        else f"TRIM(CAST({PLAN} AS VARCHAR)) IN "
+        f"({', '.join(literal(p) for p in base_plans)})"
+    )
+    key = f"TRIM(CAST({CUSTOMER_ID} AS VARCHAR))"
+    return (
+        f"(WITH items AS (SELECT *, {key} AS __cid, {start} AS __s, {end} AS __e, "
+        f"coalesce({base}, false) AS __item_base FROM {source}), "
+        "terms AS (SELECT __cid, __s, __e, bool_or(__item_base) AS __base, "
+        f"min({ROW}) AS __first FROM items WHERE __s IS NOT NULL "
+        "GROUP BY __cid, __s, __e), "
+        "placed AS (SELECT *, max(__e) OVER w AS __prev_end, "
+        "count(*) OVER w AS __earlier, count(__e) OVER w AS __earlier_ended "
+        "FROM terms WINDOW w AS (PARTITION BY __cid ORDER BY __s, __e NULLS LAST, "
+        "__first ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) "
+        "SELECT i.*, p.__base, p.__prev_end, p.__earlier, p.__earlier_ended "
+        "FROM items i LEFT JOIN placed p ON i.__cid = p.__cid AND i.__s = p.__s "
+        "AND i.__e IS NOT DISTINCT FROM p.__e)"
+    )
+
+
 def validate_subscriptions(
     con: duckdb.DuckDBPyConnection,
     where: Path | str,
     source: str,
     present: Sequence[str],
+    base_plans: Sequence[str] | None = None,
 ) -> list[Problem]:
     """Every contract problem in subscriptions read by `source` (see
-    validate_events). A row is a term in force over [start_time, end_time); terms
-    of one customer may not overlap, and an open term (end_time empty) must be
-    the customer's last."""
-    problems = _missing_columns(where, present, REQUIRED_SUBSCRIPTION_COLUMNS)
+    validate_events). A term is in force over [start_time, end_time); the rows
+    of one customer with the same period are the items of one term (a base plan,
+    add-ons, seats). Terms of one customer may not overlap, and an open term
+    (end_time empty) must be the customer's last; with `base_plans`, an overlap
+    by a term holding no base plan is named as an add-on out of its base's
+    period."""
+    problems = _missing_columns(
+        where, present, REQUIRED_SUBSCRIPTION_COLUMNS, "subscriptions"
+    )
     problems += _missing_alternatives(where, present, PRICE_COLUMNS)
     problems += _missing_alternatives(where, present, BILLING_PERIOD_COLUMNS)
     if problems:
@@ -425,13 +593,8 @@ def validate_subscriptions(
     price = present_alternative(present, PRICE_COLUMNS)
     period = present_alternative(present, BILLING_PERIOD_COLUMNS)
     start, end = timestamp_sql(START_TIME), timestamp_sql(END_TIME)
-    # the previous term of the customer in start order, over the whole source
-    source = (
-        f"(SELECT *, max({end}) OVER w AS __prev_end, "
-        f"count(*) OVER w AS __earlier, count({end}) OVER w AS __earlier_ended "
-        f"FROM {source} WINDOW w AS (PARTITION BY {CUSTOMER_ID} ORDER BY {start}, "
-        f"{ROW} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))"
-    )
+    source = _terms_sql(source, base_plans)
+    overlap = "(__s < __prev_end OR __earlier > __earlier_ended)"
     checks: list[Check] = [
         (
             CUSTOMER_ID,
@@ -457,9 +620,17 @@ def validate_subscriptions(
         ),
         (
             START_TIME,
-            f"{start} < __prev_end OR __earlier > __earlier_ended",
+            f"{overlap} AND __base",
             "the term overlaps the customer's previous term (it starts before "
-            "that one ends, or that one is open); expected one term at a time",
+            "that one ends, or that one is open); expected one term at a time "
+            "(items with the same customer_id, start_time and end_time are one term)",
+        ),
+        (
+            START_TIME,
+            f"{overlap} AND NOT __base",
+            "the item is not a base plan (data.base_plans) and its period is not "
+            "that of the customer's term; expected add-ons and seats with the "
+            "start_time and end_time of their base plan",
         ),
         (
             price,
@@ -519,4 +690,6 @@ __all__ = [
     "validate_events_file",
     "validate_subscriptions",
     "validate_subscriptions_file",
+    "ColumnMap",
+    "mapped",
 ]

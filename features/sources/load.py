@@ -10,7 +10,7 @@ table or query first staged in DuckDB (features.sources.database).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,14 @@ from pathlib import Path
 import duckdb
 import ibis
 
-from core.config import DatabaseSource, ProjectConfig, Source
+from core.config import (
+    ColumnsConfig,
+    DatabaseSource,
+    DataConfig,
+    EventSource,
+    ProjectConfig,
+    Source,
+)
 from features.columns import (
     AMOUNT,
     AUTO_RENEW,
@@ -39,12 +46,15 @@ from features.columns import (
 from features.sources.contract import (
     DAYS_PER_MONTH,
     ROW,
+    ColumnMap,
     ContractError,
     Problem,
     boolean_sql,
     ensure,
     file_format,
     list_files,
+    literal,
+    mapped,
     number_sql,
     present_alternative,
     source_columns,
@@ -82,6 +92,8 @@ class Dataset:
     subscriptions_files: list[Path] = field(default_factory=list)
     # the suppression list the views left out (features.sources.privacy)
     suppressed: frozenset[str] = frozenset()
+    # the events sources, each with its mapping (events_files holds their files)
+    event_sources: list[EventSource] = field(default_factory=list)
     _range: tuple[datetime, datetime] | None = field(default=None, repr=False)
     _rows: int | None = field(default=None, repr=False)
 
@@ -165,19 +177,69 @@ def _without_row(table: str) -> str:
     return f"(SELECT * EXCLUDE ({ROW}) FROM {table})"
 
 
+def _database_input(
+    con: duckdb.DuckDBPyConnection,
+    source: DatabaseSource,
+    view: str,
+    columns: ColumnMap | None,
+    validate: Callable[..., list[Problem]],
+    **kwargs: object,
+) -> _Input:
+    """A database source staged, read through `columns` and validated."""
+    table, present = _staged(con, source, view)
+    problems, relation, present = mapped(str(source), table, present, columns)
+    if not problems:
+        problems = validate(con, str(source), relation, present, **kwargs)
+        problems = columns.named(problems) if columns else problems
+    return _Input(problems, _without_row(relation), [])
+
+
+def _files_relation(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    fmt: str,
+    typed: bool,
+    hive: bool,
+    columns: ColumnMap | None,
+) -> str:
+    """The files as one relation, their columns under the contract's names."""
+    relation = _union_sql(files, fmt, typed=typed, hive=hive)
+    if not columns:
+        return relation
+    return columns.relation(relation, source_columns(con, relation))
+
+
+def event_map(entry: EventSource) -> ColumnMap:
+    """How one events source's columns are read: its mapping, and its constant
+    event type."""
+    constants = {} if entry.event_type is None else {EVENT_TYPE: entry.event_type}
+    return ColumnMap(dict(entry.columns), constants)
+
+
 def _events_input(
-    con: duckdb.DuckDBPyConnection, source: Source, fmt: str, as_of: datetime
+    con: duckdb.DuckDBPyConnection,
+    entry: EventSource,
+    fmt: str,
+    as_of: datetime,
+    view: str = EVENTS_VIEW,
 ) -> _Input:
     """Events from a database, or from files whose key=value partition folders may
     supply contract columns (other partition keys are dropped by the view)."""
+    columns = event_map(entry)
+    source = entry.source
     if isinstance(source, DatabaseSource):
-        table, present = _staged(con, source, EVENTS_VIEW)
-        problems = validate_events(con, str(source), table, present, as_of)
-        return _Input(problems, _without_row(table), [])
+        return _database_input(con, source, view, columns, validate_events, as_of=as_of)
     files = list_files(source, fmt)
     fmt = file_format(files[0], fmt)
-    problems = [p for f in files for p in validate_events_file(con, f, fmt, as_of)]
-    return _Input(problems, _union_sql(files, fmt, typed=False, hive=True), files)
+    problems = [
+        p for f in files for p in validate_events_file(con, f, fmt, as_of, columns)
+    ]
+    relation = (
+        ""
+        if problems
+        else (_files_relation(con, files, fmt, typed=False, hive=True, columns=columns))
+    )
+    return _Input(problems, relation, files)
 
 
 def _attribute_input(
@@ -187,30 +249,47 @@ def _attribute_input(
     view: str,
     validate: Callable[..., list[Problem]],
     validate_file: Callable[..., list[Problem]],
+    columns: ColumnMap | None = None,
+    **kwargs: object,
 ) -> _Input:
     """A customers or subscriptions table from a database, or from files (partition
     folders not read: every column is the table's own)."""
     if isinstance(source, DatabaseSource):
-        table, present = _staged(con, source, view)
-        return _Input(
-            validate(con, str(source), table, present), _without_row(table), []
-        )
+        return _database_input(con, source, view, columns, validate, **kwargs)
     files = list_files(source, fmt)
     fmt = file_format(files[0], fmt)
-    problems = [p for f in files for p in validate_file(con, f, fmt)]
-    return _Input(problems, _union_sql(files, fmt, typed=True, hive=False), files)
+    problems = [p for f in files for p in validate_file(con, f, fmt, columns, **kwargs)]
+    relation = (
+        ""
+        if problems
+        else (_files_relation(con, files, fmt, typed=True, hive=False, columns=columns))
+    )
+    return _Input(problems, relation, files)
 
 
 def _customers_input(
-    con: duckdb.DuckDBPyConnection, source: Source, fmt: str
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    fmt: str,
+    columns: dict[str, str] | None = None,
 ) -> _Input:
     return _attribute_input(
-        con, source, fmt, CUSTOMERS_VIEW, validate_customers, validate_customers_file
+        con,
+        source,
+        fmt,
+        CUSTOMERS_VIEW,
+        validate_customers,
+        validate_customers_file,
+        ColumnMap(dict(columns or {})),
     )
 
 
 def _subscriptions_input(
-    con: duckdb.DuckDBPyConnection, source: Source, fmt: str
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    fmt: str,
+    columns: dict[str, str] | None = None,
+    base_plans: list[str] | None = None,
 ) -> _Input:
     return _attribute_input(
         con,
@@ -219,17 +298,32 @@ def _subscriptions_input(
         SUBSCRIPTIONS_VIEW,
         validate_subscriptions,
         validate_subscriptions_file,
+        ColumnMap(dict(columns or {})),
+        base_plans=base_plans,
     )
 
 
-def _subscriptions_view_sql(relation: str, present: list[str], ids: _Ids) -> str:
-    """Normalising view with every contract column: `mrr` read as the price, a
-    period in months as days, absent optional columns null."""
+def _subscriptions_view_sql(
+    relation: str, present: list[str], ids: _Ids, base_plans: list[str] | None = None
+) -> str:
+    """Normalising view with every contract column, one row per term: `mrr` read
+    as the price, a period in months as days, absent optional columns null.
+
+    The items of one customer with the same start_time and end_time (a base plan,
+    its add-ons, seats) are one term: its price the sum of theirs, its plan and
+    other values those of the plan item, a plan in `base_plans` before any other
+    and then the dearest (ties: the plan name)."""
     price = present_alternative(present, PRICE_COLUMNS)
     period = present_alternative(present, BILLING_PERIOD_COLUMNS)
     days = number_sql(period)
     if period == BILLING_PERIOD_MONTHS:
         days = f"round({days} * {DAYS_PER_MONTH})"
+    plan = f"TRIM(CAST({PLAN} AS VARCHAR))"
+    base = (
+        "false"
+        if not base_plans
+        else f"coalesce({plan} IN ({', '.join(literal(p) for p in base_plans)}), false)"
+    )
 
     def stamp(col: str) -> str:
         return f"date_trunc('second', {timestamp_sql(col)})"
@@ -237,27 +331,40 @@ def _subscriptions_view_sql(relation: str, present: list[str], ids: _Ids) -> str
     def optional(col: str, cast=number_sql, kind: str = "DOUBLE") -> str:
         return cast(col) if col in present else f"CAST(NULL AS {kind})"
 
-    return (
-        f"CREATE OR REPLACE VIEW {SUBSCRIPTIONS_VIEW} AS SELECT "
-        f"{ids.expr(RAW_TEXT)} AS {CUSTOMER_ID}, "
-        f"TRIM(CAST({PLAN} AS VARCHAR)) AS {PLAN}, "
+    items = (
+        f"SELECT {ids.expr(RAW_TEXT)} AS {CUSTOMER_ID}, {plan} AS {PLAN}, "
         f"{stamp(START_TIME)} AS {START_TIME}, {stamp(END_TIME)} AS {END_TIME}, "
         f"{number_sql(price)} AS {PRICE}, {days} AS {BILLING_PERIOD_DAYS}, "
         f"{optional(DISCOUNT)} AS {DISCOUNT}, "
         f"{optional(AUTO_RENEW, boolean_sql, 'BOOLEAN')} AS {AUTO_RENEW}, "
-        f"{optional(QUANTITY)} AS {QUANTITY} "
+        f"{optional(QUANTITY)} AS {QUANTITY}, "
+        f"{{'base': {base}, 'price': {number_sql(price)}, 'plan': {plan}}} AS __rank "
         f"FROM {ids.relation(relation)}"
     )
 
+    def of_plan_item(col: str) -> str:
+        return f"arg_max_null({col}, __rank) AS {col}"
 
-def _events_view_sql(
+    return (
+        f"CREATE OR REPLACE VIEW {SUBSCRIPTIONS_VIEW} AS SELECT {CUSTOMER_ID}, "
+        f"{of_plan_item(PLAN)}, {START_TIME}, {END_TIME}, sum({PRICE}) AS {PRICE}, "
+        + ", ".join(
+            of_plan_item(c)
+            for c in (BILLING_PERIOD_DAYS, DISCOUNT, AUTO_RENEW, QUANTITY)
+        )
+        + f" FROM ({items}) GROUP BY {CUSTOMER_ID}, {START_TIME}, {END_TIME}"
+    )
+
+
+def _events_select_sql(
     relation: str,
     types: dict[str, str],
     ids: _Ids,
     event_types: list[str] | None = None,
 ) -> str:
-    """Normalising view; columns already of the contract's type are passed through
-    (a text-to-timestamp round trip costs seconds per 20M rows)."""
+    """The normalising SELECT of one events source; columns already of the
+    contract's type are passed through (a text-to-timestamp round trip costs
+    seconds per 20M rows)."""
 
     def optional(col: str) -> str:
         if col not in types:
@@ -274,10 +381,9 @@ def _events_view_sql(
         "TIMESTAMP_S": f"CAST({EVENT_TIME} AS TIMESTAMP)",
         "TIMESTAMP WITH TIME ZONE": f"CAST({EVENT_TIME} AS TIMESTAMP)",
     }.get(types[EVENT_TIME], timestamp_sql(EVENT_TIME))
-    kept = ", ".join("'" + t.replace("'", "''") + "'" for t in event_types or [])
+    kept = ", ".join(literal(t) for t in event_types or [])
     return (
-        f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS SELECT "
-        f"{ids.expr(f'TRIM({text(CUSTOMER_ID)})')} AS {CUSTOMER_ID}, "
+        f"SELECT {ids.expr(f'TRIM({text(CUSTOMER_ID)})')} AS {CUSTOMER_ID}, "
         f"date_trunc('second', {stamp}) AS {EVENT_TIME}, "
         f"TRIM({text(EVENT_TYPE)}) AS {EVENT_TYPE}, "
         f"{optional(AMOUNT)} AS {AMOUNT}, {optional(QUANTITY)} AS {QUANTITY} "
@@ -288,6 +394,21 @@ def _events_view_sql(
             else f" WHERE TRIM({text(EVENT_TYPE)}) IN ({kept})"
         )
     )
+
+
+def _events_view_sql(
+    relations: list[str],
+    con: duckdb.DuckDBPyConnection,
+    ids: _Ids,
+    event_types: list[str] | None = None,
+) -> str:
+    """The events view: each source normalised on its own (its columns' types
+    are its own), then all of them as one log (UNION ALL)."""
+    selects = [
+        _events_select_sql(r, _column_types(con, r), ids, event_types)
+        for r in relations
+    ]
+    return f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS " + " UNION ALL ".join(selects)
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
@@ -359,7 +480,8 @@ def _id_source(
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {PSEUDONYM_MAP} AS SELECT {RAW_ID}, "
-        f"{pseudonyms.sql(RAW_ID)} AS {PSEUDONYM} FROM ({distinct})"
+        f"{pseudonyms.sql(RAW_ID)} AS {PSEUDONYM} FROM (SELECT DISTINCT {RAW_ID} "
+        f"FROM ({distinct}))"
     )
     return _Ids(mapped=True)
 
@@ -375,19 +497,57 @@ def _suppressed_view(con: duckdb.DuckDBPyConnection, view: str) -> None:
     )
 
 
+EventsInput = Source | EventSource | Sequence[Source | EventSource]
+
+
+def event_sources(
+    events: EventsInput, columns: ColumnsConfig | None = None
+) -> list[EventSource]:
+    """`events` (one source or several) as EventSources, each with its column
+    mapping: `columns.events` overridden by the source's own."""
+
+    def entry(e: Source | EventSource) -> Source | EventSource:
+        return EventSource(**e.model_dump()) if isinstance(e, DatabaseSource) else e
+
+    given = [entry(e) for e in events] if isinstance(events, list | tuple) else events
+    config = DataConfig(events=given, columns=columns or ColumnsConfig())
+    return config.event_sources()
+
+
 def load_customers(
-    customers: Source, *, fmt: str = "auto", con: ibis.BaseBackend | None = None
+    customers: Source,
+    *,
+    fmt: str = "auto",
+    con: ibis.BaseBackend | None = None,
+    columns: ColumnsConfig | None = None,
 ) -> ibis.Table:
     """Validate and expose only the customers table (its schema fixes the
     attribute features); ContractError on bad input."""
     con = con or connect()
-    found = _customers_input(con.con, customers, fmt)
+    mapping = (columns or ColumnsConfig()).customers
+    found = _customers_input(con.con, customers, fmt, mapping)
     ensure(found.problems)
     return _customers_view(con, found.relation)
 
 
+def _all_events(
+    raw: duckdb.DuckDBPyConnection,
+    sources: list[EventSource],
+    fmt: str,
+    as_of: datetime,
+) -> list[_Input]:
+    """Each events source read and validated (a staged database table named by
+    its place when there are several)."""
+    if len(sources) == 1:
+        return [_events_input(raw, sources[0], fmt, as_of)]
+    return [
+        _events_input(raw, entry, fmt, as_of, view=f"{EVENTS_VIEW}_{i}")
+        for i, entry in enumerate(sources)
+    ]
+
+
 def load(
-    events: Source,
+    events: EventsInput,
     customers: Source | None = None,
     *,
     fmt: str = "auto",
@@ -398,12 +558,19 @@ def load(
     suppressed: frozenset[str] = frozenset(),
     attributes: list[str] | None = None,
     event_types: list[str] | None = None,
+    columns: ColumnsConfig | None = None,
+    base_plans: list[str] | None = None,
 ) -> Dataset:
     """Validate every input, then expose them as views; ContractError on bad input.
 
-    Each input is a file or folder path, or a DatabaseSource. `as_of` defaults to
-    now: events after it are rejected as being in the future. Subscriptions are
-    optional: without them the dataset is what it always was.
+    Each input is a file or folder path, or a DatabaseSource; the events may also
+    be an EventSource (a constant event type, its own column mapping) or a list
+    of sources, each validated on its own and then combined into one log.
+    `columns` maps contract names to the sources' own (data.columns). `as_of`
+    defaults to now: events after it are rejected as being in the future.
+    Subscriptions are optional: without them the dataset is what it always was;
+    their items with one customer and period are one term (`base_plans` names
+    the plan items).
 
     Privacy (features.sources.privacy): with `pseudonyms` every view holds customer ids
     as pseudonyms; customers whose stored id is in `suppressed` are dropped from
@@ -414,27 +581,37 @@ def load(
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
     con = con or connect()
     raw = con.con
-    found = _events_input(raw, events, fmt, as_of)
-    people = None if customers is None else _customers_input(raw, customers, fmt)
+    columns = columns or ColumnsConfig()
+    sources = event_sources(events, columns)
+    found = _all_events(raw, sources, fmt, as_of)
+    people = (
+        None
+        if customers is None
+        else _customers_input(raw, customers, fmt, columns.customers)
+    )
     terms = (
-        None if subscriptions is None else _subscriptions_input(raw, subscriptions, fmt)
+        None
+        if subscriptions is None
+        else _subscriptions_input(
+            raw, subscriptions, fmt, columns.subscriptions, base_plans
+        )
     )
     ensure(
-        found.problems
+        [p for i in found for p in i.problems]
         + (people.problems if people else [])
         + (terms.problems if terms else [])
     )
-    relations = [i.relation for i in (found, people, terms) if i is not None]
+    event_relations = [i.relation for i in found]
+    relations = event_relations + [i.relation for i in (people, terms) if i]
     ids = _id_source(raw, pseudonyms, relations, suppressed)
-    types = _column_types(raw, found.relation)
-    raw.execute(_events_view_sql(found.relation, types, ids, event_types))
+    raw.execute(_events_view_sql(event_relations, raw, ids, event_types))
     views = [EVENTS_VIEW]
     if people:
         _customers_view(con, people.relation, ids, attributes)
         views.append(CUSTOMERS_VIEW)
     if terms:
         present = list(_column_types(raw, terms.relation))
-        raw.execute(_subscriptions_view_sql(terms.relation, present, ids))
+        raw.execute(_subscriptions_view_sql(terms.relation, present, ids, base_plans))
         views.append(SUBSCRIPTIONS_VIEW)
     for view in views if suppressed else []:
         _suppressed_view(raw, view)
@@ -442,7 +619,7 @@ def load(
     subscriptions_table = con.table(SUBSCRIPTIONS_VIEW) if terms else None
     log.info(
         "loaded events from %s, customers from %s, subscriptions from %s",
-        events,
+        ", ".join(str(e) for e in sources),
         customers,
         subscriptions,
     )
@@ -450,18 +627,19 @@ def load(
         con,
         con.table(EVENTS_VIEW),
         customers_table,
-        found.files,
+        [f for i in found for f in i.files],
         people.files if people else [],
         subscriptions_table,
         terms.files if terms else [],
         suppressed,
+        event_sources=sources,
     )
 
 
 def load_project(config: ProjectConfig, con: ibis.BaseBackend | None = None) -> Dataset:
-    """The project's data as its config says: sources, format and as-of, and the
-    privacy settings (pseudonyms, the suppression list, only the attributes and
-    event types the config uses)."""
+    """The project's data as its config says: sources, column mapping, format and
+    as-of, and the privacy settings (pseudonyms, the suppression list, only the
+    attributes and event types the config uses)."""
     return load(
         config.data.events,
         config.data.customers,
@@ -473,6 +651,8 @@ def load_project(config: ProjectConfig, con: ibis.BaseBackend | None = None) -> 
         suppressed=suppressed(config.privacy),
         attributes=config.attributes_read(),
         event_types=config.roles.types_read(),
+        columns=config.data.columns,
+        base_plans=config.data.base_plans,
     )
 
 
@@ -482,5 +662,6 @@ __all__ = [
     "connect",
     "load",
     "load_customers",
+    "event_sources",
     "load_project",
 ]

@@ -14,8 +14,10 @@ Three things keep Spark's answers identical to DuckDB's (STACK-NOTES):
 
 The input files are validated against the data contract by DuckDB on the driver
 first (the same checks and messages as the embedded path; it streams the files,
-so it needs no memory to speak of), then Spark reads them. A database source is
-for DuckDB only: on Spark give Parquet or CSV files (or a folder of them).
+so it needs no memory to speak of), then Spark reads them, each events source
+with its column mapping and constant event type (data.columns, a list in
+data.events), combined into one log as on DuckDB. A database source is for DuckDB
+only: on Spark give Parquet or CSV files (or a folder of them).
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from core.config import (
+    ColumnsConfig,
     ConfigError,
     DatabaseSource,
+    EventSource,
     ProjectConfig,
     Source,
     SparkConfig,
 )
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
-from features.sources.contract import ContractError, Problem, file_format
-from features.sources.load import Dataset
+from features.sources.contract import ContractError, Problem, file_format, list_files
+from features.sources.load import Dataset, EventsInput, event_sources
 
 log = logging.getLogger(__name__)
 
@@ -245,23 +249,56 @@ def _check_files(source: Source | None, key: str) -> None:
         )
 
 
+def _mapped(
+    raw: ir.Table, columns: dict[str, str], constants: dict[str, str]
+) -> ir.Table:
+    """`raw` with the contract's names, as features.sources.contract.ColumnMap
+    reads a source on DuckDB (a source column bearing a mapped contract name is
+    left out; names compared without case, as both engines do)."""
+    given = {*columns, *constants}
+    taken = {n.lower() for n in given} | {c.lower() for c in columns.values()}
+    kept = {c: raw[c] for c in raw.columns if c.lower() not in taken}
+    mapped = {name: raw[column] for name, column in columns.items()}
+    fixed = {name: ibis.literal(value) for name, value in constants.items()}
+    return raw.select(**kept, **mapped, **fixed)
+
+
+def _spark_events(
+    spark, con: ibis.BaseBackend, sources: list[EventSource], fmt: str
+) -> ir.Table:
+    """Each events source read by Spark, mapped and normalised, then one log."""
+    tables = []
+    for i, entry in enumerate(sources):
+        view = SPARK_EVENTS_VIEW if len(sources) == 1 else f"{SPARK_EVENTS_VIEW}_{i}"
+        files = list_files(entry.source, fmt)
+        _read(spark, files, fmt, str(entry)).createOrReplaceTempView(view)
+        constants = {} if entry.event_type is None else {EVENT_TYPE: entry.event_type}
+        raw = _mapped(con.table(view), dict(entry.columns), constants)
+        tables.append(_normalised_events(con, raw))
+    return tables[0] if len(tables) == 1 else ibis.union(*tables, distinct=False)
+
+
 def load_spark(
     spark,
-    events: Source,
+    events: EventsInput,
     customers: Source | None = None,
     *,
     fmt: str = "auto",
     as_of: datetime | None = None,
     validated: Dataset | None = None,
+    columns: ColumnsConfig | None = None,
 ) -> SparkDataset:
     """Validate the files (DuckDB, as features.sources.load does), then read them on
     `spark` as Ibis tables of the contract's types. `validated` is the DuckDB
     dataset when the caller loaded it already. ContractError on bad input."""
     from features.sources.load import load
 
-    _check_files(events, "data.events")
+    sources = event_sources(events, columns)
+    for i, entry in enumerate(sources):
+        key = "data.events" if len(sources) == 1 else f"data.events.{i}"
+        _check_files(entry.source, key)
     _check_files(customers, "data.customers")
-    ds = validated or load(events, customers, fmt=fmt, as_of=as_of)
+    ds = validated or load(events, customers, fmt=fmt, as_of=as_of, columns=columns)
     if ds.subscriptions is not None:
         raise ContractError(
             [
@@ -274,16 +311,17 @@ def load_spark(
             ]
         )
     con = connect(spark)
-    _read(spark, ds.events_files, fmt, "data.events").createOrReplaceTempView(
-        SPARK_EVENTS_VIEW
-    )
-    events_table = _normalised_events(con, con.table(SPARK_EVENTS_VIEW))
+    events_table = _spark_events(spark, con, sources, fmt)
     customers_table = None
     if customers is not None:
         _read(spark, ds.customers_files, fmt, "data.customers").createOrReplaceTempView(
             SPARK_CUSTOMERS_VIEW
         )
-        raw = con.table(SPARK_CUSTOMERS_VIEW)
+        raw = _mapped(
+            con.table(SPARK_CUSTOMERS_VIEW),
+            dict((columns or ColumnsConfig()).customers),
+            {},
+        )
         customers_table = raw.mutate(
             **{CUSTOMER_ID: raw[CUSTOMER_ID].cast("string").strip()}
         )

@@ -15,7 +15,8 @@ same way when read. A presented key is compared with every configured key, in
 constant time and without stopping at a match, so timing reveals neither which
 key matched nor how close a guess came. Keys are never logged.
 
-Keys carry scopes: `score` (predict, predict_by_id, explain), `outreach`, and
+Keys carry scopes: `score` (predict, predict_by_id, explain), `outreach`
+(outreach, campaign_report), and
 `admin` (metadata, forget, and any other route). A key without the scope a route
 needs gets 403, saying which scope is missing. A key file line may end with
 `:scope,scope`; a line without one (written before scopes existed) and keys from
@@ -64,6 +65,7 @@ ROUTE_SCOPES = {
     "/predict_by_id": SCORE,
     "/explain": SCORE,
     "/outreach": OUTREACH,
+    "/campaign_report": OUTREACH,
     "/metadata": ADMIN,
     "/forget": ADMIN,
 }

@@ -1,6 +1,7 @@
 """The BentoML service: the champions of the targets the config lists (`targets:`)
-behind `predict`, `explain`, `outreach` and `metadata`; a target it does not list
-is not served (a 400 naming the served ones).
+behind `predict`, `explain`, `outreach` and `metadata` (a target it does not list
+is not served: a 400 naming the served ones); campaign readouts behind
+`campaign_report`.
 
 `bentoml serve serving.api.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
@@ -34,6 +35,8 @@ from starlette.responses import JSONResponse, RedirectResponse
 from core.atomic import Busy
 from core.config import ConfigError, config_path, load_config
 from features.definition import FeatureSpec, catalogue
+from features.sources.contract import ContractError
+from features.sources.load import connect, load_project
 from features.sources.privacy import pseudonymiser
 from model.registry import CHAMPION, configure
 from serving import online_store
@@ -72,6 +75,7 @@ from serving.api.schemas import (
 from serving.outreach import campaign
 from serving.outreach.contact_log import AlreadyConfirmed, ContactLogError
 from serving.outreach.contact_policy import OptOutFileError
+from serving.outreach.readout import ReadoutError, readout
 from serving.outreach.selection import MAX_CONTROL_SHARE
 from serving.privacy import forget
 from serving.reasons import reasons
@@ -414,6 +418,41 @@ class Propensity:
             ),
             reasons=outcome.notes + selection.reasons,
         )
+
+    @bentoml.api
+    def campaign_report(
+        self,
+        campaign_id: Annotated[
+            str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+        ],
+        outcome_events: Annotated[list[str] | None, Field(max_length=20)] = None,
+        horizon_days: Annotated[int | None, Field(ge=1, le=3650)] = None,
+    ) -> dict:
+        """The readout of a confirmed campaign, as `propensity campaigns report
+        ID --format json` gives it: outcome rate and revenue per group, lifts
+        with 95% intervals and p-values, incremental outcomes and revenue, cost
+        and ROI, deciles of the score at selection, the sample-ratio check, and
+        whether the outcome window has passed (`mature`, `days_remaining`).
+        `outcome_events` counts an event of those types as the outcome instead
+        of the target's label. It reads the events as the config says at each
+        call (404 for an unknown campaign, 503 when the data cannot be read);
+        it logs no MLflow run (the CLI does)."""
+        config = self.config
+        try:
+            ds = load_project(
+                config, con=connect(config.engine.memory_limit, config.engine.threads)
+            )
+            return readout(
+                config,
+                ds,
+                campaign_id,
+                event_types=outcome_events or (),
+                horizon_days=horizon_days,
+            )
+        except ReadoutError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)  # type: ignore[return-value]
+        except (ContractError, ContactLogError, OSError) as exc:
+            return _unavailable("campaign_report", exc)  # type: ignore[return-value]
 
     @bentoml.api
     def forget(

@@ -10,9 +10,10 @@ For the customers offered to a campaign:
    selected (serving.outreach.selection: ranked by expected value, a budget or
    threshold, a keyed-hash control group);
 3. `confirm` does steps 1 and 2 inside one write transaction of the contact log
-   and records the selection there, so two confirms at once cannot both pass a
-   cap and a campaign is confirmed once (AlreadyConfirmed otherwise); `dry_run`
-   reads the log and writes nothing.
+   and records the selection there (with each customer's score and the
+   campaign's control share and contact cost, for its readout), so two
+   confirms at once cannot both pass a cap and a campaign is confirmed once
+   (AlreadyConfirmed otherwise); `dry_run` reads the log and writes nothing.
 
 Errors, for the caller to answer: ConfigError or OptOutFileError from
 `ContactPolicy.read` (no control-group key, no opt-out file), ValueError naming
@@ -144,6 +145,13 @@ def run(
             max_contacts=None if cap is None else cap.max_contacts,
         )
 
+    contact_cost = (
+        settings.contact_cost if rules.contact_cost is None else rules.contact_cost
+    )
+    control_share = (
+        settings.control_share if rules.control_share is None else rules.control_share
+    )
+
     def choose(
         excluded: Sequence[str | None],
     ) -> tuple[selection.Selection, list[Offered], np.ndarray]:
@@ -158,12 +166,8 @@ def run(
             budget=rules.budget,
             threshold=rules.threshold,
             values=[default if c.value is None else c.value for c in kept],
-            contact_cost=settings.contact_cost
-            if rules.contact_cost is None
-            else rules.contact_cost,
-            control_share=settings.control_share
-            if rules.control_share is None
-            else rules.control_share,
+            contact_cost=contact_cost,
+            control_share=control_share,
         )
         return chosen, kept, matrix
 
@@ -179,8 +183,16 @@ def run(
             excluded = excluding(recent)
             chosen, kept, matrix = choose(excluded)
             stored_of = dict(zip(ids, stored, strict=True))
+            # the score at selection and the settings used: the readout's deciles,
+            # sample-ratio check and cost (serving.outreach.readout)
             tx.record(
-                target, [(stored_of[r.customer_id], r.group) for r in chosen.rows]
+                target,
+                [
+                    (stored_of[r.customer_id], r.group, r.probability)
+                    for r in chosen.rows
+                ],
+                control_share=control_share,
+                contact_cost=contact_cost,
             )
             confirmed_at = tx.confirmed_at
     counts = policy.counted(excluded)

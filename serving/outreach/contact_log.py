@@ -1,10 +1,17 @@
-"""The contact log: every confirmed campaign selection, for the frequency cap.
+"""The contact log: every confirmed campaign selection, for the frequency cap and
+the campaign readouts.
 
 One SQLite table, one row per selected customer of a confirmed campaign (treatment
 and control alike): the customer's stored form (the pseudonym when
 pseudonymisation is on, never the raw id then), the campaign id, the target, the
-group and when it was confirmed (UTC, ISO 8601 with microseconds, so text order is
-time order).
+group, when it was confirmed (UTC, ISO 8601 with microseconds, so text order is
+time order) and the score at selection (the served probability; null in rows
+logged before it was kept). A second table holds one row per confirmed campaign:
+the control share and contact cost it was selected with, which its readout
+compares against (campaigns confirmed before that table existed have none: the
+readout falls back to the config's). A log written by an older version is
+migrated by the next confirm (columns and table added, nothing rewritten);
+readers accept either form.
 
 Confirming is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock
 before reading, so the cap check, the selection and the insert of one confirm see
@@ -30,6 +37,10 @@ CAMPAIGN = "campaign_id"
 TARGET = "target"
 GROUP = "contact_group"
 CONFIRMED_AT = "confirmed_at"
+SCORE = "score"
+CAMPAIGNS_TABLE = "campaigns"
+CONTROL_SHARE = "control_share"
+CONTACT_COST = "contact_cost"
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's default limit of host parameters per statement is 32766 (>= 3.32)
 _CHUNK = 5_000
@@ -41,9 +52,17 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     {TARGET} TEXT NOT NULL,
     {GROUP} TEXT NOT NULL CHECK ({GROUP} IN ('treatment', 'control')),
     {CONFIRMED_AT} TEXT NOT NULL,
+    {SCORE} REAL,
     PRIMARY KEY ({CAMPAIGN}, {CUSTOMER})
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_by_customer ON {TABLE} ({CUSTOMER}, {CONFIRMED_AT});
+CREATE TABLE IF NOT EXISTS {CAMPAIGNS_TABLE} (
+    {CAMPAIGN} TEXT PRIMARY KEY,
+    {TARGET} TEXT NOT NULL,
+    {CONFIRMED_AT} TEXT NOT NULL,
+    {CONTROL_SHARE} REAL,
+    {CONTACT_COST} REAL
+);
 """
 
 
@@ -70,6 +89,22 @@ class Contact:
     target: str
     group: str
     confirmed_at: str
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    """One confirmed campaign: its target, when, the control share and contact
+    cost it was selected with (None when logged before they were kept) and its
+    customers per group."""
+
+    campaign_id: str
+    target: str
+    confirmed_at: str
+    control_share: float | None
+    contact_cost: float | None
+    treatment: int
+    control: int
 
 
 def stamp(at: datetime) -> str:
@@ -114,14 +149,39 @@ class Confirmation:
         """Confirmed selections per stored id in the `per_days` days before now."""
         return _recent(self._conn, customers, _window_start(self.now, per_days))
 
-    def record(self, target: str, rows: Iterable[tuple[str, str]]) -> int:
-        """Log (stored id, group) rows; the count written."""
+    def record(
+        self,
+        target: str,
+        rows: Iterable[tuple[str, str] | tuple[str, str, float | None]],
+        *,
+        control_share: float | None = None,
+        contact_cost: float | None = None,
+    ) -> int:
+        """Log (stored id, group[, score at selection]) rows and the campaign
+        (with the control share and contact cost it was selected with); the
+        count of rows written."""
         cursor = self._conn.executemany(
             f"INSERT INTO {TABLE} ({CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, "
-            f"{CONFIRMED_AT}) VALUES (?, ?, ?, ?, ?)",
-            [(c, self.campaign_id, target, g, self.confirmed_at) for c, g in rows],
+            f"{CONFIRMED_AT}, {SCORE}) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r[0], self.campaign_id, target, r[1], self.confirmed_at, _score(r))
+                for r in rows
+            ],
+        )
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO {CAMPAIGNS_TABLE} ({CAMPAIGN}, {TARGET}, "
+            f"{CONFIRMED_AT}, {CONTROL_SHARE}, {CONTACT_COST}) VALUES (?, ?, ?, ?, ?)",
+            (self.campaign_id, target, self.confirmed_at, control_share, contact_cost),
         )
         return cursor.rowcount
+
+
+def _score(row: tuple) -> float | None:
+    return None if len(row) < 3 or row[2] is None else float(row[2])
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
 class ContactLog:
@@ -165,11 +225,66 @@ class ContactLog:
         if not self.path.exists():
             return []
         with closing(self._connect()) as conn:
+            score = SCORE if SCORE in _columns(conn, TABLE) else "NULL"
             rows = conn.execute(
-                f"SELECT {CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, {CONFIRMED_AT} "
-                f"FROM {TABLE} ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}"
+                f"SELECT {CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, {CONFIRMED_AT}, "
+                f"{score} FROM {TABLE} ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}"
             ).fetchall()
         return [Contact(*row) for row in rows]
+
+    def campaigns(self, campaign_id: str | None = None) -> list[CampaignInfo]:
+        """Every confirmed campaign, oldest first, or only `campaign_id` (a
+        missing log: none)."""
+        if not self.path.exists():
+            return []
+        try:
+            with closing(self._connect()) as conn:
+                if not _columns(conn, TABLE):
+                    return []
+                kept = bool(_columns(conn, CAMPAIGNS_TABLE))
+                settings = (
+                    f"k.{CONTROL_SHARE}, k.{CONTACT_COST}" if kept else "NULL, NULL"
+                )
+                joined = (
+                    f"LEFT JOIN {CAMPAIGNS_TABLE} k ON k.{CAMPAIGN} = c.{CAMPAIGN}"
+                    if kept
+                    else ""
+                )
+                where, params = (
+                    ("", [])
+                    if campaign_id is None
+                    else (f"WHERE c.{CAMPAIGN} = ?", [campaign_id])
+                )
+                rows = conn.execute(
+                    f"SELECT c.{CAMPAIGN}, MIN(c.{TARGET}), MIN(c.{CONFIRMED_AT}), "
+                    f"{settings}, SUM(c.{GROUP} = 'treatment'), "
+                    f"SUM(c.{GROUP} = 'control') FROM {TABLE} c {joined} {where} "
+                    f"GROUP BY c.{CAMPAIGN} ORDER BY 3, 1",
+                    params,
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise ContactLogError(f"contact log {self.path}: {exc}") from exc
+        return [CampaignInfo(*row) for row in rows]
+
+    def campaign(self, campaign_id: str) -> CampaignInfo | None:
+        """One confirmed campaign, or None."""
+        found = self.campaigns(campaign_id)
+        return found[0] if found else None
+
+    def selected(self, campaign_id: str) -> list[tuple[str, str, float | None]]:
+        """A campaign's (stored id, group, score at selection) rows."""
+        if not self.path.exists():
+            return []
+        try:
+            with closing(self._connect()) as conn:
+                score = SCORE if SCORE in _columns(conn, TABLE) else "NULL"
+                return conn.execute(
+                    f"SELECT {CUSTOMER}, {GROUP}, {score} FROM {TABLE} "
+                    f"WHERE {CAMPAIGN} = ? ORDER BY {CUSTOMER}",
+                    (campaign_id,),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise ContactLogError(f"contact log {self.path}: {exc}") from exc
 
     def delete(
         self, customers: Sequence[str] = (), before: datetime | None = None
@@ -215,6 +330,8 @@ class ContactLog:
                 if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.executescript(_SCHEMA)
+                if SCORE not in _columns(conn, TABLE):  # a log of an older version
+                    conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {SCORE} REAL")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:

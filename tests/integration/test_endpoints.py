@@ -483,6 +483,29 @@ def test_outreach_dry_run_writes_nothing_and_confirm_logs_pseudonyms(
     assert len(log.contacts()) == len(rows)
 
 
+def test_campaign_report_reads_out_a_confirmed_campaign(
+    client: TestClient, body: list[dict], policy: Callable[..., ProjectConfig]
+) -> None:
+    """A campaign confirmed now (pseudonyms in the log) read out at once:
+    every selected customer counted in their group, the readout immature for
+    the whole horizon; an unknown campaign is 404."""
+    policy(pseudonymise=True)
+    request = {**campaign(body), "budget": 40, "control_share": 0.5, "mode": "confirm"}
+    confirmed = plan(client, request)
+    response = client.post("/campaign_report", json={"campaign_id": "spring-2026"})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    groups = Counter(r["group"] for r in confirmed["selected"])
+    for group in ("treatment", "control"):
+        assert found["groups"][group]["customers"] == groups[group]
+    assert found["target"] == TARGET and not found["mature"]
+    assert found["days_remaining"] in (30, 31)  # the churn horizon, from now
+    assert len(found["deciles"]) == 10  # scores at selection were logged
+    assert found["sample_ratio"]["expected_control_share"] == 0.5
+    missing = client.post("/campaign_report", json={"campaign_id": "autumn"})
+    assert missing.status_code == 404 and "'autumn'" in missing.json()["error"]
+
+
 def test_outreach_confirming_a_campaign_twice_is_409_naming_it(
     client: TestClient, body: list[dict], policy: Callable[..., ProjectConfig]
 ) -> None:
@@ -627,7 +650,13 @@ def test_metadata_lists_the_champions_as_registered(
 
 def test_new_endpoints_are_in_the_docs(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
-    for path in ("/predict_by_id", "/explain", "/outreach", "/metadata"):
+    for path in (
+        "/predict_by_id",
+        "/explain",
+        "/outreach",
+        "/campaign_report",
+        "/metadata",
+    ):
         assert path in paths, sorted(paths)
     # /docs leads to the Swagger page, with no key
     page = client.get("/docs", headers={"Authorization": ""})

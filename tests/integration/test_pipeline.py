@@ -270,8 +270,10 @@ def test_an_untrainable_target_is_skipped_and_unlisted_ones_are_not_served(
     )
     done = run_cli(["--config", str(both), "train"], env)
     assert done.returncode == 7, done.stderr[-3000:]
-    assert "skipped service_request: the fitting rows for origin" in done.stderr
-    assert "hold a single class (0 positive of" in done.stderr
+    # every cutoff's service_request rows hold a single class: none is an origin
+    assert "skipped service_request: the backtest needs" in done.stderr
+    assert "service_request: dropped" in done.stderr
+    assert "service_request's rows hold a single class" in done.stderr
     assert "2025-03-01 " in done.stderr and " rows/0 positive" in done.stderr
     assert "purchase" in done.stdout and "churn" not in done.stdout
     assert [m.name for m in client.search_registered_models()] == ["purchase"]

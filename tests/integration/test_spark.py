@@ -217,3 +217,54 @@ def test_nightly_scores_equal_embedded(spark, trained, tmp_path: Path) -> None:
         assert list(on_spark.drift.scores[target].bins) == list(
             embedded.drift.scores[target].bins
         )
+
+
+def test_mapped_sources_equal_duckdb(spark, small: Path, tmp_path: Path) -> None:
+    """Two exports in their own column names (purchases as CSV without an event
+    type, the rest as Parquet) read on Spark give DuckDB's features."""
+    from core.config import ColumnsConfig, EventSource
+    from features.definition import build_features
+    from features.sources.load import load
+    from features.sources.spark import load_spark
+
+    frame = pd.read_parquet(small / "events.parquet")
+    buys = frame[frame.event_type == "purchase"].drop(columns=["event_type"])
+    purchases = tmp_path / "purchases.csv"
+    buys.rename(columns={"event_time": "day", "amount": "sales"}).to_csv(
+        purchases, index=False
+    )
+    other = tmp_path / "activity.parquet"
+    frame[frame.event_type != "purchase"].rename(
+        columns={"event_time": "ts"}
+    ).to_parquet(other)
+    people = tmp_path / "households.parquet"
+    pd.read_parquet(small / "customers.parquet").rename(
+        columns={CUSTOMER_ID: "household_key"}
+    ).to_parquet(people)
+    columns = ColumnsConfig(
+        events={CUSTOMER_ID: "household_id"},
+        customers={CUSTOMER_ID: "household_key"},
+    )
+    sources = [
+        EventSource(
+            path=purchases,
+            event_type="purchase",
+            columns={
+                CUSTOMER_ID: "customer_id",
+                "event_time": "day",
+                "amount": "sales",
+            },
+        ),
+        EventSource(
+            path=other, columns={CUSTOMER_ID: "customer_id", "event_time": "ts"}
+        ),
+    ]
+    duck = load(sources, people, columns=columns)
+    sds = load_spark(spark, sources, people, validated=duck, columns=columns)
+    spec = _spec()
+    expected = build_features(duck.events, CUTOFFS, spec, duck.customers).to_pandas()
+    got = sds.to_pyarrow(
+        build_features(sds.events, CUTOFFS, spec, sds.customers)
+    ).to_pandas()
+    assert_same_frames(expected, got)
+    assert sds.rows() == len(frame)

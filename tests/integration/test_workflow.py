@@ -227,6 +227,29 @@ def test_a_weaker_challenger_stays_challenger_with_its_figures(
             tags["promotion.champion_log_loss"]
         )
         assert "does not beat champion v1: mean log loss" in tags["promotion.reason"]
+        # beyond noise: the paired bootstrap on both runs' logged predictions
+        assert tags["promotion.method"] == "paired_bootstrap"
+        assert "95% interval [" in tags["promotion.reason"]
+        low, high = (
+            float(tags[f"promotion.log_loss_gain_{e}"]) for e in ("low", "high")
+        )
+        assert low <= float(tags["promotion.log_loss_gain"]) <= high
+        assert low <= 0  # a weaker model's gain does not hold beyond noise
+        # the label settings, logged per model run and equal for both versions
+        runs = [
+            client.get_run(client.get_model_version(target, v).run_id)
+            for v in ("1", "2")
+        ]
+        labels = [
+            {k: v for k, v in r.data.params.items() if k.startswith("label.")}
+            for r in runs
+        ]
+        assert labels[0] == labels[1]
+        assert labels[0]["label.horizon_days"] == "30"
+        assert labels[0]["label.population"] == "active_not_churned"
+        assert ("label.definition" in labels[0]) == (target == "churn")
+        artifacts = {a.path for a in client.list_artifacts(runs[1].info.run_id)}
+        assert "backtest_predictions.parquet" in artifacts
 
 
 def test_runs_lists_and_compares(registry: Project) -> None:
@@ -261,6 +284,10 @@ def test_runs_lists_and_compares(registry: Project) -> None:
     for origin in origins:
         assert f"{origin} log_loss" in out
     assert "lgb_learning_rate: A=0.05  B=0.001" in out
+    # the label settings side by side, and the gate's interval for v2
+    assert "label.definition" in out and "inactivity_or_cancel" in out
+    assert "B = churn v2 vs champion v1: kept_as_challenger; log-loss gain" in out
+    assert "(paired bootstrap, 1000 resamples of" in out
     missing = run_cli(["runs", "compare", "churn/1", "churn/99"], registry.env())
     assert missing.returncode == 1 and "churn/99: no such model version" in (
         missing.stderr
@@ -316,3 +343,41 @@ def test_promote_is_gated_force_is_recorded_and_rollback_restores(
     assert kinds == ["force", "gate", "rollback"]
     frame = pd.DataFrame([r.data.tags for r in log])
     assert set(frame["move.actor"]) >= {"alice"}
+
+
+def test_a_challenger_with_another_label_is_not_compared(
+    trained: Project, tmp_path: Path
+) -> None:
+    """Issue 18: a `cancel` churn challenger against the `inactivity_or_cancel`
+    champion stays challenger, the reason naming the setting; `runs compare`
+    marks it."""
+    shutil.copytree(trained.root / "mlruns", tmp_path / "mlruns")
+    project = Project(
+        tmp_path,
+        trained.config,
+        f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        trained.events,
+        trained.customers,
+    )
+    cancel = write_config(
+        tmp_path / "cancel.yaml",
+        trained.events,
+        trained.customers,
+        targets={"churn": {"horizon_days": 30, "definition": "cancel"}},
+    )
+    done = run_cli(["--config", str(cancel), "train"], project.env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = (
+        "label settings differ from champion v1: churn.definition: "
+        "inactivity_or_cancel (champion) vs cancel (challenger)"
+    )
+    assert expected in done.stdout
+    client = _client(project)
+    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert expected in client.get_model_version("churn", "2").tags["promotion.reason"]
+    compared = run_cli(["runs", "compare", "churn/1", "churn/2"], project.env())
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    [line] = [
+        x for x in compared.stdout.splitlines() if x.startswith("  label.definition ")
+    ]
+    assert line.split()[1:] == ["inactivity_or_cancel", "cancel", "<-", "differ"]

@@ -80,6 +80,8 @@ def test_the_command_tree_is_the_documented_one() -> None:
     assert {" ".join(c) for c in COMMANDS} == {
         "demo-data",
         "import",
+        "init",
+        "check",
         "features",
         "features list",
         "train",
@@ -101,6 +103,9 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "forget",
         "retention",
         "pseudonym",
+        "campaigns",
+        "campaigns list",
+        "campaigns report",
     }
 
 

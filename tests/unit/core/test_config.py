@@ -22,6 +22,7 @@ from core.config import (
     CutoffsConfig,
     DatabaseSource,
     DataConfig,
+    EventSource,
     OutreachConfig,
     PrivacyConfig,
     ProjectConfig,
@@ -395,6 +396,8 @@ def _path_values(value: object, where: str) -> Iterator[tuple[str, Path]]:
     elif isinstance(value, DatabaseSource):
         if value.scheme == "duckdb":
             yield where, value.duckdb_path
+    elif isinstance(value, EventSource):  # a path, or a database's table or query
+        yield from _path_values(value.source, f"{where}.path" if value.path else where)
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             yield from _path_values(getattr(value, name), f"{where}.{name}".strip("."))
@@ -405,7 +408,10 @@ def _path_values(value: object, where: str) -> Iterator[tuple[str, Path]]:
 
 EVERY_PATH = """
 data:
-  events: data/events.parquet
+  events:
+    - data/events.parquet
+    - {path: data/tickets, event_type: ticket}
+    - {uri: 'duckdb:db/web.duckdb', table: logins, event_type: login}
   customers: {uri: 'duckdb:db/crm.duckdb', table: people}
   subscriptions: data/subscriptions
 training: {cutoffs: {start: 2024-01-01}, snapshot_dir: snapshots}

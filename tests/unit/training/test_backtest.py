@@ -74,20 +74,36 @@ def test_too_few_cutoffs_is_a_clear_error() -> None:
         plan(table(CUTOFFS[-5:]), CHURN, LABELS, origins=4)
 
 
-def test_a_single_class_at_an_origin_skips_the_target_with_its_counts() -> None:
+def test_a_single_class_origin_is_dropped_and_named() -> None:
+    """An origin whose rows hold one class is no origin: the next earlier complete
+    cutoff takes its place, and the plan says which was dropped and why."""
     t = table()
     t.frame.loc[t.frame[CUTOFF] == CUTOFFS[-1], CHURN] = 0
-    with pytest.raises(TargetSkipped, match="origin rows for origin 2025-10-01") as e:
+    p = plan(t, CHURN, LABELS, origins=4)
+    assert [f.origin for f in p.folds] == CUTOFFS[-5:-1]
+    assert p.dropped_lines() == [
+        "churn: dropped 2025-10-01: churn's rows hold a single class "
+        "(400 rows, 0 positive)"
+    ]
+
+
+def test_single_class_fitting_rows_skip_the_target_with_its_counts() -> None:
+    t = table()
+    t.frame.loc[t.frame[CUTOFF] <= CUTOFFS[4], CHURN] = 0
+    with pytest.raises(TargetSkipped, match="fitting rows for origin .* single") as e:
         plan(t, CHURN, LABELS, origins=4)
     skipped = e.value
     assert skipped.target == CHURN
-    # rows and positives of every complete cutoff, the last with none
+    # rows and positives of every cutoff, the early ones with none
     assert list(skipped.counts) == CUTOFFS
-    assert skipped.counts[CUTOFFS[-1]] == (400, 0)
-    rows, positives = skipped.counts[CUTOFFS[0]]
-    assert rows == 400 and 0 < positives < 400
-    assert "0 positive of 400 rows" in str(skipped)
-    assert f"2025-01-01 400 rows/{positives} positive" in str(skipped)
+    assert (skipped.counts[CUTOFFS[0]].rows, skipped.counts[CUTOFFS[0]].positives) == (
+        400,
+        0,
+    )
+    positives = skipped.counts[CUTOFFS[-1]].positives
+    assert 0 < positives < 400
+    assert "2025-01-01 400 rows/0 positive" in str(skipped)
+    assert f"2025-10-01 400 rows/{positives} positive" in str(skipped)
 
 
 def test_run_scores_model_and_baselines_on_the_same_origin_rows() -> None:

@@ -115,3 +115,62 @@ def test_write_contract_is_atomic_and_round_trips(tmp_path: Path) -> None:
 
     assert pq.read_table(out).equals(table.slice(0, 1))
     assert sorted(p.name for p in out.parent.iterdir()) == ["events.parquet"]
+
+
+HILLSTROM_CSV = (
+    "recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,"
+    "visit,conversion,spend\n"
+    "10,2) $100 - $200,142.44,1,0,Surburban,0,Phone,Womens E-Mail,0,0,0\n"
+    "6,3) $200 - $350,329.08,1,1,Rural,1,Web,No E-Mail,1,0,0\n"
+    "7,2) $100 - $200,180.65,0,1,Surburban,1,Web,Mens E-Mail,1,1,29.99\n"
+)
+
+
+def test_hillstrom_rows_events_and_campaigns(tmp_path: Path) -> None:
+    from features.sources.adapters import hillstrom
+
+    (tmp_path / "h.csv").write_text(HILLSTROM_CSV)
+    found = hillstrom(tmp_path / "h.csv")
+    day = datetime(2008, 3, 2)  # the send date + 1 day
+    assert found.events.schema == EVENTS_SCHEMA
+    assert sorted(found.events.to_pylist(), key=lambda r: r[EVENT_TYPE]) == [
+        {
+            CUSTOMER_ID: "3",
+            EVENT_TIME: day,
+            EVENT_TYPE: "purchase",
+            AMOUNT: 29.99,
+            QUANTITY: 1.0,
+        },
+        {
+            CUSTOMER_ID: "2",
+            EVENT_TIME: day,
+            EVENT_TYPE: "visit",
+            AMOUNT: None,
+            QUANTITY: None,
+        },
+        {
+            CUSTOMER_ID: "3",
+            EVENT_TIME: day,
+            EVENT_TYPE: "visit",
+            AMOUNT: None,
+            QUANTITY: None,
+        },
+    ]
+    assert found.customers.column_names == [
+        CUSTOMER_ID,
+        "recency",
+        "history_segment",
+        "history",
+        "mens",
+        "womens",
+        "zip_code",
+        "newbie",
+        "channel",
+    ]
+    assert found.campaigns == {
+        "hillstrom-mens": [("3", "treatment"), ("2", "control")],
+        "hillstrom-womens": [("1", "treatment"), ("2", "control")],
+    }
+    (tmp_path / "bad.csv").write_text(HILLSTROM_CSV.replace("segment", "group"))
+    with pytest.raises(ValueError, match="bad.csv: missing column.*segment"):
+        hillstrom(tmp_path / "bad.csv")

@@ -156,3 +156,91 @@ def test_without_subscriptions_the_feature_set_version_is_unchanged() -> None:
     assert with_subs.names[:93] == plain.names
     assert all(n.startswith("sub_") for n in with_subs.names[93:])
     assert with_subs.version() != plain.version()
+
+
+# -- items: a base plan with add-ons or seats, one row each, read as one term --
+
+ITEMS = (
+    HEADER
+    + "c1,pro,2024-01-01,2024-02-01,50,30\n"
+    + "c1,extra_storage,2024-01-01,2024-02-01,80,30\n"  # dearer than the base
+    + "c1,seats,2024-01-01,2024-02-01,20,30\n"
+    + "c1,pro,2024-02-01,2024-03-01,50,30\n"  # renewed without add-ons
+    + "c2,basic,2024-01-01,,10,30\n"  # open, one item
+)
+
+
+def _terms(tmp_path: Path, text: str, **kwargs) -> pd.DataFrame:
+    events = write(tmp_path, EVENTS, "events.csv")
+    subs = write(tmp_path, text, "subscriptions.csv")
+    ds = load(events, as_of=AS_OF, subscriptions=subs, **kwargs)
+    frame = ds.subscriptions.to_pandas()
+    assert list(frame.columns) == list(SUBSCRIPTION_COLUMNS)
+    return frame.sort_values(["customer_id", START_TIME]).reset_index(drop=True)
+
+
+def test_items_of_one_period_are_one_term_with_the_base_plan(tmp_path: Path) -> None:
+    frame = _terms(tmp_path, ITEMS, base_plans=["basic", "pro"])
+    got = frame[["customer_id", PLAN, PRICE]].values.tolist()
+    assert got == [["c1", "pro", 150.0], ["c1", "pro", 50.0], ["c2", "basic", 10.0]]
+    assert frame[END_TIME].isna().tolist() == [False, False, True]
+
+
+def test_without_base_plans_the_dearest_item_names_the_term(tmp_path: Path) -> None:
+    frame = _terms(tmp_path, ITEMS)
+    assert frame[PLAN].tolist() == ["extra_storage", "pro", "basic"]
+    assert frame[PRICE].tolist() == [150.0, 50.0, 10.0]
+
+
+def test_a_term_takes_its_other_values_from_the_plan_item(tmp_path: Path) -> None:
+    text = (
+        "customer_id,plan,start_time,end_time,price,billing_period_days,discount\n"
+        "c1,addon,2024-01-01,2024-02-01,5,30,0.5\n"
+        "c1,pro,2024-01-01,2024-02-01,50,30,\n"
+    )
+    frame = _terms(tmp_path, text, base_plans=["pro"])
+    assert frame[[PLAN, PRICE]].values.tolist() == [["pro", 55.0]]
+    assert frame["discount"].isna().tolist() == [True]  # the base's, not the add-on's
+
+
+def test_a_true_overlap_of_base_terms_is_still_refused(tmp_path: Path) -> None:
+    text = (
+        ITEMS
+        + "c2,pro,2024-03-01,2024-04-01,20,30\n"  # row 6: while row 5 is open
+        + "c1,pro,2024-02-15,2024-03-15,50,30\n"  # row 7: inside row 4's term
+        + "c1,seats,2024-02-15,2024-03-15,20,30\n"  # row 8: its item
+    )
+    (problem,) = problems_of_kwargs(tmp_path, text, base_plans=["basic", "pro"])
+    assert problem.file.name == "subscriptions.csv"
+    assert (problem.column, problem.rows) == (START_TIME, (6, 7, 8))
+    assert "overlaps the customer's previous term" in problem.expected
+
+
+def test_an_add_on_out_of_its_base_period_is_named(tmp_path: Path) -> None:
+    text = HEADER + (
+        "c1,pro,2024-01-01,2024-03-01,50,30\n"
+        "c1,seats,2024-01-15,2024-03-01,20,30\n"  # added mid-term
+    )
+    (problem,) = problems_of_kwargs(tmp_path, text, base_plans=["pro"])
+    assert (problem.column, problem.rows) == (START_TIME, (2,))
+    assert "not a base plan (data.base_plans)" in problem.expected
+
+
+def problems_of_kwargs(tmp_path: Path, text: str, **kwargs) -> list:
+    events = write(tmp_path, EVENTS, "events.csv")
+    subs = write(tmp_path, text, "subscriptions.csv")
+    with pytest.raises(ContractError) as info:
+        load(events, as_of=AS_OF, subscriptions=subs, **kwargs)
+    return info.value.problems
+
+
+def test_base_plans_in_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "propensity.yaml"
+    config.write_text(
+        "data: {events: e.csv, subscriptions: s.csv, base_plans: []}\n"
+        "training: {cutoffs: {start: 2024-01-01}}\n"
+    )
+    with pytest.raises(ConfigError, match="data.base_plans"):
+        load_config(config)
+    config.write_text(config.read_text().replace("[]", "[basic, pro]"))
+    assert load_config(config).data.base_plans == ["basic", "pro"]

@@ -173,3 +173,13 @@ def test_spark_refuses_what_only_the_duckdb_loader_does(tmp_path: Path) -> None:
     (tmp_path / "privacy" / "suppressed.txt").write_text("A\n")
     with pytest.raises(ConfigError, match="the suppression list"):
         refuse_privacy(load_config(privacy_project(tmp_path)))
+
+
+def test_pseudonyms_without_customers_keep_every_event_once(tiny) -> None:
+    """The id map holds each id once even when the events are its only source
+    (it once held one row per event, and the join multiplied the events)."""
+    events, _, _ = tiny
+    p = Pseudonymiser(PRIVACY_KEY)
+    ds = load(events, as_of=datetime(2030, 1, 1), pseudonyms=p)
+    assert ds.rows() == 5
+    assert _ids(ds.events) == sorted(p.many(["A", "B", "C"]))

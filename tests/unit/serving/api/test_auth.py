@@ -346,7 +346,7 @@ def test_cli_serve_without_keys_fails_before_loading_models(
 
 # --- scopes --------------------------------------------------------------------
 
-ROUTES = ["/predict", "/predict_by_id", "/explain", "/outreach", "/metadata", "/forget"]
+ROUTES = list(NEEDS)
 
 
 @pytest.mark.parametrize("scope", ["score", "outreach", "admin"])

@@ -122,3 +122,40 @@ def test_a_campaign_is_confirmed_once_and_a_failed_confirm_writes_nothing(
         Contact("a", "spring", "churn", "treatment", "2026-03-31T12:00:00.000000+00:00")
     ]
     assert log.confirmed_at("autumn") is None
+
+
+def test_a_log_of_an_older_version_is_read_and_migrated(tmp_path: Path) -> None:
+    """A log written before scores and campaign settings were kept: read as it
+    is (scores and settings None), then migrated by the next confirm."""
+    import sqlite3
+
+    path = tmp_path / "log.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE contacts (customer TEXT NOT NULL, campaign_id TEXT NOT NULL,"
+            " target TEXT NOT NULL, contact_group TEXT NOT NULL, confirmed_at TEXT "
+            "NOT NULL, PRIMARY KEY (campaign_id, customer));"
+            "INSERT INTO contacts VALUES ('a', 'old', 'churn', 'treatment', "
+            "'2026-01-01T00:00:00.000000+00:00'), ('b', 'old', 'churn', 'control', "
+            "'2026-01-01T00:00:00.000000+00:00');"
+        )
+    conn.close()
+    log = ContactLog(path)
+    [old] = log.campaigns()
+    assert (old.campaign_id, old.treatment, old.control) == ("old", 1, 1)
+    assert old.control_share is None and old.contact_cost is None
+    assert log.selected("old") == [("a", "treatment", None), ("b", "control", None)]
+    with log.confirming("new", NOW) as tx:
+        tx.record(
+            "purchase",
+            [("a", "treatment", 0.75), ("c", "control", 0.25)],
+            control_share=0.2,
+            contact_cost=1.5,
+        )
+    new = log.campaign("new")
+    assert (new.target, new.control_share, new.contact_cost) == ("purchase", 0.2, 1.5)
+    assert log.selected("new") == [("a", "treatment", 0.75), ("c", "control", 0.25)]
+    assert log.campaign("old").control_share is None  # old rows untouched
+    assert log.contacts()[0] == Contact(
+        "a", "old", "churn", "treatment", "2026-01-01T00:00:00.000000+00:00"
+    )
