@@ -183,9 +183,14 @@ def _log_skipped(skipped: list[TargetSkipped]) -> None:
                     "target": s.target,
                     "reason": s.reason,
                     "per_cutoff": [
-                        {"cutoff": f"{c:%Y-%m-%d}", "rows": n, "positives": k}
-                        for c, (n, k) in s.counts.items()
+                        {
+                            "cutoff": f"{c:%Y-%m-%d}",
+                            "rows": n.rows,
+                            "positives": n.positives,
+                        }
+                        for c, n in s.counts.items()
                     ],
+                    "dropped": s.dropped,
                 }
                 for s in skipped
             ]
