@@ -246,7 +246,8 @@ def test_a_weaker_challenger_stays_challenger_with_its_figures(
         ]
         assert labels[0] == labels[1]
         assert labels[0]["label.horizon_days"] == "30"
-        assert labels[0]["label.population"] == "active_not_churned"
+        population = "active_not_churned" if target == "churn" else "seen"
+        assert labels[0]["label.population"] == population
         assert ("label.definition" in labels[0]) == (target == "churn")
         artifacts = {a.path for a in client.list_artifacts(runs[1].info.run_id)}
         assert "backtest_predictions.parquet" in artifacts
