@@ -93,7 +93,7 @@ init: setup ## profile your own data and write a starter config (EVENTS=path CUS
 check: setup ## validate config and data, print what train would do (CONFIG=; exit 1: a target cannot be trained)
 	$(CLI) $(if $(CONFIG),--config $(CONFIG)) check
 
-train: setup data/demo/events.parquet ## build features and labels, train 3 models, register, promote
+train: setup data/demo/events.parquet ## build features and labels, train the listed targets, register, promote (exit 7: a target skipped)
 	$(CLI) train
 
 tune: setup data/demo/events.parquet ## search LightGBM params for one target on the backtest origins, registers nothing (TARGET=churn TRIALS=30 TIMEOUT=)

@@ -22,8 +22,9 @@ from features.sources.contract import ContractError
 )
 @click.pass_context
 def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
-    """Score every eligible customer as of a date (the nightly run: scores, drift
-    report, sink, MLflow run; exit 3 drift alert, 4 sink failed)."""
+    """Score the listed targets, each on its population, as of a date (the
+    nightly run: scores, drift report, sink, MLflow run; exit 3 drift alert, 4
+    sink failed)."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy

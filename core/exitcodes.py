@@ -27,6 +27,13 @@ class ExitCode(IntEnum):
     SINK_FAILED = 4, "Postgres sink failed: the Parquet scores are published."
     RUNNING = 5, "`score status`: the last scoring run is still running."
     NO_RUN = 6, "`score status`: no scoring run is recorded."
+    TARGET_SKIPPED = (
+        7,
+        (
+            "`train`: a listed target could not be trained (counts on stderr), "
+            "the others were."
+        ),
+    )
 
 
 def describe() -> dict[ExitCode, str]:

@@ -182,6 +182,7 @@ def test_exit_codes_keep_their_numbers() -> None:
         "SINK_FAILED": 4,
         "RUNNING": 5,
         "NO_RUN": 6,
+        "TARGET_SKIPPED": 7,
     }
     table = describe()
     assert list(table) == sorted(ExitCode)
