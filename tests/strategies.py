@@ -469,3 +469,85 @@ def check_types(got: pd.DataFrame, spec: FeatureSpec) -> None:
 
 
 # ------------------------------------------------------------------ properties
+
+
+# ------------------------------------------------------------ broken sources
+
+_CSV_COLUMNS = [CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY]
+_GOOD_FIELDS = {
+    CUSTOMER_ID: st.sampled_from(["c1", "c2", " c3 ", "42", "é"]),
+    EVENT_TIME: st.sampled_from(
+        [
+            "2024-01-01",
+            "2024-01-01 10:00:00",
+            "2024-01-01T10:00:00+02:00",
+            "2024-02-29T23:59:59Z",
+        ]
+    ),
+    EVENT_TYPE: st.sampled_from(["purchase", "login", " support "]),
+    AMOUNT: st.sampled_from(["1.5", "-3", "0", "", "1e3"]),
+    QUANTITY: st.sampled_from(["1", "-2", "", "0.5"]),
+}
+_BAD_FIELDS = st.one_of(
+    st.sampled_from(
+        [
+            "1969-01-01",
+            "2999-01-01",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "1e999",
+            "",
+            " ",
+            '"',
+            '""',
+            '"a,b"',
+            '"line\nbreak"',
+            "null",
+            "\ufeff",
+            "a,b",
+        ]
+    ),
+    st.text(max_size=12),
+)
+
+
+@st.composite
+def broken_csvs(draw) -> bytes:
+    """A CSV of events, mostly well formed, broken in a few places the way a real
+    export is: a column missing, repeated or misspelt; a row too short or too
+    long; NaN, infinities, quotes, line breaks, bytes that are not UTF-8; mixed
+    line endings; a BOM."""
+    names = list(_CSV_COLUMNS)
+    for _ in range(draw(st.integers(0, 1))):
+        k = draw(st.integers(0, len(names) - 1))
+        how = draw(st.sampled_from(["drop", "repeat", "rename", "add"]))
+        if how == "drop":
+            names.pop(k)
+        elif how == "repeat":
+            names.append(names[k])
+        elif how == "rename":
+            names[k] = draw(st.text(min_size=1, max_size=6))
+        else:
+            names.append(draw(st.text(min_size=1, max_size=6)))
+    lines = [",".join(names).encode()]
+    for _ in range(draw(st.integers(0, 6))):
+        cells = [
+            draw(_GOOD_FIELDS.get(n, st.sampled_from(["", "x"]))).encode()
+            for n in names
+        ]
+        for _ in range(draw(st.integers(0, 2)) if draw(st.booleans()) else 0):
+            how = draw(st.sampled_from(["field", "bytes", "short", "long"]))
+            k = draw(st.integers(0, len(cells) - 1)) if cells else 0
+            if how == "field" and cells:
+                cells[k] = draw(_BAD_FIELDS).encode()
+            elif how == "bytes" and cells:
+                cells[k] = draw(st.binary(min_size=1, max_size=6))
+            elif how == "short" and cells:
+                cells.pop()
+            else:
+                cells.append(draw(_BAD_FIELDS).encode())
+        lines.append(b",".join(cells))
+    end = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    body = end.join(lines) + (end if draw(st.booleans()) else b"")
+    return (b"\xef\xbb\xbf" if draw(st.integers(0, 4)) == 0 else b"") + body

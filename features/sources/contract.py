@@ -178,19 +178,29 @@ def source_columns(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
     return [c for c in con.sql(f"SELECT * FROM {source} LIMIT 0").columns if c != ROW]
 
 
+def _reason(text: str) -> tuple[str, str | None]:
+    """DuckDB's reason for a reader error, and the CSV line it names (or None).
+
+    A CSV error reads: `CSV Error on Line: N`, `Original Line: <the line>` (which
+    may span several lines), the reason, a blank line, then hints and options;
+    the line's text is left out: it may hold customer ids, or be megabytes long."""
+    head = re.sub(r"^[A-Za-z ]*Error: ", "", text.split("\n", 1)[0]).strip()
+    where = re.match(r"CSV Error on Line: (\d+)", head)
+    if not where:
+        return head, None
+    ends = [
+        i
+        for i in (text.find("\n\nPossible Solution"), text.find("\n\n  file ="))
+        if i >= 0
+    ]
+    before = text[: min(ends)] if ends else text
+    return before.rsplit("\n", 1)[-1].strip(), where.group(1)
+
+
 def read_problem(path: Path | str, fmt: str, exc: duckdb.Error) -> Problem:
     """A reader's error as a problem naming the file: the reason and, for a CSV,
-    the line DuckDB names (1-based, the header is line 1), never the line's text
-    (DuckDB quotes it: it may hold customer ids, or be megabytes long)."""
-    text = str(exc)
-    lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.startswith(("Original Line", "  ", "Possible"))
-    ]
-    head = re.sub(r"^[A-Za-z ]*Error: ", "", lines[0]) if lines else text
-    where = re.search(r"CSV Error on Line: (\d+)", head)
-    reason = lines[1] if where and len(lines) > 1 else head
+    the line DuckDB names (1-based, the header is line 1), never the line's text."""
+    reason, line = _reason(str(exc))
     if "Maximum line size" in reason:
         size = re.search(r"Maximum line size of (\d+)", reason)
         limit = f"{int(size.group(1)):,} bytes" if size else "the maximum"
@@ -200,16 +210,23 @@ def read_problem(path: Path | str, fmt: str, exc: duckdb.Error) -> Problem:
             f"a line is longer than {limit}; expected one record per line "
             "(is this a CSV file, with its line breaks?)",
         )
+    at = f" (line {line})" if line else ""
     if "unicode" in reason.lower() or "utf-8" in reason.lower():
-        line = f" (line {where.group(1)})" if where else ""
         return Problem(
             path,
             None,
-            f"is not UTF-8 text{line}; expected a UTF-8 CSV "
+            f"is not UTF-8 text{at}; expected a UTF-8 CSV "
             "(re-encode it, e.g. iconv -f latin1 -t utf-8)",
         )
-    line = f" at line {where.group(1)}" if where else ""
-    return Problem(path, None, f"cannot be read as {fmt}{line}: {reason[:300]}")
+    if reason.startswith("Error when sniffing file"):
+        return Problem(
+            path,
+            None,
+            "cannot be read as CSV: its delimiter and quoting cannot be told "
+            "(rows with different numbers of fields, an unbalanced quote, bytes "
+            "that are not UTF-8?); expected a UTF-8 CSV with a header line",
+        )
+    return Problem(path, None, f"cannot be read as {fmt}{at}: {reason[:300]}")
 
 
 def file_columns(

@@ -93,9 +93,7 @@ def test_negative_quantities_and_amounts_load_as_returns(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("stamp", ["1969-12-31 23:59:59", "1900-01-01", "0001-01-01"])
 def test_events_before_1970_are_refused(tmp_path: Path, stamp: str) -> None:
-    path = write(
-        tmp_path, HEADER + "c1,2024-01-01,login,,\n" + f"c1,{stamp},login,,\n"
-    )
+    path = write(tmp_path, HEADER + "c1,2024-01-01,login,,\n" + f"c1,{stamp},login,,\n")
     (problem,) = problems_of(path)
     assert (problem.column, problem.rows) == ("event_time", (2,))
     assert "before 1970-01-01" in problem.expected
@@ -217,3 +215,15 @@ def test_numbers_as_text_in_parquet_load(tmp_path: Path) -> None:
     frame = load(tmp_path / "events.parquet", as_of=AS_OF).events.to_pandas()
     assert sorted(frame.customer_id) == ["1", "2"]
     assert frame.amount.isna().sum() == 1
+
+
+def test_a_csv_whose_dialect_cannot_be_told_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        b"customer_id,event_time,event_type,amount,D\xf3\xbd\r\n"
+        b"\x87,2024-01-01,login,1e3,\r\nh\xa6\x14{,2024-01-01, x ,0\r\n"
+        b'c2,2024-01-01,x,,,a\r\n42,2024-01-01,x,1.5,,"line\nbreak"',
+    )
+    (problem,) = problems_of(path)
+    assert problem.file == path and "expected a UTF-8 CSV" in problem.expected
+    assert "line\nbreak" not in str(problem)
