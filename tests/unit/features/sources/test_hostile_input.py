@@ -220,9 +220,13 @@ def test_numbers_as_text_in_parquet_load(tmp_path: Path) -> None:
 def test_a_csv_whose_dialect_cannot_be_told_is_named(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        b"customer_id,event_time,event_type,amount,D\xf3\xbd\r\n"
-        b"\x87,2024-01-01,login,1e3,\r\nh\xa6\x14{,2024-01-01, x ,0\r\n"
-        b'c2,2024-01-01,x,,,a\r\n42,2024-01-01,x,1.5,,"line\nbreak"',
+        b"customer_id,event_time,event_type,amount,D\xf3\xbd\xa9\xaf\r\n"
+        b"\x87,2024-01-01T10:00:00+02:00,login,1e3,\r\n"
+        b"h\xa6\x14{\xdcz,2024-01-01T10:00:00+02:00, support ,0\r\n"
+        b"\xc3\xa9,2024-01-01T10:00:00+02:00, support ,,,a\r\n"
+        b"c2,2024-01-01T10:00:00+02:00,purchase,1.5,\r\n"
+        b" c3 ,2024-01-01,login,1e3,\r\n"
+        b'42,2024-01-01, support ,1.5,,"line\nbreak"',
     )
     (problem,) = problems_of(path)
     assert problem.file == path and "expected a UTF-8 CSV" in problem.expected
