@@ -60,9 +60,12 @@ def scenario(log: ContactLogStore) -> dict:
     with log.confirming("summer", now=T0 + timedelta(days=10)) as tx:
         recent = tx.recent(["a", "b", "z", "a"], 30)
         tx.record("purchase", [("a", "treatment", 0.5)])
-    with pytest.raises(AlreadyConfirmed, match="spring"):
-        with log.confirming("spring", now=T0 + timedelta(days=11)):
-            pass
+    later = T0 + timedelta(days=11)
+    with (
+        pytest.raises(AlreadyConfirmed, match="spring"),
+        log.confirming("spring", now=later),
+    ):
+        pass
     with pytest.raises(RuntimeError), log.confirming("autumn", now=T0) as tx:
         tx.record("churn", [("d", "treatment", 0.1)])
         raise RuntimeError("the selection failed: rolled back")
