@@ -201,6 +201,20 @@ def read_problem(path: Path | str, fmt: str, exc: duckdb.Error) -> Problem:
     """A reader's error as a problem naming the file: the reason and, for a CSV,
     the line DuckDB names (1-based, the header is line 1), never the line's text."""
     reason, line = _reason(str(exc))
+    converting = re.search(
+        r"Error when converting column \"(.+?)\"\. .* to '(\w+)'", str(exc)
+    )
+    if converting and line:
+        column, kind = converting.groups()
+        return Problem(
+            path,
+            column,
+            f"a value is not a {kind}, the type read from the column's first "
+            f"rows; expected every value of {column!r} to be a {kind}, or empty "
+            "(or no value of it to be)",
+            (int(line) - 1,),
+            1,
+        )
     if "Maximum line size" in reason:
         size = re.search(r"Maximum line size of (\d+)", reason)
         limit = f"{int(size.group(1)):,} bytes" if size else "the maximum"

@@ -231,3 +231,22 @@ def test_a_csv_whose_dialect_cannot_be_told_is_named(tmp_path: Path) -> None:
     (problem,) = problems_of(path)
     assert problem.file == path and "expected a UTF-8 CSV" in problem.expected
     assert "line\nbreak" not in str(problem)
+
+
+def test_a_late_value_of_another_type_in_a_customers_csv_is_named(
+    tmp_path: Path,
+) -> None:
+    # DuckDB reads attribute types from the first 20,480 rows; a later text in a
+    # column of numbers would fail mid-job: it is a contract problem instead
+    events = write(tmp_path, HEADER + "c1,2024-01-01,login,,\n")
+    lines = ["customer_id,age", *(f"c{i},{i % 90}" for i in range(100_000))]
+    customers = write(tmp_path, "\n".join([*lines, "cx,unknown", ""]), "customers.csv")
+    with pytest.raises(ContractError) as info:
+        load(events, customers, as_of=AS_OF)
+    (problem,) = info.value.problems
+    assert (problem.file, problem.column, problem.rows) == (
+        customers,
+        "age",
+        (100_001,),
+    )
+    assert "cx" not in str(problem)
