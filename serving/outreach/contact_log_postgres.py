@@ -113,7 +113,11 @@ class PostgresConfirmation(Confirming):
         self._cur.execute(
             f"INSERT INTO {self._log.campaigns_table} ({CAMPAIGN}, {TARGET}, "
             f"{CONFIRMED_AT}, {CONTROL_SHARE}, {CONTACT_COST}) "
-            "VALUES (%s, %s, %s, %s, %s)",
+            f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT ({CAMPAIGN}) DO UPDATE SET "
+            + ", ".join(
+                f"{c} = EXCLUDED.{c}"
+                for c in (TARGET, CONFIRMED_AT, CONTROL_SHARE, CONTACT_COST)
+            ),
             (self.campaign_id, target, self.confirmed_at, control_share, contact_cost),
         )
         return len(values)
@@ -209,16 +213,9 @@ class PostgresContactLog(ContactLogStore):
             f"WHERE {CAMPAIGN} = %s",
             (campaign_id,),
         )
-        found = cur.fetchone()[0]
-        if found is None:  # a campaign that selected no one is logged here only
-            cur.execute(
-                f"SELECT {CONFIRMED_AT} FROM {self.campaigns_table} "
-                f"WHERE {CAMPAIGN} = %s",
-                (campaign_id,),
-            )
-            row = cur.fetchone()
-            found = row[0] if row else None
-        return found
+        # a confirm that selected no one logged no contact: it may be confirmed
+        # again (as in the SQLite log), its campaigns row then replaced
+        return cur.fetchone()[0]
 
     def confirmed_at(self, campaign_id: str) -> str | None:
         with self._cursor() as cur:

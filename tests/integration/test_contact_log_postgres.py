@@ -66,6 +66,9 @@ def scenario(log: ContactLogStore) -> dict:
         log.confirming("spring", now=later),
     ):
         pass
+    for _ in range(2):  # a confirm that selected no one may be confirmed again
+        with log.confirming("empty", now=T0 + timedelta(days=3)) as tx:
+            tx.record("churn", [], control_share=0.1)
     with pytest.raises(RuntimeError), log.confirming("autumn", now=T0) as tx:
         tx.record("churn", [("d", "treatment", 0.1)])
         raise RuntimeError("the selection failed: rolled back")
@@ -75,6 +78,7 @@ def scenario(log: ContactLogStore) -> dict:
         "recent_30": log.recent(["a", "b", "c"], 30, T0 + timedelta(days=12)),
         "confirmed_at": log.confirmed_at("spring"),
         "unknown": log.confirmed_at("autumn"),
+        "empty": log.confirmed_at("empty"),
         "contacts": log.contacts(),
         "campaigns": log.campaigns(),
         "one": log.campaign("summer"),
