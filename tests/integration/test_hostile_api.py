@@ -114,3 +114,22 @@ def test_odd_ids_are_answered_not_found(server: Server, store: None, odd: str) -
 
 def test_the_server_still_answers_after_hostile_bodies(server: Server) -> None:
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413_without_a_length(
+    server: Server, trained: Project
+) -> None:
+    """No Content-Length (chunked): read up to api.max_request_mb, then refused."""
+    limit = load_config(trained.config).api.max_request_mb * 1_000_000
+    chunk = b" " * 1_000_000
+
+    def body():
+        yield b'{"customers": [{"features": {"x": "'
+        for _ in range(int(limit // len(chunk)) + 2):
+            yield chunk
+
+    response = requests.post(
+        f"{server.url}/predict", data=body(), headers={**auth(), **JSON}, timeout=120
+    )
+    assert response.status_code == 413, response.text[:500]
+    assert "api.max_request_mb" in response.json()["error"]
