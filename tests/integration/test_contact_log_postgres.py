@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ContactTable, load_config
+from core.config import ContactTable, FrequencyCap, OutreachConfig, load_config
 from serving.outreach.contact_log import (
     AlreadyConfirmed,
     ContactLog,
@@ -185,3 +185,25 @@ def test_forget_and_retention_reach_the_postgres_log(
         ("C", "new"),
     ]
     assert not isinstance(log, ContactLog)
+
+
+def test_a_campaign_confirmed_on_the_postgres_log_counts_for_the_cap(
+    table: ContactTable,
+) -> None:
+    """serving.outreach.campaign (what POST /outreach runs) on the Postgres log."""
+    from tests.unit.serving.outreach.test_campaign import run
+
+    settings = OutreachConfig(
+        contact_log={"uri": table.uri, "table": table.table},
+        frequency_cap=FrequencyCap(max_contacts=1, per_days=30),
+    )
+    out = run(settings, "confirm")
+    assert out.confirmed_at is not None
+    log = open_contact_log(settings.contact_log)
+    assert sorted(c.customer for c in log.contacts()) == ["a", "b", "c"]
+    assert all(c.score is not None for c in log.contacts())
+    with pytest.raises(AlreadyConfirmed):
+        run(settings, "confirm")
+    again = run(settings)  # a dry run: a, b, c are at the cap
+    assert [r.customer_id for r in again.selection.rows] == ["d"]
+    assert again.excluded["frequency_cap"] == 3
