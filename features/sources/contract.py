@@ -723,6 +723,12 @@ def validate_subscriptions(
             "expected a timestamp such as 2024-03-01 or 2024-03-01T13:45:00Z",
         ),
         (
+            START_TIME,
+            f"{start} < TIMESTAMP '{EARLIEST_EVENT:%Y-%m-%d}'",
+            f"start_time is before {EARLIEST_EVENT:%Y-%m-%d}; expected a real start "
+            "(a default or zero date?)",
+        ),
+        (
             END_TIME,
             f"NOT {_is_blank(END_TIME)} AND {end} IS NULL",
             "expected a timestamp, or empty while the term is open",

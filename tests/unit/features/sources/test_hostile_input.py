@@ -80,6 +80,21 @@ def test_nan_price_in_subscriptions_is_refused(tmp_path: Path) -> None:
     assert (problem.file, problem.column, problem.rows) == (subs, "price", (1,))
 
 
+def test_a_subscription_starting_before_1970_is_refused(tmp_path: Path) -> None:
+    events = write(tmp_path, HEADER + "c1,2024-01-01,purchase,1,1\n")
+    subs = write(
+        tmp_path,
+        "customer_id,plan,start_time,end_time,price,billing_period_days\n"
+        "c1,basic,0001-01-01,2024-02-01,10,30\n",
+        "subscriptions.csv",
+    )
+    with pytest.raises(ContractError) as info:
+        load(events, as_of=AS_OF, subscriptions=subs)
+    (problem,) = info.value.problems
+    assert (problem.column, problem.rows) == ("start_time", (1,))
+    assert "before 1970-01-01" in problem.expected
+
+
 def test_negative_quantities_and_amounts_load_as_returns(tmp_path: Path) -> None:
     # policy: a return or refund is a real event (Online Retail's cancellations)
     path = write(
