@@ -5,6 +5,10 @@ at once cannot both pass a frequency cap, and forget and retention reach it."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +27,7 @@ from serving.outreach.contact_log import (
 from serving.outreach.contact_policy import exclusions
 from serving.privacy.forget import forget
 from serving.privacy.retention import prune_contacts
-from tests.helpers import POSTGRES_USER, postgres_database, write_config
+from tests.helpers import POSTGRES_USER, ROOT, postgres_database, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +211,41 @@ def test_a_campaign_confirmed_on_the_postgres_log_counts_for_the_cap(
     again = run(settings)  # a dry run: a, b, c are at the cap
     assert [r.customer_id for r in again.selection.rows] == ["d"]
     assert again.excluded["frequency_cap"] == 3
+
+
+def test_a_confirm_killed_holding_the_lock_releases_it(table: ContactTable) -> None:
+    """SIGKILL a process inside its confirm: its connection drops, Postgres rolls
+    back and frees the lock; the next confirm goes through at once."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from core.config import ContactTable\n"
+            "from serving.outreach.contact_log import open_contact_log\n"
+            f"log = open_contact_log(ContactTable(uri={table.uri!r}, "
+            f"table={table.table!r}))\n"
+            "with log.confirming('killed') as tx:\n"
+            "    tx.record('churn', [('x', 'treatment')])\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        started = time.monotonic()
+        log = open_contact_log(table)
+        with log.confirming("next") as tx:
+            assert tx.recent(["x"], 30) == {}  # the killed confirm was rolled back
+            tx.record("churn", [("x", "treatment")])
+        assert time.monotonic() - started < 10
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert [c.campaign_id for c in open_contact_log(table).contacts()] == ["next"]
