@@ -551,3 +551,23 @@ def broken_csvs(draw) -> bytes:
     end = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
     body = end.join(lines) + (end if draw(st.booleans()) else b"")
     return (b"\xef\xbb\xbf" if draw(st.integers(0, 4)) == 0 else b"") + body
+
+
+@st.composite
+def broken_customer_csvs(draw) -> bytes:
+    """A customers CSV whose attribute columns mix numbers, text, dates, NaN and
+    blanks, sometimes after many uniform rows (past DuckDB's type sample), with
+    ids repeated or missing now and then."""
+    kinds = draw(
+        st.lists(st.sampled_from(["int", "float", "date", "text"]), max_size=3)
+    )
+    names = [CUSTOMER_ID, *(f"a{i}" for i in range(len(kinds)))]
+    uniform = {"int": "7", "float": "1.5", "date": "2024-01-01", "text": "x"}
+    head = draw(st.sampled_from([0, 3, 25_000]))
+    lines = [",".join(names)]
+    lines += [",".join([f"u{i}", *(uniform[k] for k in kinds)]) for i in range(head)]
+    odd = st.sampled_from(["", "NaN", "inf", "12.5", "abc", "2024-13-01", "1", "true"])
+    for i in range(draw(st.integers(0, 5))):
+        cid = draw(st.sampled_from([f"c{i}", "", "u0", f"c{i}"]))
+        lines.append(",".join([cid, *(draw(odd) for _ in kinds)]))
+    return ("\n".join(lines) + "\n").encode()

@@ -548,6 +548,49 @@ def _number_checks(col: str) -> list[Check]:
     ]
 
 
+_INFINITE_TYPES = ("DATE", "TIMESTAMP", "DOUBLE", "FLOAT")
+
+
+@_readable
+def validate_typed_attributes(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str
+) -> list[Problem]:
+    """Problems of an attributes file (customers, subscriptions) read with its
+    types, as the views read it: a CSV's types are detected from its first
+    rows, and a later value of another type (`unknown` in a column of numbers)
+    fails the read; a number that is NaN or infinite, or a date or timestamp
+    that is infinite (DuckDB reads `inf` as a date), is refused. Two scans, so
+    that these fail here, naming file, row and column, not later mid-job."""
+    quoted = str(path).replace("'", "''")
+    relation = (
+        f"(SELECT *, file_row_number + 1 AS {ROW} FROM read_parquet('{quoted}', "
+        "file_row_number = true) )"
+        if fmt == "parquet"
+        else f"(SELECT *, row_number() OVER () AS {ROW} FROM read_csv('{quoted}', "
+        "header = true, auto_detect = true))"
+    )
+    con.execute(f"SELECT count(COLUMNS(* EXCLUDE ({ROW}))) FROM {relation}")
+    rel = con.sql(f"SELECT * FROM {relation} LIMIT 0")
+    checks: list[Check] = []
+    for name, kind in zip(rel.columns, rel.types, strict=True):
+        kind = str(kind)
+        if name == ROW or not kind.startswith(_INFINITE_TYPES):
+            continue
+        col = quote(name)
+        bad = f"isinf({col})" + (
+            f" OR isnan({col})" if kind in ("DOUBLE", "FLOAT") else ""
+        )
+        checks.append(
+            (
+                name,
+                bad,
+                f"{name} is NaN or infinite; expected a finite value, or empty "
+                "when missing",
+            )
+        )
+    return _run_checks(con, path, relation, checks)[1] if checks else []
+
+
 def _validate_mapped(
     con: duckdb.DuckDBPyConnection,
     path: Path,

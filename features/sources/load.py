@@ -57,7 +57,6 @@ from features.sources.contract import (
     mapped,
     number_sql,
     present_alternative,
-    read_problem,
     source_columns,
     timestamp_sql,
     validate_customers,
@@ -66,6 +65,7 @@ from features.sources.contract import (
     validate_events_file,
     validate_subscriptions,
     validate_subscriptions_file,
+    validate_typed_attributes,
 )
 from features.sources.database import stage
 from features.sources.privacy import Pseudonymiser, pseudonymiser, suppressed
@@ -260,28 +260,14 @@ def _attribute_input(
     files = list_files(source, fmt)
     fmt = file_format(files[0], fmt)
     problems = [p for f in files for p in validate_file(con, f, fmt, columns, **kwargs)]
-    if not problems and fmt == "csv":
-        problems = [p for f in files for p in _typed_csv_problems(con, f)]
+    if not problems:
+        problems = [p for f in files for p in validate_typed_attributes(con, f, fmt)]
     relation = (
         ""
         if problems
         else (_files_relation(con, files, fmt, typed=True, hive=False, columns=columns))
     )
     return _Input(problems, relation, files)
-
-
-def _typed_csv_problems(con: duckdb.DuckDBPyConnection, path: Path) -> list[Problem]:
-    """A CSV's attributes are read with the types DuckDB detects from its first
-    rows; a later value of another type (`unknown` in a column of numbers) fails
-    that read. One scan, here, so that it fails as a problem naming the file,
-    row and column rather than later, mid-job."""
-    try:
-        con.execute(
-            f"SELECT count(COLUMNS(*)) FROM {_union_sql([path], 'csv', True, False)}"
-        )
-    except duckdb.Error as exc:
-        return [read_problem(path, "csv", exc)]
-    return []
 
 
 def _customers_input(

@@ -265,3 +265,30 @@ def test_a_late_value_of_another_type_in_a_customers_csv_is_named(
         (100_001,),
     )
     assert "cx" not in str(problem)
+
+
+def test_infinite_dates_and_nan_numbers_in_customers_are_named(
+    tmp_path: Path,
+) -> None:
+    events = write(tmp_path, HEADER + "c1,2024-01-01,login,,\n")
+    customers = write(
+        tmp_path,
+        "customer_id,signup,score\nc1,2024-01-01,1.5\nc2,inf,2.5\nc3,2024-02-01,NaN\n",
+        "customers.csv",
+    )
+    with pytest.raises(ContractError) as info:
+        load(events, customers, as_of=AS_OF)
+    found = {(p.file, p.column, p.rows) for p in info.value.problems}
+    assert found == {(customers, "signup", (2,)), (customers, "score", (3,))}
+
+
+def test_nan_in_a_parquet_customers_attribute_is_named(tmp_path: Path) -> None:
+    events = write(tmp_path, HEADER + "c1,2024-01-01,login,,\n")
+    path = tmp_path / "customers.parquet"
+    pq.write_table(
+        pa.table({"customer_id": ["a", "b"], "income": [1.0, float("inf")]}), path
+    )
+    with pytest.raises(ContractError) as info:
+        load(events, path, as_of=AS_OF)
+    (problem,) = info.value.problems
+    assert (problem.file, problem.column, problem.rows) == (path, "income", (2,))

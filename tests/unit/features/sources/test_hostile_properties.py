@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from features.sources.contract import ContractError
 from features.sources.load import connect, load
-from tests.strategies import broken_csvs, examples
+from tests.strategies import broken_csvs, broken_customer_csvs, examples
 
 AS_OF = datetime(2025, 1, 1)
 
@@ -44,3 +44,26 @@ def test_a_broken_csv_loads_or_is_refused_naming_the_file(data: bytes) -> None:
         for column in ("amount", "quantity"):
             values = frame[column].dropna()
             assert all(math.isfinite(v) for v in values), column
+
+
+@given(data=broken_customer_csvs())
+@settings(
+    max_examples=examples(40),
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+def test_a_broken_customers_csv_loads_or_is_refused_naming_it(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        events = Path(tmp) / "events.csv"
+        events.write_text("customer_id,event_time,event_type\nc1,2024-01-01,login\n")
+        customers = Path(tmp) / "customers.csv"
+        customers.write_bytes(data)
+        try:
+            ds = load(events, customers, as_of=AS_OF, con=connect(threads=1))
+        except ContractError as exc:
+            assert all(p.file == customers for p in exc.problems), str(exc)
+            return
+        frame = ds.customers.to_pandas()  # the view reads every row
+        assert frame.customer_id.is_unique
