@@ -23,7 +23,7 @@ def campaigns() -> None:
 def campaigns_list(options: Options) -> ExitCode:
     """Every confirmed campaign of the contact log, oldest first, and whether
     its outcome window has passed (at data.as_of, else now)."""
-    from serving.outreach.contact_log import ContactLog
+    from serving.outreach.contact_log import open_contact_log
     from serving.outreach.readout import (
         default_as_of,
         outcome_definition,
@@ -31,7 +31,7 @@ def campaigns_list(options: Options) -> ExitCode:
     )
 
     _, config, _ = options.context()
-    found = ContactLog(config.outreach.contact_log).campaigns()
+    found = open_contact_log(config.outreach.contact_log).campaigns()
     if not found:
         click.echo(f"no confirmed campaign in {config.outreach.contact_log}")
         return ExitCode.OK

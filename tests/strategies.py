@@ -484,3 +484,105 @@ def check_types(got: pd.DataFrame, spec: FeatureSpec) -> None:
 
 
 # ------------------------------------------------------------------ properties
+
+
+# ------------------------------------------------------------ broken sources
+
+_CSV_COLUMNS = [CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY]
+_GOOD_FIELDS = {
+    CUSTOMER_ID: st.sampled_from(["c1", "c2", " c3 ", "42", "é"]),
+    EVENT_TIME: st.sampled_from(
+        [
+            "2024-01-01",
+            "2024-01-01 10:00:00",
+            "2024-01-01T10:00:00+02:00",
+            "2024-02-29T23:59:59Z",
+        ]
+    ),
+    EVENT_TYPE: st.sampled_from(["purchase", "login", " support "]),
+    AMOUNT: st.sampled_from(["1.5", "-3", "0", "", "1e3"]),
+    QUANTITY: st.sampled_from(["1", "-2", "", "0.5"]),
+}
+_BAD_FIELDS = st.one_of(
+    st.sampled_from(
+        [
+            "1969-01-01",
+            "2999-01-01",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "1e999",
+            "",
+            " ",
+            '"',
+            '""',
+            '"a,b"',
+            '"line\nbreak"',
+            "null",
+            "\ufeff",
+            "a,b",
+        ]
+    ),
+    st.text(max_size=12),
+)
+
+
+@st.composite
+def broken_csvs(draw) -> bytes:
+    """A CSV of events, mostly well formed, broken in a few places the way a real
+    export is: a column missing, repeated or misspelt; a row too short or too
+    long; NaN, infinities, quotes, line breaks, bytes that are not UTF-8; mixed
+    line endings; a BOM."""
+    names = list(_CSV_COLUMNS)
+    for _ in range(draw(st.integers(0, 1))):
+        k = draw(st.integers(0, len(names) - 1))
+        how = draw(st.sampled_from(["drop", "repeat", "rename", "add"]))
+        if how == "drop":
+            names.pop(k)
+        elif how == "repeat":
+            names.append(names[k])
+        elif how == "rename":
+            names[k] = draw(st.text(min_size=1, max_size=6))
+        else:
+            names.append(draw(st.text(min_size=1, max_size=6)))
+    lines = [",".join(names).encode()]
+    for _ in range(draw(st.integers(0, 6))):
+        cells = [
+            draw(_GOOD_FIELDS.get(n, st.sampled_from(["", "x"]))).encode()
+            for n in names
+        ]
+        for _ in range(draw(st.integers(0, 2)) if draw(st.booleans()) else 0):
+            how = draw(st.sampled_from(["field", "bytes", "short", "long"]))
+            k = draw(st.integers(0, len(cells) - 1)) if cells else 0
+            if how == "field" and cells:
+                cells[k] = draw(_BAD_FIELDS).encode()
+            elif how == "bytes" and cells:
+                cells[k] = draw(st.binary(min_size=1, max_size=6))
+            elif how == "short" and cells:
+                cells.pop()
+            else:
+                cells.append(draw(_BAD_FIELDS).encode())
+        lines.append(b",".join(cells))
+    end = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    body = end.join(lines) + (end if draw(st.booleans()) else b"")
+    return (b"\xef\xbb\xbf" if draw(st.integers(0, 4)) == 0 else b"") + body
+
+
+@st.composite
+def broken_customer_csvs(draw) -> bytes:
+    """A customers CSV whose attribute columns mix numbers, text, dates, NaN and
+    blanks, sometimes after many uniform rows (past DuckDB's type sample), with
+    ids repeated or missing now and then."""
+    kinds = draw(
+        st.lists(st.sampled_from(["int", "float", "date", "text"]), max_size=3)
+    )
+    names = [CUSTOMER_ID, *(f"a{i}" for i in range(len(kinds)))]
+    uniform = {"int": "7", "float": "1.5", "date": "2024-01-01", "text": "x"}
+    head = draw(st.sampled_from([0, 3, 25_000]))
+    lines = [",".join(names)]
+    lines += [",".join([f"u{i}", *(uniform[k] for k in kinds)]) for i in range(head)]
+    odd = st.sampled_from(["", "NaN", "inf", "12.5", "abc", "2024-13-01", "1", "true"])
+    for i in range(draw(st.integers(0, 5))):
+        cid = draw(st.sampled_from([f"c{i}", "", "u0", f"c{i}"]))
+        lines.append(",".join([cid, *(draw(odd) for _ in kinds)]))
+    return ("\n".join(lines) + "\n").encode()

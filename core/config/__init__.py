@@ -56,6 +56,7 @@ from core.config.project import (
 from core.config.secrets import API_KEYS_ENV, OUTREACH_KEY_ENV
 from core.config.serving import (
     ApiConfig,
+    ContactTable,
     DriftConfig,
     ExplainConfig,
     FrequencyCap,
@@ -103,6 +104,7 @@ __all__ = [
     "ExplainConfig",
     "FairnessConfig",
     "FeaturesConfig",
+    "ContactTable",
     "FrequencyCap",
     "LightGBMConfig",
     "MLflowConfig",

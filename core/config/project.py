@@ -110,15 +110,61 @@ def config_path(path: Path | str | None = None) -> Path:
     return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
+# a config is a few KB; a file over this is not one (or is hostile)
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAliases(yaml.SafeLoader):
+    """safe_load without anchors and aliases: an alias is a reference that
+    yaml.safe_load expands into a shared object, and a few lines of nested
+    aliases (a "billion laughs") grow into 10^9 nodes when anything walks them
+    (validation, printing). A config has no need of them: each is refused,
+    naming its line."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's)
+        if self.check_event(yaml.AliasEvent) or (
+            self.check_event(yaml.NodeEvent) and self.peek_event().anchor
+        ):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                None,
+                None,
+                f"YAML anchors and aliases (&{event.anchor}, *{event.anchor}) are "
+                "not accepted in a config; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _read_yaml(path: Path) -> object:
+    """The file's YAML (aliases refused, size capped); ConfigError naming the
+    file and line when it cannot be read."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {size:,} bytes; expected a config of at most "
+            f"{MAX_CONFIG_BYTES:,} bytes"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); expected a UTF-8 YAML file"
+        ) from exc
+    try:
+        return yaml.load(text, Loader=_NoAliases)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: nested too deeply; expected a config") from exc
+
+
 def load_config(path: Path | str | None = None) -> ProjectConfig:
     """Load and validate the config; relative paths resolve against its folder."""
     path = config_path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = _read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

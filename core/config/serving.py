@@ -4,9 +4,16 @@ the API, reason codes and outreach (campaign selection and contact policy)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from core.config.base import ConfigPath, Strict
 from core.config.data import _TABLE_NAME, POSTGRES_SCHEMES, _database_uri
@@ -108,6 +115,37 @@ class ExplainConfig(Strict):
     method: Literal["shap", "path"] = "shap"
 
 
+class ContactTable(ScoresTable):
+    """The contact log as a Postgres table, shared by API replicas on several
+    machines (serving.outreach.contact_log_postgres): `table` holds the
+    contacts, `<table>__campaigns` the confirmed campaigns; both are created by
+    the first confirm. Credentials from PGUSER/PGPASSWORD or ~/.pgpass, never
+    the URI."""
+
+    def __str__(self) -> str:
+        return f"{self.uri}, table {self.table}"
+
+
+def _log_kind(value: object) -> str:
+    return "(postgres)" if isinstance(value, dict | ContactTable) else "(path)"
+
+
+def _log_path(value: object) -> object:
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(
+            "a Postgres contact log is a mapping: {uri: postgresql://..., table: ...}"
+        )
+    return value
+
+
+# An SQLite file, or a mapping read as a Postgres table.
+ContactLogSetting = Annotated[
+    Annotated[ConfigPath, BeforeValidator(_log_path), Tag("(path)")]
+    | Annotated[ContactTable, Tag("(postgres)")],
+    Discriminator(_log_kind),
+]
+
+
 class FrequencyCap(Strict):
     """No customer selected more than `max_contacts` times in `per_days` days."""
 
@@ -136,6 +174,7 @@ class OutreachConfig(Strict):
     # Only customers sent with `consent: true` may be selected.
     require_consent: bool = False
     # At most max_contacts confirmed selections per customer in any per_days days,
-    # counted in contact_log (an SQLite file the confirm mode writes).
+    # counted in contact_log, which the confirm mode writes: an SQLite file, or
+    # {uri: postgresql://..., table: ...} for replicas on several machines.
     frequency_cap: FrequencyCap | None = None
-    contact_log: ConfigPath = Path("contacts/contacts.sqlite")
+    contact_log: ContactLogSetting = Path("contacts/contacts.sqlite")

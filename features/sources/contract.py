@@ -42,6 +42,9 @@ from features.columns import (
 )
 
 MAX_ROWS_SHOWN = 5
+# events before this are refused: a zero or default date (1900-01-01,
+# 0001-01-01, an epoch of 0 read in the wrong unit), not a customer's history
+EARLIEST_EVENT = datetime(1970, 1, 1)
 
 # The contract's events schema as Arrow: what adapters and the generator write.
 EVENTS_SCHEMA = pa.schema(
@@ -175,15 +178,99 @@ def source_columns(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
     return [c for c in con.sql(f"SELECT * FROM {source} LIMIT 0").columns if c != ROW]
 
 
+def _reason(text: str) -> tuple[str, str | None]:
+    """DuckDB's reason for a reader error, and the CSV line it names (or None).
+
+    A CSV error reads: `CSV Error on Line: N`, `Original Line: <the line>` (which
+    may span several lines), the reason, a blank line, then hints and options;
+    the line's text is left out: it may hold customer ids, or be megabytes long."""
+    head = re.sub(r"^[A-Za-z ]*Error: ", "", text.split("\n", 1)[0]).strip()
+    where = re.match(r"CSV Error on Line: (\d+)", head)
+    if not where:
+        return head, None
+    ends = [
+        i
+        for i in (text.find("\n\nPossible Solution"), text.find("\n\n  file ="))
+        if i >= 0
+    ]
+    before = text[: min(ends)] if ends else text
+    return before.rsplit("\n", 1)[-1].strip(), where.group(1)
+
+
+def read_problem(path: Path | str, fmt: str, exc: duckdb.Error) -> Problem:
+    """A reader's error as a problem naming the file: the reason and, for a CSV,
+    the line DuckDB names (1-based, the header is line 1), never the line's text."""
+    reason, line = _reason(str(exc))
+    converting = re.search(
+        r"Error when converting column \"(.+?)\"\. .* to '(\w+)'", str(exc)
+    )
+    if converting and line:
+        column, kind = converting.groups()
+        return Problem(
+            path,
+            column,
+            f"a value is not a {kind}, the type read from the column's first "
+            f"rows; expected every value of {column!r} to be a {kind}, or empty "
+            "(or no value of it to be)",
+            (int(line) - 1,),
+            1,
+        )
+    if "Maximum line size" in reason:
+        size = re.search(r"Maximum line size of (\d+)", reason)
+        limit = f"{int(size.group(1)):,} bytes" if size else "the maximum"
+        return Problem(
+            path,
+            None,
+            f"a line is longer than {limit}; expected one record per line "
+            "(is this a CSV file, with its line breaks?)",
+        )
+    at = f" (line {line})" if line else ""
+    if "unicode" in reason.lower() or "utf-8" in reason.lower():
+        return Problem(
+            path,
+            None,
+            f"is not UTF-8 text{at}; expected a UTF-8 CSV "
+            "(re-encode it, e.g. iconv -f latin1 -t utf-8)",
+        )
+    if reason.startswith("Error when sniffing file"):
+        return Problem(
+            path,
+            None,
+            "cannot be read as CSV: its delimiter and quoting cannot be told "
+            "(rows with different numbers of fields, an unbalanced quote, bytes "
+            "that are not UTF-8?); expected a UTF-8 CSV with a header line",
+        )
+    return Problem(path, None, f"cannot be read as {fmt}{at}: {reason[:300]}")
+
+
 def file_columns(
     con: duckdb.DuckDBPyConnection, path: Path, fmt: str, hive: bool
 ) -> list[str]:
     try:
         return source_columns(con, scan_sql(path, fmt, hive))
     except duckdb.Error as exc:
-        raise ContractError(
-            [Problem(path, None, f"cannot be read as {fmt}: {exc}")]
-        ) from exc
+        raise ContractError([read_problem(path, fmt, exc)]) from exc
+
+
+def _readable(
+    validate: Callable[..., list[Problem]],
+) -> Callable[..., list[Problem]]:
+    """`validate` (of one file: con, path, fmt, ...) with a reader's error while
+    scanning (bytes that are not UTF-8, an over-long line, a damaged Parquet
+    page) returned as a problem naming the file, not raised as DuckDB's."""
+
+    def checked(
+        con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *args, **kwargs
+    ) -> list[Problem]:
+        try:
+            return validate(con, path, fmt, *args, **kwargs)
+        except ContractError as exc:
+            return exc.problems
+        except duckdb.Error as exc:
+            return [read_problem(path, fmt, exc)]
+
+    checked.__doc__, checked.__name__ = validate.__doc__, validate.__name__
+    return checked
 
 
 def _words(name: str) -> list[str]:
@@ -356,10 +443,16 @@ def number_sql(column: str) -> str:
     return f"TRY_CAST(NULLIF(TRIM(CAST({column} AS VARCHAR)), '') AS DOUBLE)"
 
 
+def not_finite_sql(column: str) -> str:
+    """True when the column holds NaN or an infinity (text or number)."""
+    return f"(isnan({number_sql(column)}) OR isinf({number_sql(column)}))"
+
+
 def _is_blank(column: str) -> str:
     return f"({column} IS NULL OR TRIM(CAST({column} AS VARCHAR)) = '')"
 
 
+@_readable
 def validate_events_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -413,13 +506,15 @@ def validate_events(
     ]
     for col in OPTIONAL_EVENT_COLUMNS:
         if col in present:
-            checks.append(
-                (
-                    col,
-                    f"NOT {_is_blank(col)} AND {number_sql(col)} IS NULL",
-                    f"{col} is not numeric; expected a number or empty",
-                )
-            )
+            checks += _number_checks(col)
+    checks.append(
+        (
+            EVENT_TIME,
+            f"{timestamp_sql(EVENT_TIME)} < TIMESTAMP '{EARLIEST_EVENT:%Y-%m-%d}'",
+            f"event is before {EARLIEST_EVENT:%Y-%m-%d}; expected a real event time "
+            "(a default or zero date?)",
+        )
+    )
     if as_of is not None:
         stamp = as_of.strftime("%Y-%m-%d %H:%M:%S")
         checks.append(
@@ -433,6 +528,69 @@ def validate_events(
     if not rows:
         return [Problem(where, None, "has no rows; expected at least one event")]
     return problems
+
+
+def _number_checks(col: str) -> list[Check]:
+    """An optional number: text that is not a number, and NaN or an infinity
+    (read as numbers by DuckDB, refused: a sum over them is NaN)."""
+    return [
+        (
+            col,
+            f"NOT {_is_blank(col)} AND {number_sql(col)} IS NULL",
+            f"{col} is not numeric; expected a number or empty",
+        ),
+        (
+            col,
+            not_finite_sql(col),
+            f"{col} is NaN or infinite; expected a finite number, or empty when "
+            "missing",
+        ),
+    ]
+
+
+_INFINITE_TYPES = ("DATE", "TIMESTAMP", "DOUBLE", "FLOAT")
+
+
+@_readable
+def validate_typed_attributes(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str
+) -> list[Problem]:
+    """Problems of an attributes file (customers, subscriptions) read with its
+    types, as the views read it: a CSV's types are detected from its first
+    rows, and a later value of another type (`unknown` in a column of numbers)
+    fails the read; a number that is NaN or infinite, or a date or timestamp
+    that is infinite (DuckDB reads `inf` as a date), is refused. Two scans of a
+    CSV, one of a Parquet file, so that these fail here, naming file, row and
+    column, not later mid-job."""
+    quoted = str(path).replace("'", "''")
+    relation = (
+        f"(SELECT *, file_row_number + 1 AS {ROW} FROM read_parquet('{quoted}', "
+        "file_row_number = true) )"
+        if fmt == "parquet"
+        else f"(SELECT *, row_number() OVER () AS {ROW} FROM read_csv('{quoted}', "
+        "header = true, auto_detect = true))"
+    )
+    if fmt == "csv":  # a Parquet file's types are its own: nothing to convert
+        con.execute(f"SELECT count(COLUMNS(* EXCLUDE ({ROW}))) FROM {relation}")
+    rel = con.sql(f"SELECT * FROM {relation} LIMIT 0")
+    checks: list[Check] = []
+    for name, kind in zip(rel.columns, rel.types, strict=True):
+        kind = str(kind)
+        if name == ROW or not kind.startswith(_INFINITE_TYPES):
+            continue
+        col = quote(name)
+        bad = f"isinf({col})" + (
+            f" OR isnan({col})" if kind in ("DOUBLE", "FLOAT") else ""
+        )
+        checks.append(
+            (
+                name,
+                bad,
+                f"{name} is NaN or infinite; expected a finite value, or empty "
+                "when missing",
+            )
+        )
+    return _run_checks(con, path, relation, checks)[1] if checks else []
 
 
 def _validate_mapped(
@@ -454,6 +612,7 @@ def _validate_mapped(
     return columns.named(found) if columns else found
 
 
+@_readable
 def validate_customers_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -497,6 +656,7 @@ def validate_customers(
     return _run_checks(con, where, source, checks)[1]
 
 
+@_readable
 def validate_subscriptions_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -608,6 +768,12 @@ def validate_subscriptions(
             "expected a timestamp such as 2024-03-01 or 2024-03-01T13:45:00Z",
         ),
         (
+            START_TIME,
+            f"{start} < TIMESTAMP '{EARLIEST_EVENT:%Y-%m-%d}'",
+            f"start_time is before {EARLIEST_EVENT:%Y-%m-%d}; expected a real start "
+            "(a default or zero date?)",
+        ),
+        (
             END_TIME,
             f"NOT {_is_blank(END_TIME)} AND {end} IS NULL",
             "expected a timestamp, or empty while the term is open",
@@ -634,24 +800,20 @@ def validate_subscriptions(
         ),
         (
             price,
-            f"{number_sql(price)} IS NULL OR {number_sql(price)} < 0",
-            f"{price} is missing or not a number >= 0",
+            f"{number_sql(price)} IS NULL OR {number_sql(price)} < 0 "
+            f"OR {not_finite_sql(price)}",
+            f"{price} is missing or not a finite number >= 0",
         ),
         (
             period,
-            f"{number_sql(period)} IS NULL OR {number_sql(period)} <= 0",
-            f"{period} is missing or not a number > 0",
+            f"{number_sql(period)} IS NULL OR {number_sql(period)} <= 0 "
+            f"OR {not_finite_sql(period)}",
+            f"{period} is missing or not a finite number > 0",
         ),
     ]
     for col in OPTIONAL_SUBSCRIPTION_NUMBERS:
         if col in present:
-            checks.append(
-                (
-                    col,
-                    f"NOT {_is_blank(col)} AND {number_sql(col)} IS NULL",
-                    f"{col} is not numeric; expected a number or empty",
-                )
-            )
+            checks += _number_checks(col)
     if AUTO_RENEW in present:
         checks.append(
             (

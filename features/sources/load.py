@@ -65,6 +65,7 @@ from features.sources.contract import (
     validate_events_file,
     validate_subscriptions,
     validate_subscriptions_file,
+    validate_typed_attributes,
 )
 from features.sources.database import stage
 from features.sources.privacy import Pseudonymiser, pseudonymiser, suppressed
@@ -259,6 +260,8 @@ def _attribute_input(
     files = list_files(source, fmt)
     fmt = file_format(files[0], fmt)
     problems = [p for f in files for p in validate_file(con, f, fmt, columns, **kwargs)]
+    if not problems:
+        problems = [p for f in files for p in validate_typed_attributes(con, f, fmt)]
     relation = (
         ""
         if problems

@@ -34,7 +34,7 @@ from core.config.secrets import outreach_key
 from features.sources.privacy import Pseudonymiser, suppression_path
 from serving.outreach import contact_policy as policy
 from serving.outreach import selection
-from serving.outreach.contact_log import ContactLog
+from serving.outreach.contact_log import open_contact_log
 
 Mode = Literal["dry_run", "confirm"]
 
@@ -171,7 +171,7 @@ def run(
         )
         return chosen, kept, matrix
 
-    log = ContactLog(settings.contact_log)
+    log = open_contact_log(settings.contact_log)
     confirmed_at = None
     if mode == "dry_run":
         recent = log.recent(stored, cap.per_days, datetime.now(UTC)) if cap else {}

@@ -19,17 +19,27 @@ every row committed by another (in any BentoML worker process) and two concurren
 confirms cannot both pass a cap. WAL lets dry runs read meanwhile; a writer waits
 up to `busy_timeout` for the lock. The file and its folder are created by the
 first confirm; a dry run writes nothing.
+
+`ContactLogStore` is the interface; `ContactLog` (this module) keeps it in an
+SQLite file, `PostgresContactLog` (serving.outreach.contact_log_postgres) in a
+Postgres table shared by replicas on several machines. `open_contact_log` picks
+one from `outreach.contact_log`: readouts, forget and retention work on both.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.config import ContactTable
 
 TABLE = "contacts"
 CUSTOMER = "customer"
@@ -136,8 +146,94 @@ def _recent(
     return found
 
 
-class Confirmation:
-    """One confirm in progress, inside the write transaction."""
+Row = tuple[str, str] | tuple[str, str, float | None]
+
+
+class Confirming(ABC):
+    """One confirm in progress, inside the log's write transaction: the cap
+    check (`recent`) and the insert (`record`) of one confirm see every row
+    another confirm committed, and no other confirm runs between them."""
+
+    campaign_id: str
+    now: datetime
+    confirmed_at: str
+
+    @abstractmethod
+    def recent(self, customers: Sequence[str], per_days: int) -> dict[str, int]:
+        """Confirmed selections per stored id in the `per_days` days before now."""
+
+    @abstractmethod
+    def record(
+        self,
+        target: str,
+        rows: Iterable[Row],
+        *,
+        control_share: float | None = None,
+        contact_cost: float | None = None,
+    ) -> int:
+        """Log (stored id, group[, score at selection]) rows and the campaign;
+        the count of rows written."""
+
+
+class ContactLogStore(ABC):
+    """The contact log's interface (an SQLite file or a Postgres table)."""
+
+    @abstractmethod
+    def recent(
+        self, customers: Sequence[str], per_days: int, now: datetime
+    ) -> dict[str, int]:
+        """Confirmed selections per stored id in the `per_days` days before `now`
+        (a contact exactly `per_days` days old no longer counts); reads only."""
+
+    @abstractmethod
+    def confirmed_at(self, campaign_id: str) -> str | None:
+        """When the campaign was confirmed, or None."""
+
+    @abstractmethod
+    def contacts(self) -> list[Contact]:
+        """Every row, oldest first (for inspection and tests)."""
+
+    @abstractmethod
+    def campaigns(self, campaign_id: str | None = None) -> list[CampaignInfo]:
+        """Every confirmed campaign, oldest first, or only `campaign_id`."""
+
+    def campaign(self, campaign_id: str) -> CampaignInfo | None:
+        """One confirmed campaign, or None."""
+        found = self.campaigns(campaign_id)
+        return found[0] if found else None
+
+    @abstractmethod
+    def selected(self, campaign_id: str) -> list[tuple[str, str, float | None]]:
+        """A campaign's (stored id, group, score at selection) rows."""
+
+    @abstractmethod
+    def delete(
+        self, customers: Sequence[str] = (), before: datetime | None = None
+    ) -> dict[str, int]:
+        """Delete the rows of `customers` (forget), or those confirmed before
+        `before` (retention); the rows deleted per stored id."""
+
+    @abstractmethod
+    def confirming(
+        self, campaign_id: str, now: datetime | None = None
+    ) -> AbstractContextManager[Confirming]:
+        """A write transaction for confirming `campaign_id`: committed when the
+        block ends, rolled back if it raises. AlreadyConfirmed when the campaign
+        is in the log; ContactLogError when the log cannot be written."""
+
+
+def open_contact_log(setting: Path | ContactTable) -> ContactLogStore:
+    """The contact log `outreach.contact_log` names: an SQLite file, or a
+    Postgres table."""
+    if isinstance(setting, Path | str):
+        return ContactLog(Path(setting))
+    from serving.outreach.contact_log_postgres import PostgresContactLog
+
+    return PostgresContactLog(setting)
+
+
+class Confirmation(Confirming):
+    """One confirm in progress, inside SQLite's write transaction."""
 
     def __init__(self, conn: sqlite3.Connection, campaign_id: str, now: datetime):
         self._conn = conn
@@ -152,7 +248,7 @@ class Confirmation:
     def record(
         self,
         target: str,
-        rows: Iterable[tuple[str, str] | tuple[str, str, float | None]],
+        rows: Iterable[Row],
         *,
         control_share: float | None = None,
         contact_cost: float | None = None,
@@ -164,7 +260,7 @@ class Confirmation:
             f"INSERT INTO {TABLE} ({CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, "
             f"{CONFIRMED_AT}, {SCORE}) VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (r[0], self.campaign_id, target, r[1], self.confirmed_at, _score(r))
+                (r[0], self.campaign_id, target, r[1], self.confirmed_at, score_of(r))
                 for r in rows
             ],
         )
@@ -176,7 +272,7 @@ class Confirmation:
         return cursor.rowcount
 
 
-def _score(row: tuple) -> float | None:
+def score_of(row: tuple) -> float | None:
     return None if len(row) < 3 or row[2] is None else float(row[2])
 
 
@@ -184,13 +280,16 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
-class ContactLog:
+class ContactLog(ContactLogStore):
     """The log file at `path`; a connection per call, so it is safe across
     threads and processes."""
 
     def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -265,11 +364,6 @@ class ContactLog:
         except sqlite3.Error as exc:
             raise ContactLogError(f"contact log {self.path}: {exc}") from exc
         return [CampaignInfo(*row) for row in rows]
-
-    def campaign(self, campaign_id: str) -> CampaignInfo | None:
-        """One confirmed campaign, or None."""
-        found = self.campaigns(campaign_id)
-        return found[0] if found else None
 
     def selected(self, campaign_id: str) -> list[tuple[str, str, float | None]]:
         """A campaign's (stored id, group, score at selection) rows."""

@@ -53,7 +53,7 @@ from features.definition import FeatureSpec, with_roles
 from features.labels import LabelSpec, build_labels
 from features.sources.load import Dataset
 from serving.outreach import stats
-from serving.outreach.contact_log import CampaignInfo, ContactLog
+from serving.outreach.contact_log import CampaignInfo, open_contact_log
 from serving.outreach.selection import CONTROL, TREATMENT
 
 GROUP, DECILE, SCORE = "contact_group", "decile", "score"
@@ -347,7 +347,7 @@ def readout(
 ) -> dict:
     """The readout of `campaign_id` as a JSON-ready dict (see the module
     docstring); ReadoutError when the contact log does not hold it."""
-    log = ContactLog(config.outreach.contact_log)
+    log = open_contact_log(config.outreach.contact_log)
     campaign = log.campaign(campaign_id)
     if campaign is None:
         known = [c.campaign_id for c in log.campaigns()]

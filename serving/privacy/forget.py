@@ -53,7 +53,7 @@ from features.sources.privacy import (
 from serving.batch import sink
 from serving.batch.score import writing
 from serving.online_store import open_reader
-from serving.outreach.contact_log import ContactLog
+from serving.outreach.contact_log import open_contact_log
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
             locks.enter_context(exclusive(snapshots))
         add_suppressed(config.privacy, stored)
         removed = _online_store(config, stored)
-        contacts = ContactLog(config.outreach.contact_log).delete(stored)
+        contacts = open_contact_log(config.outreach.contact_log).delete(stored)
         removed |= {str(config.outreach.contact_log): contacts} if contacts else {}
         removed |= remove_from_parquet(config.scoring.output, stored)
         if config.scoring.postgres is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.config import ProjectConfig
 from features.columns import AS_OF
-from serving.outreach.contact_log import ContactLog
+from serving.outreach.contact_log import open_contact_log
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def prune_contacts(config: ProjectConfig, now: datetime | None = None) -> int:
     days = max(days, cap.per_days if cap is not None else 0)
     before = (now or datetime.now(UTC)) - timedelta(days=days)
     removed = sum(
-        ContactLog(config.outreach.contact_log).delete(before=before).values()
+        open_contact_log(config.outreach.contact_log).delete(before=before).values()
     )
     if removed:
         log.info("retention: deleted %d contact log row(s) before %s", removed, before)
