@@ -85,9 +85,9 @@ data/demo/events.parquet: | $(STAMP)
 data: setup ## (re)generate the demo data in data/demo (CUSTOMERS=20000 SEED=42)
 	$(CLI) demo-data --customers $(CUSTOMERS) --seed $(SEED) --out data/demo
 
-init: setup ## profile your own data and write a starter config (EVENTS=path CUSTOMERS_TABLE= SUBSCRIPTIONS= OUT=propensity.yaml; never overwrites)
+init: setup ## profile your own data and write a starter config (EVENTS="path [path ...]" CUSTOMERS_TABLE= SUBSCRIPTIONS= OUT=propensity.yaml; never overwrites)
 	@test -n "$(EVENTS)" || { echo "usage: make init EVENTS=path/to/events.csv [OUT=dir/propensity.yaml]"; exit 2; }
-	$(CLI) init --events $(EVENTS) $(if $(CUSTOMERS_TABLE),--customers $(CUSTOMERS_TABLE)) \
+	$(CLI) init $(foreach e,$(EVENTS),--events $(e)) $(if $(CUSTOMERS_TABLE),--customers $(CUSTOMERS_TABLE)) \
 		$(if $(SUBSCRIPTIONS),--subscriptions $(SUBSCRIPTIONS)) $(if $(OUT),--out $(OUT))
 
 check: setup ## validate config and data, print what train would do (CONFIG=; exit 1: a target cannot be trained)
