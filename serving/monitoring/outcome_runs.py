@@ -4,8 +4,9 @@ the alert, the reports and the status file.
 `check` walks the score dates (serving.monitoring.outcomes), evaluates each
 (date, target) whose label window has passed and that the MLflow experiment
 `<mlflow.experiment>.outcomes` does not hold yet (a finished run tagged
-`kind=outcome`, `as_of`, `target`: so a second check logs nothing new), and
-per pair:
+`kind=outcome`, `as_of`, `target` and `score_run_id`, the scoring run that wrote
+the file: a second check logs nothing new; a date scored again holds other scores
+and is evaluated again), and per pair:
 
 - puts the champion's backtest expectation beside the realised figures: the
   metrics of the model version's training run (`backtest_roc_auc_mean`,
@@ -44,12 +45,14 @@ from serving.monitoring.outcomes import (
     maturity,
     outcome_end,
     score_dates,
+    scoring_run,
     targets_in,
 )
 
 log = logging.getLogger(__name__)
 
 KIND = "outcome"
+SCORE_RUN = "score_run_id"
 OUTCOMES_DIR = "_outcomes"
 STATUS_FILE = "_last_check.json"
 OK, ALERT, ERROR = "ok", "alert", "error"
@@ -104,9 +107,9 @@ def judge(figures: dict, expected: dict, config: ProjectConfig) -> list[str]:
     return alerts
 
 
-def logged(client, experiment_id: str) -> set[tuple[str, str]]:  # noqa: ANN001
-    """(as_of, target) of every finished outcome run in the experiment."""
-    done: set[tuple[str, str]] = set()
+def logged(client, experiment_id: str) -> set[tuple[str, str, str]]:  # noqa: ANN001
+    """(as_of, target, score run id) of every finished outcome run."""
+    done: set[tuple[str, str, str]] = set()
     token = None
     while True:
         page = client.search_runs(
@@ -115,7 +118,14 @@ def logged(client, experiment_id: str) -> set[tuple[str, str]]:  # noqa: ANN001
             max_results=10_000,
             page_token=token,
         )
-        done |= {(r.data.tags.get(AS_OF), r.data.tags.get("target")) for r in page}
+        done |= {
+            (
+                r.data.tags.get(AS_OF, ""),
+                r.data.tags.get("target", ""),
+                r.data.tags.get(SCORE_RUN, ""),
+            )
+            for r in page
+        }
         token = page.token
         if not token:
             return done
@@ -146,7 +156,8 @@ def check(
         waiting += [
             {AS_OF: date.day, "target": t, "days_remaining": d} for t, d in wait.items()
         ]
-        new = [t for t in mature if (date.day, t) not in done]
+        scored_by = scoring_run(date.path) if mature else ""
+        new = [t for t in mature if (date.day, t, scored_by) not in done]
         already += len(mature) - len(new)
         if not new:
             continue
@@ -156,6 +167,7 @@ def check(
             continue
         for target, figures in report["targets"].items():
             item = _item(config, client, report, target, figures)
+            item[SCORE_RUN] = report[SCORE_RUN]
             item["run_id"] = _record(client, experiment_id, item)
             _write(config, item)
             evaluated.append(item)
@@ -241,6 +253,7 @@ def _brief(item: dict) -> dict:
         "level": item["level"],
         "alerts": item["alerts"],
         "run_id": item.get("run_id"),
+        SCORE_RUN: item.get(SCORE_RUN),
     }
 
 
@@ -267,7 +280,12 @@ def _record(client, experiment_id: str, item: dict) -> str:  # noqa: ANN001
     run = client.create_run(
         experiment_id,
         run_name=f"outcome-{item['target']}-{day}",
-        tags={"kind": KIND, AS_OF: day, "target": item["target"]},
+        tags={
+            "kind": KIND,
+            AS_OF: day,
+            "target": item["target"],
+            SCORE_RUN: item[SCORE_RUN],
+        },
     )
     run_id = run.info.run_id
     try:

@@ -33,6 +33,7 @@ from pathlib import Path
 import ibis
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.config import ProjectConfig
@@ -43,6 +44,7 @@ from features.columns import (
     CUSTOMER_ID,
     CUTOFF,
     EVENT_TIME,
+    RUN_ID,
     TARGETS,
     model_column,
     version_column,
@@ -82,6 +84,15 @@ def score_dates(output: Path, since: datetime | None = None) -> list[ScoreDate]:
         if since is None or as_of >= since:
             found.append(ScoreDate(as_of, folder / PART_FILE))
     return found
+
+
+def scoring_run(path: Path) -> str:
+    """The id of the scoring run that wrote the file (its `run_id` column; ""
+    when it has none): a date scored again is other scores, evaluated again."""
+    if RUN_ID not in pq.read_schema(path).names:
+        return ""
+    found = pc.unique(pq.read_table(path, columns=[RUN_ID])[RUN_ID]).to_pylist()
+    return ",".join(sorted(str(r) for r in found if r)) if found else ""
 
 
 def naive_utc(at: datetime) -> datetime:
@@ -171,7 +182,12 @@ def evaluate(
     ids = scores[CUSTOMER_ID].to_pylist()
     row = np.array([by_id[c] for c in ids], dtype=np.int64)
     seen = labelled["_seen"].to_numpy(zero_copy_only=False)[row]
-    report: dict = {AS_OF: date.day, "path": str(date.path), "targets": {}}
+    report: dict = {
+        AS_OF: date.day,
+        "path": str(date.path),
+        "score_run_id": scoring_run(date.path),
+        "targets": {},
+    }
     unknown = int((~seen).sum())
     if scores.num_rows and unknown / scores.num_rows > MAX_UNKNOWN_SHARE:
         report["ids_mismatch"] = (

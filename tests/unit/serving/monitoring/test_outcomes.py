@@ -186,6 +186,14 @@ def test_a_second_check_logs_nothing_new(project) -> None:
     assert len(client.search_runs([experiment.experiment_id])) == 2
     status = json.loads((outcomes_dir(config) / STATUS_FILE).read_text())
     assert status["already_logged"] == 2 and status["exit_code"] == ExitCode.OK
+    # the date scored again (another scoring run): other scores, evaluated again
+    path = outcomes_dir(config).parent / f"as_of={MATURE}" / "part-0.parquet"
+    pd.read_parquet(path).assign(run_id="rescored").to_parquet(path)
+    third = check(config, ds, uri)
+    assert len(third["evaluated"]) == 2 and third["already_logged"] == 0
+    runs = client.search_runs([experiment.experiment_id])
+    tags = sorted(r.data.tags["score_run_id"] for r in runs)
+    assert tags == ["", "", "rescored", "rescored"]
 
 
 def test_the_alert_fires_when_auc_falls_past_the_tolerance(project) -> None:
