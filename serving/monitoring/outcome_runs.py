@@ -57,6 +57,8 @@ OUTCOMES_DIR = "_outcomes"
 STATUS_FILE = "_last_check.json"
 OK, ALERT, ERROR = "ok", "alert", "error"
 FIGURES = ("roc_auc", "log_loss", "ece", "lift_top_decile", "positive_rate")
+# logged beside them, with no expectation
+OTHERS = ("ece_noise_floor", "mean_score")
 # where each expectation comes from in the model version's training run, in order
 EXPECTED = {
     "roc_auc": ("backtest_roc_auc_mean",),
@@ -103,7 +105,11 @@ def judge(figures: dict, expected: dict, config: ProjectConfig) -> list[str]:
         )
     ece = figures.get("ece")
     if ece is not None and figures.get("n") and ece > bar.max_ece:
-        alerts.append(f"ece {ece:.4f} above {bar.max_ece:g}")
+        floor = figures.get("ece_noise_floor")
+        alerts.append(
+            f"ece {ece:.4f} above {bar.max_ece:g}"
+            + (f" (noise floor at this n: {floor:.4f})" if floor is not None else "")
+        )
     return alerts
 
 
@@ -245,7 +251,7 @@ def _item(
 
 
 def _brief(item: dict) -> dict:
-    keys = (AS_OF, "target", "model_version", "n", "positives", *FIGURES)
+    keys = (AS_OF, "target", "model_version", "n", "positives", *FIGURES, *OTHERS)
     return {
         **{k: item.get(k) for k in keys},
         "expected_roc_auc": item["expected"].get("roc_auc"),
@@ -260,7 +266,7 @@ def _brief(item: dict) -> dict:
 def metrics(item: dict) -> dict[str, float]:
     """The run's metrics: realised figures, counts and the expectations."""
     out = {k: item[k] for k in ("n", "positives", "scored") if k in item}
-    out |= {k: item[k] for k in FIGURES if item.get(k) is not None}
+    out |= {k: item[k] for k in FIGURES + OTHERS if item.get(k) is not None}
     out["left_out_treatment"] = item["left_out"]["treatment"]
     out["left_out_unknown_id"] = item["left_out"]["unknown_id"]
     for k in FIGURES:
@@ -395,7 +401,7 @@ def _f(v: float | None, digits: int = 4) -> str:
 
 def text(status: dict) -> str:
     """The status for a person: each evaluated (date, target), then what waits."""
-    lines = [f"outcomes: data complete through {status['data_end'][:10]}"]
+    lines = [f"outcomes: the data end at {status['data_end'][:16]} (exclusive)"]
     if not status["evaluated"]:
         lines.append("no newly matured score date")
     for i in status["evaluated"]:
@@ -404,7 +410,8 @@ def text(status: dict) -> str:
             f"{i[AS_OF]} {i['target']:16} v{i['model_version']}: n {i['n']:,} "
             f"positives {i['positives']:,}  AUC {_f(i['roc_auc'])} (backtest "
             f"{_f(i['expected_roc_auc'])})  log loss {_f(i['log_loss'])}  "
-            f"ECE {_f(i['ece'])}  top-decile lift {_f(i['lift_top_decile'], 2)}  "
+            f"ECE {_f(i['ece'])} (noise {_f(i['ece_noise_floor'])})  "
+            f"top-decile lift {_f(i['lift_top_decile'], 2)}  "
             f"left out: {left['treatment']:,} treatment, {left['unknown_id']:,} "
             f"unknown id  [{i['level']}]"
         )

@@ -6,6 +6,12 @@ clipped to [1e-15, 1 - 1e-15], the reliability curve over `BINS` equal-count bin
 (rows ranked by score, cut into bins whose sizes differ by at most one) and the
 expected calibration error over those bins, and the top decile's lift (the
 highest-scored tenth by rank, its positive rate over the overall rate).
+
+ECE has a floor from sampling alone: even perfectly calibrated scores leave each
+bin's observed rate off its mean score by about sqrt(2 / pi) * sd, sd =
+sqrt(sum p (1 - p)) / n per bin. `ece_noise_floor` is that expectation: about 0.04
+for 1,000 customers at rates near one half, 0.004 for 100,000. An ECE near its
+floor is noise, not miscalibration.
 """
 
 from __future__ import annotations
@@ -62,6 +68,20 @@ def ece(curve: list[dict]) -> float:
     return float(gaps / n) if n else float("nan")
 
 
+def ece_noise_floor(p: ArrayLike, bins: int = BINS) -> float:
+    """The ECE expected of perfectly calibrated scores `p` in these bins."""
+    p = np.asarray(p, dtype=float)
+    if p.size == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for rows in np.array_split(order, min(bins, p.size)):
+        if rows.size:
+            sd = np.sqrt((p[rows] * (1 - p[rows])).sum()) / rows.size
+            total += rows.size * np.sqrt(2 / np.pi) * sd
+    return float(total / p.size)
+
+
 def top_decile_lift(y: ArrayLike, p: ArrayLike) -> float | None:
     """Positive rate of the highest-scored tenth (by rank, ties in input order)
     over the overall rate; None without positives or with fewer than 10 rows."""
@@ -86,6 +106,7 @@ def realised(y: ArrayLike, p: ArrayLike) -> dict:
         "roc_auc": roc_auc(y, p),
         "log_loss": log_loss(y, p),
         "ece": ece(curve),
+        "ece_noise_floor": ece_noise_floor(p),
         "lift_top_decile": top_decile_lift(y, p),
         "reliability": curve,
     }

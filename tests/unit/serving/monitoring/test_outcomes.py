@@ -260,3 +260,15 @@ def test_realised_metrics_match_sklearn_with_ties() -> None:
     assert realised.ece(curve) == pytest.approx(
         sum(50 * abs(b["mean_predicted"] - b["observed"]) for b in curve) / 500
     )
+
+
+def test_the_ece_noise_floor_is_what_calibrated_scores_show() -> None:
+    """Scores that are the true probabilities: their ECE is sampling noise, about
+    the floor; scores a fifth too high are far above it."""
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.2, 0.8, 20_000)
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    floor = realised.ece_noise_floor(p)
+    assert 0.007 < floor < 0.01
+    assert 0.5 * floor < realised.ece(realised.reliability(y, p)) < 1.6 * floor
+    assert realised.ece(realised.reliability(y, p * 1.2)) > 10 * floor
