@@ -93,6 +93,7 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "rollback",
         "score",
         "score status",
+        "outcomes",
         "serve",
         "bento",
         "api-key",
@@ -182,6 +183,7 @@ def test_exit_codes_keep_their_numbers() -> None:
         "SINK_FAILED": 4,
         "RUNNING": 5,
         "NO_RUN": 6,
+        "OUTCOME_ALERT": 7,
     }
     table = describe()
     assert list(table) == sorted(ExitCode)
