@@ -272,3 +272,17 @@ def test_the_ece_noise_floor_is_what_calibrated_scores_show() -> None:
     assert 0.007 < floor < 0.01
     assert 0.5 * floor < realised.ece(realised.reliability(y, p)) < 1.6 * floor
     assert realised.ece(realised.reliability(y, p * 1.2)) > 10 * floor
+
+
+def test_scores_under_other_ids_are_not_evaluated(project) -> None:
+    """A date scored under another pseudonym key: its ids meet no events."""
+    config, ds, uri, frame, _ = project
+    folder = outcomes_dir(config).parent / "as_of=2025-06-03"
+    folder.mkdir()
+    other = frame.assign(customer_id="x" + frame.customer_id)
+    other.to_parquet(folder / "part-0.parquet", index=False)
+    status = check(config, ds, uri)
+    assert {i["as_of"] for i in status["evaluated"]} == {MATURE}
+    (problem,) = status["problems"]
+    assert problem.startswith("2025-06-03") and "another pseudonym key" in problem
+    assert not (outcomes_dir(config) / "as_of=2025-06-03").exists()
