@@ -47,7 +47,11 @@ from features.sources.spark import SparkDataset
 from serving.batch import drift_report
 from serving.batch.drift import ALERT
 from serving.batch.score import PART_FILE, ScoreResult, score, staging_dir, writing
-from serving.monitoring.outcome_runs import nightly_check
+from serving.monitoring.outcome_runs import (
+    nightly_check,
+    nightly_summary,
+    nightly_tags,
+)
 from serving.privacy.retention import prune_contacts, prune_scores
 from serving.scoring import Champions
 
@@ -241,7 +245,7 @@ def _record(
         "drift.level": out.drift["level"],
         "drift.alerts": ", ".join(out.drift["alerts"])[:4000],
         **({"sink.error": out.sink_error[:4000]} if out.sink_error else {}),
-        **_outcome_tags(out.outcomes),
+        **nightly_tags(out.outcomes),
     }
     client.log_batch(
         out.run_id,
@@ -251,16 +255,6 @@ def _record(
     )
     client.log_dict(out.run_id, _histograms(r.scores), "score_histograms.json")
     client.log_artifacts(out.run_id, str(drift_dir), "drift")
-
-
-def _outcome_tags(outcomes: dict | None) -> dict[str, str]:
-    if outcomes is None:
-        return {}
-    return {
-        "outcomes.level": outcomes["level"],
-        "outcomes.alerts": "; ".join(outcomes["alerts"])[:4000],
-        "outcomes.evaluated": str(len(outcomes.get("evaluated", []))),
-    }
 
 
 def _distribution(scores: dict[str, np.ndarray]) -> dict[str, float]:
@@ -305,18 +299,7 @@ def _summary(out: NightlyResult) -> dict:
         "drift_report": str(out.drift_dir / drift_report.HTML_FILE),
         "postgres_rows": out.sink_rows,
         "postgres_error": out.sink_error,
-        **_outcome_summary(out.outcomes),
-    }
-
-
-def _outcome_summary(outcomes: dict | None) -> dict:
-    if outcomes is None:
-        return {}
-    return {
-        "outcome_level": outcomes["level"],
-        "outcome_alerts": outcomes["alerts"],
-        "outcomes_evaluated": len(outcomes.get("evaluated", [])),
-        "outcomes_error": outcomes.get("error"),
+        **nightly_summary(out.outcomes),
     }
 
 

@@ -214,6 +214,29 @@ def nightly_check(config: ProjectConfig, ds, tracking_uri: str) -> dict:  # noqa
         return {"level": ERROR, "alerts": [], "error": f"{type(exc).__name__}: {exc}"}
 
 
+def nightly_tags(status: dict | None) -> dict[str, str]:
+    """The nightly MLflow run's tags for the check's `status`."""
+    if status is None:
+        return {}
+    return {
+        "outcomes.level": status["level"],
+        "outcomes.alerts": "; ".join(status["alerts"])[:4000],
+        "outcomes.evaluated": str(len(status.get("evaluated", []))),
+    }
+
+
+def nightly_summary(status: dict | None) -> dict:
+    """The nightly status file's outcome fields for the check's `status`."""
+    if status is None:
+        return {}
+    return {
+        "outcome_level": status["level"],
+        "outcome_alerts": status["alerts"],
+        "outcomes_evaluated": len(status.get("evaluated", [])),
+        "outcomes_error": status.get("error"),
+    }
+
+
 def _item(
     config: ProjectConfig,
     client,
