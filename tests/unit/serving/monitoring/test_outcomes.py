@@ -22,6 +22,8 @@ from serving.monitoring import realised
 from serving.monitoring.outcome_runs import (
     STATUS_FILE,
     check,
+    nightly_check,
+    nightly_summary,
     outcomes_dir,
     outcomes_experiment,
 )
@@ -286,3 +288,15 @@ def test_scores_under_other_ids_are_not_evaluated(project) -> None:
     (problem,) = status["problems"]
     assert problem.startswith("2025-06-03") and "another pseudonym key" in problem
     assert not (outcomes_dir(config) / "as_of=2025-06-03").exists()
+
+
+def test_the_nightly_check_reports_an_error_instead_of_raising(project) -> None:
+    """The nightly run's scores are published whatever the check meets."""
+    config, ds, uri, _, _ = project
+    folder = outcomes_dir(config).parent / "as_of=2025-06-04"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"not parquet")
+    found = nightly_check(config, ds, uri)
+    assert found["level"] == "error" and found["alerts"] == []
+    assert "Parquet" in found["error"] or "parquet" in found["error"]
+    assert nightly_summary(found)["outcomes_error"] == found["error"]
