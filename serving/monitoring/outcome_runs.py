@@ -433,7 +433,7 @@ def text(status: dict) -> str:
             f"{i[AS_OF]} {i['target']:16} v{i['model_version']}: n {i['n']:,} "
             f"positives {i['positives']:,}  AUC {_f(i['roc_auc'])} (backtest "
             f"{_f(i['expected_roc_auc'])})  log loss {_f(i['log_loss'])}  "
-            f"ECE {_f(i['ece'])} (noise {_f(i['ece_noise_floor'])})  "
+            f"ECE {_f(i['ece'])} (noise {_f(i.get('ece_noise_floor'))})  "
             f"top-decile lift {_f(i['lift_top_decile'], 2)}  "
             f"left out: {left['treatment']:,} treatment, {left['unknown_id']:,} "
             f"unknown id  [{i['level']}]"
