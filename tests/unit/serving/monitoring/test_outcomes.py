@@ -6,6 +6,7 @@ check logs nothing, and the AUC and ECE alerts fire."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,8 +93,17 @@ def _register(uri: str, aucs: dict[str, float]) -> None:
         )
 
 
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The registered versions, once: each test gets a copy of the store (creating
+    an MLflow database takes seconds)."""
+    folder = tmp_path_factory.mktemp("registry")
+    _register(f"sqlite:///{folder / 'mlflow.db'}", BACKTEST_AUC)
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def project(tmp_path: Path):
+def project(tmp_path: Path, registry: Path):
     rng = np.random.default_rng(3)
     events, labels = _events(rng)
     events.to_parquet(tmp_path / "events.parquet")
@@ -110,9 +120,9 @@ def project(tmp_path: Path):
     )
     config = load_config(path)
     ds = load(tmp_path / "events.parquet", as_of=datetime(2030, 1, 1))
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (tmp_path / "mlruns").mkdir()
-    _register(uri, BACKTEST_AUC)
+    shutil.copyfile(registry, tmp_path / "mlruns" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     # treatment c030..c039 confirmed inside the mature date's window; c040..c049
     # after it; control c050..c059 inside: only the first ten are left out
     contacts = ContactLog(config.outreach.contact_log)
