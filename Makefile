@@ -95,7 +95,7 @@ init: setup ## profile your own data and write a starter config (EVENTS=path CUS
 check: setup ## validate config and data, print what train would do (CONFIG=; exit 1: a target cannot be trained)
 	$(CLI) $(if $(CONFIG),--config $(CONFIG)) check
 
-train: setup data/demo/events.parquet ## build features and labels, train 3 models, register, promote
+train: setup data/demo/events.parquet ## build features and labels, train the listed targets, register, promote (exit 7: a target skipped)
 	$(CLI) train
 
 tune: setup data/demo/events.parquet ## search LightGBM params for one target on the backtest origins, registers nothing (TARGET=churn TRIALS=30 TIMEOUT=)
@@ -104,13 +104,13 @@ tune: setup data/demo/events.parquet ## search LightGBM params for one target on
 score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the day after the last event)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
 
-nightly: setup ## the nightly run: score, drift report, sink, outcomes, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed, 7 outcome alert)
+nightly: setup ## the nightly run: score, drift report, sink, outcomes, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed, 8 outcome alert)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
 
 score-status: setup ## the last scoring run's status (exit code: the run's)
 	$(CLI) score status
 
-outcomes: setup ## newly matured score dates against realised labels, logged to MLflow (FROM=YYYY-MM-DD FORMAT=text|json; exit 7 alert)
+outcomes: setup ## newly matured score dates against realised labels, logged to MLflow (FROM=YYYY-MM-DD FORMAT=text|json; exit 8 alert)
 	$(CLI) outcomes $(if $(FROM),--as-of-from $(FROM)) --format $(FORMAT)
 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
@@ -118,7 +118,7 @@ serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 
 run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000 (prints a demo API key when none exists)
 	$(CLI) train
-	@$(CLI) score || { rc=$$?; test $$rc -eq 3 -o $$rc -eq 7 && \
+	@$(CLI) score || { rc=$$?; test $$rc -eq 3 -o $$rc -eq 8 && \
 		echo "(drift or outcome alert above, exit $$rc: the scores are written; serving them)"; }
 	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \

@@ -68,6 +68,7 @@ from benchmarks.harness import (
     value_kind,
     write_json,
 )
+from features.columns import TARGETS, population_column
 
 MODULE = "benchmarks.features"
 RESULTS_FILE = "features.json"
@@ -298,7 +299,10 @@ def compare_parquet(
     for (name, cond), bad in zip(unequal.items(), counts[1:], strict=True):
         if bad:
             raise FeatureMismatch(_mismatch_message(con, name, cond, bad))
-    return rows, len(names) - len(KEYS) - 1
+    # neither the keys nor the population flags (in_<target>, eligible) are features
+    not_features = {"eligible", *(population_column(t) for t in TARGETS)}
+    flags = [n for n in names if n in not_features]
+    return rows, len(names) - len(KEYS) - len(flags)
 
 
 def _parquet_files(path: Path) -> list[Path]:

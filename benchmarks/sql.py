@@ -82,7 +82,7 @@ features AS (
     GROUP BY customer_id, cutoff
 )
 SELECT
-    f.* EXCLUDE (eligible),
+    f.* EXCLUDE ({flags}),
     -- a signup at or after the cutoff is not known yet at the cutoff
     CASE WHEN c.signup_time < f.cutoff
          THEN floor((epoch(f.cutoff) - epoch(c.signup_time)) / 86400)
@@ -90,7 +90,7 @@ SELECT
     c.plan,
     c.region,
     c.age,
-    f.eligible
+    {flag_columns}
 FROM features AS f
 LEFT JOIN customers AS c ON c.customer_id = f.customer_id
 """
@@ -122,10 +122,34 @@ def reference_sql(
                 *(c for w in spec.windows_days for c in _window_columns(spec, w)),
                 *_history_columns(),
                 *(c for t in spec.trend_days for c in _trend_columns(t)),
-                f"{_eligible(spec)} AS eligible",
+                *_population_columns(spec),
             ]
         ),
+        flags=", ".join(_flags(spec)),
+        flag_columns=SEP.join(f"f.{name}" for name in _flags(spec)),
     )
+
+
+def _flags(spec: FeatureSpec) -> list[str]:
+    return [*(f"in_{t}" for t in spec.targets), "eligible"]
+
+
+def _population_columns(spec: FeatureSpec) -> list[str]:
+    """One flag per listed target, then `eligible` (any of them): churn's is
+    not already churned; purchase's and service_request's seen (every row here
+    has an event before the cutoff), within their lookback days."""
+    out = []
+    for t in spec.targets:
+        if t == "churn":
+            rule = _eligible(spec)
+        elif t in spec.lookback_days:
+            days = spec.lookback_days[t]
+            rule = f"coalesce(max(last_event) >= cutoff - INTERVAL {days} DAY, false)"
+        else:
+            rule = "true"
+        out.append(f"{rule} AS in_{t}")
+    rules = [c.rsplit(" AS ", 1)[0] for c in out]
+    return [*out, f"({' OR '.join(rules)}) AS eligible"]
 
 
 def _text(value: str) -> str:

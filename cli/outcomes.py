@@ -25,7 +25,7 @@ from core.exitcodes import ExitCode
 def outcomes(options: Options, since: datetime | None, fmt: str) -> ExitCode | int:
     """Evaluate every newly matured score date against the realised labels: per
     target AUC, log loss, ECE, top-decile lift beside the champion's backtest,
-    one MLflow run each in <experiment>.outcomes (exit 7: an alert)."""
+    one MLflow run each in <experiment>.outcomes (exit 8: an alert)."""
     from core.atomic import Busy
     from features.sources.load import connect, load_project
     from serving.batch.score import writing

@@ -22,9 +22,9 @@ from features.sources.contract import ContractError
 )
 @click.pass_context
 def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
-    """Score every eligible customer as of a date (the nightly run: scores, drift
-    report, sink, outcomes of matured dates, MLflow run; exit 3 drift alert, 4 sink
-    failed, 7 outcome alert)."""
+    """Score the listed targets, each on its population, as of a date (the
+    nightly run: scores, drift report, sink, outcomes of matured dates, MLflow
+    run; exit 3 drift alert, 4 sink failed, 8 outcome alert)."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy

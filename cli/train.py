@@ -17,12 +17,23 @@ TARGET = click.Choice(TARGETS)
 @click.command("train")
 @pass_options
 def train(options: Options) -> ExitCode:
-    """Build features and labels, train, track, register, promote."""
+    """Build features and labels, train, track, register, promote the listed
+    targets (exit 7 when one could not be trained)."""
     from training.train import train_all
 
     _, config, uri = options.context()
     ds = options.load_data(config)
-    results = train_all(config, ds, uri)
+    trained = train_all(config, ds, uri)
+    for skipped in trained.skipped:
+        click.echo(f"skipped {skipped}", err=True)
+    if not trained.results:
+        click.echo(
+            "error: no listed target could be trained; nothing was registered "
+            "(turn a target off by leaving it out of targets:)",
+            err=True,
+        )
+        return ExitCode.FAILED
+    results = trained.results
     click.echo(f"MLflow: {uri}")
     click.echo(
         f"{'target':16} {'version':>7} {'origins':>23} {'AUC':>7} {'logloss':>8} "
@@ -51,6 +62,14 @@ def train(options: Options) -> ExitCode:
         "calibrated probabilities the API and the nightly job serve, mean over the "
         "origins after the first (the first only fits the calibration)"
     )
+    if trained.skipped:
+        names = ", ".join(s.target for s in trained.skipped)
+        click.echo(
+            f"warning: {names} skipped (see above); the others were trained. Leave "
+            "a target out of targets: to turn it off.",
+            err=True,
+        )
+        return ExitCode.TARGET_SKIPPED
     return ExitCode.OK
 
 

@@ -27,7 +27,14 @@ class ExitCode(IntEnum):
     SINK_FAILED = 4, "Postgres sink failed: the Parquet scores are published."
     RUNNING = 5, "`score status`: the last scoring run is still running."
     NO_RUN = 6, "`score status`: no scoring run is recorded."
-    OUTCOME_ALERT = 7, "Outcome alert: matured scores missed their AUC or ECE bar."
+    TARGET_SKIPPED = (
+        7,
+        (
+            "`train`: a listed target could not be trained (counts on stderr), "
+            "the others were."
+        ),
+    )
+    OUTCOME_ALERT = 8, "Outcome alert: matured scores missed their AUC or ECE bar."
 
 
 def describe() -> dict[ExitCode, str]:

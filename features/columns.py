@@ -87,3 +87,9 @@ def version_column(target: str) -> str:
 
 def reasons_column(target: str) -> str:
     return f"{target}_reasons"
+
+
+# Per-target population flags of the feature and training tables (not features):
+# the (customer, cutoff) rows a target is trained, tested and scored on.
+def population_column(target: str) -> str:
+    return f"in_{target}"

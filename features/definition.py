@@ -62,6 +62,18 @@ catalogue, and so the feature-set version, is what it was before subscriptions.
 Counts, count differences, reactivations and the event "days since" figures are
 integers (int64; "days since" may be null); every other feature, including an
 attribute's `days_since_<name>`, is a float (float64).
+
+Populations (not features): one boolean per listed target (`spec.targets`),
+`in_<target>`, says whether the (customer, cutoff) row belongs to the rows that
+target is trained and scored on (`FeatureSpec.population_name`):
+- churn (`active_not_churned`): seen before `c` and not already churned under the
+  churn definition (`_not_churned`: no cancel at or after the last other event,
+  and a non-cancel event in `[c - churn horizon, c)` for the inactivity
+  definitions; a term in force at `c` under `contract`);
+- purchase, service_request (`seen`): an event before `c`; with a lookback of `N`
+  days (`seen_within_<N>d`), the last event (any role) at or after `c - N days`;
+- `eligible`: in some listed target's population.
+They are computed from the last-event aggregates already there (no join).
 """
 
 from __future__ import annotations
@@ -81,6 +93,7 @@ from features.columns import (
     ACTIVITY,
     AMOUNT,
     CANCEL,
+    CHURN,
     CONTRACT,
     CUSTOMER_ID,
     CUTOFF,
@@ -91,12 +104,28 @@ from features.columns import (
     ROLE,
     ROLES,
     SERVICE_REQUEST,
+    TARGETS,
+    population_column,
 )
 
 # Bump when the meaning of any feature changes; part of the feature-set version.
 DEFINITION_VERSION = 2
 SECONDS_PER_DAY = 86400
+# in some listed target's population: the rows training and scoring keep
 ELIGIBLE = "eligible"
+# population names (FeatureSpec.population_name)
+ACTIVE_NOT_CHURNED = "active_not_churned"
+SEEN = "seen"
+
+
+def population_name(source: ProjectConfig | FeatureSpec, target: str) -> str:
+    """The target's population name (`FeatureSpec.population_name`), from the
+    config or a feature spec: what the MLflow run, the model's metadata and the
+    nightly outputs say a score belongs to."""
+    spec = (
+        source if isinstance(source, FeatureSpec) else FeatureSpec.from_config(source)
+    )
+    return spec.population_name(target)
 
 
 @dataclass(frozen=True)
@@ -107,25 +136,77 @@ class FeatureSpec:
     windows_days: tuple[int, ...] = (7, 30, 90, 180, 365)
     trend_days: tuple[int, ...] = (30, 90)
     amount_roles: tuple[str, ...] = (PURCHASE,)
+    # the churn population's rule (and churn's label); the defaults apply when
+    # churn is not a listed target
     churn_horizon_days: int = 30
     churn_definition: str = "inactivity_or_cancel"
     attributes: tuple[str, ...] | None = None
     # a subscriptions table is configured: add the subscription features
     subscriptions: bool = False
+    # the listed targets: one population flag each (`population_column`)
+    targets: tuple[str, ...] = TARGETS
+    # purchase / service_request: only customers with an event in the N days
+    # before the cutoff (absent: every customer seen before it)
+    lookback_days: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> FeatureSpec:
         attrs = config.features.attributes
+        churn = config.targets.churn_settings
+        targets = config.targets.listed()
+        lookback = {
+            t: days
+            for t in targets
+            if t != CHURN
+            and (days := getattr(config.targets, t).lookback_days) is not None
+        }
         return cls(
             role_of=config.roles.role_of(),
             windows_days=tuple(sorted(config.features.windows_days)),
             trend_days=tuple(sorted(config.features.trend_days)),
             amount_roles=tuple(config.features.amount_roles),
-            churn_horizon_days=config.targets.churn.horizon_days,
-            churn_definition=config.targets.churn.definition,
+            churn_horizon_days=churn.horizon_days,
+            churn_definition=churn.definition,
             attributes=None if attrs is None else tuple(attrs),
             subscriptions=config.data.subscriptions is not None,
+            targets=targets,
+            lookback_days=lookback,
         )
+
+    def population_name(self, target: str) -> str:
+        """The name of the target's population, as outputs, MLflow params and
+        model cards show it: `active_not_churned` (churn: seen, and not churned
+        at the cutoff under the churn definition and horizon), `seen` (every
+        customer with an event before the cutoff) or `seen_within_<N>d` (an
+        event in the N days before it)."""
+        if target == CHURN:
+            return ACTIVE_NOT_CHURNED
+        days = self.lookback_days.get(target)
+        return SEEN if days is None else f"{SEEN}_within_{days}d"
+
+    def population_text(self, target: str) -> str:
+        """The population in a sentence, for model cards and docs."""
+        if target == CHURN:
+            rule = {
+                "inactivity_or_cancel": (
+                    f"an event other than a cancel in the {self.churn_horizon_days} "
+                    "days before the cutoff and no cancel since"
+                ),
+                "inactivity": (
+                    f"an event other than a cancel in the {self.churn_horizon_days} "
+                    "days before the cutoff"
+                ),
+                "cancel": "no cancel since their last other event",
+                CONTRACT: "a subscription term in force at the cutoff",
+            }[self.churn_definition]
+            return (
+                f"customers seen before the cutoff and not already churned "
+                f"({self.churn_definition}): {rule}"
+            )
+        days = self.lookback_days.get(target)
+        if days is None:
+            return "every customer with an event before the cutoff"
+        return f"every customer with an event in the {days} days before the cutoff"
 
 
 @dataclass(frozen=True)
@@ -521,7 +602,7 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
             last, prior = agg[f"_{what}_last_{t}"], agg[f"_{what}_prior_{t}"]
             d[f"{what}_count_ratio_{t}d"] = (last + 1) / (prior + 1)
             d[f"{what}_count_diff_{t}d"] = last - prior
-    d[ELIGIBLE] = _eligible(agg, spec)
+    d.update(_populations(agg, spec))
     return agg.mutate(**d)
 
 
@@ -565,8 +646,10 @@ def build_features(
     `pairs` is a table of (customer_id, cutoff) or a list of cutoffs, meaning every
     customer with an event before each. Cutoffs must be midnights (UTC), as
     `cutoff_table` guarantees. Returns `customer_id`, `cutoff`, the catalogue's
-    features in order, and `eligible` (seen before the cutoff and not already
-    churned), which is not a model feature.
+    features in order, one population flag per listed target
+    (`population_column`: `in_churn`, `in_purchase`, `in_service_request`; see
+    `FeatureSpec.population_name`) and `eligible` (in some listed target's
+    population). None of them is a model feature.
     """
     daily = daily_rollup(events, spec)
     if isinstance(pairs, ir.Table):
@@ -587,7 +670,8 @@ def build_features(
     if spec.subscriptions:
         out = _join_subscriptions(out, subscriptions, spec)
     names = catalogue(spec, customers).names
-    return out.select(CUSTOMER_ID, CUTOFF, *names, ELIGIBLE)
+    out = out.mutate(**{ELIGIBLE: _eligible_of(out, spec)})
+    return out.select(CUSTOMER_ID, CUTOFF, *names, *population_columns(spec), ELIGIBLE)
 
 
 def features_at(
@@ -597,13 +681,46 @@ def features_at(
     customers: ir.Table | None = None,
     subscriptions: ir.Table | None = None,
 ) -> ir.Table:
-    """Features of every customer eligible at each cutoff (without `eligible`): what
-    training (past cutoffs) and the nightly job (its as-of date) both score."""
+    """Features of every customer in some listed target's population at each
+    cutoff, with the population flags (without `eligible`): what training (past
+    cutoffs) and the nightly job (its as-of date) both score, each target on the
+    rows its flag holds."""
     table = build_features(events, list(cutoffs), spec, customers, subscriptions)
     return table.filter(table[ELIGIBLE]).drop(ELIGIBLE)
 
 
-def _eligible(agg: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
+def _populations(agg: ir.Table, spec: FeatureSpec) -> dict[str, ir.BooleanValue]:
+    """One flag per listed target, from the last-event aggregates already
+    computed (no join): churn: seen and not already churned under the churn
+    definition; purchase and service_request: seen (within their lookback)."""
+    seen = agg._last_event.notnull()
+    out: dict[str, ir.BooleanValue] = {}
+    for target in spec.targets:
+        if target == CHURN:
+            flag = _not_churned(agg, spec)
+        elif (days := spec.lookback_days.get(target)) is not None:
+            since = agg[CUTOFF] - ibis.interval(days=days)
+            flag = seen & (agg._last_event >= since).fill_null(False)
+        else:
+            flag = seen
+        out[population_column(target)] = flag
+    return out
+
+
+def _eligible_of(table: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
+    """In some listed target's population."""
+    flags = [table[population_column(t)] for t in spec.targets]
+    out = flags[0]
+    for flag in flags[1:]:
+        out = out | flag
+    return out
+
+
+def population_columns(spec: FeatureSpec) -> list[str]:
+    return [population_column(t) for t in spec.targets]
+
+
+def _not_churned(agg: ir.Table, spec: FeatureSpec) -> ir.BooleanValue:
     """Seen before the cutoff and not already churned under the churn definition."""
     seen = agg._last_event.notnull()
     last_activity = agg._last_non_cancel
@@ -660,7 +777,7 @@ def _join_subscriptions(
     out: ir.Table, subscriptions: ir.Table | None, spec: FeatureSpec
 ) -> ir.Table:
     """The subscription features added; under the contract churn definition only
-    customers with a term in force at the cutoff stay eligible."""
+    customers with a term in force at the cutoff stay in churn's population."""
     from features.subscriptions import ACTIVE, with_subscription_features
 
     if subscriptions is None:
@@ -669,13 +786,16 @@ def _join_subscriptions(
             "table was given (set data.subscriptions)"
         )
     out = with_subscription_features(out, subscriptions, spec)
-    if spec.churn_definition == CONTRACT:
-        out = out.mutate(**{ELIGIBLE: out[ELIGIBLE] & (out[ACTIVE] == 1)})
+    churn = population_column(CHURN)
+    if spec.churn_definition == CONTRACT and CHURN in spec.targets:
+        out = out.mutate(**{churn: out[churn] & (out[ACTIVE] == 1)})
     return out
 
 
 __all__ = [
+    "ACTIVE_NOT_CHURNED",
     "ELIGIBLE",
+    "SEEN",
     "Catalogue",
     "Feature",
     "FeatureSpec",
@@ -684,6 +804,8 @@ __all__ = [
     "cutoff_table",
     "daily_rollup",
     "features_at",
+    "population_columns",
+    "population_name",
     "seen_pairs",
     "with_roles",
 ]

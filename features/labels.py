@@ -37,6 +37,9 @@ from features.definition import FeatureSpec, with_roles
 
 @dataclass(frozen=True)
 class LabelSpec:
+    """The listed targets' label windows: `horizons` has one entry per listed
+    target (in canonical order), and `build_labels` one column each."""
+
     horizons: dict[str, int]
     churn_definition: str = "inactivity_or_cancel"
     # contract churn: days after a term's end in which a new term is a renewal
@@ -45,15 +48,16 @@ class LabelSpec:
     @classmethod
     def from_config(cls, config: ProjectConfig) -> LabelSpec:
         t = config.targets
+        churn = t.churn_settings
         return cls(
-            horizons={
-                CHURN: t.churn.horizon_days,
-                PURCHASE: t.purchase.horizon_days,
-                SERVICE_REQUEST: t.service_request.horizon_days,
-            },
-            churn_definition=t.churn.definition,
-            grace_days=t.churn.grace_days,
+            horizons={target: t.horizon(target) for target in t.listed()},
+            churn_definition=churn.definition,
+            grace_days=churn.grace_days,
         )
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.horizons)
 
     def complete(self, target: str, cutoff: datetime, data_end: datetime) -> bool:
         """True when the target's whole window lies within the data (for contract
@@ -71,8 +75,8 @@ def build_labels(
     labels: LabelSpec,
     subscriptions: ir.Table | None = None,
 ) -> ir.Table:
-    """`customer_id`, `cutoff` and one 0/1 column per target for each pair
-    (`subscriptions` is read by the contract churn definition only)."""
+    """`customer_id`, `cutoff` and one 0/1 column per target of `labels` for
+    each pair (`subscriptions` is read by the contract churn definition only)."""
     ev = with_roles(events, spec)
     ev = ev.select(_cid=ev[CUSTOMER_ID], _t=ev[EVENT_TIME], _role=ev[ROLE])
     longest = max(labels.horizons.values())
@@ -89,32 +93,33 @@ def build_labels(
     def within(target: str) -> ir.BooleanValue:
         return t < cutoff + ibis.interval(days=labels.horizons[target])
 
-    counts = joined.group_by([CUSTOMER_ID, CUTOFF]).aggregate(
-        _activity=t.count(where=within(CHURN) & (role != CANCEL)),
-        _cancel=t.count(where=within(CHURN) & (role == CANCEL)),
-        _purchase=t.count(where=within(PURCHASE) & (role == PURCHASE)),
-        _service=t.count(where=within(SERVICE_REQUEST) & (role == SERVICE_REQUEST)),
-    )
-    inactive = counts._activity == 0
-    cancelled = counts._cancel > 0
-    if labels.churn_definition == CONTRACT:
-        counts = _with_contract_churn(counts, subscriptions, labels)
-        churn = counts._contract > 0
-    else:
-        churn = {
-            "inactivity": inactive,
-            "cancel": cancelled,
-            "inactivity_or_cancel": inactive | cancelled,
-        }[labels.churn_definition]
-    return counts.select(
-        CUSTOMER_ID,
-        CUTOFF,
-        **{
-            CHURN: churn.cast("int8"),
-            PURCHASE: (counts._purchase > 0).cast("int8"),
-            SERVICE_REQUEST: (counts._service > 0).cast("int8"),
-        },
-    )
+    counted: dict[str, ir.Value] = {}
+    if CHURN in labels.horizons:
+        counted["_activity"] = t.count(where=within(CHURN) & (role != CANCEL))
+        counted["_cancel"] = t.count(where=within(CHURN) & (role == CANCEL))
+    for target in (PURCHASE, SERVICE_REQUEST):
+        if target in labels.horizons:
+            # the role and the target share their name
+            counted[f"_{target}"] = t.count(where=within(target) & (role == target))
+    counts = joined.group_by([CUSTOMER_ID, CUTOFF]).aggregate(**counted)
+    out: dict[str, ir.Value] = {}
+    if CHURN in labels.horizons:
+        inactive = counts._activity == 0
+        cancelled = counts._cancel > 0
+        if labels.churn_definition == CONTRACT:
+            counts = _with_contract_churn(counts, subscriptions, labels)
+            churn = counts._contract > 0
+        else:
+            churn = {
+                "inactivity": inactive,
+                "cancel": cancelled,
+                "inactivity_or_cancel": inactive | cancelled,
+            }[labels.churn_definition]
+        out[CHURN] = churn.cast("int8")
+    for target in (PURCHASE, SERVICE_REQUEST):
+        if target in labels.horizons:
+            out[target] = (counts[f"_{target}"] > 0).cast("int8")
+    return counts.select(CUSTOMER_ID, CUTOFF, **out)
 
 
 def _with_contract_churn(

@@ -2,11 +2,11 @@
 
 At training time every feature a model reads, and its calibrated score, is
 summarised on a reference population: the rows of the latest cutoff the final model
-was trained on (one cutoff's eligible customers, like one nightly run), scored by
-the final model as it is served (so a score's PSI moves only when the population
-does; in-sample scores are a little more spread than new ones). The summary is small
-(about 13 numbers per column) and travels in the registered model's metadata, so the
-champion's reference is found from the champion.
+was trained on (one cutoff's customers in the target's population, like one nightly
+run), scored by the final model as it is served (so a score's PSI moves only when
+the population does; in-sample scores are a little more spread than new ones). The
+summary is small (about 13 numbers per column) and travels in the registered model's
+metadata, so the champion's reference is found from the champion.
 
 Bins: a numeric column gets up to `BINS` bins between its reference deciles (values
 that occur: numpy's `lower` quantiles; repeated edges merged, so a column with few

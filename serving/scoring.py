@@ -1,4 +1,5 @@
-"""The three champions, loaded once, and scoring through each model's own encoding.
+"""The champions of the listed targets (`targets:`), loaded once, and scoring
+through each model's own encoding.
 
 Shared by the BentoML service and the nightly job, so both score exactly alike.
 """
@@ -31,6 +32,13 @@ class RecordError(ValueError):
     """A feature record is invalid; the message names the field."""
 
 
+class UnknownTargetError(KeyError):
+    """A target that is not served (not listed under `targets:`)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass
 class Champions:
     models: dict[str, RegisteredModel]
@@ -38,7 +46,7 @@ class Champions:
     @classmethod
     def load(cls, config: ProjectConfig, tracking_uri: str) -> Champions:
         models, missing = {}, []
-        for target in TARGETS:
+        for target in config.targets.listed():
             model = load_alias(tracking_uri, config.model_name(target), CHAMPION)
             if model is None:
                 missing.append(config.model_name(target))
@@ -47,9 +55,27 @@ class Champions:
         if missing:
             raise NoChampionError(
                 f"no '{CHAMPION}' model for {', '.join(missing)} in the registry at "
-                f"{tracking_uri}: train first (`propensity train` or `make train`)"
+                f"{tracking_uri}: train first (`propensity train` or `make train`), "
+                "or leave the target out of targets: in the config if it cannot "
+                "be trained"
             )
         return cls(models)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The targets served, in canonical order."""
+        return tuple(t for t in TARGETS if t in self.models)
+
+    def model(self, target: str) -> RegisteredModel:
+        """The target's champion; UnknownTargetError naming the served targets
+        when the target is not served."""
+        model = self.models.get(target)
+        if model is None:
+            raise UnknownTargetError(
+                f"target {target!r} is not served: this service answers "
+                f"{', '.join(self.targets)} (the targets listed in the config)"
+            )
+        return model
 
     # computed once: the champions are fixed for the object's life, and these
     # are read for every record checked
@@ -136,7 +162,7 @@ class Champions:
     ) -> np.ndarray:
         """Checked records as one champion's input matrix (its encoding's order):
         for scoring and explaining a single target from one conversion."""
-        return _record_matrix(records)(self.models[target].encoding)
+        return _record_matrix(records)(self.model(target).encoding)
 
     def explain_records(
         self,

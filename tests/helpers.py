@@ -26,6 +26,7 @@ import yaml
 
 from core.config import LightGBMConfig
 from core.names import TARGETS
+from features.columns import population_column
 from serving.api.servers import (  # noqa: F401 - for the tests
     free_port,
     spawn,
@@ -204,7 +205,8 @@ def serving(env: dict[str, str], log: Path) -> Iterator[Server]:
 
 
 def eligible_features(project: Project, cutoff: datetime):
-    """The project's config and the features of customers eligible at `cutoff`."""
+    """The project's config and the features of customers in some listed target's
+    population at `cutoff` (with the population flags `in_<target>`)."""
     from core.config import load_config
     from features.definition import FeatureSpec, features_at
     from features.sources.load import load
@@ -219,7 +221,8 @@ def records(project: Project, n: int) -> tuple[list[dict], pd.DataFrame]:
     """Feature records, as a marketing system would send them, for n customers."""
     _, frame = eligible_features(project, datetime(2025, 11, 15))
     frame = frame.sort_values("customer_id").head(n).reset_index(drop=True)
-    features = frame.drop(columns=["customer_id", "cutoff"])
+    flags = [population_column(t) for t in TARGETS if population_column(t) in frame]
+    features = frame.drop(columns=["customer_id", "cutoff", *flags])
     out = []
     for cid, row in zip(frame.customer_id, features.to_dict("records"), strict=True):
         clean = {

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from features.columns import (
     ACTIVITY,
     AMOUNT,
+    CHURN,
     CUSTOMER_ID,
     CUTOFF,
     EVENT_TIME,
@@ -29,6 +30,8 @@ from features.columns import (
     QUANTITY,
     ROLES,
     SERVICE_REQUEST,
+    TARGETS,
+    population_column,
 )
 from features.definition import (
     ELIGIBLE,
@@ -179,6 +182,14 @@ def feature_specs(draw, attributes: bool = False) -> FeatureSpec:
     if attributes and draw(st.booleans()):
         names = [n for n in CUSTOMER_SCHEMA.names if n != CUSTOMER_ID]
         chosen = tuple(draw(st.lists(st.sampled_from(names), unique=True)))
+    # the listed targets (canonical order) and the event targets' lookbacks
+    listed = draw(st.sets(st.sampled_from(TARGETS), min_size=1))
+    targets = tuple(t for t in TARGETS if t in listed)
+    lookback = {
+        t: days
+        for t in targets
+        if t != CHURN and (days := draw(st.sampled_from((None, 1, 7, 30)))) is not None
+    }
     return FeatureSpec(
         role_of=ROLE_OF,
         windows_days=tuple(sorted(windows)),
@@ -187,6 +198,8 @@ def feature_specs(draw, attributes: bool = False) -> FeatureSpec:
         churn_horizon_days=draw(st.sampled_from((7, 30))),
         churn_definition=draw(st.sampled_from(DEFINITIONS)),
         attributes=chosen,
+        targets=targets,
+        lookback_days=lookback,
     )
 
 
@@ -290,6 +303,7 @@ event_columns = st.sampled_from(
 def feature_edges(spec: FeatureSpec) -> tuple[int, ...]:
     """Days before a cutoff where some feature's window or rule changes."""
     days = {0, 1, *spec.windows_days, spec.churn_horizon_days}
+    days |= set(spec.lookback_days.values())
     days |= {*spec.trend_days, *(2 * t for t in spec.trend_days)}
     return tuple(sorted(days))
 
@@ -421,7 +435,7 @@ def is_whole_number(name: str) -> bool:
 def same(name: str, got: object, want: object) -> bool:
     if is_null(got) or is_null(want):
         return is_null(got) and is_null(want)
-    if name == ELIGIBLE:
+    if name == ELIGIBLE or name.startswith("in_"):
         return bool(got) == bool(want)
     if isinstance(want, str) or isinstance(got, str):
         return got == want
@@ -465,7 +479,8 @@ def check_types(got: pd.DataFrame, spec: FeatureSpec) -> None:
             assert numeric or got[name].isna().all(), (name, dtype)
         else:
             assert dtype == "float64", (name, dtype)
-    assert pd.api.types.is_bool_dtype(got[ELIGIBLE])
+    for name in [*(population_column(t) for t in spec.targets), ELIGIBLE]:
+        assert pd.api.types.is_bool_dtype(got[name]), name
 
 
 # ------------------------------------------------------------------ properties

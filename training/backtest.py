@@ -43,7 +43,7 @@ from training.calibrate import Choice, choose
 from training.dataset import TrainingTable
 from training.metrics import metrics
 from training.model import fit
-from training.plan import Fold, Plan, class_counts, plan_target
+from training.plan import Counts, Fold, Plan, class_counts, plan_target
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,34 @@ def _day(d: datetime) -> str:
     return d.strftime("%Y-%m-%d")
 
 
+class TargetSkipped(ValueError):
+    """A listed target that cannot be trained on these data (training.plan's
+    `problem`: too few origins with both classes, single-class fitting or
+    early-stopping rows, too few complete cutoffs). `counts` are the rows and
+    positives of its population per cutoff; the message names the dropped
+    cutoffs and the counts."""
+
+    def __init__(
+        self,
+        target: str,
+        reason: str,
+        counts: dict[datetime, Counts],
+        dropped: list[str] | None = None,
+    ) -> None:
+        self.target, self.reason, self.counts = target, reason, counts
+        self.dropped = dropped or []
+        per_cutoff = ", ".join(
+            f"{_day(c)} {n.rows} rows/{n.positives} positive" for c, n in counts.items()
+        )
+        super().__init__(
+            "\n".join([f"{reason}; per cutoff: {per_cutoff}", *self.dropped])
+        )
+
+
 def plan(table: TrainingTable, target: str, labels: LabelSpec, origins: int) -> Plan:
-    """The folds of the backtest (training.plan: which cutoffs are origins, which
-    were dropped and why); a ValueError naming the dropped cutoffs when the data
+    """The folds of the backtest on `table`'s rows of the target's population
+    (training.plan: which cutoffs are origins, which were dropped and why);
+    `TargetSkipped`, naming the dropped cutoffs and the counts, when the data
     cannot give them."""
     target_plan = plan_target(
         target,
@@ -68,7 +93,12 @@ def plan(table: TrainingTable, target: str, labels: LabelSpec, origins: int) -> 
         class_counts(table.frame, target, table.cutoffs),
     )
     if target_plan.problem is not None:
-        raise ValueError("\n".join([target_plan.problem, *target_plan.dropped_lines()]))
+        raise TargetSkipped(
+            target,
+            target_plan.problem,
+            target_plan.counts,
+            target_plan.dropped_lines(),
+        )
     return target_plan
 
 

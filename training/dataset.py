@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import atomic_write
-from features.columns import CUSTOMER_ID, CUTOFF
+from features.columns import CUSTOMER_ID, CUTOFF, population_column
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
 from features.labels import LabelSpec, build_labels, data_end
 from features.sources.chunks import read_chunked
@@ -37,12 +37,38 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingTable:
-    """Eligible (customer, cutoff) rows with features and every target's label."""
+    """(customer, cutoff) rows in some listed target's population, with features,
+    one population flag per listed target (`in_<target>`) and each listed
+    target's label. A target is trained and tested on its own rows only
+    (`population`)."""
 
     frame: pd.DataFrame
     catalogue: Catalogue
     data_end: datetime
     cutoffs: list[datetime]
+
+    def population(self, target: str) -> TrainingTable:
+        """The table of the rows in `target`'s population."""
+        flag = population_column(target)
+        if flag not in self.frame.columns:
+            raise ValueError(
+                f"{target}: the training table has no population flag {flag!r} "
+                "(the target is not listed under targets:)"
+            )
+        rows = self.frame[self.frame[flag].to_numpy(dtype=bool)]
+        return TrainingTable(
+            rows.reset_index(drop=True), self.catalogue, self.data_end, self.cutoffs
+        )
+
+    def population_sizes(self, target: str) -> dict[datetime, tuple[int, int]]:
+        """Per cutoff: rows in the target's population and positives among them
+        (positives count only where the label is there)."""
+        frame = self.population(target).frame
+        out = {}
+        for cutoff in self.cutoffs:
+            rows = frame[frame[CUTOFF] == cutoff]
+            out[cutoff] = (len(rows), int(rows[target].sum()))
+        return out
 
 
 def training_expr(
@@ -53,8 +79,9 @@ def training_expr(
     cutoffs: list[datetime],
     subscriptions: ir.Table | None = None,
 ) -> ir.Table:
-    """Features of the customers eligible at each cutoff joined to their labels:
-    one expression, for any engine."""
+    """Features of the customers in some listed target's population at each
+    cutoff (with the population flags) joined to their labels: one expression,
+    for any engine."""
     feats = features_at(events, cutoffs, spec, customers, subscriptions)
     pairs = feats.select(CUSTOMER_ID, CUTOFF)
     labs = build_labels(events, pairs, spec, labels, subscriptions)
@@ -97,7 +124,8 @@ def build_training_table(
     parquet_dir: Path | None = None,
     complete_through: datetime | None = None,
 ) -> TrainingTable:
-    """Features at every cutoff for customers eligible then, joined to their labels.
+    """Features at every cutoff for the customers in some listed target's
+    population then (flags `in_<target>` say which), joined to their labels.
 
     A label counts only where its window lies within the data (`data_end`:
     `complete_through`, the config's `data.as_of`, or the end of the last day with

@@ -10,6 +10,7 @@ customers it is trained, tested and scored on).
 from __future__ import annotations
 
 from core.config import ProjectConfig
+from features.definition import population_name
 
 PREFIX = "label."
 # runs trained before the label settings were logged have only this param
@@ -19,10 +20,9 @@ CONTRACT = "contract"
 
 
 def population(config: ProjectConfig, target: str) -> str:
-    """The name of the target's population. Today every target trains, tests and
-    scores on the customers active within the churn horizon and not churned."""
-    del config, target
-    return "active_not_churned"
+    """The name of the target's population (features.definition.population_name:
+    `active_not_churned`, `seen`, `seen_within_<N>d`)."""
+    return population_name(config, target)
 
 
 def label_params(config: ProjectConfig, target: str) -> dict[str, str]:

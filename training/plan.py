@@ -27,7 +27,14 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from core.config import ProjectConfig
-from features.columns import CHURN, CONTRACT, CUSTOMER_ID, CUTOFF, TARGETS
+from features.columns import (
+    CHURN,
+    CONTRACT,
+    CUSTOMER_ID,
+    CUTOFF,
+    TARGETS,
+    population_column,
+)
 from features.definition import FeatureSpec
 from features.labels import LabelSpec
 from features.sources.chunks import read_chunked
@@ -137,10 +144,12 @@ def incomplete_reason(
 
 
 def population_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    """The rows of `target`'s population. Today every target has the same rows
-    (churn-eligible customers); the per-target populations (branch i18-targets)
-    plug in here, by the target's population flag on the training table."""
-    return frame
+    """The rows of `target`'s population: those its flag (`in_<target>`) on the
+    training table holds (a table without the flag: all its rows)."""
+    flag = population_column(target)
+    if flag not in frame.columns:
+        return frame
+    return frame[frame[flag].to_numpy(dtype=bool)]
 
 
 def class_counts(
@@ -343,17 +352,8 @@ def _note(
 
 
 def listed_targets(config: ProjectConfig) -> tuple[str, ...]:
-    """The targets `train` trains: `config.targets.listed()` where the config has
-    it (the `targets:` key lists them), else all three."""
-    listed = getattr(config.targets, "listed", None)
-    return tuple(listed()) if callable(listed) else TARGETS
-
-
-def population_name(target: str) -> str:
-    """The name of `target`'s population, as outputs show it. Today every target
-    is trained on the churn-eligible customers; the per-target populations plug
-    in here."""
-    return "active_not_churned"
+    """The targets `train` trains: `config.targets.listed()`."""
+    return config.targets.listed()
 
 
 @dataclass
@@ -369,6 +369,8 @@ class Preview:
     plans: dict[str, Plan]
     labels: LabelSpec
     problems: list[str] = field(default_factory=list)
+    # target -> its population's name (features.definition.population_name)
+    populations: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -399,7 +401,7 @@ class Preview:
             lines += [
                 "",
                 f"{target}: {_horizon_words(self.labels, target)}, population "
-                f"{population_name(target)}",
+                f"{self.populations.get(target, '?')}",
                 f"  {'cutoff':10} {'rows':>9} {'positives':>9}  use",
             ]
             for c in self.cutoffs:
@@ -435,16 +437,17 @@ class Preview:
 def label_frame(
     ds: Dataset, config: ProjectConfig, cutoffs: list[datetime]
 ) -> pd.DataFrame:
-    """customer_id, cutoff and every target's label for the rows `train` would
-    build (the training table without its features)."""
+    """customer_id, cutoff, every listed target's population flag and label for
+    the rows `train` would build (the training table without its features)."""
     spec = FeatureSpec.from_config(config)
     labels = LabelSpec.from_config(config)
+    flags = [population_column(t) for t in spec.targets]
 
     def build(events: ir.Table) -> ir.Table:
         expr = training_expr(
             events, ds.customers, spec, labels, cutoffs, ds.subscriptions
         )
-        return expr.select(CUSTOMER_ID, CUTOFF, *TARGETS)
+        return expr.select(CUSTOMER_ID, CUTOFF, *flags, *spec.targets)
 
     return read_chunked(ds, build, cutoffs=len(cutoffs)).to_pandas()
 
@@ -474,6 +477,16 @@ def preview(config: ProjectConfig, ds: Dataset) -> Preview:
         )
         for t in listed_targets(config)
     }
+    spec = FeatureSpec.from_config(config)
     return Preview(
-        ds.rows(), first, last, end, cutoffs, origins, plans, labels, problems
+        ds.rows(),
+        first,
+        last,
+        end,
+        cutoffs,
+        origins,
+        plans,
+        labels,
+        problems,
+        {t: spec.population_name(t) for t in plans},
     )

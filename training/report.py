@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import ProjectConfig
+from features.definition import FeatureSpec
 from model.encoding import Encoding
 from training import plots
 from training.backtest import CALIBRATED, MODEL, Backtest, Plan
@@ -147,6 +148,7 @@ def model_card(
     calibrated = backtest.summary(CALIBRATED, skip_first=True)
     before = backtest.summary(MODEL, skip_first=True)
     cutoffs = target_plan.final_cutoffs
+    spec = FeatureSpec.from_config(config)
     lines = [
         f"# Model card: {config.model_name(target)} ({target})",
         "",
@@ -166,9 +168,8 @@ def model_card(
         f"- Final model: {len(cutoffs)} cutoffs {cutoffs[0]:%Y-%m-%d} .. "
         f"{cutoffs[-1]:%Y-%m-%d} (every cutoff whose label window is complete), "
         f"{final_rows} rows.",
-        "- Eligibility: a customer is trained on and scored at a cutoff when seen "
-        "before it and not already churned under the churn definition "
-        f"(`{config.targets.churn.definition}`).",
+        f"- Population `{spec.population_name(target)}`: the model is trained, "
+        f"tested and scored on {spec.population_text(target)}.",
         f"- Backtest origins: {', '.join(origins)}; each origin is scored by models "
         "fitted only on cutoffs whose label windows end by it.",
         "",
@@ -201,7 +202,8 @@ def model_card(
         "compare runs when it does.",
         "- The backtest's models are fitted on fewer cutoffs than the final model; "
         "the final model's quality is estimated, not measured.",
-        "- Customers with no event before a cutoff are not scored.",
+        "- Customers with no event before a cutoff are not scored; nor are those "
+        "outside the population above.",
         "- Reasons (feature contributions) describe the model, not causes.",
     ]
     if "bgnbd" in baselines:
@@ -215,7 +217,8 @@ def model_card(
 def _target_text(target: str, config: ProjectConfig) -> str:
     if target == "churn":
         return (
-            f"Churn ({config.targets.churn.definition}): the customer cancels or has "
+            f"Churn ({config.targets.churn_settings.definition}): the customer "
+            "cancels or has "
             "no activity"
         )
     if target == "purchase":

@@ -30,7 +30,6 @@ from features.columns import (
     EVENT_TIME,
     EVENT_TYPE,
     PURCHASE,
-    TARGETS,
 )
 from features.definition import FeatureSpec
 from features.labels import LabelSpec
@@ -40,7 +39,16 @@ from model import drift
 from model.encoding import Encoding
 from model.registry import CHAMPION, METADATA_KEY, configure, load_alias
 from training import fairness, report
-from training.backtest import CALIBRATED, MODEL, Backtest, Plan, fit_final, plan, run
+from training.backtest import (
+    CALIBRATED,
+    MODEL,
+    Backtest,
+    Plan,
+    TargetSkipped,
+    fit_final,
+    plan,
+    run,
+)
 from training.dataset import (
     TrainingTable,
     build_training_table,
@@ -82,12 +90,26 @@ class TargetResult:
     dropped: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What `train_all` did: a result per trained target, and the listed targets
+    it skipped (each with its reason and its rows and positives per cutoff)."""
+
+    results: list[TargetResult]
+    skipped: list[TargetSkipped]
+
+
 def train_all(
     config: ProjectConfig,
     ds: Dataset,
     tracking_uri: str,
-    targets: tuple[str, ...] = TARGETS,
-) -> list[TargetResult]:
+    targets: tuple[str, ...] | None = None,
+) -> Trained:
+    """Train the listed targets (`targets.listed()`, or `targets`), each on its
+    own population's rows. A target whose backtest has a single class somewhere
+    is skipped (reported in `Trained.skipped`); when every one is skipped,
+    nothing is written to MLflow."""
+    targets = config.targets.listed() if targets is None else targets
     spec = FeatureSpec.from_config(config)
     labels = LabelSpec.from_config(config)
     fairness.check_segments(ds.customers, config.fairness)
@@ -99,12 +121,20 @@ def train_all(
         config.training.cutoffs.resolve(last),
         complete_through=config.data.as_of,
     )
-    # every target's backtest is planned first: a target that cannot be trained
-    # fails the run before anything is written to MLflow
-    plans = {
-        t: plan(table, t, labels, config.training.backtest.origins) for t in targets
-    }
-    purchases = _purchases(ds, spec) if PURCHASE in targets else None
+    # every target's backtest is planned first, on its own population: a target
+    # that cannot be trained is skipped before anything is written to MLflow
+    tables, plans, skipped = {}, {}, []
+    for t in targets:
+        tables[t] = table.population(t)
+        try:
+            plans[t] = plan(tables[t], t, labels, config.training.backtest.origins)
+        except TargetSkipped as exc:
+            log.info("%s: skipped: %s", t, exc)  # the CLI prints it
+            skipped.append(exc)
+    trained = [t for t in targets if t in plans]
+    if not trained:
+        return Trained([], skipped)
+    purchases = _purchases(ds, spec) if PURCHASE in trained else None
     experiment_id = configure(tracking_uri, config.mlflow.experiment)
     # nested runs go to the active experiment, not to their parent's
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -124,12 +154,49 @@ def train_all(
         tags={"kind": KIND_TRAINING, "training_id": training_id},
     ):
         _log_common(config, table, context)
-        return [
+        _log_skipped(skipped)
+        results = [
             _train_target(
-                config, table, plans[t], purchases, spec, client, context, ds.customers
+                config,
+                tables[t],
+                plans[t],
+                purchases,
+                spec,
+                client,
+                context,
+                ds.customers,
             )
-            for t in targets
+            for t in trained
         ]
+    return Trained(results, skipped)
+
+
+def _log_skipped(skipped: list[TargetSkipped]) -> None:
+    """The skipped targets, their reasons and counts, on the training run."""
+    if not skipped:
+        return
+    mlflow.set_tag("targets.skipped", ",".join(s.target for s in skipped))
+    mlflow.log_dict(
+        {
+            "skipped": [
+                {
+                    "target": s.target,
+                    "reason": s.reason,
+                    "per_cutoff": [
+                        {
+                            "cutoff": f"{c:%Y-%m-%d}",
+                            "rows": n.rows,
+                            "positives": n.positives,
+                        }
+                        for c, n in s.counts.items()
+                    ],
+                    "dropped": s.dropped,
+                }
+                for s in skipped
+            ]
+        },
+        "skipped_targets.json",
+    )
 
 
 def _purchases(ds: Dataset, spec: FeatureSpec) -> pd.DataFrame:
@@ -186,6 +253,12 @@ def _train_target(
         summary = _log_model_run(
             config, table, target_plan, backtest, booster, encoding, context, baselines
         )
+        mlflow.log_params(
+            {
+                "population": spec.population_name(target),
+                "population_rows": len(table.frame),
+            }
+        )
         log_predictions(predictions)
         _log_definition(config, table)
         report.log_all(
@@ -210,6 +283,8 @@ def _train_target(
                     **_metadata(
                         target_plan, encoding, table, backtest, summary, context
                     ),
+                    "population": spec.population_name(target),
+                    "population_text": spec.population_text(target),
                     "reference": _reference(
                         target_plan, booster, encoding, rows, backtest
                     ),

@@ -165,6 +165,7 @@ def tune(
     LightGBM seed)."""
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
+    config.targets.section(target)  # a clear error when it is not listed
     spec = FeatureSpec.from_config(config)
     labels = LabelSpec.from_config(config)
     _, last = ds.time_range()
@@ -174,7 +175,7 @@ def tune(
         labels,
         config.training.cutoffs.resolve(last),
         complete_through=config.data.as_of,
-    )
+    ).population(target)
     target_plan = plan(table, target, labels, config.training.backtest.origins)
     folds = [fold_data(table, fold, target) for fold in target_plan.folds]
     base = config.training.lightgbm

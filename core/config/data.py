@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from core.config.base import ConfigPath, Strict, config_base
-from core.names import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST
+from core.names import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST, TARGETS
 
 ROLE_NAMES = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
 
@@ -402,15 +402,66 @@ class ChurnTarget(Strict):
 
 class EventTarget(Strict):
     horizon_days: int = Field(30, ge=1, le=3650)
+    # The population: every customer seen before the cutoff; with lookback_days,
+    # only those with an event in the that many days before it.
+    lookback_days: int | None = Field(None, ge=1, le=36500)
 
 
 class TargetsConfig(Strict):
-    churn: ChurnTarget = ChurnTarget()
-    purchase: EventTarget = EventTarget()
-    service_request: EventTarget = EventTarget()
+    """The targets trained and served: a target left out (or null) is neither
+    trained nor served. No `targets:` key at all lists all three."""
+
+    churn: ChurnTarget | None = ChurnTarget()
+    purchase: EventTarget | None = EventTarget()
+    service_request: EventTarget | None = EventTarget()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listed_only(cls, data: object) -> object:
+        # a `targets:` mapping lists its targets: the others are off (the
+        # defaults above apply only when there is no `targets:` key at all)
+        if isinstance(data, dict):
+            return {t: data.get(t) for t in TARGETS} | data
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> TargetsConfig:
+        if not self.listed():
+            raise ValueError(
+                f"list at least one target ({', '.join(TARGETS)}); an empty "
+                "`targets:` would train and serve nothing"
+            )
+        return self
+
+    @classmethod
+    def every(cls) -> TargetsConfig:
+        """All three targets with their defaults: no `targets:` key at all."""
+        return cls(
+            churn=ChurnTarget(), purchase=EventTarget(), service_request=EventTarget()
+        )
+
+    def listed(self) -> tuple[str, ...]:
+        """The targets trained and served, in canonical order."""
+        return tuple(t for t in TARGETS if getattr(self, t) is not None)
 
     def horizon(self, target: str) -> int:
-        return getattr(self, target).horizon_days
+        return self.section(target).horizon_days
+
+    def section(self, target: str) -> ChurnTarget | EventTarget:
+        """The target's settings; a clear error when it is not listed."""
+        value = getattr(self, target, None)
+        if value is None:
+            raise ValueError(
+                f"target {target!r} is not configured (targets lists "
+                f"{', '.join(self.listed())})"
+            )
+        return value
+
+    @property
+    def churn_settings(self) -> ChurnTarget:
+        """Churn's settings, or the defaults when churn is not listed: the
+        features still need a churn horizon and definition."""
+        return self.churn if self.churn is not None else ChurnTarget()
 
 
 class FeaturesConfig(Strict):

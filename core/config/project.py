@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from core.config.base import BASE_CONTEXT_KEY, ConfigError, Strict
 from core.config.data import (
@@ -40,7 +40,8 @@ class ProjectConfig(Strict):
     data: DataConfig
     engine: EngineConfig = EngineConfig()
     roles: RolesConfig = RolesConfig()
-    targets: TargetsConfig = TargetsConfig()
+    # no `targets:` key: all three
+    targets: TargetsConfig = Field(default_factory=TargetsConfig.every)
     features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig
     mlflow: MLflowConfig = MLflowConfig()
@@ -54,7 +55,12 @@ class ProjectConfig(Strict):
 
     @model_validator(mode="after")
     def _contract_needs_subscriptions(self) -> ProjectConfig:
-        if self.targets.churn.definition == "contract" and not self.data.subscriptions:
+        churn = self.targets.churn
+        if (
+            churn is not None
+            and churn.definition == "contract"
+            and not (self.data.subscriptions)
+        ):
             raise ValueError(
                 "targets.churn.definition 'contract' reads the subscriptions "
                 "table: set data.subscriptions"

@@ -23,7 +23,6 @@ from pathlib import Path
 import bentoml
 
 from core.config import ProjectConfig
-from features.columns import TARGETS
 from model.registry import CHAMPION, RegisteredModel, download_version, load_local
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ def import_champions(config: ProjectConfig, tracking_uri: str) -> list[str]:
 
     client = MlflowClient(tracking_uri, tracking_uri)
     tags = []
-    for target in TARGETS:
+    for target in config.targets.listed():
         name = config.model_name(target)
         mv = client.get_model_version_by_alias(name, CHAMPION)
         bento_name = bento_model_name(config, target)
@@ -83,9 +82,10 @@ def _stored(name: str) -> list:
 
 
 def load_packed(config: ProjectConfig) -> dict[str, RegisteredModel]:
-    """The packed champions: the latest of each target's model in the store."""
+    """The packed champions: the latest of each listed target's model in the
+    store."""
     models = {}
-    for target in TARGETS:
+    for target in config.targets.listed():
         stored = bentoml.models.get(f"{bento_model_name(config, target)}:latest")
         labels = stored.info.labels
         models[target] = load_local(

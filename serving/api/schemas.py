@@ -15,7 +15,8 @@ CustomerId = Annotated[str, Field(min_length=1, max_length=256)]
 # a number (NaN and +-Infinity, accepted as JSON extensions, count as missing),
 # a category, or null for missing
 FeatureValue = float | Annotated[str, Field(max_length=256)] | None
-# the targets, spelled out so /docs.json lists them (features.columns.TARGETS)
+# the targets, spelled out so /docs.json lists them (features.columns.TARGETS);
+# the service answers only those the config lists (a 400 for the others)
 Target = Literal["churn", "purchase", "service_request"]
 
 
@@ -42,8 +43,12 @@ class ByIdPrediction(BaseModel):
     status: Literal["ok", "not_found"]
     # the date the customer's features were computed at (events before it)
     as_of: str | None
+    # the served targets whose population held the customer at as_of
     probabilities: dict[str, float] | None
     model_versions: dict[str, str]
+    # served targets whose population did not hold the customer at as_of (e.g.
+    # churn for a customer already churned): no probability for them
+    not_in_population: list[str] = Field(default_factory=list)
 
 
 class PredictByIdResponse(BaseModel):
@@ -151,6 +156,9 @@ class ModelInfo(BaseModel):
     feature_set_version: str | None
     calibration: str | None
     horizon_days: int | None
+    # the customers the model is trained and scored on (FeatureSpec.population_name:
+    # active_not_churned, seen, seen_within_<N>d); null for older models
+    population: str | None = None
     # the champion's backtest metric means over the origins (roc_auc, log_loss, ...)
     backtest_means: dict[str, float]
     features: list[FeatureInfo]

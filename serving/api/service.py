@@ -1,5 +1,7 @@
-"""The BentoML service: the three champions behind `predict`, `explain`,
-`outreach` and `metadata`; campaign readouts behind `campaign_report`.
+"""The BentoML service: the champions of the targets the config lists (`targets:`)
+behind `predict`, `explain`, `outreach` and `metadata` (a target it does not list
+is not served: a 400 naming the served ones); campaign readouts behind
+`campaign_report`.
 
 `bentoml serve serving.api.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
@@ -77,7 +79,7 @@ from serving.outreach.readout import ReadoutError, readout
 from serving.outreach.selection import MAX_CONTROL_SHARE
 from serving.privacy import forget
 from serving.reasons import reasons
-from serving.scoring import Champions, RecordError
+from serving.scoring import Champions, RecordError, UnknownTargetError
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,15 @@ class Propensity:
         }
         log.info("loaded champions %s from %s", self.champions.versions, uri)
 
+    def _not_served(self, target: str) -> JSONResponse | None:
+        """A 400 naming the target and the served ones when `target` is not
+        listed under `targets:` in the config, or None."""
+        try:
+            self.champions.model(target)
+        except UnknownTargetError as exc:
+            return _bad_request(str(exc))
+        return None
+
     def _rejected(self, records: list[dict]) -> JSONResponse | None:
         """A 400 naming the first bad field of the records, or None."""
         try:
@@ -171,7 +182,8 @@ class Propensity:
             list[CustomerFeatures], Field(min_length=1, max_length=MAX_RECORDS)
         ],
     ) -> PredictResponse:
-        """Churn, purchase and service-request probabilities for feature records."""
+        """Probabilities of the served targets (those the config lists: churn,
+        purchase, service_request) for feature records."""
         records = [c.features for c in customers]
         if (rejected := self._rejected(records)) is not None:
             return rejected  # type: ignore[return-value]
@@ -200,8 +212,11 @@ class Propensity:
     ) -> PredictByIdResponse:
         """Probabilities for customer ids, from the features the nightly job
         stored for each (its as-of date is returned); an id the store lacks is
-        `not_found`. With pseudonymisation on, the store is keyed by pseudonym:
-        each id is hashed first and answered as sent."""
+        `not_found`. A target whose population did not hold the customer at the
+        as-of date (e.g. churn, for a customer already churned) has no
+        probability and is listed in `not_in_population`. With pseudonymisation
+        on, the store is keyed by pseudonym: each id is hashed first and answered
+        as sent."""
         stored = self.pseudonyms.many(customer_ids)
         try:
             found = self.store.lookup(stored)
@@ -221,10 +236,14 @@ class Propensity:
             for c in customer_ids
         ]
         for row, i in enumerate(hits):
-            item = predictions[i]
+            item, hit = predictions[i], found[stored[i]]
             item.status = "ok"
-            item.as_of = found[stored[i]].as_of
-            item.probabilities = {t: float(p[row]) for t, p in probs.items()}
+            item.as_of = hit.as_of
+            # only the targets whose population held the customer at as_of
+            item.probabilities = {
+                t: float(p[row]) for t, p in probs.items() if t in hit.scored
+            }
+            item.not_in_population = [t for t in probs if t not in hit.scored]
         _count("predict_by_id", probs, len(hits))
         LOOKUPS.labels(status="ok").inc(len(hits))
         LOOKUPS.labels(status="not_found").inc(len(customer_ids) - len(hits))
@@ -245,7 +264,10 @@ class Propensity:
         k: Annotated[int | None, Field(ge=1, le=20)] = None,
     ) -> ExplainResponse:
         """One target's probability and its top-k reasons per customer: the
-        features that raised the score most (non-actionable ones left out)."""
+        features that raised the score most (non-actionable ones left out). A
+        target the config does not list is a 400 naming the served ones."""
+        if (refused := self._not_served(target)) is not None:
+            return refused  # type: ignore[return-value]
         records = [c.features for c in customers]
         if (rejected := self._rejected(records)) is not None:
             return rejected  # type: ignore[return-value]
@@ -301,6 +323,8 @@ class Propensity:
         consent, the forgotten and those over the frequency cap. `dry_run` writes
         nothing; `confirm` logs the selection for the cap (409 if the campaign
         was confirmed before)."""
+        if (refused := self._not_served(target)) is not None:
+            return refused  # type: ignore[return-value]
         if (budget is None) == (threshold is None):
             return _bad_request("budget, threshold: give exactly one")  # type: ignore[return-value]
         try:
@@ -469,6 +493,7 @@ class Propensity:
                 feature_set_version=meta.get("feature_set_version"),
                 calibration=calibration,
                 horizon_days=meta.get("horizon_days"),
+                population=meta.get("population"),
                 backtest_means={
                     k.removeprefix(BACKTEST_PREFIX).removesuffix(MEAN_SUFFIX): float(v)
                     for k, v in (meta.get("metrics") or {}).items()

@@ -50,18 +50,21 @@ class DriftMonitor:
     # target -> its model's reference (metadata "reference"); None: trained
     # before references were kept
     references: Mapping[str, dict | None]
+    # target -> its population's name: a feature's counts are shared only by
+    # targets scoring the same rows
+    populations: Mapping[str, str] = field(default_factory=dict)
     features: dict[str, dict[str, Counts]] = field(init=False, default_factory=dict)
     scores: dict[str, Counts] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        shared: dict[tuple[str, Reference], Counts] = {}
+        shared: dict[tuple[str, Reference, str | None], Counts] = {}
         for target, ref in self.references.items():
             if not ref:
                 continue
             self.scores[target] = Counts(Reference.from_dict(ref["score"]))
             self.features[target] = {}
             for name, data in ref["features"].items():
-                key = (name, Reference.from_dict(data))
+                key = (name, Reference.from_dict(data), self.populations.get(target))
                 shared.setdefault(key, Counts(key[1]))
                 self.features[target][name] = shared[key]
 
@@ -78,9 +81,10 @@ class DriftMonitor:
         scores: np.ndarray,
         counted: set[int],
     ) -> None:
-        """Count one batch: `matrix` in `features` order, the target's calibrated
-        `scores`. `counted` (ids of the Counts already fed this batch, shared
-        across targets) keeps a shared feature from being counted twice."""
+        """Count one batch: `matrix` in `features` order (the rows of the
+        target's population), the target's calibrated `scores`. `counted` (ids
+        of the Counts already fed this batch, shared across targets) keeps a
+        shared feature from being counted twice."""
         if target not in self.scores:
             return
         self.scores[target].add(scores)

@@ -10,15 +10,17 @@ Wiring around `serving.batch.score.score`, like `training.train` around the back
 4. the optional Postgres sink is upserted;
 5. outcome monitoring (serving.monitoring.outcome_runs) evaluates every newly
    matured score date against its realised labels;
-6. the run gets rows scored and skipped (by reason), score quantiles and
-   histograms per target, seconds per step, model versions, drift figures; the
-   status file `<output>/_last_run.json` says how the run ended.
+6. the run gets rows scored (in all, and per served target: its population)
+   and skipped (by reason), score quantiles and histograms per target, each
+   target's population name, seconds per step, model versions, drift figures;
+   the status file `<output>/_last_run.json` says how the run ended (with each
+   target's population and rows scored).
 
 Exit codes (`core.exitcodes.ExitCode`): OK (0) done; DRIFT_ALERT (3) scores
 written, drift alert; SINK_FAILED (4) scores written, the Postgres sink failed;
-OUTCOME_ALERT (7) scores written, a matured date missed its AUC or ECE bar;
+OUTCOME_ALERT (8) scores written, a matured date missed its AUC or ECE bar;
 FAILED (1) in the status file of a run that failed. One code per run, the first
-that applies in the order 4, 3, 7 (tonight's output before last month's);
+that applies in the order 4, 3, 8 (tonight's output before last month's);
 the status file names every alert. The CLI adds USAGE (2: config or data
 contract error).
 """
@@ -39,7 +41,7 @@ import numpy as np
 from core.atomic import Busy, atomic_write, publish_dir
 from core.config import ProjectConfig
 from core.exitcodes import ExitCode
-from features.columns import AS_OF, TARGETS
+from features.columns import AS_OF
 from features.definition import FeatureSpec, catalogue
 from features.sources.load import Dataset
 from features.sources.privacy import suppressed
@@ -226,11 +228,13 @@ def _record(
         "postgres_table": config.scoring.postgres.table
         if config.scoring.postgres
         else "",
-        **{f"{t}_model": champions.models[t].name for t in TARGETS},
-        **{f"{t}_model_version": champions.versions[t] for t in TARGETS},
+        **{f"{t}_model": champions.models[t].name for t in champions.targets},
+        **{f"{t}_model_version": champions.versions[t] for t in champions.targets},
+        **{f"{t}_population": name for t, name in r.populations.items()},
     }
     metrics = {
         "rows_scored": r.rows,
+        **{f"rows_scored_{t}": n for t, n in r.scored().items()},
         **{f"rows_skipped_{k}": v for k, v in r.skipped.items()},
         "reasons_rows": r.reasons_rows,
         "duration_s": seconds,
@@ -260,6 +264,7 @@ def _record(
 def _distribution(scores: dict[str, np.ndarray]) -> dict[str, float]:
     out = {}
     for target, values in scores.items():
+        values = values[np.isfinite(values)]  # NaN: outside the population
         if values.size == 0:
             continue
         out[f"score_{target}_mean"] = float(values.mean())
@@ -272,7 +277,10 @@ def _histograms(scores: dict[str, np.ndarray]) -> dict:
     edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
     return {
         "edges": edges.tolist(),
-        "counts": {t: np.histogram(v, edges)[0].tolist() for t, v in scores.items()},
+        "counts": {
+            t: np.histogram(v[np.isfinite(v)], edges)[0].tolist()
+            for t, v in scores.items()
+        },
     }
 
 
@@ -291,6 +299,11 @@ def _summary(out: NightlyResult) -> dict:
         "state": "finished",
         "exit_code": int(out.exit_code),
         "rows_scored": r.rows,
+        # per served target: its population's name and the customers it scored
+        "populations": {
+            t: {"population": name, "rows_scored": r.scored()[t]}
+            for t, name in r.populations.items()
+        },
         "rows_skipped": r.skipped,
         "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
         "output": str(r.path),

@@ -1,11 +1,16 @@
-"""Nightly scoring: every eligible customer at an as-of date, streamed, published
-atomically.
+"""Nightly scoring: every customer in some served target's population at an as-of
+date, streamed, published atomically.
 
 Output: Parquet under `<output>/as_of=YYYY-MM-DD/part-0.parquet`, one row per
-eligible customer (in no particular order): the three calibrated probabilities,
-a decile per target, each champion's name and version, the feature-set version,
+customer in some served target's population (in no particular order), with
+columns for the served targets only (those the config lists): the calibrated
+probability per target (null where the target's population does not hold the
+customer: churn's holds only the active, not yet churned; see
+`FeatureSpec.population_name`), a decile per target (among the customers it
+scored), each champion's name and version, the feature-set version,
 `scored_at`, the scoring run's id and, for customers in a target's top decile,
-that target's reason codes (JSON). `as_of` is the partition key (Hive/Spark
+that target's reason codes (JSON). The file's schema metadata `populations`
+names each target's population. `as_of` is the partition key (Hive/Spark
 convention: it lives in the path, and DuckDB, Spark and pyarrow return it as a
 column). A rerun for the same date replaces the folder whole; a failure or a kill
 at any moment leaves every earlier output as it was (core.atomic).
@@ -56,6 +61,7 @@ from features.columns import (
     TARGETS,
     decile_column,
     model_column,
+    population_column,
     reasons_column,
     version_column,
 )
@@ -119,12 +125,18 @@ def staging_dir(output: Path) -> Path:
     return output.parent / f".{output.name}-staging"
 
 
-def output_schema() -> pa.Schema:
-    """The columns of a scores file, in order."""
+POPULATIONS_KEY = b"populations"
+
+
+def output_schema(
+    targets: tuple[str, ...] = TARGETS, populations: dict[str, str] | None = None
+) -> pa.Schema:
+    """The columns of a scores file for the served `targets`, in order; with
+    `populations` (target -> population name) in the schema's metadata."""
     fields = [pa.field(CUSTOMER_ID, pa.string())]
-    fields += [pa.field(t, pa.float64()) for t in TARGETS]
-    fields += [pa.field(decile_column(t), pa.int8()) for t in TARGETS]
-    for t in TARGETS:
+    fields += [pa.field(t, pa.float64()) for t in targets]
+    fields += [pa.field(decile_column(t), pa.int8()) for t in targets]
+    for t in targets:
         fields += [
             pa.field(model_column(t), pa.string()),
             pa.field(version_column(t), pa.string()),
@@ -134,8 +146,11 @@ def output_schema() -> pa.Schema:
         pa.field(SCORED_AT, pa.timestamp("us")),
         pa.field(RUN_ID, pa.string()),
     ]
-    fields += [pa.field(reasons_column(t), pa.string()) for t in TARGETS]
-    return pa.schema(fields)
+    fields += [pa.field(reasons_column(t), pa.string()) for t in targets]
+    metadata = None
+    if populations is not None:
+        metadata = {POPULATIONS_KEY: json.dumps(populations).encode()}
+    return pa.schema(fields, metadata=metadata)
 
 
 @dataclass
@@ -144,7 +159,8 @@ class ScoreResult:
     rows: int
     as_of: datetime
     scored_at: datetime
-    # calibrated probabilities per target, in output order
+    # calibrated probabilities per target, in output order (NaN: outside the
+    # target's population)
     scores: dict[str, np.ndarray]
     # why customers known before as_of got no row: reason -> count
     skipped: dict[str, int]
@@ -153,6 +169,12 @@ class ScoreResult:
     # rows explained (top decile, summed over targets)
     reasons_rows: int
     drift: DriftMonitor
+    # target -> the name of the population its scores belong to
+    populations: dict[str, str] = field(default_factory=dict)
+
+    def scored(self) -> dict[str, int]:
+        """Customers scored per target (in its population)."""
+        return {t: int(np.isfinite(v).sum()) for t, v in self.scores.items()}
 
 
 def default_as_of(ds: Dataset) -> datetime:
@@ -163,19 +185,25 @@ def default_as_of(ds: Dataset) -> datetime:
 
 def deciles(scores: np.ndarray, n: int = DECILES) -> np.ndarray:
     """1 + floor(n * h / len) per score, h = how many scores are strictly higher:
-    1 is the highest tenth; equal scores share the better decile."""
+    1 is the highest tenth; equal scores share the better decile. NaN scores
+    (outside the target's population) get 0 and are not counted in `len`."""
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.size == 0:
-        return np.empty(0, dtype=np.int8)
-    ordered = np.sort(scores)
-    higher = scores.size - np.searchsorted(ordered, scores, side="right")
-    return (1 + (n * higher) // scores.size).astype(np.int8)
+    out = np.zeros(scores.size, dtype=np.int8)
+    scored = np.isfinite(scores)
+    values = scores[scored]
+    if values.size == 0:
+        return out
+    ordered = np.sort(values)
+    higher = values.size - np.searchsorted(ordered, values, side="right")
+    out[scored] = (1 + (n * higher) // values.size).astype(np.int8)
+    return out
 
 
 @dataclass
 class _Scored:
     """What the score pass keeps: per target the calibrated and the raw
-    probabilities of every eligible customer, in read order."""
+    probabilities of every eligible customer, in read order (NaN outside the
+    target's population)."""
 
     calibrated: dict[str, list[np.ndarray]] = field(default_factory=dict)
     raw: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -183,8 +211,10 @@ class _Scored:
     seconds: float = 0.0
     drift_seconds: float = 0.0
 
-    def joined(self, which: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-        return {t: np.concatenate(which.get(t) or [np.empty(0)]) for t in TARGETS}
+    def joined(
+        self, which: dict[str, list[np.ndarray]], targets: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        return {t: np.concatenate(which.get(t) or [np.empty(0)]) for t in targets}
 
 
 def score(
@@ -203,7 +233,8 @@ def score(
     spec = FeatureSpec.from_config(config)
     output = Path(config.scoring.output)
     monitor = DriftMonitor(
-        {t: m.metadata.get("reference") for t, m in champions.models.items()}
+        {t: m.metadata.get("reference") for t, m in champions.models.items()},
+        populations(spec, champions),
     )
     seconds: dict[str, float] = {}
     staging = staging_dir(output)
@@ -226,8 +257,8 @@ def score(
             ds,
             champions,
             parts,
-            scored.joined(scored.calibrated),
-            scored.joined(scored.raw),
+            scored.joined(scored.calibrated, champions.targets),
+            scored.joined(scored.raw, champions.targets),
             as_of,
             run_id=run_id,
             progress=progress,
@@ -236,6 +267,11 @@ def score(
             seconds=seconds,
             started=started,
         )
+
+
+def populations(spec: FeatureSpec, champions: Champions) -> dict[str, str]:
+    """Each served target's population name (`FeatureSpec.population_name`)."""
+    return {t: spec.population_name(t) for t in champions.targets}
 
 
 def publish(
@@ -264,7 +300,9 @@ def publish(
     target_dir = partition_dir(output, as_of)
     ranks = {t: deciles(r) for t, r in raw.items()}
     scored_at = datetime.now(UTC).replace(tzinfo=None)
+    named = populations(FeatureSpec.from_config(config), champions)
     writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
+    writer.populations = named
     writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
     t0 = time.perf_counter()
     try:
@@ -278,7 +316,7 @@ def publish(
         writer.store.commit()
     seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
     seconds["reasons"] = writer.reasons_seconds
-    rows = len(calibrated[TARGETS[0]])
+    rows = len(next(iter(calibrated.values())))
     seconds["total"] = time.perf_counter() - started
     log.info(
         "scored %d customers as of %s into %s (skipped: %s)",
@@ -297,6 +335,7 @@ def publish(
         seconds,
         writer.reasons_rows,
         monitor,
+        named,
     )
 
 
@@ -325,7 +364,9 @@ def _store_writer(
     features = [
         c
         for c in empty.columns
-        if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE) and not c.startswith("_")
+        if c not in (CUSTOMER_ID, CUTOFF, ELIGIBLE)
+        and not c.startswith("_")
+        and c not in {population_column(t) for t in TARGETS}
     ]
     categorical = champions.categorical | {
         c for c in features if not pd.api.types.is_numeric_dtype(empty[c])
@@ -381,21 +422,28 @@ def _score_pass(
         for encoding, targets in _by_encoding(champions):
             t0 = time.perf_counter()
             matrix = encoding.to_matrix(eligible)
+            inside: dict[str, np.ndarray] = {}
             for target in targets:
                 model = champions.models[target]
-                raw = model.booster.predict(matrix)
+                # each target scores the rows its population holds; NaN elsewhere
+                held = eligible[population_column(target)].to_numpy(dtype=bool)
+                rows = matrix if held.all() else matrix[held]
+                raw = np.full(len(eligible), np.nan)
+                calibrated = raw.copy()
+                raw[held] = model.booster.predict(rows)
+                calibrated[held] = model.calibrator.apply(raw[held])
                 out.raw.setdefault(target, []).append(raw)
-                out.calibrated.setdefault(target, []).append(
-                    model.calibrator.apply(raw)
-                )
+                out.calibrated.setdefault(target, []).append(calibrated)
+                inside[target] = held
             out.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
             for target in targets:
+                held = inside[target]
                 monitor.add(
                     target,
                     encoding.features,
-                    matrix,
-                    out.calibrated[target][-1],
+                    matrix if held.all() else matrix[held],
+                    out.calibrated[target][-1][held],
                     counted,
                 )
             out.drift_seconds += time.perf_counter() - t0
@@ -405,9 +453,9 @@ def _score_pass(
 
 
 def _by_encoding(champions: Champions) -> list[tuple[Encoding, list[str]]]:
-    """Targets grouped by their champion's encoding (usually one group of 3)."""
+    """Targets grouped by their champion's encoding (usually one group)."""
     groups: list[tuple[Encoding, list[str]]] = []
-    for target in TARGETS:
+    for target in champions.targets:
         encoding = champions.models[target].encoding
         group = next((g for e, g in groups if e == encoding), None)
         if group is None:
@@ -440,13 +488,15 @@ class _Writer:
         }
         self.reasons_seconds = 0.0
         self.reasons_rows = 0
+        self.populations: dict[str, str] = {}
         # the online store's writer, fed the same eligible batches (or None)
         self.store: online_store.StoreWriter | None = None
 
     def write(self, parts: list[Path], path: Path, bar: bool | None) -> None:
-        total = len(self.calibrated[TARGETS[0]])
+        targets = self.champions.targets
+        total = len(self.calibrated[targets[0]])
         progress = Progress("write", total, "customers", bar)
-        schema = output_schema()
+        schema = output_schema(targets, self.populations)
         offset = 0
         with pq.ParquetWriter(path, schema) as writer:
             for frame in _batches(parts):
@@ -456,7 +506,7 @@ class _Writer:
                 rows = slice(offset, offset + len(eligible))
                 writer.write_table(self.table(eligible, rows, schema))
                 if self.store is not None:
-                    scores = {t: self.calibrated[t][rows] for t in TARGETS}
+                    scores = {t: self.calibrated[t][rows] for t in targets}
                     self.store.append(eligible, scores, self.scored_at)
                 if offset == 0 and os.environ.get(PAUSE_ENV):
                     time.sleep(float(os.environ[PAUSE_ENV]))
@@ -469,23 +519,30 @@ class _Writer:
     def table(self, frame: pd.DataFrame, rows: slice, schema: pa.Schema) -> pa.Table:
         n = len(frame)
         models = self.champions.models
+        targets = self.champions.targets
         columns: dict[str, object] = {CUSTOMER_ID: frame[CUSTOMER_ID].astype(str)}
-        for t in TARGETS:
+        masks: dict[str, np.ndarray] = {}
+        for t in targets:
             columns[t] = self.calibrated[t][rows]
-        for t in TARGETS:
+            masks[t] = masks[decile_column(t)] = ~np.isfinite(columns[t])
+        for t in targets:
             columns[decile_column(t)] = self.ranks[t][rows]
-        for t in TARGETS:
+        for t in targets:
             columns[model_column(t)] = [models[t].name] * n
             columns[version_column(t)] = [models[t].version] * n
         columns[FEATURE_SET_VERSION] = [self.champions.feature_set_version] * n
         columns[SCORED_AT] = [self.scored_at] * n
         columns[RUN_ID] = [self.run_id] * n
         t0 = time.perf_counter()
-        for t in TARGETS:
+        for t in targets:
             columns[reasons_column(t)] = self.reasons(t, frame, self.ranks[t][rows])
         self.reasons_seconds += time.perf_counter() - t0
         return pa.table(
-            {f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema
+            {
+                f.name: pa.array(columns[f.name], f.type, mask=masks.get(f.name))
+                for f in schema
+            },
+            schema=schema,
         )
 
     def reasons(

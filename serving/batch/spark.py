@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import scratch_dir
 from core.config import ProjectConfig
-from features.columns import CUSTOMER_ID, TARGETS
+from features.columns import CUSTOMER_ID, population_column
 from features.definition import ELIGIBLE, FeatureSpec, build_features
 from features.sources.spark import SparkDataset
 from model.drift import Counts
@@ -37,6 +37,7 @@ from serving.batch.score import (
     SKIPPED_NO_EVENTS,
     SKIPPED_NOT_ELIGIBLE,
     ScoreResult,
+    populations,
     publish,
     staging_dir,
 )
@@ -102,11 +103,12 @@ def champion_models(champions: Champions) -> dict[str, tuple[str, Encoding]]:
 
 
 def spark_drift_counts(df, monitor: DriftMonitor, champions: Champions) -> None:
-    """Add every monitored feature's bin counts over `df`'s rows to `monitor`,
-    in one Spark aggregation; each shared Counts is fed once."""
+    """Add every monitored feature's bin counts over `df`'s rows in each
+    target's population to `monitor`, in one Spark aggregation; each shared
+    Counts (shared only by targets of one population) is fed once."""
     from pyspark.sql import functions as F
 
-    unique: dict[int, tuple[Counts, object]] = {}
+    unique: dict[int, tuple[Counts, object, str]] = {}
     for target, per_feature in monitor.features.items():
         encoding = champions.models[target].encoding
         by_name = dict(
@@ -114,12 +116,12 @@ def spark_drift_counts(df, monitor: DriftMonitor, champions: Champions) -> None:
         )
         for name, counts in per_feature.items():
             if id(counts) not in unique and name in by_name:
-                unique[id(counts)] = (counts, by_name[name])
+                unique[id(counts)] = (counts, by_name[name], population_column(target))
     if not unique:
         return
     items = list(unique.values())
     entries = []
-    for key, (counts, column) in enumerate(items):
+    for key, (counts, column, flag) in enumerate(items):
         ref = counts.reference
         missing = column.isNull() | F.isnan(column)
         index = sum(
@@ -134,14 +136,15 @@ def spark_drift_counts(df, monitor: DriftMonitor, champions: Champions) -> None:
                 .when(column > F.lit(ref.high), 2)
                 .otherwise(0)
             )
-        entries.append(
-            F.struct(F.lit(key).alias("k"), bin_.alias("b"), side.alias("s"))
-        )
+        entry = F.struct(F.lit(key).alias("k"), bin_.alias("b"), side.alias("s"))
+        # null outside the target's population: dropped after the explode
+        entries.append(F.when(df[flag], entry))
     rows = []
     for start in range(0, len(entries), DRIFT_COLUMNS_PER_PASS):
         group = entries[start : start + DRIFT_COLUMNS_PER_PASS]
         rows += (
             df.select(F.explode(F.array(*group)).alias("e"))
+            .filter(F.col("e").isNotNull())
             .groupBy("e.k", "e.b", "e.s")
             .count()
             .collect()
@@ -171,7 +174,8 @@ def score_spark(
     output = Path(config.scoring.output)
     spark = ds.spark
     monitor = DriftMonitor(
-        {t: m.metadata.get("reference") for t, m in champions.models.items()}
+        {t: m.metadata.get("reference") for t, m in champions.models.items()},
+        populations(spec, champions),
     )
     seconds: dict[str, float] = {}
     with scratch_dir(staging_dir(output), "spark") as scratch:
@@ -190,10 +194,15 @@ def score_spark(
         scored_dir = scratch / "scored"
         with_scores(frame, champion_models(champions)).write.parquet(str(scored_dir))
         parts = sorted(scored_dir.glob("*.parquet"))
-        raw, not_eligible = _raw_scores(parts)
-        calibrated = {t: champions.models[t].calibrator.apply(raw[t]) for t in TARGETS}
+        raw, not_eligible = _raw_scores(parts, champions.targets)
+        calibrated = {}
+        for t in champions.targets:
+            calibrated[t] = np.full(len(raw[t]), np.nan)
+            held = np.isfinite(raw[t])
+            calibrated[t][held] = champions.models[t].calibrator.apply(raw[t][held])
         for target, counts in monitor.scores.items():
-            counts.add(calibrated[target])
+            scores = calibrated[target]
+            counts.add(scores[np.isfinite(scores)])
         seconds["score"] = time.perf_counter() - t0
         skipped[SKIPPED_NOT_ELIGIBLE] = not_eligible
         return publish(
@@ -213,18 +222,24 @@ def score_spark(
         )
 
 
-def _raw_scores(parts: list[Path]) -> tuple[dict[str, np.ndarray], int]:
+def _raw_scores(
+    parts: list[Path], targets: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], int]:
     """The eligible rows' booster probabilities, in the parts' order (the order
-    the write pass reads), and how many rows were not eligible."""
-    raw: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    the write pass reads; NaN where the target's population does not hold the
+    row), and how many rows were not eligible."""
+    raw: dict[str, list[np.ndarray]] = {t: [] for t in targets}
     not_eligible = 0
-    columns = [ELIGIBLE, *(raw_column(t) for t in TARGETS)]
+    flags = [population_column(t) for t in targets]
+    columns = [ELIGIBLE, *flags, *(raw_column(t) for t in targets)]
     for part in parts:
         table = pq.read_table(part, columns=columns).to_pandas()
         keep = table[ELIGIBLE].to_numpy(dtype=bool)
         not_eligible += int((~keep).sum())
-        for t in TARGETS:
-            raw[t].append(table[raw_column(t)].to_numpy(dtype=np.float64)[keep])
+        for t in targets:
+            values = table[raw_column(t)].to_numpy(dtype=np.float64, na_value=np.nan)
+            held = table[population_column(t)].to_numpy(dtype=bool)
+            raw[t].append(np.where(held, values, np.nan)[keep])
     return {t: np.concatenate(v or [np.empty(0)]) for t, v in raw.items()}, not_eligible
 
 

@@ -24,6 +24,7 @@ columns:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from features.columns import (
 from features.definition import FeatureSpec
 from features.labels import LabelSpec, build_labels, data_end
 from features.sources.load import Dataset
-from serving.batch.score import PART_FILE
+from serving.batch.score import PART_FILE, POPULATIONS_KEY
 from serving.monitoring.realised import realised
 from serving.outreach.contact_log import ContactLog
 
@@ -93,6 +94,13 @@ def scoring_run(path: Path) -> str:
         return ""
     found = pc.unique(pq.read_table(path, columns=[RUN_ID])[RUN_ID]).to_pylist()
     return ",".join(sorted(str(r) for r in found if r)) if found else ""
+
+
+def populations(path: Path) -> dict[str, str]:
+    """Each target's population name, as the scoring run recorded it in the
+    file's schema metadata (none in files written before populations)."""
+    raw = (pq.read_schema(path).metadata or {}).get(POPULATIONS_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def naive_utc(at: datetime) -> datetime:
@@ -200,6 +208,7 @@ def evaluate(
         )
         return report
     contacts = ContactLog(config.outreach.contact_log)
+    named = populations(date.path)
     id_array = np.asarray(ids, dtype=object)
     for t in targets:
         horizon = timedelta(days=labels.horizons[t])
@@ -217,6 +226,7 @@ def evaluate(
         report["targets"][t] = {
             "model": _one(scores[model_column(t)], scored),
             "model_version": _one(scores[version_column(t)], scored),
+            "population": named.get(t),
             "horizon_days": labels.horizons[t],
             "window": {
                 "start": date.as_of.isoformat(),

@@ -11,6 +11,10 @@ deletes customers from it (`OnlineStore.delete`). Two implementations:
 - `serving.online_store.postgres`: a Postgres table, built as `<table>__new` and
   renamed into place (`online_store.postgres`), for services on several machines.
 
+A row holds a customer in some scored target's population; the score of a target
+whose population does not hold the customer is NULL, and `Found.scored` names the
+targets that do (predict_by_id answers only those).
+
 `open_reader` and `open_writer` pick the configured one. The rows' layout (meta
 keys, column order, value types) is defined here, so both hold the same rows.
 """
@@ -55,6 +59,11 @@ class StoreMeta:
     categorical: frozenset[str]
     model_versions: Mapping[str, str]
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The targets scored (a score column each), in canonical order."""
+        return tuple(t for t in TARGETS if t in self.model_versions)
+
     def to_rows(self) -> list[tuple[str, str]]:
         return [
             ("format", FORMAT),
@@ -87,10 +96,12 @@ class StoreMeta:
 
 @dataclass(frozen=True)
 class Found:
-    """One customer's row: the as-of date and the features as a record."""
+    """One customer's row: the as-of date, the features as a record and the
+    targets whose population held the customer then (a nightly score each)."""
 
     as_of: str
     record: dict[str, object]
+    scored: frozenset[str] = frozenset(TARGETS)
 
 
 # -- the interface ------------------------------------------------------------
@@ -165,15 +176,17 @@ def rows(
     scored_at: datetime,
 ) -> Iterator[tuple]:
     """A chunk's rows in the store's column order: id, as_of, the features, the
-    scores, scored_at."""
+    scores of the store's targets (NULL where the target's population does not
+    hold the customer: NaN in `scores`), scored_at."""
     columns: list[Iterable] = [
         frame[CUSTOMER_ID].astype(str).tolist(),
         [meta.as_of] * len(frame),
     ]
     for name in meta.features:
         columns.append(column_values(frame[name], name in meta.categorical))
-    for target in TARGETS:
-        columns.append(np.asarray(scores[target], dtype=np.float64).tolist())
+    for target in meta.targets:
+        values = np.asarray(scores[target], dtype=np.float64).tolist()
+        columns.append([None if v != v else v for v in values])  # NaN -> NULL
     columns.append([scored_at.isoformat()] * len(frame))
     return zip(*columns, strict=True)
 

@@ -92,7 +92,7 @@ class PostgresStoreWriter(WriterContext):
             f"{_q(f)} {'text' if f in meta.categorical else 'double precision'}"
             for f in meta.features
         ]
-        columns += [f"{_q(score_column(t))} double precision" for t in TARGETS]
+        columns += [f"{_q(score_column(t))} double precision" for t in meta.targets]
         columns.append(f"{_q(SCORED_AT)} text")
         with self._con, self._con.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {new}")
@@ -213,8 +213,10 @@ class PostgresStore:
                 self._local.con = None  # a dropped connection: once more
                 if attempt == 2:
                     raise
-        skip = {CUSTOMER_ID, AS_OF, SCORED_AT, *map(score_column, TARGETS)}
+        scores = {score_column(t): t for t in TARGETS}
+        skip = {CUSTOMER_ID, AS_OF, SCORED_AT, *scores}
         features = [(i, n) for i, n in enumerate(names) if n not in skip]
+        scored = [(i, scores[n]) for i, n in enumerate(names) if n in scores]
         lacking = [f for f in self.required if f not in {n for _, n in features}]
         if lacking:
             raise StoreError(
@@ -224,7 +226,12 @@ class PostgresStore:
             )
         at, cid = names.index(AS_OF), names.index(CUSTOMER_ID)
         return {
-            row[cid]: Found(row[at], {n: row[i] for i, n in features}) for row in rows
+            row[cid]: Found(
+                row[at],
+                {n: row[i] for i, n in features},
+                frozenset(t for i, t in scored if row[i] is not None),
+            )
+            for row in rows
         }
 
     @property

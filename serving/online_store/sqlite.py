@@ -19,7 +19,8 @@ Layout (format 1):
   (JSON list), `model_versions` (JSON object per target);
 - `customers`: `customer_id TEXT PRIMARY KEY`, `as_of TEXT` (YYYY-MM-DD), one
   column per feature (REAL, or TEXT for categoricals, NULL when missing), and the
-  nightly scores per target (`score_<target>`) with `scored_at`.
+  nightly scores per scored target (`score_<target>`; NULL where the target's
+  population does not hold the customer) with `scored_at`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import TMP_PREFIX, atomic_write, replace_file, temp_path
-from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT, TARGETS
+from features.columns import AS_OF, CUSTOMER_ID, SCORED_AT
 from serving.online_store.base import (
     Found,
     StoreError,
@@ -85,7 +86,7 @@ class SqliteStoreWriter(WriterContext):
             f"{_quote(f)} {'TEXT' if f in meta.categorical else 'REAL'}"
             for f in meta.features
         ]
-        score_cols = [f"{_quote(score_column(t))} REAL" for t in TARGETS]
+        score_cols = [f"{_quote(score_column(t))} REAL" for t in meta.targets]
         self._db.execute(
             f"CREATE TABLE {META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
@@ -95,7 +96,7 @@ class SqliteStoreWriter(WriterContext):
             "WITHOUT ROWID"
         )
         self._db.executemany(f"INSERT INTO {META} VALUES (?, ?)", meta.to_rows())
-        n = 2 + len(meta.features) + len(TARGETS) + 1
+        n = 2 + len(meta.features) + len(meta.targets) + 1
         self._insert = f"INSERT INTO {TABLE} VALUES ({', '.join('?' * n)})"
 
     def append(
@@ -195,7 +196,8 @@ class SqliteStore:
                     f"{meta.feature_set_version}) lacks {len(lacking)} feature(s) the "
                     f"champions read, e.g. {lacking[0]!r}: rerun `propensity score`"
                 )
-            names = [CUSTOMER_ID, AS_OF, *meta.features]
+            scores = [score_column(t) for t in meta.targets]
+            names = [CUSTOMER_ID, AS_OF, *meta.features, *scores]
             sql = (
                 f"SELECT {', '.join(map(_quote, names))} FROM {TABLE} "
                 f"WHERE {CUSTOMER_ID} IN (SELECT value FROM json_each(?))"
@@ -213,12 +215,21 @@ class SqliteStore:
         """The rows of those ids the store holds (absent ids are left out)."""
         db, meta, sql = self._current()
         found: dict[str, Found] = {}
-        features = meta.features
+        features, targets = meta.features, meta.targets
+        n = 2 + len(features)
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), LOOKUP_BATCH):
             batch = json.dumps(unique[start : start + LOOKUP_BATCH])
             for row in db.execute(sql, (batch,)):
-                found[row[0]] = Found(row[1], dict(zip(features, row[2:], strict=True)))
+                found[row[0]] = Found(
+                    row[1],
+                    dict(zip(features, row[2:n], strict=True)),
+                    frozenset(
+                        t
+                        for t, v in zip(targets, row[n:], strict=True)
+                        if v is not None
+                    ),
+                )
         return found
 
     @property

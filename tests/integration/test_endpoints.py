@@ -27,7 +27,7 @@ import yaml
 from starlette.testclient import TestClient
 
 from core.config import OUTREACH_KEY_ENV, FrequencyCap, ProjectConfig, load_config
-from features.columns import TARGETS
+from features.columns import TARGETS, population_column
 from features.definition import FeatureSpec, catalogue
 from features.sources.privacy import pseudonymiser, suppression_path
 from serving.online_store import StoreMeta
@@ -104,10 +104,16 @@ def descriptions(trained: Project) -> dict[str, str]:
 
 
 def write_store(
-    path: Path, frame: pd.DataFrame, champions: Champions, as_of: str
+    path: Path,
+    frame: pd.DataFrame,
+    champions: Champions,
+    as_of: str,
+    outside: dict[str, list[int]] | None = None,
 ) -> None:
-    """The online store as the nightly job writes it, for these customers."""
-    features = [c for c in frame.columns if c not in ("customer_id", "cutoff")]
+    """The online store as the nightly job writes it, for these customers;
+    `outside`: per target, rows its population does not hold (no score)."""
+    flags = {population_column(t) for t in TARGETS}
+    features = [c for c in frame.columns if c not in ("customer_id", "cutoff", *flags)]
     categorical = champions.categorical | {
         c for c in features if not pd.api.types.is_numeric_dtype(frame[c])
     }
@@ -120,8 +126,11 @@ def write_store(
         categorical=frozenset(categorical),
         model_versions=champions.versions,
     )
+    scores = champions.predict_frame(frame)
+    for target, rows in (outside or {}).items():
+        scores[target][rows] = np.nan
     with SqliteStoreWriter(path, meta) as writer:
-        writer.append(frame, champions.predict_frame(frame), datetime.now())
+        writer.append(frame, scores, datetime.now())
 
 
 def by_id(client: TestClient, ids: list[str]) -> dict:
@@ -150,6 +159,17 @@ def test_predict_by_id_scores_the_stored_features_and_flags_unknown_ids(
         assert p["model_versions"] == champions.versions
         for target in TARGETS:
             assert p["probabilities"][target] == expected[target][row]
+        assert p["not_in_population"] == []
+    # issue 18: a customer outside churn's population (already churned) gets
+    # the other targets' probabilities only, and is told which are missing
+    write_store(store, frame, champions, "2025-11-15", outside={"churn": [3]})
+    churned, other = by_id(client, [frame.customer_id[3], frame.customer_id[0]])[
+        "predictions"
+    ]
+    assert churned["status"] == "ok" and churned["not_in_population"] == ["churn"]
+    assert set(churned["probabilities"]) == {"purchase", "service_request"}
+    assert churned["probabilities"]["purchase"] == expected["purchase"][3]
+    assert set(other["probabilities"]) == set(TARGETS)
 
 
 def test_predict_by_id_picks_up_a_new_store_without_a_restart(
@@ -615,6 +635,8 @@ def test_metadata_lists_the_champions_as_registered(
         assert info["feature_set_version"] == model.metadata["feature_set_version"]
         assert info["calibration"] == model.metadata["calibration"]["method"]
         assert info["horizon_days"] == model.metadata["horizon_days"]
+        population = "active_not_churned" if target == "churn" else "seen"
+        assert info["population"] == model.metadata["population"] == population
         means = info["backtest_means"]
         assert means["roc_auc"] == model.metadata["metrics"]["backtest_roc_auc_mean"]
         assert means["log_loss"] > 0 and "roc_auc_std" not in means

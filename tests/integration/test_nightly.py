@@ -137,7 +137,13 @@ def test_run_is_recorded_in_mlflow_and_rows_carry_its_id(
     assert run.data.tags["kind"] == "scoring" and run.data.tags["as_of"] == DATES[1]
     m, p = run.data.metrics, run.data.params
     assert m["rows_scored"] == len(scores)
-    assert m["rows_skipped_not_eligible"] > 0  # the demo has churned customers
+    # purchase and service_request score everyone seen; churn leaves out the
+    # demo's churned customers (null churn score, no row skipped for it)
+    assert m["rows_skipped_not_eligible"] == 0
+    assert m["rows_scored_purchase"] == m["rows_scored_service_request"] == len(scores)
+    assert 0 < m["rows_scored_churn"] == scores.churn.notna().sum() < len(scores)
+    assert p["churn_population"] == "active_not_churned"
+    assert p["purchase_population"] == "seen"
     assert m["rows_skipped_no_events_before_as_of"] >= 0
     assert m["duration_s"] > 0 and m["step_features_s"] > 0
     for target in TARGETS:
@@ -145,7 +151,7 @@ def test_run_is_recorded_in_mlflow_and_rows_carry_its_id(
         assert m[f"score_{target}_p50"] == pytest.approx(scores[target].median())
         assert 0 <= m[f"drift_psi_score_{target}"] < 0.25
         top = scores[scores[f"{target}_decile"] == 1]
-        assert 0.09 <= len(top) / len(scores) <= 0.15
+        assert 0.09 <= len(top) / scores[target].notna().sum() <= 0.15
         assert top[f"{target}_reasons"].notna().all()
         assert (
             scores.loc[scores[f"{target}_decile"] > 1, f"{target}_reasons"].isna().all()
@@ -165,7 +171,8 @@ def test_run_is_recorded_in_mlflow_and_rows_carry_its_id(
     histograms = mlflow.artifacts.load_dict(
         f"{run.info.artifact_uri}/score_histograms.json"
     )
-    assert sum(histograms["counts"]["churn"]) == len(scores)
+    assert sum(histograms["counts"]["churn"]) == m["rows_scored_churn"]
+    assert sum(histograms["counts"]["purchase"]) == len(scores)
     assert run.data.tags["exit_code"] == "0"
 
 

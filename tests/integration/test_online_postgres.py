@@ -136,4 +136,9 @@ def test_nightly_job_writes_the_table_the_api_reads(
     for p in data["predictions"][:-1]:
         assert p["as_of"] == "2025-12-01"
         for target in TARGETS:
-            assert p["probabilities"][target] == expected.loc[p["customer_id"], target]
+            nightly_score = expected.loc[p["customer_id"], target]
+            if pd.isna(nightly_score):  # outside the target's population: NULL
+                assert target in p["not_in_population"]
+                assert target not in p["probabilities"]
+            else:
+                assert p["probabilities"][target] == nightly_score

@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import httpx
 import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
@@ -14,13 +15,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from core.config import load_config
-from features.columns import TARGETS
+from features.columns import TARGETS, population_column
 from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
 from features.sources.load import load
 from model.registry import configure
 from serving.batch.score import default_as_of
 from serving.scoring import Champions
-from tests.helpers import Project, run_cli, write_config
+from tests.helpers import Project, auth, run_cli, serving, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -150,23 +151,50 @@ def test_nightly_scoring_writes_every_eligible_customer(trained: Project) -> Non
     ).to_pandas()
     assert sorted(scores.customer_id) == sorted(feats[feats[ELIGIBLE]].customer_id)
     assert scores.customer_id.is_unique
-    for target in TARGETS:
-        assert scores[target].between(0, 1).all() and scores[target].std() > 0
-    # the scores are the champions' in-process predictions on the same features
+    # the scores are the champions' in-process predictions on the same features,
+    # each target's on the customers its population holds, null elsewhere
     champions = Champions.load(config, trained.tracking_uri)
     eligible = feats[feats[ELIGIBLE]].sort_values("customer_id").reset_index(drop=True)
     expected = champions.predict_frame(eligible)
     ordered = scores.sort_values("customer_id").reset_index(drop=True)
     for target in TARGETS:
+        held = eligible[population_column(target)].to_numpy(dtype=bool)
+        assert ordered[target].notna().to_numpy().tolist() == held.tolist(), target
+        assert ordered[target][held].between(0, 1).all()
+        assert ordered[target][held].std() > 0
+        assert ordered[f"{target}_decile"].notna().tolist() == held.tolist()
         assert ordered[f"{target}_model_version"].unique().tolist() == [
             champions.versions[target]
         ]
         pd.testing.assert_series_equal(
-            ordered[target],
-            pd.Series(expected[target], name=target),
+            ordered[target][held],
+            pd.Series(expected[target], name=target)[held],
             rtol=0,
             atol=1e-12,
         )
+    # issue 18: purchase and service_request score every customer seen, also
+    # those inactive for longer than the churn horizon, whom churn leaves out
+    gone = eligible.days_since_last_event.to_numpy() > 30
+    assert gone.sum() > 50
+    assert ordered.purchase[gone].notna().all()
+    assert ordered.service_request[gone].notna().all()
+    assert ordered.churn[gone].isna().all()
+    populations = json.loads(schema.metadata[b"populations"])
+    assert populations == {
+        "churn": "active_not_churned",
+        "purchase": "seen",
+        "service_request": "seen",
+    }
+    status = json.loads((trained.root / "scores" / "_last_run.json").read_text())
+    assert status["populations"]["purchase"] == {
+        "population": "seen",
+        "rows_scored": len(ordered),
+    }
+    churn = status["populations"]["churn"]
+    assert churn == {
+        "population": "active_not_churned",
+        "rows_scored": int(eligible.in_churn.sum()),
+    }
 
 
 def test_rerun_replaces_and_bad_input_leaves_outputs_intact(trained: Project) -> None:
@@ -208,25 +236,82 @@ def test_rerun_replaces_and_bad_input_leaves_outputs_intact(trained: Project) ->
     assert '"exit_code": 2' in status.stdout and "event_time" in status.stdout
 
 
-def test_an_untrainable_target_fails_before_anything_is_registered(
+def test_an_untrainable_target_is_skipped_and_unlisted_ones_are_not_served(
     trained: Project, tmp_path: Path
 ) -> None:
-    """No service requests in the data (as in CDNOW): a clear error, nothing logged."""
-    config = write_config(
+    """No service requests in the data (as in CDNOW). Listed with purchase, it
+    is skipped with its counts, purchase is trained and registered, train exits
+    7; churn, not listed, is neither trained nor served: the nightly output and
+    the API have purchase only. Listed alone, nothing is registered (exit 1)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**trained.env(), "MLFLOW_TRACKING_URI": uri}
+    roles = {"service_request": ["no_such_event"]}
+    alone = write_config(
+        tmp_path / "alone.yaml",
+        trained.events,
+        trained.customers,
+        roles=roles,
+        targets={"service_request": {"horizon_days": 30}},
+    )
+    done = run_cli(["--config", str(alone), "train"], env)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "no listed target could be trained" in done.stderr
+    client = MlflowClient(uri, uri)
+    assert client.search_registered_models() == []
+
+    both = write_config(
         tmp_path / "no_tickets.yaml",
         trained.events,
         trained.customers,
-        roles={"service_request": ["no_such_event"]},
+        roles=roles,
+        targets={"purchase": {}, "service_request": {"horizon_days": 30}},
+        scoring={"output": str(tmp_path / "scores")},
+        online_store={"path": str(tmp_path / "online.sqlite")},
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = run_cli(
-        ["--config", str(config), "train"],
-        {**trained.env(), "MLFLOW_TRACKING_URI": uri},
-    )
-    assert done.returncode == 1
+    done = run_cli(["--config", str(both), "train"], env)
+    assert done.returncode == 7, done.stderr[-3000:]
     # every cutoff's service_request rows hold a single class: none is an origin
-    assert "service_request: the backtest needs" in done.stderr
+    assert "skipped service_request: the backtest needs" in done.stderr
     assert "service_request: dropped" in done.stderr
     assert "service_request's rows hold a single class" in done.stderr
-    client = MlflowClient(uri, uri)
-    assert client.search_registered_models() == []
+    assert "2025-03-01 " in done.stderr and " rows/0 positive" in done.stderr
+    assert "purchase" in done.stdout and "churn" not in done.stdout
+    assert [m.name for m in client.search_registered_models()] == ["purchase"]
+
+    # serving purchase only: leave service_request out too
+    only = yaml.safe_load(both.read_text())
+    only["targets"] = {"purchase": {}}
+    both.write_text(yaml.safe_dump(only))
+    done = run_cli(["--config", str(both), "score", "--as-of", "2025-12-01"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = tmp_path / "scores" / "as_of=2025-12-01" / "part-0.parquet"
+    scores = pd.read_parquet(path)
+    assert [c for c in scores.columns if c.startswith(("churn", "service_"))] == []
+    assert {"purchase", "purchase_decile", "purchase_reasons"} <= set(scores.columns)
+    assert scores.purchase.notna().all()
+    assert json.loads(pq.read_schema(path).metadata[b"populations"]) == {
+        "purchase": "seen"
+    }
+    with serving({**env, "PROPENSITY_CONFIG": str(both)}, tmp_path / "log") as server:
+        ids = scores.customer_id.head(2).tolist()
+        answer = httpx.post(
+            f"{server.url}/predict_by_id",
+            json={"customer_ids": ids},
+            headers=auth(),
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert [set(p["probabilities"]) for p in body["predictions"]] == [
+            {"purchase"}
+        ] * 2
+        assert set(body["predictions"][0]["model_versions"]) == {"purchase"}
+        refused = httpx.post(
+            f"{server.url}/explain",
+            json={"customers": [{"features": {}}], "target": "churn"},
+            headers=auth(),
+            timeout=30,
+        )
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert "'churn' is not served" in error and "answers purchase" in error

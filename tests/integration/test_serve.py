@@ -220,8 +220,12 @@ def test_predict_by_id_returns_exactly_the_nightly_scores(
         assert p["status"] == "ok" and p["as_of"] == as_of
         row = expected.loc[p["customer_id"]]
         for target in TARGETS:
-            assert p["probabilities"][target] == row[target]
             assert p["model_versions"][target] == row[f"{target}_model_version"]
+            if pd.isna(row[target]):  # outside the target's population
+                assert target not in p["probabilities"]
+                assert target in p["not_in_population"]
+            else:
+                assert p["probabilities"][target] == row[target]
     metrics = httpx.get(f"{server.url}/metrics").text
     found = re.search(
         r'propensity_scored_customers_total\{[^}]*endpoint="predict_by_id"'

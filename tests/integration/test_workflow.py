@@ -90,8 +90,10 @@ def test_plots_and_model_card_are_logged(
         )
     ).read_text()
     params = client.get_run(run_id).data.params
-    for text in ("Model card: churn", "Eligibility", "recency", "logreg", "Caveats"):
+    texts = ("Model card: churn", "Population `active_not_churned`", "recency")
+    for text in (*texts, "logreg", "Caveats"):
         assert text in card, text
+    assert params["population"] == "active_not_churned"
     assert params["origins"].replace(",", ", ") in card
     assert f"calibrated with **{params['calibration']}**" in card
 
@@ -244,7 +246,8 @@ def test_a_weaker_challenger_stays_challenger_with_its_figures(
         ]
         assert labels[0] == labels[1]
         assert labels[0]["label.horizon_days"] == "30"
-        assert labels[0]["label.population"] == "active_not_churned"
+        population = "active_not_churned" if target == "churn" else "seen"
+        assert labels[0]["label.population"] == population
         assert ("label.definition" in labels[0]) == (target == "churn")
         artifacts = {a.path for a in client.list_artifacts(runs[1].info.run_id)}
         assert "backtest_predictions.parquet" in artifacts

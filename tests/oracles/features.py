@@ -53,8 +53,11 @@ the `t` days before them `[c - 2t, c - t)`:
 
 Then:
 
-- `eligible`: not already churned at `c` under the churn definition (see
-  `reference_eligible`);
+- one flag per listed target (`in_<target>`): churn's population is not already
+  churned at `c` under the churn definition (see `reference_eligible`);
+  purchase's and service_request's is every customer seen before `c`, or, with
+  `lookback_days`, with an event (any role) at or after `c - N days`;
+- `eligible`: in some listed target's population;
 - customer attributes: numbers and booleans as they are, strings as they are,
   timestamps and dates as `days_since_<name>` (whole days, floored) when before `c`,
   else null.
@@ -86,6 +89,7 @@ from features.columns import (
     ROLE,
     ROLES,
     SERVICE_REQUEST,
+    population_column,
 )
 from features.definition import ELIGIBLE, FeatureSpec
 from features.labels import LabelSpec
@@ -193,6 +197,24 @@ def reference_eligible(past: Events, cutoff: pd.Timestamp, spec: FeatureSpec) ->
         "contract": True,
     }
     return rule[spec.churn_definition]
+
+
+def reference_populations(
+    past: Events, cutoff: pd.Timestamp, spec: FeatureSpec
+) -> dict[str, bool]:
+    """`in_<target>` per listed target, then `eligible` (any of them)."""
+    out = {}
+    for target in spec.targets:
+        if target == "churn":
+            flag = reference_eligible(past, cutoff, spec)
+        elif target in spec.lookback_days:
+            since = cutoff - spec.lookback_days[target] * DAY
+            flag = len(past) > 0 and past.last() >= since
+        else:
+            flag = len(past) > 0
+        out[population_column(target)] = bool(flag)
+    out[ELIGIBLE] = any(out.values())
+    return out
 
 
 def amount_features(events: Events, role: str, w: int) -> dict[str, object]:
@@ -330,7 +352,7 @@ def reference_features(
             row = {CUSTOMER_ID: cid, CUTOFF: cutoff}
             row.update(event_features(past, cutoff, spec))
             row.update(attribute_values(by_id.get(cid), list(kinds), kinds, cutoff))
-            row[ELIGIBLE] = reference_eligible(past, cutoff, spec)
+            row.update(reference_populations(past, cutoff, spec))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -349,7 +371,7 @@ def reference_pairs(events: pd.DataFrame, cutoffs: Sequence[datetime]) -> pd.Dat
 def reference_labels(
     events: pd.DataFrame, pairs: pd.DataFrame, spec: FeatureSpec, labels: LabelSpec
 ) -> pd.DataFrame:
-    """churn, purchase, service_request (0/1) per pair from `[c, c + horizon)`.
+    """The listed targets' labels (0/1) per pair from `[c, c + horizon)`.
 
     purchase: a purchase event in the window; service_request: a service-request
     event; churn by `labels.churn_definition`: "inactivity" = no non-cancel event,
@@ -366,25 +388,19 @@ def reference_labels(
             t = mine[EVENT_TIME]
             return mine.loc[(t >= cutoff) & (t < end), ROLE]
 
-        churn_roles = window(CHURN)
-        inactive = not (churn_roles != CANCEL).any()
-        cancelled = bool((churn_roles == CANCEL).any())
-        churn = {
-            "inactivity": inactive,
-            "cancel": cancelled,
-            "inactivity_or_cancel": inactive or cancelled,
-        }[labels.churn_definition]
-        rows.append(
-            {
-                CUSTOMER_ID: cid,
-                CUTOFF: cutoff,
-                CHURN: int(churn),
-                PURCHASE: int((window(PURCHASE) == PURCHASE).any()),
-                SERVICE_REQUEST: int(
-                    (window(SERVICE_REQUEST) == SERVICE_REQUEST).any()
-                ),
-            }
-        )
-    return pd.DataFrame(
-        rows, columns=[CUSTOMER_ID, CUTOFF, CHURN, PURCHASE, SERVICE_REQUEST]
-    )
+        row = {CUSTOMER_ID: cid, CUTOFF: cutoff}
+        if CHURN in labels.horizons:
+            churn_roles = window(CHURN)
+            inactive = not (churn_roles != CANCEL).any()
+            cancelled = bool((churn_roles == CANCEL).any())
+            churn = {
+                "inactivity": inactive,
+                "cancel": cancelled,
+                "inactivity_or_cancel": inactive or cancelled,
+            }[labels.churn_definition]
+            row[CHURN] = int(churn)
+        for target in (PURCHASE, SERVICE_REQUEST):
+            if target in labels.horizons:
+                row[target] = int((window(target) == target).any())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[CUSTOMER_ID, CUTOFF, *labels.horizons])

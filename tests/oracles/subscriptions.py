@@ -33,6 +33,7 @@ from features.columns import (
     PRICE,
     QUANTITY,
     START_TIME,
+    population_column,
 )
 from features.definition import FeatureSpec
 
@@ -142,9 +143,9 @@ def terms_of(subscriptions: pd.DataFrame) -> dict[str, list[dict]]:
 def reference_subscription_features(
     features: pd.DataFrame, subscriptions: pd.DataFrame, spec: FeatureSpec
 ) -> pd.DataFrame:
-    """The reference event features (`features`, with eligible) and the
-    subscription features per row; under contract churn, eligible asks for an
-    active subscription too."""
+    """The reference event features (`features`, with the population flags and
+    eligible) and the subscription features per row; under contract churn, the
+    churn population asks for an active subscription too."""
     by_id = terms_of(subscriptions)
     rows = []
     for row in features.to_dict("records"):
@@ -153,8 +154,11 @@ def reference_subscription_features(
             by_id.get(row[CUSTOMER_ID], []), pd.Timestamp(row["cutoff"]), spec, activity
         )
         row = {**row, **values}
-        if spec.churn_definition == "contract":
-            row["eligible"] = bool(row["eligible"]) and values["sub_active"] == 1
+        if spec.churn_definition == "contract" and "churn" in spec.targets:
+            churn = population_column("churn")
+            row[churn] = bool(row[churn]) and values["sub_active"] == 1
+            flags = [bool(row[population_column(t)]) for t in spec.targets]
+            row["eligible"] = any(flags)
         rows.append(row)
     return pd.DataFrame(rows)
 

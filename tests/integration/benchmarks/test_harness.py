@@ -264,7 +264,8 @@ def test_reference_sql_equals_the_engine_on_edge_cases(tmp_path: Path) -> None:
     assert rows["C", "04-01"]["days_since_last_service_request"] == 0
     assert rows["C", "04-01"]["purchase_count_total"] == 1  # at the cutoff: later
     assert rows["A", "03-06"]["active_day_share_7d"] == pytest.approx(2 / 5)
-    assert not rows["B", "04-01"]["eligible"]
+    # churned (out of churn's population), still in purchase's
+    assert not rows["B", "04-01"]["in_churn"] and rows["B", "04-01"]["in_purchase"]
     assert rows["B", "04-01"]["days_since_signup_time"] is None
 
 

@@ -183,7 +183,8 @@ def test_exit_codes_keep_their_numbers() -> None:
         "SINK_FAILED": 4,
         "RUNNING": 5,
         "NO_RUN": 6,
-        "OUTCOME_ALERT": 7,
+        "TARGET_SKIPPED": 7,
+        "OUTCOME_ALERT": 8,
     }
     table = describe()
     assert list(table) == sorted(ExitCode)

@@ -50,7 +50,12 @@ def test_check_names_the_target_train_cannot_train(
         events,
         None,
         roles={"service_request": ["no_such_event"]},
-        targets={"churn": {"horizon_days": 60}},
+        # a `targets:` mapping lists the targets trained: all three here
+        targets={
+            "churn": {"horizon_days": 60},
+            "purchase": {},
+            "service_request": {},
+        },
         training={"cutoffs": {"start": "2024-02-01", "freq": "MS"}},
     )
     assert main(["--config", str(config), "check"]) == ExitCode.FAILED

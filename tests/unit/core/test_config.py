@@ -57,6 +57,31 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.model_name("churn") == "churn"
 
 
+def test_targets_lists_the_targets_trained_and_served(tmp_path: Path) -> None:
+    """No `targets:` key: all three; a `targets:` mapping: those it lists (null
+    is off); none listed is refused; lookback_days for the event targets only."""
+    assert load_config(write(tmp_path, BASE)).targets.listed() == (
+        "churn",
+        "purchase",
+        "service_request",
+    )
+    text = BASE + "targets: {service_request: {}, purchase: {lookback_days: 90}}\n"
+    targets = load_config(write(tmp_path, text)).targets
+    assert targets.listed() == ("purchase", "service_request")  # canonical order
+    assert targets.churn is None and targets.purchase.lookback_days == 90
+    assert targets.churn_settings.horizon_days == 30  # the features' default
+    with pytest.raises(ValueError, match="'churn' is not configured"):
+        targets.horizon("churn")
+    text = BASE + "targets: {churn: null, purchase: {}}\n"
+    assert load_config(write(tmp_path, text)).targets.listed() == ("purchase",)
+    with pytest.raises(ConfigError, match="targets: .*list at least one target"):
+        load_config(write(tmp_path, BASE + "targets: {}\n"))
+    with pytest.raises(ConfigError, match=r"targets\.churn\.lookback_days: unknown"):
+        load_config(write(tmp_path, BASE + "targets: {churn: {lookback_days: 9}}\n"))
+    with pytest.raises(ConfigError, match=r"targets\.purchase\.lookback_days"):
+        load_config(write(tmp_path, BASE + "targets: {purchase: {lookback_days: 0}}\n"))
+
+
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"targets\.churn\.horizon: unknown key"):
         load_config(write(tmp_path, BASE + "targets: {churn: {horizon: 30}}\n"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.columns import population_column
 from features.definition import (
     ELIGIBLE,
     FeatureSpec,
@@ -280,7 +281,9 @@ def test_several_cutoffs_see_only_their_past(tmp_path: Path) -> None:
     assert row(frame, "a", second).days_since_last_activity == 32
 
 
-def test_eligibility_excludes_cancelled_and_long_inactive(tmp_path: Path) -> None:
+def test_churn_population_excludes_cancelled_and_long_inactive(
+    tmp_path: Path,
+) -> None:
     rows = [
         ("active", CUT - 5 * DAY, "login", None),
         ("cancelled", CUT - 5 * DAY, "login", None),
@@ -290,18 +293,73 @@ def test_eligibility_excludes_cancelled_and_long_inactive(tmp_path: Path) -> Non
         ("gone", CUT - 31 * DAY, "login", None),
     ]
     frame = features_at(dataset(tmp_path, rows))
-    eligible = frame[ELIGIBLE].droplevel(1).to_dict()
-    assert eligible == {
+    churn = frame[population_column("churn")].droplevel(1).to_dict()
+    assert churn == {
         "active": True,
         "cancelled": False,
         "reactivated": True,
         "gone": False,
     }
     cancel_only = FeatureSpec(**{**SPEC.__dict__, "churn_definition": "cancel"})
-    eligible = features_at(dataset(tmp_path, rows), spec=cancel_only)[
-        ELIGIBLE
+    churn = features_at(dataset(tmp_path, rows), spec=cancel_only)[
+        population_column("churn")
     ].droplevel(1)
-    assert eligible["gone"] and not eligible["cancelled"]
+    assert churn["gone"] and not churn["cancelled"]
+
+
+def test_purchase_population_is_everyone_seen(tmp_path: Path) -> None:
+    """purchase and service_request cover every customer seen before the cutoff,
+    cancelled or inactive for longer than the churn horizon; `eligible` is the
+    union of the listed populations."""
+    rows = [
+        ("active", CUT - 5 * DAY, "login", None),
+        ("cancelled", CUT - 2 * DAY, "quit", None),
+        ("gone", CUT - 200 * DAY, "login", None),
+        ("later", CUT + DAY, "login", None),
+    ]
+    frame = features_at(dataset(tmp_path, rows), (CUT, CUT + 2 * DAY))
+    at_cut = frame.xs(CUT, level="cutoff")
+    assert sorted(at_cut.index) == ["active", "cancelled", "gone"]
+    for target in ("purchase", "service_request"):
+        assert at_cut[population_column(target)].all()
+    assert at_cut[ELIGIBLE].all()
+    assert not at_cut.loc["gone", population_column("churn")]
+    assert list(frame.columns[-4:]) == [
+        *(population_column(t) for t in ("churn", "purchase", "service_request")),
+        ELIGIBLE,
+    ]
+
+
+def test_lookback_days_exclude_older_customers(tmp_path: Path) -> None:
+    """With lookback_days, a purchase population holds only customers with an
+    event (of any kind) in the N days before the cutoff; with churn unlisted,
+    `eligible` is that population alone."""
+    rows = [
+        ("recent", CUT - 89 * DAY - SEC, "quit", None),  # 89 days and a second
+        ("edge", CUT - 90 * DAY, "login", None),  # exactly 90 days: in
+        ("old", CUT - 90 * DAY - SEC, "login", None),  # a second more: out
+    ]
+    spec = FeatureSpec(
+        **{
+            **SPEC.__dict__,
+            "targets": ("purchase", "service_request"),
+            "lookback_days": {"purchase": 90},
+        }
+    )
+    frame = features_at(dataset(tmp_path, rows), spec=spec).droplevel(1)
+    assert frame[population_column("purchase")].to_dict() == {
+        "edge": True,
+        "old": False,
+        "recent": True,
+    }
+    assert frame[population_column("service_request")].all()
+    assert population_column("churn") not in frame.columns
+    assert spec.population_name("purchase") == "seen_within_90d"
+    assert spec.population_name("service_request") == "seen"
+    assert spec.population_name("churn") == "active_not_churned"
+    only_purchase = FeatureSpec(**{**spec.__dict__, "targets": ("purchase",)})
+    frame = features_at(dataset(tmp_path, rows), spec=only_purchase).droplevel(1)
+    assert frame[ELIGIBLE].to_dict() == {"edge": True, "old": False, "recent": True}
 
 
 def test_static_attributes(tmp_path: Path) -> None:
@@ -325,7 +383,8 @@ def test_static_attributes(tmp_path: Path) -> None:
     cat = catalogue(SPEC, ds.customers)
     assert cat.categorical == ["plan"]
     assert cat.names[-3:] == ["plan", "age", "days_since_signup_time"]
-    assert list(frame.columns) == [*cat.names, ELIGIBLE]
+    flags = [population_column(t) for t in ("churn", "purchase", "service_request")]
+    assert list(frame.columns) == [*cat.names, *flags, ELIGIBLE]
 
 
 def labels_at(ds, labels=LABELS) -> pd.DataFrame:
@@ -350,6 +409,25 @@ def test_label_window_is_cutoff_inclusive_and_end_exclusive(tmp_path: Path) -> N
         "before": 0,
         "before_end": 1,
     }
+
+
+def test_labels_of_a_subset_of_targets(tmp_path: Path) -> None:
+    """Without churn listed, the labels are the listed targets' columns only,
+    with the same values as when all three are listed."""
+    rows = [
+        ("a", CUT - DAY, "login", None),
+        ("a", CUT + DAY, "buy", 1.0),
+        ("b", CUT - DAY, "buy", 1.0),
+        ("b", CUT + 20 * DAY, "ticket", None),
+    ]
+    ds = dataset(tmp_path, rows)
+    subset = labels_at(ds, LabelSpec({"purchase": 14, "service_request": 30}))
+    assert list(subset.columns) == ["cutoff", "purchase", "service_request"]
+    full = labels_at(ds)
+    assert subset.purchase.to_dict() == full.purchase.to_dict() == {"a": 1, "b": 0}
+    assert subset.service_request.to_dict() == {"a": 0, "b": 1}
+    only_churn = labels_at(ds, LabelSpec({"churn": 30}))
+    assert list(only_churn.columns) == ["cutoff", "churn"]
 
 
 def test_churn_labels_by_definition(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ from features.columns import (
     CUSTOMER_ID,
     PURCHASE,
     SERVICE_REQUEST,
+    TARGETS,
+    population_column,
 )
 from features.definition import (
     ELIGIBLE,
@@ -146,13 +148,14 @@ def check_features(scenario: Scenario) -> None:
     want = reference_features(
         events, scenario.cutoffs, spec, customers_frame(customers)
     )
-    assert list(got.columns) == [*KEY, *names, ELIGIBLE]
+    flags = [*(population_column(t) for t in spec.targets), ELIGIBLE]
+    assert list(got.columns) == [*KEY, *names, *flags]
     check_types(got, spec)
     if want.empty:
         assert got.empty
         return
-    assert list(want.columns) == [*KEY, *names, ELIGIBLE]  # the reference's names
-    assert differences(got, want, [*names, ELIGIBLE]) == []
+    assert list(want.columns) == [*KEY, *names, *flags]  # the reference's names
+    assert differences(got, want, [*names, *flags]) == []
 
 
 # nobody seen before the cutoff: no rows
@@ -215,7 +218,8 @@ def check_no_leakage(case: tuple[Scenario, tuple[Event, ...]]) -> None:
     seen = {e[0] for e in scenario.events if e[1] < cutoff}
     assert set(got[CUSTOMER_ID]) == seen  # first seen at or after it: not there
     if seen:
-        assert differences(got, before, [*names, ELIGIBLE]) == []
+        flags = [*(population_column(t) for t in spec.targets), ELIGIBLE]
+        assert differences(got, before, [*names, *flags]) == []
 
 
 @LEAKAGE
@@ -237,11 +241,9 @@ def test_events_at_or_after_the_cutoff_change_nothing_long(
 
 @st.composite
 def label_scenarios(draw) -> tuple[Scenario, LabelSpec]:
-    horizons = {
-        CHURN: draw(st.integers(1, 60)),
-        PURCHASE: draw(st.integers(1, 60)),
-        SERVICE_REQUEST: draw(st.integers(1, 60)),
-    }
+    # any non-empty subset of the targets, in canonical order
+    listed = draw(st.sets(st.sampled_from(TARGETS), min_size=1))
+    horizons = {t: draw(st.integers(1, 60)) for t in TARGETS if t in listed}
     labels = LabelSpec(horizons, draw(st.sampled_from(DEFINITIONS)))
     spec = FeatureSpec(role_of=ROLE_OF)
     cutoffs = draw(cutoff_lists())
@@ -275,7 +277,7 @@ def check_labels(case: tuple[Scenario, LabelSpec]) -> None:
     got = engine_labels(events, scenario.cutoffs, scenario.spec, labels)
     pairs = reference_pairs(events, scenario.cutoffs)
     want = reference_labels(events, pairs, scenario.spec, labels)
-    targets = [CHURN, PURCHASE, SERVICE_REQUEST]
+    targets = list(labels.horizons)
     assert list(got.columns) == [*KEY, *targets]
     assert set(got[targets].stack()) <= {0, 1}
     if want.empty:

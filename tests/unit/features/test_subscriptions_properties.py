@@ -36,6 +36,7 @@ from features.columns import (
     CUTOFF,
     PURCHASE,
     SERVICE_REQUEST,
+    population_column,
 )
 from features.definition import (
     ELIGIBLE,
@@ -220,7 +221,8 @@ def check_features(case: Case) -> None:
     assert [n for n in names if n.startswith("sub_")] == [
         c for c in want.columns if c.startswith("sub_")
     ]
-    assert differences(got, want, [*names, ELIGIBLE]) == []
+    flags = [*(population_column(t) for t in case.spec.targets), ELIGIBLE]
+    assert differences(got, want, [*names, *flags]) == []
 
 
 C = datetime(2024, 3, 1)
@@ -260,7 +262,10 @@ def test_edges_have_the_documented_values() -> None:
     rows = got.set_index(CUSTOMER_ID)
     assert rows.loc["at_end", "sub_active"] == 1
     assert rows.loc["at_end", "sub_days_to_term_end"] == 0
-    assert rows.loc["gap", "sub_active"] == 0 and not rows.loc["gap", ELIGIBLE]
+    assert rows.loc["gap", "sub_active"] == 0
+    # out of churn's population (contract: no term in force), in purchase's
+    assert not rows.loc["gap", population_column(CHURN)]
+    assert rows.loc["gap", population_column(PURCHASE)] and rows.loc["gap", ELIGIBLE]
     # the second term began a second after the first ended; the third is unknown
     assert rows.loc["gap", "sub_gaps_total"] == 1
     assert rows.loc["gap", "sub_terms_total"] == 2
@@ -304,7 +309,8 @@ def test_terms_starting_at_or_after_the_cutoff_change_nothing(case: Case, data) 
     if before.empty:
         assert after.empty
         return
-    assert differences(after, before, [*names, ELIGIBLE]) == []
+    flags = [*(population_column(t) for t in case.spec.targets), ELIGIBLE]
+    assert differences(after, before, [*names, *flags]) == []
 
 
 # ------------------------------------------------------------------ labels

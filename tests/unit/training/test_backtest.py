@@ -12,7 +12,7 @@ from core.config import BacktestConfig, LightGBMConfig
 from features.columns import CHURN, CUSTOMER_ID, CUTOFF
 from features.definition import Catalogue, Feature
 from features.labels import LabelSpec
-from training.backtest import CALIBRATED, MODEL, plan, run
+from training.backtest import CALIBRATED, MODEL, TargetSkipped, plan, run
 from training.dataset import TrainingTable
 
 LABELS = LabelSpec({CHURN: 30, "purchase": 30, "service_request": 30})
@@ -87,11 +87,23 @@ def test_a_single_class_origin_is_dropped_and_named() -> None:
     ]
 
 
-def test_single_class_fitting_rows_stop_the_target() -> None:
+def test_single_class_fitting_rows_skip_the_target_with_its_counts() -> None:
     t = table()
     t.frame.loc[t.frame[CUTOFF] <= CUTOFFS[4], CHURN] = 0
-    with pytest.raises(ValueError, match="fitting rows for origin .* single class"):
+    with pytest.raises(TargetSkipped, match="fitting rows for origin .* single") as e:
         plan(t, CHURN, LABELS, origins=4)
+    skipped = e.value
+    assert skipped.target == CHURN
+    # rows and positives of every cutoff, the early ones with none
+    assert list(skipped.counts) == CUTOFFS
+    assert (skipped.counts[CUTOFFS[0]].rows, skipped.counts[CUTOFFS[0]].positives) == (
+        400,
+        0,
+    )
+    positives = skipped.counts[CUTOFFS[-1]].positives
+    assert 0 < positives < 400
+    assert "2025-01-01 400 rows/0 positive" in str(skipped)
+    assert f"2025-10-01 400 rows/{positives} positive" in str(skipped)
 
 
 def test_run_scores_model_and_baselines_on_the_same_origin_rows() -> None:

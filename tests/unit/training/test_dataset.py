@@ -69,3 +69,46 @@ def test_the_midnight_end_keeps_the_last_month_as_an_origin(tmp_path: Path) -> N
         c for c in table.cutoffs if labels.complete("purchase", c, table.data_end)
     ]
     assert complete == [datetime(2024, 8, 1), datetime(2024, 9, 1)]
+
+
+def test_each_target_trains_on_its_own_population(tmp_path: Path) -> None:
+    """The training table keeps every row of some listed target's population,
+    with one flag per target; `population(target)` is that target's rows, and
+    `population_sizes` its rows and positives per cutoff; a lookback leaves
+    older customers out."""
+    ds = _log(tmp_path, datetime(2024, 9, 30, 23, 56))
+    cutoffs = [datetime(2024, 8, 1), datetime(2024, 9, 1), datetime(2024, 10, 1)]
+    spec = FeatureSpec(role_of={"buy": "purchase"}, windows_days=(30,))
+    labels = LabelSpec({"churn": 30, "purchase": 30, "service_request": 30})
+    table = build_training_table(
+        ds, spec, labels, cutoffs, complete_through=datetime(2024, 11, 1)
+    )
+    frame = table.frame.set_index(["customer_id", "cutoff"])
+    # at 09-01, a was last seen 06-03: inactive longer than the churn horizon,
+    # out of churn's population, in purchase's (and its label is there)
+    a = frame.loc[("a", datetime(2024, 9, 1))]
+    assert not a["in_churn"] and a["in_purchase"] and a["in_service_request"]
+    assert a["purchase"] == 0
+    churn = table.population("churn").frame
+    purchase = table.population("purchase").frame
+    assert len(purchase) == len(table.frame) > len(churn)
+    assert churn["in_churn"].all()
+    sizes = table.population_sizes("purchase")
+    assert sizes[datetime(2024, 8, 1)] == (2, 0)
+    assert sizes[datetime(2024, 9, 1)] == (2, 1)  # b buys on 09-02
+    only = FeatureSpec(
+        role_of={"buy": "purchase"},
+        windows_days=(30,),
+        targets=("purchase",),
+        lookback_days={"purchase": 30},
+    )
+    table = build_training_table(
+        ds,
+        only,
+        LabelSpec({"purchase": 30}),
+        [datetime(2024, 10, 15)],
+        complete_through=datetime(2024, 11, 15),
+    )
+    assert list(table.frame.customer_id) == ["a"]  # b: 43 days before, out
+    assert "churn" not in table.frame.columns
+    assert "in_churn" not in table.frame.columns

@@ -24,9 +24,10 @@ def test_label_params_come_from_the_targets_config_section(tmp_path: Path) -> No
         "label.horizon_days": "30",
         "label.population": "active_not_churned",
     }
+    # purchase's population: every customer seen (features.definition)
     assert label_params(plain, "purchase") == {
         "label.horizon_days": "30",
-        "label.population": "active_not_churned",
+        "label.population": "seen",
     }
     contract = config(
         tmp_path,
@@ -35,6 +36,13 @@ def test_label_params_come_from_the_targets_config_section(tmp_path: Path) -> No
     # the grace period applies to contract churn only
     assert label_params(contract, "churn")["label.grace_days"] == "14"
     assert label_params(contract, "churn")["label.horizon_days"] == "60"
+    # a lookback narrows purchase's population: both are logged
+    lookback = config(tmp_path, purchase={"lookback_days": 90})
+    assert label_params(lookback, "purchase") == {
+        "label.horizon_days": "30",
+        "label.lookback_days": "90",
+        "label.population": "seen_within_90d",
+    }
 
 
 def test_differences_name_the_target_setting_and_both_values() -> None:

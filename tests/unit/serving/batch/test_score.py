@@ -67,3 +67,11 @@ def test_scratch_dir_is_hidden_and_removed(tmp_path: Path) -> None:
     with scratch_dir(tmp_path, "features") as scratch:
         assert scratch.name.startswith(".tmp-features-") and scratch.is_dir()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_deciles_leave_out_scores_outside_the_population() -> None:
+    """NaN (outside the target's population) gets 0, and the others are ranked
+    among themselves only."""
+    d = deciles(np.array([np.nan, 0.9, 0.1, np.nan, 0.5]))
+    assert d.tolist() == [0, 1, 7, 0, 4]
+    assert deciles(np.array([np.nan])).tolist() == [0]

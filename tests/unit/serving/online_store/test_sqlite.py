@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -155,3 +157,28 @@ def test_delete_rewrites_the_file_without_the_rows_and_a_reader_sees_it(
     assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite"]
     after = path.stat().st_ino  # nothing to delete: the file is left as it is
     assert reader.delete(["c7"]) == {} and path.stat().st_ino == after
+
+
+def test_a_customer_outside_a_population_has_no_score_for_it(tmp_path: Path) -> None:
+    """A NaN score (the target's population does not hold the customer) is
+    stored as NULL and left out of `Found.scored`; a store of a subset of the
+    targets has their score columns only."""
+    path = tmp_path / "store.sqlite"
+    data = frame(4)
+    churn = np.array([0.1, np.nan, 0.3, np.nan])
+    purchase = np.array([0.5, 0.6, 0.7, 0.8])
+    two = dataclasses.replace(meta(), model_versions={"purchase": "2", "churn": "3"})
+    assert two.targets == ("churn", "purchase")  # canonical order
+    with SqliteStoreWriter(path, two) as writer:
+        writer.append(data, {"churn": churn, "purchase": purchase}, SCORED_AT)
+    found = SqliteStore(path).lookup(["c0", "c1"])
+    assert found["c0"].scored == {"churn", "purchase"}
+    assert found["c1"].scored == {"purchase"}
+    assert found["c1"].record == {"recency": 1.0, "plan": "pro"}
+    with sqlite3.connect(path) as db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(customers)")]
+        nulls = db.execute(
+            "SELECT count(*) FROM customers WHERE score_churn IS NULL"
+        ).fetchone()[0]
+    assert "score_service_request" not in columns and "score_purchase" in columns
+    assert nulls == 2
