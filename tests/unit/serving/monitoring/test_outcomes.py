@@ -310,3 +310,15 @@ def test_the_nightly_check_reports_an_error_instead_of_raising(project) -> None:
     assert found["level"] == "error" and found["alerts"] == []
     assert "Parquet" in found["error"] or "parquet" in found["error"]
     assert nightly_summary(found)["outcomes_error"] == found["error"]
+
+
+def test_only_the_targets_the_config_lists_are_evaluated(project) -> None:
+    config, ds, uri, _, _ = project
+    churn_only = config.model_copy(
+        update={"targets": config.targets.model_copy(update={"purchase": None})}
+    )
+    assert churn_only.targets.listed() == ("churn", "service_request")
+    status = check(churn_only, ds, uri)
+    assert {(i["as_of"], i["target"]) for i in status["evaluated"]} == {
+        (MATURE, "churn")
+    }
