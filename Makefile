@@ -38,6 +38,8 @@ SCOPES ?= score
 ID ?=
 FORMAT ?= text
 OUT ?=
+# outcomes: only score dates on or after FROM (empty: all); FORMAT text|json as above
+FROM ?=
 # tracking-server (team mode): the Postgres database (credentials from PGUSER/PGPASSWORD
 # or ~/.pgpass, not the URI), the artifact folder it serves, extra `mlflow server` flags
 PG_URI ?= postgresql+psycopg2://127.0.0.1:5432/mlflow
@@ -66,7 +68,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -102,19 +104,22 @@ tune: setup data/demo/events.parquet ## search LightGBM params for one target on
 score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the day after the last event)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
 
-nightly: setup ## the nightly run: score, drift report, sink, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed)
+nightly: setup ## the nightly run: score, drift report, sink, outcomes, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed, 8 outcome alert)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
 
 score-status: setup ## the last scoring run's status (exit code: the run's)
 	$(CLI) score status
+
+outcomes: setup ## newly matured score dates against realised labels, logged to MLflow (FROM=YYYY-MM-DD FORMAT=text|json; exit 8 alert)
+	$(CLI) outcomes $(if $(FROM),--as-of-from $(FROM)) --format $(FORMAT)
 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
 
 run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000 (prints a demo API key when none exists)
 	$(CLI) train
-	@$(CLI) score || { rc=$$?; test $$rc -eq 3 && \
-		echo "(drift alert above, exit 3: the scores are written; serving them)"; }
+	@$(CLI) score || { rc=$$?; test $$rc -eq 3 -o $$rc -eq 8 && \
+		echo "(drift or outcome alert above, exit $$rc: the scores are written; serving them)"; }
 	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
 		  $(CLI) api-key new --name demo --scopes score,outreach,admin; }

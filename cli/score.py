@@ -23,8 +23,8 @@ from features.sources.contract import ContractError
 @click.pass_context
 def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
     """Score the listed targets, each on its population, as of a date (the
-    nightly run: scores, drift report, sink, MLflow run; exit 3 drift alert, 4
-    sink failed)."""
+    nightly run: scores, drift report, sink, outcomes of matured dates, MLflow
+    run; exit 3 drift alert, 4 sink failed, 8 outcome alert)."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy
@@ -66,6 +66,17 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
             f"{config.scoring.drift.alert}): {', '.join(r.drift['alerts'])}",
             err=True,
         )
+    if r.outcomes is not None:
+        o = r.outcomes
+        if o.get("error"):
+            error(f"outcome monitoring failed: {o['error']}")
+        else:
+            click.echo(
+                f"outcomes: {len(o['evaluated'])} newly matured (date, target) "
+                f"evaluated, {len(o['waiting'])} waiting: {o['level']}"
+            )
+        for alert in o["alerts"]:
+            click.echo(f"outcome alert: {alert}", err=True)
     return r.exit_code
 
 

@@ -20,7 +20,7 @@ class ExitCode(IntEnum):
         member.__doc__ = doc
         return member
 
-    OK = 0, "Done (scoring: published, no drift alert; warnings allowed)."
+    OK = 0, "Done (scoring: published, no drift or outcome alert; warnings allowed)."
     FAILED = 1, "An error (on stderr), a busy output or a refusal: nothing published."
     USAGE = 2, "Bad input before any work: an argument, the config, the data contract."
     DRIFT_ALERT = 3, "Drift alert: scores written, the alerts named on stderr."
@@ -34,6 +34,7 @@ class ExitCode(IntEnum):
             "the others were."
         ),
     )
+    OUTCOME_ALERT = 8, "Outcome alert: matured scores missed their AUC or ECE bar."
 
 
 def describe() -> dict[ExitCode, str]:

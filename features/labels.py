@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import ibis
 import ibis.expr.types as ir
@@ -160,3 +161,19 @@ def _with_contract_churn(
         lost, [counts[CUSTOMER_ID] == lost._kcid, counts[CUTOFF] == lost._kcut]
     )
     return out.mutate(_contract=out._contract.fill_null(0)).drop("_kcid", "_kcut")
+
+
+class _TimeRange(Protocol):
+    def time_range(self) -> tuple[datetime, datetime]: ...
+
+
+def data_end(ds: _TimeRange, complete_through: datetime | None = None) -> datetime:
+    """The instant the data are complete through: `complete_through` (the config's
+    `data.as_of`) when given, else the end of the last day with events. A log whose
+    last event is at 23:56 holds that whole day, so a label window ending at the
+    next midnight is complete. Training keeps a label only where its window ends by
+    then; outcome monitoring waits for it."""
+    if complete_through is not None:
+        return complete_through
+    _, last = ds.time_range()
+    return datetime(last.year, last.month, last.day) + timedelta(days=1)

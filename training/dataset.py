@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import ibis.expr.types as ir
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from core.atomic import atomic_write
 from features.columns import CUSTOMER_ID, CUTOFF, population_column
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
-from features.labels import LabelSpec, build_labels
+from features.labels import LabelSpec, build_labels, data_end
 from features.sources.chunks import read_chunked
 from features.sources.load import Dataset
 from features.sources.spark import SparkDataset
@@ -99,19 +99,6 @@ def write_training_parquet(
     Parquet part files (replaced if present)."""
     expr = training_expr(ds.events, ds.customers, spec, labels, cutoffs)
     return ds.to_parquet_dir(expr, out_dir)
-
-
-def data_end(
-    ds: Dataset | SparkDataset, complete_through: datetime | None = None
-) -> datetime:
-    """The instant the data are complete through: `complete_through` (the config's
-    `data.as_of`) when given, else the end of the last day with events. A log whose
-    last event is at 23:56 holds that whole day, so a label window ending at the
-    next midnight is complete."""
-    if complete_through is not None:
-        return complete_through
-    _, last = ds.time_range()
-    return datetime(last.year, last.month, last.day) + timedelta(days=1)
 
 
 def _complete_cutoffs(

@@ -62,11 +62,21 @@ class DriftConfig(Strict):
         return self
 
 
+class OutcomesConfig(Strict):
+    """When outcome monitoring (serving.monitoring) alerts on a matured score date:
+    its realised ROC AUC below the champion's backtest mean by more than
+    `auc_tolerance`, or its realised ECE (10 equal-count bins) above `max_ece`."""
+
+    auc_tolerance: float = Field(0.05, ge=0, le=1)
+    max_ece: float = Field(0.05, gt=0, le=1)
+
+
 class ScoringConfig(Strict):
     output: ConfigPath = Path("scores")
     # Optional sink: every run's rows upserted into a Postgres table as well.
     postgres: ScoresTable | None = None
     drift: DriftConfig = DriftConfig()
+    outcomes: OutcomesConfig = OutcomesConfig()
     # How the nightly job computes reason codes for its top deciles: path (the
     # cheap path attribution) or shap (TreeSHAP; README: Nightly scoring).
     reason_method: Literal["shap", "path"] = "path"

@@ -8,7 +8,9 @@ Wiring around `serving.batch.score.score`, like `training.train` around the back
 3. the drift report (serving.batch.drift) goes to `<output>/_drift/as_of=DATE/`
    (drift.json, drift.html; published atomically too) and to the run;
 4. the optional Postgres sink is upserted;
-5. the run gets rows scored (in all, and per served target: its population)
+5. outcome monitoring (serving.monitoring.outcome_runs) evaluates every newly
+   matured score date against its realised labels;
+6. the run gets rows scored (in all, and per served target: its population)
    and skipped (by reason), score quantiles and histograms per target, each
    target's population name, seconds per step, model versions, drift figures;
    the status file `<output>/_last_run.json` says how the run ended (with each
@@ -16,8 +18,11 @@ Wiring around `serving.batch.score.score`, like `training.train` around the back
 
 Exit codes (`core.exitcodes.ExitCode`): OK (0) done; DRIFT_ALERT (3) scores
 written, drift alert; SINK_FAILED (4) scores written, the Postgres sink failed;
-FAILED (1) in the status file of a run that failed. The CLI adds USAGE (2: config
-or data contract error).
+OUTCOME_ALERT (8) scores written, a matured date missed its AUC or ECE bar;
+FAILED (1) in the status file of a run that failed. One code per run, the first
+that applies in the order 4, 3, 8 (tonight's output before last month's);
+the status file names every alert. The CLI adds USAGE (2: config or data
+contract error).
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ from features.sources.spark import SparkDataset
 from serving.batch import drift_report
 from serving.batch.drift import ALERT
 from serving.batch.score import PART_FILE, ScoreResult, score, staging_dir, writing
+from serving.monitoring.outcome_runs import (
+    nightly_check,
+    nightly_summary,
+    nightly_tags,
+)
 from serving.privacy.retention import prune_contacts, prune_scores
 from serving.scoring import Champions
 
@@ -69,6 +79,8 @@ class NightlyResult:
     sink_rows: int | None
     sink_error: str | None
     exit_code: ExitCode
+    # serving.monitoring.outcome_runs' status (level, alerts, evaluated, ...)
+    outcomes: dict | None = None
 
 
 def run_nightly(
@@ -175,17 +187,22 @@ def _run(
         except Exception as exc:  # the scores are published: say so, exit 4
             sink_error = f"{type(exc).__name__}: {str(exc).strip()}"
             log.error("Postgres sink %s failed: %s", config.scoring.postgres, exc)
+    outcomes = nightly_check(config, ds, client.tracking_uri)
     code = (
         ExitCode.SINK_FAILED
         if sink_error
         else ExitCode.DRIFT_ALERT
         if report["level"] == ALERT
+        else ExitCode.OUTCOME_ALERT
+        if outcomes["alerts"]
         else ExitCode.OK
     )
     if config.privacy.retention_days is not None:
         prune_scores(config.scoring.output, config.privacy.retention_days)
         prune_contacts(config)
-    out = NightlyResult(result, run_id, report, drift_dir, sink_rows, sink_error, code)
+    out = NightlyResult(
+        result, run_id, report, drift_dir, sink_rows, sink_error, code, outcomes
+    )
     _record(client, config, champions, out, drift_dir, time.perf_counter() - started)
     return out
 
@@ -232,6 +249,7 @@ def _record(
         "drift.level": out.drift["level"],
         "drift.alerts": ", ".join(out.drift["alerts"])[:4000],
         **({"sink.error": out.sink_error[:4000]} if out.sink_error else {}),
+        **nightly_tags(out.outcomes),
     }
     client.log_batch(
         out.run_id,
@@ -294,6 +312,7 @@ def _summary(out: NightlyResult) -> dict:
         "drift_report": str(out.drift_dir / drift_report.HTML_FILE),
         "postgres_rows": out.sink_rows,
         "postgres_error": out.sink_error,
+        **nightly_summary(out.outcomes),
     }
 
 

@@ -380,6 +380,24 @@ class ContactLog(ContactLogStore):
         except sqlite3.Error as exc:
             raise ContactLogError(f"contact log {self.path}: {exc}") from exc
 
+    def treated(self, start: datetime, end: datetime) -> set[str]:
+        """Stored ids in a treatment group of any campaign confirmed in
+        [start, end) (aware instants); outcome monitoring leaves them out."""
+        if not self.path.exists():
+            return set()
+        try:
+            with closing(self._connect()) as conn:
+                if not _columns(conn, TABLE):
+                    return set()
+                rows = conn.execute(
+                    f"SELECT DISTINCT {CUSTOMER} FROM {TABLE} WHERE {GROUP} = "
+                    f"'treatment' AND {CONFIRMED_AT} >= ? AND {CONFIRMED_AT} < ?",
+                    (stamp(start), stamp(end)),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise ContactLogError(f"contact log {self.path}: {exc}") from exc
+        return {r[0] for r in rows}
+
     def delete(
         self, customers: Sequence[str] = (), before: datetime | None = None
     ) -> dict[str, int]:

@@ -218,3 +218,50 @@ def test_the_unshifted_population_does_not_alert(
     assert {s["target"] for s in report["scores"]} == set(TARGETS)
     ignored = {f["feature"] for f in report["features"] if f["level"] == "ignored"}
     assert ignored <= {"tenure_days", "days_since_first_purchase"}
+
+
+def test_a_matured_date_is_evaluated_once_under_pseudonyms(
+    trained: Project, tmp_path: Path
+) -> None:
+    """The nightly run evaluates a score date whose horizon has passed (the demo's
+    data end 2026-01-01, the 30-day horizons from 2025-11-01); the scores and the
+    events carry the same pseudonyms, so every scored id meets its events; a
+    second check through `propensity outcomes` logs nothing new."""
+    config = write_config(
+        tmp_path / "propensity.yaml",
+        trained.events,
+        trained.customers,
+        scoring={"output": str(tmp_path / "scores")},
+        privacy={"pseudonymise": True, "dir": str(tmp_path / "privacy")},
+    )
+    output, env = (
+        tmp_path / "scores",
+        {**trained.env(), "PROPENSITY_CONFIG": str(config)},
+    )
+    day = DATES[0]
+    done = run_cli(["score", "--as-of", day], env)
+    assert done.returncode in (ExitCode.OK, ExitCode.OUTCOME_ALERT), done.stderr[-3000:]
+    checked = json.loads((output / "_outcomes" / "_last_check.json").read_text())
+    expected = ExitCode.OUTCOME_ALERT if checked["alerts"] else ExitCode.OK
+    assert done.returncode == expected, done.stderr[-2000:]
+    scores = pd.read_parquet(output / f"as_of={day}")
+    assert not scores.customer_id.str.startswith("C").any()  # pseudonyms
+    evaluated = {i["target"]: i for i in checked["evaluated"]}
+    assert set(evaluated) == set(TARGETS)
+    client = MlflowClient(trained.tracking_uri, trained.tracking_uri)
+    for target, item in evaluated.items():
+        assert item["as_of"] == day and item["left_out"]["unknown_id"] == 0
+        assert item["n"] == scores[target].notna().sum() and item["positives"] > 0
+        assert 0.55 < item["roc_auc"] <= 1 and item["expected_roc_auc"] is not None
+        run = client.get_run(item["run_id"])
+        assert run.data.tags["target"] == target and run.data.tags["as_of"] == day
+        assert run.data.metrics["roc_auc"] == pytest.approx(item["roc_auc"])
+        assert (output / "_outcomes" / f"as_of={day}" / f"{target}.json").is_file()
+    last = json.loads((output / STATUS_FILE).read_text())
+    assert last["outcome_level"] == checked["level"]
+    assert last["outcomes_evaluated"] == len(TARGETS)
+
+    again = run_cli(["outcomes", "--format", "json"], env)
+    assert again.returncode == ExitCode.OK, again.stderr[-2000:]
+    second = json.loads(again.stdout)
+    assert second["evaluated"] == [] and second["already_logged"] == len(TARGETS)

@@ -93,6 +93,7 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "rollback",
         "score",
         "score status",
+        "outcomes",
         "serve",
         "bento",
         "api-key",
@@ -183,6 +184,7 @@ def test_exit_codes_keep_their_numbers() -> None:
         "RUNNING": 5,
         "NO_RUN": 6,
         "TARGET_SKIPPED": 7,
+        "OUTCOME_ALERT": 8,
     }
     table = describe()
     assert list(table) == sorted(ExitCode)

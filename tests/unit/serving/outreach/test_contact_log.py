@@ -159,3 +159,23 @@ def test_a_log_of_an_older_version_is_read_and_migrated(tmp_path: Path) -> None:
     assert log.contacts()[0] == Contact(
         "a", "old", "churn", "treatment", "2026-01-01T00:00:00.000000+00:00"
     )
+
+
+def test_treated_reads_treatment_groups_confirmed_in_the_window(tmp_path: Path) -> None:
+    log = ContactLog(tmp_path / "contacts.sqlite")
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    assert log.treated(start, start + timedelta(days=30)) == set()  # no log yet
+    for campaign, at in (
+        ("at-start", start),
+        ("last-second", start + timedelta(days=30, seconds=-1)),
+        ("at-end", start + timedelta(days=30)),
+        ("before", start - timedelta(seconds=1)),
+    ):
+        with log.confirming(campaign, at) as tx:
+            tx.record(
+                "churn", [(f"t-{campaign}", "treatment"), (f"c-{campaign}", "control")]
+            )
+    assert log.treated(start, start + timedelta(days=30)) == {
+        "t-at-start",
+        "t-last-second",
+    }
