@@ -400,10 +400,12 @@ def _never_seen(ds: Dataset, parts: list[Path]) -> int:
     if ds.customers is None or not parts:
         return 0
     files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
-    (count,) = ds.duckdb.execute(
+    # fetchall, not fetchone: a result left half-read on the connection blocks
+    # the next statement (registering a table) on DuckDB 2.0
+    ((count,),) = ds.duckdb.execute(
         f"SELECT count(DISTINCT c.{CUSTOMER_ID}) FROM {CUSTOMERS_VIEW} c ANTI JOIN "
         f"read_parquet([{files}]) f ON c.{CUSTOMER_ID} = f.{CUSTOMER_ID}"
-    ).fetchone()
+    ).fetchall()
     return int(count)
 
 

@@ -150,9 +150,6 @@ def _labelled(
 ) -> pa.Table:
     """Per scored customer: the realised label of each target and whether the
     events know the customer before as_of (`_seen`)."""
-    # a result left half-read on the connection (a fetchone() of the nightly's
-    # scoring) blocks registering the pairs: run it to its end first
-    ds.duckdb.complete()
     pairs = ibis.memtable(
         pa.table(
             {
