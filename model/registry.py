@@ -57,6 +57,45 @@ def configure(uri: str, experiment: str | None = None) -> str | None:
     return client.create_experiment(experiment, artifact_location=location)
 
 
+def log_record_run(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, object],
+    metrics: dict[str, float],
+    stamp_ms: int,
+    notes: dict[str, list[str]],
+    files: dict[str, str],
+) -> str:
+    """One finished run holding a record (a campaign readout, an outcome check):
+    `params`, `metrics` stamped at `stamp_ms`, the `notes` joined as tags, and
+    `files` (name -> text) as artifacts. A failure marks the run FAILED and is
+    raised. Returns the run's id."""
+    import tempfile
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, stamp_ms, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag(k, "; ".join(v)[:4000]) for k, v in notes.items()],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in files.items():
+                (Path(tmp) / name).write_text(text)
+            client.log_artifacts(run_id, tmp)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
 @dataclass
 class RegisteredModel:
     """A registered LightGBM booster with the encoding it was trained with."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,10 +304,12 @@ def metrics(item: dict) -> dict[str, float]:
 
 def _record(client, experiment_id: str, item: dict) -> str:  # noqa: ANN001
     """One MLflow run for the (date, target); its id."""
-    from mlflow.entities import Metric, Param, RunTag
+    from model.registry import log_record_run
 
     day = item[AS_OF]
-    run = client.create_run(
+    stamp = datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+    return log_record_run(
+        client,
         experiment_id,
         run_name=f"outcome-{item['target']}-{day}",
         tags={
@@ -316,12 +317,9 @@ def _record(client, experiment_id: str, item: dict) -> str:  # noqa: ANN001
             AS_OF: day,
             "target": item["target"],
             SCORE_RUN: item[SCORE_RUN],
+            "level": item["level"],
         },
-    )
-    run_id = run.info.run_id
-    try:
-        stamp = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
-        params = {
+        params={
             AS_OF: day,
             "target": item["target"],
             "model": item["model"],
@@ -329,27 +327,15 @@ def _record(client, experiment_id: str, item: dict) -> str:  # noqa: ANN001
             "model_run_id": item["expected"].get("run_id", ""),
             "horizon_days": item["horizon_days"],
             "window_end": item["window"]["end"],
-        }
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, stamp, 0) for k, v in metrics(item).items()],
-            params=[Param(k, str(v)) for k, v in params.items()],
-            tags=[
-                RunTag("level", item["level"]),
-                RunTag("alerts", "; ".join(item["alerts"])[:4000]),
-                RunTag("notes", "; ".join(item["notes"])[:4000]),
-            ],
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            (folder / "outcomes.json").write_text(json.dumps(item, indent=2) + "\n")
-            (folder / "reliability.svg").write_text(reliability_svg(item))
-            client.log_artifacts(run_id, str(folder))
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+        },
+        metrics=metrics(item),
+        stamp_ms=int(stamp * 1000),
+        notes={"alerts": item["alerts"], "notes": item["notes"]},
+        files={
+            "outcomes.json": json.dumps(item, indent=2) + "\n",
+            "reliability.svg": reliability_svg(item),
+        },
+    )
 
 
 def _write(config: ProjectConfig, item: dict) -> None:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from core.config import ProjectConfig
 
@@ -326,14 +324,15 @@ def metrics(report: dict) -> dict[str, float]:
 
 def record(config: ProjectConfig, tracking_uri: str, report: dict) -> str:
     """One MLflow run for this readout in `<experiment>.campaigns`; its id."""
-    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from model.registry import configure
+    from model.registry import configure, log_record_run
 
     experiment_id = configure(tracking_uri, campaigns_experiment(config))
     client = MlflowClient(tracking_uri, tracking_uri)
-    run = client.create_run(
+    files = {JSON_FILE: as_json(report), HTML_FILE: html(report), **plots(report)}
+    return log_record_run(
+        client,
         experiment_id,
         run_name=f"readout-{report['campaign_id']}-{report['as_of'][:10]}",
         tags={
@@ -343,11 +342,7 @@ def record(config: ProjectConfig, tracking_uri: str, report: dict) -> str:
             "mature": str(report["mature"]).lower(),
             "srm_mismatch": str(report["sample_ratio"]["mismatch"]).lower(),
         },
-    )
-    run_id = run.info.run_id
-    try:
-        stamp = int(time.time() * 1000)
-        params = {
+        params={
             "campaign_id": report["campaign_id"],
             "target": report["target"],
             "outcome": report["outcome"]["definition"][:500],
@@ -356,22 +351,9 @@ def record(config: ProjectConfig, tracking_uri: str, report: dict) -> str:
             "as_of": report["as_of"],
             "control_share": report["control_share"],
             "contact_cost": report["cost"]["contact_cost"],
-        }
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, stamp, 0) for k, v in metrics(report).items()],
-            params=[Param(k, str(v)) for k, v in params.items()],
-            tags=[RunTag("notes", "; ".join(report["notes"])[:4000])],
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            (folder / JSON_FILE).write_text(as_json(report))
-            (folder / HTML_FILE).write_text(html(report))
-            for name, svg in plots(report).items():
-                (folder / name).write_text(svg)
-            client.log_artifacts(run_id, str(folder))
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+        },
+        metrics=metrics(report),
+        stamp_ms=int(time.time() * 1000),
+        notes={"notes": report["notes"]},
+        files=files,
+    )
