@@ -527,14 +527,9 @@ def _summary(out: NightlyResult) -> dict:
         "drift_report": str(out.drift_dir / drift_report.HTML_FILE),
         "postgres_rows": out.sink_rows,
         "postgres_error": out.sink_error,
-        # the online store: updated, held back (too few) or failed (why)
-        "online_store": (
-            "held back"
-            if r.store_held
-            else "not updated"
-            if r.store_error
-            else "updated"
-        ),
+        # the online store: updated, held back (too few), not updated (why in
+        # online_store_error) or kept (a backfill: it holds a later date)
+        "online_store": r.store,
         "online_store_error": r.store_error,
         "scored_too_few": out.too_few,
         **nightly_summary(out.outcomes),

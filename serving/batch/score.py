@@ -176,6 +176,9 @@ class ScoreResult:
     store_error: str | None = None
     # the online store was held back: fewer rows than `min_rows` (too few)
     store_held: bool = False
+    # what became of the online store: updated, held back (too few), not
+    # updated (store_error), kept (it holds a later date: a backfill)
+    store: str = "updated"
 
     def scored(self) -> dict[str, int]:
         """Customers scored per target (in its population)."""
@@ -319,6 +322,7 @@ def publish(
     writer.populations = named
     rows = len(next(iter(calibrated.values())))
     held = rows < min_rows
+    store = "held back" if held else "updated"
     if not held:
         try:
             writer.store = _store_writer(
@@ -326,6 +330,8 @@ def publish(
             )
         except Exception as exc:  # noqa: BLE001 - any store fault: Parquet first
             writer.store_failed("opened", exc)
+        if writer.store is None and writer.store_error is None:
+            store = "kept: it holds a later date"
     t0 = time.perf_counter()
     try:
         with publish_dir(target_dir, staging_dir(output)) as tmp:
@@ -338,6 +344,8 @@ def publish(
             writer.store.commit()
         except Exception as exc:  # noqa: BLE001 - the Parquet output stands
             writer.store_failed("swapped in", exc)
+    if writer.store_error is not None:
+        store = "not updated"
     seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
     seconds["reasons"] = writer.reasons_seconds
     seconds["total"] = time.perf_counter() - started
@@ -361,6 +369,7 @@ def publish(
         named,
         store_error=writer.store_error,
         store_held=held,
+        store=store,
     )
 
 

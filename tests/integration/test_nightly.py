@@ -284,13 +284,16 @@ def test_too_few_scored_and_an_unreachable_store_keep_the_store(
     Parquet output published all the same."""
     output, store = tmp_path / "scores", tmp_path / "online" / "store.sqlite"
 
-    def env_for(name: str, events: Path, **overrides) -> dict[str, str]:
+    def env_for(name: str, events: Path, **overrides: dict) -> dict[str, str]:
         config = write_config(
             tmp_path / name,
             events,
             trained.customers,
-            scoring={"output": str(output)},
-            **{"online_store": {"path": str(store)}, **overrides},
+            **{
+                "scoring": {"output": str(output)},
+                "online_store": {"path": str(store)},
+                **overrides,
+            },
         )
         return {**trained.env(), "PROPENSITY_CONFIG": str(config)}
 
@@ -323,7 +326,7 @@ def test_too_few_scored_and_an_unreachable_store_keep_the_store(
     assert run.data.tags["exit_code"] == str(int(ExitCode.SCORED_TOO_FEW))
     assert "scored_too_few" in run.data.tags
 
-    port = free_port()  # nothing listens there
+    port = free_port()  # nothing listens there: the store and the sink are down
     uri = f"postgresql://127.0.0.1:{port}/propensity"
     done = run_cli(
         ["score", "--as-of", DATES[1]],
@@ -331,6 +334,7 @@ def test_too_few_scored_and_an_unreachable_store_keep_the_store(
             "down.yaml",
             trained.events,
             online_store={"postgres": {"uri": uri, "table": "online"}},
+            scoring={"output": str(output), "postgres": {"uri": uri, "table": "t"}},
         ),
     )
     assert done.returncode == ExitCode.STORE_FAILED, done.stderr[-2000:]
@@ -340,5 +344,6 @@ def test_too_few_scored_and_an_unreachable_store_keep_the_store(
     assert status["exit_code"] == ExitCode.STORE_FAILED
     assert status["online_store"] == "not updated"
     assert uri in status["online_store_error"]
+    assert status["postgres_error"] and status["postgres_rows"] is None
     assert status["baseline"]["as_of"] == DATES[1]  # enough scored: the new one
     assert store.read_bytes() == kept
