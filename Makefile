@@ -104,7 +104,7 @@ tune: setup data/demo/events.parquet ## search LightGBM params for one target on
 score: setup ## score every eligible customer (AS_OF=YYYY-MM-DD, default: the day after the last event)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
 
-nightly: setup ## the nightly run: score, drift report, sink, outcomes, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed, 8 outcome alert)
+nightly: setup ## the nightly run: score, drift report, sink, outcomes, MLflow run (AS_OF=YYYY-MM-DD; exit 3 drift alert, 4 sink failed, 8 outcome alert, 9 too few scored, 10 online store not updated)
 	$(CLI) score $(if $(AS_OF),--as-of $(AS_OF))
 
 score-status: setup ## the last scoring run's status (exit code: the run's)

@@ -24,7 +24,8 @@ from features.sources.contract import ContractError
 def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
     """Score the listed targets, each on its population, as of a date (the
     nightly run: scores, drift report, sink, outcomes of matured dates, MLflow
-    run; exit 3 drift alert, 4 sink failed, 8 outcome alert)."""
+    run; exit 3 drift alert, 4 sink failed, 8 outcome alert, 9 too few scored,
+    10 online store not updated)."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy
@@ -60,6 +61,10 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
         click.echo(f"Postgres: {r.sink_rows:,} rows upserted")
     if r.sink_error:
         error(f"Postgres sink failed: {r.sink_error}")
+    if s.store_error:
+        error(f"{s.store_error}; the previous online store serves")
+    if r.too_few is not None:
+        error(r.too_few["message"])
     if r.drift["alerts"]:
         click.echo(
             "drift alert (PSI >= "

@@ -35,6 +35,20 @@ class ExitCode(IntEnum):
         ),
     )
     OUTCOME_ALERT = 8, "Outcome alert: matured scores missed their AUC or ECE bar."
+    SCORED_TOO_FEW = (
+        9,
+        (
+            "Scored no one, or far fewer than the last good run: Parquet published "
+            "for a look, online store and sink left as they were."
+        ),
+    )
+    STORE_FAILED = (
+        10,
+        (
+            "Online store not updated (unreachable or failed): the Parquet scores "
+            "are published, the previous store serves."
+        ),
+    )
 
 
 def describe() -> dict[ExitCode, str]:

@@ -80,6 +80,10 @@ class ScoringConfig(Strict):
     # How the nightly job computes reason codes for its top deciles: path (the
     # cheap path attribution) or shap (TreeSHAP; README: Nightly scoring).
     reason_method: Literal["shap", "path"] = "path"
+    # A run scoring fewer customers than this share of the last good run's count
+    # (or none at all) exits 9 (SCORED_TOO_FEW): the Parquet output is published,
+    # the online store and the sink are left as they were. 0: only none fails.
+    min_scored_ratio: float = Field(0.5, ge=0, le=1)
 
 
 class OnlineTable(ScoresTable):

@@ -171,6 +171,14 @@ class ScoreResult:
     drift: DriftMonitor
     # target -> the name of the population its scores belong to
     populations: dict[str, str] = field(default_factory=dict)
+    # the online store: why it was not updated (unreachable, failed while being
+    # written or swapped in), None when it was or when it was held back
+    store_error: str | None = None
+    # the online store was held back: fewer rows than `min_rows` (too few)
+    store_held: bool = False
+    # what became of the online store: updated, held back (too few), not
+    # updated (store_error), kept (it holds a later date: a backfill)
+    store: str = "updated"
 
     def scored(self) -> dict[str, int]:
         """Customers scored per target (in its population)."""
@@ -225,10 +233,12 @@ def score(
     *,
     run_id: str = "",
     progress: bool | None = None,
+    min_rows: int = 0,
 ) -> ScoreResult:
     """Features at `as_of` (events strictly before it), scored, published
     atomically under `config.scoring.output`; call it inside
-    `writing(config.scoring.output)`."""
+    `writing(config.scoring.output)`. With fewer than `min_rows` rows the
+    Parquet output is published but the online store is left as it is."""
     started = time.perf_counter()
     spec = FeatureSpec.from_config(config)
     output = Path(config.scoring.output)
@@ -262,6 +272,7 @@ def score(
             as_of,
             run_id=run_id,
             progress=progress,
+            min_rows=min_rows,
             monitor=monitor,
             skipped=skipped,
             seconds=seconds,
@@ -286,6 +297,7 @@ def publish(
     run_id: str,
     progress: bool | None,
     monitor: DriftMonitor,
+    min_rows: int = 0,
     skipped: dict[str, int],
     seconds: dict[str, float],
     started: float,
@@ -295,7 +307,12 @@ def publish(
     atomically as the as-of partition, then the online store committed. Any
     engine's scores end here, so the output is the same whichever computed them.
     Columns of the parts whose name starts with `_` are the engine's own (not
-    features) and are left out."""
+    features) and are left out.
+
+    The online store never stops the Parquet output: when it cannot be opened,
+    written or swapped in, it is left as it was (the previous night's serves)
+    and `store_error` says why. With fewer than `min_rows` rows it is not
+    written at all (`store_held`)."""
     output = Path(config.scoring.output)
     target_dir = partition_dir(output, as_of)
     ranks = {t: deciles(r) for t, r in raw.items()}
@@ -303,20 +320,34 @@ def publish(
     named = populations(FeatureSpec.from_config(config), champions)
     writer = _Writer(champions, config, ds, calibrated, ranks, scored_at, run_id)
     writer.populations = named
-    writer.store = _store_writer(config, parts, champions, as_of, scored_at, run_id)
+    rows = len(next(iter(calibrated.values())))
+    held = rows < min_rows
+    store = "held back" if held else "updated"
+    if not held:
+        try:
+            writer.store = _store_writer(
+                config, parts, champions, as_of, scored_at, run_id
+            )
+        except Exception as exc:  # noqa: BLE001 - any store fault: Parquet first
+            writer.store_failed("opened", exc)
+        if writer.store is None and writer.store_error is None:
+            store = "kept: it holds a later date"
     t0 = time.perf_counter()
     try:
         with publish_dir(target_dir, staging_dir(output)) as tmp:
             writer.write(parts, tmp / PART_FILE, progress)
     except BaseException:
-        if writer.store is not None:
-            writer.store.abort()
+        writer.abort_store()
         raise
     if writer.store is not None:  # after the Parquet output is published
-        writer.store.commit()
+        try:
+            writer.store.commit()
+        except Exception as exc:  # noqa: BLE001 - the Parquet output stands
+            writer.store_failed("swapped in", exc)
+    if writer.store_error is not None:
+        store = "not updated"
     seconds["write"] = time.perf_counter() - t0 - writer.reasons_seconds
     seconds["reasons"] = writer.reasons_seconds
-    rows = len(next(iter(calibrated.values())))
     seconds["total"] = time.perf_counter() - started
     log.info(
         "scored %d customers as of %s into %s (skipped: %s)",
@@ -336,6 +367,9 @@ def publish(
         writer.reasons_rows,
         monitor,
         named,
+        store_error=writer.store_error,
+        store_held=held,
+        store=store,
     )
 
 
@@ -481,6 +515,7 @@ class _Writer:
     ) -> None:
         self.champions, self.calibrated, self.ranks = champions, calibrated, ranks
         self.scored_at, self.run_id = scored_at, run_id
+        self.config = config
         self.k = config.explain.top_k
         self.exclude = frozenset(config.explain.non_actionable)
         self.method = config.scoring.reason_method
@@ -493,6 +528,27 @@ class _Writer:
         self.populations: dict[str, str] = {}
         # the online store's writer, fed the same eligible batches (or None)
         self.store: online_store.StoreWriter | None = None
+        self.store_error: str | None = None
+
+    def store_failed(self, step: str, exc: Exception) -> None:
+        """The online store failed: say so, drop it (what it built is removed),
+        and carry on with the Parquet output."""
+        where = config_place(self.config)
+        self.store_error = (
+            f"online store {where} could not be {step}: {type(exc).__name__}: "
+            f"{str(exc).strip()}"
+        )
+        log.error("%s; the previous store is left as it was", self.store_error)
+        self.abort_store()
+
+    def abort_store(self) -> None:
+        store, self.store = self.store, None
+        if store is None:
+            return
+        try:
+            store.abort()
+        except Exception as exc:  # noqa: BLE001 - already failing: say, go on
+            log.warning("online store: cleaning up after a failure failed: %s", exc)
 
     def write(self, parts: list[Path], path: Path, bar: bool | None) -> None:
         targets = self.champions.targets
@@ -509,7 +565,10 @@ class _Writer:
                 writer.write_table(self.table(eligible, rows, schema))
                 if self.store is not None:
                     scores = {t: self.calibrated[t][rows] for t in targets}
-                    self.store.append(eligible, scores, self.scored_at)
+                    try:
+                        self.store.append(eligible, scores, self.scored_at)
+                    except Exception as exc:  # noqa: BLE001 - Parquet goes on
+                        self.store_failed("written", exc)
                 if offset == 0 and os.environ.get(PAUSE_ENV):
                     time.sleep(float(os.environ[PAUSE_ENV]))
                 offset += len(eligible)
@@ -564,6 +623,14 @@ class _Writer:
             out[i] = reasons_json(row)
         self.reasons_rows += int(top.size)
         return out
+
+
+def config_place(config: ProjectConfig) -> str:
+    """Where the configured online store is, for messages."""
+    table = config.online_store.postgres
+    if table is not None:
+        return f"{table.uri} (table {table.table})"
+    return str(config.online_store.path)
 
 
 def reasons_json(found: list[Reason]) -> str:

@@ -66,7 +66,7 @@ def upsert(parquet: Path, as_of: date, sink: ScoresTable) -> int:
     quoted = ", ".join(f'"{n}"' for n in names)
     updates = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in names[2:])
     rows = 0
-    con = psycopg2.connect(sink.uri)
+    con = psycopg2.connect(sink.uri, connect_timeout=10)
     try:
         with con, con.cursor() as cur:  # one transaction: commit or roll back
             cur.execute(create_sql(sink.table, schema))

@@ -166,6 +166,7 @@ def score_spark(
     *,
     run_id: str = "",
     progress: bool | None = None,
+    min_rows: int = 0,
 ) -> ScoreResult:
     """`serving.batch.score.score` on Spark; call it inside `writing(output)` with the
     MLflow tracking URI set (the models are read from the registry)."""
@@ -215,6 +216,7 @@ def score_spark(
             as_of,
             run_id=run_id,
             progress=progress,
+            min_rows=min_rows,
             monitor=monitor,
             skipped=skipped,
             seconds=seconds,

@@ -23,8 +23,10 @@ from mlflow.tracking import MlflowClient
 
 from core.exitcodes import ExitCode
 from features.columns import TARGETS
+from serving.api.servers import free_port
 from serving.batch.nightly import STATUS_FILE
 from serving.batch.score import PAUSE_ENV, staging_dir
+from serving.online_store.sqlite import stored_as_of
 from tests.helpers import BIN, ROOT, Project, run_cli, write_config
 
 pytestmark = pytest.mark.integration
@@ -108,11 +110,17 @@ def test_kill_mid_write_leaves_every_date_intact(
         )
     status = run_cli(["score", "status"], env)
     assert status.returncode == 1
-    assert json.loads(status.stdout)["state"] == "interrupted"
+    killed = json.loads(status.stdout)
+    assert killed["state"] == "interrupted"
+    client = MlflowClient(trained.tracking_uri, trained.tracking_uri)
+    assert client.get_run(killed["run_id"]).info.status == "RUNNING"
 
-    # the next run cleans up and replaces the date whole
+    # the next run cleans up, marks the killed run FAILED, replaces the date whole
     again = run_cli(["score", "--as-of", DATES[1]], env)
     assert again.returncode == 0, again.stderr[-2000:]
+    run = client.get_run(killed["run_id"])
+    assert run.info.status == "FAILED"
+    assert f"process {killed['pid']}" in run.data.tags["failed.reason"]
     assert not partial.parent.exists()
     assert list(staging.glob(".tmp-*")) == []
     assert files[DATES[1]].read_bytes() != before[DATES[1]]
@@ -265,3 +273,77 @@ def test_a_matured_date_is_evaluated_once_under_pseudonyms(
     assert again.returncode == ExitCode.OK, again.stderr[-2000:]
     second = json.loads(again.stdout)
     assert second["evaluated"] == [] and second["already_logged"] == len(TARGETS)
+
+
+def test_too_few_scored_and_an_unreachable_store_keep_the_store(
+    trained: Project, tmp_path: Path
+) -> None:
+    """A good night; a night on a truncated events file (a handful of customers):
+    exit 9, its Parquet published for a look, the online store left as it was;
+    a night with the online store on an unreachable Postgres: exit 10, the
+    Parquet output published all the same."""
+    output, store = tmp_path / "scores", tmp_path / "online" / "store.sqlite"
+
+    def env_for(name: str, events: Path, **overrides: dict) -> dict[str, str]:
+        config = write_config(
+            tmp_path / name,
+            events,
+            trained.customers,
+            **{
+                "scoring": {"output": str(output)},
+                "online_store": {"path": str(store)},
+                **overrides,
+            },
+        )
+        return {**trained.env(), "PROPENSITY_CONFIG": str(config)}
+
+    done = run_cli(["score", "--as-of", DATES[0]], env_for("good.yaml", trained.events))
+    assert done.returncode == ExitCode.OK, done.stderr[-2000:]
+    good = len(pd.read_parquet(output / f"as_of={DATES[0]}"))
+    assert stored_as_of(store) == DATES[0]
+    kept = store.read_bytes()
+
+    events = pd.read_parquet(trained.events)
+    few = events[events.customer_id.isin(events.customer_id.unique()[:10])]
+    few.to_parquet(tmp_path / "few.parquet")
+    done = run_cli(
+        ["score", "--as-of", DATES[1]], env_for("few.yaml", tmp_path / "few.parquet")
+    )
+    assert done.returncode == ExitCode.SCORED_TOO_FEW, done.stderr[-2000:]
+    assert f"the last good run (as of {DATES[0]}" in done.stderr
+    assert f"scored {good:,}" in done.stderr
+    published = pd.read_parquet(output / f"as_of={DATES[1]}")
+    assert 0 < len(published) <= 10
+    assert store.read_bytes() == kept and stored_as_of(store) == DATES[0]
+    status = json.loads((output / STATUS_FILE).read_text())
+    assert status["exit_code"] == ExitCode.SCORED_TOO_FEW
+    assert status["online_store"] == "held back"
+    assert status["scored_too_few"]["rows_scored"] == len(published)
+    assert status["baseline"]["as_of"] == DATES[0]  # still the last good run
+    assert status["baseline"]["rows_scored"] == good
+    client = MlflowClient(trained.tracking_uri, trained.tracking_uri)
+    run = client.get_run(status["run_id"])
+    assert run.data.tags["exit_code"] == str(int(ExitCode.SCORED_TOO_FEW))
+    assert "scored_too_few" in run.data.tags
+
+    port = free_port()  # nothing listens there: the store and the sink are down
+    uri = f"postgresql://127.0.0.1:{port}/propensity"
+    done = run_cli(
+        ["score", "--as-of", DATES[1]],
+        env_for(
+            "down.yaml",
+            trained.events,
+            online_store={"postgres": {"uri": uri, "table": "online"}},
+            scoring={"output": str(output), "postgres": {"uri": uri, "table": "t"}},
+        ),
+    )
+    assert done.returncode == ExitCode.STORE_FAILED, done.stderr[-2000:]
+    assert uri in done.stderr and "previous online store serves" in done.stderr
+    assert len(pd.read_parquet(output / f"as_of={DATES[1]}")) >= good // 2
+    status = json.loads((output / STATUS_FILE).read_text())
+    assert status["exit_code"] == ExitCode.STORE_FAILED
+    assert status["online_store"] == "not updated"
+    assert uri in status["online_store_error"]
+    assert status["postgres_error"] and status["postgres_rows"] is None
+    assert status["baseline"]["as_of"] == DATES[1]  # enough scored: the new one
+    assert store.read_bytes() == kept

@@ -185,6 +185,8 @@ def test_exit_codes_keep_their_numbers() -> None:
         "NO_RUN": 6,
         "TARGET_SKIPPED": 7,
         "OUTCOME_ALERT": 8,
+        "SCORED_TOO_FEW": 9,
+        "STORE_FAILED": 10,
     }
     table = describe()
     assert list(table) == sorted(ExitCode)

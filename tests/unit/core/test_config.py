@@ -568,3 +568,14 @@ def test_no_module_but_secrets_reads_a_secret_variable() -> None:
                 ):
                     readers.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not readers, f"secret variables read outside core.config.secrets: {readers}"
+
+
+def test_min_scored_ratio_is_a_share(tmp_path: Path) -> None:
+    """scoring.min_scored_ratio: 0.5 by default, 0 to 1 (0: only none fails)."""
+    assert load_config(write(tmp_path, BASE)).scoring.min_scored_ratio == 0.5
+    text = BASE + "scoring: {min_scored_ratio: 0}\n"
+    assert load_config(write(tmp_path, text)).scoring.min_scored_ratio == 0
+    for bad in ("1.5", "-0.1", "half"):
+        text = BASE + f"scoring: {{min_scored_ratio: {bad}}}\n"
+        with pytest.raises(ConfigError, match=r"scoring\.min_scored_ratio"):
+            load_config(write(tmp_path, text))
