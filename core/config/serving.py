@@ -3,6 +3,7 @@ the API, reason codes and outreach (campaign selection and contact policy)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -96,6 +97,27 @@ class OnlineStoreConfig(Strict):
     postgres: OnlineTable | None = None
 
 
+class RateLimit(Strict):
+    """A token bucket: `per_second` requests a second on average, `burst` at once
+    (default: per_second rounded up, at least 1)."""
+
+    per_second: float = Field(gt=0, allow_inf_nan=False)
+    burst: int | None = Field(None, ge=1)
+
+    @property
+    def capacity(self) -> int:
+        return (
+            self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+        )
+
+
+class RateLimitConfig(RateLimit):
+    """Requests per second per API key name (serving.api.limits), in each worker
+    process unless `redis` is set; `keys` overrides the limit of named keys."""
+
+    keys: dict[str, RateLimit] = Field(default_factory=dict)
+
+
 class ApiConfig(Strict):
     """Who may call the API. Keys come from $PROPENSITY_API_KEYS (comma-separated,
     plaintext, for development; core.config.secrets) and from `keys_file` (salted
@@ -111,6 +133,9 @@ class ApiConfig(Strict):
     # BentoML worker processes of `propensity serve`, each with its own copy of
     # the champions (BentoML's default is 1)
     workers: int = Field(1, ge=1, le=64)
+    # Requests per second per key name: 429 with Retry-After over it; none when
+    # unset. Each worker counts its own (the effective limit is workers x this).
+    rate_limit: RateLimitConfig | None = None
 
 
 class ExplainConfig(Strict):
