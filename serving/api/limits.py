@@ -6,7 +6,10 @@ takes one, or is refused with the seconds until one is back (`Retry-After`,
 whole seconds, at least 1). `api.rate_limit` sets the limit of every key;
 `api.rate_limit.keys` overrides it for named keys. Buckets live in the worker
 process: with `api.workers` processes each counts its own requests, so a key
-may make up to workers x the limit through the whole server.
+may make up to workers x the limit through the whole server. With
+`api.rate_limit.redis` the buckets live in Redis instead, shared by every worker
+and replica using it (`RedisRateLimiter`; each worker falls back to its own
+buckets while Redis is unreachable).
 
 The key's name comes from the key check (serving/api/auth.py sets it in the
 ASGI scope); with no key configured (`api.require_keys: false`) every caller
@@ -17,6 +20,7 @@ docs) are never limited.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -32,6 +36,8 @@ from serving.api.auth import (
     is_public,
     send_json,
 )
+
+log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 _EPSILON = 1e-9
@@ -77,6 +83,11 @@ class RateLimiter:
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
+    @property
+    def shared(self) -> bool:
+        """True when the buckets are shared by every worker (in Redis)."""
+        return False
+
     def limit(self, name: str) -> RateLimit:
         return self.config.keys.get(name, self.config)
 
@@ -91,19 +102,121 @@ class RateLimiter:
             return bucket.take()
 
 
-def too_many_body(name: str, limit: RateLimit, wait_s: int) -> bytes:
+# One bucket as a Redis hash (tokens, ts), updated atomically by one script on
+# Redis's clock, so every worker and replica sees the same bucket whatever its
+# own clock says. Numbers travel as strings: Redis truncates Lua numbers it
+# returns to integers. The hash expires once it would be full again anyway.
+_REDIS_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 - 1e-9 then
+  tokens = math.max(0, tokens - 1)
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+  'ts', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return string.format('%.17g', wait)
+"""
+REDIS_PREFIX = "propensity:rate:"
+
+
+class RedisRateLimiter(RateLimiter):
+    """Buckets in Redis (`api.rate_limit.redis`), shared by every worker and
+    replica that uses the same Redis and database: the limit is then the
+    server's, not each worker's.
+
+    While Redis cannot be reached (a call failing within `timeout_s`), the
+    worker counts in its own buckets instead, as without Redis, logging an error
+    once; it tries Redis again every `retry_s` and logs when it is back. So an
+    outage loosens the limit to per worker, and never refuses or stalls the
+    API."""
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        clock: Clock = time.monotonic,
+        prefix: str = REDIS_PREFIX,
+        timeout_s: float = 0.25,
+        retry_s: float = 5.0,
+    ) -> None:
+        import redis
+
+        super().__init__(config, clock)
+        if config.redis is None:
+            raise ValueError("api.rate_limit.redis is not set")
+        self.url = config.redis
+        self.prefix = prefix
+        self.retry_s = retry_s
+        self._errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(
+            config.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._script = self.client.register_script(_REDIS_BUCKET)
+        # None while Redis answers; else when to try it again
+        self._retry_at: float | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self._retry_at is None
+
+    def take(self, name: str) -> float:
+        now = self.clock()
+        if self._retry_at is not None and now < self._retry_at:
+            return super().take(name)
+        limit = self.limit(name)
+        try:
+            wait = float(
+                self._script(
+                    keys=[self.prefix + name],
+                    args=[repr(float(limit.per_second)), limit.capacity],
+                )
+            )
+        except self._errors as exc:
+            if self._retry_at is None:
+                log.error(
+                    "rate limit: Redis at %s is unreachable (%s); each worker "
+                    "counts its own requests until it is back",
+                    self.url,
+                    exc,
+                )
+            self._retry_at = now + self.retry_s
+            return super().take(name)
+        if self._retry_at is not None:
+            log.warning(
+                "rate limit: Redis at %s is back; limits shared again", self.url
+            )
+            self._retry_at = None
+        return wait
+
+
+def limiter_from_config(config: RateLimitConfig) -> RateLimiter:
+    """The shared limiter when `redis` is set, else the worker's own."""
+    return RateLimiter(config) if config.redis is None else RedisRateLimiter(config)
+
+
+def too_many_body(name: str, limit: RateLimit, wait_s: int, scope: str) -> bytes:
+    where = "per worker" if scope == "worker" else "across all workers"
     return json.dumps(
         {
             "error": (
                 f"rate limit exceeded: the key {name!r} may make {limit.per_second:g} "
-                f"requests per second (burst {limit.capacity}) per worker; retry "
+                f"requests per second (burst {limit.capacity}) {where}; retry "
                 f"after {wait_s} s"
             ),
             "limit": {
                 "key": name,
                 "per_second": limit.per_second,
                 "burst": limit.capacity,
-                "scope": "worker",
+                "scope": scope,
             },
             "retry_after": wait_s,
         }
@@ -128,5 +241,6 @@ class KeyRateLimit:
             await self.app(scope, receive, send)
             return
         seconds = retry_after(wait)
-        body = too_many_body(name, self.limiter.limit(name), seconds)
+        scope_ = "shared" if self.limiter.shared else "worker"
+        body = too_many_body(name, self.limiter.limit(name), seconds, scope_)
         await send_json(send, 429, body, [(b"retry-after", str(seconds).encode())])

@@ -52,7 +52,7 @@ from serving.api.auth import (
     keyring_from_config,
 )
 from serving.api.body_limit import BodyLimit
-from serving.api.limits import KeyRateLimit, RateLimiter
+from serving.api.limits import KeyRateLimit, limiter_from_config
 from serving.api.schemas import (
     MAX_RECORDS,
     ByIdPrediction,
@@ -531,7 +531,7 @@ class ApiGuard:
         keyring = keyring_from_config(api)
         guarded: ASGIApp = BodyLimit(app, int(api.max_request_mb * 1_000_000))
         if api.rate_limit is not None:
-            guarded = KeyRateLimit(guarded, RateLimiter(api.rate_limit))
+            guarded = KeyRateLimit(guarded, limiter_from_config(api.rate_limit))
         if keyring is not None:
             guarded = BearerAuth(guarded, keyring)
         access.ensure_handler()

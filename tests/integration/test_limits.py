@@ -1,18 +1,33 @@
 """Per-key limits and the access log on a real `bentoml serve`: past the burst a
 key gets 429 with Retry-After, after waiting it gets 200 again, and the server's
 log holds one access line per request, with the key's name and record count but
-never the key or a customer id."""
+never the key or a customer id. The Redis-backed limiter on the real Redis
+(127.0.0.1:6379 unless $PROPENSITY_TEST_REDIS; skipped, saying why, without
+one): shared by two limiters as by two workers, and falling back to each
+worker's own buckets while Redis is unreachable."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import TEST_API_KEY, Project, auth, serving, write_config
+from core.config import RateLimitConfig
+from serving.api.limits import RedisRateLimiter
+from tests.helpers import (
+    TEST_API_KEY,
+    Project,
+    auth,
+    free_port,
+    serving,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +94,91 @@ def test_a_key_past_its_burst_gets_429_then_200_after_retry_after(
     assert all(x["latency_ms"] >= 0 for x in lines)
     assert TEST_API_KEY not in log
     assert not any(cid in log for cid in ids)
+
+
+REDIS = os.environ.get("PROPENSITY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def redis_limiter(url: str = REDIS, **limit) -> RedisRateLimiter:
+    """A limiter on its own key prefix (tests never share a bucket)."""
+    config = RateLimitConfig(redis=url, **limit)
+    return RedisRateLimiter(config, prefix=f"propensity-test:{uuid.uuid4().hex}:")
+
+
+@pytest.fixture
+def redis_up() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is unreachable at {REDIS}: {exc}")
+
+
+@pytest.mark.usefixtures("redis_up")
+def test_two_workers_on_redis_share_one_bucket_per_key() -> None:
+    first = redis_limiter(per_second=0.5, burst=3)
+    second = RedisRateLimiter(first.config, prefix=first.prefix)  # another worker
+    assert first.shared and second.shared
+    waits = [w.take("crm") for w in (first, second, first)]
+    assert waits == [0.0, 0.0, 0.0]
+    # the shared burst is spent: either worker refuses, saying ~2 s
+    assert 1.5 < second.take("crm") <= 2.0
+    assert 1.5 < first.take("crm") <= 2.0
+    # another key has its own bucket
+    assert second.take("web") == 0.0
+    # a bucket left alone expires from Redis once it would be full anyway
+    ttl = first.client.pttl(first.prefix + "crm")
+    assert 0 < ttl <= 3 / 0.5 * 1000 + 1000
+
+
+@pytest.mark.usefixtures("redis_up")
+def test_per_key_overrides_apply_in_redis_too() -> None:
+    limiter = redis_limiter(
+        per_second=100, burst=100, keys={"batch": {"per_second": 1, "burst": 1}}
+    )
+    assert limiter.take("batch") == 0.0
+    assert 0.5 < limiter.take("batch") <= 1.0
+    assert limiter.take("crm") == 0.0
+
+
+def test_an_unreachable_redis_falls_back_to_the_workers_own_buckets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="serving.api.limits")
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    limiter = redis_limiter(url, per_second=1, burst=2)
+    answers = [limiter.take("crm") for _ in range(3)]
+    assert answers[:2] == [0.0, 0.0] and answers[2] > 0  # the local bucket
+    assert not limiter.shared
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors  # said once, not per request
+    assert url in errors[0] and "each worker counts its own" in errors[0]
+
+
+@pytest.mark.usefixtures("redis_up")
+def test_a_worker_goes_back_to_redis_once_it_answers_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Down, then up: the limiter tries Redis again after retry_s and shares its
+    buckets again, saying so. (Redis 'comes back' by pointing the limiter's
+    client at the live server: stopping the machine's Redis is not the test's.)"""
+    caplog.set_level(logging.WARNING, logger="serving.api.limits")
+    now = [0.0]
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    limiter = RedisRateLimiter(
+        RateLimitConfig(redis=dead, per_second=1, burst=5),
+        clock=lambda: now[0],
+        prefix=f"propensity-test:{uuid.uuid4().hex}:",
+    )
+    assert limiter.take("crm") == 0.0 and not limiter.shared
+    live = redis_limiter(per_second=1, burst=5)
+    limiter.client, limiter._script = live.client, live._script
+    now[0] += 1.0  # within retry_s: still local, Redis not asked
+    assert limiter.take("crm") == 0.0 and not limiter.shared
+    now[0] += limiter.retry_s
+    assert limiter.take("crm") == 0.0 and limiter.shared
+    assert any("is back" in r.getMessage() for r in caplog.records)
+    # the shared bucket is Redis's: a fresh one, one token spent
+    tokens = float(live.client.hget(limiter.prefix + "crm", "tokens"))
+    assert tokens == pytest.approx(4.0, abs=0.01)
