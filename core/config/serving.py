@@ -4,9 +4,9 @@ the API, reason codes and outreach (campaign selection and contact policy)."""
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
