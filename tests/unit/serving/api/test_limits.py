@@ -194,3 +194,26 @@ def test_an_open_api_shares_the_anonymous_bucket() -> None:
     answers = post_all(app, [("/predict", {}), ("/predict_by_id", {})])
     assert [r.status_code for r in answers] == [200, 429]
     assert answers[1].json()["limit"]["key"] == ANONYMOUS
+
+
+def test_a_refused_request_spends_no_token() -> None:
+    """Retrying early gets another 429 but does not push the wait further."""
+    clock = FakeClock()
+    bucket = TokenBucket(per_second=1, burst=1, clock=clock)
+    assert bucket.take() == 0.0
+    for _ in range(10):
+        assert bucket.take() == pytest.approx(1.0)
+    clock.advance(1)
+    assert bucket.take() == 0.0
+
+
+def test_a_key_without_the_routes_scope_is_403_and_spends_no_token() -> None:
+    calls.clear()
+    clock = FakeClock()
+    limited = KeyRateLimit(model, RateLimiter(RateLimitConfig(per_second=1), clock))
+    ring = KeyRing([hash_key("crm", KEYS["crm"], scopes=frozenset({"score"}))])
+    answers = post_all(
+        BearerAuth(limited, ring),
+        [("/forget", bearer("crm"))] * 3 + [("/predict", bearer("crm"))],
+    )
+    assert [r.status_code for r in answers] == [403, 403, 403, 200]
