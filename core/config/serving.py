@@ -163,6 +163,9 @@ class ApiConfig(Strict):
     # unset. Each worker counts its own (the effective limit is workers x this)
     # unless rate_limit.redis shares the buckets.
     rate_limit: RateLimitConfig | None = None
+    # One JSON line per request on the logger propensity.access (key name,
+    # endpoint, records, status, latency; never a key or a customer id).
+    access_log: bool = True
 
 
 class ExplainConfig(Strict):

@@ -45,14 +45,12 @@ from serving import online_store
 from serving.api import access, bento
 from serving.api.auth import (
     ASGIApp,
-    BearerAuth,
     Receive,
     Scope,
     Send,
     keyring_from_config,
 )
-from serving.api.body_limit import BodyLimit
-from serving.api.limits import KeyRateLimit, limiter_from_config
+from serving.api.guard import guard
 from serving.api.schemas import (
     MAX_RECORDS,
     ByIdPrediction,
@@ -522,20 +520,12 @@ class Propensity:
 
 
 class ApiGuard:
-    """The access log around API keys, then the per-key rate limit, then the
-    request size limit. BentoML builds its middleware in each worker: the config
-    and the keys are read there, not when this module is imported."""
+    """The access log, API keys, the per-key rate limit and the request size
+    limit (serving/api/guard.py). BentoML builds its middleware in each worker:
+    the config and the keys are read there, not when this module is imported."""
 
     def __init__(self, app: ASGIApp) -> None:
-        api = load_config(config_path()).api
-        keyring = keyring_from_config(api)
-        guarded: ASGIApp = BodyLimit(app, int(api.max_request_mb * 1_000_000))
-        if api.rate_limit is not None:
-            guarded = KeyRateLimit(guarded, limiter_from_config(api.rate_limit))
-        if keyring is not None:
-            guarded = BearerAuth(guarded, keyring)
-        access.ensure_handler()
-        self.app = access.AccessLog(guarded)
+        self.app = guard(app, load_config(config_path()).api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
