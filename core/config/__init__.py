@@ -64,6 +64,8 @@ from core.config.serving import (
     OnlineTable,
     OutcomesConfig,
     OutreachConfig,
+    RateLimit,
+    RateLimitConfig,
     ScoresTable,
     ScoringConfig,
 )
@@ -89,6 +91,8 @@ __all__ = [
     "ROLE_NAMES",
     "TRACKING_URI_ENV",
     "ApiConfig",
+    "RateLimit",
+    "RateLimitConfig",
     "BacktestConfig",
     "ChurnDefinition",
     "ChurnTarget",

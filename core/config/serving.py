@@ -3,8 +3,10 @@ the API, reason codes and outreach (campaign selection and contact policy)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -100,6 +102,52 @@ class OnlineStoreConfig(Strict):
     postgres: OnlineTable | None = None
 
 
+class RateLimit(Strict):
+    """A token bucket: `per_second` requests a second on average, `burst` at once
+    (default: per_second rounded up, at least 1)."""
+
+    per_second: float = Field(gt=0, allow_inf_nan=False)
+    burst: int | None = Field(None, ge=1)
+
+    @property
+    def capacity(self) -> int:
+        return (
+            self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+        )
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class RateLimitConfig(RateLimit):
+    """Requests per second per API key name (serving.api.limits), in each worker
+    process unless `redis` is set; `keys` overrides the limit of named keys."""
+
+    keys: dict[str, RateLimit] = Field(default_factory=dict)
+    # redis://HOST:PORT/DB: buckets shared by every worker and replica using it
+    # (each falls back to its own, logging an error, while Redis is unreachable)
+    redis: str | None = None
+
+    @field_validator("redis")
+    @classmethod
+    def _redis(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return None
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"{uri!r} is not a Redis URI; expected redis://HOST:PORT/DB "
+                "(or rediss://, unix://)"
+            )
+        parts = urlsplit(uri)
+        if parts.username or parts.password:
+            raise ValueError(
+                "the URI holds credentials; a Redis that needs a password is not "
+                "supported yet (the config is no place for a secret)"
+            )
+        return uri
+
+
 class ApiConfig(Strict):
     """Who may call the API. Keys come from $PROPENSITY_API_KEYS (comma-separated,
     plaintext, for development; core.config.secrets) and from `keys_file` (salted
@@ -115,6 +163,13 @@ class ApiConfig(Strict):
     # BentoML worker processes of `propensity serve`, each with its own copy of
     # the champions (BentoML's default is 1)
     workers: int = Field(1, ge=1, le=64)
+    # Requests per second per key name: 429 with Retry-After over it; none when
+    # unset. Each worker counts its own (the effective limit is workers x this)
+    # unless rate_limit.redis shares the buckets.
+    rate_limit: RateLimitConfig | None = None
+    # One JSON line per request on the logger propensity.access (key name,
+    # endpoint, records, status, latency; never a key or a customer id).
+    access_log: bool = True
 
 
 class ExplainConfig(Strict):

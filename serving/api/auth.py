@@ -54,6 +54,9 @@ PUBLIC_PATHS = frozenset(
     {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs", "/docs/", "/docs.json"}
 )
 PUBLIC_PREFIXES = ("/static_content/",)
+# where BearerAuth leaves the name of the key a request carried, in the ASGI
+# scope, for the middleware inside it (limits) and around it (the access log)
+KEY_NAME = "propensity.key_name"
 SALT_BYTES = 16
 # the key file holds hashes only, but nobody else needs to read them
 KEY_FILE_MODE = 0o600
@@ -241,6 +244,11 @@ def match(keys: Iterable[ApiKey], presented: str) -> str | None:
     return None if found is None else found.name
 
 
+def is_public(path: str) -> bool:
+    """A path every caller may reach without a key (probes, metrics, docs)."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 def required_scope(path: str) -> str:
     """The scope a (non-public) route needs: admin unless listed."""
     return ROUTE_SCOPES.get(path.rstrip("/") or "/", ADMIN)
@@ -363,7 +371,9 @@ class BearerAuth:
         return path in self.public_paths or path.startswith(self.public_prefixes)
 
     def check(self, scope: Scope) -> tuple[int, bytes]:
-        """(200, b"") when the request may pass, else the status and body."""
+        """(200, b"") when the request may pass, else the status and body. The
+        name of a matched key is left in scope[KEY_NAME] (for the rate limit and
+        the access log; never the key)."""
         path = scope.get("path", "")
         if self._public(path):
             return 200, b""
@@ -371,6 +381,7 @@ class BearerAuth:
         key = None if token is None else matching(self.keyring.keys(), token)
         if key is None:
             return 401, UNAUTHORIZED_BODY
+        scope[KEY_NAME] = key.name
         needed = required_scope(path)
         if needed not in key.scopes:
             return 403, forbidden_body(key, needed)

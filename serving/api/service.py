@@ -11,13 +11,15 @@ Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
 they come from the models packed into it instead.
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/api/auth.py); a worker started with no key configured fails, saying how
-to create one. `ApiGuard` puts the key check in front of the request size limit
-(serving/api/body_limit.py).
+to create one. `ApiGuard` puts the access log (serving/api/access.py) around the
+key check, the per-key rate limit (serving/api/limits.py) and the request size
+limit (serving/api/body_limit.py).
 
 The request and response bodies are in serving/api/schemas.py; the endpoints
 here turn them into calls of the rooms that do the work (serving.scoring, the
 online store, serving.outreach.campaign, serving.privacy.forget) and their
-errors into HTTP answers: 400 `{"error": ...}` naming the field, 409 for a
+errors into HTTP answers (each endpoint tells the access log, serving/api/access.py,
+how many records it got): 400 `{"error": ...}` naming the field, 409 for a
 conflict, 503 saying what is missing.
 """
 
@@ -40,16 +42,15 @@ from features.sources.load import connect, load_project
 from features.sources.privacy import pseudonymiser
 from model.registry import CHAMPION, configure
 from serving import online_store
-from serving.api import bento
+from serving.api import access, bento
 from serving.api.auth import (
     ASGIApp,
-    BearerAuth,
     Receive,
     Scope,
     Send,
     keyring_from_config,
 )
-from serving.api.body_limit import BodyLimit
+from serving.api.guard import guard
 from serving.api.schemas import (
     MAX_RECORDS,
     ByIdPrediction,
@@ -184,6 +185,7 @@ class Propensity:
     ) -> PredictResponse:
         """Probabilities of the served targets (those the config lists: churn,
         purchase, service_request) for feature records."""
+        access.note_records(len(customers))
         records = [c.features for c in customers]
         if (rejected := self._rejected(records)) is not None:
             return rejected  # type: ignore[return-value]
@@ -217,6 +219,7 @@ class Propensity:
         probability and is listed in `not_in_population`. With pseudonymisation
         on, the store is keyed by pseudonym: each id is hashed first and answered
         as sent."""
+        access.note_records(len(customer_ids))
         stored = self.pseudonyms.many(customer_ids)
         try:
             found = self.store.lookup(stored)
@@ -266,6 +269,7 @@ class Propensity:
         """One target's probability and its top-k reasons per customer: the
         features that raised the score most (non-actionable ones left out). A
         target the config does not list is a 400 naming the served ones."""
+        access.note_records(len(customers))
         if (refused := self._not_served(target)) is not None:
             return refused  # type: ignore[return-value]
         records = [c.features for c in customers]
@@ -323,6 +327,7 @@ class Propensity:
         consent, the forgotten and those over the frequency cap. `dry_run` writes
         nothing; `confirm` logs the selection for the cap (409 if the campaign
         was confirmed before)."""
+        access.note_records(len(customers))
         if (refused := self._not_served(target)) is not None:
             return refused  # type: ignore[return-value]
         if (budget is None) == (threshold is None):
@@ -464,6 +469,7 @@ class Propensity:
         """Forget customers, as `propensity forget` does: off the online store,
         the score outputs and the training snapshots, onto the suppression list
         every later run honours, into the erasure log (admin scope)."""
+        access.note_records(len(customer_ids))
         try:
             erasure = forget.forget(self.config, customer_ids)
         except Busy as exc:
@@ -514,15 +520,12 @@ class Propensity:
 
 
 class ApiGuard:
-    """API keys, then the request size limit. BentoML builds its middleware in
-    each worker: the config and the keys are read there, not when this module is
-    imported."""
+    """The access log, API keys, the per-key rate limit and the request size
+    limit (serving/api/guard.py). BentoML builds its middleware in each worker:
+    the config and the keys are read there, not when this module is imported."""
 
     def __init__(self, app: ASGIApp) -> None:
-        api = load_config(config_path()).api
-        keyring = keyring_from_config(api)
-        limited = BodyLimit(app, int(api.max_request_mb * 1_000_000))
-        self.app = limited if keyring is None else BearerAuth(limited, keyring)
+        self.app = guard(app, load_config(config_path()).api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
