@@ -336,3 +336,13 @@ def age_path(path: Path, days: float) -> None:
     stamp = time.time() - days * 86_400
     for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
         os.utime(p, (stamp, stamp))
+
+
+async def read_body(receive) -> bytes:  # noqa: ANN001
+    """The whole body of an ASGI request, for the stand-in apps of middleware tests."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body

@@ -16,6 +16,7 @@ from serving.api import access
 from serving.api.access import LOGGER, AccessLog, endpoint, note_records
 from serving.api.auth import BearerAuth, KeyRing, hash_key
 from serving.api.limits import KeyRateLimit, RateLimiter
+from tests.helpers import read_body
 
 KEY = "crm-key-0123456789abcdef"
 IDS = ["C0000069", "C0000070", "C0000071"]
@@ -24,12 +25,7 @@ IDS = ["C0000069", "C0000070", "C0000071"]
 async def service(scope, receive, send) -> None:
     """Stands in for an endpoint: reads the ids and reports how many, like the
     service's endpoints do; /boom fails."""
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     if scope["path"] == "/boom":
         raise RuntimeError("the endpoint failed")
     ids = json.loads(body or b"{}").get("customer_ids")

@@ -7,16 +7,12 @@ import asyncio
 import httpx
 
 from serving.api.body_limit import BodyLimit
+from tests.helpers import read_body
 
 
 async def echo(scope, receive, send) -> None:
     """An app answering with the body it read."""
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 
