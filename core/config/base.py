@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Tag,
+    ValidationInfo,
+)
 
 # The key of the validation context holding the config file's folder.
 BASE_CONTEXT_KEY = "base"
@@ -61,3 +69,23 @@ class Strict(BaseModel):
         validate_default=True,
         revalidate_instances="always",
     )
+
+
+def path_or(model: type, tag: str, message: str) -> object:
+    """A config path, or a mapping read as `model` (tagged `tag`; errors leave the
+    "(...)" tags out of the key they name). A URL where a path belongs is refused
+    with `message`, which says how to write the mapping."""
+
+    def kind(value: object) -> str:
+        return tag if isinstance(value, dict | model) else "(path)"
+
+    def path(value: object) -> object:
+        if isinstance(value, str) and "://" in value:
+            raise ValueError(message)
+        return value
+
+    return Annotated[
+        Annotated[ConfigPath, BeforeValidator(path), Tag("(path)")]
+        | Annotated[model, Tag(tag)],
+        Discriminator(kind),
+    ]

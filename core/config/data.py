@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.config.base import ConfigPath, Strict, config_base
+from core.config.base import ConfigPath, Strict, config_base, path_or
 from core.names import ACTIVITY, CANCEL, PURCHASE, SERVICE_REQUEST, TARGETS
 
 ROLE_NAMES = (ACTIVITY, PURCHASE, SERVICE_REQUEST, CANCEL)
@@ -142,26 +142,24 @@ class DatabaseSource(Strict):
         return f"{self.uri}, query {query[:60] + '...' if len(query) > 63 else query!r}"
 
 
+DATABASE_MAPPING = (
+    "a database source is a mapping: {uri: ..., table: ...} or {uri: ..., query: ...}"
+)
+
+
 def _source_kind(value: object) -> str:
     return "(database)" if isinstance(value, dict | DatabaseSource) else "(path)"
 
 
 def _path(value: object) -> object:
     if isinstance(value, str) and "://" in value:
-        raise ValueError(
-            "a database source is a mapping: {uri: ..., table: ...} or "
-            "{uri: ..., query: ...}"
-        )
+        raise ValueError(DATABASE_MAPPING)
     return value
 
 
 # A path, or a mapping read as a DatabaseSource. Errors leave the "(...)" tags out
 # of the key they name (data.events.uri; see project._format_error).
-Source = Annotated[
-    Annotated[ConfigPath, BeforeValidator(_path), Tag("(path)")]
-    | Annotated[DatabaseSource, Tag("(database)")],
-    Discriminator(_source_kind),
-]
+Source = path_or(DatabaseSource, "(database)", DATABASE_MAPPING)
 
 
 # The contract's names a `data.columns` mapping may map, per table (the same
@@ -295,16 +293,8 @@ def _events_kind(value: object) -> str:
     return _source_kind(value)
 
 
-def _entry_kind(value: object) -> str:
-    return "(source)" if isinstance(value, dict | EventSource) else "(path)"
-
-
 # One entry of a list of event sources: a path, or an EventSource mapping.
-EventEntry = Annotated[
-    Annotated[ConfigPath, BeforeValidator(_path), Tag("(path)")]
-    | Annotated[EventSource, Tag("(source)")],
-    Discriminator(_entry_kind),
-]
+EventEntry = path_or(EventSource, "(source)", DATABASE_MAPPING)
 # data.events: one source (a path, a database mapping, an EventSource mapping) or
 # a list of them combined into one log.
 EventsSources = Annotated[

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BeforeValidator,
-    Discriminator,
     Field,
-    Tag,
     field_validator,
     model_validator,
 )
 
-from core.config.base import ConfigPath, Strict
+from core.config.base import ConfigPath, Strict, path_or
 from core.config.data import _TABLE_NAME, POSTGRES_SCHEMES, _database_uri
 
 
@@ -195,24 +192,12 @@ class ContactTable(ScoresTable):
         return f"{self.uri}, table {self.table}"
 
 
-def _log_kind(value: object) -> str:
-    return "(postgres)" if isinstance(value, dict | ContactTable) else "(path)"
-
-
-def _log_path(value: object) -> object:
-    if isinstance(value, str) and "://" in value:
-        raise ValueError(
-            "a Postgres contact log is a mapping: {uri: postgresql://..., table: ...}"
-        )
-    return value
-
-
 # An SQLite file, or a mapping read as a Postgres table.
-ContactLogSetting = Annotated[
-    Annotated[ConfigPath, BeforeValidator(_log_path), Tag("(path)")]
-    | Annotated[ContactTable, Tag("(postgres)")],
-    Discriminator(_log_kind),
-]
+ContactLogSetting = path_or(
+    ContactTable,
+    "(postgres)",
+    "a Postgres contact log is a mapping: {uri: postgresql://..., table: ...}",
+)
 
 
 class FrequencyCap(Strict):
