@@ -55,7 +55,16 @@ import ibis
 import ibis.expr.types as ir
 
 from core.atomic import atomic_write
-from features.columns import CANCEL, CUSTOMER_ID, CUTOFF, EVENT_TIME, ROLES
+from features.columns import (
+    AMOUNT,
+    CANCEL,
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    EVENT_TYPE,
+    QUANTITY,
+    ROLES,
+)
 from features.definition import (
     OLDEST,
     FeatureSpec,
@@ -219,7 +228,16 @@ def rebuild(
     files: dict[str, list[str]] = {"tiles": [], "buckets": [], "cancels": [], "ids": []}
     count = 0
     for i, events in enumerate(chunks):
+        events = _typed(events)
         before = events.filter(events[EVENT_TIME] < as_of)
+        if EVENT_ID in before.columns:  # an id applies once; remember them
+            ided = before.filter(before[EVENT_ID].notnull())
+            ided = ided.distinct(on=EVENT_ID, keep="first")
+            ids_name = f"ids-{seq}-{i}.parquet"
+            ided.select(EVENT_ID).to_parquet(folder / ids_name)
+            files["ids"].append(ids_name)
+            before = ided.union(before.filter(before[EVENT_ID].isnull()))
+            before = before.drop(EVENT_ID)
         count += int(before.count().execute())
         tiles_name = f"tiles-{seq}-{i}.parquet"
         day_tiles(before, spec).to_parquet(folder / tiles_name)
@@ -306,15 +324,19 @@ def advance(
         )
     folder, seq = state.folder, int(state.manifest["seq"]) + 1
     files = {k: list(v) for k, v in state.manifest["files"].items()}
+    events = _typed(events)
     total = int(events.count().execute())
-    events, duplicates = _new_ids(state, con, events, folder, seq, files)
+    # rejected first: a rejected event's id is not remembered, so it applies
+    # when sent again under `apply`
     is_late = events[EVENT_TIME] < old
-    n_late = int(events.filter(is_late).count().execute())
     rejected = 0
-    if n_late and late == REJECT:
-        rejected = n_late
+    if late == REJECT:
+        rejected = int(events.filter(is_late).count().execute())
         events = events.filter(~is_late)
-        log.warning("%d late event(s) before %s rejected", n_late, f"{old:%Y-%m-%d}")
+        if rejected:
+            log.warning("%d late event(s) before %s rejected", rejected, f"{old:%Y-%m-%d}")
+    events, duplicates = _new_ids(state, con, events, folder, seq, files)
+    n_late = rejected or int(events.filter(events[EVENT_TIME] < old).count().execute())
     applied = total - duplicates - rejected
     keep = [c for c in events.columns if c != EVENT_ID]
     tiles_name = f"tiles-{seq}.parquet"
@@ -336,6 +358,28 @@ def advance(
     files["buckets"] = [buckets_name]
     out = _commit(folder, seq, to, state.key, state.events + applied, files)
     return Advanced(out, applied, n_late, rejected, duplicates)
+
+
+CONTRACT_TYPES = {
+    CUSTOMER_ID: "string",
+    EVENT_TIME: "timestamp",
+    EVENT_TYPE: "string",
+    AMOUNT: "float64",
+    QUANTITY: "float64",
+    EVENT_ID: "string",
+}
+
+
+def _typed(events: ir.Table) -> ir.Table:
+    """The events with the contract's types (an empty batch has none), the
+    optional amount and quantity null when absent."""
+    present = set(events.columns)
+    cols = {
+        name: (events[name] if name in present else ibis.null()).cast(kind)
+        for name, kind in CONTRACT_TYPES.items()
+        if name in present or name in (AMOUNT, QUANTITY)
+    }
+    return events.select(**cols)
 
 
 def _new_ids(
@@ -491,4 +535,43 @@ def _fix_amount_max(
     redo = joined._rcid.notnull() & (joined._bucket != OLDEST)
     return joined.mutate(
         **{c: ibis.ifelse(redo, joined[f"_f{c}"], joined[c]) for c in cols}
+    )
+
+
+def forget(
+    state: FeatureState,
+    con: ibis.BaseBackend,
+    customer_ids: Iterable[str],
+    key: dict | None = None,
+) -> FeatureState:
+    """The state without the given customers (stored ids): every file that
+    holds one of their rows is rewritten without it and the manifest swapped in,
+    so nothing of theirs is left. Their events leave the count; with `key` the
+    state is kept under that key (the suppression list now naming them)."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return state
+    gone = ibis.memtable({"_gone": ids}, schema={"_gone": "string"})
+    folder, seq = state.folder, int(state.manifest["seq"]) + 1
+    tiles = state.tiles(con)
+    theirs = tiles.semi_join(gone, tiles._cid == gone._gone)
+    removed = theirs.aggregate(
+        n=sum((theirs[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum()
+    ).execute()["n"][0]
+    files: dict[str, list[str]] = {}
+    column = {"tiles": "_cid", "buckets": CUSTOMER_ID, "cancels": "_rcid"}
+    for kind, names in state.manifest["files"].items():
+        files[kind] = []
+        for i, name in enumerate(names):
+            if kind not in column:  # event ids: no customer in them
+                files[kind].append(name)
+                continue
+            table = con.read_parquet(str(folder / name))
+            kept = table.anti_join(gone, table[column[kind]] == gone._gone)
+            out = f"{kind}-{seq}-{i}.parquet"
+            kept.to_parquet(folder / out)
+            files[kind].append(out)
+    count = state.events - int(0 if removed is None or removed != removed else removed)
+    return _commit(
+        folder, seq, state.watermark, key or state.key, count, files
     )
