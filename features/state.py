@@ -216,12 +216,12 @@ def rebuild(
     as_of: datetime,
     spec: FeatureSpec,
     key: dict,
-    on_chunk: Callable[[int, ir.Table], None] | None = None,
+    on_chunk: Callable[[int, ir.Table, ir.Table], None] | None = None,
 ) -> FeatureState:
     """A new state at `as_of` from all events, given as customer chunks (every
-    customer's events in one chunk); `on_chunk(i, buckets)` gets each chunk's
-    bucket rows as they are written (the nightly computes its features from
-    them), before the manifest is swapped in."""
+    customer's events in one chunk); `on_chunk(i, buckets, cancels)` gets each
+    chunk's bucket rows and cancel days as they are written (the nightly
+    computes its features from them), before the manifest is swapped in."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seq = _next_seq(folder)
@@ -250,7 +250,11 @@ def rebuild(
         files["buckets"].append(buckets_name)
         files["cancels"].append(cancels_name)
         if on_chunk is not None:
-            on_chunk(i, con.read_parquet(str(folder / buckets_name)))
+            on_chunk(
+                i,
+                con.read_parquet(str(folder / buckets_name)),
+                con.read_parquet(str(folder / cancels_name)).distinct(),
+            )
     return _commit(folder, seq, as_of, key, count, files)
 
 
@@ -334,7 +338,9 @@ def advance(
         rejected = int(events.filter(is_late).count().execute())
         events = events.filter(~is_late)
         if rejected:
-            log.warning("%d late event(s) before %s rejected", rejected, f"{old:%Y-%m-%d}")
+            log.warning(
+                "%d late event(s) before %s rejected", rejected, f"{old:%Y-%m-%d}"
+            )
     events, duplicates = _new_ids(state, con, events, folder, seq, files)
     n_late = rejected or int(events.filter(events[EVENT_TIME] < old).count().execute())
     applied = total - duplicates - rejected
@@ -514,9 +520,9 @@ def _fix_amount_max(
     amount, recomputed from their tiles in the newest `max edge` days (a
     maximum cannot be subtracted)."""
     cols = [f"_amount_max_{r}" for r in spec.amount_roles]
-    carried = moving.filter(
-        ibis.or_(*(moving[c].notnull() for c in cols))
-    ).select(_rcid=moving._cid)
+    carried = moving.filter(ibis.or_(*(moving[c].notnull() for c in cols))).select(
+        _rcid=moving._cid
+    )
     carried = carried.distinct()
     since = to - timedelta(days=max(_boundaries(spec)))
     recent = all_tiles.filter(all_tiles._day >= since)
@@ -525,7 +531,9 @@ def _fix_amount_max(
     recent = _merged(recent, ["_cid", "_day"], tile_merge(spec))
     fixed = _at(with_gaps(recent), to, spec)
     fixed = fixed.select(
-        _fcid=fixed[CUSTOMER_ID], _fbucket=fixed._bucket, **{f"_f{c}": fixed[c] for c in cols}
+        _fcid=fixed[CUSTOMER_ID],
+        _fbucket=fixed._bucket,
+        **{f"_f{c}": fixed[c] for c in cols},
     )
     flagged = rows.left_join(carried, rows[CUSTOMER_ID] == carried._rcid)
     joined = flagged.left_join(
@@ -572,6 +580,4 @@ def forget(
             kept.to_parquet(folder / out)
             files[kind].append(out)
     count = state.events - int(0 if removed is None or removed != removed else removed)
-    return _commit(
-        folder, seq, state.watermark, key or state.key, count, files
-    )
+    return _commit(folder, seq, state.watermark, key or state.key, count, files)

@@ -37,13 +37,13 @@ from tests.strategies import (
     DAY,
     FEATURES,
     LONG,
-    events_frame,
+    differences,
     event_logs,
+    events_frame,
+    examples,
     feature_edges,
     feature_specs,
     midnights,
-    differences,
-    examples,
 )
 
 STATE = settings(FEATURES, max_examples=examples(10))
@@ -151,9 +151,14 @@ def test_a_replayed_batch_changes_nothing_and_late_events_are_counted():
     spec = fs_spec()
     d0, d1 = datetime(2024, 3, 1), datetime(2024, 3, 2)
     con = connect(threads=1)
-    rows = [("a", d0 - DAY, "buy", 2.5, 1.0, "x1"), ("a", d0, "login", None, None, "x2")]
+    rows = [
+        ("a", d0 - DAY, "buy", 2.5, 1.0, "x1"),
+        ("a", d0, "login", None, None, "x2"),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        base = fs.rebuild(Path(tmp), con, [ibis.memtable(frame(rows[:1], True))], d0, spec, {})
+        base = fs.rebuild(
+            Path(tmp), con, [ibis.memtable(frame(rows[:1], True))], d0, spec, {}
+        )
         batch = ibis.memtable(frame(rows * 2, True))  # x1 again (late), x2 twice
         done = fs.advance(base, con, batch, d1, spec)
         assert (done.events, done.duplicates, done.late) == (1, 3, 0)
@@ -163,7 +168,7 @@ def test_a_replayed_batch_changes_nothing_and_late_events_are_counted():
         applied = fs.advance(rejected.state, con, late, d1, spec)
         assert (applied.events, applied.late, applied.rejected) == (1, 1, 0)
         row = applied.state.features(con, spec).to_pandas().iloc[0]
-        assert row[f"purchase_count_total"] == 2
+        assert row["purchase_count_total"] == 2
     con.disconnect()
 
 
@@ -173,7 +178,9 @@ def test_events_at_or_after_the_new_date_are_refused():
     con = connect(threads=1)
     rows = [("a", d0 - DAY, "buy", 2.5, 1.0)]
     with tempfile.TemporaryDirectory() as tmp:
-        base = fs.rebuild(Path(tmp), con, [ibis.memtable(frame(rows, False))], d0, spec, {})
+        base = fs.rebuild(
+            Path(tmp), con, [ibis.memtable(frame(rows, False))], d0, spec, {}
+        )
         future = ibis.memtable(frame([("a", d0 + DAY, "buy", 1.0, None)], False))
         with pytest.raises(ValueError, match="at or after 2024-03-02"):
             fs.advance(base, con, future, d0 + DAY, spec)
@@ -183,8 +190,8 @@ def test_events_at_or_after_the_new_date_are_refused():
 
 
 def fs_spec():
-    from tests.strategies import ROLE_OF
     from features.definition import FeatureSpec
+    from tests.strategies import ROLE_OF
 
     return FeatureSpec(role_of=ROLE_OF, windows_days=(7, 30), trend_days=(30,))
 
