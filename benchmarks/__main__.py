@@ -3,7 +3,7 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `spark`, `privacy`, `quality`, `api`. Each prints its table
+`features`, `batch`, `incremental`, `spark`, `privacy`, `quality`, `api`. Each prints its table
 and writes its JSON under --results (bench/results); `make bench*` run them.
 """
 
@@ -167,6 +167,33 @@ def batch(
     from benchmarks.batch import run_batch
 
     run_batch(
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        memory_limit=memory_limit,
+        threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("incremental")
+@_demo_options(customers=1_000_000)
+@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@THREADS
+def incremental(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    memory_limit: str,
+    threads: int,
+) -> ExitCode:
+    """The nightly feature step from the incremental state vs the full rebuild
+    (one new day on the history), identical output, peak memory."""
+    from benchmarks.incremental import run_incremental
+
+    run_incremental(
         customers=customers,
         seed=seed,
         workdir=Path(workdir),
