@@ -240,7 +240,8 @@ def rebuild(
             before = before.drop(EVENT_ID)
         count += int(before.count().execute())
         tiles_name = f"tiles-{seq}-{i}.parquet"
-        day_tiles(before, spec).to_parquet(folder / tiles_name)
+        # by day: reading the days that move tomorrow skips most row groups
+        day_tiles(before, spec).order_by("_day").to_parquet(folder / tiles_name)
         tiles = con.read_parquet(str(folder / tiles_name))
         buckets_name = f"buckets-{seq}-{i}.parquet"
         _at(with_gaps(tiles), as_of, spec).to_parquet(folder / buckets_name)
@@ -320,15 +321,20 @@ def advance(
         raise ValueError(f"cannot move the state back from {old:%Y-%m-%d} to {to}")
     if to != datetime(to.year, to.month, to.day):
         raise ValueError(f"the state's date must be a midnight, got {to}")
+    folder, seq = state.folder, int(state.manifest["seq"]) + 1
+    files = {k: list(v) for k, v in state.manifest["files"].items()}
+    # the batch read once (it may be a filter over a large log); the manifest
+    # never names this file, so the commit removes it
+    incoming = folder / f"incoming-{seq}.parquet"
+    _typed(events).to_parquet(incoming)
+    events = con.read_parquet(str(incoming))
     after = int(events.filter(events[EVENT_TIME] >= to).count().execute())
     if after:
+        incoming.unlink()
         raise ValueError(
             f"{after} event(s) at or after {to:%Y-%m-%d}: the state holds events "
             "before its date only"
         )
-    folder, seq = state.folder, int(state.manifest["seq"]) + 1
-    files = {k: list(v) for k, v in state.manifest["files"].items()}
-    events = _typed(events)
     total = int(events.count().execute())
     # rejected first: a rejected event's id is not remembered, so it applies
     # when sent again under `apply`
@@ -346,7 +352,8 @@ def advance(
     applied = total - duplicates - rejected
     keep = [c for c in events.columns if c != EVENT_ID]
     tiles_name = f"tiles-{seq}.parquet"
-    day_tiles(events.select(*keep), spec).to_parquet(folder / tiles_name)
+    tiles = day_tiles(events.select(*keep), spec).order_by("_day")
+    tiles.to_parquet(folder / tiles_name)
     files["tiles"].append(tiles_name)
     new = con.read_parquet(str(folder / tiles_name))
     cancels_name = f"cancels-{seq}.parquet"
@@ -355,7 +362,9 @@ def advance(
 
     buckets = state.buckets(con)
     all_tiles = con.read_parquet([str(folder / f) for f in files["tiles"]])
-    late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
+    late_ids = None
+    if n_late and rejected == 0:
+        late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
     rows = _advanced_rows(
         buckets, all_tiles, new, late_ids, old, to, spec, state.tiles(con)
     )
@@ -441,7 +450,7 @@ def _advanced_rows(
     buckets: ir.Table,
     all_tiles: ir.Table,
     new: ir.Table,
-    late_ids: ir.Table,
+    late_ids: ir.Table | None,
     old: datetime,
     to: datetime,
     spec: FeatureSpec,
@@ -458,6 +467,8 @@ def _advanced_rows(
         return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
 
     def not_late(t: ir.Table, cid: str) -> ir.Table:
+        if late_ids is None:
+            return t
         return t.anti_join(late_ids, t[cid] == late_ids._lcid)
 
     kept = not_late(buckets, CUSTOMER_ID)
@@ -494,9 +505,10 @@ def _advanced_rows(
     parts.append(shaped(_at(fresh.drop("_gcid", "_gday"), to, spec)))
 
     # late customers: every tile of theirs again
-    theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
-    theirs = _merged(theirs, ["_cid", "_day"], tiles_how)
-    parts.append(shaped(_at(with_gaps(theirs), to, spec)))
+    if late_ids is not None:
+        theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
+        theirs = _merged(theirs, ["_cid", "_day"], tiles_how)
+        parts.append(shaped(_at(with_gaps(theirs), to, spec)))
 
     union = parts[0]
     for p in parts[1:]:
@@ -511,7 +523,7 @@ def _fix_amount_max(
     rows: ir.Table,
     moving: ir.Table,
     all_tiles: ir.Table,
-    late_ids: ir.Table,
+    late_ids: ir.Table | None,
     old: datetime,
     to: datetime,
     spec: FeatureSpec,
@@ -527,7 +539,8 @@ def _fix_amount_max(
     since = to - timedelta(days=max(_boundaries(spec)))
     recent = all_tiles.filter(all_tiles._day >= since)
     recent = recent.semi_join(carried, recent._cid == carried._rcid)
-    recent = recent.anti_join(late_ids, recent._cid == late_ids._lcid)
+    if late_ids is not None:
+        recent = recent.anti_join(late_ids, recent._cid == late_ids._lcid)
     recent = _merged(recent, ["_cid", "_day"], tile_merge(spec))
     fixed = _at(with_gaps(recent), to, spec)
     fixed = fixed.select(
