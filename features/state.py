@@ -477,7 +477,7 @@ def _advanced_rows(
 
     # tiles crossing an edge: out of the old bucket, into the new one
     days = _moving_days(old, to, spec)
-    moving = None
+    out_of = None
     if days:
         m = not_late(old_tiles, "_cid")
         m = m.filter(m._day.isin([ibis.literal(d, "timestamp") for d in days]))
@@ -514,27 +514,34 @@ def _advanced_rows(
     for p in parts[1:]:
         union = union.union(p)
     rows = _merged(union, keys, how)
-    if moving is not None and spec.amount_roles:
-        rows = _fix_amount_max(rows, moving, all_tiles, late_ids, old, to, spec)
+    if out_of is not None and spec.amount_roles:
+        rows = _fix_amount_max(rows, out_of, kept, all_tiles, late_ids, to, spec)
     return shaped(rows)
 
 
 def _fix_amount_max(
     rows: ir.Table,
-    moving: ir.Table,
+    out_of: ir.Table,
+    kept: ir.Table,
     all_tiles: ir.Table,
     late_ids: ir.Table | None,
-    old: datetime,
     to: datetime,
     spec: FeatureSpec,
 ) -> ir.Table:
-    """The windowed amount maxima of the customers whose moving tiles carried an
-    amount, recomputed from their tiles in the newest `max edge` days (a
-    maximum cannot be subtracted)."""
+    """The windowed amount maxima (a maximum cannot be subtracted) recomputed
+    from the tiles of the newest `max edge` days, for the customers only whose
+    tiles leaving a bucket (`out_of`: their maxima per old bucket) held that
+    bucket's maximum (`kept`): otherwise the maximum stays in the bucket."""
     cols = [f"_amount_max_{r}" for r in spec.amount_roles]
-    carried = moving.filter(ibis.or_(*(moving[c].notnull() for c in cols))).select(
-        _rcid=moving._cid
+    k = kept.select(
+        _kcid=kept[CUSTOMER_ID],
+        _kbucket=kept._bucket,
+        **{f"_k{c}": kept[c] for c in cols},
     )
+    hit = out_of.join(k, [out_of[CUSTOMER_ID] == k._kcid, out_of._bucket == k._kbucket])
+    carried = hit.filter(
+        ibis.or_(*((hit[c] >= hit[f"_k{c}"]).fill_null(False) for c in cols))
+    ).select(_rcid=hit[CUSTOMER_ID])
     carried = carried.distinct()
     since = to - timedelta(days=max(_boundaries(spec)))
     recent = all_tiles.filter(all_tiles._day >= since)

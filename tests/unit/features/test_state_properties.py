@@ -30,13 +30,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import state as fs
-from features.columns import CUSTOMER_ID, EVENT_TIME
-from features.definition import build_features, catalogue
+from features.definition import FeatureSpec, build_features, catalogue
 from features.sources.load import connect
 from tests.strategies import (
     DAY,
     FEATURES,
     LONG,
+    ROLE_OF,
     differences,
     event_logs,
     events_frame,
@@ -189,11 +189,5 @@ def test_events_at_or_after_the_new_date_are_refused():
     con.disconnect()
 
 
-def fs_spec():
-    from features.definition import FeatureSpec
-    from tests.strategies import ROLE_OF
-
+def fs_spec() -> FeatureSpec:
     return FeatureSpec(role_of=ROLE_OF, windows_days=(7, 30), trend_days=(30,))
-
-
-__all__ = ["CUSTOMER_ID", "EVENT_TIME"]
