@@ -435,3 +435,53 @@ def _log(
         version = str(info.registered_model_version)
         mlflow.set_tags({"registered_model": name, "registered_version": version})
     return run.info.run_id, version
+
+
+def render(summary: dict[str, dict[str, float]], chosen: str | None = None) -> str:
+    """Per approach the mean Qini and uplift at 10/20/30% with their spreads."""
+    names = {
+        "t": "T-learner",
+        "x": "X-learner",
+        PROBABILITY: "rank by probability",
+        RANDOM: "random",
+    }
+    lines = [
+        f"{'ranking':22} {'Qini':>20} "
+        + " ".join(f"{f'uplift@{k}%':>20}" for k in (10, 20, 30))
+    ]
+    for approach in APPROACHES:
+        figures = summary[approach]
+        mark = " *" if approach == chosen else ""
+        cells = [
+            f"{figures[f]:>10.5f} +- {figures[f + '_std']:<6.4f}"
+            for f in ("qini", "uplift_at_10", "uplift_at_20", "uplift_at_30")
+        ]
+        lines.append(f"{names[approach] + mark:22} " + " ".join(cells))
+    lines.append("mean +- sd over the keyed-hash splits; * the registered learner")
+    return "\n".join(lines)
+
+
+def champion_report(tracking_uri: str, name: str) -> dict | None:
+    """The champion's evaluation (the run's uplift_evaluation.json), its
+    version, learner and gate figure; None without a champion."""
+    from model.registry import CHAMPION
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    run = client.get_run(mv.run_id)
+    found = mlflow.artifacts.load_dict(
+        f"{run.info.artifact_uri}/uplift_evaluation.json"
+    )
+    return {
+        "model": name,
+        "version": str(mv.version),
+        "learner": run.data.params.get("learner"),
+        "rows": run.data.params.get("rows"),
+        "probability_ranking": run.data.params.get("probability_ranking"),
+        "gate_qini": run.data.metrics.get("gate_qini"),
+        "reason": mv.tags.get("uplift.reason"),
+        **found,
+    }
