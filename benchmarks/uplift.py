@@ -131,8 +131,5 @@ def run_uplift(data: Path = DATA, results: Path = Path("bench/results")) -> dict
     """Print the comparison and write results/uplift.json."""
     figures = hillstrom_comparison(data)
     print(render(figures), flush=True)
-    write_json(
-        Path(results) / "uplift.json",
-        {k: v for k, v in figures.items() if isinstance(v, int | float | bool)},
-    )
+    write_json(Path(results) / "uplift.json", figures)
     return figures
