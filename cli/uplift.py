@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 
-from cli.common import MOMENT, POSITIVE_INT, Options, pass_options
+from cli.common import Options, naive_utc, outcome_options, pass_options
 from core.exitcodes import ExitCode
 from core.names import TARGETS
 
@@ -24,27 +24,7 @@ def uplift() -> None:
     default=None,
     help="one target (default: every listed target with a matured campaign)",
 )
-@click.option(
-    "--outcome-event",
-    "outcome_events",
-    multiple=True,
-    metavar="TYPE",
-    help="count an event of this type in the window as the outcome, instead of "
-    "the target's label (repeatable; e.g. visit)",
-)
-@click.option(
-    "--horizon-days",
-    type=POSITIVE_INT,
-    default=None,
-    help="the outcome window (default: the target's horizon_days)",
-)
-@click.option(
-    "--as-of",
-    type=MOMENT,
-    default=None,
-    metavar="DATE",
-    help="judge maturity at this moment (default: data.as_of, else now)",
-)
+@outcome_options
 @pass_options
 def uplift_train(
     options: Options,
@@ -67,8 +47,7 @@ def uplift_train(
     ds = load_project(
         config, con=connect(config.engine.memory_limit, config.engine.threads)
     )
-    if as_of is not None and as_of.tzinfo is not None:
-        as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+    as_of = naive_utc(as_of)
     targets = (target,) if target else config.targets.listed()
     trained, skipped = 0, 0
     for t in targets:
