@@ -72,31 +72,27 @@ class UpliftSkipped(ValueError):
     """Too few treated or control customers (or outcomes) to fit an uplift model."""
 
 
+def _uniform(message: str) -> float:
+    """A uniform number in [0, 1) fixed by the message: HMAC-SHA256 under the
+    fixed split key, its first 8 bytes / 2**64."""
+    digest = hmac.new(SPLIT_KEY, message.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def held_out(
     customer_ids: Sequence[str] | np.ndarray, split: int, share: float
 ) -> np.ndarray:
-    """True for the customers held out of split `split`: HMAC-SHA256 under a
-    fixed key of "<split>\\x1f<id>", first 8 bytes / 2**64 < share."""
-    out = np.empty(len(customer_ids), dtype=bool)
-    for i, cid in enumerate(customer_ids):
-        digest = hmac.new(SPLIT_KEY, f"{split}\x1f{cid}".encode(), hashlib.sha256)
-        out[i] = int.from_bytes(digest.digest()[:8], "big") / 2**64 < share
-    return out
+    """True for the customers held out of split `split`: the uniform draw of
+    "<split>\x1f<id>" below `share`."""
+    return np.array(
+        [_uniform(f"{split}\x1f{c}") < share for c in customer_ids], dtype=bool
+    )
 
 
 def random_scores(customer_ids: Sequence[str] | np.ndarray, split: int) -> np.ndarray:
     """Random targeting's score: a keyed uniform draw per customer and split."""
     return np.array(
-        [
-            int.from_bytes(
-                hmac.new(
-                    SPLIT_KEY, f"random{split}\x1f{c}".encode(), hashlib.sha256
-                ).digest()[:8],
-                "big",
-            )
-            / 2**64
-            for c in customer_ids
-        ]
+        [_uniform(f"random{split}\x1f{c}") for c in customer_ids], dtype=np.float64
     )
 
 
