@@ -12,8 +12,9 @@ of the same split in every run and every campaign); on each split's held-out
 customers, the Qini coefficient and uplift at 10/20/30% (training.uplift_metrics)
 of the T- and X-learners beside ranking by the target's probability (the score
 each customer was selected on when the contact log kept it, else a LightGBM
-outcome model fitted on the training part's treated customers) and a keyed
-random ranking; means over the splits with their standard deviation.
+outcome model fitted on the training part's control customers for churn, the
+risk without contact, and on its treated customers otherwise, the response to
+contact) and a keyed random ranking; means over the splits with their standard deviation.
 
 Registration: the chosen learner (`training.uplift.learner`; `auto` = the
 higher mean Qini) refitted on split 0's training part is registered as
@@ -171,11 +172,24 @@ def probability_model(
     outcome: np.ndarray,
     encoding: Encoding,
     config: UpliftConfig,
+    target: str,
 ) -> lgb.Booster:
-    """ "Rank by probability" where no score at selection is logged: the
-    outcome's probability under contact, fitted on the treated customers."""
-    t = treated == 1
-    return _booster(x[t], outcome[t].astype(float), encoding, config, "binary")
+    """ "Rank by probability" where no score at selection is logged: a LightGBM
+    model of the outcome's probability, fitted on the control for churn (the
+    risk without contact: what a churn model trained on uncontacted history
+    estimates) and on the treated otherwise (who responds when contacted: what
+    a response model targets)."""
+    fit_on = treated == (0 if direction(target) < 0 else 1)
+    return _booster(
+        x[fit_on], outcome[fit_on].astype(float), encoding, config, "binary"
+    )
+
+
+def _probability_source(target: str, logged: bool) -> str:
+    if logged:
+        return "the score at selection (contact log)"
+    group = "control" if direction(target) < 0 else "treated"
+    return f"a LightGBM outcome model fitted on the {group} customers"
 
 
 @dataclass(frozen=True)
@@ -238,7 +252,7 @@ def evaluate(
         if logged:
             figures[PROBABILITY] = frame[SCORE_COLUMN].to_numpy(float)[test]
         else:
-            booster = probability_model(x[tr], t[tr], y[tr], encoding, config)
+            booster = probability_model(x[tr], t[tr], y[tr], encoding, config, target)
             figures[PROBABILITY] = booster.predict(x[test])
         figures[RANDOM] = random_scores(ids[test], split)
         good = wanted(y[test], target)
@@ -246,12 +260,9 @@ def evaluate(
             {a: uplift_metrics.summary(s, good, t[test]) for a, s in figures.items()}
         )
         sizes.append(int(test.sum()))
-    source = (
-        "the score at selection (contact log)"
-        if logged
-        else "a LightGBM outcome model fitted on the treated customers"
+    return Evaluation(
+        target, per_split, _probability_source(target, logged), len(frame), sizes
     )
-    return Evaluation(target, per_split, source, len(frame), sizes)
 
 
 @dataclass(frozen=True)

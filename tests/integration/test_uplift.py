@@ -162,3 +162,42 @@ def test_hillstrom_uplift_beats_rank_by_probability_and_random() -> None:
     assert uplift > figures[f"{prefix}_qini_random"]
     assert figures[f"{prefix}_goal_met"]
     assert figures[f"{prefix}_qini_uplift_std"] >= 0
+
+
+def test_demo_campaign_uplift_beats_rank_by_churn_probability(tmp_path: Path) -> None:
+    """The demo's retention campaign (features.synthetic.campaign: contact helps
+    the troubled most and pushes young 'sleeping dogs' away) at 20,000 customers,
+    seed 42: on held-out customers over three keyed-hash splits, the chosen
+    uplift learner's mean Qini beats ranking by churn probability (the risk
+    without contact, fitted on the control) and random targeting."""
+    from cli.data import write_demo_contacts
+    from core.config import load_config
+    from core.config.training import UpliftConfig
+    from features.sources.load import connect, load_project
+    from features.synthetic.demo import generate
+    from model.encoding import Encoding
+    from serving.outreach.campaign_rows import campaign_rows
+    from training.uplift import PROBABILITY, RANDOM, evaluate
+
+    demo = generate(tmp_path, customers=20_000, seed=42)
+    write_demo_contacts(demo.campaign_path, tmp_path / "contacts.sqlite", list)
+    path = write_config(
+        tmp_path / "propensity.yaml",
+        tmp_path / "events.parquet",
+        tmp_path / "customers.parquet",
+        targets={"churn": {}},
+        outreach={"contact_log": str(tmp_path / "contacts.sqlite")},
+    )
+    config = load_config(path)
+    ds = load_project(config, con=connect(config.engine.memory_limit, 2))
+    rows = campaign_rows(config, ds, "churn")
+    assert rows.used == ["demo-retention"] and len(rows.frame) > 3000
+    encoding = Encoding.fit(rows.frame, rows.features, rows.categorical)
+    evaluation = evaluate(
+        rows.frame, encoding, "churn", UpliftConfig(num_threads=1), splits=3
+    )
+    means = evaluation.summary()
+    best = means[evaluation.best_learner()]["qini"]
+    assert "control" in evaluation.probability_source
+    assert best > means[PROBABILITY]["qini"]
+    assert best > means[RANDOM]["qini"]
