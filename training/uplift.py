@@ -14,7 +14,8 @@ of the T- and X-learners beside ranking by the target's probability (the score
 each customer was selected on when the contact log kept it, else a LightGBM
 outcome model fitted on the training part's control customers for churn, the
 risk without contact, and on its treated customers otherwise, the response to
-contact) and a keyed random ranking; means over the splits with their standard deviation.
+contact) and a keyed random ranking; means over the splits with their standard
+deviation.
 
 Registration: the chosen learner (`training.uplift.learner`; `auto` = the
 higher mean Qini) refitted on split 0's training part is registered as
