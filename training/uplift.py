@@ -347,7 +347,11 @@ def train_uplift(
         gate, champion_qini, champion.version if champion else None
     )
     if champion is not None and champion_qini is None:
-        promote, reason = True, "the champion's features are not in these rows"
+        # another feature set: the champion cannot score these rows
+        promote, reason = _decide(gate, None, None)
+        reason = (
+            f"champion v{champion.version} reads features not in these rows; {reason}"
+        )
     model.metadata = {
         "target": target,
         "learner": learner,
