@@ -74,7 +74,8 @@ def ensure_experiment(
             artifact_location=location,
             tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
         )
-    if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+    # a deleted experiment takes no tags (and no runs: its user finds out there)
+    if found.lifecycle_stage == "active" and EXPERIMENT_KIND_TAG not in found.tags:
         client.set_experiment_tag(
             found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND
         )
