@@ -27,6 +27,8 @@ METADATA_KEY = "propensity"
 # challenger (training.promote moves them)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# every move of `champion` is a run of `<experiment>.promotions` (training.promote)
+PROMOTIONS_SUFFIX = ".promotions"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -55,6 +57,38 @@ def configure(uri: str, experiment: str | None = None) -> str | None:
         return found.experiment_id
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
     return client.create_experiment(experiment, artifact_location=location)
+
+
+def promotions_experiment(experiment: str) -> str:
+    return experiment + PROMOTIONS_SUFFIX
+
+
+def promotion_history(client: MlflowClient, experiment: str, name: str) -> list[dict]:
+    """Every recorded move of `champion` for `name`, oldest first (training
+    records them; the nightly run copies them for the console)."""
+    from mlflow.entities import ViewType
+
+    found = client.get_experiment_by_name(promotions_experiment(experiment))
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`move.model` = '{name}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=10_000,
+    )
+    moves = [
+        {
+            **{
+                k[len("move.") :]: v
+                for k, v in r.data.tags.items()
+                if k.startswith("move.")
+            },
+            "figures": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+    return sorted(moves, key=lambda m: m["moved_at"])
 
 
 def log_record_run(
