@@ -32,6 +32,9 @@ MODEL_FIGURES = (
     ("backtest_positive_rate_mean", "positive rate"),
 )
 MAX_ID = 200
+# the Models page shows the realised figures of the latest matured dates (the
+# whole series is in MLflow's outcomes experiment)
+REALISED_DATES = 90
 
 
 def alerts(status: dict | None, agg: dict | None) -> list[tuple[str, str]]:
@@ -110,7 +113,8 @@ async def models(console: Console, request: Request, who: Session) -> dict:
     for target, m in (agg.get("models") or {}).items():
         metrics = m.get("metrics") or {}
         curve = m.get("calibration_curve") or {}
-        series = outcomes.get(target) or []
+        every = outcomes.get(target) or []
+        series = every[-REALISED_DATES:]
         realised_svg = None
         if series:
             realised_svg = charts.lines(
@@ -144,6 +148,7 @@ async def models(console: Console, request: Request, who: Session) -> dict:
                     zip(curve.get("raw") or [], curve.get("served") or [], strict=True)
                 )[:: max(1, len(curve.get("raw") or []) // 10)],
                 "realised": series,
+                "realised_total": len(every),
                 "realised_svg": realised_svg,
                 "promotions": list(reversed(m.get("promotions") or [])),
             }

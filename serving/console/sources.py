@@ -34,6 +34,14 @@ from serving.outreach.contact_log import CampaignInfo, Contact, open_contact_log
 log = logging.getLogger(__name__)
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 @dataclass
 class _Cached:
     stamp: tuple[int, int] | None = None
@@ -49,11 +57,9 @@ class JsonFiles:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def read(self, path: Path) -> dict | None:
-        try:
-            st = path.stat()
-        except OSError:
+        stamp = _stamp(path)
+        if stamp is None:
             return None
-        stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
             cached = self._cache.setdefault(path, _Cached())
             if cached.stamp != stamp:
@@ -94,6 +100,8 @@ class Sources:
         self._store: online_store.OnlineStore | None = None
         self._champions = None
         self._champions_lock = threading.Lock()
+        self._campaigns: tuple[tuple, list[CampaignInfo]] | None = None
+        self._campaigns_lock = threading.Lock()
 
     def champions(self):  # noqa: ANN201 - serving.scoring.Champions, loaded late
         """The champions, loaded at the first customer look-up (the other pages
@@ -142,7 +150,18 @@ class Sources:
         return self.files.read(outcomes_dir(self.config) / CHECK_FILE)
 
     def campaigns(self) -> list[CampaignInfo]:
-        return open_contact_log(self.config.outreach.contact_log).campaigns()
+        """The confirmed campaigns; an SQLite log's answer is kept until the
+        file (or its write-ahead log) changes: grouping every contact on each
+        page view would cost a second on a few hundred thousand contacts."""
+        setting = self.config.outreach.contact_log
+        log = open_contact_log(setting)
+        if not isinstance(setting, Path):
+            return log.campaigns()
+        stamp = tuple(_stamp(Path(f"{setting}{end}")) for end in ("", "-wal"))
+        with self._campaigns_lock:
+            if self._campaigns is None or self._campaigns[0] != stamp:
+                self._campaigns = (stamp, log.campaigns())
+            return self._campaigns[1]
 
     def customer(self, customer_id: str) -> CustomerView:
         """One id's nightly scores and contacts (hashed first when
