@@ -289,6 +289,16 @@ def _time(client, method: str, path: str, data: dict | None, n: int) -> list[flo
     return out[1:]  # the first is the warm-up
 
 
+def _cold(client, root: Path) -> float:  # noqa: ANN001
+    """One campaign-list request right after the contact log changed."""
+    import os
+
+    os.utime(root / "contacts.sqlite")
+    started = time.perf_counter()
+    client.get("/console/campaigns")
+    return (time.perf_counter() - started) * 1000
+
+
 def run_console(
     customers: int, seed: int, requests: int, workdir: Path, results: Path
 ) -> dict:
@@ -344,6 +354,8 @@ def run_console(
         times = _time(client, method, path, data, requests)
         out[f"{name}_p50_ms"] = float(np.percentile(times, 50))
         out[f"{name}_p99_ms"] = float(np.percentile(times, 99))
+    # the first campaign list after a confirm: the contact log's GROUP BY again
+    out["campaigns_after_a_confirm_ms"] = _cold(client, root)
     out["signin_reference_p50_ms"] = float(np.percentile(reference, 50))
     out["signin_reference_p99_ms"] = float(np.percentile(reference, 99))
     out["page_p99_ms"] = max(out[f"{n}_p99_ms"] for n in pages)
@@ -369,6 +381,11 @@ def _table(out: dict, pages: list[str]) -> str:
     lines.append(
         f"{'sign-in ref':12} {out['signin_reference_p50_ms']:8.1f} "
         f"{out['signin_reference_p99_ms']:8.1f}   (reads no file)"
+    )
+    lines.append(
+        f"{'campaigns':12} {out['campaigns_after_a_confirm_ms']:8.1f}            "
+        f"(once, right after a confirm: {CAMPAIGNS * CONTACTS_PER_CAMPAIGN:,} "
+        "contacts grouped)"
     )
     verdict = "met" if out["goal_met"] else "NOT met"
     lines.append(

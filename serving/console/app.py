@@ -122,6 +122,10 @@ class Console:
             samesite="strict",
         )
 
+    def clear(self, response: Response, request: Request, name: str) -> None:
+        """Drop a cookie, with the flags it was set with."""
+        self.cookie(response, request, name, "", 0)
+
 
 def _exit_name(code: object) -> str:
     try:
@@ -218,17 +222,13 @@ async def signin(request: Request) -> Response:
     console.cookie(
         response, request, session.SESSION_COOKIE, cookie, session.SESSION_SECONDS
     )
-    response.delete_cookie(
-        session.SIGNIN_COOKIE, path=request.scope.get("root_path", "") or "/"
-    )
+    console.clear(response, request, session.SIGNIN_COOKIE)
     return response
 
 
 async def signout(console: Console, request: Request, who: session.Session) -> Response:
     response = RedirectResponse(request.scope.get("root_path", "") + "/signin", 303)
-    response.delete_cookie(
-        session.SESSION_COOKIE, path=request.scope.get("root_path", "") or "/"
-    )
+    console.clear(response, request, session.SESSION_COOKIE)
     return response
 
 
