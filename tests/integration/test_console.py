@@ -88,7 +88,9 @@ def _confirm_campaign(config_path: Path, env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def console(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+def console(
+    trained: Project, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Console]:
     if (why := _browser_missing()) is not None:
         pytest.skip(why)
     from serving.api.auth import add_key
@@ -118,9 +120,7 @@ def console(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert done.returncode in (0, 3, 8), done.stderr[-3000:]
     port = free_port()
     log = root / "console.log"
-    process = spawn(
-        [str(BIN / "propensity"), "console", "--port", str(port)], env, log
-    )
+    process = spawn([str(BIN / "propensity"), "console", "--port", str(port)], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log, path="/console/signin")
@@ -238,8 +238,8 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     }
     from serving.outreach.readout_report import status as readout_status
 
-    assert page.locator("#readout-status").inner_text().startswith(
-        readout_status(readout)
+    assert (
+        page.locator("#readout-status").inner_text().startswith(readout_status(readout))
     )
     _no_violations(page, "campaign")
     _shot(page, "campaign", tmp_path)
@@ -257,7 +257,11 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     ).one(CUSTOMER)
     assert stored != CUSTOMER
     row = open_reader(config.online_store).lookup([stored])[stored]
-    shown = {r[0]: _number(r[1]) for r in _cells(page, "probabilities") if r[1][:1] in "0123456789"}
+    shown = {
+        r[0]: _number(r[1])
+        for r in _cells(page, "probabilities")
+        if r[1][:1] in "0123456789"
+    }
     assert shown == {t: pytest.approx(p, abs=5e-5) for t, p in row.scores.items()}
     assert page.locator("table[id^=reasons-]").count() == len(row.scores)
     contacts = _cells(page, "contacts")
@@ -292,8 +296,12 @@ def test_pages_follow_the_keys_scopes_and_sign_out_ends_the_session(
     assert nav == ["Overview", "Models", "Customer"]
     for path in ("campaigns", "forget"):
         response = page.goto(f"{console.url}/console/{path}")
-        assert response.status == 403 and "lacks" in page.get_by_role("alert").inner_text()
-    cookie = next(c for c in page.context.cookies() if c["name"] == "propensity_console")
+        assert (
+            response.status == 403 and "lacks" in page.get_by_role("alert").inner_text()
+        )
+    cookie = next(
+        c for c in page.context.cookies() if c["name"] == "propensity_console"
+    )
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     page.get_by_role("button", name="Sign out").click()
     assert page.url.endswith("/console/signin")
@@ -317,15 +325,19 @@ def test_keyboard_reaches_every_control_with_a_visible_focus(
         page.keyboard.press("Tab")
         seen.append(
             page.evaluate(
-                "() => { const e = document.activeElement; const s = getComputedStyle(e);"
+                "() => { const e = document.activeElement;"
+                " const s = getComputedStyle(e);"
                 " return [e.tagName, e.id || e.textContent.trim(), s.outlineStyle]; }"
             )
         )
     names = [s[1] for s in seen]
     assert names[0] == "Skip to content"
-    assert {"Overview", "Models", "Customer", "Campaigns", "Forget", "Sign out"} <= set(names)
+    assert {"Overview", "Models", "Customer", "Campaigns", "Forget", "Sign out"} <= set(
+        names
+    )
     assert "customer_id" in names
-    controls = [s for s in seen if s[0] in ("A", "BUTTON", "INPUT", "SUMMARY")]
+    focusable = ("A", "BUTTON", "INPUT", "SUMMARY")
+    controls = [s for s in seen if s[0] in focusable]
     assert len(controls) >= 9 and all(s[2] not in ("none", "") for s in controls), seen
     page.get_by_label("Customer id").focus()
     page.keyboard.type(CUSTOMER)
