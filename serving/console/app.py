@@ -143,16 +143,19 @@ def _console(request: Request) -> Console:
     return request.app.state.console
 
 
-def _guarded(scope: str, page: Callable[[Console, Request, session.Session], Any]):
-    """A page that needs a session whose key holds `scope`: else the sign-in
-    page (no session) or 403 naming the scope (no data either way)."""
+def _guarded(
+    scope: str | None, page: Callable[[Console, Request, session.Session], Any]
+):
+    """A page that needs a session whose key holds `scope` (None: any signed-in
+    key): else the sign-in page (no session) or 403 naming the scope (no data
+    either way). A POST must carry the session's CSRF token."""
 
     async def handler(request: Request) -> Response:
         console = _console(request)
         who = console.session(request)
         if who is None:
             return RedirectResponse(request.scope.get("root_path", "") + "/signin", 303)
-        if not who.allows(scope):
+        if scope is not None and not who.allows(scope):
             return console.render(
                 request,
                 "denied.html",
@@ -248,7 +251,7 @@ def routes() -> list[Route]:
         Route("/", home),
         Route("/signin", signin_form, methods=["GET"]),
         Route("/signin", signin, methods=["POST"]),
-        Route("/signout", _any(signout), methods=["POST"]),
+        Route("/signout", _guarded(None, signout), methods=["POST"]),
         Route("/overview", _guarded(SCORE, _page("overview.html", pages.overview))),
         Route("/models", _guarded(SCORE, _page("models.html", pages.models))),
         Route(
@@ -269,28 +272,6 @@ def routes() -> list[Route]:
             methods=["GET", "POST"],
         ),
     ]
-
-
-def _any(page: Callable[[Console, Request, session.Session], Any]):
-    """Sign-out: any signed-in key, whatever its scopes."""
-
-    async def handler(request: Request) -> Response:
-        console = _console(request)
-        who = console.session(request)
-        if who is None:
-            return RedirectResponse(request.scope.get("root_path", "") + "/signin", 303)
-        form = await request.form()
-        if not session.token_ok(who.csrf, str(form.get(session.CSRF_FIELD, ""))):
-            return console.render(
-                request,
-                "denied.html",
-                {"title": "Form expired", "csrf": True},
-                status=403,
-                who=who,
-            )
-        return await page(console, request, who)
-
-    return handler
 
 
 def create_app(config: ProjectConfig, root: Path) -> Starlette:

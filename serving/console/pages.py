@@ -162,6 +162,14 @@ async def models(console: Console, request: Request, who: Session) -> dict:
     }
 
 
+def _customer_id(form) -> tuple[str, str | None]:  # noqa: ANN001 - a FormData
+    """The form's customer id, and what is wrong with it (None: nothing)."""
+    query = str(form.get("customer_id", "")).strip()
+    if not query or len(query) > MAX_ID:
+        return query, f"Enter a customer id (1 to {MAX_ID} characters)."
+    return query, None
+
+
 async def customer(console: Console, request: Request, who: Session) -> dict:
     context = {
         "title": "Customer",
@@ -172,10 +180,9 @@ async def customer(console: Console, request: Request, who: Session) -> dict:
     }
     if request.method != "POST":
         return context
-    query = str(request.state.form.get("customer_id", "")).strip()
+    query, context["error"] = _customer_id(request.state.form)
     context["query"] = query
-    if not query or len(query) > MAX_ID:
-        context["error"] = f"Enter a customer id (1 to {MAX_ID} characters)."
+    if context["error"]:
         context["http_status"] = 400
         return context
     from serving.online_store import StoreError
@@ -261,10 +268,8 @@ async def forget(console: Console, request: Request, who: Session) -> dict:
     if request.method != "POST":
         return context
     form = request.state.form
-    query = str(form.get("customer_id", "")).strip()
-    if not query or len(query) > MAX_ID:
-        context["error"] = f"Enter a customer id (1 to {MAX_ID} characters)."
-    elif form.get("confirm") != "yes":
+    query, context["error"] = _customer_id(form)
+    if not context["error"] and form.get("confirm") != "yes":
         context["error"] = "Tick the confirmation box: forgetting cannot be undone."
     if context["error"]:
         context["http_status"] = 400
