@@ -141,7 +141,7 @@ api-key: setup ## create an API key for NAME with SCOPES (default score), print 
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=who-holds-it"; exit 2; }
 	$(CLI) api-key new --name $(NAME) --scopes $(SCOPES)
 
-console: setup ## the web console alone on http://127.0.0.1:$(CONSOLE_PORT)/console/ (also at /console of make serve); sign in with an API key
+console: setup ## the web console alone on http://127.0.0.1:8080/console/ (CONSOLE_PORT=8080; also at /console of make serve); sign in with an API key
 	$(CLI) console --port $(CONSOLE_PORT)
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
