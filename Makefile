@@ -13,6 +13,9 @@ BENCH := $(BIN)/python -m benchmarks
 
 CUSTOMERS ?= 20000
 SEED ?= 42
+# the demo's campaign with a known effect (make data writes it, make run reads it out)
+DEMO_CAMPAIGN := demo-retention
+DEMO_TRUTH := data/demo/campaign_truth.parquet
 PORT ?= 3000
 AS_OF ?=
 # tune knobs: the target, at most TRIALS trials, optionally a time budget in seconds
@@ -116,10 +119,13 @@ outcomes: setup ## newly matured score dates against realised labels, logged to 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
 
-run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000 (prints a demo API key when none exists)
+run: setup data/demo/events.parquet ## the whole job on demo data: train, score, the demo campaign's readout beside its true effect, then the API on localhost:3000 (prints a demo API key when none exists)
 	$(CLI) train
 	@$(CLI) score || { rc=$$?; test $$rc -eq 3 -o $$rc -eq 8 && \
 		echo "(drift or outcome alert above, exit $$rc: the scores are written; serving them)"; }
+	@if test -f $(DEMO_TRUTH); then echo "the demo campaign's readout, its true effect beside it:"; \
+		$(CLI) campaigns report $(DEMO_CAMPAIGN) --truth $(DEMO_TRUTH) || echo "(readout failed above; serving all the same)"; \
+	else echo "(no demo campaign in data/demo: make data makes one)"; fi
 	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
 		  $(CLI) api-key new --name demo --scopes score,outreach,admin; }
