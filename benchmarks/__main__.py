@@ -3,8 +3,9 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `spark`, `privacy`, `quality`, `api`. Each prints its table
-and writes its JSON under --results (bench/results); `make bench*` run them.
+`features`, `batch`, `readout`, `spark`, `privacy`, `quality`, `api`. Each prints
+its table and writes its JSON under --results (bench/results); `make bench*` run
+them.
 """
 
 from __future__ import annotations
@@ -173,6 +174,43 @@ def batch(
         results=Path(results),
         memory_limit=memory_limit,
         threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("readout")
+@_demo_options(customers=1_000_000)
+@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@THREADS
+@click.option(
+    "--data",
+    default=None,
+    help="folder of the real datasets, for Hillstrom (default: ../shared/data)",
+)
+@click.option("--skip-hillstrom", is_flag=True, help="only the readout at scale")
+def readout(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    memory_limit: str,
+    threads: int,
+    data: str | None,
+    skip_hillstrom: bool,
+) -> ExitCode:
+    """A campaign readout at scale vs hand-written SQL (time, peak memory), and
+    the Hillstrom readouts and uplift comparison."""
+    from benchmarks.readout import DATA, run_readout
+
+    run_readout(
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        data_dir=Path(data) if data else DATA,
+        memory_limit=memory_limit,
+        threads=threads,
+        skip_hillstrom=skip_hillstrom,
     )
     return ExitCode.OK
 
