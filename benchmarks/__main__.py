@@ -56,6 +56,7 @@ CUTOFFS = click.option(
     "--cutoffs", type=POSITIVE_INT, default=3, help="monthly feature cutoffs"
 )
 THREADS = click.option("--threads", type=POSITIVE_INT, default=2, help="DuckDB threads")
+MEMORY_LIMIT = click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
 
 
 @click.group(
@@ -153,7 +154,7 @@ def features(
 
 @bench.command("batch")
 @_demo_options(customers=1_000_000)
-@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@MEMORY_LIMIT
 @THREADS
 def batch(
     customers: int,
@@ -180,7 +181,7 @@ def batch(
 
 @bench.command("readout")
 @_demo_options(customers=1_000_000)
-@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@MEMORY_LIMIT
 @THREADS
 @click.option(
     "--data",

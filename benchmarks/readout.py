@@ -47,7 +47,6 @@ import numpy as np
 
 from benchmarks.harness import (
     CHILDREN,
-    DEMO_CONFIG,
     PROJECT_ROOT,
     as_of_for,
     child_main,
@@ -325,29 +324,13 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def _config(args: dict[str, Any]):
-    """The demo config on the benchmark's data, contact log and engine settings."""
-    from core.config import load_config
+    """The batch benchmark's config (the demo config on the benchmark's data and
+    engine settings) with the campaign's contact log."""
+    from benchmarks.batch import demo_config
 
-    config = load_config(DEMO_CONFIG)
-    return config.model_copy(
-        update={
-            "data": config.data.model_copy(
-                update={
-                    "events": Path(args["events"]),
-                    "customers": Path(args["customers"]),
-                }
-            ),
-            "engine": config.engine.model_copy(
-                update={
-                    "memory_limit": args["memory_limit"],
-                    "threads": args["threads"],
-                }
-            ),
-            "outreach": config.outreach.model_copy(
-                update={"contact_log": Path(args["contact_log"])}
-            ),
-        }
-    )
+    config = demo_config(args)
+    log = config.outreach.model_copy(update={"contact_log": Path(args["contact_log"])})
+    return config.model_copy(update={"outreach": log})
 
 
 def _load(args: dict[str, Any]):
