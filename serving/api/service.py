@@ -9,6 +9,7 @@ MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 ./propensity.yaml); start-up fails, saying to train first, when one is missing.
 Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
 they come from the models packed into it instead.
+The docs page (/) and spec (/docs.json) are propensity's (serving/api/docs.py).
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/api/auth.py); a worker started with no key configured fails, saying how
 to create one. `ApiGuard` puts the access log (serving/api/access.py) around the
@@ -50,6 +51,7 @@ from serving.api.auth import (
     Send,
     keyring_from_config,
 )
+from serving.api.docs import DocsPages
 from serving.api.guard import guard
 from serving.api.schemas import (
     MAX_RECORDS,
@@ -537,4 +539,6 @@ async def _docs(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 Propensity.add_asgi_middleware(ApiGuard)
+# inside the guard (the access log sees the docs), in front of BentoML's pages
+Propensity.add_asgi_middleware(DocsPages, service=Propensity)
 Propensity.mount_asgi_app(_docs, path="/docs")
