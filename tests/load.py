@@ -197,6 +197,8 @@ class Tally:
     timeouts: int
     dropped: int
     wrong: int
+    # the 2xx answers' latency, 99th percentile
+    p99_ms: float
     outcome: str = ""
 
     def row(self) -> dict:
@@ -210,6 +212,7 @@ class Tally:
             "timeouts": self.timeouts,
             "dropped": self.dropped,
             "wrong": self.wrong,
+            "p99_ms": self.p99_ms,
             "outcome": self.outcome,
         }
 
@@ -217,6 +220,12 @@ class Tally:
 def tally(fault: str, load: Load, seconds: float) -> tuple[Tally, list[str]]:
     """The counts over every request sent, and the reasons of the wrong answers."""
     kinds = [s.kind for s in load.sent]
+    latencies = sorted(s.ended - s.started for s in load.sent if s.kind == "2xx")
+    p99 = (
+        latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        if latencies
+        else 0
+    )
     reasons = [f"{s.endpoint}: {why}" for s in load.sent if (why := wrong(s))]
     return (
         Tally(
@@ -230,6 +239,7 @@ def tally(fault: str, load: Load, seconds: float) -> tuple[Tally, list[str]]:
             timeouts=kinds.count("timeout"),
             dropped=kinds.count("dropped"),
             wrong=len(reasons),
+            p99_ms=round(p99 * 1000),
         ),
         reasons,
     )
