@@ -181,7 +181,10 @@ def wrong(sent: Sent) -> str | None:
     assert sent.answer is not None
     if "unparsable" in sent.answer:
         return f"not JSON: {sent.answer['unparsable']}"
-    return sent.call.check(sent.answer)
+    try:
+        return sent.call.check(sent.answer)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return f"malformed answer ({exc!r}): {str(sent.answer)[:200]}"
 
 
 @dataclass

@@ -45,7 +45,9 @@ from tests.helpers import (
     eligible_features,
     postgres_database,
     run_cli,
-    serving,
+    start_bentoml,
+    stop,
+    wait_ready,
     write_config,
 )
 from tests.load import (
@@ -152,9 +154,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[
         old_key = add_key(keys_file, "load-a", SCOPES)
         nights = {FIRST_NIGHT: night(project, FIRST_NIGHT)}
         served_env = with_workers(env, "propensity", WORKERS)
-        with serving(served_env, root / "serve.log") as server:
+        log = root / "serve.log"
+        url, process = start_bentoml(served_env, log)
+        try:
+            # 2 workers loading at once on a busy machine: a generous deadline
+            wait_ready(url, process, log, deadline_s=240)
+            server = Server(url, process, log)
             calls = make_calls(project, server, nights)
             yield Setup(project, env, proxy, keys_file, old_key, server, calls, nights)
+        finally:
+            stop(process)
     (root / "faults.json").write_text(json.dumps(ROWS, indent=2))
     print(f"\nload with faults ({root / 'faults.json'}):\n{table(ROWS)}")
 
