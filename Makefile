@@ -72,7 +72,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-readout bench-spark bench-privacy bench-footprint bench-console test test-faults lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-readout bench-spark bench-privacy bench-footprint bench-console bench-uplift test test-faults lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -160,6 +160,12 @@ campaign-report: setup ## a campaign's readout, logged to MLflow (ID=campaign FO
 	@test -n "$(ID)" || { echo "usage: make campaign-report ID=campaign-id [FORMAT=html OUT=file]"; exit 2; }
 	$(CLI) campaigns report $(ID) --format $(FORMAT) $(if $(OUT),--out $(OUT))
 
+uplift: setup ## uplift models from the matured campaigns: T- and X-learner vs rank by probability and random, the better registered (TARGET=one target; default every listed one)
+	$(CLI) uplift train $(if $(filter command line,$(origin TARGET)),--target $(TARGET))
+
+uplift-report: setup ## each uplift champion's held-out Qini and uplift at 10/20/30% beside rank by probability and random
+	$(CLI) uplift report
+
 tracking-server: setup ## team mode: a shared MLflow server on Postgres (PG_URI=... ARTIFACTS=dir TRACKING_ARGS=...)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(PG_URI) \
 		--artifacts-destination $(ARTIFACTS) $(TRACKING_ARGS)
@@ -189,6 +195,9 @@ bench-privacy: setup ## features with pseudonyms vs plain ids and hand-written S
 
 bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) vs recency, BG/NBD and the reference figures
 	$(BENCH) quality
+
+bench-uplift: setup ## uplift on Hillstrom (visit, women's e-mail vs none): Qini and uplift@30% of T-/X-learner vs rank by probability and random; bench/results/uplift.json
+	$(BENCH) uplift
 
 bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare echo service and the in-process call (REQUESTS=2000)
 	$(BENCH) api $(if $(REQUESTS),--requests $(REQUESTS))

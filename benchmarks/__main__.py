@@ -4,8 +4,8 @@ benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
 `features`, `batch`, `readout`, `spark`, `privacy`, `quality`, `api`, `footprint`,
-`console`. Each prints its table
-and writes its JSON under --results (bench/results); `make bench*` run them.
+`console`, `uplift`. Each prints its table and writes its JSON under --results
+(bench/results); `make bench*` run them.
 """
 
 from __future__ import annotations
@@ -286,6 +286,22 @@ def quality(data: str | None, workdir: str, results: str) -> ExitCode:
         workdir=Path(workdir),
         results=Path(results),
     )
+    return ExitCode.OK
+
+
+@bench.command("uplift")
+@click.option(
+    "--data",
+    default=None,
+    help="folder of the real datasets (default: ../shared/data from the project)",
+)
+@click.option("--results", default=RESULTS, help="the JSON figures")
+def uplift(data: str | None, results: str) -> ExitCode:
+    """Uplift on Hillstrom (visit, women's e-mail vs none): the T- and X-learner
+    against rank by probability and random, over keyed-hash splits."""
+    from benchmarks.uplift import DATA, run_uplift
+
+    run_uplift(Path(data) if data else DATA, Path(results))
     return ExitCode.OK
 
 

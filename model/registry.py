@@ -18,8 +18,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+from model import uplift
 from model.calibration import Calibrator
 from model.encoding import Encoding
+from model.uplift import UpliftModel
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "propensity"
@@ -232,3 +234,18 @@ def load_local(
     )
     model.check()
     return model
+
+
+def load_uplift_alias(
+    tracking_uri: str, name: str, alias: str = CHAMPION
+) -> UpliftModel | None:
+    """The uplift model (model.uplift) behind `alias` of `name`, or None when
+    the model or alias does not exist."""
+    client = MlflowClient(tracking_uri, tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return uplift.load(
+        download_version(tracking_uri, name, str(mv.version)), name, str(mv.version)
+    )

@@ -108,6 +108,9 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "campaigns",
         "campaigns list",
         "campaigns report",
+        "uplift",
+        "uplift train",
+        "uplift report",
     }
 
 
