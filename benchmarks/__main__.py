@@ -3,9 +3,9 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `incremental`, `spark`, `privacy`, `quality`, `api`. Each
-prints its table and writes its JSON under --results (bench/results); `make
-bench*` run them.
+`features`, `batch`, `incremental`, `readout`, `spark`, `privacy`, `quality`,
+`api`, `footprint`, `console`, `uplift`. Each prints its table and writes its
+JSON under --results (bench/results); `make bench*` run them.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ CUTOFFS = click.option(
     "--cutoffs", type=POSITIVE_INT, default=3, help="monthly feature cutoffs"
 )
 THREADS = click.option("--threads", type=POSITIVE_INT, default=2, help="DuckDB threads")
+MEMORY_LIMIT = click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
 
 
 @click.group(
@@ -153,7 +154,7 @@ def features(
 
 @bench.command("batch")
 @_demo_options(customers=1_000_000)
-@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@MEMORY_LIMIT
 @THREADS
 def batch(
     customers: int,
@@ -180,7 +181,7 @@ def batch(
 
 @bench.command("incremental")
 @_demo_options(customers=1_000_000)
-@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@MEMORY_LIMIT
 @THREADS
 def incremental(
     customers: int,
@@ -201,6 +202,43 @@ def incremental(
         results=Path(results),
         memory_limit=memory_limit,
         threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("readout")
+@_demo_options(customers=1_000_000)
+@MEMORY_LIMIT
+@THREADS
+@click.option(
+    "--data",
+    default=None,
+    help="folder of the real datasets, for Hillstrom (default: ../shared/data)",
+)
+@click.option("--skip-hillstrom", is_flag=True, help="only the readout at scale")
+def readout(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    memory_limit: str,
+    threads: int,
+    data: str | None,
+    skip_hillstrom: bool,
+) -> ExitCode:
+    """A campaign readout at scale vs hand-written SQL (time, peak memory), and
+    the Hillstrom readouts and uplift comparison."""
+    from benchmarks.readout import DATA, run_readout
+
+    run_readout(
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        data_dir=Path(data) if data else DATA,
+        memory_limit=memory_limit,
+        threads=threads,
+        skip_hillstrom=skip_hillstrom,
     )
     return ExitCode.OK
 
@@ -278,6 +316,22 @@ def quality(data: str | None, workdir: str, results: str) -> ExitCode:
     return ExitCode.OK
 
 
+@bench.command("uplift")
+@click.option(
+    "--data",
+    default=None,
+    help="folder of the real datasets (default: ../shared/data from the project)",
+)
+@click.option("--results", default=RESULTS, help="the JSON figures")
+def uplift(data: str | None, results: str) -> ExitCode:
+    """Uplift on Hillstrom (visit, women's e-mail vs none): the T- and X-learner
+    against rank by probability and random, over keyed-hash splits."""
+    from benchmarks.uplift import DATA, run_uplift
+
+    run_uplift(Path(data) if data else DATA, Path(results))
+    return ExitCode.OK
+
+
 @bench.command("api")
 @_demo_options(customers=5000, workdir=f"{WORKDIR}/api")
 @click.option(
@@ -313,6 +367,24 @@ def footprint(customers: int, workdir: str, results: str) -> ExitCode:
     from benchmarks.footprint import run_footprint
 
     run_footprint(Path(workdir), customers, Path(results))
+    return ExitCode.OK
+
+
+@bench.command("console")
+@click.option(
+    "--customers", type=POSITIVE_INT, default=1_000_000, help="scored customers"
+)
+@click.option("--seed", type=int, default=0)
+@click.option("--requests", type=POSITIVE_INT, default=50, help="requests per page")
+@click.option("--workdir", default=WORKDIR, help="the laid-out base (kept)")
+@click.option("--results", default=RESULTS, help="the JSON figures")
+def console(
+    customers: int, seed: int, requests: int, workdir: str, results: str
+) -> ExitCode:
+    """Each console page's server-side render time on a large scored base."""
+    from benchmarks.console import run_console
+
+    run_console(customers, seed, requests, Path(workdir), Path(results))
     return ExitCode.OK
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 
-from cli.common import MOMENT, POSITIVE_INT, Options, pass_options
+from cli.common import Options, naive_utc, outcome_options, pass_options
 from core.exitcodes import ExitCode
 
 FORMATS = ("text", "json", "html")
@@ -62,27 +62,7 @@ def campaigns_list(options: Options) -> ExitCode:
     default=None,
     help="write the readout to this file (atomically) instead of stdout",
 )
-@click.option(
-    "--outcome-event",
-    "outcome_events",
-    multiple=True,
-    metavar="TYPE",
-    help="count an event of this type in the window as the outcome, instead of "
-    "the target's label (repeatable; e.g. visit)",
-)
-@click.option(
-    "--horizon-days",
-    type=POSITIVE_INT,
-    default=None,
-    help="the outcome window (default: the target's horizon_days)",
-)
-@click.option(
-    "--as-of",
-    type=MOMENT,
-    default=None,
-    metavar="DATE",
-    help="judge maturity at this moment (default: data.as_of, else now)",
-)
+@outcome_options
 @click.option(
     "--truth",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -120,8 +100,7 @@ def campaigns_report(
     ds = load_project(
         config, con=connect(config.engine.memory_limit, config.engine.threads)
     )
-    if as_of is not None and as_of.tzinfo is not None:
-        as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+    as_of = naive_utc(as_of)
     report = readout(
         config,
         ds,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,3 +131,42 @@ class Moment(click.ParamType):
 
 POSITIVE_FLOAT = PositiveFloat()
 MOMENT = Moment()
+
+
+def outcome_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--outcome-event, --horizon-days, --as-of: what counts as a campaign's
+    outcome and when it is judged mature (campaigns report, uplift train)."""
+    for option in reversed(
+        (
+            click.option(
+                "--outcome-event",
+                "outcome_events",
+                multiple=True,
+                metavar="TYPE",
+                help="count an event of this type in the window as the outcome, "
+                "instead of the target's label (repeatable; e.g. visit)",
+            ),
+            click.option(
+                "--horizon-days",
+                type=POSITIVE_INT,
+                default=None,
+                help="the outcome window (default: the target's horizon_days)",
+            ),
+            click.option(
+                "--as-of",
+                type=MOMENT,
+                default=None,
+                metavar="DATE",
+                help="judge maturity at this moment (default: data.as_of, else now)",
+            ),
+        )
+    ):
+        f = option(f)
+    return f
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """A moment as naive UTC (the data views' convention)."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)

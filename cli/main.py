@@ -17,7 +17,17 @@ import sys
 
 import click
 
-from cli import campaigns, data, outcomes, privacy, score, serve, starter, train
+from cli import (
+    campaigns,
+    data,
+    outcomes,
+    privacy,
+    score,
+    serve,
+    starter,
+    train,
+    uplift,
+)
 from cli.common import Options, error
 from core.config import ConfigError
 from core.exitcodes import ExitCode
@@ -71,7 +81,17 @@ def propensity(
     ctx.obj = Options(config=config, engine=engine, spark_master=spark_master)
 
 
-for _module in (data, starter, train, score, outcomes, serve, privacy, campaigns):
+for _module in (
+    data,
+    starter,
+    train,
+    score,
+    outcomes,
+    serve,
+    privacy,
+    campaigns,
+    uplift,
+):
     for _command in _module.COMMANDS:
         propensity.add_command(_command)
 

@@ -6,6 +6,7 @@ Shared by the BentoML service and the nightly job, so both score exactly alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,11 +18,13 @@ import pandas as pd
 from core.config import ProjectConfig
 from features.columns import TARGETS
 from model.encoding import Encoding
-from model.registry import CHAMPION, RegisteredModel, load_alias
+from model.registry import CHAMPION, RegisteredModel, load_alias, load_uplift_alias
+from model.uplift import UpliftModel, registered_name
 from serving.attribution import Method
 from serving.reasons import Reason, reasons
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class NoChampionError(RuntimeError):
@@ -179,6 +182,41 @@ class Champions:
             return reasons(model, matrix, k, exclude, descriptions, method)
 
         return self._each(_record_matrix(records), explain)
+
+
+def load_uplift(
+    config: ProjectConfig, tracking_uri: str, features: Collection[str]
+) -> dict[str, UpliftModel]:
+    """The uplift champions (`<model>-uplift@champion`) of the listed targets,
+    for outreach's ranking by expected incremental value. One that reads a
+    feature the served records do not hold is left out, with a warning (its
+    target is then ranked by probability)."""
+    out = {}
+    for target in config.targets.listed():
+        name = registered_name(config.model_name(target))
+        model = load_uplift_alias(tracking_uri, name, CHAMPION)
+        if model is None:
+            continue
+        absent = [f for f in model.encoding.features if f not in features]
+        if absent:
+            log.warning(
+                "%s v%s left out: it reads %s, which the served records do not "
+                "hold; %s outreach ranks by probability",
+                name,
+                model.version,
+                absent[:5],
+                target,
+            )
+            continue
+        out[target] = model
+    return out
+
+
+def uplift_matrix(
+    model: UpliftModel, records: Sequence[Mapping[str, object]]
+) -> np.ndarray:
+    """Checked records as the uplift model's input matrix."""
+    return _record_matrix(records)(model.encoding)
 
 
 def _key_error(

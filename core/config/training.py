@@ -59,6 +59,27 @@ class PromotionConfig(Strict):
     bootstrap_samples: int = Field(1000, ge=100, le=100_000)
 
 
+class UpliftConfig(Strict):
+    """Uplift models from logged campaigns (training.uplift, docs/campaigns.md:
+    Uplift targeting): the learner, the keyed-hash splits and LightGBM's
+    settings for its small per-group models (no early stopping: fixed rounds)."""
+
+    # t: two-model learner; x: X-learner; auto: the higher mean Qini over splits
+    learner: Literal["auto", "t", "x"] = "auto"
+    splits: int = Field(5, ge=1, le=50)
+    held_out_share: float = Field(0.3, gt=0, lt=1)
+    # fewer matured treated or control customers than this: no uplift model
+    min_group_customers: int = Field(200, ge=10)
+    num_leaves: int = Field(8, ge=2)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_boost_round: int = Field(150, ge=1)
+    min_data_in_leaf: int = Field(200, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    lambda_l2: float = Field(1.0, ge=0)
+    seed: int = 0
+    num_threads: int = Field(0, ge=0)
+
+
 class TrainingConfig(Strict):
     cutoffs: CutoffsConfig
     # A copy of each run's training table (training-<id>.parquet) for
@@ -68,6 +89,7 @@ class TrainingConfig(Strict):
     lightgbm: LightGBMConfig = LightGBMConfig()
     backtest: BacktestConfig = BacktestConfig()
     promotion: PromotionConfig = PromotionConfig()
+    uplift: UpliftConfig = UpliftConfig()
 
 
 class MLflowConfig(Strict):

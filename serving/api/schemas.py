@@ -103,7 +103,11 @@ class OutreachCustomer(BaseModel):
 class OutreachRow(BaseModel):
     customer_id: str
     probability: float
+    # uplift x value - cost when ranked by uplift, else p x value - cost
     expected_value: float
+    # the uplift champion's change in the wanted direction per contact
+    # (p_treated - p_control; its negative for churn); null: ranked by probability
+    uplift: float | None = None
     rank: int
     # treatment: contact; control: held out, do not contact
     group: Literal["treatment", "control"]
@@ -136,6 +140,11 @@ class OutreachResponse(BaseModel):
     # when the confirm was logged (UTC); null for a dry run
     confirmed_at: str | None
     model_version: str
+    # uplift: by expected incremental value (the target has an uplift champion);
+    # probability: by p x value - cost
+    ranking: Literal["uplift", "probability"] = "probability"
+    # the uplift champion's version when ranked by uplift
+    uplift_model_version: str | None = None
     selected: list[OutreachRow]
     counts: OutreachCounts
     reasons: list[str]

@@ -9,6 +9,7 @@ MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 ./propensity.yaml); start-up fails, saying to train first, when one is missing.
 Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
 they come from the models packed into it instead.
+The docs page (/) and spec (/docs.json) are propensity's (serving/api/docs.py).
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/api/auth.py); a worker started with no key configured fails, saying how
 to create one. `ApiGuard` puts the access log (serving/api/access.py) around the
@@ -44,12 +45,14 @@ from model.registry import CHAMPION, configure
 from serving import online_store
 from serving.api import access, bento
 from serving.api.auth import (
+    CONSOLE,
     ASGIApp,
     Receive,
     Scope,
     Send,
     keyring_from_config,
 )
+from serving.api.docs import DocsPages
 from serving.api.guard import guard
 from serving.api.schemas import (
     MAX_RECORDS,
@@ -80,7 +83,13 @@ from serving.outreach.readout import ReadoutError, readout
 from serving.outreach.selection import MAX_CONTROL_SHARE
 from serving.privacy import forget
 from serving.reasons import reasons
-from serving.scoring import Champions, RecordError, UnknownTargetError
+from serving.scoring import (
+    Champions,
+    RecordError,
+    UnknownTargetError,
+    load_uplift,
+    uplift_matrix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +151,13 @@ class Propensity:
         if Propensity.bento is not None or bento.from_bento_store():
             uri = "the BentoML model store"
             self.champions = Champions(bento.load_packed(config))
+            # a Bento packs no uplift model yet: outreach ranks by probability
+            self.uplift = {}
         else:
             uri = config.tracking_uri(path.resolve().parent)
             configure(uri)
             self.champions = Champions.load(config, uri)
+            self.uplift = load_uplift(config, uri, self.champions.feature_names)
         self.config = config
         self.pseudonyms = pseudonymiser(config.privacy)
         self.contact_policy = campaign.ContactPolicy()
@@ -158,6 +170,12 @@ class Propensity:
             for f in catalogue(FeatureSpec.from_config(config)).features
         }
         log.info("loaded champions %s from %s", self.champions.versions, uri)
+        if self.uplift:
+            log.info(
+                "uplift champions %s: outreach ranks those targets by expected "
+                "incremental value",
+                {t: m.version for t, m in self.uplift.items()},
+            )
 
     def _not_served(self, target: str) -> JSONResponse | None:
         """A 400 naming the target and the served ones when `target` is not
@@ -321,7 +339,9 @@ class Propensity:
         mode: Literal["dry_run", "confirm"] = "dry_run",
     ) -> OutreachResponse:
         """Whom to contact for a campaign: customers ranked by expected value
-        (p * value - contact_cost), picked by `budget` (top n) or `threshold`
+        (p * value - contact_cost), or, when the target has an uplift champion,
+        by expected incremental value (uplift * value - contact_cost; `ranking`
+        says which), picked by `budget` (top n) or `threshold`
         (p >= t; give exactly one), with a keyed-hash control group held out.
         The contact policy first excludes the opted out, those without a required
         consent, the forgotten and those over the frequency cap. `dry_run` writes
@@ -354,6 +374,11 @@ class Propensity:
                 contact=contact,
                 pseudonyms=self.pseudonyms,
                 score=lambda kept: self._score(target, kept),
+                benefit=(
+                    (lambda kept: self._benefit(target, kept))
+                    if target in self.uplift
+                    else None
+                ),
             )
         except AlreadyConfirmed as exc:
             return _conflict(exc)  # type: ignore[return-value]
@@ -374,6 +399,11 @@ class Propensity:
         probabilities = self.champions.models[target].predict(matrix)
         _count("outreach", [target], len(kept))
         return matrix, probabilities
+
+    def _benefit(self, target: str, kept: Sequence[campaign.Offered]) -> np.ndarray:
+        """The uplift champion's benefit per contact for the kept customers."""
+        model = self.uplift[target]
+        return model.benefit(uplift_matrix(model, [dict(c.features) for c in kept]))
 
     def _outreach_response(
         self,
@@ -403,11 +433,16 @@ class Propensity:
             mode=mode,
             confirmed_at=outcome.confirmed_at,
             model_version=model.version,
+            ranking=selection.ranking,
+            uplift_model_version=(
+                self.uplift[target].version if selection.ranking == "uplift" else None
+            ),
             selected=[
                 OutreachRow(
                     customer_id=r.customer_id,
                     probability=r.probability,
                     expected_value=r.expected_value,
+                    uplift=r.uplift,
                     rank=r.rank,
                     group=r.group,
                     reasons=[ReasonOut.of(x) for x in rs],
@@ -536,5 +571,24 @@ async def _docs(scope: Scope, receive: Receive, send: Send) -> None:
     await RedirectResponse("/")(scope, receive, send)
 
 
+class ConsoleApp:
+    """The web console (serving.console), built at its first request in each
+    worker from the same config as the API."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:
+            from serving.console.app import create_app
+
+            path = config_path()
+            self.app = create_app(load_config(path), path.resolve().parent)
+        await self.app(scope, receive, send)
+
+
 Propensity.add_asgi_middleware(ApiGuard)
+# inside the guard (the access log sees the docs), in front of BentoML's pages
+Propensity.add_asgi_middleware(DocsPages, service=Propensity)
 Propensity.mount_asgi_app(_docs, path="/docs")
+Propensity.mount_asgi_app(ConsoleApp(), path=CONSOLE)

@@ -7,8 +7,9 @@ For the customers offered to a campaign:
    and those over the frequency cap (their confirmed selections in the contact
    log, keyed by stored id: the pseudonym when pseudonymisation is on);
 2. the others are scored (by the caller's `score`: the service's champion) and
-   selected (serving.outreach.selection: ranked by expected value, a budget or
-   threshold, a keyed-hash control group);
+   selected (serving.outreach.selection: ranked by expected value, or by
+   expected incremental value when the caller gives the target's uplift
+   champion as `benefit`; a budget or threshold, a keyed-hash control group);
 3. `confirm` does steps 1 and 2 inside one write transaction of the contact log
    and records the selection there (with each customer's score and the
    campaign's control share and contact cost, for its readout), so two
@@ -92,6 +93,9 @@ class ContactPolicy:
 
 # the features of the customers to score -> (their matrix, their probabilities)
 Score = Callable[[Sequence[Offered]], tuple[np.ndarray, np.ndarray]]
+# the features of the customers to score -> the uplift champion's benefit per
+# contact (model.uplift.UpliftModel.benefit)
+Benefit = Callable[[Sequence[Offered]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,12 @@ def run(
     contact: Policy,
     pseudonyms: Pseudonymiser,
     score: Score,
+    benefit: Benefit | None = None,
 ) -> Outcome:
     """Exclude, score and select for one campaign (see the module docstring);
-    `confirm` records the selection in the contact log."""
+    `confirm` records the selection in the contact log. With `benefit` (the
+    target has an uplift champion) customers are ranked by expected
+    incremental value (serving.outreach.selection)."""
     ids = [c.customer_id for c in offered]
     if len(set(ids)) != len(ids):
         raise ValueError("customer_ids: duplicates")
@@ -168,6 +175,7 @@ def run(
             values=[default if c.value is None else c.value for c in kept],
             contact_cost=contact_cost,
             control_share=control_share,
+            benefits=None if benefit is None or not kept else benefit(kept),
         )
         return chosen, kept, matrix
 

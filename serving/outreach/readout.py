@@ -123,10 +123,9 @@ def parse_stamp(text: str) -> datetime:
 
 
 def selected_table(rows: Sequence[tuple[str, str, float | None]]) -> pa.Table:
-    """The campaign's (customer_id, group, score at selection) as Arrow."""
-    ids, groups, scores = (
-        (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
-    )
+    """The campaign's (customer_id, group, score at selection) as Arrow (a
+    column at a time: `zip(*rows)` takes seconds for a million rows)."""
+    ids, groups, scores = ([r[k] for r in rows] for k in range(3))
     return pa.table(
         {
             CUSTOMER_ID: pa.array(ids, pa.string()),

@@ -4,7 +4,11 @@ For a campaign over scored customers:
 
 1. Expected value per customer = p * value - contact_cost, where p is the served
    (calibrated) probability of the campaign's target and value what a conversion
-   is worth (per customer, or one default).
+   is worth (per customer, or one default). When the target has an uplift
+   champion (model.uplift), the expected *incremental* value instead:
+   benefit * value - contact_cost, with benefit the change contact makes in
+   the wanted direction (p_treated - p_control; its negative for churn), so a
+   customer the campaign would not move, or would push away, ranks last.
 2. Customers are ranked by expected value, highest first; equal values by customer
    id (as text), so the ranking is deterministic.
 3. The budget rule picks the top `budget` customers, or the threshold rule picks
@@ -37,6 +41,7 @@ TREATMENT = "treatment"
 CONTROL = "control"
 SEPARATOR = "\x1f"
 MAX_CONTROL_SHARE = 0.5
+PROBABILITY, UPLIFT = "probability", "uplift"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class Selected:
     customer_id: str
     probability: float
     expected_value: float
+    # the uplift model's benefit per contact; None when ranked by probability
+    uplift: float | None
     # 1 = highest expected value, over treatment and control together
     rank: int
     group: str
@@ -65,6 +72,8 @@ class Selection:
     dropped_non_positive: int
     # plain-language notes on why customers were or were not selected
     reasons: list[str] = field(default_factory=list)
+    # what expected_value was computed from: "uplift" or "probability"
+    ranking: str = PROBABILITY
 
     @property
     def treatment(self) -> list[Selected]:
@@ -93,8 +102,11 @@ def select(
     values: float | Sequence[float] | np.ndarray = 1.0,
     contact_cost: float = 0.0,
     control_share: float = 0.10,
+    benefits: Sequence[float] | np.ndarray | None = None,
 ) -> Selection:
-    """Rank, select and split one campaign's customers (see the module docstring).
+    """Rank, select and split one campaign's customers (see the module docstring);
+    with `benefits` (the uplift champion's, one per customer) by expected
+    incremental value.
 
     Raises ValueError naming the offending field for invalid input."""
     ids, p, value = _checked(
@@ -108,7 +120,8 @@ def select(
         contact_cost,
         control_share,
     )
-    ev = p * value - contact_cost
+    gain = None if benefits is None else _benefits(benefits, len(ids))
+    ev = (p if gain is None else gain) * value - contact_cost
     order = np.lexsort((ids, -ev))
     positive = ev[order] > 0
     if budget is not None:
@@ -124,6 +137,7 @@ def select(
             customer_id=str(ids[i]),
             probability=float(p[i]),
             expected_value=float(ev[i]),
+            uplift=None if gain is None else float(gain[i]),
             rank=rank,
             group=CONTROL
             if in_control(key, campaign_id, str(ids[i]), control_share)
@@ -139,8 +153,25 @@ def select(
         selected=len(rows),
         held_out=held_out,
         dropped_non_positive=dropped,
-        reasons=_notes(len(ids), len(rows), held_out, dropped, rule, control_share),
+        reasons=_notes(len(ids), len(rows), held_out, dropped, rule, control_share)
+        + ([] if gain is None else [UPLIFT_NOTE]),
+        ranking=PROBABILITY if gain is None else UPLIFT,
     )
+
+
+UPLIFT_NOTE = (
+    "ranked by expected incremental value (uplift x value - contact_cost): the "
+    "target's uplift champion estimates what contact changes for each customer"
+)
+
+
+def _benefits(benefits: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
+    gain = np.asarray(benefits, dtype=np.float64)
+    if gain.shape != (n,):
+        raise ValueError(f"benefits: {gain.shape} for {n} customer_ids")
+    if not np.all(np.isfinite(gain)) or np.any(np.abs(gain) > 1):
+        raise ValueError("benefits: must lie in [-1, 1] (no NaN)")
+    return gain
 
 
 def _notes(
@@ -150,7 +181,7 @@ def _notes(
     if dropped:
         notes.append(
             f"{dropped} customer(s) picked by the {rule} were dropped: expected "
-            "value (p * value - contact_cost) not positive"
+            "value not positive"
         )
     notes.append(
         f"{held_out} of the selected held out as control (share {share:g}): "

@@ -101,12 +101,16 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "api-key list",
         "api-key revoke",
         "ui",
+        "console",
         "forget",
         "retention",
         "pseudonym",
         "campaigns",
         "campaigns list",
         "campaigns report",
+        "uplift",
+        "uplift train",
+        "uplift report",
     }
 
 

@@ -123,3 +123,32 @@ def test_invalid_customers_name_the_field() -> None:
         select("c1", ["a", "a"], [0.1, 0.2], key=KEY, budget=1)
     with pytest.raises(ValueError, match="^campaign_id:"):
         select("", ["a"], [0.1], key=KEY, budget=1)
+
+
+def test_uplift_ranks_by_expected_incremental_value() -> None:
+    ids = np.array(["a", "b", "c", "d"])
+    p = np.array([0.9, 0.8, 0.2, 0.1])  # by risk: a, b first
+    gain = np.array([-0.05, 0.0, 0.3, 0.1])  # by effect: c, d; a is a sleeping dog
+    by_risk = select("s", ids, p, key=KEY, budget=2, values=10.0, contact_cost=0.5)
+    by_gain = select(
+        "s", ids, p, key=KEY, budget=2, values=10.0, contact_cost=0.5, benefits=gain
+    )
+    assert by_risk.ranking == "probability"
+    assert [r.customer_id for r in by_risk.rows] == ["a", "b"]
+    assert all(r.uplift is None for r in by_risk.rows)
+    assert by_gain.ranking == "uplift"
+    assert [r.customer_id for r in by_gain.rows] == ["c", "d"]
+    assert [r.expected_value for r in by_gain.rows] == pytest.approx([2.5, 0.5])
+    assert [r.uplift for r in by_gain.rows] == pytest.approx([0.3, 0.1])
+    assert any("incremental value" in n for n in by_gain.reasons)
+    # a customer contact would not move (or would push away) is never selected
+    everyone = select("s", ids, p, key=KEY, threshold=0.0, values=10.0, benefits=gain)
+    assert {r.customer_id for r in everyone.rows} == {"c", "d"}
+
+
+@pytest.mark.parametrize(
+    ("gain", "match"), [([0.1], r"benefits: \(1,\) for 2"), ([0.1, 2.0], "-1, 1")]
+)
+def test_bad_benefits_are_refused(gain, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        select("s", ["a", "b"], [0.5, 0.5], key=KEY, budget=1, benefits=gain)
