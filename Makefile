@@ -68,7 +68,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint bench-soak test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -170,6 +170,9 @@ bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) v
 
 bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare echo service and the in-process call (REQUESTS=2000)
 	$(BENCH) api $(if $(REQUESTS),--requests $(REQUESTS))
+
+bench-soak: setup ## 10 minutes of mixed load on every endpoint (2 workers) with a nightly run in the middle: errors, p99 drift, RSS growth (SOAK_SECONDS=600); bench/results/soak.json
+	$(BENCH) soak $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS))
 
 bench-footprint: setup ## what serving weighs: a runtime venv of serving/requirements.txt, the API's import, a served worker, the Bento (CUSTOMERS=5000); bench/results/footprint.json
 	$(BENCH) footprint $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))

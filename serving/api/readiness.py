@@ -57,14 +57,19 @@ class Loader:
     """Runs `load` until it succeeds: once now, then in a daemon thread with
     exponential backoff. `reason` is None once loaded, else why not (yet)."""
 
-    def __init__(self, load: Callable[[], None], max_retry_s: float) -> None:
+    def __init__(
+        self,
+        load: Callable[[], None],
+        max_retry_s: float,
+        first_retry_s: float = FIRST_RETRY_S,
+    ) -> None:
         self._load = load
         self._max_retry_s = max_retry_s
+        self._first_retry_s = min(first_retry_s, max_retry_s)
         self._stop = threading.Event()
         self.attempts = 0
         self.loaded = False
         self.reason: str | None = "starting: the champions are not loaded yet"
-        self.since = time.time()
 
     def start(self) -> None:
         """Try once in this thread; on failure keep trying in the background."""
@@ -77,6 +82,13 @@ class Loader:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until loaded (or `timeout_s`); whether it is."""
+        deadline = time.monotonic() + timeout_s
+        while not self.loaded and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.loaded
 
     def _try(self) -> bool:
         self.attempts += 1
@@ -91,7 +103,7 @@ class Loader:
         return True
 
     def _retry(self) -> None:
-        delay = FIRST_RETRY_S
+        delay = self._first_retry_s
         while not self._stop.is_set():
             log.error(
                 "not ready (try %d): %s; trying again in %.0f s",
