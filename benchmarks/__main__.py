@@ -3,7 +3,8 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `spark`, `privacy`, `quality`, `api`, `soak`, `footprint`. Each prints its table
+`features`, `batch`, `spark`, `privacy`, `quality`, `api`, `soak`,
+`footprint`. Each prints its table
 and writes its JSON under --results (bench/results); `make bench*` run them.
 """
 
