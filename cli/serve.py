@@ -143,8 +143,9 @@ def api_key_revoke(options: Options, name: str) -> ExitCode:
 @click.option("--port", type=PORT, default=5000)
 @pass_options
 def ui(options: Options, host: str, port: int) -> int:
-    """The MLflow UI on the tracking store (exit code: the UI server's)."""
-    _, _, uri = options.context()
+    """The MLflow UI on the tracking store (exit code: the UI server's); prints
+    the link that opens the experiment on its training runs."""
+    _, config, uri = options.context()
     if uri.startswith(("http://", "https://")):
         # team mode: the tracking server is the UI; `mlflow ui` cannot open it
         click.echo(f"MLflow UI: {uri} (the tracking server serves it)")
@@ -162,7 +163,32 @@ def ui(options: Options, host: str, port: int) -> int:
         "1",
     ]
     click.echo(f"MLflow UI on http://{host}:{port} for {uri}")
-    return subprocess.call(cmd)
+    # as subprocess.call does, but the link is looked up while the UI starts
+    with subprocess.Popen(cmd) as process:
+        try:
+            _echo_runs_link(uri, f"http://{host}:{port}", config.mlflow.experiment)
+            return process.wait()
+        except BaseException:
+            process.kill()
+            raise
+
+
+def _echo_runs_link(uri: str, ui: str, experiment: str) -> None:
+    """The experiment's runs in the UI: MLflow 3.17 opens every experiment in its
+    GenAI view unless the link asks for the machine-learning one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from model.registry import experiment_url
+
+    try:
+        found = MlflowClient(uri, uri).get_experiment_by_name(experiment)
+    except MlflowException as exc:  # the UI still starts; it will say why
+        log.warning("cannot look up experiment %r in %s: %s", experiment, uri, exc)
+        return
+    if found is not None:
+        url = experiment_url(ui, found.experiment_id)
+        click.echo(f"training runs of {experiment!r}: {url}")
 
 
 COMMANDS = (serve, bento, api_key, ui)

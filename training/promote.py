@@ -48,7 +48,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from core.config import PromotionConfig
-from model.registry import CHALLENGER, CHAMPION
+from model.registry import CHALLENGER, CHAMPION, ensure_experiment
 from training import bootstrap, label_settings
 from training.bootstrap import CUSTOMER, LABEL, ORIGIN, P, Paired
 
@@ -481,17 +481,12 @@ def move(
 def _log_move(
     client: MlflowClient, experiment: str, entry: dict, figures: dict[str, float]
 ) -> None:
-    name = log_experiment(experiment)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        experiment_id = found.experiment_id
-    else:
-        # beside the project's artifacts when they are local files; a tracking
-        # server chooses its own (the log holds no artifacts either way)
-        main = client.get_experiment_by_name(experiment)
-        base = main.artifact_location if main is not None else ""
-        location = base.rstrip("/") + LOG_SUFFIX if base.startswith("file:") else None
-        experiment_id = client.create_experiment(name, artifact_location=location)
+    # beside the project's artifacts when they are local files; a tracking
+    # server chooses its own (the log holds no artifacts either way)
+    main = client.get_experiment_by_name(experiment)
+    base = main.artifact_location if main is not None else ""
+    location = base.rstrip("/") + LOG_SUFFIX if base.startswith("file:") else None
+    experiment_id = ensure_experiment(client, log_experiment(experiment), location)
     run = client.create_run(
         experiment_id,
         run_name=f"{entry['model']}: v{entry['from_version'] or '-'} -> "

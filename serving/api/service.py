@@ -12,6 +12,7 @@ cannot be loaded (no champion: train first; the tracking server unreachable; an
 artifact corrupted) the worker starts all the same, not ready: /readyz and every
 endpoint answer 503 saying why, and it tries again in the background until they
 load (serving/api/readiness.py).
+The docs page (/) and spec (/docs.json) are propensity's (serving/api/docs.py).
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/api/auth.py); a worker started with no key configured fails, saying how
 to create one. `ApiGuard` puts the access log (serving/api/access.py) around the
@@ -55,6 +56,7 @@ from serving.api.auth import (
     Send,
     keyring_from_config,
 )
+from serving.api.docs import DocsPages
 from serving.api.guard import guard
 from serving.api.schemas import (
     MAX_RECORDS,
@@ -562,4 +564,6 @@ async def _docs(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 Propensity.add_asgi_middleware(ApiGuard)
+# inside the guard (the access log sees the docs), in front of BentoML's pages
+Propensity.add_asgi_middleware(DocsPages, service=Propensity)
 Propensity.mount_asgi_app(_docs, path="/docs")
