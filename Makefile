@@ -14,6 +14,7 @@ BENCH := $(BIN)/python -m benchmarks
 CUSTOMERS ?= 20000
 SEED ?= 42
 PORT ?= 3000
+CONSOLE_PORT ?= 8080
 AS_OF ?=
 # tune knobs: the target, at most TRIALS trials, optionally a time budget in seconds
 TARGET ?= churn
@@ -68,12 +69,20 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint bench-soak test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint bench-console bench-soak test lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install the pinned environment (once)
+setup: $(STAMP) ## create .venv and install the pinned environment (once), and Debian's chromium for the browser tests
+	@command -v chromium >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium (the console's browser tests)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
+			echo "chromium could not be installed: the browser tests will skip, saying why"; \
+		else echo "no chromium and no apt-get as root: the browser tests will skip, saying why"; fi; }
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -132,6 +141,9 @@ api-key: setup ## create an API key for NAME with SCOPES (default score), print 
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=who-holds-it"; exit 2; }
 	$(CLI) api-key new --name $(NAME) --scopes $(SCOPES)
 
+console: setup ## the web console alone on http://127.0.0.1:8080/console/ (CONSOLE_PORT=8080; also at /console of make serve); sign in with an API key
+	$(CLI) console --port $(CONSOLE_PORT)
+
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui
 
@@ -173,6 +185,9 @@ bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare
 
 bench-soak: setup ## 10 minutes of mixed load on every endpoint (2 workers) with a nightly run in the middle: errors, p99 drift, RSS growth (SOAK_SECONDS=600); bench/results/soak.json
 	$(BENCH) soak $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS))
+
+bench-console: setup ## each console page's server-side render time on 1,000,000 scored customers (CUSTOMERS=1000000); bench/results/console.json
+	$(BENCH) console $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
 bench-footprint: setup ## what serving weighs: a runtime venv of serving/requirements.txt, the API's import, a served worker, the Bento (CUSTOMERS=5000); bench/results/footprint.json
 	$(BENCH) footprint $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))

@@ -3,8 +3,8 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `spark`, `privacy`, `quality`, `api`, `soak`,
-`footprint`. Each prints its table
+`features`, `batch`, `spark`, `privacy`, `quality`, `api`, `footprint`,
+`console`, `soak`. Each prints its table
 and writes its JSON under --results (bench/results); `make bench*` run them.
 """
 
@@ -322,6 +322,24 @@ def footprint(customers: int, workdir: str, results: str) -> ExitCode:
     from benchmarks.footprint import run_footprint
 
     run_footprint(Path(workdir), customers, Path(results))
+    return ExitCode.OK
+
+
+@bench.command("console")
+@click.option(
+    "--customers", type=POSITIVE_INT, default=1_000_000, help="scored customers"
+)
+@click.option("--seed", type=int, default=0)
+@click.option("--requests", type=POSITIVE_INT, default=50, help="requests per page")
+@click.option("--workdir", default=WORKDIR, help="the laid-out base (kept)")
+@click.option("--results", default=RESULTS, help="the JSON figures")
+def console(
+    customers: int, seed: int, requests: int, workdir: str, results: str
+) -> ExitCode:
+    """Each console page's server-side render time on a large scored base."""
+    from benchmarks.console import run_console
+
+    run_console(customers, seed, requests, Path(workdir), Path(results))
     return ExitCode.OK
 
 

@@ -1,4 +1,5 @@
-"""Serving commands: `serve`, `bento`, `api-key` (new, list, revoke), `ui`."""
+"""Serving commands: `serve`, `bento`, `api-key` (new, list, revoke), `ui`,
+`console`."""
 
 from __future__ import annotations
 
@@ -191,4 +192,27 @@ def _echo_runs_link(uri: str, ui: str, experiment: str) -> None:
         click.echo(f"training runs of {experiment!r}: {url}")
 
 
-COMMANDS = (serve, bento, api_key, ui)
+@click.command("console")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=PORT, default=8080)
+@pass_options
+def console(options: Options, host: str, port: int) -> ExitCode:
+    """The web console alone (it is also served by `propensity serve` at
+    /console): sign in with an API key at http://HOST:PORT/console/."""
+    import uvicorn
+
+    from serving.api.auth import keyring_from_config
+    from serving.console.app import standalone
+
+    path, config, _ = options.context()
+    keyring_from_config(config.api)  # no key configured: fail here, saying how
+    click.echo(
+        f"the console on http://{host}:{port}/console/ (sign in with an API key)"
+    )
+    uvicorn.run(
+        standalone(config, path.parent), host=host, port=port, log_level="warning"
+    )
+    return ExitCode.OK
+
+
+COMMANDS = (serve, bento, api_key, ui, console)

@@ -35,6 +35,8 @@ TRAINING_KIND = "custom_model_development"
 # the UI's query parameter that opens an experiment on its runs (3.17 decides
 # the view by a browser-wide switch, default GenAI, that this overrides)
 ML_VIEW_QUERY = "workflowType=machine_learning"
+# every move of `champion` is a run of `<experiment>.promotions` (training.promote)
+PROMOTIONS_SUFFIX = ".promotions"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -85,6 +87,38 @@ def ensure_experiment(
 def experiment_url(ui: str, experiment_id: str) -> str:
     """The MLflow UI's address of an experiment's runs (its training view)."""
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{ML_VIEW_QUERY}"
+
+
+def promotions_experiment(experiment: str) -> str:
+    return experiment + PROMOTIONS_SUFFIX
+
+
+def promotion_history(client: MlflowClient, experiment: str, name: str) -> list[dict]:
+    """Every recorded move of `champion` for `name`, oldest first (training
+    records them; the nightly run copies them for the console)."""
+    from mlflow.entities import ViewType
+
+    found = client.get_experiment_by_name(promotions_experiment(experiment))
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`move.model` = '{name}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=10_000,
+    )
+    moves = [
+        {
+            **{
+                k[len("move.") :]: v
+                for k, v in r.data.tags.items()
+                if k.startswith("move.")
+            },
+            "figures": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+    return sorted(moves, key=lambda m: m["moved_at"])
 
 
 def log_record_run(

@@ -50,6 +50,7 @@ from model.registry import CHAMPION, configure
 from serving import online_store
 from serving.api import access, bento, readiness
 from serving.api.auth import (
+    CONSOLE,
     ASGIApp,
     Receive,
     Scope,
@@ -563,7 +564,24 @@ async def _docs(scope: Scope, receive: Receive, send: Send) -> None:
     await RedirectResponse("/")(scope, receive, send)
 
 
+class ConsoleApp:
+    """The web console (serving.console), built at its first request in each
+    worker from the same config as the API."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:
+            from serving.console.app import create_app
+
+            path = config_path()
+            self.app = create_app(load_config(path), path.resolve().parent)
+        await self.app(scope, receive, send)
+
+
 Propensity.add_asgi_middleware(ApiGuard)
 # inside the guard (the access log sees the docs), in front of BentoML's pages
 Propensity.add_asgi_middleware(DocsPages, service=Propensity)
 Propensity.mount_asgi_app(_docs, path="/docs")
+Propensity.mount_asgi_app(ConsoleApp(), path=CONSOLE)

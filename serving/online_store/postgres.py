@@ -230,6 +230,7 @@ class PostgresStore:
                 row[at],
                 {n: row[i] for i, n in features},
                 frozenset(t for i, t in scored if row[i] is not None),
+                {t: row[i] for i, t in scored if row[i] is not None},
             )
             for row in rows
         }
