@@ -25,12 +25,16 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
     """Score the listed targets, each on its population, as of a date (the
     nightly run: scores, drift report, sink, outcomes of matured dates, MLflow
     run; exit 3 drift alert, 4 sink failed, 8 outcome alert, 9 too few scored,
-    10 online store not updated)."""
+    10 online store not updated, 11 MLflow run not recorded)."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy
     from model.registry import configure
-    from serving.batch.nightly import record_failure, run_nightly
+    from serving.batch.nightly import (
+        TrackingUnavailable,
+        record_failure,
+        run_nightly,
+    )
     from serving.batch.score import default_as_of
     from serving.scoring import Champions
 
@@ -50,6 +54,10 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
     except Busy as exc:
         error(str(exc))
         return ExitCode.FAILED
+    except TrackingUnavailable as exc:
+        record_failure(config.scoring.output, str(exc), ExitCode.FAILED)
+        error(str(exc))
+        return ExitCode.FAILED
     s = r.score
     click.echo(f"scored {s.rows:,} customers as of {as_of:%Y-%m-%d} -> {s.path}")
     click.echo(
@@ -65,6 +73,8 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
         error(f"{s.store_error}; the previous online store serves")
     if r.too_few is not None:
         error(r.too_few["message"])
+    if r.tracking_error:
+        error(f"MLflow run {r.run_id} not recorded: {r.tracking_error}")
     if r.drift["alerts"]:
         click.echo(
             "drift alert (PSI >= "
