@@ -72,7 +72,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-incremental bench-readout bench-spark bench-privacy bench-footprint bench-console bench-uplift test test-faults lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-incremental bench-readout bench-spark bench-privacy bench-footprint bench-console bench-soak bench-uplift test test-faults lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -205,6 +205,9 @@ bench-uplift: setup ## uplift on Hillstrom (visit, women's e-mail vs none): Qini
 
 bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare echo service and the in-process call (REQUESTS=2000)
 	$(BENCH) api $(if $(REQUESTS),--requests $(REQUESTS))
+
+bench-soak: setup ## 10 minutes of mixed load on every endpoint (2 workers) with a nightly run in the middle: errors, p99 drift, RSS growth (SOAK_SECONDS=600); bench/results/soak.json
+	$(BENCH) soak $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS))
 
 bench-console: setup ## each console page's server-side render time on 1,000,000 scored customers (CUSTOMERS=1000000); bench/results/console.json
 	$(BENCH) console $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))

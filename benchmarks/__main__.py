@@ -4,8 +4,8 @@ benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
 `features`, `batch`, `incremental`, `readout`, `spark`, `privacy`, `quality`,
-`api`, `footprint`, `console`, `uplift`. Each prints its table and writes its
-JSON under --results (bench/results); `make bench*` run them.
+`api`, `footprint`, `console`, `soak`, `uplift`. Each prints its table and writes
+its JSON under --results (bench/results); `make bench*` run them.
 """
 
 from __future__ import annotations
@@ -351,6 +351,42 @@ def api(
         customers=customers,
         seed=seed,
         requests=requests,
+        workdir=Path(workdir),
+        results=Path(results),
+    )
+    return ExitCode.OK
+
+
+@bench.command("soak")
+@_demo_options(customers=5000, workdir=f"{WORKDIR}/soak")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=10),
+    default=600,
+    envvar="SOAK_SECONDS",
+    help="how long the measured load runs ($SOAK_SECONDS)",
+)
+@click.option("--rate", type=click.FloatRange(min=1), default=60.0, help="requests/s")
+@click.option("--clients", type=POSITIVE_INT, default=8, help="client threads")
+def soak(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    seconds: float,
+    rate: float,
+    clients: int,
+) -> ExitCode:
+    """A steady mixed load on every endpoint of a real `bentoml serve` (2
+    workers) with the nightly run in the middle: errors, p99 drift, memory."""
+    from benchmarks.soak import run_soak
+
+    run_soak(
+        seconds=seconds,
+        rate=rate,
+        clients=clients,
+        customers=customers,
+        seed=seed,
         workdir=Path(workdir),
         results=Path(results),
     )

@@ -130,9 +130,12 @@ def run(group: click.Group, argv: list[str] | None, prog_name: str) -> int:
         error(str(exc))
         return ExitCode.USAGE
     except Exception as exc:
+        from model.registry import ArtifactError, RegistryUnavailable
         from serving.scoring import NoChampionError
 
-        if isinstance(exc, NoChampionError | ValueError):  # incl. RunsError
+        # incl. RunsError; OSError: a full disk, a missing folder (names the path)
+        known = NoChampionError | RegistryUnavailable | ArtifactError
+        if isinstance(exc, known | ValueError | OSError):
             error(str(exc))
             return ExitCode.FAILED
         raise

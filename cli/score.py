@@ -32,14 +32,19 @@ def score(
     """Score the listed targets, each on its population, as of a date (the
     nightly run: scores, drift report, sink, outcomes of matured dates, MLflow
     run; exit 3 drift alert, 4 sink failed, 8 outcome alert, 9 too few scored,
-    10 online store not updated). Features come from the feature state beside
-    the scores, advanced with the events after its date; --full, or a changed
-    definition, config or suppression list, rebuilds it."""
+    10 online store not updated, 11 MLflow run not recorded). Features come from
+    the feature state beside the scores, advanced with the events after its
+    date; --full, or a changed definition, config or suppression list, rebuilds
+    it."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy
     from model.registry import configure
-    from serving.batch.nightly import record_failure, run_nightly
+    from serving.batch.nightly import (
+        TrackingUnavailable,
+        record_failure,
+        run_nightly,
+    )
     from serving.batch.score import default_as_of
     from serving.scoring import Champions
 
@@ -57,6 +62,10 @@ def score(
     try:
         r = run_nightly(config, ds, champions, as_of, uri, full=full)
     except Busy as exc:
+        error(str(exc))
+        return ExitCode.FAILED
+    except TrackingUnavailable as exc:
+        record_failure(config.scoring.output, str(exc), ExitCode.FAILED)
         error(str(exc))
         return ExitCode.FAILED
     s = r.score
@@ -81,6 +90,8 @@ def score(
         error(f"{s.store_error}; the previous online store serves")
     if r.too_few is not None:
         error(r.too_few["message"])
+    if r.tracking_error:
+        error(f"MLflow run {r.run_id} not recorded: {r.tracking_error}")
     if r.drift["alerts"]:
         click.echo(
             "drift alert (PSI >= "

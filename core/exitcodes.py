@@ -50,6 +50,14 @@ class ExitCode(IntEnum):
         ),
     )
 
+    TRACKING_FAILED = (
+        11,
+        (
+            "MLflow run not recorded (tracking server unreachable or failing): the "
+            "Parquet scores, online store and sink are published."
+        ),
+    )
+
 
 def describe() -> dict[ExitCode, str]:
     """Every exit code with its one-line meaning, in number order."""

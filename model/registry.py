@@ -196,14 +196,40 @@ class RegisteredModel:
             )
 
 
+# what the registry answers for a model or an alias that does not exist
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be asked (a tracking server down, a store that
+    cannot be opened): not the same as a model without the alias."""
+
+
+class ArtifactError(RuntimeError):
+    """A registered version's artifact cannot be loaded (missing, corrupted)."""
+
+
 def load_alias(tracking_uri: str, name: str, alias: str) -> RegisteredModel | None:
-    """The version behind `alias`, or None when the model or alias does not exist."""
+    """The version behind `alias`, or None when the model or alias does not
+    exist. RegistryUnavailable when the registry cannot be asked, ArtifactError
+    (naming the version) when its artifact cannot be loaded."""
     client = MlflowClient(tracking_uri, tracking_uri)
     try:
         mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-    return load_version(tracking_uri, name, str(mv.version), mv.run_id)
+    except MlflowException as exc:
+        if exc.error_code in NOT_FOUND_CODES:
+            return None
+        raise RegistryUnavailable(
+            f"the MLflow registry at {tracking_uri} cannot be read ({name}@{alias}): "
+            f"{exc}"
+        ) from exc
+    try:
+        return load_version(tracking_uri, name, str(mv.version), mv.run_id)
+    except Exception as exc:
+        raise ArtifactError(
+            f"{name} version {mv.version} ({alias}): its artifact cannot be "
+            f"loaded, corrupted or missing? {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def load_version(

@@ -160,6 +160,10 @@ class ApiConfig(Strict):
     # BentoML worker processes of `propensity serve`, each with its own copy of
     # the champions (BentoML's default is 1)
     workers: int = Field(1, ge=1, le=64)
+    # A worker whose champions (or online store) cannot be loaded at start-up
+    # stays up, not ready, and tries again after 1, 2, 4 ... seconds, at most
+    # this many (serving/api/readiness.py)
+    load_retry_max_s: float = Field(30, gt=0, le=3600)
     # Requests per second per key name: 429 with Retry-After over it; none when
     # unset. Each worker counts its own (the effective limit is workers x this)
     # unless rate_limit.redis shares the buckets.

@@ -6,9 +6,12 @@ is not served: a 400 naming the served ones); campaign readouts behind
 `bentoml serve serving.api.service:Propensity` (or `propensity serve`) starts it. The
 champions are loaded once at start-up from the MLflow registry named by
 MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
-./propensity.yaml); start-up fails, saying to train first, when one is missing.
-Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
-they come from the models packed into it instead.
+./propensity.yaml). Served from a Bento (or with PROPENSITY_MODELS=bentoml, see
+serving/bento.py) they come from the models packed into it instead. When they
+cannot be loaded (no champion: train first; the tracking server unreachable; an
+artifact corrupted) the worker starts all the same, not ready: /readyz and every
+endpoint answer 503 saying why, and it tries again in the background until they
+load (serving/api/readiness.py).
 The docs page (/) and spec (/docs.json) are propensity's (serving/api/docs.py).
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/api/auth.py); a worker started with no key configured fails, saying how
@@ -28,11 +31,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Annotated, Literal
 
 import bentoml
 import numpy as np
 from pydantic import Field
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse
 
 from core.atomic import Busy
@@ -43,7 +48,7 @@ from features.sources.load import connect, load_project
 from features.sources.privacy import pseudonymiser
 from model.registry import CHAMPION, configure
 from serving import online_store
-from serving.api import access, bento
+from serving.api import access, bento, readiness
 from serving.api.auth import (
     CONSOLE,
     ASGIApp,
@@ -147,35 +152,57 @@ class Propensity:
         # no API key: fail start-up, saying how to make one (the middleware is only
         # built at the first request, which would then fail with a 500)
         keyring_from_config(config.api)
-        # served from a Bento (BentoML sets .bento): the champions packed in it
-        if Propensity.bento is not None or bento.from_bento_store():
-            uri = "the BentoML model store"
-            self.champions = Champions(bento.load_packed(config))
-            # a Bento packs no uplift model yet: outreach ranks by probability
-            self.uplift = {}
-        else:
-            uri = config.tracking_uri(path.resolve().parent)
-            configure(uri)
-            self.champions = Champions.load(config, uri)
-            self.uplift = load_uplift(config, uri, self.champions.feature_names)
         self.config = config
         self.pseudonyms = pseudonymiser(config.privacy)
         self.contact_policy = campaign.ContactPolicy()
-        self.store = online_store.open_reader(
-            config.online_store, required=self.champions.feature_names
-        )
         # event features only: the customers table (attributes) may not exist here
         self.descriptions = {
             f.name: f.description
             for f in catalogue(FeatureSpec.from_config(config)).features
         }
-        log.info("loaded champions %s from %s", self.champions.versions, uri)
-        if self.uplift:
+        # the champions and the store need the outside world: an unreachable
+        # registry or a corrupted artifact leaves the worker up and not ready,
+        # trying again in the background (serving/api/readiness.py)
+        self.uplift: dict = {}
+        self.loader = readiness.track(
+            readiness.Loader(lambda: self._load(path), config.api.load_retry_max_s)
+        )
+        self.loader.start()
+
+    def _load(self, path: Path) -> None:
+        """The champions (from the Bento, else the registry) and the online
+        store reader; raises, saying what failed, when they cannot be loaded."""
+        config = self.config
+        # served from a Bento (BentoML sets .bento): the champions packed in it
+        if Propensity.bento is not None or bento.from_bento_store():
+            uri = "the BentoML model store"
+            champions = Champions(bento.load_packed(config))
+            # a Bento packs no uplift model yet: outreach ranks by probability
+            uplift = {}
+        else:
+            uri = config.tracking_uri(path.resolve().parent)
+            configure(uri)
+            champions = Champions.load(config, uri)
+            uplift = load_uplift(config, uri, champions.feature_names)
+        self.store = online_store.open_reader(
+            config.online_store, required=champions.feature_names
+        )
+        self.champions = champions
+        self.uplift = uplift
+        log.info("loaded champions %s from %s", champions.versions, uri)
+        if uplift:
             log.info(
                 "uplift champions %s: outreach ranks those targets by expected "
                 "incremental value",
-                {t: m.version for t, m in self.uplift.items()},
+                {t: m.version for t, m in uplift.items()},
             )
+
+    def __is_ready__(self) -> bool:
+        """BentoML's /readyz: 503 with the reason as its body until the
+        champions are loaded."""
+        if (reason := self.loader.why_not()) is not None:
+            raise HTTPException(status_code=503, detail=reason)
+        return True
 
     def _not_served(self, target: str) -> JSONResponse | None:
         """A 400 naming the target and the served ones when `target` is not

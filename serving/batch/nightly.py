@@ -27,15 +27,22 @@ Guards:
   published all the same, the status file and the MLflow run name what failed;
 - a run killed earlier (its MLflow run left RUNNING, its process gone on this
   host: tags `pid` and `host`, or the status file) is marked FAILED with a tag
-  `failed.reason` by the next run.
+  `failed.reason` by the next run;
+- MLflow unreachable: before the run began (creating the MLflow run), nothing
+  is written (TrackingUnavailable); once the scores are published, the outputs
+  stand, the status file says `tracking_error` and the run exits TRACKING_FAILED;
+- a failure while writing (a full disk): the previous outputs stand (every
+  output is published atomically), the status file says why when it can be
+  written, and the error propagates (FAILED).
 
 Exit codes (`core.exitcodes.ExitCode`): OK (0) done; DRIFT_ALERT (3) scores
 written, drift alert; SINK_FAILED (4) scores written, the Postgres sink failed;
 OUTCOME_ALERT (8) scores written, a matured date missed its AUC or ECE bar;
 SCORED_TOO_FEW (9) see above; STORE_FAILED (10) scores written, the online store
-not updated; FAILED (1) in the status file of a run that failed. One code per
-run, the first that applies in the order 9, 10, 4, 3, 8 (tonight's output
-before last month's); the status file names every alert. The CLI adds USAGE
+not updated; TRACKING_FAILED (11) scores written, the MLflow run not recorded;
+FAILED (1) in the status file of a run that failed. One code per run, the first
+that applies in the order 9, 10, 4, 11, 3, 8 (tonight's output before last
+month's); the status file names every alert. The CLI adds USAGE
 (2: config or data contract error).
 """
 
@@ -47,7 +54,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,6 +113,16 @@ class NightlyResult:
     too_few: dict | None = None
     # the last good run the count was held against (as_of, rows_scored, run_id)
     baseline: dict | None = None
+    # the MLflow run could not be recorded (the outputs are published)
+    tracking_error: str | None = None
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be reached to begin the run: nothing was scored."""
+
+
+# the codes a failed MLflow record outranks (9, 10 and 4 come first)
+_BELOW_TRACKING = (ExitCode.DRIFT_ALERT, ExitCode.OUTCOME_ALERT, ExitCode.OK)
 
 
 def run_nightly(
@@ -124,22 +141,28 @@ def run_nightly(
 
     from model.registry import configure
 
-    experiment_id = configure(tracking_uri, scoring_experiment(config))
-    client = MlflowClient(tracking_uri, tracking_uri)
     day = f"{as_of:%Y-%m-%d}"
     output = Path(config.scoring.output)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"score-{day}",
-        tags={
-            "kind": KIND_SCORING,
-            AS_OF: day,
-            # so that the next run can tell this one was killed
-            "pid": str(os.getpid()),
-            "host": socket.gethostname(),
-            "output": str(output.absolute()),
-        },
-    )
+    try:
+        experiment_id = configure(tracking_uri, scoring_experiment(config))
+        client = MlflowClient(tracking_uri, tracking_uri)
+        run = client.create_run(
+            experiment_id,
+            run_name=f"score-{day}",
+            tags={
+                "kind": KIND_SCORING,
+                AS_OF: day,
+                # so that the next run can tell this one was killed
+                "pid": str(os.getpid()),
+                "host": socket.gethostname(),
+                "output": str(output.absolute()),
+            },
+        )
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"MLflow at {tracking_uri} could not begin the scoring run, so nothing "
+            f"was scored and the previous outputs stand: {type(exc).__name__}: {exc}"
+        ) from exc
     run_id = run.info.run_id
     previous = (
         (output / STATUS_FILE).read_bytes()
@@ -170,22 +193,26 @@ def run_nightly(
                 config, ds, champions, as_of, run_id, client, progress, baseline, full
             )
     except Busy:  # another run is writing: its status stands, this run never began
-        client.set_terminated(run_id, "KILLED")
+        _terminate(client, run_id, "KILLED")
         if previous is not None:
             atomic_write(output / STATUS_FILE, lambda tmp: tmp.write_bytes(previous))
         raise
     except BaseException as exc:
-        client.set_terminated(run_id, "FAILED")
+        # neither MLflow down nor a full disk may hide the error itself
+        _terminate(client, run_id, "FAILED")
         error = f"{type(exc).__name__}: {exc}"
-        write_status(
-            output,
-            {
-                **status,
-                "state": "failed",
-                "exit_code": int(ExitCode.FAILED),
-                "error": error,
-            },
-        )
+        try:
+            write_status(
+                output,
+                {
+                    **status,
+                    "state": "failed",
+                    "exit_code": int(ExitCode.FAILED),
+                    "error": error,
+                },
+            )
+        except OSError as status_error:
+            log.error("the status file could not say so: %s", status_error)
         raise
     summary = {**status, **_summary(result), "finished_at": _now()}
     if result.too_few is None:
@@ -195,8 +222,18 @@ def run_nightly(
             "run_id": run_id,
         }
     write_status(output, summary)
-    client.set_terminated(run_id, "FINISHED")
+    if result.tracking_error is None:
+        _terminate(client, run_id, "FINISHED")
     return result
+
+
+def _terminate(client, run_id: str, state: str) -> None:  # noqa: ANN001
+    """End the MLflow run; a tracking server gone only gets logged (the next
+    run marks a run left RUNNING failed)."""
+    try:
+        client.set_terminated(run_id, state)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping, not the run
+        log.error("MLflow run %s could not be marked %s: %s", run_id, state, exc)
 
 
 def _parse(raw: bytes | None) -> dict | None:
@@ -416,7 +453,15 @@ def _run(
         few,
         baseline,
     )
-    _record(client, config, champions, out, drift_dir, time.perf_counter() - started)
+    try:
+        _record(
+            client, config, champions, out, drift_dir, time.perf_counter() - started
+        )
+    except Exception as exc:  # the outputs are published: say so, exit 11
+        error = f"{type(exc).__name__}: {str(exc).strip()}"
+        log.error("MLflow run %s not recorded: %s", run_id, error)
+        code = ExitCode.TRACKING_FAILED if code in _BELOW_TRACKING else code
+        out = replace(out, exit_code=code, tracking_error=error)
     try:
         _write_aggregates(config, ds, champions, out, client)
     except Exception as exc:  # noqa: BLE001 - the console's figures, not the run
@@ -578,6 +623,7 @@ def _summary(out: NightlyResult) -> dict:
         "online_store": r.store,
         "online_store_error": r.store_error,
         "scored_too_few": out.too_few,
+        "tracking_error": out.tracking_error,
         **nightly_summary(out.outcomes),
     }
 

@@ -172,28 +172,6 @@ def test_serve_without_champions_fails_saying_to_train_first(
     assert "train first" in done.stderr and "churn" in done.stderr
 
 
-def test_service_is_not_ready_without_champions(
-    tmp_path: Path, trained: Project
-) -> None:
-    """`bentoml serve` straight on an empty registry never turns ready and logs why."""
-    env = {**trained.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
-    log = tmp_path / "serve.log"
-    url, process = start_bentoml(env, log)
-    try:
-        # until the worker has said why (MLflow creating an empty store takes a
-        # while on a loaded machine), /readyz must never be 200
-        deadline = time.monotonic() + 120
-        while "train first" not in log.read_text() and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                assert httpx.get(f"{url}/readyz", timeout=1).status_code != 200
-            time.sleep(0.5)
-        assert "train first" in log.read_text(), log.read_text()[-3000:]
-        with pytest.raises((TimeoutError, RuntimeError)):
-            wait_ready(url, process, log, deadline_s=5)
-    finally:
-        stop(process)
-
-
 def test_predict_by_id_returns_exactly_the_nightly_scores(
     server: Server, trained: Project
 ) -> None:

@@ -191,6 +191,7 @@ def test_exit_codes_keep_their_numbers() -> None:
         "OUTCOME_ALERT": 8,
         "SCORED_TOO_FEW": 9,
         "STORE_FAILED": 10,
+        "TRACKING_FAILED": 11,
     }
     table = describe()
     assert list(table) == sorted(ExitCode)
