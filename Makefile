@@ -72,7 +72,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-readout bench-spark bench-privacy bench-footprint bench-console bench-soak bench-uplift test test-faults lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-incremental bench-readout bench-spark bench-privacy bench-footprint bench-console bench-soak bench-uplift test test-faults lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -181,6 +181,10 @@ bench-features: setup ## features: engine vs hand-written SQL on 3 jobs (CUSTOME
 
 bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~100M events; MEMORY_LIMIT=1GB), figures in bench/results/batch.json
 	$(BENCH) batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
+
+bench-incremental: setup ## the nightly feature step from the incremental state vs the full rebuild (CUSTOMERS=1000000 by default; MEMORY_LIMIT=1GB), figures in bench/results/incremental.json
+	$(BENCH) incremental $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
 bench-readout: setup ## a campaign readout of 1,000,000 contacted customers (~100M events) vs hand-written DuckDB SQL, the Hillstrom readouts and uplift comparison (CUSTOMERS=1000000 MEMORY_LIMIT=1GB); bench/results/readout.json

@@ -3,9 +3,9 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `readout`, `spark`, `privacy`, `quality`, `api`, `footprint`,
-`console`, `soak`, `uplift`. Each prints its table and writes its JSON under --results
-(bench/results); `make bench*` run them.
+`features`, `batch`, `incremental`, `readout`, `spark`, `privacy`, `quality`,
+`api`, `footprint`, `console`, `soak`, `uplift`. Each prints its table and writes
+its JSON under --results (bench/results); `make bench*` run them.
 """
 
 from __future__ import annotations
@@ -169,6 +169,33 @@ def batch(
     from benchmarks.batch import run_batch
 
     run_batch(
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        memory_limit=memory_limit,
+        threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("incremental")
+@_demo_options(customers=1_000_000)
+@MEMORY_LIMIT
+@THREADS
+def incremental(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    memory_limit: str,
+    threads: int,
+) -> ExitCode:
+    """The nightly feature step from the incremental state vs the full rebuild
+    (one new day on the history), identical output, peak memory."""
+    from benchmarks.incremental import run_incremental
+
+    run_incremental(
         customers=customers,
         seed=seed,
         workdir=Path(workdir),

@@ -20,12 +20,22 @@ from features.sources.contract import ContractError
     metavar="YYYY-MM-DD",
     help="cutoff date; events before it count (default: the day after the last event)",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="rebuild the incremental feature state from every event",
+)
 @click.pass_context
-def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
+def score(
+    ctx: click.Context, as_of: datetime | None, full: bool
+) -> ExitCode | int | None:
     """Score the listed targets, each on its population, as of a date (the
     nightly run: scores, drift report, sink, outcomes of matured dates, MLflow
     run; exit 3 drift alert, 4 sink failed, 8 outcome alert, 9 too few scored,
-    10 online store not updated, 11 MLflow run not recorded)."""
+    10 online store not updated, 11 MLflow run not recorded). Features come from
+    the feature state beside the scores, advanced with the events after its
+    date; --full, or a changed definition, config or suppression list, rebuilds
+    it."""
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy
@@ -50,7 +60,7 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
         raise
     as_of = as_of or default_as_of(ds)
     try:
-        r = run_nightly(config, ds, champions, as_of, uri)
+        r = run_nightly(config, ds, champions, as_of, uri, full=full)
     except Busy as exc:
         error(str(exc))
         return ExitCode.FAILED
@@ -60,6 +70,13 @@ def score(ctx: click.Context, as_of: datetime | None) -> ExitCode | int | None:
         return ExitCode.FAILED
     s = r.score
     click.echo(f"scored {s.rows:,} customers as of {as_of:%Y-%m-%d} -> {s.path}")
+    f = s.features
+    if f:
+        why = f" ({f['reason']})" if f.get("reason") else ""
+        click.echo(
+            f"features: {f['mode']}{why}, {f['events_read']:,} events read, "
+            f"{f['seconds']:.1f} s"
+        )
     click.echo(
         "skipped: "
         + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s.skipped.items())

@@ -455,7 +455,16 @@ def whole_units(value: ir.NumericValue, per_unit: int) -> ir.NumericValue:
 def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     """One row per customer and active day: event counts, last event times and
     amounts per role, the first event time, and the gap in whole days since the
-    customer's previous active day.
+    customer's previous active day (`day_tiles`, then `with_gaps`)."""
+    return with_gaps(day_tiles(events, spec))
+
+
+def day_tiles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """One row (a tile) per customer and active day, keyed `_cid`, `_day`: event
+    counts, last event times and amounts per role, the first event time. Tiles of
+    the same customer and day combine (`TILE_MERGE`: sums, minima, maxima), which
+    is what lets the incremental state (features.state) add new events' tiles to
+    the ones it keeps.
 
     Cutoffs are midnights, so a day lies wholly before a cutoff or not at all, and
     aggregating days instead of events makes distinct active days a plain count.
@@ -478,10 +487,28 @@ def daily_rollup(events: ir.Table, spec: FeatureSpec) -> ir.Table:
         m[f"_quantity_{r}"] = quantity.sum()
     m["_first_purchase"] = only(role == PURCHASE, t).min()
     m["_first_event"] = t.min()
-    daily = ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**m)
-    day = daily._day
-    previous = ibis.window(group_by=daily._cid, order_by=day)
-    return daily.mutate(_gap=days_between(day, day.lag().over(previous)))
+    return ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**m)
+
+
+def tile_merge(spec: FeatureSpec) -> dict[str, str]:
+    """How two tiles of the same customer and day combine, column by column:
+    `sum`, `min` or `max` (the aggregate `day_tiles` takes of each)."""
+    out: dict[str, str] = {}
+    for r in ROLES:
+        out[f"_n_{r}"], out[f"_last_{r}"] = "sum", "max"
+    for r in spec.amount_roles:
+        out[f"_amount_{r}"] = out[f"_amounts_{r}"] = "sum"
+        out[f"_amount_max_{r}"], out[f"_quantity_{r}"] = "max", "sum"
+    out["_first_purchase"] = out["_first_event"] = "min"
+    return out
+
+
+def with_gaps(tiles: ir.Table) -> ir.Table:
+    """Each tile with `_gap`: whole days since the customer's previous active day
+    (null on the first)."""
+    day = tiles._day
+    previous = ibis.window(group_by=tiles._cid, order_by=day)
+    return tiles.mutate(_gap=days_between(day, day.lag().over(previous)))
 
 
 def _boundaries(spec: FeatureSpec) -> list[int]:
@@ -527,6 +554,36 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
     return joined.group_by(
         [joined[CUSTOMER_ID], joined[CUTOFF], bucket.name("_bucket")]
     ).aggregate(**m)
+
+
+def bucket_rows(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """Stage one (`_bucketed`) for the incremental state: tiles with `_gap`
+    joined to a cutoff, as per-(customer, cutoff, age bucket) rows."""
+    return _bucketed(joined, spec)
+
+
+def bucket_merge(spec: FeatureSpec) -> dict[str, str]:
+    """How two rows of stage one for the same (customer, cutoff, bucket) combine:
+    `sum`, `min` or `max` (the aggregate `_bucketed` takes of each). Stage two
+    reads the minima and maxima other than `_amount_max_*` over all buckets only,
+    so a value left in a bucket its tile has moved out of changes no feature."""
+    out = {
+        "_n": "sum",
+        "_d": "sum",
+        "_first_day": "min",
+        "_first_event": "min",
+        "_first_purchase": "min",
+        "_gaps": "sum",
+        "_gap_sum": "sum",
+        "_gap_sq_sum": "sum",
+    }
+    for r in ROLES:
+        out[f"_n_{r}"] = out[f"_d_{r}"] = "sum"
+        out[f"_last_{r}"] = "max"
+    for r in spec.amount_roles:
+        out[f"_amount_{r}"] = out[f"_amounts_{r}"] = "sum"
+        out[f"_amount_max_{r}"], out[f"_quantity_{r}"] = "max", "sum"
+    return out
 
 
 def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -606,16 +663,21 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
     return agg.mutate(**d)
 
 
-def _with_reactivations(agg: ir.Table, events: ir.Table, spec: FeatureSpec) -> ir.Table:
-    """Add `reactivations`: days with a cancel before the day of the last non-cancel
-    event before the cutoff, which is exactly when a later day has another event.
-    Cancel events are few, so this is a small join beside the main aggregation (read
-    from the events, not the daily roll-up, which would then be built twice)."""
+def cancel_days(events: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """The distinct (customer `_rcid`, day `_rday`) with a cancel event. Cancel
+    events are few, so this is read from the events beside the main aggregation
+    (not from the daily roll-up, which would then be built twice)."""
     ev = with_roles(events, spec)
     ev = ev.filter(ev[ROLE] == CANCEL)
-    cancels = ev.select(
+    return ev.select(
         _rcid=ev[CUSTOMER_ID], _rday=ev[EVENT_TIME].truncate("D")
     ).distinct()
+
+
+def _with_reactivations(agg: ir.Table, cancels: ir.Table) -> ir.Table:
+    """Add `reactivations`: days with a cancel (`cancel_days`) before the day of
+    the last non-cancel event before the cutoff, which is exactly when a later
+    day has another event. A small join beside the main aggregation."""
     keys = agg.select(
         CUSTOMER_ID, CUTOFF, _other_day=agg._last_non_cancel.truncate("D")
     )
@@ -663,8 +725,28 @@ def build_features(
         joined = daily.join(cuts, daily._day < cuts[CUTOFF]).rename(
             {CUSTOMER_ID: "_cid"}
         )
-    out = _features(_bucketed(joined, spec), spec)
-    out = _with_reactivations(out, events, spec)
+    return features_from_buckets(
+        _bucketed(joined, spec),
+        cancel_days(events, spec),
+        spec,
+        customers,
+        subscriptions,
+    )
+
+
+def features_from_buckets(
+    buckets: ir.Table,
+    cancels: ir.Table,
+    spec: FeatureSpec,
+    customers: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
+) -> ir.Table:
+    """Stages two and on: the output of `build_features` from stage one's rows
+    (`bucket_rows`: per customer, cutoff and age bucket) and the cancel days
+    (`cancel_days`). `build_features` computes both from the events; the
+    incremental state (features.state) keeps and advances them."""
+    out = _features(buckets, spec)
+    out = _with_reactivations(out, cancels)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
     if spec.subscriptions:
@@ -802,10 +884,17 @@ __all__ = [
     "build_features",
     "catalogue",
     "cutoff_table",
+    "bucket_merge",
+    "bucket_rows",
+    "cancel_days",
     "daily_rollup",
+    "day_tiles",
+    "features_from_buckets",
     "features_at",
     "population_columns",
     "population_name",
     "seen_pairs",
+    "tile_merge",
+    "with_gaps",
     "with_roles",
 ]

@@ -464,6 +464,9 @@ class FeaturesConfig(Strict):
     )
     # Customer attributes to use; None means every attribute column present.
     attributes: list[str] | None = None
+    # Events older than the incremental feature state's date (features.state):
+    # applied to the customers they concern, or rejected (counted and logged).
+    late_events: Literal["apply", "reject"] = "apply"
 
     @model_validator(mode="after")
     def _windows(self) -> FeaturesConfig:

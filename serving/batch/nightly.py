@@ -133,8 +133,10 @@ def run_nightly(
     tracking_uri: str,
     *,
     progress: bool | None = None,
+    full: bool = False,
 ) -> NightlyResult:
-    """Score `as_of` and record the run; see the module docstring."""
+    """Score `as_of` and record the run; see the module docstring. `full`
+    rebuilds the incremental feature state (serving.batch.incremental)."""
     from mlflow.tracking import MlflowClient
 
     from model.registry import configure
@@ -188,7 +190,7 @@ def run_nightly(
             except Exception as exc:  # noqa: BLE001 - bookkeeping, not the run
                 log.warning("marking killed scoring runs failed: %s", exc)
             result = _run(
-                config, ds, champions, as_of, run_id, client, progress, baseline
+                config, ds, champions, as_of, run_id, client, progress, baseline, full
             )
     except Busy:  # another run is writing: its status stands, this run never began
         _terminate(client, run_id, "KILLED")
@@ -375,6 +377,7 @@ def _run(
     client,
     progress: bool | None,
     baseline: dict | None = None,
+    full: bool = False,
 ) -> NightlyResult:
     started = time.perf_counter()
     forgotten = suppressed(config.privacy) - ds.suppressed
@@ -383,9 +386,11 @@ def _run(
             f"{len(forgotten)} customer(s) were forgotten after this run loaded its "
             "data; nothing was published: run it again"
         )
-    scorer = score
-    if isinstance(ds, SparkDataset):
+    scorer, options = score, {"full": full}
+    if isinstance(ds, SparkDataset):  # the full rebuild stays Spark's path
         from serving.batch.spark import score_spark as scorer
+
+        options = {}
     ratio = config.scoring.min_scored_ratio
     result = scorer(
         config,
@@ -395,6 +400,7 @@ def _run(
         run_id=run_id,
         progress=progress,
         min_rows=min_rows(baseline, ratio),
+        **options,
     )
     day = f"{as_of:%Y-%m-%d}"
     few = too_few(result.rows, baseline, ratio, day)
@@ -550,6 +556,11 @@ def _record(
         ),
         **({"scored_too_few": out.too_few["message"][:4000]} if out.too_few else {}),
         **nightly_tags(out.outcomes),
+        **{
+            f"features.{k}": str(v)[:4000]
+            for k, v in r.features.items()
+            if k in ("mode", "reason", "watermark") and v is not None
+        },
     }
     client.log_batch(
         out.run_id,
@@ -599,6 +610,8 @@ def _summary(out: NightlyResult) -> dict:
         },
         "rows_skipped": r.skipped,
         "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+        # the feature step: incremental from the state, or why it was rebuilt
+        "features": r.features,
         "output": str(r.path),
         "drift_level": out.drift["level"],
         "drift_alerts": out.drift["alerts"],

@@ -65,12 +65,12 @@ from features.columns import (
     reasons_column,
     version_column,
 )
-from features.definition import ELIGIBLE, FeatureSpec, build_features, catalogue
-from features.sources.chunks import write_chunked
+from features.definition import ELIGIBLE, FeatureSpec, catalogue
 from features.sources.load import CUSTOMERS_VIEW, Dataset
 from model.encoding import Encoding
 from serving import online_store
 from serving.batch.drift import DriftMonitor
+from serving.batch.incremental import feature_parts
 from serving.batch.progress import Progress
 from serving.reasons import Reason, reasons
 from serving.scoring import Champions
@@ -179,6 +179,9 @@ class ScoreResult:
     # what became of the online store: updated, held back (too few), not
     # updated (store_error), kept (it holds a later date: a backfill)
     store: str = "updated"
+    # the feature step: mode (incremental, rebuilt, full), reason, events read
+    # (serving.batch.incremental.feature_parts)
+    features: dict = field(default_factory=dict)
 
     def scored(self) -> dict[str, int]:
         """Customers scored per target (in its population)."""
@@ -234,11 +237,16 @@ def score(
     run_id: str = "",
     progress: bool | None = None,
     min_rows: int = 0,
+    full: bool = False,
 ) -> ScoreResult:
     """Features at `as_of` (events strictly before it), scored, published
     atomically under `config.scoring.output`; call it inside
     `writing(config.scoring.output)`. With fewer than `min_rows` rows the
-    Parquet output is published but the online store is left as it is."""
+    Parquet output is published but the online store is left as it is.
+
+    The features come from the incremental feature state beside the scores
+    (serving.batch.incremental: only the events after its watermark are read),
+    or from a rebuild of it (`full`, or when it cannot be advanced)."""
     started = time.perf_counter()
     spec = FeatureSpec.from_config(config)
     output = Path(config.scoring.output)
@@ -250,19 +258,13 @@ def score(
     staging = staging_dir(output)
     with scratch_dir(staging, "features") as scratch:
         t0 = time.perf_counter()
-        parts = write_chunked(
-            ds,
-            lambda events: build_features(
-                events, [as_of], spec, ds.customers, ds.subscriptions
-            ),
-            scratch,
-        )
+        parts, features = feature_parts(config, ds, as_of, scratch, full=full)
         seconds["features"] = time.perf_counter() - t0
         skipped = {SKIPPED_NO_EVENTS: _never_seen(ds, parts)}
         scored = _score_pass(parts, champions, monitor, progress)
         skipped[SKIPPED_NOT_ELIGIBLE] = scored.not_eligible
         seconds["score"], seconds["drift"] = scored.seconds, scored.drift_seconds
-        return publish(
+        result = publish(
             config,
             ds,
             champions,
@@ -278,6 +280,8 @@ def score(
             seconds=seconds,
             started=started,
         )
+        result.features = features
+        return result
 
 
 def populations(spec: FeatureSpec, champions: Champions) -> dict[str, str]:

@@ -6,8 +6,10 @@ Forgetting a customer, given the id a marketing system knows:
    suppression list, first, so that every later load (training, scoring, the
    online store it feeds) and every outreach leaves the customer out even if a
    later step fails; running `forget` again finishes the job;
-2. removes its rows from the online store (SQLite: a copy without them, with
-   secure_delete and VACUUM so no freed page keeps them, renamed over the file;
+2. removes its rows from the nightly's incremental feature state (its
+   customer-day tiles and window aggregates, features.state), from the online
+   store (SQLite: a copy without them, with secure_delete and VACUUM so no
+   freed page keeps them, renamed over the file;
    Postgres: a DELETE), from outreach's contact log, from every score file
    under `scoring.output` and the Postgres scores table, and from every
    training snapshot under `training.snapshot_dir`; each Parquet file is
@@ -48,6 +50,7 @@ from features.sources.privacy import (
     parse_ids,
     pseudonymiser,
     read_suppressed,
+    suppressed,
     suppression_path,
 )
 from serving.batch import sink
@@ -90,8 +93,10 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
         locks.enter_context(writing(config.scoring.output))
         if snapshots is not None:
             locks.enter_context(exclusive(snapshots))
+        before = suppressed(config.privacy)
         add_suppressed(config.privacy, stored)
         removed = _online_store(config, stored)
+        removed |= _feature_state(config, stored, before)
         contacts = open_contact_log(config.outreach.contact_log).delete(stored)
         removed |= {str(config.outreach.contact_log): contacts} if contacts else {}
         removed |= remove_from_parquet(config.scoring.output, stored)
@@ -141,6 +146,37 @@ def remove_from_parquet(root: Path, stored: Sequence[str]) -> dict[str, dict[str
         atomic_write(path, lambda tmp, kept=kept: pq.write_table(kept, tmp))
         removed[str(path)] = dict(Counter(ids.filter(hit).to_pylist()))
     return removed
+
+
+def _feature_state(
+    config: ProjectConfig, stored: Sequence[str], before: frozenset[str]
+) -> dict:
+    """Erase them from the nightly's incremental feature state (its tiles,
+    bucket rows and cancel days rewritten without them). A state that was
+    current under the old suppression list stays current under the new one, so
+    the next nightly run goes on incrementally; any other goes on being stale
+    and is rebuilt."""
+    from features import state as fs
+    from features.sources.load import connect
+    from serving.batch.incremental import state_dir, suppressed_key
+
+    folder = state_dir(config.scoring.output)
+    state = fs.open_state(folder)
+    if state is None:
+        return {}
+    con = connect()
+    try:
+        tiles = state.tiles(con)
+        theirs = tiles.filter(tiles._cid.isin(list(stored)))
+        counts = theirs.group_by("_cid").aggregate(n=theirs.count()).execute()
+        key = state.key
+        if key.get("suppressed") == suppressed_key(before):
+            key = {**key, "suppressed": suppressed_key(suppressed(config.privacy))}
+        fs.forget(state, con, stored, key)
+    finally:
+        con.disconnect()
+    by_id = {str(c): int(n) for c, n in zip(counts["_cid"], counts["n"], strict=True)}
+    return {str(folder): by_id} if by_id else {}
 
 
 def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:

@@ -1,0 +1,603 @@
+"""The incremental feature state: what the one feature definition needs to
+produce every customer's feature row at a later date without rescanning history.
+
+`build_features` runs in stages (features.definition): events are rolled up to
+customer-day *tiles* (`day_tiles`, with `with_gaps`), the tiles are joined to a
+cutoff and summed per (customer, cutoff, age bucket) (`bucket_rows`: the bucket
+is the smallest window edge holding the day), and the features are computed from
+those bucket rows and the cancel days (`features_from_buckets`). The state keeps
+the tiles, the bucket rows at its *watermark* `D` (a midnight: it holds exactly
+the events before `D`), and the cancel days, so advancing it to `D2 >= D` with
+the new events is:
+
+- new tiles: `day_tiles` of the new events; each one's gap is counted from the
+  customer's last active day, which the bucket rows hold (`_last_*`);
+- moving tiles: a tile changes bucket between `D` and `D2` only when its day is
+  in `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day
+  step): its sums are subtracted from its old bucket and it is added to its new
+  one (`bucket_merge`); the rest of the history is not read;
+- minima and maxima cannot be subtracted; stage two reads all of them but the
+  windowed amount maxima over every bucket at once, where a value left behind by
+  a tile that moved on changes nothing; the amount maxima are recomputed from the
+  recent tiles, only for the customers whose moving tiles carried an amount;
+- late events (before `D`; `features.late_events: apply`) make their customers'
+  rows recomputed from all their tiles (gaps between active days change); with
+  `reject` they are left out and counted;
+- events with an `event_id` already applied (or repeated within the batch) are
+  dropped, so a replayed batch changes nothing; without one, every row counts,
+  as in `build_features`;
+- "days since" features move with the date: stage two computes them from the
+  cutoff.
+
+So the features at `D2` are `features_from_buckets` of the advanced rows: the
+definition's own stage two, and they equal `build_features(events, [D2])`
+(tests/unit/features/test_state_properties.py checks it on random streams).
+
+On disk (a folder beside the scores, `<scoring.output>/_state`): immutable
+Parquet files named by the advance that wrote them (`tiles-N-*.parquet`,
+`buckets-N-*.parquet`, `cancels-N-*.parquet`, `ids-N.parquet`) and the manifest
+`state.json` (watermark, the files that make up the state, the key it was built
+under), replaced atomically last (core.atomic); files no manifest names are
+removed after the swap, so a kill at any moment leaves the old state or the new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+
+from core.atomic import atomic_write
+from features.columns import (
+    AMOUNT,
+    CANCEL,
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    EVENT_TYPE,
+    QUANTITY,
+    ROLES,
+)
+from features.definition import (
+    OLDEST,
+    FeatureSpec,
+    _boundaries,
+    bucket_merge,
+    bucket_rows,
+    day_tiles,
+    features_from_buckets,
+    tile_merge,
+    with_gaps,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "state.json"
+# an optional events column: the same id twice is one event
+EVENT_ID = "event_id"
+APPLY, REJECT = "apply", "reject"
+LATE_POLICIES = (APPLY, REJECT)
+FORMAT = 1
+
+
+@dataclass
+class Advanced:
+    """What one `advance` did."""
+
+    state: FeatureState
+    events: int  # applied
+    late: int  # before the old watermark (applied, or rejected by the policy)
+    rejected: int  # left out by the late policy
+    duplicates: int  # event ids already applied or repeated in the batch
+    touched: int = 0  # customers whose bucket rows were read (moved, new, late)
+
+
+@dataclass
+class FeatureState:
+    """A state on disk: its folder and manifest."""
+
+    folder: Path
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def watermark(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["watermark"])
+
+    @property
+    def key(self) -> dict:
+        return self.manifest["key"]
+
+    @property
+    def events(self) -> int:
+        """Events the state holds (all before the watermark)."""
+        return int(self.manifest["events"])
+
+    def files(self, kind: str) -> list[str]:
+        return [str(self.folder / f) for f in self.manifest["files"][kind]]
+
+    def buckets(self, con: ibis.BaseBackend) -> ir.Table:
+        return con.read_parquet(self.files("buckets"))
+
+    def cancels(self, con: ibis.BaseBackend) -> ir.Table:
+        t = con.read_parquet(self.files("cancels"))
+        return t.distinct()
+
+    def tiles(self, con: ibis.BaseBackend) -> ir.Table:
+        return con.read_parquet(self.files("tiles"))
+
+    def features(
+        self,
+        con: ibis.BaseBackend,
+        spec: FeatureSpec,
+        customers: ir.Table | None = None,
+        subscriptions: ir.Table | None = None,
+    ) -> ir.Table:
+        """`build_features(events, [watermark], ...)` from the state."""
+        return features_from_buckets(
+            self.buckets(con), self.cancels(con), spec, customers, subscriptions
+        )
+
+
+def state_key(spec: FeatureSpec, version: str, extra: dict | None = None) -> dict:
+    """What a state is only valid under: the feature spec, the feature-set
+    version and whatever else the caller names (the config's data and privacy
+    sections, the suppression list); a state built under another key is rebuilt."""
+    spec_text = json.dumps(
+        {k: _plain(v) for k, v in vars(spec).items()}, sort_keys=True, default=str
+    )
+    return {
+        "format": FORMAT,
+        "feature_set_version": version,
+        "spec": hashlib.sha256(spec_text.encode()).hexdigest()[:16],
+        **(extra or {}),
+    }
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def stale_reason(state: FeatureState | None, key: dict) -> str | None:
+    """Why `state` cannot be advanced under `key` (None: it can)."""
+    if state is None:
+        return "no feature state yet"
+    old = state.key
+    for name in sorted(set(old) | set(key)):
+        if old.get(name) != key.get(name):
+            what = {
+                "feature_set_version": "the feature definition changed",
+                "spec": "the feature settings changed",
+                "format": "the state's format changed",
+                "suppressed": "the suppression list changed (a forget)",
+                "config": "the data or privacy config changed",
+            }.get(name, f"{name} changed")
+            return f"{what} ({name} {old.get(name)} -> {key.get(name)})"
+    return None
+
+
+def open_state(folder: Path) -> FeatureState | None:
+    """The state in `folder`, or None when there is none."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    return FeatureState(Path(folder), json.loads(path.read_text()))
+
+
+def remove_state(folder: Path) -> bool:
+    """Drop the state (its manifest first, so a half-removed state reads as
+    none): the next run rebuilds it. Returns whether there was one."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    had = manifest.is_file()
+    manifest.unlink(missing_ok=True)
+    for f in folder.glob("*.parquet") if folder.is_dir() else []:
+        f.unlink(missing_ok=True)
+    return had
+
+
+# ------------------------------------------------------------------ building
+
+
+def rebuild(
+    folder: Path,
+    con: ibis.BaseBackend,
+    chunks: Iterable[ir.Table],
+    as_of: datetime,
+    spec: FeatureSpec,
+    key: dict,
+    on_chunk: Callable[[int, ir.Table, ir.Table], None] | None = None,
+) -> FeatureState:
+    """A new state at `as_of` from all events, given as customer chunks (every
+    customer's events in one chunk); `on_chunk(i, buckets, cancels)` gets each
+    chunk's bucket rows and cancel days as they are written (the nightly
+    computes its features from them), before the manifest is swapped in."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seq = _next_seq(folder)
+    files: dict[str, list[str]] = {"tiles": [], "buckets": [], "cancels": [], "ids": []}
+    count = 0
+    for i, events in enumerate(chunks):
+        events = _typed(events)
+        before = events.filter(events[EVENT_TIME] < as_of)
+        if EVENT_ID in before.columns:  # an id applies once; remember them
+            ided = before.filter(before[EVENT_ID].notnull())
+            ided = ided.distinct(on=EVENT_ID, keep="first")
+            ids_name = f"ids-{seq}-{i}.parquet"
+            ided.select(EVENT_ID).to_parquet(folder / ids_name)
+            files["ids"].append(ids_name)
+            before = ided.union(before.filter(before[EVENT_ID].isnull()))
+            before = before.drop(EVENT_ID)
+        count += int(before.count().execute())
+        tiles_name = f"tiles-{seq}-{i}.parquet"
+        # by day: reading the days that move tomorrow skips most row groups
+        day_tiles(before, spec).order_by("_day").to_parquet(folder / tiles_name)
+        tiles = con.read_parquet(str(folder / tiles_name))
+        buckets_name = f"buckets-{seq}-{i}.parquet"
+        _at(with_gaps(tiles), as_of, spec).to_parquet(folder / buckets_name)
+        cancels_name = f"cancels-{seq}-{i}.parquet"
+        _cancels_of(tiles).to_parquet(folder / cancels_name)
+        files["tiles"].append(tiles_name)
+        files["buckets"].append(buckets_name)
+        files["cancels"].append(cancels_name)
+        if on_chunk is not None:
+            on_chunk(
+                i,
+                con.read_parquet(str(folder / buckets_name)),
+                con.read_parquet(str(folder / cancels_name)).distinct(),
+            )
+    return _commit(folder, seq, as_of, key, count, files)
+
+
+def _at(tiles: ir.Table, cutoff: datetime, spec: FeatureSpec) -> ir.Table:
+    """Stage one's rows at `cutoff` of tiles (with `_gap`) all before it."""
+    joined = tiles.mutate(
+        **{CUSTOMER_ID: tiles._cid, CUTOFF: ibis.literal(cutoff, "timestamp")}
+    )
+    return bucket_rows(joined, spec)
+
+
+def _cancels_of(tiles: ir.Table) -> ir.Table:
+    t = tiles.filter(tiles[f"_n_{CANCEL}"] > 0)
+    return t.select(_rcid=t._cid, _rday=t._day)
+
+
+def _next_seq(folder: Path) -> int:
+    state = open_state(folder)
+    return 1 if state is None else int(state.manifest["seq"]) + 1
+
+
+def _commit(
+    folder: Path, seq: int, as_of: datetime, key: dict, events: int, files: dict
+) -> FeatureState:
+    manifest = {
+        "watermark": as_of.isoformat(),
+        "key": key,
+        "events": events,
+        "seq": seq,
+        "files": files,
+        "written_at": datetime.now().isoformat(timespec="seconds"),
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
+    atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(text))
+    keep = {MANIFEST, *(f for names in files.values() for f in names)}
+    for f in folder.glob("*.parquet"):
+        if f.name not in keep:
+            f.unlink(missing_ok=True)
+    return FeatureState(folder, manifest)
+
+
+# ------------------------------------------------------------------ advancing
+
+
+def advance(
+    state: FeatureState,
+    con: ibis.BaseBackend,
+    events: ir.Table,
+    to: datetime,
+    spec: FeatureSpec,
+    *,
+    late: str = APPLY,
+) -> Advanced:
+    """Apply `events` (the contract's columns, optionally `event_id`) and move
+    the state to `to` (a midnight, not before the watermark); every event must be
+    before `to`. Events before the watermark are late: applied to the customers
+    they concern, or left out under `late="reject"`. Returns the new state (the
+    old one's files are removed once the new manifest is in place)."""
+    if late not in LATE_POLICIES:
+        raise ValueError(f"features.late_events must be one of {LATE_POLICIES}")
+    old = state.watermark
+    if to < old:
+        raise ValueError(f"cannot move the state back from {old:%Y-%m-%d} to {to}")
+    if to != datetime(to.year, to.month, to.day):
+        raise ValueError(f"the state's date must be a midnight, got {to}")
+    folder, seq = state.folder, int(state.manifest["seq"]) + 1
+    files = {k: list(v) for k, v in state.manifest["files"].items()}
+    # the batch read once (it may be a filter over a large log); the manifest
+    # never names this file, so the commit removes it
+    incoming = folder / f"incoming-{seq}.parquet"
+    _typed(events).to_parquet(incoming)
+    events = con.read_parquet(str(incoming))
+    after = int(events.filter(events[EVENT_TIME] >= to).count().execute())
+    if after:
+        incoming.unlink()
+        raise ValueError(
+            f"{after} event(s) at or after {to:%Y-%m-%d}: the state holds events "
+            "before its date only"
+        )
+    total = int(events.count().execute())
+    # rejected first: a rejected event's id is not remembered, so it applies
+    # when sent again under `apply`
+    is_late = events[EVENT_TIME] < old
+    rejected = 0
+    if late == REJECT:
+        rejected = int(events.filter(is_late).count().execute())
+        events = events.filter(~is_late)
+        if rejected:
+            log.warning(
+                "%d late event(s) before %s rejected", rejected, f"{old:%Y-%m-%d}"
+            )
+    events, duplicates = _new_ids(state, con, events, folder, seq, files)
+    n_late = rejected or int(events.filter(events[EVENT_TIME] < old).count().execute())
+    applied = total - duplicates - rejected
+    keep = [c for c in events.columns if c != EVENT_ID]
+    tiles_name = f"tiles-{seq}.parquet"
+    tiles = day_tiles(events.select(*keep), spec).order_by("_day")
+    tiles.to_parquet(folder / tiles_name)
+    files["tiles"].append(tiles_name)
+    new = con.read_parquet(str(folder / tiles_name))
+    cancels_name = f"cancels-{seq}.parquet"
+    _cancels_of(new).to_parquet(folder / cancels_name)
+    files["cancels"].append(cancels_name)
+
+    buckets = state.buckets(con)
+    all_tiles = con.read_parquet([str(folder / f) for f in files["tiles"]])
+    late_ids = None
+    if n_late and rejected == 0:
+        late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
+    rows = _advanced_rows(
+        buckets, all_tiles, new, late_ids, old, to, spec, state.tiles(con)
+    )
+    buckets_name = f"buckets-{seq}.parquet"
+    rows.to_parquet(folder / buckets_name)
+    files["buckets"] = [buckets_name]
+    out = _commit(folder, seq, to, state.key, state.events + applied, files)
+    return Advanced(out, applied, n_late, rejected, duplicates)
+
+
+CONTRACT_TYPES = {
+    CUSTOMER_ID: "string",
+    EVENT_TIME: "timestamp",
+    EVENT_TYPE: "string",
+    AMOUNT: "float64",
+    QUANTITY: "float64",
+    EVENT_ID: "string",
+}
+
+
+def _typed(events: ir.Table) -> ir.Table:
+    """The events with the contract's types (an empty batch has none), the
+    optional amount and quantity null when absent."""
+    present = set(events.columns)
+    cols = {
+        name: (events[name] if name in present else ibis.null()).cast(kind)
+        for name, kind in CONTRACT_TYPES.items()
+        if name in present or name in (AMOUNT, QUANTITY)
+    }
+    return events.select(**cols)
+
+
+def _new_ids(
+    state: FeatureState,
+    con: ibis.BaseBackend,
+    events: ir.Table,
+    folder: Path,
+    seq: int,
+    files: dict,
+) -> tuple[ir.Table, int]:
+    """Events without an id, and those whose id was neither applied before nor
+    seen earlier in the batch; the new ids are recorded in `ids-<seq>`."""
+    if EVENT_ID not in events.columns:
+        return events, 0
+    before = int(events.count().execute())
+    with_id = events.filter(events[EVENT_ID].notnull())
+    without = events.filter(events[EVENT_ID].isnull())
+    with_id = with_id.distinct(on=EVENT_ID, keep="first")
+    if files["ids"]:
+        seen = con.read_parquet([str(folder / f) for f in files["ids"]])
+        with_id = with_id.anti_join(seen, with_id[EVENT_ID] == seen[EVENT_ID])
+    name = f"ids-{seq}.parquet"
+    with_id.select(EVENT_ID).to_parquet(folder / name)
+    files["ids"].append(name)
+    kept = con.read_parquet(str(folder / name))
+    fresh = events.semi_join(kept, events[EVENT_ID] == kept[EVENT_ID])
+    # one row per id (the first of a repeated one), and the events without an id
+    fresh = fresh.distinct(on=EVENT_ID, keep="first")
+    out = fresh.union(without)
+    return out, before - int(out.count().execute())
+
+
+def _merged(table: ir.Table, keys: list[str], how: dict[str, str]) -> ir.Table:
+    """Rows of `table` with equal `keys` combined column by column (`how`)."""
+    return table.group_by(keys).aggregate(
+        **{c: getattr(table[c], op)() for c, op in how.items()}
+    )
+
+
+def _moving_days(old: datetime, to: datetime, spec: FeatureSpec) -> list[datetime]:
+    """Days whose tiles change bucket between cutoffs `old` and `to`: `[old - e,
+    to - e)` for each window edge `e`."""
+    days = set()
+    for edge in _boundaries(spec):
+        day = old - timedelta(days=edge)
+        while day < to - timedelta(days=edge):
+            days.add(day)
+            day += timedelta(days=1)
+    return sorted(days)
+
+
+def _advanced_rows(
+    buckets: ir.Table,
+    all_tiles: ir.Table,
+    new: ir.Table,
+    late_ids: ir.Table | None,
+    old: datetime,
+    to: datetime,
+    spec: FeatureSpec,
+    old_tiles: ir.Table,
+) -> ir.Table:
+    """The bucket rows at `to`: see the module docstring."""
+    how = bucket_merge(spec)
+    tiles_how = tile_merge(spec)
+    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
+    columns = keys + list(how)
+    schema = buckets.schema()
+
+    def shaped(t: ir.Table) -> ir.Table:
+        return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
+
+    def not_late(t: ir.Table, cid: str) -> ir.Table:
+        if late_ids is None:
+            return t
+        return t.anti_join(late_ids, t[cid] == late_ids._lcid)
+
+    kept = not_late(buckets, CUSTOMER_ID)
+    kept = kept.mutate(**{CUTOFF: ibis.literal(to, "timestamp")})
+    parts = [shaped(kept)]
+
+    # tiles crossing an edge: out of the old bucket, into the new one
+    days = _moving_days(old, to, spec)
+    out_of = None
+    if days:
+        m = not_late(old_tiles, "_cid")
+        m = m.filter(m._day.isin([ibis.literal(d, "timestamp") for d in days]))
+        moving = _merged(m, ["_cid", "_day"], tiles_how)
+        gapless = with_gaps(moving).mutate(_gap=ibis.null("float64"))
+        out_of = _at(gapless, old, spec).mutate(**{CUTOFF: ibis.literal(to)})
+        negated = {
+            c: (-out_of[c] if op == "sum" else ibis.null(schema[c]))
+            for c, op in how.items()
+        }
+        parts.append(shaped(out_of.mutate(**negated)))
+        parts.append(shaped(_at(gapless, to, spec)))
+
+    # new days' tiles, their gaps counted from each customer's last active day
+    fresh = not_late(new, "_cid")
+    last = kept.group_by(_cid=kept[CUSTOMER_ID]).aggregate(
+        _day=ibis.greatest(*(kept[f"_last_{r}"] for r in ROLES)).max().truncate("D")
+    )
+    last = last.semi_join(fresh, last._cid == fresh._cid)
+    base = fresh.select("_cid", "_day").mutate(_new=True)
+    last = last.select(_cid=last._cid, _day=last._day.cast(base._day.type()))
+    gaps = with_gaps(base.union(last.mutate(_new=False)))
+    gaps = gaps.filter(gaps._new).select(_gcid="_cid", _gday="_day", _gap="_gap")
+    fresh = fresh.join(gaps, [fresh._cid == gaps._gcid, fresh._day == gaps._gday])
+    parts.append(shaped(_at(fresh.drop("_gcid", "_gday"), to, spec)))
+
+    # late customers: every tile of theirs again
+    if late_ids is not None:
+        theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
+        theirs = _merged(theirs, ["_cid", "_day"], tiles_how)
+        parts.append(shaped(_at(with_gaps(theirs), to, spec)))
+
+    union = parts[0]
+    for p in parts[1:]:
+        union = union.union(p)
+    rows = _merged(union, keys, how)
+    if out_of is not None and spec.amount_roles:
+        rows = _fix_amount_max(rows, out_of, kept, all_tiles, late_ids, to, spec)
+    return shaped(rows)
+
+
+def _fix_amount_max(
+    rows: ir.Table,
+    out_of: ir.Table,
+    kept: ir.Table,
+    all_tiles: ir.Table,
+    late_ids: ir.Table | None,
+    to: datetime,
+    spec: FeatureSpec,
+) -> ir.Table:
+    """The windowed amount maxima (a maximum cannot be subtracted) recomputed
+    from the tiles of the newest `max edge` days, for the customers only whose
+    tiles leaving a bucket (`out_of`: their maxima per old bucket) held that
+    bucket's maximum (`kept`): otherwise the maximum stays in the bucket."""
+    cols = [f"_amount_max_{r}" for r in spec.amount_roles]
+    k = kept.select(
+        _kcid=kept[CUSTOMER_ID],
+        _kbucket=kept._bucket,
+        **{f"_k{c}": kept[c] for c in cols},
+    )
+    hit = out_of.join(k, [out_of[CUSTOMER_ID] == k._kcid, out_of._bucket == k._kbucket])
+    carried = hit.filter(
+        ibis.or_(*((hit[c] >= hit[f"_k{c}"]).fill_null(False) for c in cols))
+    ).select(_rcid=hit[CUSTOMER_ID])
+    carried = carried.distinct()
+    since = to - timedelta(days=max(_boundaries(spec)))
+    recent = all_tiles.filter(all_tiles._day >= since)
+    recent = recent.semi_join(carried, recent._cid == carried._rcid)
+    if late_ids is not None:
+        recent = recent.anti_join(late_ids, recent._cid == late_ids._lcid)
+    recent = _merged(recent, ["_cid", "_day"], tile_merge(spec))
+    fixed = _at(with_gaps(recent), to, spec)
+    fixed = fixed.select(
+        _fcid=fixed[CUSTOMER_ID],
+        _fbucket=fixed._bucket,
+        **{f"_f{c}": fixed[c] for c in cols},
+    )
+    flagged = rows.left_join(carried, rows[CUSTOMER_ID] == carried._rcid)
+    joined = flagged.left_join(
+        fixed,
+        [flagged[CUSTOMER_ID] == fixed._fcid, flagged._bucket == fixed._fbucket],
+    )
+    redo = joined._rcid.notnull() & (joined._bucket != OLDEST)
+    return joined.mutate(
+        **{c: ibis.ifelse(redo, joined[f"_f{c}"], joined[c]) for c in cols}
+    )
+
+
+def forget(
+    state: FeatureState,
+    con: ibis.BaseBackend,
+    customer_ids: Iterable[str],
+    key: dict | None = None,
+) -> FeatureState:
+    """The state without the given customers (stored ids): every file that
+    holds one of their rows is rewritten without it and the manifest swapped in,
+    so nothing of theirs is left. Their events leave the count; with `key` the
+    state is kept under that key (the suppression list now naming them)."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return state
+    gone = ibis.memtable({"_gone": ids}, schema={"_gone": "string"})
+    folder, seq = state.folder, int(state.manifest["seq"]) + 1
+    tiles = state.tiles(con)
+    theirs = tiles.semi_join(gone, tiles._cid == gone._gone)
+    removed = theirs.aggregate(
+        n=sum((theirs[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum()
+    ).execute()["n"][0]
+    files: dict[str, list[str]] = {}
+    column = {"tiles": "_cid", "buckets": CUSTOMER_ID, "cancels": "_rcid"}
+    for kind, names in state.manifest["files"].items():
+        files[kind] = []
+        for i, name in enumerate(names):
+            if kind not in column:  # event ids: no customer in them
+                files[kind].append(name)
+                continue
+            table = con.read_parquet(str(folder / name))
+            kept = table.anti_join(gone, table[column[kind]] == gone._gone)
+            out = f"{kind}-{seq}-{i}.parquet"
+            kept.to_parquet(folder / out)
+            files[kind].append(out)
+    count = state.events - int(0 if removed is None or removed != removed else removed)
+    return _commit(folder, seq, state.watermark, key or state.key, count, files)
