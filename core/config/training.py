@@ -35,8 +35,9 @@ class BacktestConfig(Strict):
     # Logistic-regression baseline: training rows sampled down to this many.
     baseline_max_rows: int = Field(200_000, ge=1_000)
     # How the served probabilities are calibrated: chosen by log loss on the last
-    # origin (auto), or fixed.
-    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+    # origin among none, isotonic and Platt (auto; none when too few positives or
+    # when no map beats the raw log loss), or fixed.
+    calibration: Literal["auto", "none", "isotonic", "platt"] = "auto"
 
 
 class PromotionConfig(Strict):
