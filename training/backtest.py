@@ -336,7 +336,7 @@ def run(
         data = fold_data(table, fold, target)
         boosters = {
             name: fit_fold(data, lgb_config, name, target, plan.horizon_days)
-            for name in TREES
+            for name in _trees(config)
         }
         encoding, x_origin, y_origin = data.encoding, data.x_origin, data.y_origin
         train_rows, origin_rows = data.train_rows, data.origin_rows
@@ -427,6 +427,12 @@ class Selection:
         }
 
 
+def _trees(config: BacktestConfig) -> list[str]:
+    """The LightGBM candidates: as configured, and the configured variants."""
+    variants = {"monotone": MONOTONE, "recent": RECENT}
+    return [MODEL, *(variants[v] for v in config.tree_variants)]
+
+
 def choose_served(results: list[OriginResult]) -> Selection:
     """Score every candidate over the origins, add the out-of-fold blend of the
     best trees with the logistic regression (at each origin, weights fitted on
@@ -436,7 +442,8 @@ def choose_served(results: list[OriginResult]) -> Selection:
     def mean(name: str, where: str = "candidates") -> dict[str, float]:
         return select.mean_scores([(r.y, getattr(r, where)[name]) for r in results])
 
-    trees = min(TREES, key=lambda name: mean(name)["logloss"])
+    fitted = [n for n in TREES if n in results[0].candidates]
+    trees = min(fitted, key=lambda name: mean(name)["logloss"])
     inputs = (trees, LOGREG)
     for k, r in enumerate(results):
         others = [o for j, o in enumerate(results) if j != k]
@@ -445,7 +452,7 @@ def choose_served(results: list[OriginResult]) -> Selection:
             np.concatenate([o.y for o in others]),
         )
         r.candidates[BLEND] = stacker.apply([r.candidates[n] for n in inputs])
-    figures = {name: mean(name) for name in [*TREES, BLEND, LOGREG]}
+    figures = {name: mean(name) for name in [*fitted, BLEND, LOGREG]}
     baselines = {
         name: mean(name, "predictions")
         for name in BASELINES

@@ -38,6 +38,10 @@ class BacktestConfig(Strict):
     # origin among none, isotonic and Platt (auto; none when too few positives or
     # when no map beats the raw log loss), or fixed.
     calibration: Literal["auto", "none", "isotonic", "platt"] = "auto"
+    # LightGBM variants the backtest also fits at every origin and may serve
+    # (training/select.py): monotone constraints on the target's recency
+    # features, recent cutoffs weighted more; each costs one more fit per origin.
+    tree_variants: list[Literal["monotone", "recent"]] = ["monotone", "recent"]
 
 
 class PromotionConfig(Strict):
