@@ -142,6 +142,8 @@ class Purchases:
 
     events: pd.DataFrame
     role_of: dict[str, str]
+    # BG/NBD fits by (origin, horizon): each origin is fitted once
+    fits: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -177,6 +179,7 @@ class Baselines:
                 at,
                 self.horizon_days,
                 self.purchases.role_of,
+                self.purchases.fits,
             )
         return out
 
