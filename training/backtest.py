@@ -385,7 +385,7 @@ def run(
             len(origin_rows),
             booster.best_iteration,
         )
-    selection = choose_served(results)
+    selection = choose_served(results, config.serve == "auto")
     log.info("%s: serving %s (%s)", target, selection.chosen, selection.reason)
     backtest = _calibrate(target, results, config.calibration)
     backtest.selection = selection
@@ -430,10 +430,12 @@ class Selection:
 def _trees(config: BacktestConfig) -> list[str]:
     """The LightGBM candidates: as configured, and the configured variants."""
     variants = {"monotone": MONOTONE, "recent": RECENT}
+    if config.serve == "lightgbm":
+        return [MODEL]
     return [MODEL, *(variants[v] for v in config.tree_variants)]
 
 
-def choose_served(results: list[OriginResult]) -> Selection:
+def choose_served(results: list[OriginResult], choose: bool = True) -> Selection:
     """Score every candidate over the origins, add the out-of-fold blend of the
     best trees with the logistic regression (at each origin, weights fitted on
     the other origins' predictions) and keep one by `select.pick`; `MODEL`'s
@@ -459,8 +461,10 @@ def choose_served(results: list[OriginResult]) -> Selection:
         if all(name in r.predictions for r in results)
     }
     figures |= {f"baseline_{n}": v for n, v in baselines.items()}
-    chosen, reason = select.pick(
-        {n: figures[n] for n in (trees, BLEND, LOGREG)}, baselines
+    chosen, reason = (
+        select.pick({n: figures[n] for n in (trees, BLEND, LOGREG)}, baselines)
+        if choose
+        else (MODEL, "configured: training.backtest.serve = lightgbm")
     )
     for r in results:
         r.predictions[MODEL] = r.candidates[chosen]

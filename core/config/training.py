@@ -42,6 +42,9 @@ class BacktestConfig(Strict):
     # (training/select.py): monotone constraints on the target's recency
     # features, recent cutoffs weighted more; each costs one more fit per origin.
     tree_variants: list[Literal["monotone", "recent"]] = ["monotone", "recent"]
+    # auto: serve what the backtest chooses (training/select.py); lightgbm: the
+    # configured LightGBM alone, no variant, blend or baseline (as before issue 17)
+    serve: Literal["auto", "lightgbm"] = "auto"
 
 
 class PromotionConfig(Strict):

@@ -209,6 +209,9 @@ def registry(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Proj
                 "learning_rate": 0.001,
                 "early_stopping_rounds": 1,
             },
+            # the configured trees alone: the backtest's choice would serve the
+            # blend or the logistic regression instead, no weaker than v1
+            "backtest": {"serve": "lightgbm"},
         },
     )
     done = run_cli(["--config", str(weak), "train"], project.env())

@@ -165,15 +165,19 @@ def test_the_served_candidate_is_chosen_on_the_origins_and_never_below_a_baselin
     assert (blend is None) == (s.chosen == s.trees)
 
 
-def test_a_backtest_without_variants_fits_the_configured_trees_only() -> None:
+@pytest.mark.parametrize("serve", ["auto", "lightgbm"])
+def test_a_backtest_without_variants_fits_the_configured_trees_only(serve) -> None:
     from training.backtest import BLEND, LOGREG
 
     t = table(customers=200)
     p = plan(t, CHURN, LABELS, origins=2)
+    config = BacktestConfig(origins=2, baseline_max_rows=1000, tree_variants=[])
     bt = run(
         t,
         p,
         LightGBMConfig(num_boost_round=30, early_stopping_rounds=5, num_threads=1),
-        BacktestConfig(origins=2, baseline_max_rows=1000, tree_variants=[]),
+        config.model_copy(update={"serve": serve}),
     )
     assert set(bt.origins[0].candidates) == {MODEL, LOGREG, BLEND}
+    if serve == "lightgbm":  # the configured trees, whatever the figures say
+        assert bt.selection.chosen == MODEL and bt.selection.stacker is None
