@@ -13,7 +13,11 @@ BENCH := $(BIN)/python -m benchmarks
 
 CUSTOMERS ?= 20000
 SEED ?= 42
+# the demo's campaign with a known effect (make data writes it, make run reads it out)
+DEMO_CAMPAIGN := demo-retention
+DEMO_TRUTH := data/demo/campaign_truth.parquet
 PORT ?= 3000
+CONSOLE_PORT ?= 8080
 AS_OF ?=
 # tune knobs: the target, at most TRIALS trials, optionally a time budget in seconds
 TARGET ?= churn
@@ -68,12 +72,20 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-spark bench-privacy bench-footprint test lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-readout bench-spark bench-privacy bench-footprint bench-console test test-faults lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install the pinned environment (once)
+setup: $(STAMP) ## create .venv and install the pinned environment (once), and Debian's chromium for the browser tests
+	@command -v chromium >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium (the console's browser tests)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
+			echo "chromium could not be installed: the browser tests will skip, saying why"; \
+		else echo "no chromium and no apt-get as root: the browser tests will skip, saying why"; fi; }
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -116,10 +128,13 @@ outcomes: setup ## newly matured score dates against realised labels, logged to 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
 
-run: setup data/demo/events.parquet ## the whole job on demo data, ending with the API on localhost:3000 (prints a demo API key when none exists)
+run: setup data/demo/events.parquet ## the whole job on demo data: train, score, the demo campaign's readout beside its true effect, then the API on localhost:3000 (prints a demo API key when none exists)
 	$(CLI) train
 	@$(CLI) score || { rc=$$?; test $$rc -eq 3 -o $$rc -eq 8 && \
 		echo "(drift or outcome alert above, exit $$rc: the scores are written; serving them)"; }
+	@if test -f $(DEMO_TRUTH); then echo "the demo campaign's readout, its true effect beside it:"; \
+		$(CLI) campaigns report $(DEMO_CAMPAIGN) --truth $(DEMO_TRUTH) || echo "(readout failed above; serving all the same)"; \
+	else echo "(no demo campaign in data/demo: make data makes one)"; fi
 	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
 		  $(CLI) api-key new --name demo --scopes score,outreach,admin; }
@@ -131,6 +146,9 @@ bento: setup ## import the champions into the BentoML store and build a Bento pi
 api-key: setup ## create an API key for NAME with SCOPES (default score), print it once, store its salted hash in api.keys_file
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=who-holds-it"; exit 2; }
 	$(CLI) api-key new --name $(NAME) --scopes $(SCOPES)
+
+console: setup ## the web console alone on http://127.0.0.1:8080/console/ (CONSOLE_PORT=8080; also at /console of make serve); sign in with an API key
+	$(CLI) console --port $(CONSOLE_PORT)
 
 ui: setup ## the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(CLI) ui
@@ -159,6 +177,10 @@ bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~1
 	$(BENCH) batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
+bench-readout: setup ## a campaign readout of 1,000,000 contacted customers (~100M events) vs hand-written DuckDB SQL, the Hillstrom readouts and uplift comparison (CUSTOMERS=1000000 MEMORY_LIMIT=1GB); bench/results/readout.json
+	$(BENCH) readout $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
+
 bench-spark: setup ## the reference feature job (CUSTOMERS=200000, ~20M events, 3 cutoffs) and scoring: Spark local vs DuckDB and in-process; bench/results/spark.json
 	$(BENCH) spark $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
@@ -171,11 +193,22 @@ bench-quality: setup ## model quality on ../shared/data (CDNOW, Online Retail) v
 bench-api: setup ## API latency and throughput on a real bentoml serve vs a bare echo service and the in-process call (REQUESTS=2000)
 	$(BENCH) api $(if $(REQUESTS),--requests $(REQUESTS))
 
+bench-console: setup ## each console page's server-side render time on 1,000,000 scored customers (CUSTOMERS=1000000); bench/results/console.json
+	$(BENCH) console $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
+
 bench-footprint: setup ## what serving weighs: a runtime venv of serving/requirements.txt, the API's import, a served worker, the Bento (CUSTOMERS=5000); bench/results/footprint.json
 	$(BENCH) footprint $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS))
 
+# seconds per fault of the load-with-faults tests (docs/reliability.md): short in
+# `make test`, the issue's 60 s in `make test-faults`
+TEST_FAULT_SECONDS ?= 10
+FAULT_SECONDS ?= 60
+
 test: setup ## run the test suite: integration tests in turn on one worker, unit tests beside them on another
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	FAULT_SECONDS=$(TEST_FAULT_SECONDS) $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-faults: setup ## load with faults: 32 clients on a 2-worker server while the store swaps, keys rotate, Postgres drops, a worker dies (FAULT_SECONDS=60 each)
+	FAULT_SECONDS=$(FAULT_SECONDS) $(BIN)/python -m pytest -m faults -s $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: setup ## the quick loop: the tests that start no process (tests/unit), 2 workers, half the routine property examples

@@ -3,7 +3,8 @@
 benchmarks/ is not installed (it is never in the wheel nor in the Bento), so it
 has its own entry point instead of a `propensity` subcommand. Suites:
 `foundation` (the default: features vs hand-written SQL, scoring vs raw predict),
-`features`, `batch`, `spark`, `privacy`, `quality`, `api`. Each prints its table
+`features`, `batch`, `readout`, `spark`, `privacy`, `quality`, `api`, `footprint`,
+`console`. Each prints its table
 and writes its JSON under --results (bench/results); `make bench*` run them.
 """
 
@@ -55,6 +56,7 @@ CUTOFFS = click.option(
     "--cutoffs", type=POSITIVE_INT, default=3, help="monthly feature cutoffs"
 )
 THREADS = click.option("--threads", type=POSITIVE_INT, default=2, help="DuckDB threads")
+MEMORY_LIMIT = click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
 
 
 @click.group(
@@ -152,7 +154,7 @@ def features(
 
 @bench.command("batch")
 @_demo_options(customers=1_000_000)
-@click.option("--memory-limit", default="1GB", help="DuckDB memory_limit")
+@MEMORY_LIMIT
 @THREADS
 def batch(
     customers: int,
@@ -173,6 +175,43 @@ def batch(
         results=Path(results),
         memory_limit=memory_limit,
         threads=threads,
+    )
+    return ExitCode.OK
+
+
+@bench.command("readout")
+@_demo_options(customers=1_000_000)
+@MEMORY_LIMIT
+@THREADS
+@click.option(
+    "--data",
+    default=None,
+    help="folder of the real datasets, for Hillstrom (default: ../shared/data)",
+)
+@click.option("--skip-hillstrom", is_flag=True, help="only the readout at scale")
+def readout(
+    customers: int,
+    seed: int,
+    workdir: str,
+    results: str,
+    memory_limit: str,
+    threads: int,
+    data: str | None,
+    skip_hillstrom: bool,
+) -> ExitCode:
+    """A campaign readout at scale vs hand-written SQL (time, peak memory), and
+    the Hillstrom readouts and uplift comparison."""
+    from benchmarks.readout import DATA, run_readout
+
+    run_readout(
+        customers=customers,
+        seed=seed,
+        workdir=Path(workdir),
+        results=Path(results),
+        data_dir=Path(data) if data else DATA,
+        memory_limit=memory_limit,
+        threads=threads,
+        skip_hillstrom=skip_hillstrom,
     )
     return ExitCode.OK
 
@@ -285,6 +324,24 @@ def footprint(customers: int, workdir: str, results: str) -> ExitCode:
     from benchmarks.footprint import run_footprint
 
     run_footprint(Path(workdir), customers, Path(results))
+    return ExitCode.OK
+
+
+@bench.command("console")
+@click.option(
+    "--customers", type=POSITIVE_INT, default=1_000_000, help="scored customers"
+)
+@click.option("--seed", type=int, default=0)
+@click.option("--requests", type=POSITIVE_INT, default=50, help="requests per page")
+@click.option("--workdir", default=WORKDIR, help="the laid-out base (kept)")
+@click.option("--results", default=RESULTS, help="the JSON figures")
+def console(
+    customers: int, seed: int, requests: int, workdir: str, results: str
+) -> ExitCode:
+    """Each console page's server-side render time on a large scored base."""
+    from benchmarks.console import run_console
+
+    run_console(customers, seed, requests, Path(workdir), Path(results))
     return ExitCode.OK
 
 

@@ -180,7 +180,7 @@ def format_table(r: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- children
 
 
-def _config(args: dict[str, Any]):
+def demo_config(args: dict[str, Any]):
     """The demo config on the benchmark's data, engine settings and output."""
     from core.config import load_config
 
@@ -329,7 +329,7 @@ def _child_score(args: dict[str, Any]) -> dict[str, Any]:
     from serving.batch.score import default_as_of, score, writing
 
     start = time.perf_counter()
-    config = _config(args)
+    config = demo_config(args)
     ds = _load(args)
     champions = load_champions(Path(args["models"]))
     timed = time_raw_predict(champions)
@@ -361,6 +361,7 @@ CHILDREN_BATCH = {**CHILDREN, "train": _child_train, "score": _child_score}
 
 __all__ = [
     "TimedBooster",
+    "demo_config",
     "load_champions",
     "results_record",
     "run_batch",

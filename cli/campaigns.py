@@ -84,6 +84,13 @@ def campaigns_list(options: Options) -> ExitCode:
     help="judge maturity at this moment (default: data.as_of, else now)",
 )
 @click.option(
+    "--truth",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="a Parquet file of each customer's true effect (the demo's "
+    "campaign_truth.parquet): show it beside the measured lift",
+)
+@click.option(
     "--mlflow/--no-mlflow",
     "track",
     default=True,
@@ -98,6 +105,7 @@ def campaigns_report(
     outcome_events: tuple[str, ...],
     horizon_days: int | None,
     as_of: datetime | None,
+    truth: Path | None,
     track: bool,
 ) -> ExitCode:
     """The readout of campaign CAMPAIGN_ID: outcome rate and revenue per group,
@@ -106,7 +114,7 @@ def campaigns_report(
     from core.atomic import atomic_write
     from features.sources.load import connect, load_project
     from serving.outreach import readout_report
-    from serving.outreach.readout import readout
+    from serving.outreach.readout import readout, with_truth
 
     _, config, uri = options.context()
     ds = load_project(
@@ -122,6 +130,10 @@ def campaigns_report(
         horizon_days=horizon_days,
         as_of=as_of,
     )
+    if truth is not None:
+        import pyarrow.parquet as pq
+
+        report = with_truth(report, pq.read_table(truth))
     rendered = readout_report.RENDER[fmt](report)
     if out is None:
         click.echo(rendered, nl=False)

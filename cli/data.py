@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,7 +58,15 @@ mlflow:
     is_flag=True,
     help="also write subscriptions.parquet (churn then happens at term ends)",
 )
+@click.option(
+    "--campaign/--no-campaign",
+    default=True,
+    help="simulate the retention campaign demo-retention with a known effect: "
+    "its truth in campaign_truth.parquet, its contact log in contacts.sqlite",
+)
+@pass_options
 def demo_data(
+    options: Options,
     customers: int,
     seed: int,
     out: str,
@@ -65,8 +74,11 @@ def demo_data(
     days: int,
     events_per_customer: float,
     subscriptions: bool,
+    campaign: bool,
 ) -> ExitCode:
-    """Generate a synthetic usage history (Parquet)."""
+    """Generate a synthetic usage history (Parquet), with a campaign whose true
+    effect is known (its contact log holds the ids as the config stores them:
+    pseudonyms when the config found pseudonymises)."""
     from features.synthetic.demo import generate
 
     summary = generate(
@@ -77,6 +89,7 @@ def demo_data(
         days=days,
         events_per_customer=events_per_customer,
         subscriptions=subscriptions,
+        campaign=campaign,
     )
     click.echo(
         f"wrote {summary.events:,} events for {summary.customers:,} customers "
@@ -84,7 +97,56 @@ def demo_data(
     )
     if summary.subscriptions_path is not None:
         click.echo(f"wrote subscription terms to {summary.subscriptions_path}")
+    if summary.campaign_path is not None:
+        log = Path(out) / "contacts.sqlite"
+        write_demo_contacts(summary.campaign_path, log, _stored_ids(options))
+        click.echo(
+            f"wrote campaign demo-retention's truth to {summary.campaign_path} and "
+            f"its contact log to {log}"
+        )
     return ExitCode.OK
+
+
+def _stored_ids(options: Options) -> Callable[[list[str]], list[str]]:
+    """How the config found (if any) stores customer ids: its pseudonymiser."""
+    from core.config import config_path, load_config
+    from features.sources.privacy import pseudonymiser
+
+    path = config_path(options.config)
+    if not path.is_file():
+        return list
+    return pseudonymiser(load_config(path).privacy).many
+
+
+def write_demo_contacts(
+    truth_path: Path, log_path: Path, stored: Callable[[list[str]], list[str]]
+) -> int:
+    """The demo campaign's contact log (features.synthetic.campaign), written
+    atomically from its truth table: every selected customer (ids as `stored`
+    maps them) with its group, confirmed at the campaign's moment; no scores.
+    Returns the rows written."""
+    import pyarrow.parquet as pq
+
+    from core.atomic import atomic_write
+    from features.synthetic.campaign import (
+        CAMPAIGN_TARGET,
+        CONTROL_SHARE,
+        confirmed_at,
+    )
+    from serving.outreach.contact_log import ContactLog
+
+    truth = pq.read_table(truth_path)
+    [campaign] = truth.column("campaign_id").unique().to_pylist()
+    ids = stored(truth.column("customer_id").to_pylist())
+    rows = list(zip(ids, truth.column("contact_group").to_pylist(), strict=True))
+
+    def write(tmp: Path) -> int:
+        with ContactLog(tmp).confirming(campaign, now=confirmed_at(truth)) as tx:
+            return tx.record(
+                CAMPAIGN_TARGET, rows, control_share=CONTROL_SHARE, contact_cost=0.0
+            )
+
+    return atomic_write(log_path, write)
 
 
 @click.command("import")

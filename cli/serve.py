@@ -1,4 +1,5 @@
-"""Serving commands: `serve`, `bento`, `api-key` (new, list, revoke), `ui`."""
+"""Serving commands: `serve`, `bento`, `api-key` (new, list, revoke), `ui`,
+`console`."""
 
 from __future__ import annotations
 
@@ -143,8 +144,9 @@ def api_key_revoke(options: Options, name: str) -> ExitCode:
 @click.option("--port", type=PORT, default=5000)
 @pass_options
 def ui(options: Options, host: str, port: int) -> int:
-    """The MLflow UI on the tracking store (exit code: the UI server's)."""
-    _, _, uri = options.context()
+    """The MLflow UI on the tracking store (exit code: the UI server's); prints
+    the link that opens the experiment on its training runs."""
+    _, config, uri = options.context()
     if uri.startswith(("http://", "https://")):
         # team mode: the tracking server is the UI; `mlflow ui` cannot open it
         click.echo(f"MLflow UI: {uri} (the tracking server serves it)")
@@ -162,7 +164,55 @@ def ui(options: Options, host: str, port: int) -> int:
         "1",
     ]
     click.echo(f"MLflow UI on http://{host}:{port} for {uri}")
-    return subprocess.call(cmd)
+    # as subprocess.call does, but the link is looked up while the UI starts
+    with subprocess.Popen(cmd) as process:
+        try:
+            _echo_runs_link(uri, f"http://{host}:{port}", config.mlflow.experiment)
+            return process.wait()
+        except BaseException:
+            process.kill()
+            raise
 
 
-COMMANDS = (serve, bento, api_key, ui)
+def _echo_runs_link(uri: str, ui: str, experiment: str) -> None:
+    """The experiment's runs in the UI: MLflow 3.17 opens every experiment in its
+    GenAI view unless the link asks for the machine-learning one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from model.registry import experiment_url
+
+    try:
+        found = MlflowClient(uri, uri).get_experiment_by_name(experiment)
+    except MlflowException as exc:  # the UI still starts; it will say why
+        log.warning("cannot look up experiment %r in %s: %s", experiment, uri, exc)
+        return
+    if found is not None:
+        url = experiment_url(ui, found.experiment_id)
+        click.echo(f"training runs of {experiment!r}: {url}")
+
+
+@click.command("console")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=PORT, default=8080)
+@pass_options
+def console(options: Options, host: str, port: int) -> ExitCode:
+    """The web console alone (it is also served by `propensity serve` at
+    /console): sign in with an API key at http://HOST:PORT/console/."""
+    import uvicorn
+
+    from serving.api.auth import keyring_from_config
+    from serving.console.app import standalone
+
+    path, config, _ = options.context()
+    keyring_from_config(config.api)  # no key configured: fail here, saying how
+    click.echo(
+        f"the console on http://{host}:{port}/console/ (sign in with an API key)"
+    )
+    uvicorn.run(
+        standalone(config, path.parent), host=host, port=port, log_level="warning"
+    )
+    return ExitCode.OK
+
+
+COMMANDS = (serve, bento, api_key, ui, console)

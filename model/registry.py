@@ -28,6 +28,16 @@ METADATA_KEY = "propensity"
 # challenger (training.promote moves them)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Every experiment the project creates is tagged a classical-ML one, so the
+# MLflow UI (3.x) treats it as training runs rather than a GenAI app's traces
+# (docs/training.md: MLflow UI).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# the UI's query parameter that opens an experiment on its runs (3.17 decides
+# the view by a browser-wide switch, default GenAI, that this overrides)
+ML_VIEW_QUERY = "workflowType=machine_learning"
+# every move of `champion` is a run of `<experiment>.promotions` (training.promote)
+PROMOTIONS_SUFFIX = ".promotions"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -51,11 +61,65 @@ def configure(uri: str, experiment: str | None = None) -> str | None:
     if experiment is None:
         return None
     client = MlflowClient(uri, uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
-    return client.create_experiment(experiment, artifact_location=location)
+    return ensure_experiment(client, experiment, location)
+
+
+def ensure_experiment(
+    client: MlflowClient, name: str, location: str | None = None
+) -> str:
+    """The id of experiment `name`, created (at `location`) if missing, tagged as
+    a training experiment; one made before the tag existed gets it now."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(
+            name,
+            artifact_location=location,
+            tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
+        )
+    # a deleted experiment takes no tags (and no runs: its user finds out there)
+    if found.lifecycle_stage == "active" and EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(
+            found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND
+        )
+    return found.experiment_id
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The MLflow UI's address of an experiment's runs (its training view)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{ML_VIEW_QUERY}"
+
+
+def promotions_experiment(experiment: str) -> str:
+    return experiment + PROMOTIONS_SUFFIX
+
+
+def promotion_history(client: MlflowClient, experiment: str, name: str) -> list[dict]:
+    """Every recorded move of `champion` for `name`, oldest first (training
+    records them; the nightly run copies them for the console)."""
+    from mlflow.entities import ViewType
+
+    found = client.get_experiment_by_name(promotions_experiment(experiment))
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`move.model` = '{name}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=10_000,
+    )
+    moves = [
+        {
+            **{
+                k[len("move.") :]: v
+                for k, v in r.data.tags.items()
+                if k.startswith("move.")
+            },
+            "figures": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+    return sorted(moves, key=lambda m: m["moved_at"])
 
 
 def log_record_run(

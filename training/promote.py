@@ -44,17 +44,22 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from core.config import PromotionConfig
-from model.registry import CHALLENGER, CHAMPION
+from model.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PROMOTIONS_SUFFIX,
+    ensure_experiment,
+    promotions_experiment,
+)
+from model.registry import promotion_history as history  # noqa: F401 - for the CLI
 from training import bootstrap, label_settings
 from training.bootstrap import CUSTOMER, LABEL, ORIGIN, P, Paired
 
 TAG_PREFIX = "promotion."
 MOVE_PREFIX = "champion."
-LOG_SUFFIX = ".promotions"
 # each model run's out-of-time predictions: customer_id, origin, label, p (raw)
 PREDICTIONS = "backtest_predictions.parquet"
 METHOD_BOOTSTRAP, METHOD_MEANS = "paired_bootstrap", "means"
@@ -387,7 +392,7 @@ def _now() -> str:
 
 
 def log_experiment(experiment: str) -> str:
-    return experiment + LOG_SUFFIX
+    return promotions_experiment(experiment)
 
 
 def record(
@@ -481,17 +486,14 @@ def move(
 def _log_move(
     client: MlflowClient, experiment: str, entry: dict, figures: dict[str, float]
 ) -> None:
-    name = log_experiment(experiment)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        experiment_id = found.experiment_id
-    else:
-        # beside the project's artifacts when they are local files; a tracking
-        # server chooses its own (the log holds no artifacts either way)
-        main = client.get_experiment_by_name(experiment)
-        base = main.artifact_location if main is not None else ""
-        location = base.rstrip("/") + LOG_SUFFIX if base.startswith("file:") else None
-        experiment_id = client.create_experiment(name, artifact_location=location)
+    # beside the project's artifacts when they are local files; a tracking
+    # server chooses its own (the log holds no artifacts either way)
+    main = client.get_experiment_by_name(experiment)
+    base = main.artifact_location if main is not None else ""
+    location = (
+        base.rstrip("/") + PROMOTIONS_SUFFIX if base.startswith("file:") else None
+    )
+    experiment_id = ensure_experiment(client, log_experiment(experiment), location)
     run = client.create_run(
         experiment_id,
         run_name=f"{entry['model']}: v{entry['from_version'] or '-'} -> "
@@ -501,31 +503,6 @@ def _log_move(
     for key, value in figures.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
-
-
-def history(client: MlflowClient, experiment: str, name: str) -> list[dict]:
-    """Every recorded move of `champion` for `name`, oldest first."""
-    found = client.get_experiment_by_name(log_experiment(experiment))
-    if found is None:
-        return []
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`move.model` = '{name}'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=10_000,
-    )
-    moves = [
-        {
-            **{
-                k[len("move.") :]: v
-                for k, v in r.data.tags.items()
-                if k.startswith("move.")
-            },
-            "figures": dict(r.data.metrics),
-        }
-        for r in runs
-    ]
-    return sorted(moves, key=lambda m: m["moved_at"])
 
 
 def champion_at(moves: list[dict], when: datetime) -> str | None:

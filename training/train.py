@@ -5,20 +5,30 @@ wires them to MLflow. One `train-<id>` run holds, per target, sibling runs on th
 same backtest origins: `<target>/lightgbm` (the model, registered under the
 target's name) and one per baseline (`<target>/recency`, `<target>/logreg`,
 `<target>/bgnbd` for purchase).
+Each run carries its training table as an MLflow dataset input (name, digest,
+source; the rows stay out of MLflow): the whole table on `train-<id>`, the
+target's population on its sibling runs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import ibis.expr.types as ir
 import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -53,6 +63,7 @@ from training.backtest import (
 )
 from training.dataset import (
     TrainingTable,
+    as_mlflow_input,
     build_training_table,
     prune_snapshots,
     write_snapshot,
@@ -75,6 +86,9 @@ PIP_REQUIREMENTS = [
     f"pandas=={pd.__version__}",
 ]
 KIND_TRAINING, KIND_MODEL, KIND_BASELINE = "training", "model", "baseline"
+# the dataset inputs' name (`training_table.<target>` on a target's runs) and
+# MLflow context
+TABLE_NAME, DATASET_CONTEXT = "training_table", "training"
 
 
 @dataclass(frozen=True)
@@ -150,11 +164,25 @@ def train_all(
         context["snapshot"] = str(path)
         if config.privacy.retention_days is not None:
             prune_snapshots(snapshots, config.privacy.retention_days)
+    source = _table_source(config, context)
+    context["datasets"] = {
+        t: as_mlflow_input(
+            tables[t],
+            f"{TABLE_NAME}.{t}",
+            source,
+            {**context["fingerprint"], "population": t},
+        )
+        for t in trained
+    }
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"train-{training_id}",
         tags={"kind": KIND_TRAINING, "training_id": training_id},
     ):
+        mlflow.log_input(
+            as_mlflow_input(table, TABLE_NAME, source, context["fingerprint"]),
+            context=DATASET_CONTEXT,
+        )
         _log_common(config, table, context)
         _log_skipped(skipped)
         results = [
@@ -333,9 +361,13 @@ def _predictions(backtest: Backtest) -> pd.DataFrame:
     )
 
 
-def _sibling_run(target: str, model: str, kind: str, context: dict):
-    """A run nested in the training run, tagged so siblings find each other."""
-    return mlflow.start_run(
+@contextmanager
+def _sibling_run(
+    target: str, model: str, kind: str, context: dict
+) -> Iterator[mlflow.ActiveRun]:
+    """A run nested in the training run, tagged so siblings find each other,
+    with the target's training table as its dataset input."""
+    with mlflow.start_run(
         run_name=f"{target}/{model}",
         nested=True,
         tags={
@@ -344,7 +376,24 @@ def _sibling_run(target: str, model: str, kind: str, context: dict):
             "model": model,
             "training_id": context["training_id"],
         },
-    )
+    ) as run:
+        if target in context.get("datasets", {}):
+            mlflow.log_input(context["datasets"][target], context=DATASET_CONTEXT)
+        yield run
+
+
+def _table_source(config: ProjectConfig, context: dict) -> DatasetSource:
+    """Where a run's training table comes from: its snapshot file when one was
+    written (training.snapshot_dir), else the data sources it was built from."""
+    if "snapshot" in context:
+        path = str(Path(context["snapshot"]).resolve())
+        return get_dataset_source_from_json(json.dumps({"uri": path}), "local")
+    data = config.data
+    sources = {"events": "; ".join(str(s) for s in data.event_sources())}
+    for name in ("customers", "subscriptions"):
+        if getattr(data, name) is not None:
+            sources[name] = str(getattr(data, name))
+    return CodeDatasetSource(sources)
 
 
 def _log_fairness(

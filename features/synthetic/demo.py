@@ -38,6 +38,7 @@ from features.columns import (
     SIGNUP_TIME,
 )
 from features.sources.contract import EVENTS_SCHEMA
+from features.synthetic.campaign import DemoCampaign, campaign_day
 from features.synthetic.subscriptions import LEAVING_USAGE, Terms
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class DemoSummary:
     events_path: Path
     customers_path: Path
     subscriptions_path: Path | None = None
+    campaign_path: Path | None = None
 
 
 def _sample(rng: np.random.Generator, rate: np.ndarray) -> np.ndarray:
@@ -132,8 +134,15 @@ class _Population:
         days: int,
         events_per_customer: float,
         subscriptions: bool = False,
+        campaign_seed: int | None = None,
+        ids: pa.Array | None = None,
     ) -> None:
         self.rng = rng
+        # the demo campaign (features.synthetic.campaign), without subscriptions
+        self.campaign_seed = None if subscriptions else campaign_seed
+        self.campaign_day = campaign_day(days)
+        self.campaign: DemoCampaign | None = None
+        self.ids = ids
         # Ids are assigned in signup order, so the customers who have signed up
         # by day d are the prefix [0, n_signed(d)).
         existing = rng.random(n) < 0.4
@@ -201,14 +210,63 @@ class _Population:
         tickets *= _TICKET_DECAY
         # Churn first: a churner emits nothing more, maybe one cancel event.
         ticket_effect = 1 + _CHURN_TICKET / self.scale * tickets
-        usage: np.ndarray | float = 1.0
-        if self.terms is None:
-            churn = np.unique(_sample(rng, self.hazard0[:n] * alive * ticket_effect))
-            alive[churn] = 0.0
-            cancel = churn[rng.random(len(churn)) < _CANCEL_P]
-        else:
+        if self.terms is not None:
             cancel = self._term_churn(d, n, ticket_effect)
             usage = np.where(self.terms.leaving[:n], LEAVING_USAGE, 1.0)
+            return self._events(rng, d, weekend, alive, cancel, usage)
+        if d == self.campaign_day and self.campaign_seed is not None:
+            self.campaign = self._select(d, n, ticket_effect)
+        members = None if self.campaign is None else self.campaign.members
+        before = None if members is None else self.alive[members] > 0
+        churn = np.unique(_sample(rng, self.hazard0[:n] * alive * ticket_effect))
+        alive[churn] = 0.0
+        cancel = churn[rng.random(len(churn)) < _CANCEL_P]
+        base = self._events(rng, d, weekend, alive, cancel)
+        if self.campaign is None or members is None or before is None:
+            return base
+        return self.campaign.day_events(
+            d,
+            base,
+            before,
+            self.alive[members] > 0,
+            self.hazard0[members] * ticket_effect[members],
+            lambda r, vec, who: self._events(r, d, weekend, vec, who),
+            n,
+            _CANCEL,
+            _PURCHASE,
+        )
+
+    def _select(self, d: int, n: int, ticket_effect: np.ndarray) -> DemoCampaign:
+        """The demo campaign's selection on day d (features.synthetic.campaign)."""
+        assert self.campaign_seed is not None and self.ids is not None
+        return DemoCampaign.select(
+            self.campaign_seed,
+            d,
+            self.ids,
+            self.alive[:n],
+            self.signup_day,
+            self.hazard0[:n] * ticket_effect,
+            self.tickets[:n],
+            self.plan == 0,
+            self.age,
+            self.age_null,
+        )
+
+    def _events(
+        self,
+        rng: np.random.Generator,
+        d: int,
+        weekend: bool,
+        alive: np.ndarray,
+        cancel: np.ndarray,
+        usage: np.ndarray | float = 1.0,
+    ) -> tuple[np.ndarray, ...]:
+        """Day d's events of the signed-up customers with `alive` weights (0 for
+        the churned; `usage` scales their activity) and the `cancel` events of
+        today's churners, drawn from `rng`, sorted by time; updates the problem
+        and ticket state."""
+        n = len(alive)
+        problem = self.problem[:n]
         week = 5 + 2 * _WEEKEND
         mult = self.main_rate * 7 * (_WEEKEND if weekend else 1.0) / week
         main = _sample(rng, self.expe[:n] * alive * usage * mult)
@@ -334,15 +392,20 @@ def generate(
     days: int = 730,
     events_per_customer: float = 100.0,
     subscriptions: bool = False,
+    campaign: bool = True,
 ) -> DemoSummary:
     """Simulate `days` of history for `customers` and write two Parquet files
-    (three with `subscriptions`).
+    (three with `subscriptions`), and with `campaign` the demo campaign's truth.
 
     Writes `out_dir/events.parquet` (customer_id, event_time, event_type,
     amount, quantity) and `out_dir/customers.parquet` (customer_id,
     signup_time, plan, region, age), each atomically; with `subscriptions`, also
     `out_dir/subscriptions.parquet` (the contract's subscription terms; churn then
-    happens at term ends, see features.synthetic.subscriptions). The output is fully
+    happens at term ends, see features.synthetic.subscriptions). With `campaign`
+    (and without subscriptions, when the history is long enough), a retention
+    campaign 91 days before the end with a known effect changes the treatment
+    group's events and `out_dir/campaign_truth.parquet` holds its selection
+    and truth (features.synthetic.campaign). The output is fully
     determined by the arguments; `events_per_customer` is the target mean event
     count per customer over the whole period (met within about 10%).
     """
@@ -355,10 +418,16 @@ def generate(
         t0 = t0.astimezone(UTC).replace(tzinfo=None)
     t0_s = int((t0 - datetime(1970, 1, 1)).total_seconds())
     end = t0 + timedelta(days=days)
-    pop = _Population(
-        np.random.default_rng(seed), customers, days, events_per_customer, subscriptions
-    )
     ids = _customer_ids(customers)
+    pop = _Population(
+        np.random.default_rng(seed),
+        customers,
+        days,
+        events_per_customer,
+        subscriptions,
+        campaign_seed=seed if campaign else None,
+        ids=ids,
+    )
 
     def chunks() -> Iterator[tuple[np.ndarray, ...]]:
         for d in range(days):
@@ -383,7 +452,19 @@ def generate(
         subscriptions_path = out / "subscriptions.parquet"
         terms = pop.terms.table(ids, PLANS, t0_s, days * _DAY)
         atomic_write(subscriptions_path, lambda tmp: pq.write_table(terms, tmp))
+    campaign_path = None
+    if pop.campaign is not None:
+        campaign_path = out / "campaign_truth.parquet"
+        truth = pop.campaign.table(ids, t0)
+        atomic_write(campaign_path, lambda tmp: pq.write_table(truth, tmp))
     logger.info("demo: %d customers, %d events %s..%s", customers, total, t0, end)
     return DemoSummary(
-        customers, total, t0, end, events_path, customers_path, subscriptions_path
+        customers,
+        total,
+        t0,
+        end,
+        events_path,
+        customers_path,
+        subscriptions_path,
+        campaign_path,
     )

@@ -3,8 +3,9 @@
 Every request needs `Authorization: Bearer <key>` except the public paths: the
 health probes (/healthz, /livez, /readyz), /metrics and the API docs (the
 Swagger page at /, /docs.json and the page's static files), which reveal no
-data. A missing or wrong key gets 401 with `WWW-Authenticate: Bearer` and a body
-that says nothing else.
+data, and the web console under /console, which signs people in with these
+keys and checks its own session (serving.console). A missing or wrong key gets
+401 with `WWW-Authenticate: Bearer` and a body that says nothing else.
 
 Keys are random 256-bit tokens (`secrets.token_urlsafe(32)`), so a salted SHA-256
 is enough to store them: a slow password hash guards low-entropy secrets and would
@@ -50,10 +51,23 @@ from core.watch import WatchedFile
 log = logging.getLogger(__name__)
 
 KEYS_ENV = API_KEYS_ENV
+# the web console (serving.console) signs people in with the same keys and
+# checks its own session cookie on every page: no Bearer header from a browser
+CONSOLE = "/console"
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs", "/docs/", "/docs.json"}
+    {
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/",
+        "/docs",
+        "/docs/",
+        "/docs.json",
+        CONSOLE,
+    }
 )
-PUBLIC_PREFIXES = ("/static_content/",)
+PUBLIC_PREFIXES = ("/static_content/", CONSOLE + "/")
 # where BearerAuth leaves the name of the key a request carried, in the ASGI
 # scope, for the middleware inside it (limits) and around it (the access log)
 KEY_NAME = "propensity.key_name"

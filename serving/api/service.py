@@ -9,6 +9,7 @@ MLFLOW_TRACKING_URI or the project config (PROPENSITY_CONFIG, default
 ./propensity.yaml); start-up fails, saying to train first, when one is missing.
 Served from a Bento (or with PROPENSITY_MODELS=bentoml, see serving/bento.py)
 they come from the models packed into it instead.
+The docs page (/) and spec (/docs.json) are propensity's (serving/api/docs.py).
 Every endpoint but the health probes, /metrics and the docs needs an API key
 (serving/api/auth.py); a worker started with no key configured fails, saying how
 to create one. `ApiGuard` puts the access log (serving/api/access.py) around the
@@ -44,12 +45,14 @@ from model.registry import CHAMPION, configure
 from serving import online_store
 from serving.api import access, bento
 from serving.api.auth import (
+    CONSOLE,
     ASGIApp,
     Receive,
     Scope,
     Send,
     keyring_from_config,
 )
+from serving.api.docs import DocsPages
 from serving.api.guard import guard
 from serving.api.schemas import (
     MAX_RECORDS,
@@ -536,5 +539,24 @@ async def _docs(scope: Scope, receive: Receive, send: Send) -> None:
     await RedirectResponse("/")(scope, receive, send)
 
 
+class ConsoleApp:
+    """The web console (serving.console), built at its first request in each
+    worker from the same config as the API."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:
+            from serving.console.app import create_app
+
+            path = config_path()
+            self.app = create_app(load_config(path), path.resolve().parent)
+        await self.app(scope, receive, send)
+
+
 Propensity.add_asgi_middleware(ApiGuard)
+# inside the guard (the access log sees the docs), in front of BentoML's pages
+Propensity.add_asgi_middleware(DocsPages, service=Propensity)
 Propensity.mount_asgi_app(_docs, path="/docs")
+Propensity.mount_asgi_app(ConsoleApp(), path=CONSOLE)

@@ -61,7 +61,7 @@ from features.definition import FeatureSpec, catalogue
 from features.sources.load import Dataset
 from features.sources.privacy import suppressed
 from features.sources.spark import SparkDataset
-from serving.batch import drift_report
+from serving.batch import aggregates, drift_report
 from serving.batch.drift import ALERT
 from serving.batch.score import (
     PART_FILE,
@@ -411,7 +411,47 @@ def _run(
         baseline,
     )
     _record(client, config, champions, out, drift_dir, time.perf_counter() - started)
+    try:
+        _write_aggregates(config, ds, champions, out, client)
+    except Exception as exc:  # noqa: BLE001 - the console's figures, not the run
+        log.warning("the console's aggregates were not written: %s", exc)
     return out
+
+
+def _write_aggregates(
+    config: ProjectConfig,
+    ds: Dataset | SparkDataset,
+    champions: Champions,
+    out: NightlyResult,
+    client,
+) -> None:
+    """`<output>/_aggregates.json` for the console (serving.batch.aggregates)."""
+    from model.registry import promotion_history
+    from serving.monitoring.outcome_runs import outcomes_dir
+
+    r = out.score
+    models = {}
+    for target in champions.targets:
+        model = champions.models[target]
+        models[target] = {
+            **aggregates.model_summary(model),
+            "promotions": promotion_history(
+                client, config.mlflow.experiment, model.name
+            ),
+        }
+    readouts = {} if isinstance(ds, SparkDataset) else aggregates.readouts(config, ds)
+    doc = aggregates.build(
+        as_of=f"{r.as_of:%Y-%m-%d}",
+        run_id=out.run_id,
+        scores=r.scores,
+        bins=HISTOGRAM_BINS,
+        quantiles=_distribution(r.scores),
+        drift=out.drift,
+        models=models,
+        outcomes=aggregates.outcome_series(outcomes_dir(config)),
+        campaign_readouts=readouts,
+    )
+    aggregates.write(config.scoring.output, doc)
 
 
 def _record(
@@ -472,7 +512,11 @@ def _record(
         params=[Param(k, str(v)) for k, v in params.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
-    client.log_dict(out.run_id, _histograms(r.scores), "score_histograms.json")
+    client.log_dict(
+        out.run_id,
+        aggregates.histograms(r.scores, HISTOGRAM_BINS),
+        "score_histograms.json",
+    )
     client.log_artifacts(out.run_id, str(drift_dir), "drift")
 
 
@@ -486,17 +530,6 @@ def _distribution(scores: dict[str, np.ndarray]) -> dict[str, float]:
         for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True):
             out[f"score_{target}_p{round(q * 100):02d}"] = float(v)
     return out
-
-
-def _histograms(scores: dict[str, np.ndarray]) -> dict:
-    edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
-    return {
-        "edges": edges.tolist(),
-        "counts": {
-            t: np.histogram(v[np.isfinite(v)], edges)[0].tolist()
-            for t, v in scores.items()
-        },
-    }
 
 
 def _drift_metrics(report: dict) -> dict[str, float]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, Self
@@ -96,12 +96,14 @@ class StoreMeta:
 
 @dataclass(frozen=True)
 class Found:
-    """One customer's row: the as-of date, the features as a record and the
-    targets whose population held the customer then (a nightly score each)."""
+    """One customer's row: the as-of date, the features as a record, the
+    targets whose population held the customer then (a nightly score each) and
+    those nightly scores."""
 
     as_of: str
     record: dict[str, object]
     scored: frozenset[str] = frozenset(TARGETS)
+    scores: Mapping[str, float] = field(default_factory=dict)
 
 
 # -- the interface ------------------------------------------------------------

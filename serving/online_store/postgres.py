@@ -164,8 +164,9 @@ def stored_meta(target: OnlineTable) -> StoreMeta | None:
 
 class PostgresStore:
     """Reads the table by customer id; one connection per thread (autocommit),
-    reconnecting once when the server dropped it. Deletes customers from it
-    (`delete`, for `propensity forget`)."""
+    reconnecting once when the server dropped it; a server still unreachable
+    then is a StoreError (the API's 503), never a crash. Deletes customers from
+    it (`delete`, for `propensity forget`)."""
 
     def __init__(self, target: OnlineTable, required: Sequence[str] = ()) -> None:
         self.target = target
@@ -209,10 +210,13 @@ class PostgresStore:
                 break
             except psycopg2.errors.UndefinedTable as exc:
                 raise self._missing() from exc
-            except psycopg2.OperationalError:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 self._local.con = None  # a dropped connection: once more
-                if attempt == 2:
-                    raise
+                if attempt == 2:  # the server is gone: a 503, not a 500
+                    raise StoreError(
+                        f"online store {self.target.uri} (table {self.target.table})"
+                        f": connection lost: {str(exc).strip()}"
+                    ) from exc
         scores = {score_column(t): t for t in TARGETS}
         skip = {CUSTOMER_ID, AS_OF, SCORED_AT, *scores}
         features = [(i, n) for i, n in enumerate(names) if n not in skip]
@@ -230,6 +234,7 @@ class PostgresStore:
                 row[at],
                 {n: row[i] for i, n in features},
                 frozenset(t for i, t in scored if row[i] is not None),
+                {t: row[i] for i, t in scored if row[i] is not None},
             )
             for row in rows
         }

@@ -221,14 +221,16 @@ class SqliteStore:
         for start in range(0, len(unique), LOOKUP_BATCH):
             batch = json.dumps(unique[start : start + LOOKUP_BATCH])
             for row in db.execute(sql, (batch,)):
+                scores = {
+                    t: v
+                    for t, v in zip(targets, row[n : n + len(targets)], strict=True)
+                    if v is not None
+                }
                 found[row[0]] = Found(
                     row[1],
                     dict(zip(features, row[2:n], strict=True)),
-                    frozenset(
-                        t
-                        for t, v in zip(targets, row[n:], strict=True)
-                        if v is not None
-                    ),
+                    frozenset(scores),
+                    scores,
                 )
         return found
 

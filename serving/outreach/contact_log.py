@@ -190,8 +190,9 @@ class ContactLogStore(ABC):
         """When the campaign was confirmed, or None."""
 
     @abstractmethod
-    def contacts(self) -> list[Contact]:
-        """Every row, oldest first (for inspection and tests)."""
+    def contacts(self, customer: str | None = None) -> list[Contact]:
+        """Every row, or one stored id's (the console's contact history), oldest
+        first."""
 
     @abstractmethod
     def campaigns(self, campaign_id: str | None = None) -> list[CampaignInfo]:
@@ -319,15 +320,23 @@ class ContactLog(ContactLogStore):
         with closing(self._connect()) as conn:
             return _confirmed_at(conn, campaign_id)
 
-    def contacts(self) -> list[Contact]:
-        """Every row, oldest first (for inspection and tests)."""
+    def contacts(self, customer: str | None = None) -> list[Contact]:
+        """Every row, or one stored id's, oldest first."""
         if not self.path.exists():
             return []
+        where, params = (
+            ("", []) if customer is None else (f"WHERE {CUSTOMER} = ?", [customer])
+        )
         with closing(self._connect()) as conn:
-            score = SCORE if SCORE in _columns(conn, TABLE) else "NULL"
+            columns = _columns(conn, TABLE)
+            if not columns:
+                return []
+            score = SCORE if SCORE in columns else "NULL"
             rows = conn.execute(
                 f"SELECT {CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, {CONFIRMED_AT}, "
-                f"{score} FROM {TABLE} ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}"
+                f"{score} FROM {TABLE} {where} "
+                f"ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}",
+                params,
             ).fetchall()
         return [Contact(*row) for row in rows]
 

@@ -223,14 +223,18 @@ class PostgresContactLog(ContactLogStore):
                 return None
             return self._confirmed_at(cur, campaign_id)
 
-    def contacts(self) -> list[Contact]:
+    def contacts(self, customer: str | None = None) -> list[Contact]:
+        where, params = (
+            ("", ()) if customer is None else (f"WHERE {CUSTOMER} = %s", (customer,))
+        )
         with self._cursor() as cur:
             if not self._exists(cur):
                 return []
             cur.execute(
                 f"SELECT {CUSTOMER}, {CAMPAIGN}, {TARGET}, {GROUP}, {CONFIRMED_AT}, "
-                f"{SCORE} FROM {self.contacts_table} "
-                f"ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}"
+                f"{SCORE} FROM {self.contacts_table} {where} "
+                f"ORDER BY {CONFIRMED_AT}, {CAMPAIGN}, {CUSTOMER}",
+                params,
             )
             return [Contact(*row) for row in cur.fetchall()]
 

@@ -116,6 +116,13 @@ def text(report: dict) -> str:
         f"{_num(srm['chi_square'], 2)}, p = {_p(srm['p_value'])}: "
         + ("MISMATCH" if srm["mismatch"] else "ok"),
     ]
+    if (truth := report.get("truth")) is not None:
+        out += [
+            f"true effect (known, {truth['customers']:,} customers): outcome rate "
+            f"{_pts(truth['outcome_effect'])} ({_covered(truth['outcome_covered'])}); "
+            f"revenue/cust. {_num(truth['revenue_effect'], sign=True)} "
+            f"({_covered(truth['revenue_covered'])})"
+        ]
     if report["deciles"]:
         out += [
             "",
@@ -134,6 +141,12 @@ def text(report: dict) -> str:
     if report["notes"]:
         out += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
     return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _covered(covered: bool | None) -> str:
+    if covered is None:
+        return "no interval"
+    return "inside the 95% interval" if covered else "OUTSIDE the 95% interval"
 
 
 def as_json(report: dict) -> str:

@@ -18,7 +18,7 @@ from core.config import load_config
 from features.columns import TARGETS, population_column
 from features.definition import ELIGIBLE, FeatureSpec, build_features, seen_pairs
 from features.sources.load import load
-from model.registry import configure
+from model.registry import EXPERIMENT_KIND_TAG, TRAINING_KIND, configure
 from serving.batch.score import default_as_of
 from serving.scoring import Champions
 from tests.helpers import Project, auth, run_cli, serving, write_config
@@ -81,6 +81,32 @@ def test_runs_log_params_metrics_and_a_model_with_signature(
         ).read_text()
     )
     assert config["targets"]["churn"]["horizon_days"] == 30
+
+
+def test_experiments_open_on_runs_and_runs_name_their_training_table(
+    trained: Project, client: MlflowClient
+) -> None:
+    """Every experiment training made is a training one for the MLflow UI, and
+    the model's run and its parent carry the training table as a dataset input."""
+    made = [e for e in client.search_experiments() if e.name != "Default"]
+    assert len(made) >= 2  # the project's and the promotions log
+    for experiment in made:
+        assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND, experiment.name
+    run = client.get_run(client.get_model_version_by_alias("churn", "champion").run_id)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    for logged, name, rows in (
+        (run, "training_table.churn", int(run.data.params["population_rows"])),
+        (parent, "training_table", int(parent.data.params["n_rows"])),
+    ):
+        [entry] = logged.inputs.dataset_inputs
+        assert {t.key: t.value for t in entry.tags} == {
+            "mlflow.data.context": "training"
+        }
+        dataset = entry.dataset
+        assert dataset.name == name and len(dataset.digest) == 16
+        assert json.loads(dataset.profile)["num_rows"] == rows
+        assert dataset.source_type == "code"
+        assert str(trained.events) in json.loads(dataset.source)["tags"]["events"]
 
 
 def test_every_origin_is_out_of_time(trained: Project, client: MlflowClient) -> None:

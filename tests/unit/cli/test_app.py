@@ -101,6 +101,7 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "api-key list",
         "api-key revoke",
         "ui",
+        "console",
         "forget",
         "retention",
         "pseudonym",

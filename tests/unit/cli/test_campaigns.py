@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from cli.main import main
 from serving.outreach.contact_log import ContactLog
@@ -66,3 +67,50 @@ def test_an_unknown_campaign_exits_1_naming_it(tmp_path: Path, capsys) -> None:
     assert main(["--config", config, "campaigns", "report", "july"]) == 1
     err = capsys.readouterr().err
     assert "'july'" in err and "june" in err
+
+
+def test_demo_data_logs_its_campaign_as_the_config_stores_ids(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`demo-data` writes the demo campaign's contact log with the ids the
+    config's views hold (pseudonyms here), so its readout finds every customer;
+    `--truth` puts the known effect beside the lift."""
+    import pyarrow.parquet as pq
+
+    from features.sources.privacy import Pseudonymiser
+    from tests.helpers import TEST_PSEUDONYM_KEY
+
+    monkeypatch.setenv("PROPENSITY_PSEUDONYM_KEY", TEST_PSEUDONYM_KEY)
+    data = tmp_path / "demo"
+    config = write_config(
+        tmp_path / "p.yaml",
+        data / "events.parquet",
+        data / "customers.parquet",
+        outreach={"contact_log": str(data / "contacts.sqlite")},
+        privacy={"pseudonymise": True, "dir": str(tmp_path / "privacy")},
+    )
+    args = ["--config", str(config), "demo-data", "--customers", "400"]
+    assert main([*args, "--days", "200", "--seed", "3", "--out", str(data)]) == 0
+    assert "demo-retention" in capsys.readouterr().out
+    truth = pq.read_table(data / "campaign_truth.parquet").to_pandas()
+    logged = ContactLog(data / "contacts.sqlite").contacts()
+    key = Pseudonymiser(TEST_PSEUDONYM_KEY.encode())
+    assert sorted((c.customer, c.group) for c in logged) == sorted(
+        zip(key.many(truth.customer_id), truth.contact_group, strict=True)
+    )
+    report = ["--config", str(config), "campaigns", "report", "demo-retention"]
+    truth_file = str(data / "campaign_truth.parquet")
+    assert (
+        main([*report, "--truth", truth_file, "--format", "json", "--no-mlflow"]) == 0
+    )
+    found = json.loads(capsys.readouterr().out)
+    n = (
+        found["groups"]["treatment"]["customers"]
+        + found["groups"]["control"]["customers"]
+    )
+    assert n == len(truth) == found["truth"]["customers"]
+    assert found["truth"]["outcome_effect"] == pytest.approx(
+        truth.outcome_effect.mean()
+    )
+    assert main([*report, "--truth", truth_file, "--no-mlflow"]) == 0
+    assert "true effect (known" in capsys.readouterr().out

@@ -1,16 +1,24 @@
-"""The training table's data end: a log cut at midnight keeps its last day."""
+"""The training table's data end: a log cut at midnight keeps its last day; the
+table as an MLflow dataset input."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
 
-from features.definition import FeatureSpec
+from features.definition import FeatureSpec, catalogue
 from features.labels import LabelSpec
 from features.sources.load import load
-from training.dataset import build_training_table, data_end
+from training.dataset import (
+    TrainingTable,
+    as_mlflow_input,
+    build_training_table,
+    data_end,
+)
 
 
 def _log(tmp_path: Path, last: datetime):
@@ -112,3 +120,42 @@ def test_each_target_trains_on_its_own_population(tmp_path: Path) -> None:
     assert list(table.frame.customer_id) == ["a"]  # b: 43 days before, out
     assert "churn" not in table.frame.columns
     assert "in_churn" not in table.frame.columns
+
+
+def _table(rows: int) -> TrainingTable:
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(rows)],
+            "cutoff": pd.Timestamp("2024-09-01"),
+            "tenure": [float(i) for i in range(rows)],
+            "churn": [i % 3 == 0 for i in range(rows)],
+        }
+    )
+    spec = FeatureSpec(role_of={"buy": "purchase"}, windows_days=(30,))
+    return TrainingTable(
+        frame, catalogue(spec), datetime(2024, 10, 1), [datetime(2024, 9, 1)]
+    )
+
+
+def test_the_mlflow_input_names_digests_and_profiles_without_the_rows() -> None:
+    source = CodeDatasetSource({"events": "events.parquet"})
+    lineage = {"hash": "00ff", "rows": 10}
+    dataset = as_mlflow_input(_table(2500), "training_table", source, lineage)
+    entry = dataset.to_dict()
+    assert entry["name"] == "training_table"
+    assert len(entry["digest"]) == 16
+    assert json.loads(entry["profile"]) == {"num_rows": 2500, "num_elements": 10000}
+    columns = json.loads(entry["schema"])["mlflow_colspec"]
+    assert [c["name"] for c in columns] == ["customer_id", "cutoff", "tenure", "churn"]
+    assert json.loads(entry["source"]) == {"tags": {"events": "events.parquet"}}
+    assert "c2499" not in json.dumps(entry)  # no rows, only their description
+    # the same inputs give the same digest; other data, rows or names do not
+    again = as_mlflow_input(_table(2500), "training_table", source, lineage)
+    assert again.digest == dataset.digest
+    for other in (
+        as_mlflow_input(
+            _table(2500), "training_table", source, {**lineage, "hash": "1"}
+        ),
+        as_mlflow_input(_table(2499), "training_table", source, lineage),
+    ):
+        assert other.digest != dataset.digest
