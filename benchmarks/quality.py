@@ -372,8 +372,11 @@ def margin(
         for b in baselines
         if all(b in s.p and np.isfinite(s.p[b]).all() for s in scored)
     ]
+    # ranking scores (expected purchases) into (0, 1): the same AUC
+    probs = [{b: _as_probability(s.p[b]) for b in usable} for s in scored]
     auc = {
-        b: float(np.mean([scores(s.y, s.p[b])["auc"] for s in scored])) for b in usable
+        b: float(np.mean([scores(s.y, q[b])["auc"] for s, q in zip(scored, probs)]))
+        for b in usable
     }
     best = max(auc, key=auc.__getitem__)
     joined = pd.concat(
@@ -396,9 +399,9 @@ def margin(
         confidence=MARGIN_CONFIDENCE,
     )
     won = {"auc": 0, "logloss": 0}
-    for s in scored:
+    for s, q in zip(scored, probs, strict=True):
         mine = scores(s.y, s.p[MODEL])
-        theirs = {b: scores(s.y, s.p[b]) for b in usable}
+        theirs = {b: scores(s.y, q[b]) for b in usable}
         won["auc"] += mine["auc"] >= max(t["auc"] for t in theirs.values())
         losses = [
             t["logloss"]
