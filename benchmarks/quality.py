@@ -375,7 +375,11 @@ def margin(
     # ranking scores (expected purchases) into (0, 1): the same AUC
     probs = [{b: _as_probability(s.p[b]) for b in usable} for s in scored]
     auc = {
-        b: float(np.mean([scores(s.y, q[b])["auc"] for s, q in zip(scored, probs)]))
+        b: float(
+            np.mean(
+                [scores(s.y, q[b])["auc"] for s, q in zip(scored, probs, strict=True)]
+            )
+        )
         for b in usable
     }
     best = max(auc, key=auc.__getitem__)
