@@ -19,6 +19,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from model import uplift
+from model.blend import Blend, served_raw
 from model.calibration import Calibrator
 from model.encoding import Encoding
 from model.uplift import UpliftModel
@@ -178,6 +179,15 @@ class RegisteredModel:
         """The calibration map served with the booster (identity if none kept)."""
         return Calibrator.from_dict(self.metadata.get("calibration"))
 
+    @cached_property
+    def blend(self) -> Blend | None:
+        """The stacked blend served instead of the trees alone (None: the trees)."""
+        return Blend.from_dict(self.metadata.get("blend"))
+
+    def raw(self, matrix: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities: the trees', or the blend's."""
+        return served_raw(self.booster, self.blend, matrix)
+
     @property
     def evidence(self) -> list[dict]:
         """Per-origin backtest figures kept with the model, for the promotion gate."""
@@ -185,7 +195,7 @@ class RegisteredModel:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for a matrix in the encoding's column order."""
-        return self.calibrator.apply(self.booster.predict(matrix))
+        return self.calibrator.apply(self.raw(matrix))
 
     def check(self) -> None:
         """The booster's own feature order must be the encoding's."""

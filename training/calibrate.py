@@ -18,9 +18,17 @@ from sklearn.metrics import log_loss
 
 from model.calibration import METHODS, Calibrator, logit
 
+NONE = "none"
+# a map is only fitted on predictions holding this many positives (fewer: none);
+# isotonic steps need many more than Platt's two parameters
+MIN_POSITIVES = {"platt": 30, "isotonic": 200}
+
 
 def fit(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
-    """The `method` map fitted on raw probabilities `p` and outcomes `y`."""
+    """The `method` map fitted on raw probabilities `p` and outcomes `y` (`none`:
+    the identity)."""
+    if method == NONE:
+        return Calibrator()
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     if method == "platt":
@@ -55,12 +63,21 @@ def choose(
     later: tuple[np.ndarray, np.ndarray],
     method: str = "auto",
 ) -> Choice:
-    """Fit each method on the earlier origins' (p, y) and keep the one with the lower
-    log loss on the later origin (`method` other than auto: that one)."""
-    candidates = METHODS if method == "auto" else (method,)
+    """Fit each method on the earlier origins' (p, y) and keep the one with the
+    lowest log loss on the later origin, none (the raw predictions) included and
+    winning ties, so calibration never makes that log loss worse; a method whose
+    earlier predictions hold fewer than `MIN_POSITIVES` positives is not tried
+    (`method` other than auto: that one)."""
+    positives = int(np.asarray(earlier[1]).sum())
+    if method == "auto":
+        tried = [m for m in METHODS if positives >= MIN_POSITIVES[m]]
+        candidates = (NONE, *tried)
+    else:
+        candidates = (method,)
     losses = {}
     for name in candidates:
         fitted = fit(name, *earlier)
         q = np.clip(fitted.apply(later[0]), 1e-15, 1 - 1e-15)
         losses[name] = float(log_loss(later[1], q, labels=[0, 1]))
-    return Choice(min(losses, key=losses.__getitem__), losses)
+    best = min(losses, key=lambda m: (losses[m], m != NONE))
+    return Choice(best, losses)

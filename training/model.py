@@ -35,23 +35,30 @@ def fit(
     config: LightGBMConfig,
     valid: tuple[np.ndarray, np.ndarray] | None = None,
     rounds: int | None = None,
+    weight: np.ndarray | None = None,
+    monotone: list[int] | None = None,
 ) -> lgb.Booster:
     """Early-stopped on `valid` when given; otherwise exactly `rounds` rounds (the
-    configured maximum by default)."""
+    configured maximum by default). `weight`: per training row (training.select's
+    cutoff weighting); `monotone`: LightGBM's monotone constraints per feature."""
+    params = lgb_params(config)
+    if monotone is not None and any(monotone):
+        params |= {"monotone_constraints": list(monotone)}
     train = lgb.Dataset(
         x_train,
         y_train,
+        weight=weight,
         feature_name=list(encoding.features),
         categorical_feature=encoding.categorical,
         free_raw_data=True,
     )
     if valid is None:
         return lgb.train(
-            lgb_params(config), train, num_boost_round=rounds or config.num_boost_round
+            params, train, num_boost_round=rounds or config.num_boost_round
         )
     valid_set = lgb.Dataset(valid[0], valid[1], reference=train)
     return lgb.train(
-        lgb_params(config),
+        params,
         train,
         num_boost_round=config.num_boost_round,
         valid_sets=[valid_set],

@@ -10,23 +10,27 @@ end by o (c + h <= o). Then:
   too late for that (the first origins of a short log), stopping on held-out
   customers needs no earlier cutoff, and unlike stopping on a cutoff whose window
   overlaps the fitting rows' windows, it shares no label with them;
-- the LightGBM parameters are chosen among `Candidate`s by log loss at an inner
-  origin: the latest training cutoff, scored by models trained on the cutoffs
-  whose windows end by it (the same gap as the origin's). The origin itself never
-  takes part. Without such cutoffs the first candidate is used;
-- the calibrator is fitted on the chosen candidate's predictions at that inner
-  origin, as the backtest calibrates on its origins; without one it is the
-  identity.
+- what is served is chosen at an inner origin: the latest training cutoff, scored
+  by models trained on the cutoffs whose windows end by it (the same gap as the
+  origin's). The origin itself never takes part. The candidates
+  (training/select.py, the rule the backtest uses too): LightGBM with each
+  `Candidate`'s parameters, the best of them with monotone constraints on the
+  recency features and with recent cutoffs weighted more, an out-of-fold stacked
+  blend of the best LightGBM with the baselines (logistic regression, recency,
+  BG/NBD where purchases are given), and the baselines themselves. Without such
+  cutoffs the first candidate is used, raw;
+- calibration (none, Platt or isotonic) is chosen by cross-fitted log loss over
+  the customers at that inner origin, kept only when it beats the raw log loss
+  and with enough positives, and fitted on the chosen model's predictions there.
 
-Used by the quality benchmark (serving/bench_quality.py).
+Used by the quality benchmark (benchmarks/quality.py).
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import lightgbm as lgb
@@ -37,9 +41,9 @@ from core.config import LightGBMConfig
 from features.columns import CUSTOMER_ID, CUTOFF
 from model.calibration import Calibrator
 from model.encoding import Encoding
-from training import calibrate
+from training import select
+from training.baselines import LogisticBaseline, RecencyBaseline, bgnbd_baseline
 from training.dataset import TrainingTable
-from training.metrics import metrics
 from training.model import fit
 
 HOLDOUT_FOLDS = 5
@@ -51,6 +55,16 @@ class Candidate:
 
     name: str
     lightgbm: LightGBMConfig
+    monotone: bool = False
+    weighting: str = "equal"
+
+    def variant(self, **changes) -> Candidate:
+        """This candidate with monotone constraints or another cutoff weighting."""
+        import dataclasses
+
+        suffix = "+monotone" if changes.get("monotone") else ""
+        suffix += f"+{changes['weighting']}" if "weighting" in changes else ""
+        return dataclasses.replace(self, name=self.name + suffix, **changes)
 
 
 def held_out(customers: pd.Series, folds: int = HOLDOUT_FOLDS) -> np.ndarray:
@@ -73,9 +87,15 @@ class Fitted:
 
 
 def fit_rows(
-    rows: pd.DataFrame, target: str, table: TrainingTable, config: LightGBMConfig
+    rows: pd.DataFrame,
+    target: str,
+    table: TrainingTable,
+    config: LightGBMConfig | Candidate,
+    horizon_days: int = 0,
 ) -> Fitted:
-    """Early-stopped on the held-out customers, refitted on every row."""
+    """Early-stopped on the held-out customers, refitted on every row (a
+    `Candidate`: with its monotone constraints and cutoff weights)."""
+    candidate = config if isinstance(config, Candidate) else Candidate("", config)
     names, categorical = table.catalogue.names, table.catalogue.categorical
     encoding = Encoding.fit(rows, names, categorical)
     x, y = encoding.to_matrix(rows), rows[target].to_numpy()
@@ -83,31 +103,106 @@ def fit_rows(
     for part, name in ((~held, "fitting"), (held, "early-stopping")):
         if len(np.unique(y[part])) < 2:
             raise ValueError(f"{target}: the {name} rows hold a single class")
-    stopped = fit(x[~held], y[~held], encoding, config, valid=(x[held], y[held]))
+    weight = select.cutoff_weights(rows[CUTOFF], candidate.weighting, horizon_days)
+    monotone = (
+        select.monotone_constraints(list(encoding.features), target)
+        if candidate.monotone
+        else None
+    )
+    lgb_config = candidate.lightgbm
+    stopped = fit(
+        x[~held],
+        y[~held],
+        encoding,
+        lgb_config,
+        valid=(x[held], y[held]),
+        weight=None if weight is None else weight[~held],
+        monotone=monotone,
+    )
     rounds = max(stopped.best_iteration, 1)
-    return Fitted(fit(x, y, encoding, config, rounds=rounds), encoding, rounds)
+    final = fit(
+        x, y, encoding, lgb_config, rounds=rounds, weight=weight, monotone=monotone
+    )
+    return Fitted(final, encoding, rounds)
 
 
 def rows_at(table: TrainingTable, cutoffs: Sequence[datetime]) -> pd.DataFrame:
     return table.frame[table.frame[CUTOFF].isin(list(cutoffs))]
 
 
-def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """AUC and log loss; NaN for a baseline that gave no prediction."""
-    if not np.isfinite(p).all():
-        return {"auc": math.nan, "logloss": math.nan}
-    m = metrics(np.asarray(y), np.asarray(p))
-    return {"auc": m["roc_auc"], "logloss": m["log_loss"]}
+scores = select.scores
+
+
+LIGHTGBM, BLEND = "lightgbm", "blend"
+
+
+@dataclass(frozen=True)
+class Purchases:
+    """What BG/NBD reads (purchase events and the roles), when it applies."""
+
+    events: pd.DataFrame
+    role_of: dict[str, str]
+    # BG/NBD fits by (origin, horizon): each origin is fitted once
+    fits: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass
+class Baselines:
+    """The baselines fitted on one set of training rows."""
+
+    target: str
+    train: pd.DataFrame
+    horizon_days: int
+    encoding: Encoding
+    purchases: Purchases | None
+    logreg: LogisticBaseline = None  # type: ignore[assignment]
+    recency: RecencyBaseline = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        y = self.train[self.target].to_numpy()
+        self.recency = RecencyBaseline(self.target).fit(self.train, y)
+        self.logreg = LogisticBaseline(self.encoding, 200_000).fit(
+            self.encoding.to_matrix(self.train), y
+        )
+
+    def predict(self, rows: pd.DataFrame, at: datetime) -> dict[str, np.ndarray]:
+        out = {
+            "logreg": self.logreg.predict(self.encoding.to_matrix(rows)),
+            "recency": self.recency.predict(rows),
+        }
+        if self.purchases is not None:
+            out["bgnbd"] = bgnbd_baseline(
+                self.purchases.events,
+                rows,
+                self.train,
+                self.train[self.target].to_numpy(),
+                at,
+                self.horizon_days,
+                self.purchases.role_of,
+                self.purchases.fits,
+            )
+        return out
+
+
+def _usable(predictions: dict[str, np.ndarray]) -> list[str]:
+    return [n for n, p in predictions.items() if np.isfinite(p).all()]
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The candidate chosen at the inner origin, and the calibrator fitted there."""
+    """What was chosen at the inner origin and the figures that chose it: `kind`
+    (lightgbm, blend or a baseline), the LightGBM candidate (also the blend's
+    trees), the blend's weights, the calibrator and its cross-fitted log losses."""
 
     candidate: Candidate
     inner_origin: datetime | None
     inner: dict[str, dict[str, float]]
     calibrator: Calibrator
+    kind: str = LIGHTGBM
+    reason: str = "no inner origin: the first candidate, raw"
+    stacker: select.Stacker | None = None
+    blend_inputs: tuple[str, ...] = ()
+    calibration_log_loss: dict[str, float] = field(default_factory=dict)
 
 
 def choose(
@@ -116,25 +211,62 @@ def choose(
     horizon_days: int,
     train_cutoffs: list[datetime],
     candidates: Sequence[Candidate],
-    calibration: str,
+    calibration: str = "auto",
+    purchases: Purchases | None = None,
 ) -> Choice:
-    """Each candidate trained on the cutoffs whose windows end by the latest
-    training cutoff and scored there; the lowest log loss wins (ties: the
-    earlier). Without such cutoffs: the first candidate, uncalibrated."""
+    """Every candidate trained on the cutoffs whose windows end by the latest
+    training cutoff and scored there; `select.pick` keeps one. Without such
+    cutoffs: the first candidate, uncalibrated."""
     inner = train_cutoffs[-1]
     before = [c for c in train_cutoffs if c + timedelta(days=horizon_days) <= inner]
     at = rows_at(table, [inner])
     if not before or at[target].nunique() < 2:
         return Choice(candidates[0], None, {}, Calibrator())
     rows, y = rows_at(table, before), at[target].to_numpy()
-    predicted = {
-        c.name: fit_rows(rows, target, table, c.lightgbm).predict(at)
-        for c in candidates
+
+    def trees(c: Candidate) -> np.ndarray:
+        return fit_rows(rows, target, table, c, horizon_days).predict(at)
+
+    predicted = {c.name: trees(c) for c in candidates}
+    lgb_scores = {name: scores(y, p) for name, p in predicted.items()}
+    best = min(candidates, key=lambda c: lgb_scores[c.name]["logloss"])
+    variants = [best.variant(monotone=True), best.variant(weighting="recent")]
+    for v in variants:
+        predicted[v.name] = trees(v)
+        lgb_scores[v.name] = scores(y, predicted[v.name])
+    pool = [*candidates, *variants]
+    best = min(pool, key=lambda c: lgb_scores[c.name]["logloss"])
+    encoding = Encoding.fit(rows, table.catalogue.names, table.catalogue.categorical)
+    base = Baselines(target, rows, horizon_days, encoding, purchases).predict(at, inner)
+    inputs = (best.name, *_usable(base))
+    columns = [predicted[best.name], *(base[n] for n in inputs[1:])]
+    groups = select.folds_of(at[CUSTOMER_ID].to_numpy())
+    blended = select.oof_stack(columns, y, groups)
+    figures = {
+        **{f"{LIGHTGBM}:{n}": s for n, s in lgb_scores.items()},
+        BLEND: scores(y, blended),
+        **{n: scores(y, p) for n, p in base.items()},
     }
-    inner_scores = {name: scores(y, p) for name, p in predicted.items()}
-    best = min(candidates, key=lambda c: inner_scores[c.name]["logloss"])
-    calibrator = calibrate.fit(calibration, predicted[best.name], y)
-    return Choice(best, inner, inner_scores, calibrator)
+    served = {LIGHTGBM: predicted[best.name], BLEND: blended, **base}
+    pickable = {
+        LIGHTGBM: figures[f"{LIGHTGBM}:{best.name}"],
+        BLEND: figures[BLEND],
+        **{n: figures[n] for n in base},
+    }
+    kind, reason = select.pick(pickable, {n: figures[n] for n in base})
+    methods = select.METHODS if calibration == "auto" else (calibration,)
+    cal = select.choose_calibration(served[kind], y, groups, methods)
+    return Choice(
+        best,
+        inner,
+        figures,
+        select.fit_calibrator(cal.method, served[kind], y),
+        kind,
+        reason,
+        select.fit_stacker(columns, y) if kind == BLEND else None,
+        ("lightgbm", *inputs[1:]),
+        cal.log_loss,
+    )
 
 
 @dataclass(frozen=True)
@@ -142,10 +274,31 @@ class OriginModel:
     fitted: Fitted
     choice: Choice
     train_cutoffs: list[datetime]
+    baselines: Baselines
+    origin: datetime
 
-    def predict(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Raw and calibrated probabilities."""
-        raw = self.fitted.predict(rows)
+    def baseline_predictions(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The baselines fitted on the model's training rows, at the origin."""
+        return self.baselines.predict(rows, self.origin)
+
+    def predict(
+        self, rows: pd.DataFrame, base: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw and calibrated probabilities (`base`: the baselines' predictions
+        on `rows`, when already made)."""
+        kind = self.choice.kind
+        if kind == LIGHTGBM:
+            raw = self.fitted.predict(rows)
+        else:
+            base = base if base is not None else self.baseline_predictions(rows)
+            if kind == BLEND:
+                stacker = self.choice.stacker
+                assert stacker is not None
+                columns = [self.fitted.predict(rows)]
+                columns += [base[n] for n in self.choice.blend_inputs[1:]]
+                raw = stacker.apply(columns)
+            else:
+                raw = base[kind]
         return raw, self.choice.calibrator.apply(raw)
 
 
@@ -155,7 +308,8 @@ def model_for(
     horizon_days: int,
     origin: datetime,
     candidates: Sequence[Candidate],
-    calibration: str = "platt",
+    calibration: str = "auto",
+    purchases: Purchases | None = None,
 ) -> OriginModel:
     """Choose, fit and calibrate the model for `origin` on the table's cutoffs
     whose label windows end by it."""
@@ -164,6 +318,11 @@ def model_for(
         raise ValueError(
             f"{target}: no cutoff's {horizon_days}-day window ends by {origin:%Y-%m-%d}"
         )
-    choice = choose(table, target, horizon_days, train, candidates, calibration)
-    fitted = fit_rows(rows_at(table, train), target, table, choice.candidate.lightgbm)
-    return OriginModel(fitted, choice, train)
+    choice = choose(
+        table, target, horizon_days, train, candidates, calibration, purchases
+    )
+    rows = rows_at(table, train)
+    fitted = fit_rows(rows, target, table, choice.candidate, horizon_days)
+    encoding = Encoding.fit(rows, table.catalogue.names, table.catalogue.categorical)
+    baselines = Baselines(target, rows, horizon_days, encoding, purchases)
+    return OriginModel(fitted, choice, train, baselines, origin)

@@ -132,6 +132,33 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
 
 
+def _selection_lines(backtest: Backtest) -> list[str]:
+    """What the backtest chose to serve (training/select.py) and the figures that
+    chose it: mean AUC and log loss over the origins per candidate."""
+    s = backtest.selection
+    if s is None:
+        return []
+    lines = [
+        "",
+        "## What is served, and why (chosen on the backtest origins)",
+        "",
+        f"Served: **{s.chosen}** (trees: {s.trees}"
+        + (
+            f"; blend weights on the trees' and the logistic regression's logits "
+            f"{s.stacker.coef[0]:.3f}, {s.stacker.coef[1]:.3f}"
+            if s.stacker is not None
+            else ""
+        )
+        + f"): {s.reason}.",
+        "",
+        "| candidate or baseline | mean AUC | mean log loss |",
+        "|---|---|---|",
+    ]
+    for name, f in s.figures.items():
+        lines.append(f"| {name} | {_fmt(f['auc'])} | {_fmt(f['logloss'])} |")
+    return lines
+
+
 def model_card(
     target_plan: Plan,
     backtest: Backtest,
@@ -182,6 +209,7 @@ def model_card(
         cells = [f"{_fmt(summary[key + '_mean'])} ± {_fmt(summary[key + '_std'])}"]
         cells += [_fmt(b.get(key + "_mean")) for b in baselines.values()]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += _selection_lines(backtest)
     lines += [
         "",
         "## Calibration (origins 2..n, each calibrated on the origins before it)",

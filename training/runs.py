@@ -81,6 +81,16 @@ def table(
         for key in KEY_METRICS:
             row[key] = m.get(f"backtest_{key}_mean")
         row["calibrated_ece"] = m.get("calibrated_ece_mean")
+        # what the backtest chose to serve, and its AUC margin over the best
+        # baseline with the paired bootstrap interval (training.backtest.margin)
+        row["served"] = r.data.params.get("selection.chosen", "")
+        row["margin_baseline"] = r.data.params.get("margin_baseline", "")
+        for key in (
+            "margin_roc_auc",
+            "margin_roc_auc_ci_low",
+            "margin_roc_auc_ci_high",
+        ):
+            row[key] = m.get(key)
         # the mean hides a bad origin: each origin's AUC, oldest first
         history = client.get_metric_history(r.info.run_id, "backtest_roc_auc")
         row["roc_auc_by_origin"] = [h.value for h in sorted(history, key=_step)]
@@ -103,6 +113,7 @@ def format_table(rows: list[dict]) -> str:
     head = (
         f"{'target':16} {'run':8} {'trained':17} {'ver':>4} {'':1} {'AUC':>7} "
         f"{'logloss':>7} {'ECE cal':>7} {'recency':>7} {'logreg':>7} {'bgnbd':>7}"
+        f"  {'served':17} {'AUC margin [95% paired bootstrap]':34}"
         "  (AUC; backtest means)  AUC per origin"
     )
     lines = [head]
@@ -112,11 +123,21 @@ def format_table(rows: list[dict]) -> str:
             f"{r['version']:>4} {'*' if r['champion'] else ' '} {f(r['roc_auc'])} "
             f"{f(r['log_loss'])} {f(r['calibrated_ece'])} "
             + " ".join(f(r.get(f"{b}_roc_auc")) for b in BASELINES)
+            + f"  {r.get('served') or 'n/a':17} {_margin(r):34}"
             + "  "
             + " ".join(f"{v:.4f}" for v in r.get("roc_auc_by_origin", []))
         )
     lines.append("* = champion")
     return "\n".join(lines)
+
+
+def _margin(row: dict) -> str:
+    """`+0.0123 [+0.0041, +0.0201] vs logreg`, or n/a for older runs."""
+    point = row.get("margin_roc_auc")
+    if not isinstance(point, float):
+        return "n/a"
+    low, high = row.get("margin_roc_auc_ci_low"), row.get("margin_roc_auc_ci_high")
+    return f"{point:+.4f} [{low:+.4f}, {high:+.4f}] vs {row.get('margin_baseline')}"
 
 
 def resolve_run(client: MlflowClient, ref: str) -> Run:

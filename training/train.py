@@ -46,6 +46,7 @@ from features.labels import LabelSpec
 from features.sources.load import Dataset
 from features.sources.privacy import suppressed
 from model import drift
+from model.blend import Blend, served_raw
 from model.encoding import Encoding
 from model.registry import CHAMPION, METADATA_KEY, configure, load_alias
 from training import fairness, report
@@ -55,6 +56,7 @@ from training.backtest import (
     Backtest,
     Plan,
     TargetSkipped,
+    final_blend,
     fit_final,
     plan,
     run,
@@ -261,6 +263,7 @@ def _train_target(
     booster, encoding, rows = fit_final(
         table, target_plan, backtest, config.training.lightgbm
     )
+    blend = final_blend(backtest, encoding, rows, target, config.training.backtest)
     name = config.model_name(target)
     champion = load_alias(client.tracking_uri, name, CHAMPION)
     predictions = _predictions(backtest)
@@ -281,6 +284,7 @@ def _train_target(
         summary = _log_model_run(
             config, table, target_plan, backtest, booster, encoding, context, baselines
         )
+        summary |= _log_selection(config, backtest)
         mlflow.log_params(
             {
                 "population": spec.population_name(target),
@@ -314,8 +318,9 @@ def _train_target(
                     "population": spec.population_name(target),
                     "population_text": spec.population_text(target),
                     "reference": _reference(
-                        target_plan, booster, encoding, rows, backtest
+                        target_plan, booster, encoding, rows, backtest, blend
                     ),
+                    **({"blend": blend.to_dict()} if blend is not None else {}),
                 }
             },
         )
@@ -537,12 +542,53 @@ def _log_definition(config: ProjectConfig, table: TrainingTable) -> None:
     )
 
 
+def _log_selection(config: ProjectConfig, backtest: Backtest) -> dict[str, float]:
+    """The model card's choice: what is served, why, the figures that chose it
+    (mean AUC and log loss over the origins per candidate), and the served
+    model's margin over the best baseline with its paired bootstrap interval;
+    returns the margin's figures."""
+    selection = backtest.selection
+    if selection is None:
+        return {}
+    promotion = config.training.promotion
+    margin = backtest.margin(promotion.bootstrap_samples, promotion.confidence)
+    mlflow.log_params(
+        {
+            **selection.params(),
+            **({"margin_baseline": margin["margin_baseline"]} if margin else {}),
+        }
+    )
+    numbers = {k: float(v) for k, v in margin.items() if not isinstance(v, str)}
+    mlflow.log_metrics(_finite(selection.metrics() | numbers))
+    mlflow.log_dict(
+        {
+            "chosen": selection.chosen,
+            "trees": selection.trees,
+            "reason": selection.reason,
+            "origins": [o.origin.strftime("%Y-%m-%d") for o in backtest.origins],
+            "figures": selection.figures,
+            "blend_coef": selection.stacker.coef if selection.stacker else None,
+            "margin": margin,
+        },
+        "selection.json",
+    )
+    log.info(
+        "%s: serving %s; margin over %s: AUC %s",
+        backtest.target,
+        selection.chosen,
+        margin.get("margin_baseline"),
+        margin.get("margin_roc_auc"),
+    )
+    return numbers
+
+
 def _reference(
     target_plan: Plan,
     booster: lightgbm.Booster,
     encoding: Encoding,
     rows: pd.DataFrame,
     backtest: Backtest,
+    blend: Blend | None = None,
 ) -> dict:
     """The binned reference for drift monitoring (model.drift): the rows of the
     latest cutoff the final model was trained on, their features and the served
@@ -553,7 +599,7 @@ def _reference(
         matrix,
         encoding.features,
         encoding.vocabularies,
-        backtest.calibrator.apply(booster.predict(matrix)),
+        backtest.calibrator.apply(served_raw(booster, blend, matrix)),
         cutoff=latest.strftime("%Y-%m-%d"),
     )
 

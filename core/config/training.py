@@ -35,8 +35,16 @@ class BacktestConfig(Strict):
     # Logistic-regression baseline: training rows sampled down to this many.
     baseline_max_rows: int = Field(200_000, ge=1_000)
     # How the served probabilities are calibrated: chosen by log loss on the last
-    # origin (auto), or fixed.
-    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+    # origin among none, isotonic and Platt (auto; none when too few positives or
+    # when no map beats the raw log loss), or fixed.
+    calibration: Literal["auto", "none", "isotonic", "platt"] = "auto"
+    # LightGBM variants the backtest also fits at every origin and may serve
+    # (training/select.py): monotone constraints on the target's recency
+    # features, recent cutoffs weighted more; each costs one more fit per origin.
+    tree_variants: list[Literal["monotone", "recent"]] = []
+    # auto: serve what the backtest chooses (training/select.py); lightgbm: the
+    # configured LightGBM alone, no variant, blend or baseline (as before issue 17)
+    serve: Literal["auto", "lightgbm"] = "auto"
 
 
 class PromotionConfig(Strict):

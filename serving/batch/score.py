@@ -470,7 +470,7 @@ def _score_pass(
                 rows = matrix if held.all() else matrix[held]
                 raw = np.full(len(eligible), np.nan)
                 calibrated = raw.copy()
-                raw[held] = model.booster.predict(rows)
+                raw[held] = model.raw(rows)
                 calibrated[held] = model.calibrator.apply(raw[held])
                 out.raw.setdefault(target, []).append(raw)
                 out.calibrated.setdefault(target, []).append(calibrated)

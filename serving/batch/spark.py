@@ -30,6 +30,7 @@ from core.config import ProjectConfig
 from features.columns import CUSTOMER_ID, population_column
 from features.definition import ELIGIBLE, FeatureSpec, build_features
 from features.sources.spark import SparkDataset
+from model.blend import blend_raw
 from model.drift import Counts
 from model.encoding import Encoding
 from serving.batch.drift import DriftMonitor
@@ -195,7 +196,7 @@ def score_spark(
         scored_dir = scratch / "scored"
         with_scores(frame, champion_models(champions)).write.parquet(str(scored_dir))
         parts = sorted(scored_dir.glob("*.parquet"))
-        raw, not_eligible = _raw_scores(parts, champions.targets)
+        raw, not_eligible = _raw_scores(parts, champions.targets, champions)
         calibrated = {}
         for t in champions.targets:
             calibrated[t] = np.full(len(raw[t]), np.nan)
@@ -225,21 +226,32 @@ def score_spark(
 
 
 def _raw_scores(
-    parts: list[Path], targets: tuple[str, ...]
+    parts: list[Path], targets: tuple[str, ...], champions: Champions | None = None
 ) -> tuple[dict[str, np.ndarray], int]:
-    """The eligible rows' booster probabilities, in the parts' order (the order
-    the write pass reads; NaN where the target's population does not hold the
-    row), and how many rows were not eligible."""
+    """The eligible rows' served raw probabilities (the booster's, through a
+    champion's blend when it has one: model.blend), in the parts' order (the
+    order the write pass reads; NaN where the target's population does not hold
+    the row), and how many rows were not eligible."""
     raw: dict[str, list[np.ndarray]] = {t: [] for t in targets}
     not_eligible = 0
     flags = [population_column(t) for t in targets]
     columns = [ELIGIBLE, *flags, *(raw_column(t) for t in targets)]
+    blended = {
+        t: champions.models[t]
+        for t in targets
+        if champions is not None and champions.models[t].blend is not None
+    }
+    for model in blended.values():
+        columns += [f for f in model.encoding.features if f not in columns]
     for part in parts:
         table = pq.read_table(part, columns=columns).to_pandas()
         keep = table[ELIGIBLE].to_numpy(dtype=bool)
         not_eligible += int((~keep).sum())
         for t in targets:
             values = table[raw_column(t)].to_numpy(dtype=np.float64, na_value=np.nan)
+            if t in blended:
+                model = blended[t]
+                values = blend_raw(model.blend, values, model.encoding.to_matrix(table))
             held = table[population_column(t)].to_numpy(dtype=bool)
             raw[t].append(np.where(held, values, np.nan)[keep])
     return {t: np.concatenate(v or [np.empty(0)]) for t, v in raw.items()}, not_eligible

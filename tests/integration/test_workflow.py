@@ -169,10 +169,20 @@ def test_served_probabilities_are_the_calibrated_ones(
     served = champions.predict_frame(frame)
     for target, model in champions.models.items():
         params = client.get_run(model.run_id).data.params
-        assert model.calibrator.method == params["calibration"] != "identity"
-        raw = model.booster.predict(model.encoding.to_matrix(frame))
+        assert model.calibrator.method == params["calibration"]
+        matrix = model.encoding.to_matrix(frame)
+        trees = model.booster.predict(matrix)
+        # the trees' probability, or the blend's when the backtest chose it
+        # (training/select.py): params `selection.chosen`, metadata `blend`
+        raw = model.raw(matrix)
+        assert (model.blend is None) == params["selection.chosen"].startswith(
+            "lightgbm"
+        )
+        if model.blend is None:
+            np.testing.assert_array_equal(raw, trees)
         np.testing.assert_allclose(served[target], model.calibrator.apply(raw))
-        assert not np.allclose(served[target], raw)
+        if model.calibrator.method != "identity":
+            assert not np.allclose(served[target], raw)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +209,9 @@ def registry(trained: Project, tmp_path_factory: pytest.TempPathFactory) -> Proj
                 "learning_rate": 0.001,
                 "early_stopping_rounds": 1,
             },
+            # the configured trees alone: the backtest's choice would serve the
+            # blend or the logistic regression instead, no weaker than v1
+            "backtest": {"serve": "lightgbm"},
         },
     )
     done = run_cli(["--config", str(weak), "train"], project.env())

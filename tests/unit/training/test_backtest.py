@@ -121,9 +121,65 @@ def test_run_scores_model_and_baselines_on_the_same_origin_rows() -> None:
         assert set(m) == {MODEL, "recency", "logreg"} | ({CALIBRATED} if k else set())
         # the signal is learnable: the model beats ranking by recency alone
         assert m[MODEL]["roc_auc"] > m["recency"]["roc_auc"]
-    assert bt.calibration.method in ("isotonic", "platt")
+    assert bt.calibration.method in ("none", "isotonic", "platt")
     assert [e["origin"] for e in bt.evidence()] == [
         c.strftime("%Y-%m-%d") for c in CUTOFFS[-4:]
     ]
     s = bt.summary(MODEL)
     assert s["roc_auc_std"] >= 0 and 0.5 < s["roc_auc_mean"] < 1
+
+
+def test_the_served_candidate_is_chosen_on_the_origins_and_never_below_a_baseline() -> (
+    None
+):
+    from training.backtest import BLEND, LOGREG, MONOTONE, RECENT, final_blend
+
+    t = table()
+    p = plan(t, CHURN, LABELS, origins=3)
+    config = BacktestConfig(
+        origins=3, baseline_max_rows=1000, tree_variants=["monotone", "recent"]
+    )
+    bt = run(
+        t,
+        p,
+        LightGBMConfig(num_boost_round=60, early_stopping_rounds=10, num_threads=1),
+        config,
+    )
+    s = bt.selection
+    assert s is not None
+    assert set(bt.origins[0].candidates) == {MODEL, MONOTONE, RECENT, LOGREG, BLEND}
+    assert s.chosen in {s.trees, BLEND, LOGREG}
+    for o in bt.origins:  # the served predictions are the chosen candidate's
+        np.testing.assert_array_equal(o.predictions[MODEL], o.candidates[s.chosen])
+    served = bt.summary(MODEL)["roc_auc_mean"]
+    for baseline in ("recency", "logreg"):
+        assert served >= bt.summary(baseline)["roc_auc_mean"] - 1e-12, baseline
+    assert s.figures[s.chosen]["auc"] == pytest.approx(served)
+    margin = bt.margin(200, 0.95)
+    assert margin["margin_baseline"] in {"recency", "logreg"}
+    low, point = margin["margin_roc_auc_ci_low"], margin["margin_roc_auc"]
+    assert low <= point <= margin["margin_roc_auc_ci_high"]
+    rows = t.frame[t.frame[CUTOFF].isin(p.final_cutoffs)]
+    from model.encoding import Encoding
+
+    encoding = Encoding.fit(rows, list(FEATURES), [])
+    blend = final_blend(bt, encoding, rows, CHURN, config)
+    assert (blend is None) == (s.chosen == s.trees)
+
+
+@pytest.mark.parametrize("serve", ["auto", "lightgbm"])
+def test_a_backtest_without_variants_fits_the_configured_trees_only(serve) -> None:
+    from training.backtest import BLEND, LOGREG
+
+    t = table(customers=200)
+    p = plan(t, CHURN, LABELS, origins=2)
+    config = BacktestConfig(origins=2, baseline_max_rows=1000, tree_variants=[])
+    bt = run(
+        t,
+        p,
+        LightGBMConfig(num_boost_round=30, early_stopping_rounds=5, num_threads=1),
+        config.model_copy(update={"serve": serve}),
+    )
+    assert set(bt.origins[0].candidates) == {MODEL, LOGREG, BLEND}
+    if serve == "lightgbm":  # the configured trees, whatever the figures say
+        assert bt.selection.chosen == MODEL and bt.selection.stacker is None

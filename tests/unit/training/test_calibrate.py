@@ -51,6 +51,31 @@ def test_identity_and_unknown_method() -> None:
 def test_choose_keeps_the_lower_log_loss_on_the_later_origin() -> None:
     earlier, later = overconfident(10_000, 5), overconfident(10_000, 6)
     choice = choose(earlier, later)
-    assert set(choice.log_loss) == {"isotonic", "platt"}
+    assert set(choice.log_loss) == {"none", "isotonic", "platt"}
     assert choice.log_loss[choice.method] == min(choice.log_loss.values())
+    assert choice.method != "none"  # overconfident: a map helps
     assert choose(earlier, later, "platt").method == "platt"
+
+
+def test_choose_never_calibrates_to_a_worse_log_loss() -> None:
+    """Already calibrated predictions: no map beats the raw ones on the later
+    origin by enough, or none wins; either way never above the raw log loss."""
+    rng = np.random.default_rng(7)
+
+    def calibrated(n: int) -> tuple[np.ndarray, np.ndarray]:
+        q = rng.uniform(0.02, 0.6, n)
+        return q, (rng.uniform(size=n) < q).astype(int)
+
+    choice = choose(calibrated(3_000), calibrated(3_000))
+    assert choice.log_loss[choice.method] <= choice.log_loss["none"]
+
+
+def test_choose_fits_no_map_on_too_few_positives() -> None:
+    """About 20 positives on the earlier origins: too few for Platt (30) and
+    isotonic (200), so the raw predictions are served."""
+    p, y = overconfident(200, 8)
+    keep = np.flatnonzero(y == 0)[:180].tolist() + np.flatnonzero(y == 1)[:20].tolist()
+    choice = choose((p[keep], y[keep]), overconfident(2_000, 9))
+    assert choice.method == "none"
+    assert set(choice.log_loss) == {"none"}
+    assert fit_calibrator("none", p, y).method == "identity"

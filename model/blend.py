@@ -1,0 +1,105 @@
+"""A stacked blend of the LightGBM model with a logistic regression, numpy only.
+
+Training (training/select.py) may serve, instead of the trees alone, a logistic
+stack of the trees' margin and a logistic regression's margin on the same feature
+matrix: p = sigmoid(a * lgb_margin + b * logreg_margin + c), with the weights fitted
+on the backtest's out-of-time predictions. The logistic regression is the
+`training.baselines.LogisticBaseline` pipeline (signed log1p, median imputation
+with missing indicators, standard scaling; categorical codes one-hot), exported as
+plain arrays so the API and the nightly job apply it without scikit-learn. With
+a = 0 and b = 1, c = 0 the blend is the logistic regression alone (when the
+backtest chose the baseline itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The logistic regression's margin on an encoded matrix."""
+
+    numeric: list[int]
+    medians: list[float]
+    # positions (within `numeric`) that get a missing indicator
+    indicators: list[int]
+    means: list[float]
+    scales: list[float]
+    categorical: list[int]
+    categories: list[list[float]]
+    coef: list[float]
+    intercept: float
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        x = np.asarray(matrix, dtype=np.float64)
+        num = _signed_log1p(x[:, self.numeric])
+        missing = np.isnan(num)
+        num = np.where(missing, np.asarray(self.medians), num)
+        parts = [num, missing[:, self.indicators].astype(np.float64)]
+        z = (np.hstack(parts) - np.asarray(self.means)) / np.asarray(self.scales)
+        blocks = [z]
+        for column, values in zip(self.categorical, self.categories, strict=True):
+            codes = np.nan_to_num(x[:, column], nan=-1.0)
+            blocks.append((codes[:, None] == np.asarray(values)[None, :]) * 1.0)
+        return np.hstack(blocks) @ np.asarray(self.coef) + self.intercept
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Blend:
+    """sigmoid(lightgbm * trees' margin + logreg * linear margin + intercept)."""
+
+    lightgbm: float
+    logreg: float
+    intercept: float
+    linear: Linear
+
+    def apply(self, lgb_margin: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        z = self.lightgbm * np.asarray(lgb_margin, dtype=np.float64)
+        z = z + self.logreg * self.linear.margin(matrix) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict:
+        return {
+            "lightgbm": self.lightgbm,
+            "logreg": self.logreg,
+            "intercept": self.intercept,
+            "linear": self.linear.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Blend | None:
+        if not data:
+            return None
+        return cls(
+            float(data["lightgbm"]),
+            float(data["logreg"]),
+            float(data["intercept"]),
+            Linear(**data["linear"]),
+        )
+
+
+def served_raw(booster, blend: Blend | None, matrix: np.ndarray) -> np.ndarray:
+    """The served model's probability before calibration: the trees' own, or the
+    blend of their margin with the logistic regression's."""
+    if blend is None:
+        return booster.predict(matrix)
+    return blend.apply(booster.predict(matrix, raw_score=True), matrix)
+
+
+def blend_raw(blend: Blend | None, trees: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The blend applied to the trees' probabilities `trees` (as a Spark UDF gives
+    them) rather than their margins."""
+    if blend is None:
+        return trees
+    p = np.clip(np.asarray(trees, dtype=np.float64), 1e-15, 1 - 1e-15)
+    return blend.apply(np.log(p / (1 - p)), matrix)
