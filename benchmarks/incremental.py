@@ -46,6 +46,15 @@ from benchmarks.harness import (
 )
 
 MODULE = "benchmarks.incremental"
+
+
+def _state_dir(out: Path) -> Path:
+    """Where the nightly keeps the state of output folder `out`."""
+    from serving.batch.incremental import state_dir
+
+    return state_dir(out)
+
+
 RESULTS_FILE = "incremental.json"
 MEMORY_LIMIT = "1GB"
 THREADS = 2
@@ -81,7 +90,7 @@ def run_incremental(
         "load_as_of": as_of_for(last).isoformat(),
         "memory_limit": memory_limit,
         "threads": threads,
-        "state": str(out / "_state"),  # serving.batch.incremental.state_dir(out)
+        "state": str(_state_dir(out)),
         "watermark": new_day.isoformat(),
         "as_of": as_of.isoformat(),
         "cwd": str(out),

@@ -33,7 +33,7 @@ So the features at `D2` are `features_from_buckets` of the advanced rows: the
 definition's own stage two, and they equal `build_features(events, [D2])`
 (tests/unit/features/test_state_properties.py checks it on random streams).
 
-On disk (a folder beside the scores, `<scoring.output>/_state`): immutable
+On disk (a folder beside the scores, `<scoring.output>-state`): immutable
 Parquet files named by the advance that wrote them (`tiles-N-*.parquet`,
 `buckets-N-*.parquet`, `cancels-N-*.parquet`, `ids-N.parquet`) and the manifest
 `state.json` (watermark, the files that make up the state, the key it was built

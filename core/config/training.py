@@ -42,9 +42,10 @@ class BacktestConfig(Strict):
     # (training/select.py): monotone constraints on the target's recency
     # features, recent cutoffs weighted more; each costs one more fit per origin.
     tree_variants: list[Literal["monotone", "recent"]] = []
-    # auto: serve what the backtest chooses (training/select.py); lightgbm: the
-    # configured LightGBM alone, no variant, blend or baseline (as before issue 17)
-    serve: Literal["auto", "lightgbm"] = "auto"
+    # lightgbm (the default): the configured LightGBM alone, no variant, blend or
+    # baseline; auto: serve what the backtest chooses (training/select.py; opt-in
+    # while the blend's logistic part can extrapolate badly off the training rows)
+    serve: Literal["auto", "lightgbm"] = "lightgbm"
 
 
 class PromotionConfig(Strict):

@@ -1,5 +1,5 @@
 """The nightly run's feature step from the incremental feature state
-(features.state), kept beside the scores in `<scoring.output>/_state`.
+(features.state), kept beside the scores in `<scoring.output>-state`.
 
 - The state is usable (built under the same key, its events before the watermark
   the same as the files'): only the events in `[watermark, as_of)` are read, the
@@ -38,13 +38,16 @@ from features.sources.load import Dataset
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "_state"
+STATE_SUFFIX = "-state"
 INCREMENTAL, REBUILT, FULL = "incremental", "rebuilt", "full"
 
 
 def state_dir(output: Path) -> Path:
-    """Where the nightly keeps its feature state: beside the as-of folders."""
-    return Path(output) / STATE_DIR
+    """Where the nightly keeps its feature state: a folder beside the scores
+    folder (`scores` -> `scores-state`), not inside it, so that a reader of the
+    scores as a hive dataset (`scores/**/*.parquet`) finds only scores."""
+    output = Path(output)
+    return output.parent / f"{output.name}{STATE_SUFFIX}"
 
 
 def suppressed_key(ids) -> str:

@@ -28,7 +28,17 @@ def test_init_check_train_on_a_new_log(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     data = tmp_path / "data"
     made = run_cli(
-        ["demo-data", "--customers", "500", "--days", "400", "--out", str(data)], env
+        [
+            "demo-data",
+            "--customers",
+            "500",
+            "--days",
+            "400",
+            "--no-campaign",
+            "--out",
+            str(data),
+        ],
+        env,
     )
     assert made.returncode == 0, made.stderr
     config = tmp_path / "project" / "propensity.yaml"

@@ -367,8 +367,9 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
 def test_nightly_on_a_full_disk_keeps_the_previous_outputs(
     trained: Project, registry: Registry, tmp_path: Path
 ) -> None:
-    """Scores on a 2 MB filesystem: one night fits; then filled to a few KB
-    free, the next night fails while writing (exit 1, naming the device error)
+    """Scores (and the feature state) on an 8 MB filesystem: one night fits;
+    then filled to a few KB free, the next night fails while writing (exit 1,
+    naming the device error)
     and the previous night's outputs, the online store and no temporary files
     are what is left."""
     config_data = yaml.safe_load(registry.config.read_text())
@@ -379,7 +380,7 @@ def test_nightly_on_a_full_disk_keeps_the_previous_outputs(
     config = load_config(path)
     env = {**env_for(trained, registry), "PROPENSITY_CONFIG": str(path)}
     registry.proxy.up, registry.proxy.fail_from = True, None
-    with small_disk(tmp_path / "disk", "2m") as disk:
+    with small_disk(tmp_path / "disk", "8m") as disk:
         done = run_cli(["score", "--as-of", "2025-12-01"], env)
         assert done.returncode in (0, 3), done.stderr[-3000:]
         before = scores_state(config.scoring.output)

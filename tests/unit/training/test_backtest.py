@@ -137,7 +137,10 @@ def test_the_served_candidate_is_chosen_on_the_origins_and_never_below_a_baselin
     t = table()
     p = plan(t, CHURN, LABELS, origins=3)
     config = BacktestConfig(
-        origins=3, baseline_max_rows=1000, tree_variants=["monotone", "recent"]
+        origins=3,
+        baseline_max_rows=1000,
+        tree_variants=["monotone", "recent"],
+        serve="auto",
     )
     bt = run(
         t,
