@@ -88,9 +88,10 @@ def run_batch(
     output = workdir / f"batch-scores-{customers}-{seed}"
     print(f"batch: scoring {customers:,} customers end to end ...", flush=True)
     scored = run_child("score", {**base, "output": str(output)}, MODULE)
+    from serving.batch.incremental import state_dir
     from serving.batch.score import staging_dir
 
-    for path in (output, staging_dir(output)):
+    for path in (output, staging_dir(output), state_dir(output)):
         shutil.rmtree(path, ignore_errors=True)
     record = results_record(customers, data.events, trained, scored)
     print(format_table(record))
