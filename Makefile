@@ -128,13 +128,15 @@ outcomes: setup ## newly matured score dates against realised labels, logged to 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
 
-run: setup data/demo/events.parquet ## the whole job on demo data: train, score, the demo campaign's readout beside its true effect, then the API on localhost:3000 (prints a demo API key when none exists)
+run: setup data/demo/events.parquet ## the whole job on demo data: train, the demo campaign's readout beside its true effect, score, then the API on localhost:3000 (prints a demo API key when none exists)
 	$(CLI) train
+	@# before score: the nightly run applies privacy.retention_days from today's date,
+	@# and the demo's contacts (2025) are older than that, so it deletes them
+	@if test -f $(DEMO_TRUTH); then echo "the demo campaign's readout, its true effect beside it:"; \
+		$(CLI) campaigns report $(DEMO_CAMPAIGN) --truth $(DEMO_TRUTH) || echo "(no readout: an earlier run's retention deleted the demo's contacts; make data makes them again)"; \
+	else echo "(no demo campaign in data/demo: make data makes one)"; fi
 	@$(CLI) score || { rc=$$?; test $$rc -eq 3 -o $$rc -eq 8 && \
 		echo "(drift or outcome alert above, exit $$rc: the scores are written; serving them)"; }
-	@if test -f $(DEMO_TRUTH); then echo "the demo campaign's readout, its true effect beside it:"; \
-		$(CLI) campaigns report $(DEMO_CAMPAIGN) --truth $(DEMO_TRUTH) || echo "(readout failed above; serving all the same)"; \
-	else echo "(no demo campaign in data/demo: make data makes one)"; fi
 	@test -n "$$PROPENSITY_API_KEYS" || test -n "$$($(CLI) api-key list)" || \
 		{ echo "API key for the demo (shown once; send it as 'Authorization: Bearer <key>'):"; \
 		  $(CLI) api-key new --name demo --scopes score,outreach,admin; }
