@@ -644,7 +644,7 @@ def load_project(config: ProjectConfig, con: ibis.BaseBackend | None = None) -> 
     as-of, and the privacy settings (pseudonyms, the suppression list, only the
     attributes and event types the config uses)."""
     return load(
-        config.data.events,
+        with_ingested(config),
         config.data.customers,
         fmt=config.data.format,
         as_of=config.data.as_of,
@@ -668,3 +668,20 @@ __all__ = [
     "event_sources",
     "load_project",
 ]
+
+
+INGESTED_PARTS = "parts"
+
+
+def with_ingested(config: ProjectConfig) -> EventsInput:
+    """The configured events sources and, when real-time ingest (serving.ingest)
+    has sealed some, the event log's parts (`<ingest.log>/parts`, in the
+    contract's own column names), read like any other source."""
+    parts = Path(config.ingest.log) / INGESTED_PARTS
+    suffix = "csv" if config.data.format == "csv" else "parquet"
+    if not any(parts.glob(f"part-*.{suffix}")):
+        return config.data.events
+    given = config.data.events
+    given = list(given) if isinstance(given, list) else [given]
+    names = (CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY)
+    return [*given, EventSource(path=parts, columns={n: n for n in names})]
