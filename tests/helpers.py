@@ -271,6 +271,7 @@ NEEDS = {
     "/explain": "score",
     "/outreach": "outreach",
     "/campaign_report": "outreach",
+    "/events": "ingest",
     "/metadata": "admin",
     "/forget": "admin",
 }

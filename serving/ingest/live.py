@@ -212,8 +212,8 @@ class Ingester:
         per_batch = per_batch or [len(rows)]
         with self._locked():
             added = self.log.append(rows, stored)
-            ids = {r[6] for r in added}  # (raw, stored, time, ..., event id, at)
-            touched = {r[1] for r in added}
+            ids = {r[5] for r in added}  # (stored id, time, ..., event id, at)
+            touched = {r[0] for r in added}
             as_of = self.refresh(touched)
         out, start = [], 0
         for n in per_batch:

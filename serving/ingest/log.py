@@ -14,8 +14,9 @@ layer and each is read once.
 - `forget(ids)` deletes customers' events from the file (secure_delete) and the
   parts.
 
-Rows keep the customer id as sent (the loader pseudonymises the parts like any
-data file) and its stored form (the live layer's key).
+Rows hold stored ids (pseudonyms when `privacy.pseudonymise` is on), like
+every other output: the loader adds the parts to the events as they are
+(features.sources.load, `stored_events`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from core.atomic import atomic_write
@@ -55,7 +55,6 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     {CUSTOMER_ID} TEXT NOT NULL,
-    stored_id TEXT NOT NULL,
     {EVENT_TIME} TEXT NOT NULL,
     {EVENT_TYPE} TEXT NOT NULL,
     {AMOUNT} REAL,
@@ -64,7 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL,
     part INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_stored ON events (stored_id);
+CREATE INDEX IF NOT EXISTS events_customer ON events ({CUSTOMER_ID});
 CREATE INDEX IF NOT EXISTS events_unsealed ON events (part) WHERE part IS NULL;
 """
 
@@ -120,11 +119,11 @@ class EventLog:
                 if row[5] in seen:
                     continue
                 seen.add(row[5])
-                added.append((row[0], sid, row[1].isoformat(sep=" "), *row[2:], now))
+                added.append((sid, row[1].isoformat(sep=" "), *row[2:], now))
             db.executemany(
-                f"INSERT INTO events ({CUSTOMER_ID}, stored_id, {EVENT_TIME}, "
+                f"INSERT INTO events ({CUSTOMER_ID}, {EVENT_TIME}, "
                 f"{EVENT_TYPE}, {AMOUNT}, {QUANTITY}, {EVENT_ID}, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 added,
             )
             db.execute("COMMIT")
@@ -138,8 +137,9 @@ class EventLog:
         unsealed, or at or after its watermark. Rows: stored id, event_time,
         event_type, amount, quantity."""
         sql = (
-            f"SELECT stored_id, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, {QUANTITY} "
-            "FROM events WHERE stored_id IN (SELECT value FROM json_each(?)) AND "
+            f"SELECT {CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, "
+            f"{QUANTITY} FROM events WHERE {CUSTOMER_ID} IN "
+            "(SELECT value FROM json_each(?)) AND "
             f"(part IS NULL OR {EVENT_TIME} >= ?)"
         )
         mark = watermark.isoformat(sep=" ")
@@ -148,7 +148,7 @@ class EventLog:
     def live_customers(self, watermark: datetime) -> list[str]:
         """Every customer with an event the nightly state does not hold."""
         rows = self.db().execute(
-            "SELECT DISTINCT stored_id FROM events WHERE part IS NULL OR "
+            f"SELECT DISTINCT {CUSTOMER_ID} FROM events WHERE part IS NULL OR "
             f"{EVENT_TIME} >= ?",
             (watermark.isoformat(sep=" "),),
         )
@@ -157,10 +157,9 @@ class EventLog:
     def count(self) -> int:
         return self.db().execute("SELECT count(*) FROM events").fetchone()[0]
 
-    def seal(self, until: datetime, suffix: str = "parquet") -> list[Path]:
+    def seal(self, until: datetime) -> list[Path]:
         """Seal the unsealed events before `until` into a new part; write every
-        marked part that has no file yet (Parquet, or CSV for a project whose
-        `data.format` is csv). Returns the parts written."""
+        marked part that has no file yet. Returns the parts written."""
         db = self.db()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -179,7 +178,7 @@ class EventLog:
         for (part,) in db.execute(
             "SELECT DISTINCT part FROM events WHERE part IS NOT NULL ORDER BY 1"
         ).fetchall():
-            path = folder / f"part-{part:06d}.{suffix}"
+            path = folder / f"part-{part:06d}.parquet"
             if path.exists():
                 continue
             rows = db.execute(
@@ -201,26 +200,23 @@ class EventLog:
                 ],
                 schema=PART_SCHEMA,
             )
-            write = pq.write_table if suffix == "parquet" else pa_csv.write_csv
-            atomic_write(path, lambda tmp, t=table, w=write: w(t, tmp))
+            atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp))
             written.append(path)
             log.info("event log: %d ingested event(s) sealed into %s", len(rows), path)
         return written
 
-    def forget(self, raw_ids: Sequence[str], stored: Sequence[str]) -> dict[str, int]:
-        """Delete these customers' events (by id as sent or stored form); the
-        events removed per stored id."""
+    def forget(self, stored: Sequence[str]) -> dict[str, int]:
+        """Delete these customers' events (stored ids), their freed pages
+        zeroed; the events removed per id."""
         db = self.db()
         db.execute("PRAGMA secure_delete = ON")
-        args = (json.dumps(list(raw_ids)), json.dumps(list(stored)))
-        where = (
-            f"{CUSTOMER_ID} IN (SELECT value FROM json_each(?)) OR stored_id IN "
-            "(SELECT value FROM json_each(?))"
-        )
+        args = (json.dumps(list(stored)),)
+        where = f"{CUSTOMER_ID} IN (SELECT value FROM json_each(?))"
         db.execute("BEGIN IMMEDIATE")
         counts = dict(
             db.execute(
-                f"SELECT stored_id, count(*) FROM events WHERE {where} GROUP BY 1", args
+                f"SELECT {CUSTOMER_ID}, count(*) FROM events WHERE {where} GROUP BY 1",
+                args,
             ).fetchall()
         )
         db.execute(f"DELETE FROM events WHERE {where}", args)
@@ -243,6 +239,6 @@ def seal_for_nightly(config: ProjectConfig) -> list[Path]:
     until = config.data.as_of or datetime.now(UTC).replace(tzinfo=None)
     events = EventLog(config.ingest.log)
     try:
-        return events.seal(until, "csv" if config.data.format == "csv" else "parquet")
+        return events.seal(until)
     finally:
         events.close()

@@ -96,7 +96,7 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
         before = suppressed(config.privacy)
         add_suppressed(config.privacy, stored)
         removed = _online_store(config, stored)
-        removed |= _ingested(config, ids, stored)
+        removed |= _ingested(config, stored)
         removed |= _feature_state(config, stored, before)
         contacts = open_contact_log(config.outreach.contact_log).delete(stored)
         removed |= {str(config.outreach.contact_log): contacts} if contacts else {}
@@ -188,7 +188,7 @@ def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
     return {store.place: counts} if counts else {}
 
 
-def _ingested(config: ProjectConfig, ids: Sequence[str], stored: Sequence[str]) -> dict:
+def _ingested(config: ProjectConfig, stored: Sequence[str]) -> dict:
     """Erase them from real-time ingest (serving.ingest): their events in the
     event log and its sealed parts, their live rows over the online store."""
     from serving.ingest.log import FILE, EventLog, parts_dir
@@ -199,14 +199,12 @@ def _ingested(config: ProjectConfig, ids: Sequence[str], stored: Sequence[str]) 
     if (folder / FILE).exists():
         events = EventLog(folder)
         try:
-            counts = events.forget(ids, stored)
+            counts = events.forget(stored)
         finally:
             events.close()
         if counts:
             removed[str(folder / FILE)] = counts
-    to_stored = dict(zip(ids, pseudonymiser(config.privacy).many(ids), strict=True))
-    for path, by_raw in remove_from_parquet(parts_dir(folder), list(ids)).items():
-        removed[path] = {to_stored.get(r, r): n for r, n in by_raw.items()}
+    removed |= remove_from_parquet(parts_dir(folder), stored)
     rows = LiveRows(live_path(config.online_store.path))
     counts = rows.delete(stored)
     if counts:

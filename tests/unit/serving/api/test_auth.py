@@ -349,7 +349,7 @@ def test_cli_serve_without_keys_fails_before_loading_models(
 ROUTES = list(NEEDS)
 
 
-@pytest.mark.parametrize("scope", ["score", "outreach", "admin"])
+@pytest.mark.parametrize("scope", ["score", "outreach", "ingest", "admin"])
 @pytest.mark.parametrize("route", ROUTES)
 def test_each_route_needs_its_scope_and_others_get_403(route: str, scope: str):
     ring = KeyRing([hash_key("k", "key-1", scopes=frozenset({scope}))])
