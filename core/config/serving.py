@@ -263,5 +263,7 @@ class IngestConfig(Strict):
     def _redis(cls, uri: str) -> str:
         scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
         if scheme not in REDIS_SCHEMES:
-            raise ValueError(f"{uri!r} is not a Redis URI; expected redis://HOST:PORT/DB")
+            raise ValueError(
+                f"{uri!r} is not a Redis URI; expected redis://HOST:PORT/DB"
+            )
         return uri

@@ -36,7 +36,9 @@ def histories(draw):
     spec = draw(feature_specs())
     mark = draw(midnights)
     later = mark + draw(st.sampled_from((1, 2, 9))) * DAY
-    events = [e for e in draw(event_logs((mark, later), feature_edges(spec))) if e[1] < later]
+    events = [
+        e for e in draw(event_logs((mark, later), feature_edges(spec))) if e[1] < later
+    ]
     # most events before the watermark are history; a few arrive late
     late = [draw(st.integers(0, 6)) == 0 for _ in events]
     return spec, mark, events, late
