@@ -48,8 +48,8 @@ def histories(draw):
 @given(histories())
 def test_live_rows_equal_a_full_rebuild(history):
     spec, mark, events, late = history
-    old = [e for e, x in zip(events, late) if e[1] < mark and not x]
-    new = [e for e, x in zip(events, late) if e[1] >= mark or x]
+    old = [e for e, x in zip(events, late, strict=True) if e[1] < mark and not x]
+    new = [e for e, x in zip(events, late, strict=True) if e[1] >= mark or x]
     con = connect(threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         state = fs.rebuild(
