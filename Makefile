@@ -189,7 +189,7 @@ bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~1
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
 bench-incremental: setup ## the nightly feature step from the incremental state vs the full rebuild (CUSTOMERS=1000000 by default; MEMORY_LIMIT=1GB), figures in bench/results/incremental.json
-	$(BENCH) incremental $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+	$(BENCH) incremental $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) $(if $(INGEST_ONLY),--ingest-only) $(if $(INGEST_CUSTOMERS),--ingest-customers $(INGEST_CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
 bench-readout: setup ## a campaign readout of 1,000,000 contacted customers (~100M events) vs hand-written DuckDB SQL, the Hillstrom readouts and uplift comparison (CUSTOMERS=1000000 MEMORY_LIMIT=1GB); bench/results/readout.json
