@@ -49,7 +49,7 @@ from benchmarks.api import API_KEY, bench_env, prepare
 from core.config import load_config
 from serving.api.servers import start_service, stop, wait_ready
 
-CLIENTS = 4
+CLIENTS = 8
 BATCH = 100
 STREAM_EVENTS = 60_000
 GOALS = {

@@ -59,8 +59,8 @@ def live_features(
         return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
 
     keys = cutoffs.select(_kcid=cutoffs[CUSTOMER_ID], _kcut=cutoffs[CUTOFF])
-    both = shaped(tiles).union(shaped(new))
-    both = both.semi_join(keys, both._cid == keys._kcid)
+    theirs = tiles.semi_join(keys, tiles._cid == keys._kcid)
+    both = shaped(theirs).union(shaped(new))
     merged = both.group_by(["_cid", "_day"]).aggregate(
         **{c: getattr(both[c], op)() for c, op in how.items()}
     )

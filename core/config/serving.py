@@ -255,7 +255,7 @@ class IngestConfig(Strict):
     stream: str = "propensity:events"
     group: str = "propensity-ingest"
     # stream entries read per XREADGROUP, and how long it blocks (ms)
-    read_count: int = Field(1000, ge=1, le=100_000)
+    read_count: int = Field(5000, ge=1, le=100_000)
     block_ms: int = Field(200, ge=1, le=60_000)
 
     @field_validator("redis")
