@@ -83,7 +83,7 @@ from serving.api.schemas import (
     ReasonOut,
     Target,
 )
-from serving.online_store.live import LiveRows, base_of, live_path
+from serving.online_store.live import LiveRows, live_path
 from serving.outreach import campaign
 from serving.outreach.contact_log import AlreadyConfirmed, ContactLogError
 from serving.outreach.contact_policy import OptOutFileError
@@ -277,7 +277,7 @@ class Propensity:
         stored = self.pseudonyms.many(customer_ids)
         try:
             found = self.store.lookup(stored)
-            live = self.live.lookup(base_of(self.store.meta()), stored)
+            live = self.live.lookup(self.store.meta(), stored)
             found = {**found, **live} if live else found
         except online_store.StoreError as exc:
             return _unavailable("predict_by_id", exc)  # type: ignore[return-value]

@@ -25,6 +25,7 @@ run reads the sealed log like any other events (docs/ingest.md).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.config import ProjectConfig
@@ -61,7 +63,7 @@ from serving.ingest import batch
 from serving.ingest.log import EventLog
 from serving.online_store import open_reader
 from serving.online_store.base import StoreError, column_values
-from serving.online_store.live import LiveRows, base_of, live_path
+from serving.online_store.live import LiveRows, base_of, live_path, split_features
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class Ingester:
         self.state_dir = state_dir(config.scoring.output)
         self.types = config.roles.types_read()
         self.con = connect(config.engine.memory_limit, config.engine.threads)
+        self._checker = connect(threads=1).con
         self._lock_path = Path(config.ingest.log) / LOCK
         self._base: str | None = None
         self._state: fs.FeatureState | None = None
@@ -128,9 +131,9 @@ class Ingester:
         """Check, log and apply a batch (see the module docstring); returns once
         the log holds it and the live rows include it. ContractError (naming
         row and field) or batch.TooMany when it is refused whole."""
-        with self._check_lock:  # one DuckDB connection: its cursors, one at a time
+        with self._check_lock:  # its own DuckDB: never waits for a group's query
             checked = batch.check(
-                self.con.con,
+                self._checker,
                 events,
                 where,
                 max_events=self.config.ingest.max_events,
@@ -331,11 +334,29 @@ class Ingester:
         return sql
 
     def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
-        columns = {}
-        for name in meta.features:
-            if name in table.columns:
-                columns[name] = column_values(table[name], name in meta.categorical)
+        """The live rows (serving.online_store.live.encode's layout), built a
+        column at a time: the recomputed features, the nightly row's for the
+        others (attributes, subscriptions)."""
         ids = table[CUSTOMER_ID].tolist()
+        numeric, texts = split_features(meta)
+        matrix = np.full((len(ids), len(numeric)), np.nan)
+        for j, name in enumerate(numeric):
+            if name in table.columns:
+                column = pd.to_numeric(table[name]).astype("Float64")
+                matrix[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
+            else:
+                values = [
+                    found[c].record.get(name) if c in found else None for c in ids
+                ]
+                matrix[:, j] = [np.nan if v is None else v for v in values]
+        text_columns = []
+        for name in texts:
+            if name in table.columns:
+                text_columns.append(column_values(table[name], True))
+            else:
+                text_columns.append(
+                    [found[c].record.get(name) if c in found else None for c in ids]
+                )
         flags = {
             t: table[population_column(t)].fillna(False).astype(bool).tolist()
             for t in meta.targets
@@ -344,15 +365,15 @@ class Ingester:
         rows = []
         for i, cid in enumerate(ids):
             nightly = found.get(cid)
-            record = {
-                name: (
-                    columns[name][i]
-                    if name in columns
-                    else (nightly.record.get(name) if nightly else None)
+            scored = [t for t in meta.targets if t in flags and flags[t][i]]
+            rows.append(
+                (
+                    cid,
+                    as_of[cid],
+                    matrix[i].tobytes(),
+                    json.dumps([col[i] for col in text_columns]),
+                    json.dumps(scored),
+                    json.dumps(dict(nightly.scores) if nightly else {}),
                 )
-                for name in meta.features
-            }
-            scored = [t for t in meta.targets if flags.get(t, [False] * len(ids))[i]]
-            scores = dict(nightly.scores) if nightly else {}
-            rows.append((cid, as_of[cid], record, scored, scores))
+            )
         return rows

@@ -22,14 +22,23 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from serving.online_store.base import Found, StoreMeta
 
-TABLE = "live"
+TABLE = "live_rows"
 
 
 def live_path(store_path: Path) -> Path:
     path = Path(store_path)
     return path.with_name(f"{path.stem}.live{path.suffix or '.sqlite'}")
+
+
+def split_features(meta: StoreMeta) -> tuple[list[str], list[str]]:
+    """The store's numeric and categorical features, each in the store's
+    order: how a live row keeps them (float64 bytes, a JSON list)."""
+    numeric = [f for f in meta.features if f not in meta.categorical]
+    return numeric, [f for f in meta.features if f in meta.categorical]
 
 
 def base_of(meta: StoreMeta) -> str:
@@ -67,8 +76,9 @@ class LiveRows:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(
             f"CREATE TABLE IF NOT EXISTS {TABLE} (customer_id TEXT PRIMARY KEY, "
-            "base TEXT NOT NULL, as_of TEXT NOT NULL, record TEXT NOT NULL, "
-            "scored TEXT NOT NULL, scores TEXT NOT NULL) WITHOUT ROWID"
+            "base TEXT NOT NULL, as_of TEXT NOT NULL, numbers BLOB NOT NULL, "
+            "texts TEXT NOT NULL, scored TEXT NOT NULL, scores TEXT NOT NULL) "
+            "WITHOUT ROWID"
         )
         self._local.db = db
         st = os.stat(self.path)
@@ -76,17 +86,16 @@ class LiveRows:
         return db
 
     def write(self, base: str, rows: Sequence[tuple]) -> None:
-        """Upsert rows (stored id, as_of, record, scored targets, nightly
-        scores) computed on `base`, in one transaction."""
+        """Upsert rows (stored id, as_of, the numeric features as float64
+        bytes, the categorical ones as a JSON list, the scored targets and the
+        nightly scores as JSON; `split_features` orders them) computed on
+        `base`, in one transaction."""
         db = self._db(create=True)
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (c, base, a, json.dumps(r), json.dumps(s), json.dumps(x))
-                    for c, a, r, s, x in rows
-                ],
+                f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(c, base, *rest) for c, *rest in rows],
             )
             if base != self._base:  # rows of an older nightly store: gone
                 db.execute(f"DELETE FROM {TABLE} WHERE base != ?", (base,))
@@ -96,22 +105,30 @@ class LiveRows:
             raise
         self._base = base
 
-    def lookup(self, base: str, ids: Sequence[str]) -> dict[str, Found]:
+    def lookup(self, meta: StoreMeta, ids: Sequence[str]) -> dict[str, Found]:
+        """The live rows of `ids` computed on the nightly store `meta`."""
         db = self._db()
         if db is None:
             return {}
         try:
             rows = db.execute(
-                f"SELECT customer_id, as_of, record, scored, scores FROM {TABLE} "
-                "WHERE base = ? AND customer_id IN (SELECT value FROM json_each(?))",
-                (base, json.dumps(list(ids))),
+                f"SELECT customer_id, as_of, numbers, texts, scored, scores FROM "
+                f"{TABLE} WHERE base = ? AND customer_id IN "
+                "(SELECT value FROM json_each(?))",
+                (base_of(meta), json.dumps(list(ids))),
             ).fetchall()
         except sqlite3.OperationalError:  # created between our check and now
             return {}
-        return {
-            c: Found(a, json.loads(r), frozenset(json.loads(s)), json.loads(x))
-            for c, a, r, s, x in rows
-        }
+        if not rows:
+            return {}
+        numeric, texts = split_features(meta)
+        out = {}
+        for c, a, numbers, text, scored, scores in rows:
+            values = dict(zip(numeric, np.frombuffer(numbers).tolist(), strict=True))
+            values.update(zip(texts, json.loads(text), strict=True))
+            record = {n: (None if (v := values[n]) != v else v) for n in meta.features}
+            out[c] = Found(a, record, frozenset(json.loads(scored)), json.loads(scores))
+        return out
 
     def delete(self, ids: Sequence[str]) -> dict[str, int]:
         db = self._db()

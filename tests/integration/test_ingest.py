@@ -14,6 +14,7 @@ import pytest
 from core.config import load_config
 from serving.ingest.live import Ingester
 from serving.ingest.log import EventLog
+from serving.online_store import open_reader
 from serving.online_store.live import LiveRows, live_path
 from tests.helpers import ingest_project
 
@@ -52,9 +53,10 @@ def entries(n: int) -> list[dict]:
 
 def live_rows(config) -> dict:
     rows = LiveRows(live_path(config.online_store.path))
+    meta = open_reader(config.online_store).meta()
     return {
         c: (f.as_of, f.record, sorted(f.scored))
-        for c, f in rows.lookup("r1@2025-06-01", [f"c{i}" for i in range(9)]).items()
+        for c, f in rows.lookup(meta, [f"c{i}" for i in range(9)]).items()
     }
 
 

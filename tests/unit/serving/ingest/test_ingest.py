@@ -18,9 +18,11 @@ from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import FeatureSpec, build_features, catalogue
 from features.sources.contract import ContractError
 from features.sources.load import connect, load_project
+from serving.batch.incremental import INCREMENTAL, feature_parts
 from serving.ingest import batch
 from serving.ingest.live import Ingester
 from serving.ingest.log import EventLog, seal_for_nightly, sealed_parts
+from serving.online_store import open_reader
 from serving.online_store.live import LiveRows, live_path
 from serving.privacy.forget import forget
 from tests.helpers import INGEST_MARK, ingest_project
@@ -32,7 +34,8 @@ def project(tmp_path: Path):
 
 
 def rows_of(config, ids):
-    return LiveRows(live_path(config.online_store.path)).lookup("r1@2025-06-01", ids)
+    meta = open_reader(config.online_store).meta()
+    return LiveRows(live_path(config.online_store.path)).lookup(meta, ids)
 
 
 def expected(config, extra: list[dict], ids: list[str]) -> pd.DataFrame:
@@ -147,6 +150,18 @@ def test_the_nightly_reads_the_sealed_events_once_and_forget_erases_them(project
     parts = sealed_parts(project.ingest.log)
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 2
     assert load_project(project, con=connect(threads=1)).rows() == base + 2
+    # the nightly's incremental path advances its state with them, once: its
+    # rows equal a full rebuild over the files and the ingested events
+    ds = load_project(project, con=connect(threads=1))
+    day = INGEST_MARK + timedelta(days=1)
+    spec = FeatureSpec.from_config(project)
+    parts_out, info = feature_parts(project, ds, day, project.ingest.log / "scratch")
+    assert info["mode"] == INCREMENTAL and info["events_read"] == 2, info
+    got = pd.concat([pd.read_parquet(p) for p in parts_out]).set_index(CUSTOMER_ID)
+    want = build_features(ds.events, [day], spec).to_pandas().set_index(CUSTOMER_ID)
+    names = catalogue(spec).names
+    assert sorted(got.index) == sorted(want.index)
+    assert got.loc[["c5", "c6"], names].equals(want.loc[["c5", "c6"], names])
     # a part marked but killed before its file: written by the next seal, once
     parts[0].unlink()
     assert seal_for_nightly(project) == parts
