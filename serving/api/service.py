@@ -562,7 +562,7 @@ class Propensity:
         return self._ingester
 
     @bentoml.api(route="/events")
-    def events(self, events: list[dict[str, Any]]) -> IngestResponse:
+    async def events(self, events: list[dict[str, Any]]) -> IngestResponse:
         """Real-time events (ingest scope), up to `ingest.max_events` a batch
         (more: 413): checked by the data contract like a file (a bad one: 422
         naming the row and field, nothing applied), appended to the event log
@@ -573,7 +573,7 @@ class Propensity:
 
         access.note_records(len(events))
         try:
-            outcome = self._ingest().ingest(events, "POST /events")
+            outcome = await self._ingest().ingest_async(events, "POST /events")
         except TooMany as exc:
             return JSONResponse({"error": str(exc)}, status_code=413)  # type: ignore[return-value]
         except ContractError as exc:

@@ -24,6 +24,7 @@ run reads the sealed log like any other events (docs/ingest.md).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -131,6 +132,32 @@ class Ingester:
         """Check, log and apply a batch (see the module docstring); returns once
         the log holds it and the live rows include it. ContractError (naming
         row and field) or batch.TooMany when it is refused whole."""
+        out, rows, stored = self.prepare(events, where, ids=ids, drop_bad=drop_bad)
+        if rows:
+            self.finish(out, len(rows), self.submit(rows, stored).result())
+        return out
+
+    async def ingest_async(
+        self, events: Sequence[Mapping[str, object]], where: str
+    ) -> Outcome:
+        """`ingest` for an event loop: the checks in a thread, the group awaited
+        (the API's `POST /events`: a waiting request holds no thread)."""
+        out, rows, stored = await asyncio.to_thread(self.prepare, events, where)
+        if rows:
+            result = await asyncio.wrap_future(self.submit(rows, stored))
+            self.finish(out, len(rows), result)
+        return out
+
+    def prepare(
+        self,
+        events: Sequence[Mapping[str, object]],
+        where: str,
+        *,
+        ids: Sequence[str] | None = None,
+        drop_bad: bool = False,
+    ) -> tuple[Outcome, list, list]:
+        """The batch checked, pseudonymised, the suppressed left out: the
+        outcome so far, the rows to log and their stored ids."""
         with self._check_lock:  # its own DuckDB: never waits for a group's query
             checked = batch.check(
                 self._checker,
@@ -150,17 +177,18 @@ class Ingester:
             rejected=len(events) - len(rows),
             problems=[batch.problem_json(p) for p in checked.problems],
         )
-        if kept:
-            added, customers, as_of = self._grouped(
-                [r for r, _ in kept], [s for _, s in kept]
-            )
-            out.accepted, out.customers, out.as_of = added, customers, as_of
-        out.duplicates = len(kept) - out.accepted
-        return out
+        return out, [r for r, _ in kept], [s for _, s in kept]
+
+    @staticmethod
+    def finish(out: Outcome, kept: int, result: tuple) -> None:
+        out.accepted, out.customers, out.as_of = result
+        out.duplicates = kept - out.accepted
 
     # -- grouping concurrent batches ---------------------------------------
 
-    def _grouped(self, rows: list, stored: list) -> tuple[int, int, str | None]:
+    def submit(self, rows: list, stored: list) -> Future:
+        """Queue rows for the next group; the future gives (events added,
+        customers refreshed, newest event time)."""
         done: Future = Future()
         with self._cond:
             self._queue.append((rows, stored, done))
@@ -170,7 +198,7 @@ class Ingester:
                 )
                 self._thread.start()
             self._cond.notify()
-        return done.result()
+        return done
 
     def _run(self) -> None:
         wait = self.config.ingest.group_ms / 1000

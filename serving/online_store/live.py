@@ -4,8 +4,9 @@ ingest (serving.ingest) refreshed since the nightly run wrote the store.
 The nightly store is never changed in place (a SQLite file swapped whole, or a
 Postgres table renamed into place); ingest writes its rows to a small SQLite
 file beside it (`<online_store.path>` with `.live` before the suffix, WAL, one
-row per customer: the features as JSON, the targets whose population holds the
-customer, the newest event's time as `as_of`), each batch in one transaction. A
+row per customer: the numeric features as float64 bytes and the categorical
+ones as a JSON list, the targets whose population holds the customer, the
+newest event's time as `as_of`), each batch in one transaction. A
 row counts only over the nightly contents it was computed on (`base`: their run
 id and as-of date): when the nightly run swaps in a new store, the live rows of
 the old one are ignored until ingest rewrites them on the new one. Readers look
