@@ -188,7 +188,7 @@ bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~1
 	$(BENCH) batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
-bench-incremental: setup ## the nightly feature step from the incremental state vs the full rebuild (CUSTOMERS=1000000 by default; MEMORY_LIMIT=1GB), figures in bench/results/incremental.json
+bench-incremental: setup ## the nightly feature step from the incremental state vs the full rebuild (CUSTOMERS=1000000 by default; MEMORY_LIMIT=1GB), then real-time ingest (INGEST_ONLY=1 for that alone, INGEST_CUSTOMERS=20000), figures in bench/results/incremental.json
 	$(BENCH) incremental $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) $(if $(INGEST_ONLY),--ingest-only) $(if $(INGEST_CUSTOMERS),--ingest-customers $(INGEST_CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 

@@ -44,7 +44,7 @@ def histories(draw):
     return spec, mark, events, late
 
 
-@settings(FEATURES, max_examples=examples(8))
+@settings(FEATURES, max_examples=examples(5))
 @given(histories())
 def test_live_rows_equal_a_full_rebuild(history):
     spec, mark, events, late = history
