@@ -40,6 +40,7 @@ class Checked:
 
     rows: list[tuple]  # (customer_id, event_time, event_type, amount, quantity, id)
     problems: list[Problem]  # rows left out (only with `drop_bad`)
+    bad: frozenset[int] = frozenset()  # their row numbers (1-based), every one
 
 
 def _text(value) -> str | None:
@@ -87,9 +88,13 @@ def check(
         if problems and not drop_bad:
             ensure(problems)
         if problems:
-            bad = _bad_rows(cur, problems, present, as_of)
-        select = _normalised_sql(present)
-        out = cur.execute(select).fetchall()
+            bad = _bad_rows(cur, problems, present, as_of, len(events))
+        # every row bad (e.g. a required field absent from all): nothing to read
+        out = (
+            []
+            if len(bad) >= len(events)
+            else cur.execute(_normalised_sql(present)).fetchall()
+        )
     finally:
         cur.close()
     rows = []
@@ -99,7 +104,7 @@ def check(
         i = row[0] - 1
         event_id = row[6] or (ids[i] if ids is not None else f"i-{uuid.uuid4().hex}")
         rows.append((row[1], row[2], row[3], row[4], row[5], event_id))
-    return Checked(rows, problems)
+    return Checked(rows, problems, frozenset(bad))
 
 
 def _normalised_sql(present: Sequence[str]) -> str:
@@ -117,13 +122,15 @@ def _normalised_sql(present: Sequence[str]) -> str:
     )
 
 
-def _bad_rows(cur, problems: list[Problem], present, as_of: datetime) -> set[int]:
+def _bad_rows(
+    cur, problems: list[Problem], present, as_of: datetime, n: int
+) -> set[int]:
     """Every row failing a check (a Problem shows only the first few)."""
     # the same checks again, row by row: cheap on a batch
     bad: set[int] = set()
     for problem in problems:
         if not problem.rows:
-            return set(range(1, 10**9))  # a batch-wide problem: all of it
+            return set(range(1, n + 1))  # a batch-wide problem: all of it
     for (row,) in cur.execute(f"SELECT {ROW} FROM _ingest_batch").fetchall():
         one = f"(SELECT * FROM _ingest_batch WHERE {ROW} = {row})"
         found = validate_events(cur, "", one, present, as_of)

@@ -83,6 +83,7 @@ class Outcome:
     rejected: int = 0  # bad rows left out (the stream's dead letters)
     customers: int = 0  # whose rows were refreshed
     problems: list = field(default_factory=list)
+    bad_rows: frozenset = frozenset()  # 1-based rows left out as bad
     as_of: str | None = None  # the newest event time the refreshed rows include
 
 
@@ -176,6 +177,7 @@ class Ingester:
             suppressed=len(rows) - len(kept),
             rejected=len(events) - len(rows),
             problems=[batch.problem_json(p) for p in checked.problems],
+            bad_rows=checked.bad,
         )
         return out, [r for r, _ in kept], [s for _, s in kept]
 

@@ -117,8 +117,8 @@ class Consumer:
             ids=[f"{self.stream}/{i}" for i in ids],
             drop_bad=True,
         )
-        if outcome.problems:
-            self._dead_letters(ids, events, outcome.problems)
+        if outcome.bad_rows:
+            self._dead_letters(ids, events, outcome)
         if before_ack is not None:
             before_ack(ids)
         self.redis.xack(self.stream, self.group, *ids)
@@ -131,24 +131,24 @@ class Consumer:
         t.acked += len(ids)
         return len(ids)
 
-    def _dead_letters(self, ids: list[str], events: list[dict], problems) -> None:
+    def _dead_letters(self, ids: list[str], events: list[dict], outcome) -> None:
         target = self.stream + REJECTED_SUFFIX
-        for problem in problems:
-            for row in problem["rows"] or range(1, len(ids) + 1):
-                if 1 <= row <= len(ids):
-                    self.redis.xadd(
-                        target,
-                        {
-                            "entry": ids[row - 1],
-                            "event": json.dumps(events[row - 1], default=str),
-                            "problem": problem["message"],
-                        },
-                    )
+        why = "; ".join(p["message"] for p in outcome.problems)
+        for row in sorted(outcome.bad_rows):
+            self.redis.xadd(
+                target,
+                {
+                    "entry": ids[row - 1],
+                    "event": json.dumps(events[row - 1], default=str),
+                    "problem": why,
+                },
+            )
         log.warning(
-            "stream %s: %d problem(s), entries sent to %s",
+            "stream %s: %d entries refused by the data contract, sent to %s: %s",
             self.stream,
-            len(problems),
+            len(outcome.bad_rows),
             target,
+            why,
         )
 
     def run(
