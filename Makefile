@@ -35,7 +35,7 @@ OUT ?=
 CONFIG ?=
 # bench-api: requests per figure (empty: the bench's default)
 REQUESTS ?=
-# api-key: who holds the new key, what it may call (score, outreach, admin)
+# api-key: who holds the new key, what it may call (score, outreach, ingest, admin)
 NAME ?=
 SCOPES ?= score
 # campaign-report: the campaign id, text|json|html, an output file (empty: stdout)
@@ -72,7 +72,7 @@ endif
 export OMP_WAIT_POLICY ?= passive
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init check train tune score nightly score-status outcomes serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-incremental bench-readout bench-spark bench-privacy bench-footprint bench-console bench-soak bench-uplift test test-faults lint format clean
+.PHONY: help setup data init check train tune score nightly score-status outcomes ingest serve run bento api-key ui console campaigns campaign-report uplift uplift-report tracking-server bench bench-features bench-quality bench-api bench-batch bench-incremental bench-readout bench-spark bench-privacy bench-footprint bench-console bench-soak bench-uplift test test-faults lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ score-status: setup ## the last scoring run's status (exit code: the run's)
 
 outcomes: setup ## newly matured score dates against realised labels, logged to MLflow (FROM=YYYY-MM-DD FORMAT=text|json; exit 8 alert)
 	$(CLI) outcomes $(if $(FROM),--as-of-from $(FROM)) --format $(FORMAT)
+
+ingest: setup ## consume real-time events from the Redis Stream STREAM (default: ingest.stream) into the event log and the online store
+	$(CLI) ingest $(if $(STREAM),--stream $(STREAM))
 
 serve: setup ## serve the champions on localhost:$(PORT) with BentoML
 	$(CLI) serve --port $(PORT)
@@ -185,8 +188,8 @@ bench-batch: setup ## the nightly job at scale (CUSTOMERS=1000000 by default: ~1
 	$(BENCH) batch $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
-bench-incremental: setup ## the nightly feature step from the incremental state vs the full rebuild (CUSTOMERS=1000000 by default; MEMORY_LIMIT=1GB), figures in bench/results/incremental.json
-	$(BENCH) incremental $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) \
+bench-incremental: setup ## the nightly feature step from the incremental state vs the full rebuild (CUSTOMERS=1000000 by default; MEMORY_LIMIT=1GB), then real-time ingest (INGEST_ONLY=1 for that alone, INGEST_CUSTOMERS=20000), figures in bench/results/incremental.json
+	$(BENCH) incremental $(if $(filter command line,$(origin CUSTOMERS)),--customers $(CUSTOMERS)) $(if $(INGEST_ONLY),--ingest-only) $(if $(INGEST_CUSTOMERS),--ingest-customers $(INGEST_CUSTOMERS)) \
 		$(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT))
 
 bench-readout: setup ## a campaign readout of 1,000,000 contacted customers (~100M events) vs hand-written DuckDB SQL, the Hillstrom readouts and uplift comparison (CUSTOMERS=1000000 MEMORY_LIMIT=1GB); bench/results/readout.json

@@ -20,6 +20,7 @@ import click
 from cli import (
     campaigns,
     data,
+    ingest,
     outcomes,
     privacy,
     score,
@@ -88,6 +89,7 @@ for _module in (
     score,
     outcomes,
     serve,
+    ingest,
     privacy,
     campaigns,
     uplift,

@@ -51,6 +51,9 @@ def score(
     options = ctx.ensure_object(Options)
     _, config, uri = options.context()
     try:
+        from serving.ingest.log import seal_for_nightly
+
+        seal_for_nightly(config)  # the ingested events it reads (docs/ingest.md)
         ds = options.load_data(config)
         configure(uri)
         champions = Champions.load(config, uri)

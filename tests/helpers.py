@@ -271,6 +271,7 @@ NEEDS = {
     "/explain": "score",
     "/outreach": "outreach",
     "/campaign_report": "outreach",
+    "/events": "ingest",
     "/metadata": "admin",
     "/forget": "admin",
 }
@@ -346,3 +347,72 @@ async def read_body(receive) -> bytes:  # noqa: ANN001
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+INGEST_MARK = datetime(2025, 6, 1)
+
+
+def ingest_project(root: Path, customers: int = 40, seed: int = 3) -> Path:
+    """A small project real-time ingest can run on, without training: random
+    events before INGEST_MARK, the nightly's feature state at that date and an
+    online store of its feature rows (made-up scores, run id `r1`). Returns the
+    config path."""
+    from core.config import load_config
+    from features import state as fs
+    from features.definition import FeatureSpec, catalogue
+    from features.sources.load import connect, load_project
+    from serving.batch.incremental import nightly_key, state_dir
+
+    rng = np.random.default_rng(seed)
+    n = customers * 12
+    types = np.array(["login", "purchase", "support_ticket", "cancel"])
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{int(i)}" for i in rng.integers(0, customers, n)],
+            "event_time": INGEST_MARK
+            - pd.to_timedelta(rng.integers(60, 200 * 86400, n), unit="s"),
+            "event_type": types[rng.choice(4, n, p=[0.6, 0.25, 0.1, 0.05])],
+            "amount": np.round(rng.uniform(1, 90, n), 2),
+        }
+    )
+    frame["event_time"] = frame["event_time"].astype("datetime64[us]")
+    root.mkdir(parents=True, exist_ok=True)
+    events = root / "events.parquet"
+    frame.to_parquet(events)
+    path = write_config(
+        root / "propensity.yaml",
+        events,
+        None,
+        online_store={"path": str(root / "online" / "store.sqlite")},
+        ingest={"log": str(root / "ingest"), "group_ms": 0},
+        data={"events": str(events), "as_of": "2025-06-30T00:00:00"},
+    )
+    config = load_config(path)
+    ds = load_project(config, con=connect(threads=1))
+    spec = FeatureSpec.from_config(config)
+    state = fs.rebuild(
+        state_dir(config.scoring.output),
+        ds.con,
+        [ds.events],
+        INGEST_MARK,
+        spec,
+        nightly_key(config, ds, spec),
+    )
+    rows = state.features(ds.con, spec).to_pandas()
+    names = catalogue(spec).names
+    meta = StoreMeta(
+        as_of=f"{INGEST_MARK:%Y-%m-%d}",
+        feature_set_version="test",
+        written_at="2025-06-01T01:00:00",
+        run_id="r1",
+        features=tuple(names),
+        categorical=frozenset(),
+        model_versions={t: "1" for t in spec.targets},
+    )
+    scores = {
+        t: np.where(rows[population_column(t)], 0.5, np.nan) for t in spec.targets
+    }
+    with SqliteStoreWriter(config.online_store.path, meta) as writer:
+        writer.append(rows, scores, INGEST_MARK)
+    ds.con.disconnect()
+    return path

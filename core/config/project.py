@@ -25,6 +25,7 @@ from core.config.privacy import PrivacyConfig
 from core.config.serving import (
     ApiConfig,
     ExplainConfig,
+    IngestConfig,
     OnlineStoreConfig,
     OutreachConfig,
     ScoringConfig,
@@ -47,6 +48,7 @@ class ProjectConfig(Strict):
     mlflow: MLflowConfig = MLflowConfig()
     scoring: ScoringConfig = ScoringConfig()
     online_store: OnlineStoreConfig = OnlineStoreConfig()
+    ingest: IngestConfig = IngestConfig()
     api: ApiConfig = ApiConfig()
     explain: ExplainConfig = ExplainConfig()
     outreach: OutreachConfig = OutreachConfig()

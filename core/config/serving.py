@@ -236,3 +236,34 @@ class OutreachConfig(Strict):
     # {uri: postgresql://..., table: ...} for replicas on several machines.
     frequency_cap: FrequencyCap | None = None
     contact_log: ContactLogSetting = Path("contacts/contacts.sqlite")
+
+
+class IngestConfig(Strict):
+    """Real-time ingest (serving.ingest): events sent to `POST /events` or read
+    from a Redis Stream are validated by the data contract, appended to the event
+    log (`log`: a SQLite file, sealed into Parquet parts the nightly run reads)
+    and their customers' online-store rows refreshed."""
+
+    # the event log: `events.sqlite` and the sealed `parts/` the nightly reads
+    log: ConfigPath = Path("ingest")
+    # events per POST /events (or stream read) at most; more is a 413
+    max_events: int = Field(10_000, ge=1, le=100_000)
+    # how long the live layer waits to group concurrent batches (ms)
+    group_ms: float = Field(20, ge=0, le=1000)
+    # the Redis Stream consumer (`propensity ingest --stream NAME`)
+    redis: str = "redis://127.0.0.1:6379/0"
+    stream: str = "propensity:events"
+    group: str = "propensity-ingest"
+    # stream entries read per XREADGROUP, and how long it blocks (ms)
+    read_count: int = Field(5000, ge=1, le=100_000)
+    block_ms: int = Field(200, ge=1, le=60_000)
+
+    @field_validator("redis")
+    @classmethod
+    def _redis(cls, uri: str) -> str:
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"{uri!r} is not a Redis URI; expected redis://HOST:PORT/DB"
+            )
+        return uri

@@ -404,12 +404,17 @@ def _events_view_sql(
     con: duckdb.DuckDBPyConnection,
     ids: _Ids,
     event_types: list[str] | None = None,
+    stored: Sequence[str] = (),
 ) -> str:
     """The events view: each source normalised on its own (its columns' types
-    are its own), then all of them as one log (UNION ALL)."""
+    are its own), then all of them as one log (UNION ALL); the `stored`
+    relations hold stored ids already (pseudonyms when they are on)."""
     selects = [
         _events_select_sql(r, _column_types(con, r), ids, event_types)
         for r in relations
+    ] + [
+        _events_select_sql(r, _column_types(con, r), _Ids(), event_types)
+        for r in stored
     ]
     return f"CREATE OR REPLACE VIEW {EVENTS_VIEW} AS " + " UNION ALL ".join(selects)
 
@@ -563,6 +568,7 @@ def load(
     event_types: list[str] | None = None,
     columns: ColumnsConfig | None = None,
     base_plans: list[str] | None = None,
+    stored_events: Path | None = None,
 ) -> Dataset:
     """Validate every input, then expose them as views; ContractError on bad input.
 
@@ -579,7 +585,9 @@ def load(
     as pseudonyms; customers whose stored id is in `suppressed` are dropped from
     every view; with `attributes` the customers view holds only those columns.
     Validation reads the raw input, and its messages name files, rows and
-    columns, never an id.
+    columns, never an id. `stored_events` is a folder of events files whose ids
+    are stored ids already (real-time ingest's sealed log): validated and added
+    to the events as they are.
     """
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
     con = con or connect()
@@ -587,6 +595,12 @@ def load(
     columns = columns or ColumnsConfig()
     sources = event_sources(events, columns)
     found = _all_events(raw, sources, fmt, as_of)
+    if stored_events is not None:
+        found.append(
+            _events_input(
+                raw, EventSource(path=stored_events), "auto", as_of, "events_stored"
+            )
+        )
     people = (
         None
         if customers is None
@@ -604,10 +618,12 @@ def load(
         + (people.problems if people else [])
         + (terms.problems if terms else [])
     )
+    stored_input = found.pop() if stored_events is not None else None
+    plain = [stored_input.relation] if stored_input is not None else []
     event_relations = [i.relation for i in found]
     relations = event_relations + [i.relation for i in (people, terms) if i]
     ids = _id_source(raw, pseudonyms, relations, suppressed)
-    raw.execute(_events_view_sql(event_relations, raw, ids, event_types))
+    raw.execute(_events_view_sql(event_relations, raw, ids, event_types, plain))
     views = [EVENTS_VIEW]
     if people:
         _customers_view(con, people.relation, ids, attributes)
@@ -630,7 +646,8 @@ def load(
         con,
         con.table(EVENTS_VIEW),
         customers_table,
-        [f for i in found for f in i.files],
+        [f for i in found for f in i.files]
+        + (stored_input.files if stored_input else []),
         people.files if people else [],
         subscriptions_table,
         terms.files if terms else [],
@@ -656,6 +673,7 @@ def load_project(config: ProjectConfig, con: ibis.BaseBackend | None = None) -> 
         event_types=config.roles.types_read(),
         columns=config.data.columns,
         base_plans=config.data.base_plans,
+        stored_events=ingested_parts(config),
     )
 
 
@@ -668,3 +686,14 @@ __all__ = [
     "event_sources",
     "load_project",
 ]
+
+
+INGESTED_PARTS = "parts"
+
+
+def ingested_parts(config: ProjectConfig) -> Path | None:
+    """The sealed parts of real-time ingest's event log (serving.ingest.log:
+    `<ingest.log>/parts`, stored ids, the contract's column names), or None
+    when there are none yet."""
+    parts = Path(config.ingest.log) / INGESTED_PARTS
+    return parts if any(parts.glob("part-*.parquet")) else None

@@ -17,7 +17,7 @@ constant time and without stopping at a match, so timing reveals neither which
 key matched nor how close a guess came. Keys are never logged.
 
 Keys carry scopes: `score` (predict, predict_by_id, explain), `outreach`
-(outreach, campaign_report), and
+(outreach, campaign_report), `ingest` (events: real-time events, serving.ingest), and
 `admin` (metadata, forget, and any other route). A key without the scope a route
 needs gets 403, saying which scope is missing. A key file line may end with
 `:scope,scope`; a line without one (written before scopes existed) and keys from
@@ -74,8 +74,8 @@ KEY_NAME = "propensity.key_name"
 SALT_BYTES = 16
 # the key file holds hashes only, but nobody else needs to read them
 KEY_FILE_MODE = 0o600
-SCORE, OUTREACH, ADMIN = "score", "outreach", "admin"
-SCOPES = (SCORE, OUTREACH, ADMIN)
+SCORE, OUTREACH, INGEST, ADMIN = "score", "outreach", "ingest", "admin"
+SCOPES = (SCORE, OUTREACH, INGEST, ADMIN)
 # the scope each route needs; any other route not public needs admin
 ROUTE_SCOPES = {
     "/predict": SCORE,
@@ -83,6 +83,7 @@ ROUTE_SCOPES = {
     "/explain": SCORE,
     "/outreach": OUTREACH,
     "/campaign_report": OUTREACH,
+    "/events": INGEST,
     "/metadata": ADMIN,
     "/forget": ADMIN,
 }

@@ -41,7 +41,8 @@ class ByIdPrediction(BaseModel):
     # not_found: the online store has no row for this id (not eligible at its
     # as-of date, or unknown); probabilities and as_of are then null
     status: Literal["ok", "not_found"]
-    # the date the customer's features were computed at (events before it)
+    # the date the customer's features were computed at (events before it), or,
+    # once an ingested event refreshed them, that newest event's time
     as_of: str | None
     # the served targets whose population held the customer at as_of
     probabilities: dict[str, float] | None
@@ -184,3 +185,19 @@ class ForgetResponse(BaseModel):
 class MetadataResponse(BaseModel):
     models: dict[str, ModelInfo]
     feature_set_version: str
+
+
+class IngestResponse(BaseModel):
+    """What `POST /events` did with a batch (serving.ingest)."""
+
+    received: int
+    # new in the event log and applied to the online store
+    accepted: int
+    # event ids the log held already (or repeated in the batch): applied once
+    duplicates: int
+    # events of forgotten customers (the suppression list): dropped
+    suppressed: int
+    # customers whose predict_by_id rows now include the batch
+    customers: int
+    # the newest event time those rows include
+    as_of: str | None

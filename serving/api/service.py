@@ -30,9 +30,10 @@ conflict, 503 saying what is missing.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
@@ -68,6 +69,7 @@ from serving.api.schemas import (
     Explanation,
     FeatureInfo,
     ForgetResponse,
+    IngestResponse,
     MetadataResponse,
     ModelInfo,
     OutreachCounts,
@@ -81,6 +83,7 @@ from serving.api.schemas import (
     ReasonOut,
     Target,
 )
+from serving.online_store.live import LiveRows, live_path
 from serving.outreach import campaign
 from serving.outreach.contact_log import AlreadyConfirmed, ContactLogError
 from serving.outreach.contact_policy import OptOutFileError
@@ -164,6 +167,11 @@ class Propensity:
         # registry or a corrupted artifact leaves the worker up and not ready,
         # trying again in the background (serving/api/readiness.py)
         self.uplift: dict = {}
+        # real-time ingest (serving.ingest): the live rows over the nightly
+        # store, and the ingester, made at the first POST /events
+        self.live = LiveRows(live_path(config.online_store.path))
+        self._ingester = None
+        self._ingester_lock = threading.Lock()
         self.loader = readiness.track(
             readiness.Loader(lambda: self._load(path), config.api.load_retry_max_s)
         )
@@ -258,9 +266,10 @@ class Propensity:
         ],
     ) -> PredictByIdResponse:
         """Probabilities for customer ids, from the features the nightly job
-        stored for each (its as-of date is returned); an id the store lacks is
-        `not_found`. A target whose population did not hold the customer at the
-        as-of date (e.g. churn, for a customer already churned) has no
+        stored for each (its as-of date is returned), or those real-time ingest
+        refreshed since (`as_of` is then the newest event's time); an id the
+        store lacks is `not_found`. A target whose population did not hold the
+        customer at the as-of date (e.g. churn, for a customer already churned) has no
         probability and is listed in `not_in_population`. With pseudonymisation
         on, the store is keyed by pseudonym: each id is hashed first and answered
         as sent."""
@@ -268,6 +277,8 @@ class Propensity:
         stored = self.pseudonyms.many(customer_ids)
         try:
             found = self.store.lookup(stored)
+            live = self.live.lookup(self.store.meta(), stored)
+            found = {**found, **live} if live else found
         except online_store.StoreError as exc:
             return _unavailable("predict_by_id", exc)  # type: ignore[return-value]
         hits = [i for i, c in enumerate(stored) if c in found]
@@ -540,6 +551,48 @@ class Propensity:
             forgotten=len(erasure.customers),
             rows_removed=erasure.rows(),
             places={p: sum(ids.values()) for p, ids in erasure.removed.items()},
+        )
+
+    def _ingest(self):
+        from serving.ingest.live import Ingester
+
+        with self._ingester_lock:
+            if self._ingester is None:
+                self._ingester = Ingester(self.config)
+        return self._ingester
+
+    @bentoml.api(route="/events")
+    async def events(self, events: list[dict[str, Any]]) -> IngestResponse:
+        """Real-time events (ingest scope), up to `ingest.max_events` a batch
+        (more: 413): checked by the data contract like a file (a bad one: 422
+        naming the row and field, nothing applied), appended to the event log
+        the next nightly run reads, and applied to the customers'
+        predict_by_id rows before the answer. An `event_id` makes a resent
+        event count once; the forgotten's events are dropped."""
+        from serving.ingest.batch import TooMany, problem_json
+
+        access.note_records(len(events))
+        try:
+            outcome = await self._ingest().ingest_async(events, "POST /events")
+        except TooMany as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)  # type: ignore[return-value]
+        except ContractError as exc:
+            return JSONResponse(  # type: ignore[return-value]
+                {
+                    "error": str(exc),
+                    "problems": [problem_json(p) for p in exc.problems],
+                },
+                status_code=422,
+            )
+        except online_store.StoreError as exc:
+            return _unavailable("events", exc)  # type: ignore[return-value]
+        return IngestResponse(
+            received=outcome.received,
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            suppressed=outcome.suppressed,
+            customers=outcome.customers,
+            as_of=outcome.as_of,
         )
 
     @bentoml.api(route="/metadata")

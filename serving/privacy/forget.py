@@ -96,6 +96,7 @@ def forget(config: ProjectConfig, customer_ids: Sequence[str]) -> Erasure:
         before = suppressed(config.privacy)
         add_suppressed(config.privacy, stored)
         removed = _online_store(config, stored)
+        removed |= _ingested(config, stored)
         removed |= _feature_state(config, stored, before)
         contacts = open_contact_log(config.outreach.contact_log).delete(stored)
         removed |= {str(config.outreach.contact_log): contacts} if contacts else {}
@@ -185,6 +186,30 @@ def _online_store(config: ProjectConfig, stored: Sequence[str]) -> dict:
     store = open_reader(config.online_store)
     counts = store.delete(stored)
     return {store.place: counts} if counts else {}
+
+
+def _ingested(config: ProjectConfig, stored: Sequence[str]) -> dict:
+    """Erase them from real-time ingest (serving.ingest): their events in the
+    event log and its sealed parts, their live rows over the online store."""
+    from serving.ingest.log import FILE, EventLog, parts_dir
+    from serving.online_store.live import LiveRows, live_path
+
+    removed: dict = {}
+    folder = config.ingest.log
+    if (folder / FILE).exists():
+        events = EventLog(folder)
+        try:
+            counts = events.forget(stored)
+        finally:
+            events.close()
+        if counts:
+            removed[str(folder / FILE)] = counts
+    removed |= remove_from_parquet(parts_dir(folder), stored)
+    rows = LiveRows(live_path(config.online_store.path))
+    counts = rows.delete(stored)
+    if counts:
+        removed[str(rows.path)] = counts
+    return removed
 
 
 def _log_erasure(privacy: PrivacyConfig, erasure: Erasure) -> None:

@@ -302,3 +302,75 @@ def test_forget_over_the_api_needs_admin_and_takes_effect_at_once(
     assert gone.json()["predictions"][0]["status"] == "not_found"
     suppressed = (config.privacy.dir / "suppressed.txt").read_text().split()
     assert private.stored(raw) in suppressed and raw not in suppressed
+
+
+def test_ingested_events_move_predict_by_id_and_are_stored_as_pseudonyms(
+    private: Private, private_server: Server
+) -> None:
+    """POST /events (ingest scope) for a scored customer, sent by raw id:
+    predict_by_id changes and its as_of becomes the newest event's time; a bad
+    event is a 422 naming row and field and applies nothing; the event log and
+    the live rows hold pseudonyms only."""
+    url, keys = private_server.url, private.keys
+    config = load_config(private.project.config)
+    first = next(Path(config.scoring.output).glob("as_of=*/*.parquet"))
+    table = pq.read_table(first).to_pandas()
+    table = table[table["churn"].notna()]
+    stored = set(table["customer_id"])
+    raw = next(r for r in sorted(private.raw_ids) if private.stored(r) in stored)
+    as_of = first.parent.name.split("=")[1]
+    body = {"customer_ids": [raw]}
+    before = httpx.post(f"{url}/predict_by_id", json=body, headers=auth(keys["score"]))
+    assert before.json()["predictions"][0]["as_of"] == as_of
+    events = [
+        {
+            "customer_id": raw,
+            "event_time": f"{as_of} 10:0{i}:00",
+            "event_type": kind,
+            "event_id": f"test-{i}",
+        }
+        for i, kind in enumerate(["support_ticket"] * 6 + ["cancel"])
+    ]
+    sent = httpx.post(
+        f"{url}/events",
+        json={"events": events},
+        headers=auth(keys["ingest"]),
+        timeout=60,
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["accepted"] == 7 and sent.json()["customers"] == 1
+    after = httpx.post(f"{url}/predict_by_id", json=body, headers=auth(keys["score"]))
+    got = after.json()["predictions"][0]
+    assert got["customer_id"] == raw and got["as_of"] == f"{as_of}T10:06:00"
+    assert got["probabilities"] != before.json()["predictions"][0]["probabilities"]
+    # resent: nothing changes
+    again = httpx.post(
+        f"{url}/events",
+        json={"events": events},
+        headers=auth(keys["ingest"]),
+        timeout=60,
+    )
+    assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 7
+    # a bad event: 422 naming row and field, nothing applied
+    bad = [events[0] | {"event_id": "new-1"}, events[1] | {"event_time": "soon"}]
+    refused = httpx.post(
+        f"{url}/events", json={"events": bad}, headers=auth(keys["ingest"]), timeout=60
+    )
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()["problems"][0]
+    assert problem["field"] == "event_time" and problem["rows"] == [2]
+    too_many = httpx.post(
+        f"{url}/events",
+        json={"events": events * 1500},
+        headers=auth(keys["ingest"]),
+        timeout=60,
+    )
+    assert too_many.status_code == 413, too_many.text
+    denied = httpx.post(
+        f"{url}/events", json={"events": events}, headers=auth(keys["score"])
+    )
+    assert denied.status_code == 403
+    leaks = raw_ids_in(private.root / "ingest", private.raw_ids)
+    leaks |= raw_ids_in(private.root / "online", private.raw_ids)
+    assert leaks == {}, leaks
+    assert (private.root / "ingest" / "events.sqlite").exists()

@@ -94,6 +94,7 @@ def test_the_command_tree_is_the_documented_one() -> None:
         "score",
         "score status",
         "outcomes",
+        "ingest",
         "serve",
         "bento",
         "api-key",

@@ -78,14 +78,16 @@ def bearer(key: str) -> dict[str, str]:
 def test_hash_is_sha256_of_salt_and_key_and_round_trips_through_a_line() -> None:
     key = hash_key("crm", "s3cret", salt=SALT)
     assert key.digest == hashlib.sha256(SALT + b"s3cret").digest()
-    assert key.line() == f"crm:{SALT.hex()}:{key.digest.hex()}:score,outreach,admin"
+    assert (
+        key.line() == f"crm:{SALT.hex()}:{key.digest.hex()}:score,outreach,ingest,admin"
+    )
     assert parse_keys(key.line(), "f") == [key]
     scoped = hash_key("crm", "s3cret", salt=SALT, scopes=frozenset({"outreach"}))
     assert scoped.line().endswith(":outreach")
     assert parse_keys(scoped.line(), "f") == [scoped]
     # a line from before scopes: every scope
     old = f"crm:{SALT.hex()}:{key.digest.hex()}"
-    assert parse_keys(old, "f")[0].scopes == {"score", "outreach", "admin"}
+    assert parse_keys(old, "f")[0].scopes == {"score", "outreach", "ingest", "admin"}
     assert hash_key("crm", "s3cret").salt != hash_key("crm", "s3cret").salt
 
 
@@ -349,7 +351,7 @@ def test_cli_serve_without_keys_fails_before_loading_models(
 ROUTES = list(NEEDS)
 
 
-@pytest.mark.parametrize("scope", ["score", "outreach", "admin"])
+@pytest.mark.parametrize("scope", ["score", "outreach", "ingest", "admin"])
 @pytest.mark.parametrize("route", ROUTES)
 def test_each_route_needs_its_scope_and_others_get_403(route: str, scope: str):
     ring = KeyRing([hash_key("k", "key-1", scopes=frozenset({scope}))])

@@ -1,0 +1,380 @@
+"""Ingest benchmark (the real-time part of `make bench-incremental`): events
+through `POST /events` and the Redis Stream consumer against a real `bentoml
+serve` of the service, with the online store updated, and `predict_by_id`
+beside it.
+
+A trained project with its nightly store and feature state comes from
+`benchmarks.api.prepare` (demo data, `--ingest-customers`, default 20,000; reused
+per work folder). The event log and live rows are reset at the start. In one run:
+
+- reference: `predict_by_id` (1 id, 2 clients) for `seconds` without ingest: its
+  p50 and p99;
+- HTTP: `CLIENTS` threads post batches of 100 events (random customers, times
+  after the store's date, unique ids) for `seconds`, `predict_by_id` running
+  beside them as in the reference: events/s accepted (`ingest_http_events_per_s`,
+  goal >= 5,000), the `predict_by_id` p99 under ingest over the reference's
+  (`by_id_p99_ratio_under_ingest`, goal <= 1.3); a probe sends one event at a
+  time for a customer at a later time each and polls `predict_by_id` until its
+  `as_of` shows it: from the answer to `POST /events` (the acknowledgement) to
+  the first `predict_by_id` showing it (`freshness_p99_s`, goal <= 1 s), and from
+  the send (`freshness_from_send_p99_s`, for information);
+- stream: `STREAM_EVENTS` events put on a fresh stream, then `propensity ingest`
+  started: events/s from its start to the last acknowledgement
+  (`ingest_stream_events_per_s`, goal >= 5,000), the stream's own XADD rate
+  beside it.
+
+Figures are merged into `bench/results/incremental.json` under their own keys
+(the nightly part's keys are left as they are).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.api import API_KEY, bench_env, prepare
+from core.config import load_config
+from serving.api.servers import start_service, stop, wait_ready
+
+CLIENTS = 8
+BATCH = 100
+STREAM_EVENTS = 60_000
+GOALS = {
+    "ingest_http_events_per_s": (">=", 5000.0),
+    "ingest_stream_events_per_s": (">=", 5000.0),
+    "freshness_p99_s": ("<=", 1.0),
+    "by_id_p99_ratio_under_ingest": ("<=", 1.3),
+}
+KEYS = (*GOALS, "freshness_from_send_p99_s")
+TYPES = ("login", "purchase", "support_ticket", "page_view")
+
+
+def _met(key: str, value: float) -> bool:
+    op, goal = GOALS[key]
+    return value >= goal if op == ">=" else value <= goal
+
+
+def _ids(config_path: Path, n: int) -> tuple[list[str], datetime]:
+    """Raw ids of customers the store holds, and the store's date."""
+    import pyarrow.parquet as pq
+
+    from features.sources.privacy import pseudonymiser
+    from serving.online_store.sqlite import SqliteStore
+
+    config = load_config(config_path)
+    store = SqliteStore(config.online_store.path)
+    raw = pq.read_table(config.data.customers, columns=["customer_id"])
+    raw = raw["customer_id"].to_pylist()
+    random.Random(1).shuffle(raw)
+    raw = raw[: n * 3]
+    pseudo = pseudonymiser(config.privacy)
+    found = store.lookup(pseudo.many(raw))
+    ids = [r for r, s in zip(raw, pseudo.many(raw), strict=True) if s in found][:n]
+    return ids, datetime.fromisoformat(store.meta().as_of)
+
+
+class ByIdLoad:
+    """2 clients calling predict_by_id (1 id) until stopped; latencies in s."""
+
+    def __init__(self, url: str, ids: list[str]) -> None:
+        self.url, self.ids = url, ids
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,)) for i in range(2)
+        ]
+
+    def _run(self, i: int) -> None:
+        rng = random.Random(i)
+        with httpx.Client(headers=_auth(), timeout=60) as http:
+            while not self._stop.is_set():
+                body = {"customer_ids": [rng.choice(self.ids)]}
+                t0 = time.perf_counter()
+                r = http.post(f"{self.url}/predict_by_id", json=body)
+                self.latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"predict_by_id: {r.status_code} {r.text[:300]}")
+
+    def __enter__(self) -> ByIdLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q))
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _events(
+    rng: random.Random, ids: list[str], day: datetime, n: int, tag: str
+) -> list[dict]:
+    out = []
+    for k in range(n):
+        t = day + timedelta(seconds=rng.randrange(0, 6 * 3600))
+        out.append(
+            {
+                "customer_id": rng.choice(ids),
+                "event_time": t.isoformat(sep=" "),
+                "event_type": rng.choice(TYPES),
+                "amount": round(rng.uniform(1, 80), 2),
+                "event_id": f"{tag}-{k}",
+            }
+        )
+    return out
+
+
+def _http_load(
+    url: str, ids: list[str], day: datetime, seconds: float
+) -> tuple[int, float]:
+    """CLIENTS threads posting batches of 100 for `seconds`: events accepted,
+    wall time."""
+    accepted = [0] * CLIENTS
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    def client(i: int) -> None:
+        rng = random.Random(100 + i)
+        n = 0
+        with httpx.Client(headers=_auth(), timeout=120) as http:
+            while time.perf_counter() < deadline:
+                body = {"events": _events(rng, ids, day, BATCH, f"h{i}-{n}")}
+                n += 1
+                r = http.post(f"{url}/events", json=body)
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.text[:300]}")
+                    return
+                accepted[i] += r.json()["accepted"]
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"POST /events: {errors[0]}")
+    return sum(accepted), time.perf_counter() - t0
+
+
+def _probe(
+    url: str, customer: str, day: datetime, stop: threading.Event, out: dict
+) -> None:
+    """One event at a time, each later than the last; the time from its send
+    and from its acknowledgement to predict_by_id showing its as_of."""
+    n = 0
+    with httpx.Client(headers=_auth(), timeout=60) as http:
+        while not stop.is_set():
+            n += 1
+            t = day + timedelta(hours=7, seconds=n)
+            event = {
+                "customer_id": customer,
+                "event_time": t.isoformat(sep=" "),
+                "event_type": "support_ticket",
+                "event_id": f"probe-{uuid.uuid4().hex}",
+            }
+            sent = time.perf_counter()
+            r = http.post(f"{url}/events", json={"events": [event]})
+            acked = time.perf_counter()
+            if r.status_code != 200:
+                out.setdefault("errors", []).append(r.text[:300])
+                return
+            want = t.isoformat()
+            while True:
+                got = http.post(
+                    f"{url}/predict_by_id", json={"customer_ids": [customer]}
+                ).json()["predictions"][0]["as_of"]
+                if got and got >= want:
+                    break
+                if time.perf_counter() - acked > 30:
+                    out.setdefault("errors", []).append(f"not visible: {got} < {want}")
+                    return
+            seen = time.perf_counter()
+            out.setdefault("ack", []).append(seen - acked)
+            out.setdefault("send", []).append(seen - sent)
+            time.sleep(0.1)
+
+
+def _stream(
+    config_path: Path, env: dict, ids: list[str], day: datetime, logs: Path
+) -> dict:
+    import redis
+
+    config = load_config(config_path)
+    client = redis.Redis.from_url(config.ingest.redis)
+    stream = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(7)
+    events = _events(rng, ids, day, STREAM_EVENTS, "s")
+    t0 = time.perf_counter()
+    pipe = client.pipeline(transaction=False)
+    for i, e in enumerate(events):
+        pipe.xadd(stream, {k: str(v) for k, v in e.items()})
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    xadd_s = time.perf_counter() - t0
+    cmd = [
+        str(Path(sys.executable).parent / "propensity"),
+        "ingest",
+        "--stream",
+        stream,
+        "--consumer",
+        "bench",
+        "--idle-exit",
+        "2",
+    ]
+    t0 = time.perf_counter()
+    with open(logs / "ingest-stream.log", "w") as log:
+        done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"propensity ingest failed: see {logs / 'ingest-stream.log'}"
+        )
+    info = client.xinfo_groups(stream)[0]
+    if int(info["pending"]) != 0:
+        raise RuntimeError(f"{info['pending']} entries left pending")
+    # the consumer idles 2 s before it exits: not part of the figure
+    seconds = time.perf_counter() - t0 - 2.0
+    client.delete(stream, stream + ":rejected")
+    return {
+        "ingest_stream_events_per_s": STREAM_EVENTS / seconds,
+        "stream_xadd_events_per_s": STREAM_EVENTS / xadd_s,
+        "stream_events": float(STREAM_EVENTS),
+    }
+
+
+def run_ingest(
+    customers: int, seed: int, workdir: Path, seconds: float = 20.0
+) -> dict[str, Any]:
+    workdir = Path(workdir).resolve() / "ingest"
+    t0 = time.perf_counter()
+    os.environ.setdefault(
+        "PROPENSITY_PSEUDONYM_KEY", "bench-ingest-pseudonym-key-0123456789"
+    )
+    config_path = prepare(workdir, customers, seed)
+    config = load_config(config_path)
+    print(
+        f"ingest: project of {customers:,} customers ready in "
+        f"{time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    shutil.rmtree(config.ingest.log, ignore_errors=True)
+    from serving.online_store.live import live_path
+
+    live = live_path(config.online_store.path)
+    for f in live.parent.glob(live.name + "*"):
+        f.unlink()
+    ids, as_of = _ids(config_path, 5000)
+    day = as_of  # events on the day after the store's date (after its watermark)
+    env = bench_env(config_path)
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    url, process = start_service(
+        "serving.api.service:Propensity", env, logs / "ingest-serve.log"
+    )
+    out: dict[str, Any] = {
+        "ingest_customers": customers,
+        "ingest_batch_events": BATCH,
+        "ingest_clients": CLIENTS,
+    }
+    try:
+        wait_ready(url, process, logs / "ingest-serve.log", deadline_s=180)
+        with httpx.Client(
+            headers=_auth(), timeout=120
+        ) as http:  # warm: the first batch loads
+            r = http.post(
+                f"{url}/events",
+                json={"events": _events(random.Random(0), ids, day, BATCH, "w")},
+            )
+            if r.status_code != 200:
+                raise RuntimeError(r.text[:500])
+        with ByIdLoad(url, ids) as ref:
+            time.sleep(seconds / 2)
+        out["by_id_p50_ms_without_ingest"] = ref.p(50) * 1000
+        out["by_id_p99_ms_without_ingest"] = ref.p(99) * 1000
+        stop_probe, probe = threading.Event(), {}
+        prober = threading.Thread(
+            target=_probe, args=(url, ids[0], day, stop_probe, probe)
+        )
+        with ByIdLoad(url, ids[1:]) as under:
+            prober.start()
+            accepted, wall = _http_load(url, ids[1:], day, seconds)
+            stop_probe.set()
+            prober.join()
+        if probe.get("errors"):
+            raise RuntimeError(f"freshness probe: {probe['errors'][0]}")
+        out["ingest_http_events_per_s"] = accepted / wall
+        out["ingest_http_events"] = float(accepted)
+        out["by_id_p50_ms_under_ingest"] = under.p(50) * 1000
+        out["by_id_p99_ms_under_ingest"] = under.p(99) * 1000
+        out["by_id_p99_ratio_under_ingest"] = (
+            out["by_id_p99_ms_under_ingest"] / out["by_id_p99_ms_without_ingest"]
+        )
+        out["freshness_p99_s"] = float(np.percentile(probe["ack"], 99))
+        out["freshness_p50_s"] = float(np.percentile(probe["ack"], 50))
+        out["freshness_from_send_p99_s"] = float(np.percentile(probe["send"], 99))
+        out["freshness_probes"] = float(len(probe["ack"]))
+    finally:
+        stop(process)
+    out.update(_stream(config_path, env, ids, day, logs))
+    out["ingest_goals"] = {k: _met(k, out[k]) for k in GOALS}
+    out["ingest_load"] = os.getloadavg()[0]
+    return out
+
+
+def format_table(r: dict[str, Any]) -> str:
+    def verdict(key: str) -> str:
+        op, goal = GOALS[key]
+        return f"goal {op} {goal:g}: {'met' if r['ingest_goals'][key] else 'NOT met'}"
+
+    return "\n".join(
+        [
+            f"ingest ({r['ingest_customers']:,} customers' project, batches of "
+            f"{r['ingest_batch_events']}, {r['ingest_clients']} clients, 1 API worker; "
+            f"load {r['ingest_load']:.1f})",
+            "  POST /events, online store updated  "
+            f"{r['ingest_http_events_per_s']:9.0f} "
+            f"events/s ({verdict('ingest_http_events_per_s')})",
+            "  Redis Stream consumer               "
+            f"{r['ingest_stream_events_per_s']:9.0f} "
+            f"events/s ({verdict('ingest_stream_events_per_s')}); XADD alone "
+            f"{r['stream_xadd_events_per_s']:.0f} events/s",
+            f"  freshness, ack -> predict_by_id p99 {r['freshness_p99_s']:9.3f} s "
+            f"({verdict('freshness_p99_s')}); p50 {r['freshness_p50_s']:.3f} s; from "
+            f"the send p99 {r['freshness_from_send_p99_s']:.3f} s; predict_by_id p50 "
+            f"without ingest {r['by_id_p50_ms_without_ingest'] / 1000:.3f} s",
+            "  predict_by_id p99 under ingest      "
+            f"{r['by_id_p99_ms_under_ingest']:9.2f} ms"
+            f" vs {r['by_id_p99_ms_without_ingest']:.2f} ms without: ratio "
+            f"{r['by_id_p99_ratio_under_ingest']:.2f} "
+            f"({verdict('by_id_p99_ratio_under_ingest')})",
+        ]
+    )
+
+
+def merge_json(path: Path, figures: dict[str, Any]) -> None:
+    """Merge `figures` into the JSON file at `path` (other keys kept)."""
+    from benchmarks.harness import write_json
+
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**current, **figures})

@@ -1,0 +1,409 @@
+"""The live layer: ingested events applied to the online store within the
+request (or before the stream entry is acknowledged).
+
+`Ingester.ingest(events)` checks a batch by the data contract
+(serving.ingest.batch), pseudonymises the ids and drops the suppressed (the
+forgotten), then, grouped with whatever other batches arrived meanwhile
+(`ingest.group_ms`), under a lock shared by every process on the machine:
+
+1. appends them to the event log (serving.ingest.log), durable before anything
+   else; an event id the log holds already is dropped (a replay changes nothing);
+2. recomputes the touched customers' feature rows: the nightly feature state's
+   day tiles (features.state, at its watermark) plus every event of theirs the
+   state does not hold, read back from the log (so batches from other workers or
+   the stream consumer count too), through the one feature definition
+   (features.live); each at the midnight after the customer's newest event;
+3. writes them as live rows over the nightly store
+   (serving.online_store.live), with `as_of` the newest event's time.
+
+Attribute and subscription features stay the nightly's (the customers table is
+not re-read per event); the scores are computed by `predict_by_id` from the
+features, as always. Nothing is written to the nightly state: the next nightly
+run reads the sealed log like any other events (docs/ingest.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.config import ProjectConfig
+from core.watch import WatchedFile
+from features import state as fs
+from features.columns import (
+    AMOUNT,
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    EVENT_TYPE,
+    QUANTITY,
+    population_column,
+)
+from features.definition import FeatureSpec
+from features.live import live_features
+from features.sources.load import connect
+from features.sources.privacy import (
+    pseudonymiser,
+    read_suppressed,
+    suppression_path,
+)
+from serving.ingest import batch
+from serving.ingest.log import EventLog
+from serving.online_store import open_reader
+from serving.online_store.base import StoreError, column_values
+from serving.online_store.live import LiveRows, base_of, live_path, split_features
+
+log = logging.getLogger(__name__)
+
+LOCK = ".live.lock"
+TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW = "_live_tiles", "_live_events", "_live_cutoffs"
+
+
+@dataclass
+class Outcome:
+    """What became of one batch."""
+
+    received: int = 0
+    accepted: int = 0  # new in the log
+    duplicates: int = 0  # event ids the log held already (or repeated)
+    suppressed: int = 0  # of forgotten customers: dropped
+    rejected: int = 0  # bad rows left out (the stream's dead letters)
+    customers: int = 0  # whose rows were refreshed
+    problems: list = field(default_factory=list)
+    bad_rows: frozenset = frozenset()  # 1-based rows left out as bad
+    as_of: str | None = None  # the newest event time the refreshed rows include
+
+
+def _day_after(t: pd.Series) -> pd.Series:
+    return t.dt.floor("D") + timedelta(days=1)
+
+
+class Ingester:
+    """One per process: the worker of `POST /events`, or the stream consumer."""
+
+    def __init__(self, config: ProjectConfig) -> None:
+        from serving.batch.incremental import state_dir
+
+        self.config = config
+        self.spec = FeatureSpec.from_config(config)
+        self.pseudonyms = pseudonymiser(config.privacy)
+        self._suppressed = WatchedFile(
+            suppression_path(config.privacy), read_suppressed, lambda *_: frozenset()
+        )
+        self.log = EventLog(config.ingest.log)
+        self.store = open_reader(config.online_store)
+        self.rows = LiveRows(live_path(config.online_store.path))
+        self.state_dir = state_dir(config.scoring.output)
+        self.types = config.roles.types_read()
+        self.con = connect(config.engine.memory_limit, config.engine.threads)
+        self._checker = connect(threads=1).con
+        self._lock_path = Path(config.ingest.log) / LOCK
+        self._base: str | None = None
+        self._state: fs.FeatureState | None = None
+        self._state_stamp = None
+        self._sql: tuple | None = None
+        self._queue: list[tuple[list, list, Future]] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._check_lock = threading.Lock()
+
+    # -- the public entry -------------------------------------------------
+
+    def ingest(
+        self,
+        events: Sequence[Mapping[str, object]],
+        where: str,
+        *,
+        ids: Sequence[str] | None = None,
+        drop_bad: bool = False,
+    ) -> Outcome:
+        """Check, log and apply a batch (see the module docstring); returns once
+        the log holds it and the live rows include it. ContractError (naming
+        row and field) or batch.TooMany when it is refused whole."""
+        out, rows, stored = self.prepare(events, where, ids=ids, drop_bad=drop_bad)
+        if rows:
+            self.finish(out, len(rows), self.submit(rows, stored).result())
+        return out
+
+    async def ingest_async(
+        self, events: Sequence[Mapping[str, object]], where: str
+    ) -> Outcome:
+        """`ingest` for an event loop: the checks in a thread, the group awaited
+        (the API's `POST /events`: a waiting request holds no thread)."""
+        out, rows, stored = await asyncio.to_thread(self.prepare, events, where)
+        if rows:
+            result = await asyncio.wrap_future(self.submit(rows, stored))
+            self.finish(out, len(rows), result)
+        return out
+
+    def prepare(
+        self,
+        events: Sequence[Mapping[str, object]],
+        where: str,
+        *,
+        ids: Sequence[str] | None = None,
+        drop_bad: bool = False,
+    ) -> tuple[Outcome, list, list]:
+        """The batch checked, pseudonymised, the suppressed left out: the
+        outcome so far, the rows to log and their stored ids."""
+        with self._check_lock:  # its own DuckDB: never waits for a group's query
+            checked = batch.check(
+                self._checker,
+                events,
+                where,
+                max_events=self.config.ingest.max_events,
+                ids=ids,
+                drop_bad=drop_bad,
+            )
+        rows = checked.rows
+        stored = self.pseudonyms.many(r[0] for r in rows)
+        gone = self._suppressed.get()
+        kept = [(r, s) for r, s in zip(rows, stored, strict=True) if s not in gone]
+        out = Outcome(
+            received=len(events),
+            suppressed=len(rows) - len(kept),
+            rejected=len(events) - len(rows),
+            problems=[batch.problem_json(p) for p in checked.problems],
+            bad_rows=checked.bad,
+        )
+        return out, [r for r, _ in kept], [s for _, s in kept]
+
+    @staticmethod
+    def finish(out: Outcome, kept: int, result: tuple) -> None:
+        out.accepted, out.customers, out.as_of = result
+        out.duplicates = kept - out.accepted
+
+    # -- grouping concurrent batches ---------------------------------------
+
+    def submit(self, rows: list, stored: list) -> Future:
+        """Queue rows for the next group; the future gives (events added,
+        customers refreshed, newest event time)."""
+        done: Future = Future()
+        with self._cond:
+            self._queue.append((rows, stored, done))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="ingest-apply", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return done
+
+    def _run(self) -> None:
+        wait = self.config.ingest.group_ms / 1000
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+            if wait:
+                time.sleep(wait)
+            with self._cond:
+                taken, self._queue = self._queue, []
+            try:
+                results = self.apply(
+                    [r for rows, _, _ in taken for r in rows],
+                    [s for _, stored, _ in taken for s in stored],
+                    per_batch=[len(rows) for rows, _, _ in taken],
+                )
+            except BaseException as exc:  # each waiting request gets the error
+                for _, _, done in taken:
+                    done.set_exception(exc)
+                continue
+            for (_, _, done), result in zip(taken, results, strict=True):
+                done.set_result(result)
+
+    # -- one group -----------------------------------------------------------
+
+    @contextmanager
+    def _locked(self):
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def apply(
+        self, rows: list, stored: list, per_batch: Sequence[int] | None = None
+    ) -> list[tuple[int, int, str | None]]:
+        """Log the events and refresh their customers' rows; per batch (the
+        sizes in `per_batch`), the events added, the customers refreshed and the
+        newest event time included."""
+        per_batch = per_batch or [len(rows)]
+        with self._locked():
+            added = self.log.append(rows, stored)
+            ids = {r[5] for r in added}  # (stored id, time, ..., event id, at)
+            touched = {r[0] for r in added}
+            as_of = self.refresh(touched)
+        out, start = [], 0
+        for n in per_batch:
+            mine = [
+                (r, s)
+                for r, s in zip(
+                    rows[start : start + n], stored[start : start + n], strict=True
+                )
+                if r[5] in ids
+            ]
+            ids -= {r[5] for r, _ in mine}
+            start += n
+            newest = [as_of.get(s) for _, s in mine if as_of.get(s)]
+            out.append(
+                (len(mine), len({s for _, s in mine}), max(newest, default=None))
+            )
+        return out
+
+    def _current_state(self) -> fs.FeatureState | None:
+        manifest = self.state_dir / fs.MANIFEST
+        try:
+            st = manifest.stat()
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._state_stamp:
+            self._state = fs.open_state(self.state_dir)
+            self._state_stamp = stamp
+        return self._state
+
+    def refresh(self, touched: set[str]) -> dict[str, str]:
+        """Recompute the live rows of `touched` customers (all customers with
+        live events when the nightly contents changed); their newest event
+        time each."""
+        try:
+            meta = self.store.meta()
+        except StoreError as exc:
+            log.warning("events logged; no online store to refresh yet: %s", exc)
+            return {}
+        state = self._current_state()
+        if state is None:
+            log.warning("events logged; no feature state yet (run the nightly)")
+            return {}
+        base = base_of(meta)
+        mark = state.watermark
+        if base != self._base:  # a new nightly store: every live row again
+            touched = touched | set(self.log.live_customers(mark))
+            self._base = base
+        gone = self._suppressed.get()
+        touched = {c for c in touched if c not in gone}
+        if not touched:
+            return {}
+        events = pd.DataFrame(
+            self.log.live(sorted(touched), mark),
+            columns=[CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY],
+        )
+        if self.types is not None:
+            events = events[events[EVENT_TYPE].isin(self.types)]
+        if events.empty:
+            return {}
+        events[EVENT_TIME] = pd.to_datetime(events[EVENT_TIME]).astype("datetime64[us]")
+        events[AMOUNT] = events[AMOUNT].astype("float64")
+        events[QUANTITY] = events[QUANTITY].astype("float64")
+        newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
+        cut = _day_after(newest).clip(lower=pd.Timestamp(mark))
+        cutoffs = pd.DataFrame({CUSTOMER_ID: newest.index, CUTOFF: cut.to_numpy()})
+        raw = self.con.con
+        sql = self._compiled(state, events, cutoffs)
+        raw.register(EVENTS_VIEW, events)
+        raw.register(CUTOFFS_VIEW, cutoffs)
+        try:
+            table = raw.execute(sql).df()
+        finally:
+            raw.unregister(EVENTS_VIEW)
+            raw.unregister(CUTOFFS_VIEW)
+        found = self.store.lookup(table[CUSTOMER_ID].tolist())
+        as_of = {c: t.isoformat() for c, t in newest.items()}
+        self.rows.write(base, self._rows(meta, table, found, as_of))
+        return as_of
+
+    def _compiled(
+        self, state: fs.FeatureState, events: pd.DataFrame, cutoffs: pd.DataFrame
+    ) -> str:
+        """The SQL of `live_features` over the state's tiles and two registered
+        frames (the events, the cutoffs), compiled once per state: building
+        and compiling the Ibis expression costs far more than running it on a
+        batch."""
+        if self._sql is not None and self._sql[0] == self._state_stamp:
+            return self._sql[1]
+        raw = self.con.con
+        files = ", ".join(
+            "'" + f.replace("'", "''") + "'" for f in state.files("tiles")
+        )
+        # in memory: a batch reads the touched customers' tiles from a table
+        # instead of decoding the Parquet files each time
+        raw.execute(
+            f"CREATE OR REPLACE TABLE {TILES_TABLE} AS "
+            f"SELECT * FROM read_parquet([{files}])"
+        )
+        raw.register(EVENTS_VIEW, events.head(0))
+        raw.register(CUTOFFS_VIEW, cutoffs.head(0))
+        try:
+            expr = live_features(
+                self.con.table(TILES_TABLE),
+                self.con.table(EVENTS_VIEW),
+                self.con.table(CUTOFFS_VIEW),
+                self.spec,
+            )
+            sql = str(self.con.compile(expr))
+        finally:
+            raw.unregister(EVENTS_VIEW)
+            raw.unregister(CUTOFFS_VIEW)
+        self._sql = (self._state_stamp, sql)
+        return sql
+
+    def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
+        """The live rows (serving.online_store.live.encode's layout), built a
+        column at a time: the recomputed features, the nightly row's for the
+        others (attributes, subscriptions)."""
+        ids = table[CUSTOMER_ID].tolist()
+        numeric, texts = split_features(meta)
+        matrix = np.full((len(ids), len(numeric)), np.nan)
+        for j, name in enumerate(numeric):
+            if name in table.columns:
+                column = pd.to_numeric(table[name]).astype("Float64")
+                matrix[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
+            else:
+                values = [
+                    found[c].record.get(name) if c in found else None for c in ids
+                ]
+                matrix[:, j] = [np.nan if v is None else v for v in values]
+        text_columns = []
+        for name in texts:
+            if name in table.columns:
+                text_columns.append(column_values(table[name], True))
+            else:
+                text_columns.append(
+                    [found[c].record.get(name) if c in found else None for c in ids]
+                )
+        flags = {
+            t: table[population_column(t)].fillna(False).astype(bool).tolist()
+            for t in meta.targets
+            if population_column(t) in table.columns
+        }
+        rows = []
+        for i, cid in enumerate(ids):
+            nightly = found.get(cid)
+            scored = [t for t in meta.targets if t in flags and flags[t][i]]
+            rows.append(
+                (
+                    cid,
+                    as_of[cid],
+                    matrix[i].tobytes(),
+                    json.dumps([col[i] for col in text_columns]),
+                    json.dumps(scored),
+                    json.dumps(dict(nightly.scores) if nightly else {}),
+                )
+            )
+        return rows

@@ -1,0 +1,73 @@
+"""features.live against a full rebuild: a customer's row from the state's tiles
+plus their events since equals `build_features` over all their events at the
+midnight after their newest one (late events included)."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import ibis
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features import state as fs
+from features.columns import CUSTOMER_ID, CUTOFF, EVENT_TIME
+from features.definition import build_features, catalogue
+from features.live import live_features
+from features.sources.load import connect
+from tests.strategies import (
+    DAY,
+    FEATURES,
+    differences,
+    event_logs,
+    events_frame,
+    examples,
+    feature_edges,
+    feature_specs,
+    midnights,
+)
+
+
+@st.composite
+def histories(draw):
+    spec = draw(feature_specs())
+    mark = draw(midnights)
+    later = mark + draw(st.sampled_from((1, 2, 9))) * DAY
+    events = [
+        e for e in draw(event_logs((mark, later), feature_edges(spec))) if e[1] < later
+    ]
+    # most events before the watermark are history; a few arrive late
+    late = [draw(st.integers(0, 6)) == 0 for _ in events]
+    return spec, mark, events, late
+
+
+@settings(FEATURES, max_examples=examples(5))
+@given(histories())
+def test_live_rows_equal_a_full_rebuild(history):
+    spec, mark, events, late = history
+    old = [e for e, x in zip(events, late, strict=True) if e[1] < mark and not x]
+    new = [e for e, x in zip(events, late, strict=True) if e[1] >= mark or x]
+    con = connect(threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        state = fs.rebuild(
+            Path(tmp), con, [ibis.memtable(events_frame(tuple(old)))], mark, spec, {}
+        )
+        fresh = events_frame(tuple(new))
+        if fresh.empty:
+            return
+        newest = fresh.groupby(CUSTOMER_ID)[EVENT_TIME].max()
+        cut = (newest.dt.floor("D") + timedelta(days=1)).clip(lower=pd.Timestamp(mark))
+        cutoffs = pd.DataFrame({CUSTOMER_ID: cut.index, CUTOFF: cut.to_numpy()})
+        got = live_features(
+            state.tiles(con), ibis.memtable(fresh), ibis.memtable(cutoffs), spec
+        ).to_pandas()
+        every = ibis.memtable(events_frame(tuple(old + new)))
+        want = build_features(every, ibis.memtable(cutoffs), spec).to_pandas()
+    con.disconnect()
+    names = catalogue(spec).names + [c for c in want.columns if c.startswith("in_")]
+    assert len(got) == len(cutoffs)
+    bad = differences(got, want, names)
+    assert not bad, bad[:5]
