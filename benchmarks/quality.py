@@ -4,7 +4,7 @@ The project's own pipeline runs on the real datasets in ../shared/data: a config
 built for each dataset (`core.config` models: the adapter's roles, the
 protocol's horizon and cutoffs), features and labels from `build_training_table`,
 LightGBM through `training.model.fit`, Platt calibration (`training.calibrate`), and
-the baselines of `training.baselines` (recency, BG/NBD of `training.bgnbd`).
+the baselines of `training.baselines` (recency, BG/NBD of `features.bgnbd`).
 
 Protocols (the issue's goals in brackets):
 
@@ -590,7 +590,7 @@ def cdnow_39w(
     period, the model trained on 13-week labels inside that period."""
     from sklearn.metrics import roc_auc_score
 
-    from training.bgnbd import (
+    from features.bgnbd import (
         EXPECTED_PURCHASES,
         P_PURCHASE,
         ConvergenceError,
