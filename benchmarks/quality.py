@@ -607,10 +607,15 @@ def cdnow_39w(
     if not train_cutoffs:
         raise ValueError(f"no 13-week window ends by {_day(cutoff)}")
     table = training_table(ds, project_config(ds, roles, days, train_cutoffs))
-    test_table = training_table(ds, project_config(ds, roles, holdout, [cutoff]))
+    # the features as the model was trained on them (the classic features are
+    # named by the configured horizon, 13 weeks), the 39-week label beside them
+    test_table = training_table(ds, project_config(ds, roles, days, [cutoff]))
+    label_table = training_table(ds, project_config(ds, roles, holdout, [cutoff]))
     purchases = Purchases(purchases_of(ds, roles), roles.role_of())
     model = model_for(table, PURCHASE, days, cutoff, candidates, "auto", purchases)
-    test = rows_at(test_table, [cutoff])
+    labels = rows_at(label_table, [cutoff])[[CUSTOMER_ID, PURCHASE]]
+    test = rows_at(test_table, [cutoff]).drop(columns=PURCHASE)
+    test = test.merge(labels, on=CUSTOMER_ID, how="left", validate="1:1")
     ev, scored = _evaluate(model, test, PURCHASE)
     y = test[PURCHASE].to_numpy()
     try:
