@@ -53,6 +53,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy.optimize import minimize
 from scipy.special import gammaln
+from threadpoolctl import threadpool_limits
 
 from features.bgnbd import BGNBD, ConvergenceError
 from features.columns import CUSTOMER_ID, CUTOFF, EVENT_TIME, PURCHASE, ROLE
@@ -221,50 +222,51 @@ def fit_from_events(
 
 
 def _fit(hist: ir.Table, spec) -> pd.DataFrame:
-    """Group the histories (distinct values with their counts), execute, and fit
-    each cutoff's models."""
+    """Execute the histories once, group them (distinct values with their
+    counts) and fit each cutoff's models (on one BLAS thread: the optimiser's
+    small vector steps only wait for each other on more)."""
+    frame = hist.to_pandas()
     grouped = {}
     for name in PROCESSES:
         cols = [f"_cl_{name}_x", f"_cl_{name}_tx", f"_cl_{name}_T"]
-        h = hist.filter(hist[cols[0]].notnull())
-        grouped[name] = (
-            h.group_by([CUTOFF, *cols]).aggregate(_w=h[CUTOFF].count()).to_pandas()
-        )
+        h = frame[frame[cols[0]].notna()]
+        grouped[name] = h.groupby([CUTOFF, *cols]).size().rename("_w").reset_index()
     if _gamma_gamma(spec):
-        h = hist.filter((hist._cl_n > 0) & (hist._cl_cents > 0))
+        h = frame[(frame._cl_n > 0) & (frame._cl_cents > 0)]
         grouped["gg"] = (
-            h.group_by([CUTOFF, "_cl_n", "_cl_cents"])
-            .aggregate(_w=h[CUTOFF].count())
-            .to_pandas()
+            h.groupby([CUTOFF, "_cl_n", "_cl_cents"]).size().rename("_w").reset_index()
         )
     cutoffs = sorted({c for g in grouped.values() for c in g[CUTOFF]})
-    rows = []
-    for cutoff in cutoffs:
-        row: dict[str, object] = {CUTOFF: cutoff}
-        for name in PROCESSES:
-            g = grouped[name]
-            g = g[g[CUTOFF] == cutoff].sort_values(list(g.columns[1:4]))
-            x, t_x, T = (g[c].to_numpy(float) for c in g.columns[1:4])
-            fitted = _fit_bgnbd(
-                x,
-                t_x / DAYS_PER_WEEK,
-                T / DAYS_PER_WEEK,
-                g._w.to_numpy(float),
-                f"{name} at {cutoff:%Y-%m-%d}",
-            )
-            for k in BG_PARAMS:
-                row[f"_cl_{name}_{k}"] = None if fitted is None else fitted[k]
-        if _gamma_gamma(spec):
-            g = grouped["gg"]
-            g = g[g[CUTOFF] == cutoff].sort_values(["_cl_n", "_cl_cents"])
-            n = g._cl_n.to_numpy(float)
-            fitted = _fit_gamma_gamma(
-                g._cl_cents.to_numpy(float) / CENTS / n, n, g._w.to_numpy(float)
-            )
-            for k in GG_PARAMS:
-                row[f"_cl_gg_{k}"] = None if fitted is None else fitted[k]
-        rows.append(row)
+    with threadpool_limits(1):
+        rows = [_fit_cutoff(cutoff, grouped, spec) for cutoff in cutoffs]
     return params_frame(rows, spec)
+
+
+def _fit_cutoff(cutoff, grouped: dict[str, pd.DataFrame], spec) -> dict:
+    row: dict[str, object] = {CUTOFF: cutoff}
+    for name in PROCESSES:
+        g = grouped[name]
+        g = g[g[CUTOFF] == cutoff].sort_values(list(g.columns[1:4]))
+        x, t_x, T = (g[c].to_numpy(float) for c in g.columns[1:4])
+        fitted = _fit_bgnbd(
+            x,
+            t_x / DAYS_PER_WEEK,
+            T / DAYS_PER_WEEK,
+            g._w.to_numpy(float),
+            f"{name} at {cutoff:%Y-%m-%d}",
+        )
+        for k in BG_PARAMS:
+            row[f"_cl_{name}_{k}"] = None if fitted is None else fitted[k]
+    if _gamma_gamma(spec):
+        g = grouped["gg"]
+        g = g[g[CUTOFF] == cutoff].sort_values(["_cl_n", "_cl_cents"])
+        n = g._cl_n.to_numpy(float)
+        fitted = _fit_gamma_gamma(
+            g._cl_cents.to_numpy(float) / CENTS / n, n, g._w.to_numpy(float)
+        )
+        for k in GG_PARAMS:
+            row[f"_cl_gg_{k}"] = None if fitted is None else fitted[k]
+    return row
 
 
 def params_frame(rows: list[dict], spec) -> pd.DataFrame:
