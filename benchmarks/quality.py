@@ -4,7 +4,7 @@ The project's own pipeline runs on the real datasets in ../shared/data: a config
 built for each dataset (`core.config` models: the adapter's roles, the
 protocol's horizon and cutoffs), features and labels from `build_training_table`,
 LightGBM through `training.model.fit`, Platt calibration (`training.calibrate`), and
-the baselines of `training.baselines` (recency, BG/NBD of `training.bgnbd`).
+the baselines of `training.baselines` (recency, BG/NBD of `features.bgnbd`).
 
 Protocols (the issue's goals in brackets):
 
@@ -590,7 +590,7 @@ def cdnow_39w(
     period, the model trained on 13-week labels inside that period."""
     from sklearn.metrics import roc_auc_score
 
-    from training.bgnbd import (
+    from features.bgnbd import (
         EXPECTED_PURCHASES,
         P_PURCHASE,
         ConvergenceError,
@@ -607,10 +607,15 @@ def cdnow_39w(
     if not train_cutoffs:
         raise ValueError(f"no 13-week window ends by {_day(cutoff)}")
     table = training_table(ds, project_config(ds, roles, days, train_cutoffs))
-    test_table = training_table(ds, project_config(ds, roles, holdout, [cutoff]))
+    # the features as the model was trained on them (the classic features are
+    # named by the configured horizon, 13 weeks), the 39-week label beside them
+    test_table = training_table(ds, project_config(ds, roles, days, [cutoff]))
+    label_table = training_table(ds, project_config(ds, roles, holdout, [cutoff]))
     purchases = Purchases(purchases_of(ds, roles), roles.role_of())
     model = model_for(table, PURCHASE, days, cutoff, candidates, "auto", purchases)
-    test = rows_at(test_table, [cutoff])
+    labels = rows_at(label_table, [cutoff])[[CUSTOMER_ID, PURCHASE]]
+    test = rows_at(test_table, [cutoff]).drop(columns=PURCHASE)
+    test = test.merge(labels, on=CUSTOMER_ID, how="left", validate="1:1")
     ev, scored = _evaluate(model, test, PURCHASE)
     y = test[PURCHASE].to_numpy()
     try:

@@ -148,6 +148,11 @@ class FeatureSpec:
     # purchase / service_request: only customers with an event in the N days
     # before the cutoff (absent: every customer seen before it)
     lookback_days: dict[str, int] = field(default_factory=dict)
+    # feature groups (features.classic, features.behaviour) and the listed
+    # targets' horizons the classic features predict over
+    classic: bool = False
+    behaviour: bool = False
+    horizons: tuple[int, ...] = (30,)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> FeatureSpec:
@@ -171,6 +176,9 @@ class FeatureSpec:
             subscriptions=config.data.subscriptions is not None,
             targets=targets,
             lookback_days=lookback,
+            classic=config.features.classic,
+            behaviour=config.features.behaviour,
+            horizons=tuple(sorted({config.targets.horizon(t) for t in targets})),
         )
 
     def population_name(self, target: str) -> str:
@@ -392,6 +400,7 @@ def catalogue(spec: FeatureSpec, customers: ir.Table | None = None) -> Catalogue
     return Catalogue(
         tuple(
             _event_features(spec)
+            + _group_features(spec)
             + attribute_features(customers, spec)
             + _subscription_catalogue(spec)
         )
@@ -625,6 +634,7 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
         for what, column in (("event", "_n"), (PURCHASE, f"_n_{PURCHASE}")):
             m[f"_{what}_last_{t}"] = count(column, t)
             m[f"_{what}_prior_{t}"] = count(column, 2 * t, after=t)
+    m.update(_group_sums(b, spec, total))
     agg = b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
 
     lasts = [agg[f"_last_{r}"] for r in ROLES if r != CANCEL]
@@ -701,9 +711,13 @@ def build_features(
     spec: FeatureSpec,
     customers: ir.Table | None = None,
     subscriptions: ir.Table | None = None,
+    classic: pd.DataFrame | None = None,
 ) -> ir.Table:
     """Features for each (customer_id, cutoff) in `pairs`, from events before it
     (and subscription terms started before it, when `spec.subscriptions`).
+    With `spec.classic`, the models are fitted on every customer in `events`
+    at each cutoff unless `classic` gives their parameters (features.classic:
+    a caller passing a chunk of the customers fits on all of them first).
 
     `pairs` is a table of (customer_id, cutoff) or a list of cutoffs, meaning every
     customer with an event before each. Cutoffs must be midnights (UTC), as
@@ -713,6 +727,10 @@ def build_features(
     `FeatureSpec.population_name`) and `eligible` (in some listed target's
     population). None of them is a model feature.
     """
+    if spec.classic and classic is None:
+        from features.classic import fit_from_events
+
+        classic = fit_from_events(events, pairs, spec)
     daily = daily_rollup(events, spec)
     if isinstance(pairs, ir.Table):
         # a repeated pair would count twice
@@ -731,6 +749,7 @@ def build_features(
         spec,
         customers,
         subscriptions,
+        classic,
     )
 
 
@@ -740,12 +759,13 @@ def features_from_buckets(
     spec: FeatureSpec,
     customers: ir.Table | None = None,
     subscriptions: ir.Table | None = None,
+    classic: pd.DataFrame | None = None,
 ) -> ir.Table:
     """Stages two and on: the output of `build_features` from stage one's rows
     (`bucket_rows`: per customer, cutoff and age bucket) and the cancel days
     (`cancel_days`). `build_features` computes both from the events; the
     incremental state (features.state) keeps and advances them."""
-    out = _features(buckets, spec)
+    out = _with_groups(_features(buckets, spec), spec, classic)
     out = _with_reactivations(out, cancels)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
@@ -762,12 +782,15 @@ def features_at(
     spec: FeatureSpec,
     customers: ir.Table | None = None,
     subscriptions: ir.Table | None = None,
+    classic: pd.DataFrame | None = None,
 ) -> ir.Table:
     """Features of every customer in some listed target's population at each
     cutoff, with the population flags (without `eligible`): what training (past
     cutoffs) and the nightly job (its as-of date) both score, each target on the
     rows its flag holds."""
-    table = build_features(events, list(cutoffs), spec, customers, subscriptions)
+    table = build_features(
+        events, list(cutoffs), spec, customers, subscriptions, classic
+    )
     return table.filter(table[ELIGIBLE]).drop(ELIGIBLE)
 
 
@@ -842,6 +865,43 @@ def _join_attributes(out: ir.Table, customers: ir.Table, spec: FeatureSpec) -> i
         if f.days_since
     }
     return joined.mutate(**days).drop("_acid")
+
+
+# ------------------------------------------------------------ feature group hooks
+# features.classic (BG/NBD, Gamma-Gamma) and features.behaviour, when the spec
+# turns them on: their catalogue, their stage-two sums, their values.
+
+
+def _group_features(spec: FeatureSpec) -> list[Feature]:
+    from features.behaviour import behaviour_features
+    from features.classic import classic_features
+
+    return (behaviour_features(spec) if spec.behaviour else []) + (
+        classic_features(spec) if spec.classic else []
+    )
+
+
+def _group_sums(b: ir.Table, spec: FeatureSpec, total) -> dict[str, ir.Value]:
+    from features import behaviour, classic
+
+    out = behaviour.stage_two_sums(b, spec, total) if spec.behaviour else {}
+    return out | (classic.stage_two_sums(b, spec, total) if spec.classic else {})
+
+
+def _with_groups(
+    agg: ir.Table, spec: FeatureSpec, params: pd.DataFrame | None
+) -> ir.Table:
+    if spec.behaviour:
+        from features.behaviour import behaviour_values
+
+        agg = agg.mutate(**behaviour_values(agg, spec))
+    if spec.classic:
+        from features.classic import fit_from_rows, with_classic
+
+        agg = with_classic(
+            agg, fit_from_rows(agg, spec) if params is None else params, spec
+        )
+    return agg
 
 
 # ------------------------------------------------------------ subscriptions hooks

@@ -215,6 +215,38 @@ TEMPLATES: dict[str, Template] = {
     ),
     "event_count_diff_{w}d": lambda r, w, v: _trend_diff(v, None, w),
     "purchase_count_diff_{w}d": lambda r, w, v: _trend_diff(v, PURCHASE, w),
+    # behaviour features (features.behaviour)
+    "overdue_event": lambda r, w, v: (
+        f"quiet for {number(v)}x the usual gap between active days"
+    ),
+    "purchase_gap_mean": lambda r, w, v: f"{_days(v)} between purchases on average",
+    "overdue_purchase": lambda r, w, v: (
+        f"no purchase for {number(v)}x the usual gap between purchases"
+    ),
+    "{role}_amount_diff_{w}d": lambda r, w, v: (
+        f"{_NOUNS[r][1]} amounts {'up' if v >= 0 else 'down'} by {number(abs(v))} "
+        f"in the last {w} days against the {w} days before"
+    ),
+    # classic models (features.classic)
+    "bgnbd_p_alive": lambda r, w, v: (
+        f"{v * 100:.0f}% likely still an active buyer (purchase pattern)"
+    ),
+    "bgnbd_active_p_alive": lambda r, w, v: (
+        f"{v * 100:.0f}% likely still active (activity pattern)"
+    ),
+    "bgnbd_p_purchase_{w}d": lambda r, w, v: (
+        f"purchase pattern gives a {v * 100:.0f}% chance of buying in {w} days"
+    ),
+    "bgnbd_expected_purchases_{w}d": lambda r, w, v: (
+        f"purchase pattern expects {number(v)} purchase days in {w} days"
+    ),
+    "bgnbd_p_active_{w}d": lambda r, w, v: (
+        f"activity pattern gives a {v * 100:.0f}% chance of activity in {w} days"
+    ),
+    "bgnbd_expected_active_{w}d": lambda r, w, v: (
+        f"activity pattern expects {number(v)} active days in {w} days"
+    ),
+    "gg_expected_spend": lambda r, w, v: f"expected spend of {number(v)} a purchase",
     # subscription features (features.subscriptions)
     "sub_active": lambda r, w, v: (
         "subscription in force" if v else "no subscription in force"
@@ -276,6 +308,13 @@ MISSING: dict[str, MissingTemplate] = {
     "service_requests_per_purchase": lambda r, w: "no purchases to compare with",
     "active_day_gap_mean": _fewer_than_two,
     "active_day_gap_std": _fewer_than_two,
+    "overdue_event": _fewer_than_two,
+    "purchase_gap_mean": lambda r, w: "fewer than two purchase days",
+    "overdue_purchase": lambda r, w: "fewer than two purchase days",
+    "bgnbd_p_alive": lambda r, w: _never(PURCHASE),
+    "bgnbd_p_purchase_{w}d": lambda r, w: _never(PURCHASE),
+    "bgnbd_expected_purchases_{w}d": lambda r, w: _never(PURCHASE),
+    "gg_expected_spend": lambda r, w: f"no {_NOUNS[PURCHASE][0]} amounts on record",
     "sub_days_to_term_end": lambda r, w: "no term end on record (open or none)",
     "sub_days_since_plan_change": lambda r, w: "plan never changed",
     "sub_tenure_days": lambda r, w: "never subscribed",

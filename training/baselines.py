@@ -6,7 +6,7 @@ same origin):
 - `logreg`: logistic regression on the same features (signed log1p, missing
   indicators, scaling; categoricals one-hot) as a scikit-learn pipeline;
 - `bgnbd` (purchase only): BG/NBD fitted on the purchases before the origin,
-  P(at least one purchase in the horizon), see training/bgnbd.py.
+  P(at least one purchase in the horizon), see features/bgnbd.py.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from features.bgnbd import P_PURCHASE, ConvergenceError, purchase_baseline
 from features.columns import CHURN, CUSTOMER_ID, PURCHASE, SERVICE_REQUEST
 from model.encoding import Encoding
-from training.bgnbd import P_PURCHASE, ConvergenceError, purchase_baseline
 
 log = logging.getLogger(__name__)
 

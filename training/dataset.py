@@ -30,6 +30,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
 from core.atomic import atomic_write
+from features.classic import fit_from_events
 from features.columns import CUSTOMER_ID, CUTOFF, population_column
 from features.definition import Catalogue, FeatureSpec, catalogue, features_at
 from features.labels import LabelSpec, build_labels, data_end
@@ -137,11 +138,13 @@ def training_expr(
     labels: LabelSpec,
     cutoffs: list[datetime],
     subscriptions: ir.Table | None = None,
+    classic: pd.DataFrame | None = None,
 ) -> ir.Table:
     """Features of the customers in some listed target's population at each
     cutoff (with the population flags) joined to their labels: one expression,
-    for any engine."""
-    feats = features_at(events, cutoffs, spec, customers, subscriptions)
+    for any engine. `classic`: the classic models' parameters fitted on every
+    customer (features.classic), when `events` holds only some of them."""
+    feats = features_at(events, cutoffs, spec, customers, subscriptions, classic)
     pairs = feats.select(CUSTOMER_ID, CUTOFF)
     labs = build_labels(events, pairs, spec, labels, subscriptions)
     return feats.join(labs, [CUSTOMER_ID, CUTOFF])
@@ -195,10 +198,12 @@ def build_training_table(
     if isinstance(ds, SparkDataset):
         frame = _spark_frame(ds, spec, labels, cutoffs, parquet_dir)
     else:
+        # fitted once on every customer: the chunks hold some of them each
+        params = fit_from_events(ds.events, cutoffs, spec) if spec.classic else None
         frame = read_chunked(
             ds,
             lambda events: training_expr(
-                events, ds.customers, spec, labels, cutoffs, ds.subscriptions
+                events, ds.customers, spec, labels, cutoffs, ds.subscriptions, params
             ),
             cutoffs=len(cutoffs),
         ).to_pandas()

@@ -20,7 +20,7 @@ cutoff and horizon that give the backtest its origins on a new log.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import ibis.expr.types as ir
@@ -439,7 +439,8 @@ def label_frame(
 ) -> pd.DataFrame:
     """customer_id, cutoff, every listed target's population flag and label for
     the rows `train` would build (the training table without its features)."""
-    spec = FeatureSpec.from_config(config)
+    # the flags and labels only: no feature group (the classic fits cost time)
+    spec = replace(FeatureSpec.from_config(config), classic=False, behaviour=False)
     labels = LabelSpec.from_config(config)
     flags = [population_column(t) for t in spec.targets]
 

@@ -467,6 +467,12 @@ class FeaturesConfig(Strict):
     # Events older than the incremental feature state's date (features.state):
     # applied to the customers they concern, or rejected (counted and logged).
     late_events: Literal["apply", "reject"] = "apply"
+    # Feature groups (docs/features.md): the classic models as features, BG/NBD
+    # P(alive) and predictions over the targets' horizons and Gamma-Gamma spend,
+    # fitted at each cutoff (features.classic); and the behaviour features, the
+    # overdue ratios, the purchase gap and the amount trends (features.behaviour).
+    classic: bool = True
+    behaviour: bool = True
 
     @model_validator(mode="after")
     def _windows(self) -> FeaturesConfig:

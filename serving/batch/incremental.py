@@ -26,6 +26,7 @@ from pathlib import Path
 
 from core.config import ProjectConfig
 from features import state as fs
+from features.classic import fit_from_events
 from features.columns import EVENT_TIME
 from features.definition import (
     FeatureSpec,
@@ -89,10 +90,11 @@ def feature_parts(
     key = nightly_key(config, ds, spec)
     reason = "--full asked for a rebuild" if full else fs.stale_reason(state, key)
     if reason is None and as_of < state.watermark:
+        params = fit_from_events(ds.events, [as_of], spec) if spec.classic else None
         parts = write_chunked(
             ds,
             lambda events: build_features(
-                events, [as_of], spec, ds.customers, ds.subscriptions
+                events, [as_of], spec, ds.customers, ds.subscriptions, params
             ),
             scratch,
         )
@@ -163,11 +165,13 @@ def _rebuild(
     feature part computed from its bucket rows as they are written."""
     scratch.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
+    # the classic models fitted on every customer: a chunk holds some of them
+    params = fit_from_events(ds.events, [as_of], spec) if spec.classic else None
 
     def features(i, buckets, cancels) -> None:
         path = scratch / f"part-{i}.parquet"
         features_from_buckets(
-            buckets, cancels, spec, ds.customers, ds.subscriptions
+            buckets, cancels, spec, ds.customers, ds.subscriptions, params
         ).to_parquet(path)
         parts.append(path)
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from features.bgnbd import BGNBD, EXPECTED_PURCHASES, purchase_baseline, rfm_summary
 from features.columns import CUSTOMER_ID, EVENT_TIME
 from features.sources.adapters import ROLES, cdnow
 from tests.helpers import ROOT
-from training.bgnbd import BGNBD, EXPECTED_PURCHASES, purchase_baseline, rfm_summary
 
 pytestmark = [pytest.mark.realdata]
 

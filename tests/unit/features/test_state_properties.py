@@ -20,6 +20,7 @@ it should hold (counts exactly, floats to 1e-9, nulls in the same places).
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -51,7 +52,13 @@ STATE = settings(FEATURES, max_examples=examples(10))
 
 @st.composite
 def streams(draw):
-    spec = draw(feature_specs())
+    # with or without the feature groups (features.behaviour, features.classic)
+    spec = replace(
+        draw(feature_specs()),
+        behaviour=draw(st.booleans()),
+        classic=draw(st.booleans()),
+        horizons=draw(st.sampled_from(((7,), (1, 30)))),
+    )
     first = draw(midnights)
     steps = draw(st.lists(st.sampled_from((0, 1, 1, 2, 7, 40)), min_size=1, max_size=3))
     dates = [first]

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from features.columns import CUSTOMER_ID, EVENT_TIME, EVENT_TYPE
-from training.bgnbd import (
+from features.bgnbd import (
     BGNBD,
     EXPECTED_PURCHASES,
     P_PURCHASE,
@@ -19,6 +18,7 @@ from training.bgnbd import (
     purchase_baseline,
     rfm_summary,
 )
+from features.columns import CUSTOMER_ID, EVENT_TIME, EVENT_TYPE
 
 CUT = datetime(2024, 3, 1)
 DAY = timedelta(days=1)

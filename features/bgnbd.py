@@ -125,8 +125,17 @@ class BGNBD:
     log_likelihood: float = float("nan")
 
     @classmethod
-    def fit(cls, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BGNBD:
-        """Maximum-likelihood parameters for customers with histories (x, t_x, T).
+    def fit(
+        cls,
+        x: ArrayLike,
+        t_x: ArrayLike,
+        T: ArrayLike,
+        weights: ArrayLike | None = None,
+    ) -> BGNBD:
+        """Maximum-likelihood parameters for customers with histories (x, t_x, T),
+        each counted `weights` times (default once: a weight is the number of
+        customers sharing that history, which makes the fit on distinct histories
+        the fit on every customer).
 
         L-BFGS-B on the log-parameters from a fixed start (deterministic). Raises
         ValueError when no customer has a repeat purchase (a and b are then not
@@ -134,38 +143,40 @@ class BGNBD:
         optimiser fails or a parameter runs away (for instance a single customer).
         """
         x, t_x, T = _history(x, t_x, T)
+        w = np.ones(x.shape) if weights is None else np.asarray(weights, dtype=float)
         if x.size == 0 or not (x > 0).any():
             raise ValueError(
                 f"BG/NBD needs customers with repeat purchases to fit; got {x.size} "
                 "customers and none with x > 0"
             )
-        n = x.size
+        n = float(w.sum())
         if n < MIN_CUSTOMERS:
             raise ConvergenceError(
-                f"BG/NBD fit on {n} customers: at least {MIN_CUSTOMERS} are needed "
+                f"BG/NBD fit on {n:.0f} customers: at least {MIN_CUSTOMERS} are needed "
                 "to identify its four parameters"
             )
 
         def loss(theta: NDArray) -> float:
-            return -float(cls(*np.exp(theta)).log_likelihoods(x, t_x, T).sum()) / n
+            ll = cls(*np.exp(theta)).log_likelihoods(x, t_x, T)
+            return -float((w * ll).sum()) / n
 
         # r = a = b = 1 and alpha matching the mean repeat rate: r / alpha = x / T.
-        start = np.log([1.0, max(T.sum(), 1.0) / x.sum(), 1.0, 1.0])
+        start = np.log([1.0, max((w * T).sum(), 1.0) / (w * x).sum(), 1.0, 1.0])
         result = minimize(loss, start, method="L-BFGS-B", bounds=[(-BOUND, BOUND)] * 4)
         fitted = cls(
             *map(float, np.exp(result.x)), log_likelihood=float(-result.fun * n)
         )
         if not result.success or not np.isfinite(result.fun):
             raise ConvergenceError(
-                f"BG/NBD fit on {n} customers did not converge ({result.message}), "
+                f"BG/NBD fit on {n:.0f} customers did not converge ({result.message}), "
                 f"stopped at {fitted}"
             )
         if np.any(np.abs(result.x) > BOUND - 1):
             raise ConvergenceError(
-                f"BG/NBD fit on {n} customers ran to a boundary, {fitted}: the data "
-                "do not identify the parameters"
+                f"BG/NBD fit on {n:.0f} customers ran to a boundary, {fitted}: the "
+                "data do not identify the parameters"
             )
-        log.info("BG/NBD fit on %d customers: %s", n, fitted)
+        log.debug("BG/NBD fit on %d customers: %s", n, fitted)
         return fitted
 
     def log_likelihoods(self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> NDArray:
