@@ -66,13 +66,16 @@ from features.columns import (
     ROLES,
 )
 from features.definition import (
-    OLDEST,
     FeatureSpec,
     _boundaries,
     bucket_merge,
     bucket_rows,
+    customer_sums,
     day_tiles,
-    features_from_buckets,
+    days_between,
+    features_from_sums,
+    only,
+    sum_merge,
     tile_merge,
     with_gaps,
 )
@@ -84,7 +87,7 @@ MANIFEST = "state.json"
 EVENT_ID = "event_id"
 APPLY, REJECT = "apply", "reject"
 LATE_POLICIES = (APPLY, REJECT)
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Advanced:
     late: int  # before the old watermark (applied, or rejected by the policy)
     rejected: int  # left out by the late policy
     duplicates: int  # event ids already applied or repeated in the batch
-    touched: int = 0  # customers whose bucket rows were read (moved, new, late)
+    touched: int = 0  # customers whose sums changed (moving or new tiles, late)
 
 
 @dataclass
@@ -122,8 +125,9 @@ class FeatureState:
     def files(self, kind: str) -> list[str]:
         return [str(self.folder / f) for f in self.manifest["files"][kind]]
 
-    def buckets(self, con: ibis.BaseBackend) -> ir.Table:
-        return con.read_parquet(self.files("buckets"))
+    def sums(self, con: ibis.BaseBackend) -> ir.Table:
+        """Stage two's per-customer sums at the watermark (`customer_sums`)."""
+        return con.read_parquet(self.files("sums"))
 
     def cancels(self, con: ibis.BaseBackend) -> ir.Table:
         t = con.read_parquet(self.files("cancels"))
@@ -140,8 +144,8 @@ class FeatureState:
         subscriptions: ir.Table | None = None,
     ) -> ir.Table:
         """`build_features(events, [watermark], ...)` from the state."""
-        return features_from_buckets(
-            self.buckets(con), self.cancels(con), spec, customers, subscriptions
+        return features_from_sums(
+            self.sums(con), self.cancels(con), spec, customers, subscriptions
         )
 
 
@@ -219,13 +223,13 @@ def rebuild(
     on_chunk: Callable[[int, ir.Table, ir.Table], None] | None = None,
 ) -> FeatureState:
     """A new state at `as_of` from all events, given as customer chunks (every
-    customer's events in one chunk); `on_chunk(i, buckets, cancels)` gets each
-    chunk's bucket rows and cancel days as they are written (the nightly
+    customer's events in one chunk); `on_chunk(i, sums, cancels)` gets each
+    chunk's customer sums and cancel days as they are written (the nightly
     computes its features from them), before the manifest is swapped in."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seq = _next_seq(folder)
-    files: dict[str, list[str]] = {"tiles": [], "buckets": [], "cancels": [], "ids": []}
+    files: dict[str, list[str]] = {"tiles": [], "sums": [], "cancels": [], "ids": []}
     count = 0
     for i, events in enumerate(chunks):
         events = _typed(events)
@@ -243,17 +247,18 @@ def rebuild(
         # by day: reading the days that move tomorrow skips most row groups
         day_tiles(before, spec).order_by("_day").to_parquet(folder / tiles_name)
         tiles = con.read_parquet(str(folder / tiles_name))
-        buckets_name = f"buckets-{seq}-{i}.parquet"
-        _at(with_gaps(tiles), as_of, spec).to_parquet(folder / buckets_name)
+        sums_name = f"sums-{seq}-{i}.parquet"
+        sums = customer_sums(_at(with_gaps(tiles), as_of, spec), spec)
+        sums.to_parquet(folder / sums_name)
         cancels_name = f"cancels-{seq}-{i}.parquet"
         _cancels_of(tiles).to_parquet(folder / cancels_name)
         files["tiles"].append(tiles_name)
-        files["buckets"].append(buckets_name)
+        files["sums"].append(sums_name)
         files["cancels"].append(cancels_name)
         if on_chunk is not None:
             on_chunk(
                 i,
-                con.read_parquet(str(folder / buckets_name)),
+                con.read_parquet(str(folder / sums_name)),
                 con.read_parquet(str(folder / cancels_name)).distinct(),
             )
     return _commit(folder, seq, as_of, key, count, files)
@@ -360,19 +365,27 @@ def advance(
     _cancels_of(new).to_parquet(folder / cancels_name)
     files["cancels"].append(cancels_name)
 
-    buckets = state.buckets(con)
     all_tiles = con.read_parquet([str(folder / f) for f in files["tiles"]])
     late_ids = None
     if n_late and rejected == 0:
         late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
-    rows = _advanced_rows(
-        buckets, all_tiles, new, late_ids, old, to, spec, state.tiles(con)
+    sums_name = f"sums-{seq}.parquet"
+    touched = _advance_sums(
+        state.sums(con),
+        con,
+        all_tiles,
+        new,
+        late_ids,
+        old,
+        to,
+        spec,
+        state.tiles(con),
+        lambda name: folder / f"{name}-{seq}.parquet",
+        folder / sums_name,
     )
-    buckets_name = f"buckets-{seq}.parquet"
-    rows.to_parquet(folder / buckets_name)
-    files["buckets"] = [buckets_name]
+    files["sums"] = [sums_name]
     out = _commit(folder, seq, to, state.key, state.events + applied, files)
-    return Advanced(out, applied, n_late, rejected, duplicates)
+    return Advanced(out, applied, n_late, rejected, duplicates, touched)
 
 
 CONTRACT_TYPES = {
@@ -446,8 +459,9 @@ def _moving_days(old: datetime, to: datetime, spec: FeatureSpec) -> list[datetim
     return sorted(days)
 
 
-def _advanced_rows(
-    buckets: ir.Table,
+def _advance_sums(
+    sums: ir.Table,
+    con: ibis.BaseBackend,
     all_tiles: ir.Table,
     new: ir.Table,
     late_ids: ir.Table | None,
@@ -455,13 +469,17 @@ def _advanced_rows(
     to: datetime,
     spec: FeatureSpec,
     old_tiles: ir.Table,
-) -> ir.Table:
-    """The bucket rows at `to`: see the module docstring."""
-    how = bucket_merge(spec)
-    tiles_how = tile_merge(spec)
-    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
-    columns = keys + list(how)
-    schema = buckets.schema()
+    scratch: Callable[[str], Path],
+    out: Path,
+) -> int:
+    """Write the customer sums at `to` to `out` (see the module docstring);
+    returns how many customers' sums changed. Intermediate tables go to
+    `scratch(name)` (files the manifest never names: the commit removes them),
+    so the engine plans the joins with their true sizes."""
+    how = sum_merge(spec)
+    columns = [CUSTOMER_ID, CUTOFF, *how]
+    schema = sums.schema()
+    cutoff = ibis.literal(to, "timestamp")
 
     def shaped(t: ir.Table) -> ir.Table:
         return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
@@ -471,98 +489,150 @@ def _advanced_rows(
             return t
         return t.anti_join(late_ids, t[cid] == late_ids._lcid)
 
-    kept = not_late(buckets, CUSTOMER_ID)
-    kept = kept.mutate(**{CUTOFF: ibis.literal(to, "timestamp")})
-    parts = [shaped(kept)]
+    def written(t: ir.Table, name: str) -> ir.Table:
+        path = scratch(name)
+        t.to_parquet(path)
+        return con.read_parquet(str(path))
 
-    # tiles crossing an edge: out of the old bucket, into the new one
+    kept = not_late(sums, CUSTOMER_ID)
+    # stage one's rows of what changed, all at `to`: stage two's sums of them
+    # are the changes of the sums (a tile's row at the old date with its sums
+    # negated takes it out of the windows it was in)
+    rows: list[ir.Table] = []
+    stage_one = bucket_merge(spec)
+
+    def at_to(t: ir.Table) -> ir.Table:
+        return t.mutate(**{CUTOFF: cutoff})
+
+    # tiles crossing an edge: out of the windows at the old date, into those at `to`
     days = _moving_days(old, to, spec)
-    out_of = None
+    moving = None
     if days:
         m = not_late(old_tiles, "_cid")
         m = m.filter(m._day.isin([ibis.literal(d, "timestamp") for d in days]))
-        moving = _merged(m, ["_cid", "_day"], tiles_how)
-        gapless = with_gaps(moving).mutate(_gap=ibis.null("float64"))
-        out_of = _at(gapless, old, spec).mutate(**{CUTOFF: ibis.literal(to)})
+        moving = written(_merged(m, ["_cid", "_day"], tile_merge(spec)), "moving")
+        gapless = moving.mutate(_gap=ibis.null("float64"))
+        before = _at(gapless, old, spec)
         negated = {
-            c: (-out_of[c] if op == "sum" else ibis.null(schema[c]))
-            for c, op in how.items()
+            c: (-before[c] if op == "sum" else ibis.null(before[c].type()))
+            for c, op in stage_one.items()
         }
-        parts.append(shaped(out_of.mutate(**negated)))
-        parts.append(shaped(_at(gapless, to, spec)))
+        rows.append(at_to(before.mutate(**negated)))
+        rows.append(_at(gapless, to, spec))
 
     # new days' tiles, their gaps counted from each customer's last active day
     fresh = not_late(new, "_cid")
-    last = kept.group_by(_cid=kept[CUSTOMER_ID]).aggregate(
-        _day=ibis.greatest(*(kept[f"_last_{r}"] for r in ROLES)).max().truncate("D")
-    )
+    last_day = ibis.greatest(*(kept[f"_last_{r}"] for r in ROLES)).truncate("D")
+    last = kept.select(_cid=kept[CUSTOMER_ID], _day=last_day)
     last = last.semi_join(fresh, last._cid == fresh._cid)
     base = fresh.select("_cid", "_day").mutate(_new=True)
     last = last.select(_cid=last._cid, _day=last._day.cast(base._day.type()))
     gaps = with_gaps(base.union(last.mutate(_new=False)))
     gaps = gaps.filter(gaps._new).select(_gcid="_cid", _gday="_day", _gap="_gap")
     fresh = fresh.join(gaps, [fresh._cid == gaps._gcid, fresh._day == gaps._gday])
-    parts.append(shaped(_at(fresh.drop("_gcid", "_gday"), to, spec)))
+    rows.append(_at(fresh.drop("_gcid", "_gday"), to, spec))
 
-    # late customers: every tile of theirs again
+    # late customers: every tile of theirs again (their old sums are not kept)
     if late_ids is not None:
         theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
-        theirs = _merged(theirs, ["_cid", "_day"], tiles_how)
-        parts.append(shaped(_at(with_gaps(theirs), to, spec)))
+        theirs = _merged(theirs, ["_cid", "_day"], tile_merge(spec))
+        rows.append(_at(with_gaps(theirs), to, spec))
 
-    union = parts[0]
-    for p in parts[1:]:
-        union = union.union(p)
-    rows = _merged(union, keys, how)
-    if out_of is not None and spec.amount_roles:
-        rows = _fix_amount_max(rows, out_of, kept, all_tiles, late_ids, to, spec)
-    return shaped(rows)
+    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
+    union = rows[0].select(*keys, *stage_one)
+    for r in rows[1:]:
+        union = union.union(r.select(*keys, *stage_one))
+    delta = written(shaped(customer_sums(union, spec)), "delta")
+    touched = int(delta.count().execute())
+
+    # the sums of the customers with changes plus their changes (a join, one row
+    # per customer on each side); customers new to the state (or late) as the
+    # changes say; the others as they were
+    d = delta.rename(lambda c: f"_d{c}")
+    j = kept.left_join(d, kept[CUSTOMER_ID] == d[f"_d{CUSTOMER_ID}"])
+    combine = {
+        "sum": lambda a, b: a + b.fill_null(0),
+        "max": lambda a, b: ibis.greatest(a, b),
+        "min": lambda a, b: ibis.least(a, b),
+    }
+    merged = j.mutate(
+        **{CUTOFF: cutoff},
+        **{c: combine[op](j[c], j[f"_d{c}"]) for c, op in how.items()},
+    )
+    if moving is not None and spec.amount_roles:
+        merged = _fix_amount_max(
+            merged, moving, sums, all_tiles, late_ids, old, to, spec, written
+        )
+    only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
+    shaped(merged).union(shaped(only_new)).to_parquet(out)
+    return touched
 
 
 def _fix_amount_max(
-    rows: ir.Table,
-    out_of: ir.Table,
-    kept: ir.Table,
+    merged: ir.Table,
+    moving: ir.Table,
+    sums: ir.Table,
     all_tiles: ir.Table,
     late_ids: ir.Table | None,
+    old: datetime,
     to: datetime,
     spec: FeatureSpec,
+    written: Callable[[ir.Table, str], ir.Table],
 ) -> ir.Table:
     """The windowed amount maxima (a maximum cannot be subtracted) recomputed
-    from the tiles of the newest `max edge` days, for the customers only whose
-    tiles leaving a bucket (`out_of`: their maxima per old bucket) held that
-    bucket's maximum (`kept`): otherwise the maximum stays in the bucket."""
-    cols = [f"_amount_max_{r}" for r in spec.amount_roles]
-    k = kept.select(
-        _kcid=kept[CUSTOMER_ID],
-        _kbucket=kept._bucket,
-        **{f"_k{c}": kept[c] for c in cols},
+    from the tiles of the newest `max window` days, only for the customers one
+    of whose tiles leaving a window held at least that window's maximum (in
+    `sums`, at the old date): otherwise the maximum stays in the window."""
+    cols = [(r, w) for r in spec.amount_roles for w in spec.windows_days]
+    k = sums.select(
+        _kcid=sums[CUSTOMER_ID],
+        **{f"_k_{r}_{w}": sums[f"_amax_{r}_{w}"] for r, w in cols},
     )
-    hit = out_of.join(k, [out_of[CUSTOMER_ID] == k._kcid, out_of._bucket == k._kbucket])
-    carried = hit.filter(
-        ibis.or_(*((hit[c] >= hit[f"_k{c}"]).fill_null(False) for c in cols))
-    ).select(_rcid=hit[CUSTOMER_ID])
-    carried = carried.distinct()
-    since = to - timedelta(days=max(_boundaries(spec)))
-    recent = all_tiles.filter(all_tiles._day >= since)
+    age_old = days_between(ibis.literal(old, "timestamp"), moving._day)
+    age_to = days_between(ibis.literal(to, "timestamp"), moving._day)
+    leaving = moving.filter(
+        ibis.or_(*((age_old <= w) & (age_to > w) for w in spec.windows_days))
+    )
+    hit = leaving.join(k, leaving._cid == k._kcid)
+    age_old = days_between(ibis.literal(old, "timestamp"), hit._day)
+    age_to = days_between(ibis.literal(to, "timestamp"), hit._day)
+    held = [
+        (age_old <= w) & (age_to > w) & (hit[f"_amount_max_{r}"] >= hit[f"_k_{r}_{w}"])
+        for r, w in cols
+    ]
+    carried = hit.filter(ibis.or_(*(h.fill_null(False) for h in held)))
+    carried = written(carried.select(_rcid=carried._cid).distinct(), "carried")
+    since = to - timedelta(days=max(spec.windows_days))
+    recent = all_tiles.filter(all_tiles._day >= ibis.literal(since, "timestamp"))
+    recent = recent.select(
+        "_cid", "_day", *(f"_amount_max_{r}" for r in spec.amount_roles)
+    )
     recent = recent.semi_join(carried, recent._cid == carried._rcid)
     if late_ids is not None:
         recent = recent.anti_join(late_ids, recent._cid == late_ids._lcid)
-    recent = _merged(recent, ["_cid", "_day"], tile_merge(spec))
-    fixed = _at(with_gaps(recent), to, spec)
-    fixed = fixed.select(
-        _fcid=fixed[CUSTOMER_ID],
-        _fbucket=fixed._bucket,
-        **{f"_f{c}": fixed[c] for c in cols},
+    age = days_between(ibis.literal(to, "timestamp"), recent._day)
+    fixed = recent.group_by(_fcid=recent._cid).aggregate(
+        **{
+            f"_f_{r}_{w}": only(age <= w, recent[f"_amount_max_{r}"]).max()
+            for r, w in cols
+        },
     )
-    flagged = rows.left_join(carried, rows[CUSTOMER_ID] == carried._rcid)
-    joined = flagged.left_join(
-        fixed,
-        [flagged[CUSTOMER_ID] == fixed._fcid, flagged._bucket == fixed._fbucket],
+    # a carried customer without a tile left in the largest window has none
+    fixed = written(
+        carried.left_join(fixed, carried._rcid == fixed._fcid).select(
+            _fcid="_rcid", **{f"_f_{r}_{w}": f"_f_{r}_{w}" for r, w in cols}
+        ),
+        "fixed",
     )
-    redo = joined._rcid.notnull() & (joined._bucket != OLDEST)
+    joined = merged.left_join(fixed, merged[CUSTOMER_ID] == fixed._fcid)
+    redo = joined._fcid.notnull()
     return joined.mutate(
-        **{c: ibis.ifelse(redo, joined[f"_f{c}"], joined[c]) for c in cols}
+        **{
+            f"_amax_{r}_{w}": ibis.ifelse(
+                redo, joined[f"_f_{r}_{w}"], joined[f"_amax_{r}_{w}"]
+            )
+            for r, w in cols
+        }
     )
 
 
@@ -587,7 +657,7 @@ def forget(
         n=sum((theirs[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum()
     ).execute()["n"][0]
     files: dict[str, list[str]] = {}
-    column = {"tiles": "_cid", "buckets": CUSTOMER_ID, "cancels": "_rcid"}
+    column = {"tiles": "_cid", "sums": CUSTOMER_ID, "cancels": "_rcid"}
     for kind, names in state.manifest["files"].items():
         files[kind] = []
         for i, name in enumerate(names):
