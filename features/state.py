@@ -88,6 +88,9 @@ EVENT_ID = "event_id"
 APPLY, REJECT = "apply", "reject"
 LATE_POLICIES = (APPLY, REJECT)
 FORMAT = 2
+# tiles are stored by day in row groups this small, so the days that move at
+# the next advance are read without decoding many other days around them
+TILE_ROW_GROUP = 10240
 
 
 @dataclass
@@ -245,7 +248,9 @@ def rebuild(
         count += int(before.count().execute())
         tiles_name = f"tiles-{seq}-{i}.parquet"
         # by day: reading the days that move tomorrow skips most row groups
-        day_tiles(before, spec).order_by("_day").to_parquet(folder / tiles_name)
+        day_tiles(before, spec).order_by("_day").to_parquet(
+            folder / tiles_name, row_group_size=TILE_ROW_GROUP
+        )
         tiles = con.read_parquet(str(folder / tiles_name))
         sums_name = f"sums-{seq}-{i}.parquet"
         sums = customer_sums(_at(with_gaps(tiles), as_of, spec), spec)
@@ -358,7 +363,7 @@ def advance(
     keep = [c for c in events.columns if c != EVENT_ID]
     tiles_name = f"tiles-{seq}.parquet"
     tiles = day_tiles(events.select(*keep), spec).order_by("_day")
-    tiles.to_parquet(folder / tiles_name)
+    tiles.to_parquet(folder / tiles_name, row_group_size=TILE_ROW_GROUP)
     files["tiles"].append(tiles_name)
     new = con.read_parquet(str(folder / tiles_name))
     cancels_name = f"cancels-{seq}.parquet"
@@ -459,6 +464,19 @@ def _moving_days(old: datetime, to: datetime, spec: FeatureSpec) -> list[datetim
     return sorted(days)
 
 
+def _moving_ranges(
+    old: datetime, to: datetime, spec: FeatureSpec
+) -> list[tuple[datetime, datetime]]:
+    """`_moving_days` as disjoint ranges of days `[start, end)`."""
+    out: list[tuple[datetime, datetime]] = []
+    for day in _moving_days(old, to, spec):
+        if out and out[-1][1] == day:
+            out[-1] = (out[-1][0], day + timedelta(days=1))
+        else:
+            out.append((day, day + timedelta(days=1)))
+    return out
+
+
 def _advance_sums(
     sums: ir.Table,
     con: ibis.BaseBackend,
@@ -508,8 +526,21 @@ def _advance_sums(
     days = _moving_days(old, to, spec)
     moving = None
     if days:
-        m = not_late(old_tiles, "_cid")
-        m = m.filter(m._day.isin([ibis.literal(d, "timestamp") for d in days]))
+        # one range per edge (a plain range is read from the row groups holding
+        # it; the tiles are stored by day)
+        ranges = []
+        for start, end in _moving_ranges(old, to, spec):
+            day = old_tiles._day
+            ranges.append(
+                old_tiles.filter(
+                    (day >= ibis.literal(start, "timestamp"))
+                    & (day < ibis.literal(end, "timestamp"))
+                )
+            )
+        m = ranges[0]
+        for r in ranges[1:]:
+            m = m.union(r)
+        m = not_late(m, "_cid")
         moving = written(_merged(m, ["_cid", "_day"], tile_merge(spec)), "moving")
         gapless = moving.mutate(_gap=ibis.null("float64"))
         before = _at(gapless, old, spec)
