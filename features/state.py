@@ -4,41 +4,48 @@ produce every customer's feature row at a later date without rescanning history.
 `build_features` runs in stages (features.definition): events are rolled up to
 customer-day *tiles* (`day_tiles`, with `with_gaps`), the tiles are joined to a
 cutoff and summed per (customer, cutoff, age bucket) (`bucket_rows`: the bucket
-is the smallest window edge holding the day), and the features are computed from
-those bucket rows and the cancel days (`features_from_buckets`). The state keeps
-the tiles, the bucket rows at its *watermark* `D` (a midnight: it holds exactly
-the events before `D`), and the cancel days, so advancing it to `D2 >= D` with
-the new events is:
+is the smallest window edge holding the day), the bucket rows are summed per
+customer into every window's sums, the totals, first and last times
+(`customer_sums`: money in whole cents, so sums add and subtract exactly), and
+the features are computed from those row by row (`features_from_sums`, with the
+cancel days for the reactivations). The state keeps the tiles, the customer
+sums at its *watermark* `D` (a midnight: it holds exactly the events before
+`D`), and the cancel days, so advancing it to `D2 >= D` with the new events is:
 
-- new tiles: `day_tiles` of the new events; each one's gap is counted from the
-  customer's last active day, which the bucket rows hold (`_last_*`);
-- moving tiles: a tile changes bucket between `D` and `D2` only when its day is
-  in `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day
-  step): its sums are subtracted from its old bucket and it is added to its new
-  one (`bucket_merge`); the rest of the history is not read;
-- minima and maxima cannot be subtracted; stage two reads all of them but the
-  windowed amount maxima over every bucket at once, where a value left behind by
-  a tile that moved on changes nothing; the amount maxima are recomputed from the
-  recent tiles, only for the customers whose moving tiles carried an amount;
+- the changes: stage one's rows at `D2` of the new tiles (each one's gap counted
+  from the customer's last active day, which the sums hold), and of the *moving
+  tiles*: a tile changes bucket between `D` and `D2` only when its day is in
+  `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day step);
+  its row at `D` with its sums negated takes it out of the windows it was in, its
+  row at `D2` puts it in the ones it is in now. `customer_sums` of those rows is
+  one row of changes per touched customer; the rest of the history is not read;
+- the sums at `D2`: the old sums plus the changes (a join on the customer: sums
+  add, first times take the minimum, last times the maximum); the customers
+  nobody touched keep their row as it was;
+- the windowed amount maxima cannot be subtracted: they are recomputed from the
+  tiles of the largest window, only for the customers one of whose tiles leaving
+  a window held at least that window's maximum;
 - late events (before `D`; `features.late_events: apply`) make their customers'
-  rows recomputed from all their tiles (gaps between active days change); with
+  sums recomputed from all their tiles (gaps between active days change); with
   `reject` they are left out and counted;
 - events with an `event_id` already applied (or repeated within the batch) are
   dropped, so a replayed batch changes nothing; without one, every row counts,
   as in `build_features`;
-- "days since" features move with the date: stage two computes them from the
-  cutoff.
+- "days since" features, shares of the observed days and the populations move
+  with the date: `features_from_sums` computes them from the cutoff, row by row.
 
-So the features at `D2` are `features_from_buckets` of the advanced rows: the
-definition's own stage two, and they equal `build_features(events, [D2])`
-(tests/unit/features/test_state_properties.py checks it on random streams).
+So the features at `D2` are `features_from_sums` of the advanced sums: the
+definition's own last stage, and they equal `build_features(events, [D2])`
+(tests/unit/features/test_state_properties.py checks it on random streams). A
+night costs a pass over one row per customer, not over the history.
 
 On disk (a folder beside the scores, `<scoring.output>-state`): immutable
-Parquet files named by the advance that wrote them (`tiles-N-*.parquet`,
-`buckets-N-*.parquet`, `cancels-N-*.parquet`, `ids-N.parquet`) and the manifest
-`state.json` (watermark, the files that make up the state, the key it was built
-under), replaced atomically last (core.atomic); files no manifest names are
-removed after the swap, so a kill at any moment leaves the old state or the new.
+Parquet files named by the advance that wrote them (`tiles-N-*.parquet`, stored
+by day in small row groups, `sums-N-*.parquet`, `cancels-N-*.parquet`,
+`ids-N.parquet`) and the manifest `state.json` (watermark, the files that make
+up the state, the key it was built under), replaced atomically last
+(core.atomic); files no manifest names are removed after the swap, so a kill at
+any moment leaves the old state or the new.
 """
 
 from __future__ import annotations
