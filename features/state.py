@@ -98,6 +98,10 @@ FORMAT = 2
 # tiles are stored by day in row groups this small, so the days that move at
 # the next advance are read without decoding many other days around them
 TILE_ROW_GROUP = 10240
+# advances each add a small tiles, cancels and ids file; past this many of a kind
+# they are merged into one (rows concatenated: tiles of the same customer and day
+# in two files combine wherever they are read), so a night opens a bounded number
+COMPACT_AFTER = 30
 
 
 @dataclass
@@ -325,12 +329,16 @@ def advance(
     spec: FeatureSpec,
     *,
     late: str = APPLY,
+    compact_after: int | None = None,
 ) -> Advanced:
     """Apply `events` (the contract's columns, optionally `event_id`) and move
     the state to `to` (a midnight, not before the watermark); every event must be
     before `to`. Events before the watermark are late: applied to the customers
     they concern, or left out under `late="reject"`. Returns the new state (the
-    old one's files are removed once the new manifest is in place)."""
+    old one's files are removed once the new manifest is in place). The small
+    files advances leave (a night's tiles, cancel days, event ids) are merged
+    into one of each kind once there are more than `compact_after`
+    (`COMPACT_AFTER`)."""
     if late not in LATE_POLICIES:
         raise ValueError(f"features.late_events must be one of {LATE_POLICIES}")
     old = state.watermark
@@ -396,8 +404,30 @@ def advance(
         folder / sums_name,
     )
     files["sums"] = [sums_name]
+    _compact(con, folder, seq, files, compact_after or COMPACT_AFTER)
     out = _commit(folder, seq, to, state.key, state.events + applied, files)
     return Advanced(out, applied, n_late, rejected, duplicates, touched)
+
+
+def _compact(
+    con: ibis.BaseBackend, folder: Path, seq: int, files: dict, limit: int
+) -> None:
+    """Merge the files advances wrote (`<kind>-<seq>.parquet`, not a rebuild's
+    chunks) into `<kind>-<seq>-merged.parquet` when there are more than `limit`
+    of a kind; `files` is updated in place (the commit removes the old ones)."""
+    for kind in ("tiles", "cancels", "ids"):
+        small = [f for f in files[kind] if f.count("-") == 1]
+        if len(small) <= limit:
+            continue
+        table = con.read_parquet([str(folder / f) for f in small])
+        name = f"{kind}-{seq}-merged.parquet"
+        if kind == "tiles":
+            table.order_by("_day").to_parquet(
+                folder / name, row_group_size=TILE_ROW_GROUP
+            )
+        else:
+            table.to_parquet(folder / name)
+        files[kind] = [f for f in files[kind] if f not in small] + [name]
 
 
 CONTRACT_TYPES = {
