@@ -31,6 +31,13 @@ memory <= 1 GB (1024 MB) on every job; time growing no worse than linearly with
 events (the large job's engine seconds per event against the reference job's;
 within 10% counts as linear, given the timing noise of a shared machine).
 
+Each job also times the floor of any feature pass over its events (issue 20): the
+customer-day roll-up (`day_tiles`) of the same events (those before the last
+cutoff), on the same views and settings, each tile's every column reduced to one
+row (a fourth child; not written: its rows outnumber the features' many times).
+Goal: the engine within 3x of it on the reference job (`rollup_s`,
+`engine_vs_rollup_ratio`; per job `<job>_rollup_s`, `<job>_engine_vs_rollup_ratio`).
+
 `run_features` prints a table and writes `features.json`: per job `<job>_events`,
 `<job>_cutoffs`, `<job>_rows`, `<job>_engine_s`, `<job>_sql_s`, `<job>_ratio`
 (engine / SQL time), `<job>_engine_peak_mb`, `<job>_sql_peak_mb`, events per second
@@ -82,6 +89,7 @@ THREADS = 2
 PEAK_GOAL_MB = 1024.0
 RATIO_GOAL = 1.0
 LINEAR_SLACK = 1.10
+ROLLUP_GOAL = 3.0
 EVENTS_PER_SQL_PART_PER_GB = 25_000_000
 JOB_NAMES = ("reference", "training_set", "large")
 ISSUE_KEYS = (
@@ -133,6 +141,7 @@ class JobResult:
     rows: int | None = None
     features: int | None = None
     compare_s: float | None = None
+    rollup: dict[str, Any] | None = None
 
     @property
     def compared(self) -> bool:
@@ -208,6 +217,9 @@ def run_job(job: Job, workdir: Path, threads: int = THREADS) -> JobResult:
         for path in paths.values():
             _remove(path)
         return JobResult(job, runs["engine"], runs["sql"])
+    print(f"{job.name}: running the customer-day roll-up ...", flush=True)
+    rollup = _run_side("rollup", base)
+    print(f"{job.name}: roll-up {_outcome(rollup)}", flush=True)
     print(f"{job.name}: comparing ...", flush=True)
     compared = run_child(
         "compare",
@@ -225,6 +237,7 @@ def run_job(job: Job, workdir: Path, threads: int = THREADS) -> JobResult:
         compared["rows"],
         compared["features"],
         compared["seconds"],
+        rollup,
     )
 
 
@@ -364,6 +377,28 @@ def _mismatch_message(con: Any, name: str, cond: str, bad: int) -> str:
     return "\n".join(lines)
 
 
+def _child_rollup(args: dict[str, Any]) -> dict[str, Any]:
+    """The customer-day roll-up (`day_tiles`) of the events the engine reads
+    (before the last cutoff), on the same views, every column reduced to one
+    row: the floor of any pass that builds features from them."""
+    from benchmarks.harness import _child_load, demo_spec
+    from features.columns import EVENT_TIME
+    from features.definition import day_tiles
+
+    ds, facts = _child_load(args)
+    last = max(datetime.fromisoformat(c) for c in args["cutoffs"])
+    events = ds.events.filter(ds.events[EVENT_TIME] < last)
+    tiles = day_tiles(events, demo_spec())
+    # every column of every tile read once, so none is optimised away; the
+    # result is one row (the engine writes its features, far fewer than tiles)
+    total = tiles.aggregate(
+        _tiles=tiles.count(), **{f"_{c}": tiles[c].max() for c in tiles.columns}
+    )
+    start = time.perf_counter()
+    tiles_count = int(total.execute()["_tiles"][0])
+    return {"seconds": time.perf_counter() - start, "tiles": tiles_count, **facts}
+
+
 def _child_compare(args: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
@@ -411,6 +446,8 @@ def results_record(
     out["training_set_peak_mb"] = out.get("training_set_engine_peak_mb")
     out["large_s"] = out.get("large_engine_s")
     out["large_peak_mb"] = out.get("large_engine_peak_mb")
+    out["rollup_s"] = out.get("reference_rollup_s")
+    out["engine_vs_rollup_ratio"] = out.get("reference_engine_vs_rollup_ratio")
     out.update(_goals(out, ran))
     return out
 
@@ -439,6 +476,11 @@ def _job_figures(r: JobResult) -> dict[str, Any]:
             out[f"{n}_{side}_error"] = run["error"]
     both = out[f"{n}_engine_s"] and out[f"{n}_sql_s"]
     out[f"{n}_ratio"] = out[f"{n}_engine_s"] / out[f"{n}_sql_s"] if both else None
+    rollup = (r.rollup or {}).get("seconds")
+    out[f"{n}_rollup_s"] = rollup
+    out[f"{n}_engine_vs_rollup_ratio"] = (
+        out[f"{n}_engine_s"] / rollup if rollup and out[f"{n}_engine_s"] else None
+    )
     return out
 
 
@@ -448,6 +490,8 @@ def _goals(out: dict[str, Any], ran: set[str]) -> dict[str, Any]:
     if "reference" in ran:
         ratio = out["reference_ratio"]
         goals["goal_ratio_met"] = ratio is not None and ratio <= RATIO_GOAL
+        floor = out.get("reference_engine_vs_rollup_ratio")
+        goals["goal_rollup_met"] = floor is not None and floor <= ROLLUP_GOAL
     peaks = [out[f"{name}_engine_peak_mb"] for name in ran]
     finished = all(out[f"{name}_engine_s"] is not None for name in ran)
     goals["goal_peak_met"] = bool(peaks) and finished and max(peaks) <= PEAK_GOAL_MB
@@ -499,6 +543,13 @@ def format_table(done: list[JobResult], record: dict[str, Any]) -> str:
         )
     for r in done:
         n = r.job.name
+        if record.get(f"{n}_rollup_s"):
+            lines.append(
+                f"{n}: customer-day roll-up of the same events "
+                f"{record[f'{n}_rollup_s']:.1f} s; engine "
+                f"{record[f'{n}_engine_s']:.1f} s = "
+                f"{record[f'{n}_engine_vs_rollup_ratio']:.2f}x the roll-up"
+            )
         if r.job.sql_parts > 1:
             lines.append(f"{n}: the SQL ran in {r.job.sql_parts} parts of customers")
         for side in ("engine", "sql"):
@@ -522,6 +573,8 @@ def _goal_lines(record: dict[str, Any]) -> list[str]:
     return [
         f"goal: engine <= {RATIO_GOAL:.1f}x SQL on the reference job: "
         f"{verdict('goal_ratio_met')}",
+        f"goal: engine <= {ROLLUP_GOAL:.0f}x the customer-day roll-up on the "
+        f"reference job: {verdict('goal_rollup_met')}",
         f"goal: engine peak memory <= {PEAK_GOAL_MB:.0f} MB on every job: "
         f"{verdict('goal_peak_met')}",
         f"goal: the large job finishes: {verdict('goal_large_finished')}",
@@ -529,7 +582,7 @@ def _goal_lines(record: dict[str, Any]) -> list[str]:
     ]
 
 
-CHILDREN_FEATURES = {**CHILDREN, "compare": _child_compare}
+CHILDREN_FEATURES = {**CHILDREN, "compare": _child_compare, "rollup": _child_rollup}
 
 if __name__ == "__main__":
     sys.exit(child_main(sys.argv[1:], CHILDREN_FEATURES, MODULE))

@@ -78,6 +78,7 @@ def run_incremental(
     as_of = new_day + timedelta(days=1)
     out = workdir.absolute() / f"incremental-{customers}-{seed}"
     shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(_state_dir(out), ignore_errors=True)
     out.mkdir(parents=True)
     args = {
         "events": str(data.events_path),
@@ -200,7 +201,8 @@ def _child_incremental(args: dict[str, Any]) -> dict[str, Any]:
 
     ds = _load(args)
     config = _config(args)
-    scoring = config.scoring.model_copy(update={"output": Path(args["state"]).parent})
+    # the scores folder whose state (beside it) the state child built
+    scoring = config.scoring.model_copy(update={"output": Path(args["cwd"])})
     config = config.model_copy(update={"scoring": scoring})
     start = time.perf_counter()
     _, info = feature_parts(

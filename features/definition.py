@@ -595,8 +595,12 @@ def bucket_merge(spec: FeatureSpec) -> dict[str, str]:
     return out
 
 
-def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
-    """Stage two: per (customer, cutoff), the catalogue's event features."""
+def customer_sums(b: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """Stage two's aggregation: per (customer, cutoff), from stage one's rows,
+    the window sums, totals, minima and maxima the event features are computed
+    from (`features_from_sums`), each combining as `sum_merge` says. Money and
+    quantities stay whole cents and thousandths here, so a sum can be advanced by
+    adding and subtracting exactly (features.state)."""
     bucket = b._bucket
 
     def total(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
@@ -616,13 +620,10 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
             m[f"{r}_days_{w}d"] = count(f"_d_{r}", w)
         m[f"active_days_{w}d"] = count("_d", w)
         for r in spec.amount_roles:
-            cents = total(f"_amount_{r}", w).cast("float64")
-            m[f"{r}_amount_sum_{w}d"] = cents / CENTS
+            m[f"_cents_{r}_{w}"] = total(f"_amount_{r}", w).cast("float64")
             m[f"_amounts_{r}_{w}"] = total(f"_amounts_{r}", w)
-            largest = only(bucket <= w, b[f"_amount_max_{r}"]).max()
-            m[f"{r}_amount_max_{w}d"] = largest / CENTS
-            units = total(f"_quantity_{r}", w).cast("float64")
-            m[f"{r}_quantity_sum_{w}d"] = units / QUANTITY_UNITS
+            m[f"_amax_{r}_{w}"] = only(bucket <= w, b[f"_amount_max_{r}"]).max()
+            m[f"_units_{r}_{w}"] = total(f"_quantity_{r}", w).cast("float64")
     for r in ROLES:
         m[f"{r}_count_total"] = count(f"_n_{r}")
         m[f"_last_{r}"] = b[f"_last_{r}"].max()
@@ -635,12 +636,50 @@ def _features(b: ir.Table, spec: FeatureSpec) -> ir.Table:
             m[f"_{what}_last_{t}"] = count(column, t)
             m[f"_{what}_prior_{t}"] = count(column, 2 * t, after=t)
     m.update(_group_sums(b, spec, total))
-    agg = b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
+    return b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
 
+
+def sum_merge(spec: FeatureSpec) -> dict[str, str]:
+    """How two rows of `customer_sums` for the same customer combine, column by
+    column: `sum`, `min` or `max`. The windowed amount maxima (`_amax_*`) are
+    maxima over a window: a value that leaves the window cannot be taken out."""
+    out: dict[str, str] = {}
+    for w in spec.windows_days:
+        for r in ROLES:
+            out[f"{r}_count_{w}d"] = out[f"{r}_days_{w}d"] = "sum"
+        out[f"active_days_{w}d"] = "sum"
+        for r in spec.amount_roles:
+            out[f"_cents_{r}_{w}"] = out[f"_amounts_{r}_{w}"] = "sum"
+            out[f"_amax_{r}_{w}"], out[f"_units_{r}_{w}"] = "max", "sum"
+    for r in ROLES:
+        out[f"{r}_count_total"], out[f"_last_{r}"] = "sum", "max"
+    for name in ("_gaps", "_gap_sum", "_gap_sq_sum"):
+        out[name] = "sum"
+    for name in ("_first_event", "_first_purchase", "_first_day"):
+        out[name] = "min"
+    for t in spec.trend_days:
+        for what in ("event", PURCHASE):
+            out[f"_{what}_last_{t}"] = out[f"_{what}_prior_{t}"] = "sum"
+    # the feature groups' sums are all totals over buckets: they add up
+    for name in _group_sums(None, spec, lambda *_, **__: None):
+        out[name] = "sum"
+    return out
+
+
+def _from_sums(agg: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """The event features from `customer_sums`: row by row, no aggregation (what
+    depends on the cutoff, such as "days since", is computed here)."""
+    money: dict[str, ir.Value] = {}
+    for w in spec.windows_days:
+        for r in spec.amount_roles:
+            money[f"{r}_amount_sum_{w}d"] = agg[f"_cents_{r}_{w}"] / CENTS
+            money[f"{r}_amount_max_{w}d"] = agg[f"_amax_{r}_{w}"] / CENTS
+            money[f"{r}_quantity_sum_{w}d"] = agg[f"_units_{r}_{w}"] / QUANTITY_UNITS
     lasts = [agg[f"_last_{r}"] for r in ROLES if r != CANCEL]
     agg = agg.mutate(
         _last_non_cancel=ibis.greatest(*lasts),
         _last_event=ibis.greatest(*lasts, agg[f"_last_{CANCEL}"]),
+        **money,
     )
     cut = agg[CUTOFF]
     d: dict[str, ir.Value] = {}
@@ -765,7 +804,23 @@ def features_from_buckets(
     (`bucket_rows`: per customer, cutoff and age bucket) and the cancel days
     (`cancel_days`). `build_features` computes both from the events; the
     incremental state (features.state) keeps and advances them."""
-    out = _with_groups(_features(buckets, spec), spec, classic)
+    return features_from_sums(
+        customer_sums(buckets, spec), cancels, spec, customers, subscriptions, classic
+    )
+
+
+def features_from_sums(
+    sums: ir.Table,
+    cancels: ir.Table,
+    spec: FeatureSpec,
+    customers: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
+    classic: pd.DataFrame | None = None,
+) -> ir.Table:
+    """The output of `build_features` from stage two's per-customer sums
+    (`customer_sums`) and the cancel days: no aggregation but the reactivations'
+    small join (the incremental state keeps and advances the sums)."""
+    out = _with_groups(_from_sums(sums, spec), spec, classic)
     out = _with_reactivations(out, cancels)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
@@ -945,15 +1000,18 @@ __all__ = [
     "catalogue",
     "cutoff_table",
     "bucket_merge",
+    "customer_sums",
     "bucket_rows",
     "cancel_days",
     "daily_rollup",
     "day_tiles",
     "features_from_buckets",
+    "features_from_sums",
     "features_at",
     "population_columns",
     "population_name",
     "seen_pairs",
+    "sum_merge",
     "tile_merge",
     "with_gaps",
     "with_roles",

@@ -4,41 +4,48 @@ produce every customer's feature row at a later date without rescanning history.
 `build_features` runs in stages (features.definition): events are rolled up to
 customer-day *tiles* (`day_tiles`, with `with_gaps`), the tiles are joined to a
 cutoff and summed per (customer, cutoff, age bucket) (`bucket_rows`: the bucket
-is the smallest window edge holding the day), and the features are computed from
-those bucket rows and the cancel days (`features_from_buckets`). The state keeps
-the tiles, the bucket rows at its *watermark* `D` (a midnight: it holds exactly
-the events before `D`), and the cancel days, so advancing it to `D2 >= D` with
-the new events is:
+is the smallest window edge holding the day), the bucket rows are summed per
+customer into every window's sums, the totals, first and last times
+(`customer_sums`: money in whole cents, so sums add and subtract exactly), and
+the features are computed from those row by row (`features_from_sums`, with the
+cancel days for the reactivations). The state keeps the tiles, the customer
+sums at its *watermark* `D` (a midnight: it holds exactly the events before
+`D`), and the cancel days, so advancing it to `D2 >= D` with the new events is:
 
-- new tiles: `day_tiles` of the new events; each one's gap is counted from the
-  customer's last active day, which the bucket rows hold (`_last_*`);
-- moving tiles: a tile changes bucket between `D` and `D2` only when its day is
-  in `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day
-  step): its sums are subtracted from its old bucket and it is added to its new
-  one (`bucket_merge`); the rest of the history is not read;
-- minima and maxima cannot be subtracted; stage two reads all of them but the
-  windowed amount maxima over every bucket at once, where a value left behind by
-  a tile that moved on changes nothing; the amount maxima are recomputed from the
-  recent tiles, only for the customers whose moving tiles carried an amount;
+- the changes: stage one's rows at `D2` of the new tiles (each one's gap counted
+  from the customer's last active day, which the sums hold), and of the *moving
+  tiles*: a tile changes bucket between `D` and `D2` only when its day is in
+  `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day step);
+  its row at `D` with its sums negated takes it out of the windows it was in, its
+  row at `D2` puts it in the ones it is in now. `customer_sums` of those rows is
+  one row of changes per touched customer; the rest of the history is not read;
+- the sums at `D2`: the old sums plus the changes (a join on the customer: sums
+  add, first times take the minimum, last times the maximum); the customers
+  nobody touched keep their row as it was;
+- the windowed amount maxima cannot be subtracted: they are recomputed from the
+  tiles of the largest window, only for the customers one of whose tiles leaving
+  a window held at least that window's maximum;
 - late events (before `D`; `features.late_events: apply`) make their customers'
-  rows recomputed from all their tiles (gaps between active days change); with
+  sums recomputed from all their tiles (gaps between active days change); with
   `reject` they are left out and counted;
 - events with an `event_id` already applied (or repeated within the batch) are
   dropped, so a replayed batch changes nothing; without one, every row counts,
   as in `build_features`;
-- "days since" features move with the date: stage two computes them from the
-  cutoff.
+- "days since" features, shares of the observed days and the populations move
+  with the date: `features_from_sums` computes them from the cutoff, row by row.
 
-So the features at `D2` are `features_from_buckets` of the advanced rows: the
-definition's own stage two, and they equal `build_features(events, [D2])`
-(tests/unit/features/test_state_properties.py checks it on random streams).
+So the features at `D2` are `features_from_sums` of the advanced sums: the
+definition's own last stage, and they equal `build_features(events, [D2])`
+(tests/unit/features/test_state_properties.py checks it on random streams). A
+night costs a pass over one row per customer, not over the history.
 
 On disk (a folder beside the scores, `<scoring.output>-state`): immutable
-Parquet files named by the advance that wrote them (`tiles-N-*.parquet`,
-`buckets-N-*.parquet`, `cancels-N-*.parquet`, `ids-N.parquet`) and the manifest
-`state.json` (watermark, the files that make up the state, the key it was built
-under), replaced atomically last (core.atomic); files no manifest names are
-removed after the swap, so a kill at any moment leaves the old state or the new.
+Parquet files named by the advance that wrote them (`tiles-N-*.parquet`, stored
+by day in small row groups, `sums-N-*.parquet`, `cancels-N-*.parquet`,
+`ids-N.parquet`) and the manifest `state.json` (watermark, the files that make
+up the state, the key it was built under), replaced atomically last
+(core.atomic); files no manifest names are removed after the swap, so a kill at
+any moment leaves the old state or the new.
 """
 
 from __future__ import annotations
@@ -66,13 +73,16 @@ from features.columns import (
     ROLES,
 )
 from features.definition import (
-    OLDEST,
     FeatureSpec,
     _boundaries,
     bucket_merge,
     bucket_rows,
+    customer_sums,
     day_tiles,
-    features_from_buckets,
+    days_between,
+    features_from_sums,
+    only,
+    sum_merge,
     tile_merge,
     with_gaps,
 )
@@ -84,7 +94,14 @@ MANIFEST = "state.json"
 EVENT_ID = "event_id"
 APPLY, REJECT = "apply", "reject"
 LATE_POLICIES = (APPLY, REJECT)
-FORMAT = 1
+FORMAT = 2
+# tiles are stored by day in row groups this small, so the days that move at
+# the next advance are read without decoding many other days around them
+TILE_ROW_GROUP = 10240
+# advances each add a small tiles, cancels and ids file; past this many of a kind
+# they are merged into one (rows concatenated: tiles of the same customer and day
+# in two files combine wherever they are read), so a night opens a bounded number
+COMPACT_AFTER = 30
 
 
 @dataclass
@@ -96,7 +113,7 @@ class Advanced:
     late: int  # before the old watermark (applied, or rejected by the policy)
     rejected: int  # left out by the late policy
     duplicates: int  # event ids already applied or repeated in the batch
-    touched: int = 0  # customers whose bucket rows were read (moved, new, late)
+    touched: int = 0  # customers whose sums changed (moving or new tiles, late)
 
 
 @dataclass
@@ -122,8 +139,9 @@ class FeatureState:
     def files(self, kind: str) -> list[str]:
         return [str(self.folder / f) for f in self.manifest["files"][kind]]
 
-    def buckets(self, con: ibis.BaseBackend) -> ir.Table:
-        return con.read_parquet(self.files("buckets"))
+    def sums(self, con: ibis.BaseBackend) -> ir.Table:
+        """Stage two's per-customer sums at the watermark (`customer_sums`)."""
+        return con.read_parquet(self.files("sums"))
 
     def cancels(self, con: ibis.BaseBackend) -> ir.Table:
         t = con.read_parquet(self.files("cancels"))
@@ -140,8 +158,8 @@ class FeatureState:
         subscriptions: ir.Table | None = None,
     ) -> ir.Table:
         """`build_features(events, [watermark], ...)` from the state."""
-        return features_from_buckets(
-            self.buckets(con), self.cancels(con), spec, customers, subscriptions
+        return features_from_sums(
+            self.sums(con), self.cancels(con), spec, customers, subscriptions
         )
 
 
@@ -219,13 +237,13 @@ def rebuild(
     on_chunk: Callable[[int, ir.Table, ir.Table], None] | None = None,
 ) -> FeatureState:
     """A new state at `as_of` from all events, given as customer chunks (every
-    customer's events in one chunk); `on_chunk(i, buckets, cancels)` gets each
-    chunk's bucket rows and cancel days as they are written (the nightly
+    customer's events in one chunk); `on_chunk(i, sums, cancels)` gets each
+    chunk's customer sums and cancel days as they are written (the nightly
     computes its features from them), before the manifest is swapped in."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seq = _next_seq(folder)
-    files: dict[str, list[str]] = {"tiles": [], "buckets": [], "cancels": [], "ids": []}
+    files: dict[str, list[str]] = {"tiles": [], "sums": [], "cancels": [], "ids": []}
     count = 0
     for i, events in enumerate(chunks):
         events = _typed(events)
@@ -241,19 +259,22 @@ def rebuild(
         count += int(before.count().execute())
         tiles_name = f"tiles-{seq}-{i}.parquet"
         # by day: reading the days that move tomorrow skips most row groups
-        day_tiles(before, spec).order_by("_day").to_parquet(folder / tiles_name)
+        day_tiles(before, spec).order_by("_day").to_parquet(
+            folder / tiles_name, row_group_size=TILE_ROW_GROUP
+        )
         tiles = con.read_parquet(str(folder / tiles_name))
-        buckets_name = f"buckets-{seq}-{i}.parquet"
-        _at(with_gaps(tiles), as_of, spec).to_parquet(folder / buckets_name)
+        sums_name = f"sums-{seq}-{i}.parquet"
+        sums = customer_sums(_at(with_gaps(tiles), as_of, spec), spec)
+        sums.to_parquet(folder / sums_name)
         cancels_name = f"cancels-{seq}-{i}.parquet"
         _cancels_of(tiles).to_parquet(folder / cancels_name)
         files["tiles"].append(tiles_name)
-        files["buckets"].append(buckets_name)
+        files["sums"].append(sums_name)
         files["cancels"].append(cancels_name)
         if on_chunk is not None:
             on_chunk(
                 i,
-                con.read_parquet(str(folder / buckets_name)),
+                con.read_parquet(str(folder / sums_name)),
                 con.read_parquet(str(folder / cancels_name)).distinct(),
             )
     return _commit(folder, seq, as_of, key, count, files)
@@ -308,12 +329,16 @@ def advance(
     spec: FeatureSpec,
     *,
     late: str = APPLY,
+    compact_after: int | None = None,
 ) -> Advanced:
     """Apply `events` (the contract's columns, optionally `event_id`) and move
     the state to `to` (a midnight, not before the watermark); every event must be
     before `to`. Events before the watermark are late: applied to the customers
     they concern, or left out under `late="reject"`. Returns the new state (the
-    old one's files are removed once the new manifest is in place)."""
+    old one's files are removed once the new manifest is in place). The small
+    files advances leave (a night's tiles, cancel days, event ids) are merged
+    into one of each kind once there are more than `compact_after`
+    (`COMPACT_AFTER`)."""
     if late not in LATE_POLICIES:
         raise ValueError(f"features.late_events must be one of {LATE_POLICIES}")
     old = state.watermark
@@ -353,26 +378,56 @@ def advance(
     keep = [c for c in events.columns if c != EVENT_ID]
     tiles_name = f"tiles-{seq}.parquet"
     tiles = day_tiles(events.select(*keep), spec).order_by("_day")
-    tiles.to_parquet(folder / tiles_name)
+    tiles.to_parquet(folder / tiles_name, row_group_size=TILE_ROW_GROUP)
     files["tiles"].append(tiles_name)
     new = con.read_parquet(str(folder / tiles_name))
     cancels_name = f"cancels-{seq}.parquet"
     _cancels_of(new).to_parquet(folder / cancels_name)
     files["cancels"].append(cancels_name)
 
-    buckets = state.buckets(con)
     all_tiles = con.read_parquet([str(folder / f) for f in files["tiles"]])
     late_ids = None
     if n_late and rejected == 0:
         late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
-    rows = _advanced_rows(
-        buckets, all_tiles, new, late_ids, old, to, spec, state.tiles(con)
+    sums_name = f"sums-{seq}.parquet"
+    touched = _advance_sums(
+        state.sums(con),
+        con,
+        all_tiles,
+        new,
+        late_ids,
+        old,
+        to,
+        spec,
+        state.tiles(con),
+        lambda name: folder / f"{name}-{seq}.parquet",
+        folder / sums_name,
     )
-    buckets_name = f"buckets-{seq}.parquet"
-    rows.to_parquet(folder / buckets_name)
-    files["buckets"] = [buckets_name]
+    files["sums"] = [sums_name]
+    _compact(con, folder, seq, files, compact_after or COMPACT_AFTER)
     out = _commit(folder, seq, to, state.key, state.events + applied, files)
-    return Advanced(out, applied, n_late, rejected, duplicates)
+    return Advanced(out, applied, n_late, rejected, duplicates, touched)
+
+
+def _compact(
+    con: ibis.BaseBackend, folder: Path, seq: int, files: dict, limit: int
+) -> None:
+    """Merge the files advances wrote (`<kind>-<seq>.parquet`, not a rebuild's
+    chunks) into `<kind>-<seq>-merged.parquet` when there are more than `limit`
+    of a kind; `files` is updated in place (the commit removes the old ones)."""
+    for kind in ("tiles", "cancels", "ids"):
+        small = [f for f in files[kind] if f.count("-") == 1]
+        if len(small) <= limit:
+            continue
+        table = con.read_parquet([str(folder / f) for f in small])
+        name = f"{kind}-{seq}-merged.parquet"
+        if kind == "tiles":
+            table.order_by("_day").to_parquet(
+                folder / name, row_group_size=TILE_ROW_GROUP
+            )
+        else:
+            table.to_parquet(folder / name)
+        files[kind] = [f for f in files[kind] if f not in small] + [name]
 
 
 CONTRACT_TYPES = {
@@ -446,8 +501,22 @@ def _moving_days(old: datetime, to: datetime, spec: FeatureSpec) -> list[datetim
     return sorted(days)
 
 
-def _advanced_rows(
-    buckets: ir.Table,
+def _moving_ranges(
+    old: datetime, to: datetime, spec: FeatureSpec
+) -> list[tuple[datetime, datetime]]:
+    """`_moving_days` as disjoint ranges of days `[start, end)`."""
+    out: list[tuple[datetime, datetime]] = []
+    for day in _moving_days(old, to, spec):
+        if out and out[-1][1] == day:
+            out[-1] = (out[-1][0], day + timedelta(days=1))
+        else:
+            out.append((day, day + timedelta(days=1)))
+    return out
+
+
+def _advance_sums(
+    sums: ir.Table,
+    con: ibis.BaseBackend,
     all_tiles: ir.Table,
     new: ir.Table,
     late_ids: ir.Table | None,
@@ -455,13 +524,17 @@ def _advanced_rows(
     to: datetime,
     spec: FeatureSpec,
     old_tiles: ir.Table,
-) -> ir.Table:
-    """The bucket rows at `to`: see the module docstring."""
-    how = bucket_merge(spec)
-    tiles_how = tile_merge(spec)
-    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
-    columns = keys + list(how)
-    schema = buckets.schema()
+    scratch: Callable[[str], Path],
+    out: Path,
+) -> int:
+    """Write the customer sums at `to` to `out` (see the module docstring);
+    returns how many customers' sums changed. Intermediate tables go to
+    `scratch(name)` (files the manifest never names: the commit removes them),
+    so the engine plans the joins with their true sizes."""
+    how = sum_merge(spec)
+    columns = [CUSTOMER_ID, CUTOFF, *how]
+    schema = sums.schema()
+    cutoff = ibis.literal(to, "timestamp")
 
     def shaped(t: ir.Table) -> ir.Table:
         return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
@@ -471,98 +544,163 @@ def _advanced_rows(
             return t
         return t.anti_join(late_ids, t[cid] == late_ids._lcid)
 
-    kept = not_late(buckets, CUSTOMER_ID)
-    kept = kept.mutate(**{CUTOFF: ibis.literal(to, "timestamp")})
-    parts = [shaped(kept)]
+    def written(t: ir.Table, name: str) -> ir.Table:
+        path = scratch(name)
+        t.to_parquet(path)
+        return con.read_parquet(str(path))
 
-    # tiles crossing an edge: out of the old bucket, into the new one
+    kept = not_late(sums, CUSTOMER_ID)
+    # stage one's rows of what changed, all at `to`: stage two's sums of them
+    # are the changes of the sums (a tile's row at the old date with its sums
+    # negated takes it out of the windows it was in)
+    rows: list[ir.Table] = []
+    stage_one = bucket_merge(spec)
+
+    def at_to(t: ir.Table) -> ir.Table:
+        return t.mutate(**{CUTOFF: cutoff})
+
+    # tiles crossing an edge: out of the windows at the old date, into those at `to`
     days = _moving_days(old, to, spec)
-    out_of = None
+    moving = None
     if days:
-        m = not_late(old_tiles, "_cid")
-        m = m.filter(m._day.isin([ibis.literal(d, "timestamp") for d in days]))
-        moving = _merged(m, ["_cid", "_day"], tiles_how)
-        gapless = with_gaps(moving).mutate(_gap=ibis.null("float64"))
-        out_of = _at(gapless, old, spec).mutate(**{CUTOFF: ibis.literal(to)})
+        # one range per edge (a plain range is read from the row groups holding
+        # it; the tiles are stored by day)
+        ranges = []
+        for start, end in _moving_ranges(old, to, spec):
+            day = old_tiles._day
+            ranges.append(
+                old_tiles.filter(
+                    (day >= ibis.literal(start, "timestamp"))
+                    & (day < ibis.literal(end, "timestamp"))
+                )
+            )
+        m = ranges[0]
+        for r in ranges[1:]:
+            m = m.union(r)
+        m = not_late(m, "_cid")
+        moving = written(_merged(m, ["_cid", "_day"], tile_merge(spec)), "moving")
+        gapless = moving.mutate(_gap=ibis.null("float64"))
+        before = _at(gapless, old, spec)
         negated = {
-            c: (-out_of[c] if op == "sum" else ibis.null(schema[c]))
-            for c, op in how.items()
+            c: (-before[c] if op == "sum" else ibis.null(before[c].type()))
+            for c, op in stage_one.items()
         }
-        parts.append(shaped(out_of.mutate(**negated)))
-        parts.append(shaped(_at(gapless, to, spec)))
+        rows.append(at_to(before.mutate(**negated)))
+        rows.append(_at(gapless, to, spec))
 
     # new days' tiles, their gaps counted from each customer's last active day
     fresh = not_late(new, "_cid")
-    last = kept.group_by(_cid=kept[CUSTOMER_ID]).aggregate(
-        _day=ibis.greatest(*(kept[f"_last_{r}"] for r in ROLES)).max().truncate("D")
-    )
+    last_day = ibis.greatest(*(kept[f"_last_{r}"] for r in ROLES)).truncate("D")
+    last = kept.select(_cid=kept[CUSTOMER_ID], _day=last_day)
     last = last.semi_join(fresh, last._cid == fresh._cid)
     base = fresh.select("_cid", "_day").mutate(_new=True)
     last = last.select(_cid=last._cid, _day=last._day.cast(base._day.type()))
     gaps = with_gaps(base.union(last.mutate(_new=False)))
     gaps = gaps.filter(gaps._new).select(_gcid="_cid", _gday="_day", _gap="_gap")
     fresh = fresh.join(gaps, [fresh._cid == gaps._gcid, fresh._day == gaps._gday])
-    parts.append(shaped(_at(fresh.drop("_gcid", "_gday"), to, spec)))
+    rows.append(_at(fresh.drop("_gcid", "_gday"), to, spec))
 
-    # late customers: every tile of theirs again
+    # late customers: every tile of theirs again (their old sums are not kept)
     if late_ids is not None:
         theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
-        theirs = _merged(theirs, ["_cid", "_day"], tiles_how)
-        parts.append(shaped(_at(with_gaps(theirs), to, spec)))
+        theirs = _merged(theirs, ["_cid", "_day"], tile_merge(spec))
+        rows.append(_at(with_gaps(theirs), to, spec))
 
-    union = parts[0]
-    for p in parts[1:]:
-        union = union.union(p)
-    rows = _merged(union, keys, how)
-    if out_of is not None and spec.amount_roles:
-        rows = _fix_amount_max(rows, out_of, kept, all_tiles, late_ids, to, spec)
-    return shaped(rows)
+    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
+    union = rows[0].select(*keys, *stage_one)
+    for r in rows[1:]:
+        union = union.union(r.select(*keys, *stage_one))
+    delta = written(shaped(customer_sums(union, spec)), "delta")
+    touched = int(delta.count().execute())
+
+    # the sums of the customers with changes plus their changes (a join, one row
+    # per customer on each side); customers new to the state (or late) as the
+    # changes say; the others as they were
+    d = delta.rename(lambda c: f"_d{c}")
+    j = kept.left_join(d, kept[CUSTOMER_ID] == d[f"_d{CUSTOMER_ID}"])
+    combine = {
+        "sum": lambda a, b: a + b.fill_null(0),
+        "max": lambda a, b: ibis.greatest(a, b),
+        "min": lambda a, b: ibis.least(a, b),
+    }
+    merged = j.mutate(
+        **{CUTOFF: cutoff},
+        **{c: combine[op](j[c], j[f"_d{c}"]) for c, op in how.items()},
+    )
+    if moving is not None and spec.amount_roles:
+        merged = _fix_amount_max(
+            merged, moving, sums, all_tiles, late_ids, old, to, spec, written
+        )
+    only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
+    shaped(merged).union(shaped(only_new)).to_parquet(out)
+    return touched
 
 
 def _fix_amount_max(
-    rows: ir.Table,
-    out_of: ir.Table,
-    kept: ir.Table,
+    merged: ir.Table,
+    moving: ir.Table,
+    sums: ir.Table,
     all_tiles: ir.Table,
     late_ids: ir.Table | None,
+    old: datetime,
     to: datetime,
     spec: FeatureSpec,
+    written: Callable[[ir.Table, str], ir.Table],
 ) -> ir.Table:
     """The windowed amount maxima (a maximum cannot be subtracted) recomputed
-    from the tiles of the newest `max edge` days, for the customers only whose
-    tiles leaving a bucket (`out_of`: their maxima per old bucket) held that
-    bucket's maximum (`kept`): otherwise the maximum stays in the bucket."""
-    cols = [f"_amount_max_{r}" for r in spec.amount_roles]
-    k = kept.select(
-        _kcid=kept[CUSTOMER_ID],
-        _kbucket=kept._bucket,
-        **{f"_k{c}": kept[c] for c in cols},
+    from the tiles of the newest `max window` days, only for the customers one
+    of whose tiles leaving a window held at least that window's maximum (in
+    `sums`, at the old date): otherwise the maximum stays in the window."""
+    cols = [(r, w) for r in spec.amount_roles for w in spec.windows_days]
+    k = sums.select(
+        _kcid=sums[CUSTOMER_ID],
+        **{f"_k_{r}_{w}": sums[f"_amax_{r}_{w}"] for r, w in cols},
     )
-    hit = out_of.join(k, [out_of[CUSTOMER_ID] == k._kcid, out_of._bucket == k._kbucket])
-    carried = hit.filter(
-        ibis.or_(*((hit[c] >= hit[f"_k{c}"]).fill_null(False) for c in cols))
-    ).select(_rcid=hit[CUSTOMER_ID])
-    carried = carried.distinct()
-    since = to - timedelta(days=max(_boundaries(spec)))
-    recent = all_tiles.filter(all_tiles._day >= since)
+    age_old = days_between(ibis.literal(old, "timestamp"), moving._day)
+    age_to = days_between(ibis.literal(to, "timestamp"), moving._day)
+    leaving = moving.filter(
+        ibis.or_(*((age_old <= w) & (age_to > w) for w in spec.windows_days))
+    )
+    hit = leaving.join(k, leaving._cid == k._kcid)
+    age_old = days_between(ibis.literal(old, "timestamp"), hit._day)
+    age_to = days_between(ibis.literal(to, "timestamp"), hit._day)
+    held = [
+        (age_old <= w) & (age_to > w) & (hit[f"_amount_max_{r}"] >= hit[f"_k_{r}_{w}"])
+        for r, w in cols
+    ]
+    carried = hit.filter(ibis.or_(*(h.fill_null(False) for h in held)))
+    carried = written(carried.select(_rcid=carried._cid).distinct(), "carried")
+    since = to - timedelta(days=max(spec.windows_days))
+    recent = all_tiles.filter(all_tiles._day >= ibis.literal(since, "timestamp"))
+    recent = recent.select(
+        "_cid", "_day", *(f"_amount_max_{r}" for r in spec.amount_roles)
+    )
     recent = recent.semi_join(carried, recent._cid == carried._rcid)
     if late_ids is not None:
         recent = recent.anti_join(late_ids, recent._cid == late_ids._lcid)
-    recent = _merged(recent, ["_cid", "_day"], tile_merge(spec))
-    fixed = _at(with_gaps(recent), to, spec)
-    fixed = fixed.select(
-        _fcid=fixed[CUSTOMER_ID],
-        _fbucket=fixed._bucket,
-        **{f"_f{c}": fixed[c] for c in cols},
+    age = days_between(ibis.literal(to, "timestamp"), recent._day)
+    fixed = recent.group_by(_fcid=recent._cid).aggregate(
+        **{
+            f"_f_{r}_{w}": only(age <= w, recent[f"_amount_max_{r}"]).max()
+            for r, w in cols
+        },
     )
-    flagged = rows.left_join(carried, rows[CUSTOMER_ID] == carried._rcid)
-    joined = flagged.left_join(
-        fixed,
-        [flagged[CUSTOMER_ID] == fixed._fcid, flagged._bucket == fixed._fbucket],
+    # a carried customer without a tile left in the largest window has none
+    fixed = written(
+        carried.left_join(fixed, carried._rcid == fixed._fcid).select(
+            _fcid="_rcid", **{f"_f_{r}_{w}": f"_f_{r}_{w}" for r, w in cols}
+        ),
+        "fixed",
     )
-    redo = joined._rcid.notnull() & (joined._bucket != OLDEST)
+    joined = merged.left_join(fixed, merged[CUSTOMER_ID] == fixed._fcid)
+    redo = joined._fcid.notnull()
     return joined.mutate(
-        **{c: ibis.ifelse(redo, joined[f"_f{c}"], joined[c]) for c in cols}
+        **{
+            f"_amax_{r}_{w}": ibis.ifelse(
+                redo, joined[f"_f_{r}_{w}"], joined[f"_amax_{r}_{w}"]
+            )
+            for r, w in cols
+        }
     )
 
 
@@ -587,7 +725,7 @@ def forget(
         n=sum((theirs[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum()
     ).execute()["n"][0]
     files: dict[str, list[str]] = {}
-    column = {"tiles": "_cid", "buckets": CUSTOMER_ID, "cancels": "_rcid"}
+    column = {"tiles": "_cid", "sums": CUSTOMER_ID, "cancels": "_rcid"}
     for kind, names in state.manifest["files"].items():
         files[kind] = []
         for i, name in enumerate(names):

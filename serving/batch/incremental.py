@@ -32,7 +32,7 @@ from features.definition import (
     FeatureSpec,
     build_features,
     catalogue,
-    features_from_buckets,
+    features_from_sums,
 )
 from features.sources.chunks import chunk_count, customer_chunks, write_chunked
 from features.sources.load import Dataset
@@ -162,16 +162,16 @@ def _rebuild(
     scratch: Path,
 ) -> list[Path]:
     """The state rebuilt from every event, chunk by chunk, and each chunk's
-    feature part computed from its bucket rows as they are written."""
+    feature part computed from its customer sums as they are written."""
     scratch.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
     # the classic models fitted on every customer: a chunk holds some of them
     params = fit_from_events(ds.events, [as_of], spec) if spec.classic else None
 
-    def features(i, buckets, cancels) -> None:
+    def features(i, sums, cancels) -> None:
         path = scratch / f"part-{i}.parquet"
-        features_from_buckets(
-            buckets, cancels, spec, ds.customers, ds.subscriptions, params
+        features_from_sums(
+            sums, cancels, spec, ds.customers, ds.subscriptions, params
         ).to_parquet(path)
         parts.append(path)
 

@@ -9,7 +9,8 @@ in the batch of its date or, sometimes, a later one: a *late* event (before the
 state's watermark). Sometimes events carry an `event_id` and some are sent twice
 (in the same batch or a later one); sometimes the late policy is `reject`;
 sometimes a customer is forgotten between two batches (and their later events
-never arrive, as the suppression list drops them at load). At every date the
+never arrive, as the suppression list drops them at load); sometimes the files
+the advances leave are merged (`compact_after=1`). At every date the
 state's feature rows equal `build_features` at that date over exactly the events
 it should hold (counts exactly, floats to 1e-9, nulls in the same places).
 
@@ -84,7 +85,9 @@ def streams(draw):
     if ids and len(dates) > 2 and draw(st.integers(0, 3)) == 0:
         forget = (draw(st.sampled_from(ids)), draw(st.integers(1, len(dates) - 2)))
     late = draw(st.sampled_from((fs.APPLY, fs.APPLY, fs.REJECT)))
-    return spec, dates, batches, with_ids, forget, late
+    # sometimes the files advances leave are merged as soon as there are two
+    compact = draw(st.sampled_from((None, 1)))
+    return spec, dates, batches, with_ids, forget, late, compact
 
 
 def frame(rows: list[tuple], with_ids: bool) -> pd.DataFrame:
@@ -95,7 +98,7 @@ def frame(rows: list[tuple], with_ids: bool) -> pd.DataFrame:
 
 
 def check(stream) -> None:
-    spec, dates, batches, with_ids, forget, late = stream
+    spec, dates, batches, with_ids, forget, late, compact = stream
     con = connect(threads=1)
     held: dict[object, tuple] = {}  # what the state should hold, by id or row
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +117,13 @@ def check(stream) -> None:
             rows = [r for r in batches[i] if r[0] not in gone]
             old = dates[i - 1]
             result = fs.advance(
-                state, con, ibis.memtable(frame(rows, with_ids)), date, spec, late=late
+                state,
+                con,
+                ibis.memtable(frame(rows, with_ids)),
+                date,
+                spec,
+                late=late,
+                compact_after=compact,
             )
             state = result.state
             for n, row in enumerate(rows):
@@ -123,6 +132,12 @@ def check(stream) -> None:
                     continue
                 held.setdefault(key, row)
             assert result.state.events == len(held)
+            if compact is not None:
+                for kind in ("tiles", "cancels"):
+                    small = [
+                        f for f in state.manifest["files"][kind] if f.count("-") == 1
+                    ]
+                    assert len(small) <= compact, state.manifest["files"]
             compare(state, con, spec, held, date)
     con.disconnect()
 
