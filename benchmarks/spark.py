@@ -129,7 +129,7 @@ def run_spark(
 
 
 def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
-    """(embedded rows/s, spark_udf rows/s, rows) on the last cutoff's rows."""
+    """(embedded rows/s, Spark rows/s, rows) on the last cutoff's rows."""
     from features.definition import ELIGIBLE
     from serving.batch.spark import with_scores
 

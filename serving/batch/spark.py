@@ -1,14 +1,14 @@
 """Nightly scoring on Spark: the same output as serving.batch.score, computed by Spark.
 
 1. features: the one definition at the as-of date, run by Spark through Ibis;
-2. score: each champion's model, as registered in MLflow, applied by
-   `mlflow.pyfunc.spark_udf` to the features encoded in Spark exactly as
-   `Encoding.to_matrix` encodes them (feature order, categorical codes, unknown
-   as missing); the booster's probabilities come back as columns;
+2. score: the champions (loaded from MLflow on the driver) broadcast to the
+   Python workers and applied by one pandas UDF (`with_scores`) exactly as
+   `Champions.predict_frame` applies them in process (`Encoding.to_matrix`, the
+   booster or its blend, the calibration map); each target's raw and calibrated
+   probabilities come back as columns;
 3. drift: every feature's counts in its reference's bins, one Spark aggregation;
 4. Spark writes features and probabilities to scratch Parquet parts; the driver
-   calibrates (the calibration map is a few numbers), takes deciles and writes
-   the partition through `serving.batch.score.publish`: the same schema, reason codes,
+   takes deciles and writes the partition through `serving.batch.score.publish`: the same schema, reason codes,
    partitioning, atomic commit and online store as the embedded path.
 
 The scores' own drift counts are taken on the driver, where the calibrated
