@@ -8,8 +8,9 @@
    probabilities come back as columns;
 3. drift: every feature's counts in its reference's bins, one Spark aggregation;
 4. Spark writes features and probabilities to scratch Parquet parts; the driver
-   takes deciles and writes the partition through `serving.batch.score.publish`: the same schema, reason codes,
-   partitioning, atomic commit and online store as the embedded path.
+   takes deciles and writes the partition through `serving.batch.score.publish`:
+   the same schema, reason codes, partitioning, atomic commit and online store
+   as the embedded path.
 
 The scores' own drift counts are taken on the driver, where the calibrated
 scores are; they are three columns.
