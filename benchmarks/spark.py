@@ -9,8 +9,9 @@ cutoffs):
   exactly, floats to 1e-9) or the figures are not reported;
 - scoring: small LightGBM champions fitted on the DuckDB features, then the rows
   of the last cutoff scored in process (`Champions.predict_frame`: encoding,
-  3 predicts, calibration) and by `mlflow.pyfunc.spark_udf` (the 3 models saved
-  as MLflow models, encoded in Spark, applied to a Spark DataFrame of the same
+  3 predicts, calibration) and on Spark by `serving.batch.spark.with_scores`
+  (one pandas UDF, the champions broadcast and loaded once per Python worker,
+  the same encoding and calibration; applied to a Spark DataFrame of the same
   rows, results dropped by Spark's `noop` sink so no write is timed).
 
 Figures go to `spark.json`: `spark_features_s`, `duckdb_features_s`,
@@ -42,7 +43,7 @@ from benchmarks.harness import (
     time_scoring,
     write_json,
 )
-from features.columns import CUTOFF, TARGETS
+from features.columns import CUTOFF
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,7 @@ def run_spark(
 
 
 def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
-    """(embedded rows/s, spark_udf rows/s, rows) on the last cutoff's rows."""
-    import mlflow.lightgbm
-
+    """(embedded rows/s, Spark rows/s, rows) on the last cutoff's rows."""
     from features.definition import ELIGIBLE
     from serving.batch.spark import with_scores
 
@@ -141,22 +140,15 @@ def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
     last = table.filter(pc.equal(table[CUTOFF], cuts[-1]))
     last = last.filter(last[ELIGIBLE])
     frame = last.to_pandas()
-    print(f"scoring {len(frame):,} rows in process and with spark_udf ...", flush=True)
+    print(f"scoring {len(frame):,} rows in process and on Spark ...", flush=True)
     embedded, _ = time_scoring(frame, champions)
-    models = {}
-    for target in TARGETS:
-        model = champions.models[target]
-        path = workdir / "spark-models" / target
-        shutil.rmtree(path, ignore_errors=True)
-        mlflow.lightgbm.save_model(model.booster, str(path), pip_requirements=[])
-        models[target] = (str(path), model.encoding)
     rows_dir = workdir / "spark-score-rows"
     shutil.rmtree(rows_dir, ignore_errors=True)
     rows_dir.mkdir(parents=True)
     pq.write_table(last, rows_dir / "part-0.parquet")
     df = spark.read.parquet(str(rows_dir)).cache()
     df.count()
-    scored = with_scores(df, models)
+    scored = with_scores(df, champions)
     seconds = best_seconds(
         lambda: scored.write.format("noop").mode("overwrite").save(),
         SCORE_REPETITIONS,

@@ -1,15 +1,16 @@
 """Nightly scoring on Spark: the same output as serving.batch.score, computed by Spark.
 
 1. features: the one definition at the as-of date, run by Spark through Ibis;
-2. score: each champion's model, as registered in MLflow, applied by
-   `mlflow.pyfunc.spark_udf` to the features encoded in Spark exactly as
-   `Encoding.to_matrix` encodes them (feature order, categorical codes, unknown
-   as missing); the booster's probabilities come back as columns;
+2. score: the champions (loaded from MLflow on the driver) broadcast to the
+   Python workers and applied by one pandas UDF (`with_scores`) exactly as
+   `Champions.predict_frame` applies them in process (`Encoding.to_matrix`, the
+   booster or its blend, the calibration map); each target's raw and calibrated
+   probabilities come back as columns;
 3. drift: every feature's counts in its reference's bins, one Spark aggregation;
 4. Spark writes features and probabilities to scratch Parquet parts; the driver
-   calibrates (the calibration map is a few numbers), takes deciles and writes
-   the partition through `serving.batch.score.publish`: the same schema, reason codes,
-   partitioning, atomic commit and online store as the embedded path.
+   takes deciles and writes the partition through `serving.batch.score.publish`:
+   the same schema, reason codes, partitioning, atomic commit and online store
+   as the embedded path.
 
 The scores' own drift counts are taken on the driver, where the calibrated
 scores are; they are three columns.
@@ -19,10 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from core.atomic import scratch_dir
@@ -30,9 +34,9 @@ from core.config import ProjectConfig
 from features.columns import CUSTOMER_ID, population_column
 from features.definition import ELIGIBLE, FeatureSpec, build_features
 from features.sources.spark import SparkDataset
-from model.blend import blend_raw
 from model.drift import Counts
 from model.encoding import Encoding
+from model.registry import RegisteredModel
 from serving.batch.drift import DriftMonitor
 from serving.batch.score import (
     SKIPPED_NO_EVENTS,
@@ -77,30 +81,85 @@ def encoded_columns(df, encoding: Encoding) -> list:
     return out
 
 
-def model_uri(name: str, version: str) -> str:
-    return f"models:/{name}/{version}"
+SCORE_PREFIX = "_score_"
+# rows per Arrow batch handed to the scoring UDF (Spark's default is 10,000):
+# LightGBM's predict has a fixed cost per call, so fewer, larger batches
+SCORE_BATCH_ROWS = 50_000
+# the champions unpickled in this (worker) process, by a token made with their
+# broadcast: each Python worker loads them once, whatever the number of tasks
+# and batches it runs
+_LOADED: dict[str, dict[str, RegisteredModel]] = {}
 
 
-def with_scores(df, models: dict[str, tuple[str, Encoding]]):
-    """`df` with each target's booster probability in `_raw_<target>`: the MLflow
-    model at its URI (`models:/NAME/VERSION` needs the tracking URI set, or a
-    local model folder) applied by spark_udf to the features in its encoding."""
-    import mlflow.pyfunc
+def score_column(target: str) -> str:
+    return f"{SCORE_PREFIX}{target}"
 
-    for target, (uri, encoding) in models.items():
-        udf = mlflow.pyfunc.spark_udf(
-            df.sparkSession, uri, result_type="double", env_manager="local"
+
+def _score_batches(broadcast, token: str, features: list[str], batches):
+    """The pandas UDF's body: each Arrow batch of feature columns scored as
+    `Champions.predict_frame` scores a frame (each model's `Encoding.to_matrix`,
+    its booster or blend, its calibration), through the model package."""
+    models = _LOADED.get(token)
+    if models is None:
+        models = _LOADED[token] = broadcast.value
+    for columns in batches:
+        frame = pd.concat(
+            [c.rename(n) for c, n in zip(columns, features, strict=True)], axis=1
         )
-        df = df.withColumn(raw_column(target), udf(*encoded_columns(df, encoding)))
-    return df
+        built: list[tuple[Encoding, np.ndarray]] = []  # one matrix per encoding
+        raw = {}
+        for target, model in models.items():
+            matrix = next((m for e, m in built if e == model.encoding), None)
+            if matrix is None:
+                matrix = model.encoding.to_matrix(frame)
+                built.append((model.encoding, matrix))
+            raw[target] = model.raw(matrix)
+        out = {}
+        for target, model in models.items():
+            out[raw_column(target)] = raw[target]
+            out[score_column(target)] = model.calibrator.apply(raw[target])
+        yield pd.DataFrame(out)
 
 
-def champion_models(champions: Champions) -> dict[str, tuple[str, Encoding]]:
-    """Each target's registered champion: its URI and encoding."""
-    return {
-        t: (model_uri(m.name, m.version), m.encoding)
-        for t, m in champions.models.items()
+def with_scores(df, champions: Champions):
+    """`df` with each champion's served probability before calibration in
+    `_raw_<target>` (the booster's, or its blend's) and calibrated in
+    `_score_<target>`: one pandas UDF over the features every champion reads
+    (sent to Python once, as Arrow batches), the champions broadcast once and
+    loaded once per Python worker; the same numbers as `Champions.predict_frame`
+    in process."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    spark = df.sparkSession
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", SCORE_BATCH_ROWS)
+    features = champions.feature_names
+    broadcast = spark.sparkContext.broadcast(dict(champions.models))
+    token = uuid.uuid4().hex
+    fields = []
+    for target in champions.models:
+        fields += [
+            StructField(raw_column(target), DoubleType()),
+            StructField(score_column(target), DoubleType()),
+        ]
+    schema = StructType(fields)
+
+    def scores(batches):
+        return _score_batches(broadcast, token, features, batches)
+
+    # pandas_udf reads the UDF's kind from its hints: batches of a tuple of
+    # Series in, DataFrames out (called once per partition, so per task)
+    scores.__annotations__ = {
+        "batches": Iterator[tuple[pd.Series, ...]],
+        "return": Iterator[pd.DataFrame],
     }
+    udf = pandas_udf(scores, schema)
+    packed = "_propensity_scores"
+    out = df.withColumn(packed, udf(*(F.col(f) for f in features)))
+    return out.select(
+        *df.columns, *(F.col(f"{packed}.{f.name}").alias(f.name) for f in fields)
+    )
 
 
 def spark_drift_counts(df, monitor: DriftMonitor, champions: Champions) -> None:
@@ -194,14 +253,9 @@ def score_spark(
         seconds["drift"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         scored_dir = scratch / "scored"
-        with_scores(frame, champion_models(champions)).write.parquet(str(scored_dir))
+        with_scores(frame, champions).write.parquet(str(scored_dir))
         parts = sorted(scored_dir.glob("*.parquet"))
-        raw, not_eligible = _raw_scores(parts, champions.targets, champions)
-        calibrated = {}
-        for t in champions.targets:
-            calibrated[t] = np.full(len(raw[t]), np.nan)
-            held = np.isfinite(raw[t])
-            calibrated[t][held] = champions.models[t].calibrator.apply(raw[t][held])
+        raw, calibrated, not_eligible = _read_scores(parts, champions.targets)
         for target, counts in monitor.scores.items():
             scores = calibrated[target]
             counts.add(scores[np.isfinite(scores)])
@@ -225,36 +279,33 @@ def score_spark(
         )
 
 
-def _raw_scores(
-    parts: list[Path], targets: tuple[str, ...], champions: Champions | None = None
-) -> tuple[dict[str, np.ndarray], int]:
-    """The eligible rows' served raw probabilities (the booster's, through a
-    champion's blend when it has one: model.blend), in the parts' order (the
-    order the write pass reads; NaN where the target's population does not hold
-    the row), and how many rows were not eligible."""
+def _read_scores(
+    parts: list[Path], targets: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """The eligible rows' served raw and calibrated probabilities (as the UDF of
+    `with_scores` computed them), in the parts' order (the order the write pass
+    reads; NaN where the target's population does not hold the row), and how
+    many rows were not eligible."""
     raw: dict[str, list[np.ndarray]] = {t: [] for t in targets}
+    calibrated: dict[str, list[np.ndarray]] = {t: [] for t in targets}
     not_eligible = 0
     flags = [population_column(t) for t in targets]
-    columns = [ELIGIBLE, *flags, *(raw_column(t) for t in targets)]
-    blended = {
-        t: champions.models[t]
-        for t in targets
-        if champions is not None and champions.models[t].blend is not None
-    }
-    for model in blended.values():
-        columns += [f for f in model.encoding.features if f not in columns]
+    columns = [ELIGIBLE, *flags]
+    columns += [c for t in targets for c in (raw_column(t), score_column(t))]
     for part in parts:
         table = pq.read_table(part, columns=columns).to_pandas()
         keep = table[ELIGIBLE].to_numpy(dtype=bool)
         not_eligible += int((~keep).sum())
         for t in targets:
-            values = table[raw_column(t)].to_numpy(dtype=np.float64, na_value=np.nan)
-            if t in blended:
-                model = blended[t]
-                values = blend_raw(model.blend, values, model.encoding.to_matrix(table))
             held = table[population_column(t)].to_numpy(dtype=bool)
-            raw[t].append(np.where(held, values, np.nan)[keep])
-    return {t: np.concatenate(v or [np.empty(0)]) for t, v in raw.items()}, not_eligible
+            for out, column in ((raw, raw_column(t)), (calibrated, score_column(t))):
+                values = table[column].to_numpy(dtype=np.float64, na_value=np.nan)
+                out[t].append(np.where(held, values, np.nan)[keep])
+
+    def joined(values: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        return {t: np.concatenate(v or [np.empty(0)]) for t, v in values.items()}
+
+    return joined(raw), joined(calibrated), not_eligible
 
 
 def _never_seen(ds: SparkDataset, features) -> int:
@@ -271,7 +322,6 @@ def _never_seen(ds: SparkDataset, features) -> int:
 
 
 __all__ = [
-    "champion_models",
     "encoded_columns",
     "score_spark",
     "spark_drift_counts",

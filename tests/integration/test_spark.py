@@ -268,3 +268,45 @@ def test_mapped_sources_equal_duckdb(spark, small: Path, tmp_path: Path) -> None
     ).to_pandas()
     assert_same_frames(expected, got)
     assert sds.rows() == len(frame)
+
+
+def test_spark_scores_equal_in_process(spark, trained, tmp_path: Path) -> None:
+    """with_scores (one pandas UDF, the champions broadcast and loaded once per
+    worker) gives Champions.predict_frame's calibrated scores and the served raw
+    probabilities, row for row."""
+    import pyarrow.parquet as pq
+
+    from core.config import load_config
+    from features.definition import ELIGIBLE, FeatureSpec, build_features
+    from features.sources.load import load
+    from model.registry import configure
+    from serving.batch.score import default_as_of
+    from serving.batch.spark import raw_column, score_column, with_scores
+    from serving.scoring import Champions
+
+    config = load_config(trained.config)
+    configure(trained.tracking_uri)
+    champions = Champions.load(config, trained.tracking_uri)
+    duck = load(config.data.events, config.data.customers)
+    spec = FeatureSpec.from_config(config)
+    table = build_features(
+        duck.events, [default_as_of(duck)], spec, duck.customers
+    ).to_pyarrow()
+    table = table.filter(table[ELIGIBLE])
+    pq.write_table(table, tmp_path / "rows.parquet")
+    frame = table.to_pandas()
+    got = (
+        with_scores(spark.read.parquet(str(tmp_path / "rows.parquet")), champions)
+        .toPandas()
+        .set_index(CUSTOMER_ID)
+        .loc[frame[CUSTOMER_ID]]
+    )
+    assert len(got) == len(frame) > 100
+    expected = champions.predict_frame(frame)
+    for target, model in champions.models.items():
+        raw = model.raw(model.encoding.to_matrix(frame))
+        np.testing.assert_array_equal(got[raw_column(target)].to_numpy(), raw)
+        np.testing.assert_array_equal(
+            got[score_column(target)].to_numpy(), expected[target]
+        )
+        assert np.isfinite(expected[target]).all()
