@@ -226,7 +226,7 @@ def project_config(
             purchase=target,
             service_request=target,
         ),
-        features=FeaturesConfig(amount_roles=list(amount_roles)),
+        features=FeaturesConfig(amount_roles=list(amount_roles), classic=True),
         training=TrainingConfig(
             cutoffs=CutoffsConfig(dates=[c.date() for c in cutoffs]),
             lightgbm=CANDIDATES[0].lightgbm,

@@ -471,7 +471,9 @@ class FeaturesConfig(Strict):
     # P(alive) and predictions over the targets' horizons and Gamma-Gamma spend,
     # fitted at each cutoff (features.classic); and the behaviour features, the
     # overdue ratios, the purchase gap and the amount trends (features.behaviour).
-    classic: bool = True
+    # classic is off by default: it triples the feature build, its gains are
+    # mixed (docs/features.md), and live ingest cannot refit it per event.
+    classic: bool = False
     behaviour: bool = True
 
     @model_validator(mode="after")

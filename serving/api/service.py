@@ -586,6 +586,8 @@ class Propensity:
             )
         except online_store.StoreError as exc:
             return _unavailable("events", exc)  # type: ignore[return-value]
+        except ConfigError as exc:  # e.g. features.classic: no live rows
+            return JSONResponse({"error": str(exc)}, status_code=409)  # type: ignore[return-value]
         return IngestResponse(
             received=outcome.received,
             accepted=outcome.accepted,

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import ProjectConfig
+from core.config.base import ConfigError
 from core.watch import WatchedFile
 from features import state as fs
 from features.columns import (
@@ -99,6 +100,14 @@ class Ingester:
 
         self.config = config
         self.spec = FeatureSpec.from_config(config)
+        if self.spec.classic:
+            # a few customers' rows cannot refit the population's BG/NBD
+            raise ConfigError(
+                "features.classic: true cannot be ingested in real time (the "
+                "classic features are fitted on every customer at each cutoff, "
+                "and a live row holds a few); set features.classic: false to use "
+                "POST /events or the stream consumer"
+            )
         self.pseudonyms = pseudonymiser(config.privacy)
         self._suppressed = WatchedFile(
             suppression_path(config.privacy), read_suppressed, lambda *_: frozenset()

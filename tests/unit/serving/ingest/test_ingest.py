@@ -172,3 +172,15 @@ def test_the_nightly_reads_the_sealed_events_once_and_forget_erases_them(project
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 1  # c6's
     assert "c5" not in rows_of(project, ["c5"])
     assert EventLog(project.ingest.log).count() == 1
+
+
+def test_classic_features_refuse_live_ingest_naming_the_key(project):
+    """The classic features are fitted on every customer at each cutoff: a live
+    row of a few customers cannot have them, so ingest refuses to start."""
+    from core.config.base import ConfigError
+
+    on = project.model_copy(
+        update={"features": project.features.model_copy(update={"classic": True})}
+    )
+    with pytest.raises(ConfigError, match=r"features\.classic"):
+        Ingester(on)
