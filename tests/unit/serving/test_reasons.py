@@ -140,8 +140,9 @@ def test_every_demo_feature_has_words(tmp_path: Path) -> None:
     summary = generate(tmp_path, customers=50, seed=1, days=60)
     ds = load(summary.events_path, summary.customers_path, as_of=datetime(2030, 1, 1))
     spec = FeatureSpec.from_config(load_config(ROOT / "propensity.yaml"))
-    # with the subscription features too, as a config with subscriptions has them
-    spec = dataclasses.replace(spec, subscriptions=True)
+    # with the subscription features too, as a config with subscriptions has them,
+    # and the feature groups, each with words whether the config turns it on
+    spec = dataclasses.replace(spec, subscriptions=True, classic=True, behaviour=True)
     features = catalogue(spec, ds.customers).features
     used = set()
     for f in features:
