@@ -205,6 +205,13 @@ def batch(
     show_default=True,
     help="how long each ingest load runs",
 )
+@click.option(
+    "--ingest-acknowledge",
+    type=click.Choice(["logged", "applied"]),
+    default="logged",
+    show_default=True,
+    help="ingest.acknowledge of the ingest run",
+)
 def incremental(
     customers: int,
     seed: int,
@@ -216,6 +223,7 @@ def incremental(
     no_ingest: bool,
     ingest_customers: int,
     ingest_seconds: float,
+    ingest_acknowledge: str,
 ) -> ExitCode:
     """The nightly feature step from the incremental state vs the full rebuild
     (one new day on the history), identical output, peak memory; then real-time
@@ -236,7 +244,11 @@ def incremental(
         from benchmarks.ingest import format_table, merge_json, run_ingest
 
         figures = run_ingest(
-            ingest_customers, seed, Path(workdir), seconds=ingest_seconds
+            ingest_customers,
+            seed,
+            Path(workdir),
+            seconds=ingest_seconds,
+            acknowledge=ingest_acknowledge,
         )
         print(format_table(figures))
         merge_json(Path(results) / RESULTS_FILE, figures)

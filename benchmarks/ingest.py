@@ -264,7 +264,11 @@ def _stream(
 
 
 def run_ingest(
-    customers: int, seed: int, workdir: Path, seconds: float = 20.0
+    customers: int,
+    seed: int,
+    workdir: Path,
+    seconds: float = 20.0,
+    acknowledge: str = "logged",
 ) -> dict[str, Any]:
     workdir = Path(workdir).resolve() / "ingest"
     t0 = time.perf_counter()
@@ -272,6 +276,7 @@ def run_ingest(
         "PROPENSITY_PSEUDONYM_KEY", "bench-ingest-pseudonym-key-0123456789"
     )
     config_path = prepare(workdir, customers, seed)
+    _set_acknowledge(config_path, acknowledge)
     config = load_config(config_path)
     print(
         f"ingest: project of {customers:,} customers ready in "
@@ -296,6 +301,7 @@ def run_ingest(
         "ingest_customers": customers,
         "ingest_batch_events": BATCH,
         "ingest_clients": CLIENTS,
+        "ingest_acknowledge": acknowledge,
     }
     try:
         wait_ready(url, process, logs / "ingest-serve.log", deadline_s=180)
@@ -342,6 +348,15 @@ def run_ingest(
     return out
 
 
+def _set_acknowledge(config_path: Path, acknowledge: str) -> None:
+    """`ingest.acknowledge` in the bench project's config."""
+    import yaml
+
+    raw = yaml.safe_load(config_path.read_text())
+    raw.setdefault("ingest", {})["acknowledge"] = acknowledge
+    config_path.write_text(yaml.safe_dump(raw))
+
+
 def format_table(r: dict[str, Any]) -> str:
     def verdict(key: str) -> str:
         op, goal = GOALS[key]
@@ -350,7 +365,8 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"ingest ({r['ingest_customers']:,} customers' project, batches of "
-            f"{r['ingest_batch_events']}, {r['ingest_clients']} clients, 1 API worker; "
+            f"{r['ingest_batch_events']}, {r['ingest_clients']} clients, 1 API worker, "
+            f"acknowledge: {r.get('ingest_acknowledge', 'applied')}; "
             f"load {r['ingest_load']:.1f})",
             "  POST /events, online store updated  "
             f"{r['ingest_http_events_per_s']:9.0f} "

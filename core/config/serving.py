@@ -250,6 +250,11 @@ class IngestConfig(Strict):
     max_events: int = Field(10_000, ge=1, le=100_000)
     # how long the live layer waits to group concurrent batches (ms)
     group_ms: float = Field(20, ge=0, le=1000)
+    # when a batch is answered (a stream entry acknowledged): once its
+    # customers' live rows include it (`applied`), or once the event log holds
+    # it (`logged`: durable; the rows follow, refreshed in bigger groups, which
+    # is what sustains thousands of events/s; docs/ingest.md)
+    acknowledge: Literal["applied", "logged"] = "applied"
     # the Redis Stream consumer (`propensity ingest --stream NAME`)
     redis: str = "redis://127.0.0.1:6379/0"
     stream: str = "propensity:events"

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.config import ProjectConfig
 from core.config.base import ConfigError
@@ -88,6 +89,45 @@ class Outcome:
     as_of: str | None = None  # the newest event time the refreshed rows include
 
 
+class _TileIndex:
+    """The state's tiles in memory, sorted by customer, and each customer's row
+    range: a batch takes its customers' tiles by position (an Arrow `take`)
+    instead of joining the whole tile table on the ids."""
+
+    def __init__(self, con, files: Sequence[str]) -> None:
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        self.table = (
+            con.sql(f"SELECT * FROM read_parquet([{listed}]) ORDER BY _cid, _day")
+            .to_arrow_table()
+            .combine_chunks()
+        )
+        ids = self.table.column("_cid").combine_chunks().dictionary_encode()
+        codes = ids.indices.to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.diff(codes, prepend=-1))  # sorted: runs
+        ends = [*starts[1:].tolist(), len(codes)] if len(codes) else []
+        names = ids.dictionary.take(pa.array(codes[starts])).to_pylist()
+        self.ranges = dict(
+            zip(names, zip(starts.tolist(), ends, strict=True), strict=True)
+        )
+
+    def of(self, customers) -> pa.Table:
+        """The tiles of these customers (those the state holds)."""
+        found = [self.ranges[c] for c in customers if c in self.ranges]
+        if not found:
+            return self.table.slice(0, 0)
+        rows = np.concatenate([np.arange(a, b) for a, b in found])
+        return self.table.take(pa.array(rows))
+
+
+def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple]:
+    """Per batch: events added, customers, and the newest event time the
+    refreshed rows of its customers include (None without a refresh)."""
+    return [
+        (n, c, max((as_of[s] for s in who if s in as_of), default=None))
+        for (n, c, _), who in zip(results, whose, strict=True)
+    ]
+
+
 def _day_after(t: pd.Series) -> pd.Series:
     return t.dt.floor("D") + timedelta(days=1)
 
@@ -124,9 +164,14 @@ class Ingester:
         self._state: fs.FeatureState | None = None
         self._state_stamp = None
         self._sql: tuple | None = None
+        self._tiles: _TileIndex | None = None
         self._queue: list[tuple[list, list, Future]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._applier: threading.Thread | None = None
+        self._pending: set[str] = set()  # logged, not yet refreshed
+        self._waiting: list[tuple] = []  # groups to answer after the refresh
+        self._applying = False
         self._check_lock = threading.Lock()
 
     # -- the public entry -------------------------------------------------
@@ -199,20 +244,28 @@ class Ingester:
 
     def submit(self, rows: list, stored: list) -> Future:
         """Queue rows for the next group; the future gives (events added,
-        customers refreshed, newest event time)."""
+        customers refreshed, newest event time): once they are logged and
+        applied (`ingest.acknowledge: applied`), or once logged (`logged`)."""
         done: Future = Future()
         with self._cond:
             self._queue.append((rows, stored, done))
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="ingest-apply", daemon=True
+                    target=self._run, name="ingest-log", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+                self._applier = threading.Thread(
+                    target=self._apply_loop, name="ingest-apply", daemon=True
+                )
+                self._applier.start()
+            self._cond.notify_all()
         return done
 
     def _run(self) -> None:
+        """Log each group in one transaction (no lock beyond SQLite's), then
+        hand its customers to the applier."""
         wait = self.config.ingest.group_ms / 1000
+        logged_ack = self.config.ingest.acknowledge == "logged"
         while True:
             with self._cond:
                 while not self._queue:
@@ -222,22 +275,70 @@ class Ingester:
             with self._cond:
                 taken, self._queue = self._queue, []
             try:
-                results = self.apply(
+                added, results, whose = self._log(
                     [r for rows, _, _ in taken for r in rows],
                     [s for _, stored, _ in taken for s in stored],
-                    per_batch=[len(rows) for rows, _, _ in taken],
+                    [len(rows) for rows, _, _ in taken],
                 )
             except BaseException as exc:  # each waiting request gets the error
                 for _, _, done in taken:
                     done.set_exception(exc)
                 continue
-            for (_, _, done), result in zip(taken, results, strict=True):
-                done.set_result(result)
+            with self._cond:
+                self._pending |= {r[0] for r in added}
+                if logged_ack or not added:  # nothing new: nothing to refresh
+                    for (_, _, done), result in zip(taken, results, strict=True):
+                        done.set_result(result)
+                else:
+                    self._waiting.append((taken, results, whose))
+                self._cond.notify_all()
+
+    def _apply_loop(self) -> None:
+        """Refresh the customers logged since the last refresh, all at once."""
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._applying = False
+                    self._cond.notify_all()
+                    self._cond.wait()
+                self._applying = True
+                touched, self._pending = self._pending, set()
+                waiting, self._waiting = self._waiting, []
+            try:
+                with self._locked():
+                    as_of = self.refresh(touched)
+            except BaseException as exc:
+                if not waiting:  # acknowledged already: retried with the next
+                    log.exception("ingest: refreshing %d customers", len(touched))
+                    with self._cond:
+                        self._pending |= touched
+                    time.sleep(1)
+                for taken, _, _ in waiting:
+                    for _, _, done in taken:
+                        done.set_exception(exc)
+                continue
+            for taken, results, whose in waiting:
+                for (_, _, done), result in zip(
+                    taken, _included(results, whose, as_of), strict=True
+                ):
+                    done.set_result(result)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every logged event is applied (the stream consumer before
+        it exits); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._queue and not self._pending and not self._applying,
+                timeout,
+            )
 
     # -- one group -----------------------------------------------------------
 
     @contextmanager
     def _locked(self):
+        """Every process's refresh, one at a time: a refresh reads the log
+        after taking it, so one that starts after an append sees it, and
+        writes after any refresh that might not have."""
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -246,19 +347,15 @@ class Ingester:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def apply(
-        self, rows: list, stored: list, per_batch: Sequence[int] | None = None
-    ) -> list[tuple[int, int, str | None]]:
-        """Log the events and refresh their customers' rows; per batch (the
-        sizes in `per_batch`), the events added, the customers refreshed and the
-        newest event time included."""
-        per_batch = per_batch or [len(rows)]
-        with self._locked():
-            added = self.log.append(rows, stored)
-            ids = {r[5] for r in added}  # (stored id, time, ..., event id, at)
-            touched = {r[0] for r in added}
-            as_of = self.refresh(touched)
-        out, start = [], 0
+    def _log(
+        self, rows: list, stored: list, per_batch: Sequence[int]
+    ) -> tuple[list[tuple], list[tuple[int, int, str | None]], list[set]]:
+        """Append to the log; the rows added, per batch (sizes in `per_batch`)
+        the events added, their customers and newest event, and the batch's
+        customers."""
+        added = self.log.append(rows, stored)
+        ids = {r[5] for r in added}  # (stored id, time, ..., event id, at)
+        out, whose, start = [], [], 0
         for n in per_batch:
             mine = [
                 (r, s)
@@ -269,11 +366,28 @@ class Ingester:
             ]
             ids -= {r[5] for r, _ in mine}
             start += n
-            newest = [as_of.get(s) for _, s in mine if as_of.get(s)]
+            whose.append({s for _, s in mine})
+            newest = max((r[1] for r, _ in mine), default=None)
             out.append(
-                (len(mine), len({s for _, s in mine}), max(newest, default=None))
+                (
+                    len(mine),
+                    len(whose[-1]),
+                    None if newest is None else newest.isoformat(),
+                )
             )
-        return out
+        return added, out, whose
+
+    def apply(
+        self, rows: list, stored: list, per_batch: Sequence[int] | None = None
+    ) -> list[tuple[int, int, str | None]]:
+        """Log the events and refresh their customers' rows, here and now; per
+        batch (the sizes in `per_batch`), the events added, the customers
+        refreshed and the newest event time included."""
+        per_batch = per_batch or [len(rows)]
+        added, results, whose = self._log(rows, stored, per_batch)
+        with self._locked():
+            as_of = self.refresh({r[0] for r in added})
+        return _included(results, whose, as_of)
 
     def _current_state(self) -> fs.FeatureState | None:
         manifest = self.state_dir / fs.MANIFEST
@@ -325,13 +439,14 @@ class Ingester:
         cutoffs = pd.DataFrame({CUSTOMER_ID: newest.index, CUTOFF: cut.to_numpy()})
         raw = self.con.con
         sql = self._compiled(state, events, cutoffs)
+        raw.register(TILES_TABLE, self._tiles.of(cutoffs[CUSTOMER_ID]))
         raw.register(EVENTS_VIEW, events)
         raw.register(CUTOFFS_VIEW, cutoffs)
         try:
             table = raw.execute(sql).df()
         finally:
-            raw.unregister(EVENTS_VIEW)
-            raw.unregister(CUTOFFS_VIEW)
+            for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
+                raw.unregister(view)
         found = self.store.lookup(table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}
         self.rows.write(base, self._rows(meta, table, found, as_of))
@@ -340,22 +455,16 @@ class Ingester:
     def _compiled(
         self, state: fs.FeatureState, events: pd.DataFrame, cutoffs: pd.DataFrame
     ) -> str:
-        """The SQL of `live_features` over the state's tiles and two registered
-        frames (the events, the cutoffs), compiled once per state: building
-        and compiling the Ibis expression costs far more than running it on a
-        batch."""
+        """The SQL of `live_features` over three registered views (the touched
+        customers' tiles, the events, the cutoffs), compiled once per state:
+        building and compiling the Ibis expression costs far more than running
+        it on a batch. The state's tiles are read once per state, sorted by
+        customer, with each customer's row range (`_TileIndex`)."""
         if self._sql is not None and self._sql[0] == self._state_stamp:
             return self._sql[1]
+        self._tiles = _TileIndex(self.con.con, state.files("tiles"))
         raw = self.con.con
-        files = ", ".join(
-            "'" + f.replace("'", "''") + "'" for f in state.files("tiles")
-        )
-        # in memory: a batch reads the touched customers' tiles from a table
-        # instead of decoding the Parquet files each time
-        raw.execute(
-            f"CREATE OR REPLACE TABLE {TILES_TABLE} AS "
-            f"SELECT * FROM read_parquet([{files}])"
-        )
+        raw.register(TILES_TABLE, self._tiles.of(()))
         raw.register(EVENTS_VIEW, events.head(0))
         raw.register(CUTOFFS_VIEW, cutoffs.head(0))
         try:
@@ -367,8 +476,8 @@ class Ingester:
             )
             sql = str(self.con.compile(expr))
         finally:
-            raw.unregister(EVENTS_VIEW)
-            raw.unregister(CUTOFFS_VIEW)
+            for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
+                raw.unregister(view)
         self._sql = (self._state_stamp, sql)
         return sql
 

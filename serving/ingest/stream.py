@@ -163,4 +163,5 @@ class Consumer:
                 idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s
             ):
                 break
+        self.ingester.drain()  # `acknowledge: logged`: the rows follow; wait
         return self.totals

@@ -184,3 +184,38 @@ def test_classic_features_refuse_live_ingest_naming_the_key(project):
     )
     with pytest.raises(ConfigError, match=r"features\.classic"):
         Ingester(on)
+
+
+def test_acknowledge_logged_answers_once_logged_and_the_rows_follow(project):
+    logged = project.model_copy(
+        update={"ingest": project.ingest.model_copy(update={"acknowledge": "logged"})}
+    )
+    events = [
+        {
+            "customer_id": "c1",
+            "event_time": "2025-06-01 11:30:00",
+            "event_type": "login",
+            "event_id": "l1",
+        },
+        {
+            "customer_id": "c2",
+            "event_time": "2025-06-01 12:00:00",
+            "event_type": "purchase",
+            "amount": 5,
+            "event_id": "l2",
+        },
+    ]
+    ingester = Ingester(logged)
+    out = ingester.ingest(events, "POST /events")
+    assert (out.accepted, out.customers) == (2, 2)
+    assert out.as_of == "2025-06-01T12:00:00"  # the newest event logged
+    assert EventLog(logged.ingest.log).count() == 2  # durable before the answer
+    assert ingester.drain(timeout=60)
+    got = rows_of(logged, ["c1", "c2"])
+    assert got["c1"].as_of == "2025-06-01T11:30:00"
+    assert got["c2"].as_of == "2025-06-01T12:00:00"
+    want = expected(logged, events, ["c1", "c2"])
+    for name in catalogue(FeatureSpec.from_config(logged)).names:
+        for cid in ("c1", "c2"):
+            a, b = got[cid].record[name], want.loc[cid, name]
+            assert (a is None and pd.isna(b)) or a == pytest.approx(b, rel=1e-9)
