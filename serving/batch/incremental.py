@@ -36,6 +36,7 @@ from features.definition import (
 )
 from features.sources.chunks import chunk_count, customer_chunks, write_chunked
 from features.sources.load import Dataset
+from features.sources.privacy import pseudonymiser
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ def nightly_key(config: ProjectConfig, ds: Dataset, spec: FeatureSpec) -> dict:
         {
             "config": hashlib.sha256(text.encode()).hexdigest()[:16],
             "suppressed": suppressed_key(ds.suppressed),
+            # the pseudonym key itself (the config names only where it is): a
+            # keyed hash of a fixed text, so the key is never written
+            "pseudonyms": pseudonymiser(config.privacy).one("propensity-state")[:16],
         },
     )
 

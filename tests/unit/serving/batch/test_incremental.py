@@ -118,3 +118,20 @@ def test_a_changed_feature_setting_rebuilds(project, tmp_path: Path) -> None:
     changed = config.model_copy(update={"features": features})
     info = night(changed, d1 + timedelta(days=1), tmp_path / "n2")
     assert info["mode"] == REBUILT and "feature" in info["reason"]
+
+
+def test_another_pseudonym_key_rebuilds(project, tmp_path: Path, monkeypatch) -> None:
+    """The state holds pseudonyms: under another key (same config file, the key
+    comes from the environment) its rows are other customers', so it rebuilds."""
+    config, *_ = project
+    on = config.model_copy(
+        update={"privacy": config.privacy.model_copy(update={"pseudonymise": True})}
+    )
+    env = on.privacy.key_env
+    d1 = START + timedelta(days=60)
+    monkeypatch.setenv(env, "k" * 32)
+    night(on, d1, tmp_path / "n1")
+    assert night(on, d1 + timedelta(days=1), tmp_path / "n2")["mode"] == INCREMENTAL
+    monkeypatch.setenv(env, "j" * 32)
+    info = night(on, d1 + timedelta(days=2), tmp_path / "n3")
+    assert info["mode"] == REBUILT and "pseudonyms changed" in info["reason"]
