@@ -62,7 +62,6 @@ def run_spark(
     threads: int = 2,
 ) -> dict[str, Any]:
     """Run both jobs, print the side-by-side table, write spark.json; return it."""
-    from features.definition import build_features
     from features.sources.spark import load_spark, session
 
     workdir = workdir.resolve()  # the children run in it
@@ -93,9 +92,11 @@ def run_spark(
     sds = load_spark(spark, data.events_path, data.customers_path, validated=ds)
     spark_load_s = time.perf_counter() - start
     start = time.perf_counter()
+    stages = workdir / "spark-stages"
     sds.to_parquet_dir(
-        build_features(sds.events, cuts, demo_spec(), sds.customers), spark_out
+        sds.build_features(cuts, demo_spec(), stages, sds.customers), spark_out
     )
+    shutil.rmtree(stages, ignore_errors=True)
     spark_features_s = time.perf_counter() - start
     rows, features = compare_parquet(duck_out, spark_out, threads=threads)
     print(f"equal: {rows:,} rows x {features} features", flush=True)

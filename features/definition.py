@@ -770,6 +770,22 @@ def build_features(
         from features.classic import fit_from_events
 
         classic = fit_from_events(events, pairs, spec)
+    return features_from_sums(
+        feature_sums(events, pairs, spec),
+        cancel_days(events, spec),
+        spec,
+        customers,
+        subscriptions,
+        classic,
+    )
+
+
+def feature_sums(
+    events: ir.Table, pairs: ir.Table | Sequence[datetime], spec: FeatureSpec
+) -> ir.Table:
+    """Stages one and two of `build_features` (`pairs` as there): the
+    per-(customer, cutoff) sums `features_from_sums` reads. The Spark engine
+    materialises them once (Spark would otherwise compute them once per read)."""
     daily = daily_rollup(events, spec)
     if isinstance(pairs, ir.Table):
         # a repeated pair would count twice
@@ -782,14 +798,7 @@ def build_features(
         joined = daily.join(cuts, daily._day < cuts[CUTOFF]).rename(
             {CUSTOMER_ID: "_cid"}
         )
-    return features_from_buckets(
-        _bucketed(joined, spec),
-        cancel_days(events, spec),
-        spec,
-        customers,
-        subscriptions,
-        classic,
-    )
+    return customer_sums(_bucketed(joined, spec), spec)
 
 
 def features_from_buckets(

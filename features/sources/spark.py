@@ -26,13 +26,14 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import ibis
 import ibis.expr.types as ir
+import pandas as pd
 import pyarrow as pa
 
 from core.config import (
@@ -45,6 +46,7 @@ from core.config import (
     SparkConfig,
 )
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
+from features.definition import FeatureSpec
 from features.sources.contract import ContractError, Problem, file_format, list_files
 from features.sources.load import Dataset, EventsInput, event_sources
 
@@ -201,6 +203,40 @@ class SparkDataset:
         folder is replaced)."""
         self.dataframe(expr).write.mode("overwrite").parquet(str(out_dir))
         return out_dir
+
+    def materialised(self, expr: ir.Table, out_dir: Path) -> ir.Table:
+        """`expr` computed once: written to `out_dir` as Parquet and read back
+        as an Ibis table on a Spark view (no in-memory table left in it, so
+        later expressions on it run anywhere)."""
+        self.to_parquet_dir(expr, out_dir)
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        self.spark.read.parquet(str(out_dir)).createOrReplaceTempView(name)
+        return self.con.table(name)
+
+    def build_features(
+        self,
+        cutoffs: Sequence[datetime],
+        spec: FeatureSpec,
+        scratch: Path,
+        customers: ir.Table | None = None,
+        classic: pd.DataFrame | None = None,
+    ) -> ir.Table:
+        """`features.definition.build_features(self.events, cutoffs, spec,
+        customers)`, with its per-customer sums and the cancel days materialised
+        in `scratch` first (docs/spark.md: Spark inlines a subquery read twice,
+        so the events would be rolled up twice). The caller removes `scratch`
+        after the returned expression has been run."""
+        from features.definition import cancel_days, feature_sums, features_from_sums
+
+        if spec.classic and classic is None:
+            from features.classic import fit_from_events
+
+            classic = fit_from_events(self.events, cutoffs, spec)
+        sums = self.materialised(
+            feature_sums(self.events, cutoffs, spec), scratch / "sums"
+        )
+        cancels = self.materialised(cancel_days(self.events, spec), scratch / "cancels")
+        return features_from_sums(sums, cancels, spec, customers, None, classic)
 
 
 def _read(spark, files: list[Path], fmt: str, what: str):

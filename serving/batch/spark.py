@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from core.atomic import scratch_dir
 from core.config import ProjectConfig
 from features.columns import CUSTOMER_ID, population_column
-from features.definition import ELIGIBLE, FeatureSpec, build_features
+from features.definition import ELIGIBLE, FeatureSpec
 from features.sources.spark import SparkDataset
 from model.drift import Counts
 from model.encoding import Encoding
@@ -242,7 +242,8 @@ def score_spark(
     with scratch_dir(staging_dir(output), "spark") as scratch:
         t0 = time.perf_counter()
         features_dir = ds.to_parquet_dir(
-            build_features(ds.events, [as_of], spec, ds.customers), scratch / "f"
+            ds.build_features([as_of], spec, scratch / "stages", ds.customers),
+            scratch / "f",
         )
         seconds["features"] = time.perf_counter() - t0
         frame = spark.read.parquet(str(features_dir))

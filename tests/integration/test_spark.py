@@ -107,7 +107,7 @@ def _reasons(text: str | None) -> list[tuple] | None:
     ]
 
 
-def test_features_equal_duckdb(loaded) -> None:
+def test_features_equal_duckdb(loaded, tmp_path: Path) -> None:
     from features.definition import build_features
 
     duck, spark = loaded
@@ -117,6 +117,11 @@ def test_features_equal_duckdb(loaded) -> None:
         build_features(spark.events, CUTOFFS, spec, spark.customers)
     ).to_pandas()
     assert_same_frames(expected, got)
+    # the scoring path's: the sums and cancel days materialised first
+    staged = spark.to_pyarrow(
+        spark.build_features(CUTOFFS, spec, tmp_path / "stages", spark.customers)
+    ).to_pandas()
+    assert_same_frames(expected, staged)
     # the boundary the parity traps would move: an event in the last second
     assert (expected["days_since_last_event"] == 0).any()
     # each population differs from the others somewhere
