@@ -95,11 +95,15 @@ class DemoData:
 
 def demo_spec() -> FeatureSpec:
     """The feature spec of the demo config (propensity.yaml), which the reference
-    SQL follows."""
+    SQL follows: without the feature groups (features.behaviour and
+    features.classic), which the hand-written SQL does not have."""
+    import dataclasses
+
     from core.config import load_config
     from features.definition import FeatureSpec
 
-    return FeatureSpec.from_config(load_config(DEMO_CONFIG))
+    spec = FeatureSpec.from_config(load_config(DEMO_CONFIG))
+    return dataclasses.replace(spec, behaviour=False, classic=False)
 
 
 def month_starts(last: datetime, count: int) -> list[datetime]:
