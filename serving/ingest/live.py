@@ -161,8 +161,12 @@ class Ingester:
         self._checker = connect(threads=1).con
         self._lock_path = Path(config.ingest.log) / LOCK
         self._base: str | None = None
-        self._state: fs.FeatureState | None = None
-        self._state_stamp = None
+        # the nightly's state, opened again when its manifest is replaced
+        self._states = WatchedFile(
+            self.state_dir / fs.MANIFEST,
+            lambda manifest: fs.open_state(manifest.parent),
+            lambda *_: None,
+        )
         self._sql: tuple | None = None
         self._tiles: _TileIndex | None = None
         self._queue: list[tuple[list, list, Future]] = []
@@ -389,18 +393,6 @@ class Ingester:
             as_of = self.refresh({r[0] for r in added})
         return _included(results, whose, as_of)
 
-    def _current_state(self) -> fs.FeatureState | None:
-        manifest = self.state_dir / fs.MANIFEST
-        try:
-            st = manifest.stat()
-            stamp = (st.st_ino, st.st_mtime_ns)
-        except FileNotFoundError:
-            stamp = None
-        if stamp != self._state_stamp:
-            self._state = fs.open_state(self.state_dir)
-            self._state_stamp = stamp
-        return self._state
-
     def refresh(self, touched: set[str]) -> dict[str, str]:
         """Recompute the live rows of `touched` customers (all customers with
         live events when the nightly contents changed); their newest event
@@ -410,7 +402,7 @@ class Ingester:
         except StoreError as exc:
             log.warning("events logged; no online store to refresh yet: %s", exc)
             return {}
-        state = self._current_state()
+        state = self._states.get()
         if state is None:
             log.warning("events logged; no feature state yet (run the nightly)")
             return {}
@@ -460,7 +452,7 @@ class Ingester:
         building and compiling the Ibis expression costs far more than running
         it on a batch. The state's tiles are read once per state, sorted by
         customer, with each customer's row range (`_TileIndex`)."""
-        if self._sql is not None and self._sql[0] == self._state_stamp:
+        if self._sql is not None and self._sql[0] is state:
             return self._sql[1]
         self._tiles = _TileIndex(self.con.con, state.files("tiles"))
         raw = self.con.con
@@ -478,7 +470,7 @@ class Ingester:
         finally:
             for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
                 raw.unregister(view)
-        self._sql = (self._state_stamp, sql)
+        self._sql = (state, sql)
         return sql
 
     def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
