@@ -277,7 +277,7 @@ class Propensity:
         stored = self.pseudonyms.many(customer_ids)
         try:
             found = self.store.lookup(stored)
-            live = self.live.lookup(self.store.meta(), stored)
+            live = self.live.lookup(self.store.meta, stored)
             found = {**found, **live} if live else found
         except online_store.StoreError as exc:
             return _unavailable("predict_by_id", exc)  # type: ignore[return-value]

@@ -20,7 +20,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +106,17 @@ class LiveRows:
             raise
         self._base = base
 
-    def lookup(self, meta: StoreMeta, ids: Sequence[str]) -> dict[str, Found]:
-        """The live rows of `ids` computed on the nightly store `meta`."""
+    def lookup(
+        self, meta: StoreMeta | Callable[[], StoreMeta], ids: Sequence[str]
+    ) -> dict[str, Found]:
+        """The live rows of `ids` computed on the nightly store `meta` (or a
+        callable giving it, called only when a live rows file exists: without
+        ingest, a lookup reads no store meta)."""
         db = self._db()
         if db is None:
             return {}
+        if callable(meta):
+            meta = meta()
         try:
             rows = db.execute(
                 f"SELECT customer_id, as_of, numbers, texts, scored, scores FROM "

@@ -157,6 +157,12 @@ def stored_meta(target: OnlineTable) -> StoreMeta | None:
             rows = dict(cur.fetchall())
     except psycopg2.errors.UndefinedTable:
         return None
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        # the server dropped the connection mid-query: a 503, not a 500
+        raise StoreError(
+            f"online store {target.uri} (table {target.table}): connection lost "
+            f"reading its meta: {str(exc).strip()}"
+        ) from exc
     finally:
         con.close()
     return StoreMeta.from_rows(rows, target.table) if rows else None

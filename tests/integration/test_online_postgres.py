@@ -77,6 +77,21 @@ def test_rows_read_back_as_written_and_a_swap_is_seen_live(database: str) -> Non
         PostgresStore(target, required=["tenure"]).lookup(["c1"])
 
 
+def test_a_meta_read_the_server_breaks_off_is_a_store_error(database: str) -> None:
+    # the API reads the meta beside each lookup: a connection the server drops
+    # or cancels mid-query must be the 503's StoreError, never a 500
+    target = OnlineTable(uri=database, table="online_meta")
+    write(target, frame(3), "2025-12-01")
+    slow = OnlineTable(
+        uri=f"{database}?options=-c%20statement_timeout%3D200", table="online_meta"
+    )
+    with psycopg2.connect(database) as con, con.cursor() as cur:
+        cur.execute('LOCK TABLE "online_meta__meta" IN ACCESS EXCLUSIVE MODE')
+        with pytest.raises(StoreError, match="connection lost reading its meta"):
+            PostgresStore(slow).meta()
+    assert PostgresStore(target).meta().as_of == "2025-12-01"
+
+
 def test_a_failed_build_leaves_the_table_and_a_stale_one_is_dropped(
     database: str,
 ) -> None:
