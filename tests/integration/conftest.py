@@ -1,12 +1,28 @@
 """Integration tests run one after another on one xdist worker (they share the
 session's trained project and server, and each starts real processes that want the
 cores); `make test` gives the unit tests the other worker. A module that shares
-nothing with the others names its own group (`pytest.mark.xdist_group`) and runs
-beside them, on the unit tests' worker once those are done."""
+nothing with the others names its own group (`pytest.mark.xdist_group`), or is
+listed in STANDALONE, and runs beside them on whichever worker is free."""
 
 from __future__ import annotations
 
 import pytest
+
+# modules that use neither the session's trained project nor its server: each is
+# a group of its own, so the scheduler can give it to whichever worker is free
+STANDALONE = frozenset(
+    {
+        "test_bgnbd_cdnow",
+        "test_campaigns",
+        "test_cli",
+        "test_forget_postgres",
+        "test_ingest",
+        "test_init",
+        "test_locks",
+        "test_real_data",
+        "test_subscriptions",
+    }
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marks
@@ -17,4 +33,6 @@ def pytest_collection_modifyitems(
         if "tests/integration/" in item.nodeid and not item.get_closest_marker(
             "xdist_group"
         ):
-            item.add_marker(pytest.mark.xdist_group("integration"))
+            module = item.nodeid.split("::")[0].rsplit("/", 1)[-1][: -len(".py")]
+            group = module if module in STANDALONE else "integration"
+            item.add_marker(pytest.mark.xdist_group(group))
