@@ -48,7 +48,12 @@ class Linear:
         for column, values in zip(self.categorical, self.categories, strict=True):
             codes = np.nan_to_num(x[:, column], nan=-1.0)
             blocks.append((codes[:, None] == np.asarray(values)[None, :]) * 1.0)
-        return np.hstack(blocks) @ np.asarray(self.coef) + self.intercept
+        # an elementwise product summed along each row, row-major (neither a BLAS
+        # product nor a column-major sum, whose rounding depends on how many rows
+        # share the call): a customer's margin is the same bits alone (the API)
+        # or among a million (the nightly job)
+        terms = np.ascontiguousarray(np.hstack(blocks) * np.asarray(self.coef))
+        return terms.sum(axis=1) + self.intercept
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

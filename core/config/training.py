@@ -42,10 +42,12 @@ class BacktestConfig(Strict):
     # (training/select.py): monotone constraints on the target's recency
     # features, recent cutoffs weighted more; each costs one more fit per origin.
     tree_variants: list[Literal["monotone", "recent"]] = []
-    # lightgbm (the default): the configured LightGBM alone, no variant, blend or
-    # baseline; auto: serve what the backtest chooses (training/select.py; opt-in
-    # while the blend's logistic part can extrapolate badly off the training rows)
-    serve: Literal["auto", "lightgbm"] = "lightgbm"
+    # auto (the default): serve what the backtest chooses (training/select.py:
+    # the trees, their out-of-fold blend with the logistic regression, or the
+    # regression itself), so the champion is never below a baseline it could
+    # serve in its own backtest; lightgbm: the configured LightGBM alone, no
+    # variant, blend or baseline
+    serve: Literal["auto", "lightgbm"] = "auto"
 
 
 class PromotionConfig(Strict):

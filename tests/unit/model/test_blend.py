@@ -52,3 +52,31 @@ def test_served_raw_is_the_trees_without_a_blend_and_the_blend_with_one() -> Non
     np.testing.assert_allclose(
         blend_raw(blend, booster.predict(matrix), matrix), expected, rtol=1e-9
     )
+
+
+def test_a_row_has_the_same_margin_alone_as_among_many() -> None:
+    """The API scores a few records, the nightly job every customer at once:
+    predict_by_id promises the nightly's numbers bit for bit, so the linear margin
+    of a row may not depend on how many rows share the call (a BLAS product's
+    rounding does)."""
+    rng = np.random.default_rng(4)
+    width = 120
+    linear = Linear(
+        numeric=list(range(width)),
+        medians=list(rng.normal(size=width)),
+        indicators=list(range(0, width, 3)),
+        means=list(rng.normal(size=width + 40)),
+        scales=list(rng.uniform(0.5, 2, size=width + 40)),
+        categorical=[],
+        categories=[],
+        coef=list(rng.normal(size=width + 40)),
+        intercept=0.3,
+    )
+    matrix = rng.normal(size=(1_000, width)) * 10
+    matrix[rng.uniform(size=matrix.shape) < 0.1] = np.nan
+    together = linear.margin(matrix)
+    for size in (1, 3, 64):
+        apart = np.concatenate(
+            [linear.margin(matrix[i : i + size]) for i in range(0, 300, size)]
+        )
+        np.testing.assert_array_equal(apart, together[: len(apart)])

@@ -107,3 +107,31 @@ def test_the_logistic_regression_exports_to_numpy_exactly() -> None:
 def test_cutoff_weights_accept_datetimes() -> None:
     cutoffs = pd.Series([datetime(2025, 1, 1), datetime(2025, 1, 1)])
     np.testing.assert_array_equal(select.cutoff_weights(cutoffs, "recent", 30), [1, 1])
+
+
+def test_pick_reaches_the_best_baseline_whenever_a_candidate_does() -> None:
+    """The rule's guarantee over many random figures: when some candidate's AUC
+    reaches every baseline's, the chosen one does too (and has the lowest log loss
+    among those that do); a servable baseline among the candidates always does."""
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        figures = {
+            n: {"auc": rng.uniform(0.6, 0.8), "logloss": rng.uniform(0.3, 0.5)}
+            for n in ("lightgbm", "blend", "logreg", "recency")
+        }
+        if rng.uniform() < 0.1:
+            figures["blend"]["logloss"] = np.nan  # a candidate without figures
+        baselines = {n: figures[n] for n in ("logreg", "recency")}
+        candidates = {n: figures[n] for n in ("lightgbm", "blend", "logreg")}
+        bar = max(f["auc"] for f in baselines.values())
+        chosen, _ = select.pick(candidates, baselines)
+        reach = [
+            n
+            for n, f in candidates.items()
+            if f["auc"] >= bar and np.isfinite(f["logloss"])
+        ]
+        if reach:
+            assert candidates[chosen]["auc"] >= bar
+            assert chosen == min(reach, key=lambda n: candidates[n]["logloss"])
+        if baselines["logreg"]["auc"] == bar:  # the regression is servable
+            assert reach and candidates[chosen]["auc"] >= bar
