@@ -34,12 +34,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from core.config import ProjectConfig
 from core.config.base import ConfigError
@@ -48,14 +46,13 @@ from features import state as fs
 from features.columns import (
     AMOUNT,
     CUSTOMER_ID,
-    CUTOFF,
     EVENT_TIME,
     EVENT_TYPE,
     QUANTITY,
     population_column,
 )
 from features.definition import FeatureSpec
-from features.live import live_features
+from features.live import LiveState
 from features.sources.load import connect
 from features.sources.privacy import (
     pseudonymiser,
@@ -71,7 +68,6 @@ from serving.online_store.live import LiveRows, base_of, live_path, split_featur
 log = logging.getLogger(__name__)
 
 LOCK = ".live.lock"
-TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW = "_live_tiles", "_live_events", "_live_cutoffs"
 
 
 @dataclass
@@ -89,36 +85,6 @@ class Outcome:
     as_of: str | None = None  # the newest event time the refreshed rows include
 
 
-class _TileIndex:
-    """The state's tiles in memory, sorted by customer, and each customer's row
-    range: a batch takes its customers' tiles by position (an Arrow `take`)
-    instead of joining the whole tile table on the ids."""
-
-    def __init__(self, con, files: Sequence[str]) -> None:
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        self.table = (
-            con.sql(f"SELECT * FROM read_parquet([{listed}]) ORDER BY _cid, _day")
-            .to_arrow_table()
-            .combine_chunks()
-        )
-        ids = self.table.column("_cid").combine_chunks().dictionary_encode()
-        codes = ids.indices.to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.diff(codes, prepend=-1))  # sorted: runs
-        ends = [*starts[1:].tolist(), len(codes)] if len(codes) else []
-        names = ids.dictionary.take(pa.array(codes[starts])).to_pylist()
-        self.ranges = dict(
-            zip(names, zip(starts.tolist(), ends, strict=True), strict=True)
-        )
-
-    def of(self, customers) -> pa.Table:
-        """The tiles of these customers (those the state holds)."""
-        found = [self.ranges[c] for c in customers if c in self.ranges]
-        if not found:
-            return self.table.slice(0, 0)
-        rows = np.concatenate([np.arange(a, b) for a, b in found])
-        return self.table.take(pa.array(rows))
-
-
 def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple]:
     """Per batch: events added, customers, and the newest event time the
     refreshed rows of its customers include (None without a refresh)."""
@@ -126,10 +92,6 @@ def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple
         (n, c, max((as_of[s] for s in who if s in as_of), default=None))
         for (n, c, _), who in zip(results, whose, strict=True)
     ]
-
-
-def _day_after(t: pd.Series) -> pd.Series:
-    return t.dt.floor("D") + timedelta(days=1)
 
 
 class Ingester:
@@ -167,8 +129,7 @@ class Ingester:
             lambda manifest: fs.open_state(manifest.parent),
             lambda *_: None,
         )
-        self._sql: tuple | None = None
-        self._tiles: _TileIndex | None = None
+        self._live: LiveState | None = None
         self._queue: list[tuple[list, list, Future]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -427,51 +388,14 @@ class Ingester:
         events[AMOUNT] = events[AMOUNT].astype("float64")
         events[QUANTITY] = events[QUANTITY].astype("float64")
         newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
-        cut = _day_after(newest).clip(lower=pd.Timestamp(mark))
-        cutoffs = pd.DataFrame({CUSTOMER_ID: newest.index, CUTOFF: cut.to_numpy()})
-        raw = self.con.con
-        sql = self._compiled(state, events, cutoffs)
-        raw.register(TILES_TABLE, self._tiles.of(cutoffs[CUSTOMER_ID]))
-        raw.register(EVENTS_VIEW, events)
-        raw.register(CUTOFFS_VIEW, cutoffs)
-        try:
-            table = raw.execute(sql).df()
-        finally:
-            for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
-                raw.unregister(view)
+        if self._live is None or self._live.state is not state:
+            # the state's tiles, sums and cancel days read once per state
+            self._live = LiveState(self.con, state, self.spec)
+        table = self._live.features(self.con, events)
         found = self.store.lookup(table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}
         self.rows.write(base, self._rows(meta, table, found, as_of))
         return as_of
-
-    def _compiled(
-        self, state: fs.FeatureState, events: pd.DataFrame, cutoffs: pd.DataFrame
-    ) -> str:
-        """The SQL of `live_features` over three registered views (the touched
-        customers' tiles, the events, the cutoffs), compiled once per state:
-        building and compiling the Ibis expression costs far more than running
-        it on a batch. The state's tiles are read once per state, sorted by
-        customer, with each customer's row range (`_TileIndex`)."""
-        if self._sql is not None and self._sql[0] is state:
-            return self._sql[1]
-        self._tiles = _TileIndex(self.con.con, state.files("tiles"))
-        raw = self.con.con
-        raw.register(TILES_TABLE, self._tiles.of(()))
-        raw.register(EVENTS_VIEW, events.head(0))
-        raw.register(CUTOFFS_VIEW, cutoffs.head(0))
-        try:
-            expr = live_features(
-                self.con.table(TILES_TABLE),
-                self.con.table(EVENTS_VIEW),
-                self.con.table(CUTOFFS_VIEW),
-                self.spec,
-            )
-            sql = str(self.con.compile(expr))
-        finally:
-            for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
-                raw.unregister(view)
-        self._sql = (state, sql)
-        return sql
 
     def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
         """The live rows (serving.online_store.live.encode's layout), built a
