@@ -137,7 +137,10 @@ class Ingester:
         self._pending: set[str] = set()  # logged, not yet refreshed
         self._waiting: list[tuple] = []  # groups to answer after the refresh
         self._applying = False
-        self._check_lock = threading.Lock()
+        self._checker_lock = threading.Lock()  # the checker's DuckDB
+        self._check_lock = threading.Lock()  # the batches waiting for a check
+        self._to_check: list[tuple] = []
+        self._checking = False
 
     # -- the public entry -------------------------------------------------
 
@@ -162,7 +165,9 @@ class Ingester:
     ) -> Outcome:
         """`ingest` for an event loop: the checks in a thread, the group awaited
         (the API's `POST /events`: a waiting request holds no thread)."""
-        out, rows, stored = await asyncio.to_thread(self.prepare, events, where)
+        out, rows, stored = await asyncio.to_thread(
+            self._prepare_grouped, events, where
+        )
         if rows:
             result = await asyncio.wrap_future(self.submit(rows, stored))
             self.finish(out, len(rows), result)
@@ -178,7 +183,7 @@ class Ingester:
     ) -> tuple[Outcome, list, list]:
         """The batch checked, pseudonymised, the suppressed left out: the
         outcome so far, the rows to log and their stored ids."""
-        with self._check_lock:  # its own DuckDB: never waits for a group's query
+        with self._checker_lock:  # its own DuckDB: never waits for a group's query
             checked = batch.check(
                 self._checker,
                 events,
@@ -187,6 +192,11 @@ class Ingester:
                 ids=ids,
                 drop_bad=drop_bad,
             )
+        return self._outcome(events, checked)
+
+    def _outcome(
+        self, events: Sequence[Mapping[str, object]], checked: batch.Checked
+    ) -> tuple[Outcome, list, list]:
         rows = checked.rows
         stored = self.pseudonyms.many(r[0] for r in rows)
         gone = self._suppressed.get()
@@ -199,6 +209,50 @@ class Ingester:
             bad_rows=checked.bad,
         )
         return out, [r for r, _ in kept], [s for _, s in kept]
+
+    def _prepare_grouped(
+        self, events: Sequence[Mapping[str, object]], where: str
+    ) -> tuple[Outcome, list, list]:
+        """`prepare` for one of many concurrent requests: whichever thread
+        finds no check running checks every batch queued meanwhile in one pass
+        (batch.check_many: one scan instead of one per batch, each batch's own
+        errors when one fails) until none is left; the others wait for theirs."""
+        done: Future = Future()
+        with self._check_lock:
+            self._to_check.append((events, where, done))
+            leader = not self._checking
+            self._checking = True
+        while leader:
+            with self._check_lock:
+                taken, self._to_check = self._to_check, []
+                if not taken:
+                    self._checking = False
+                    break
+            try:
+                self._check_group(taken)
+            except BaseException as exc:
+                for _, _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+        return done.result()
+
+    def _check_group(self, taken: list[tuple]) -> None:
+        by_where: dict[str, list[tuple]] = {}
+        for item in taken:
+            by_where.setdefault(item[1], []).append(item)
+        for where, items in by_where.items():
+            with self._checker_lock:
+                results = batch.check_many(
+                    self._checker,
+                    [events for events, _, _ in items],
+                    where,
+                    max_events=self.config.ingest.max_events,
+                )
+            for (events, _, future), result in zip(items, results, strict=True):
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(self._outcome(events, result))
 
     @staticmethod
     def finish(out: Outcome, kept: int, result: tuple) -> None:
