@@ -19,8 +19,12 @@ other (the customer's whole tile history is recombined).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import ibis
 import ibis.expr.types as ir
@@ -29,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.atomic import atomic_write
 from features.columns import CANCEL, CUSTOMER_ID, CUTOFF, EVENT_TIME
 from features.definition import (
     FeatureSpec,
@@ -41,7 +46,7 @@ from features.definition import (
     tile_merge,
     with_gaps,
 )
-from features.state import gapped_after, plus_changes, taken_out
+from features.state import _plain, gapped_after, plus_changes, taken_out
 
 
 def tiles_of(events: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -245,7 +250,13 @@ class LiveState:
     columns) at the midnight after each one's newest event, never before the
     watermark."""
 
-    def __init__(self, con: ibis.BaseBackend, state, spec: FeatureSpec) -> None:
+    def __init__(
+        self,
+        con: ibis.BaseBackend,
+        state,
+        spec: FeatureSpec,
+        cache: Path | None = None,
+    ) -> None:
         raw = con.con
         self.state, self.spec, self.mark = state, spec, state.watermark
         self.tiles = _read_sorted(raw, state.files("tiles"), "_cid", "_cid, _day")
@@ -269,37 +280,68 @@ class LiveState:
         self._maxima = [
             f"_amax_{r}_{w}" for r in spec.amount_roles for w in spec.windows_days
         ]
-        none = pa.schema(
-            [(c, _ARROW[t]) for c, t in EVENT_COLUMNS.items()]
-        ).empty_table()
-        cuts = pa.schema(
-            [(CUSTOMER_ID, pa.string()), (CUTOFF, pa.timestamp("us"))]
-        ).empty_table()
+        self._cache = None if cache is None else Path(cache)
+        self._compiled: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def sql(self, con: ibis.BaseBackend, which: str) -> str:
+        """The compiled SQL of one way (`fast` or `full`), compiled at its
+        first use and kept; with a cache folder, read from or written to a
+        file named by what it depends on (the spec, the tables' columns, the
+        watermark, the Ibis version), so another process on the same state
+        (a stream consumer, another API worker) skips the compilation."""
+        with self._lock:
+            if which not in self._compiled:
+                self._compiled[which] = self._cached(con, which)
+            return self._compiled[which]
+
+    def _cached(self, con: ibis.BaseBackend, which: str) -> str:
         empty = {
-            TILES: self.tiles.table.slice(0, 0),
-            SUMS: self.sums.table.slice(0, 0),
-            CANCELS: self.cancels.table.slice(0, 0),
-            EVENTS: none,
-            CUTOFFS: cuts,
+            TILES: self.tiles.table.schema.empty_table(),
+            SUMS: self.sums.table.schema.empty_table(),
+            CANCELS: self.cancels.table.schema.empty_table(),
+            EVENTS: pa.schema(
+                [(c, _ARROW[t]) for c, t in EVENT_COLUMNS.items()]
+            ).empty_table(),
+            CUTOFFS: pa.schema(
+                [(CUSTOMER_ID, pa.string()), (CUTOFF, pa.timestamp("us"))]
+            ).empty_table(),
         }
-        with _registered(raw, empty):
+        path = None
+        if self._cache is not None:
+            key = json.dumps(
+                [
+                    which,
+                    ibis.__version__,
+                    self.mark.isoformat(),
+                    {k: str(v.schema) for k, v in sorted(empty.items())},
+                    {k: _plain(v) for k, v in sorted(vars(self.spec).items())},
+                ],
+                default=str,
+            )
+            digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+            path = self._cache / f"{which}-{digest}.sql"
+            if path.is_file():
+                return path.read_text()
+        with _registered(con.con, empty):
             t = {name: con.table(name) for name in empty}
-            self._full = str(
-                con.compile(live_features(t[TILES], t[EVENTS], t[CUTOFFS], spec))
-            )
-            self._fast = str(
-                con.compile(
-                    live_features_from_sums(
-                        t[SUMS],
-                        t[TILES],
-                        t[EVENTS],
-                        t[CUTOFFS],
-                        t[CANCELS],
-                        self.mark,
-                        spec,
-                    )
+            if which == "full":
+                expr = live_features(t[TILES], t[EVENTS], t[CUTOFFS], self.spec)
+            else:
+                expr = live_features_from_sums(
+                    t[SUMS],
+                    t[TILES],
+                    t[EVENTS],
+                    t[CUTOFFS],
+                    t[CANCELS],
+                    self.mark,
+                    self.spec,
                 )
-            )
+            sql = str(con.compile(expr))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: tmp.write_text(sql))
+        return sql
 
     def features(self, con: ibis.BaseBackend, events: pd.DataFrame) -> pd.DataFrame:
         """`build_features` rows (see the class docstring); `events` typed as
@@ -327,8 +369,9 @@ class LiveState:
                 EVENTS: theirs,
                 CUTOFFS: cutoffs[chosen],
             }
+            sql = self.sql(con, "fast")  # before the tables are registered
             with _registered(raw, tables):
-                out.append(raw.execute(self._fast).df())
+                out.append(raw.execute(sql).df())
         if len(fast) < len(ids):
             done = set(fast)
             rest = [c for c in ids if c not in done]
@@ -338,8 +381,9 @@ class LiveState:
                 EVENTS: events[events[CUSTOMER_ID].isin(rest)],
                 CUTOFFS: cutoffs[chosen],
             }
+            sql = self.sql(con, "full")  # before the tables are registered
             with _registered(raw, tables):
-                out.append(raw.execute(self._full).df())
+                out.append(raw.execute(sql).df())
         return out[0] if len(out) == 1 else pd.concat(out, ignore_index=True)
 
     def _sums_of(self, customers: list[str], redo: np.ndarray) -> pa.Table:

@@ -68,6 +68,7 @@ from serving.online_store.live import LiveRows, base_of, live_path, split_featur
 log = logging.getLogger(__name__)
 
 LOCK = ".live.lock"
+SQL = "compiled"  # the live SQL compiled per state (features.live.LiveState)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Ingester:
             lambda *_: None,
         )
         self._live: LiveState | None = None
+        self._live_lock = threading.Lock()
         self._queue: list[tuple[list, list, Future]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -141,6 +143,7 @@ class Ingester:
         self._check_lock = threading.Lock()  # the batches waiting for a check
         self._to_check: list[tuple] = []
         self._checking = False
+        threading.Thread(target=self._warm, name="ingest-warm", daemon=True).start()
 
     # -- the public entry -------------------------------------------------
 
@@ -442,14 +445,33 @@ class Ingester:
         events[AMOUNT] = events[AMOUNT].astype("float64")
         events[QUANTITY] = events[QUANTITY].astype("float64")
         newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
-        if self._live is None or self._live.state is not state:
-            # the state's tiles, sums and cancel days read once per state
-            self._live = LiveState(self.con, state, self.spec)
-        table = self._live.features(self.con, events)
+        table = self._live_for(state).features(self.con, events)
         found = self.store.lookup(table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}
         self.rows.write(base, self._rows(meta, table, found, as_of))
         return as_of
+
+    def _live_for(self, state: fs.FeatureState) -> LiveState:
+        """The state in memory (its tiles, sums and cancel days read once per
+        state) with the SQL of the usual way compiled (kept beside the log, so
+        the next process on this state reads it)."""
+        with self._live_lock:
+            if self._live is None or self._live.state is not state:
+                live = LiveState(
+                    self.con, state, self.spec, cache=Path(self.config.ingest.log) / SQL
+                )
+                live.sql(self.con, "fast")
+                self._live = live
+            return self._live
+
+    def _warm(self) -> None:
+        """`_live_for` the current state, ahead of the first refresh."""
+        try:
+            state = self._states.get()
+            if state is not None:
+                self._live_for(state)
+        except Exception:  # the first refresh tries again, and says why
+            log.exception("ingest: reading the feature state ahead of use")
 
     def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
         """The live rows (serving.online_store.live.encode's layout), built a
