@@ -86,6 +86,21 @@ class Outcome:
     as_of: str | None = None  # the newest event time the refreshed rows include
 
 
+def _typed_events(rows: list[tuple]) -> pd.DataFrame:
+    """Log rows (`EventLog.live`) with the contract's types."""
+    events = pd.DataFrame(
+        rows, columns=[CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY]
+    )
+    events[CUSTOMER_ID] = events[CUSTOMER_ID].astype(object)
+    events[EVENT_TYPE] = events[EVENT_TYPE].astype(object)
+    events[EVENT_TIME] = pd.to_datetime(events[EVENT_TIME], format="ISO8601").astype(
+        "datetime64[us]"
+    )
+    events[AMOUNT] = events[AMOUNT].astype("float64")
+    events[QUANTITY] = events[QUANTITY].astype("float64")
+    return events
+
+
 def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple]:
     """Per batch: events added, customers, and the newest event time the
     refreshed rows of its customers include (None without a refresh)."""
@@ -131,6 +146,11 @@ class Ingester:
             lambda *_: None,
         )
         self._live: LiveState | None = None
+        # the events the state does not hold, read from the log as it grows
+        self._events: pd.DataFrame | None = None
+        self._events_seq = 0
+        self._events_state: fs.FeatureState | None = None
+        self._events_gone: frozenset | None = None
         self._live_lock = threading.Lock()
         self._queue: list[tuple[list, list, Future]] = []
         self._cond = threading.Condition()
@@ -433,23 +453,37 @@ class Ingester:
         touched = {c for c in touched if c not in gone}
         if not touched:
             return {}
-        events = pd.DataFrame(
-            self.log.live(sorted(touched), mark),
-            columns=[CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY],
-        )
-        if self.types is not None:
-            events = events[events[EVENT_TYPE].isin(self.types)]
+        live = self._live_events(state, gone)
+        events = live[live[CUSTOMER_ID].isin(touched)]
         if events.empty:
             return {}
-        events[EVENT_TIME] = pd.to_datetime(events[EVENT_TIME]).astype("datetime64[us]")
-        events[AMOUNT] = events[AMOUNT].astype("float64")
-        events[QUANTITY] = events[QUANTITY].astype("float64")
         newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
         table = self._live_for(state).features(self.con, events)
         found = self.store.lookup(table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}
         self.rows.write(base, self._rows(meta, table, found, as_of))
         return as_of
+
+    def _live_events(self, state: fs.FeatureState, gone: frozenset) -> pd.DataFrame:
+        """Every event the state does not hold (`EventLog.live`), kept in
+        memory: each refresh reads only the log's rows added since the last
+        one (by any process: the log numbers rows in commit order), instead of
+        every event of the touched customers again. Read whole again for a new
+        state; the forgotten's rows are dropped when the suppression list
+        changes."""
+        if self._events is None or self._events_state is not state:
+            self._events, self._events_seq = _typed_events([]), 0
+            self._events_state, self._events_gone = state, None
+        rows, self._events_seq = self.log.live_since(self._events_seq, state.watermark)
+        if rows:
+            new = _typed_events(rows)
+            if self.types is not None:
+                new = new[new[EVENT_TYPE].isin(self.types)]
+            self._events = pd.concat([self._events, new], ignore_index=True)
+        if self._events_gone is not gone:
+            self._events = self._events[~self._events[CUSTOMER_ID].isin(gone)]
+            self._events_gone = gone
+        return self._events
 
     def _live_for(self, state: fs.FeatureState) -> LiveState:
         """The state in memory (its tiles, sums and cancel days read once per
