@@ -135,7 +135,9 @@ class Ingester:
         self.rows = LiveRows(live_path(config.online_store.path))
         self.state_dir = state_dir(config.scoring.output)
         self.types = config.roles.types_read()
-        self.con = connect(config.engine.memory_limit, config.engine.threads)
+        # one thread: a refresh's query is small, and it shares the cores with
+        # the requests (more threads only wait for each other there)
+        self.con = connect(config.engine.memory_limit, 1)
         self._checker = connect(threads=1).con
         self._lock_path = Path(config.ingest.log) / LOCK
         self._base: str | None = None
