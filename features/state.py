@@ -580,25 +580,11 @@ def _advance_sums(
         m = not_late(m, "_cid")
         moving = written(_merged(m, ["_cid", "_day"], tile_merge(spec)), "moving")
         gapless = moving.mutate(_gap=ibis.null("float64"))
-        before = _at(gapless, old, spec)
-        negated = {
-            c: (-before[c] if op == "sum" else ibis.null(before[c].type()))
-            for c, op in stage_one.items()
-        }
-        rows.append(at_to(before.mutate(**negated)))
+        rows.append(at_to(taken_out(_at(gapless, old, spec), spec)))
         rows.append(_at(gapless, to, spec))
 
     # new days' tiles, their gaps counted from each customer's last active day
-    fresh = not_late(new, "_cid")
-    last_day = ibis.greatest(*(kept[f"_last_{r}"] for r in ROLES)).truncate("D")
-    last = kept.select(_cid=kept[CUSTOMER_ID], _day=last_day)
-    last = last.semi_join(fresh, last._cid == fresh._cid)
-    base = fresh.select("_cid", "_day").mutate(_new=True)
-    last = last.select(_cid=last._cid, _day=last._day.cast(base._day.type()))
-    gaps = with_gaps(base.union(last.mutate(_new=False)))
-    gaps = gaps.filter(gaps._new).select(_gcid="_cid", _gday="_day", _gap="_gap")
-    fresh = fresh.join(gaps, [fresh._cid == gaps._gcid, fresh._day == gaps._gday])
-    rows.append(_at(fresh.drop("_gcid", "_gday"), to, spec))
+    rows.append(_at(gapped_after(not_late(new, "_cid"), kept), to, spec))
 
     # late customers: every tile of theirs again (their old sums are not kept)
     if late_ids is not None:
@@ -616,17 +602,7 @@ def _advance_sums(
     # the sums of the customers with changes plus their changes (a join, one row
     # per customer on each side); customers new to the state (or late) as the
     # changes say; the others as they were
-    d = delta.rename(lambda c: f"_d{c}")
-    j = kept.left_join(d, kept[CUSTOMER_ID] == d[f"_d{CUSTOMER_ID}"])
-    combine = {
-        "sum": lambda a, b: a + b.fill_null(0),
-        "max": lambda a, b: ibis.greatest(a, b),
-        "min": lambda a, b: ibis.least(a, b),
-    }
-    merged = j.mutate(
-        **{CUTOFF: cutoff},
-        **{c: combine[op](j[c], j[f"_d{c}"]) for c, op in how.items()},
-    )
+    merged = plus_changes(kept, delta, spec, cutoff)
     if moving is not None and spec.amount_roles:
         merged = _fix_amount_max(
             merged, moving, sums, all_tiles, late_ids, old, to, spec, written
@@ -634,6 +610,60 @@ def _advance_sums(
     only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
     shaped(merged).union(shaped(only_new)).to_parquet(out)
     return touched
+
+
+def taken_out(
+    rows: ir.Table, spec: FeatureSpec, where: ir.BooleanValue | None = None
+) -> ir.Table:
+    """Stage one's rows (`bucket_rows`) with their sums negated and their minima
+    and maxima null (only the rows `where` holds, if given): summed with the
+    rows they came from by `customer_sums`, they take those tiles out of the
+    windows they were in (stage two reads the minima and maxima other than
+    `_amax_*` over all buckets only)."""
+
+    def out(c: str, op: str) -> ir.Value:
+        value = -rows[c] if op == "sum" else ibis.null(rows[c].type())
+        return value if where is None else ibis.ifelse(where, value, rows[c])
+
+    return rows.mutate(**{c: out(c, op) for c, op in bucket_merge(spec).items()})
+
+
+def gapped_after(fresh: ir.Table, sums: ir.Table) -> ir.Table:
+    """New tiles (days after every day `sums` holds for their customers) with
+    `_gap`: whole days since the customer's previous active day, the first
+    counted from the last active day the sums hold (none: null)."""
+    last_day = ibis.greatest(*(sums[f"_last_{r}"] for r in ROLES)).truncate("D")
+    last = sums.select(_cid=sums[CUSTOMER_ID], _day=last_day)
+    last = last.semi_join(fresh, last._cid == fresh._cid)
+    base = fresh.select("_cid", "_day").mutate(_new=True)
+    last = last.select(_cid=last._cid, _day=last._day.cast(base._day.type()))
+    gaps = with_gaps(base.union(last.mutate(_new=False)))
+    gaps = gaps.filter(gaps._new).select(_gcid="_cid", _gday="_day", _gap="_gap")
+    fresh = fresh.join(gaps, [fresh._cid == gaps._gcid, fresh._day == gaps._gday])
+    return fresh.drop("_gcid", "_gday")
+
+
+def plus_changes(
+    sums: ir.Table,
+    delta: ir.Table,
+    spec: FeatureSpec,
+    cutoff: ir.Value | None = None,
+) -> ir.Table:
+    """`sums` (`customer_sums` rows) plus their changes `delta` (`customer_sums`
+    of stage one's rows of what changed, one row per customer or none), column
+    by column as `sum_merge` says, at `cutoff` (default: the changes' own)."""
+    how = sum_merge(spec)
+    d = delta.rename(lambda c: f"_d{c}")
+    j = sums.left_join(d, sums[CUSTOMER_ID] == d[f"_d{CUSTOMER_ID}"])
+    combine = {
+        "sum": lambda a, b: a + b.fill_null(0),
+        "max": lambda a, b: ibis.greatest(a, b),
+        "min": lambda a, b: ibis.least(a, b),
+    }
+    return j.mutate(
+        **{CUTOFF: j[f"_d{CUTOFF}"] if cutoff is None else cutoff},
+        **{c: combine[op](j[c], j[f"_d{c}"]) for c, op in how.items()},
+    )
 
 
 def _fix_amount_max(

@@ -107,6 +107,42 @@ def check(
     return Checked(rows, problems, frozenset(bad))
 
 
+def check_many(
+    con: duckdb.DuckDBPyConnection,
+    batches: Sequence[Sequence[Mapping[str, object]]],
+    where: str,
+    *,
+    max_events: int,
+    as_of: datetime | None = None,
+) -> list[Checked | Exception]:
+    """Several batches (e.g. concurrent requests) checked as `check` would
+    check each: in one pass over all of them when every event passes (the
+    usual case: one scan instead of one per batch), else each on its own, so
+    a refused batch's errors name its own rows and the others pass. Per batch,
+    its `Checked` or the error refusing it (ContractError, TooMany)."""
+    as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
+    if len(batches) > 1 and all(0 < len(b) <= max_events for b in batches):
+        every = [e for b in batches for e in b]
+        try:
+            whole = check(con, every, where, max_events=len(every), as_of=as_of)
+        except ContractError:
+            whole = None
+        if whole is not None:  # one row per event, in order
+            out: list[Checked | Exception] = []
+            start = 0
+            for b in batches:
+                out.append(Checked(whole.rows[start : start + len(b)], []))
+                start += len(b)
+            return out
+    results: list[Checked | Exception] = []
+    for b in batches:
+        try:
+            results.append(check(con, b, where, max_events=max_events, as_of=as_of))
+        except (ContractError, TooMany) as exc:
+            results.append(exc)
+    return results
+
+
 def _normalised_sql(present: Sequence[str]) -> str:
     def optional(col: str) -> str:
         return number_sql(col) if col in present else "CAST(NULL AS DOUBLE)"
@@ -149,4 +185,11 @@ def problem_json(problem: Problem) -> dict:
     }
 
 
-__all__ = ["Checked", "ContractError", "TooMany", "check", "problem_json"]
+__all__ = [
+    "Checked",
+    "ContractError",
+    "TooMany",
+    "check",
+    "check_many",
+    "problem_json",
+]

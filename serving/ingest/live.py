@@ -34,12 +34,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from core.config import ProjectConfig
 from core.config.base import ConfigError
@@ -48,14 +46,13 @@ from features import state as fs
 from features.columns import (
     AMOUNT,
     CUSTOMER_ID,
-    CUTOFF,
     EVENT_TIME,
     EVENT_TYPE,
     QUANTITY,
     population_column,
 )
 from features.definition import FeatureSpec
-from features.live import live_features
+from features.live import LiveState
 from features.sources.load import connect
 from features.sources.privacy import (
     pseudonymiser,
@@ -71,7 +68,7 @@ from serving.online_store.live import LiveRows, base_of, live_path, split_featur
 log = logging.getLogger(__name__)
 
 LOCK = ".live.lock"
-TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW = "_live_tiles", "_live_events", "_live_cutoffs"
+SQL = "compiled"  # the live SQL compiled per state (features.live.LiveState)
 
 
 @dataclass
@@ -89,34 +86,19 @@ class Outcome:
     as_of: str | None = None  # the newest event time the refreshed rows include
 
 
-class _TileIndex:
-    """The state's tiles in memory, sorted by customer, and each customer's row
-    range: a batch takes its customers' tiles by position (an Arrow `take`)
-    instead of joining the whole tile table on the ids."""
-
-    def __init__(self, con, files: Sequence[str]) -> None:
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        self.table = (
-            con.sql(f"SELECT * FROM read_parquet([{listed}]) ORDER BY _cid, _day")
-            .to_arrow_table()
-            .combine_chunks()
-        )
-        ids = self.table.column("_cid").combine_chunks().dictionary_encode()
-        codes = ids.indices.to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.diff(codes, prepend=-1))  # sorted: runs
-        ends = [*starts[1:].tolist(), len(codes)] if len(codes) else []
-        names = ids.dictionary.take(pa.array(codes[starts])).to_pylist()
-        self.ranges = dict(
-            zip(names, zip(starts.tolist(), ends, strict=True), strict=True)
-        )
-
-    def of(self, customers) -> pa.Table:
-        """The tiles of these customers (those the state holds)."""
-        found = [self.ranges[c] for c in customers if c in self.ranges]
-        if not found:
-            return self.table.slice(0, 0)
-        rows = np.concatenate([np.arange(a, b) for a, b in found])
-        return self.table.take(pa.array(rows))
+def _typed_events(rows: list[tuple]) -> pd.DataFrame:
+    """Log rows (`EventLog.live`) with the contract's types."""
+    events = pd.DataFrame(
+        rows, columns=[CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY]
+    )
+    events[CUSTOMER_ID] = events[CUSTOMER_ID].astype(object)
+    events[EVENT_TYPE] = events[EVENT_TYPE].astype(object)
+    events[EVENT_TIME] = pd.to_datetime(events[EVENT_TIME], format="ISO8601").astype(
+        "datetime64[us]"
+    )
+    events[AMOUNT] = events[AMOUNT].astype("float64")
+    events[QUANTITY] = events[QUANTITY].astype("float64")
+    return events
 
 
 def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple]:
@@ -126,10 +108,6 @@ def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple
         (n, c, max((as_of[s] for s in who if s in as_of), default=None))
         for (n, c, _), who in zip(results, whose, strict=True)
     ]
-
-
-def _day_after(t: pd.Series) -> pd.Series:
-    return t.dt.floor("D") + timedelta(days=1)
 
 
 class Ingester:
@@ -157,7 +135,9 @@ class Ingester:
         self.rows = LiveRows(live_path(config.online_store.path))
         self.state_dir = state_dir(config.scoring.output)
         self.types = config.roles.types_read()
-        self.con = connect(config.engine.memory_limit, config.engine.threads)
+        # one thread: a refresh's query is small, and it shares the cores with
+        # the requests (more threads only wait for each other there)
+        self.con = connect(config.engine.memory_limit, 1)
         self._checker = connect(threads=1).con
         self._lock_path = Path(config.ingest.log) / LOCK
         self._base: str | None = None
@@ -167,8 +147,13 @@ class Ingester:
             lambda manifest: fs.open_state(manifest.parent),
             lambda *_: None,
         )
-        self._sql: tuple | None = None
-        self._tiles: _TileIndex | None = None
+        self._live: LiveState | None = None
+        # the events the state does not hold, read from the log as it grows
+        self._events: pd.DataFrame | None = None
+        self._events_seq = 0
+        self._events_state: fs.FeatureState | None = None
+        self._events_gone: frozenset | None = None
+        self._live_lock = threading.Lock()
         self._queue: list[tuple[list, list, Future]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -176,7 +161,11 @@ class Ingester:
         self._pending: set[str] = set()  # logged, not yet refreshed
         self._waiting: list[tuple] = []  # groups to answer after the refresh
         self._applying = False
-        self._check_lock = threading.Lock()
+        self._checker_lock = threading.Lock()  # the checker's DuckDB
+        self._check_lock = threading.Lock()  # the batches waiting for a check
+        self._to_check: list[tuple] = []
+        self._checking = False
+        threading.Thread(target=self._warm, name="ingest-warm", daemon=True).start()
 
     # -- the public entry -------------------------------------------------
 
@@ -201,7 +190,9 @@ class Ingester:
     ) -> Outcome:
         """`ingest` for an event loop: the checks in a thread, the group awaited
         (the API's `POST /events`: a waiting request holds no thread)."""
-        out, rows, stored = await asyncio.to_thread(self.prepare, events, where)
+        out, rows, stored = await asyncio.to_thread(
+            self._prepare_grouped, events, where
+        )
         if rows:
             result = await asyncio.wrap_future(self.submit(rows, stored))
             self.finish(out, len(rows), result)
@@ -217,7 +208,7 @@ class Ingester:
     ) -> tuple[Outcome, list, list]:
         """The batch checked, pseudonymised, the suppressed left out: the
         outcome so far, the rows to log and their stored ids."""
-        with self._check_lock:  # its own DuckDB: never waits for a group's query
+        with self._checker_lock:  # its own DuckDB: never waits for a group's query
             checked = batch.check(
                 self._checker,
                 events,
@@ -226,6 +217,11 @@ class Ingester:
                 ids=ids,
                 drop_bad=drop_bad,
             )
+        return self._outcome(events, checked)
+
+    def _outcome(
+        self, events: Sequence[Mapping[str, object]], checked: batch.Checked
+    ) -> tuple[Outcome, list, list]:
         rows = checked.rows
         stored = self.pseudonyms.many(r[0] for r in rows)
         gone = self._suppressed.get()
@@ -238,6 +234,50 @@ class Ingester:
             bad_rows=checked.bad,
         )
         return out, [r for r, _ in kept], [s for _, s in kept]
+
+    def _prepare_grouped(
+        self, events: Sequence[Mapping[str, object]], where: str
+    ) -> tuple[Outcome, list, list]:
+        """`prepare` for one of many concurrent requests: whichever thread
+        finds no check running checks every batch queued meanwhile in one pass
+        (batch.check_many: one scan instead of one per batch, each batch's own
+        errors when one fails) until none is left; the others wait for theirs."""
+        done: Future = Future()
+        with self._check_lock:
+            self._to_check.append((events, where, done))
+            leader = not self._checking
+            self._checking = True
+        while leader:
+            with self._check_lock:
+                taken, self._to_check = self._to_check, []
+                if not taken:
+                    self._checking = False
+                    break
+            try:
+                self._check_group(taken)
+            except BaseException as exc:
+                for _, _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+        return done.result()
+
+    def _check_group(self, taken: list[tuple]) -> None:
+        by_where: dict[str, list[tuple]] = {}
+        for item in taken:
+            by_where.setdefault(item[1], []).append(item)
+        for where, items in by_where.items():
+            with self._checker_lock:
+                results = batch.check_many(
+                    self._checker,
+                    [events for events, _, _ in items],
+                    where,
+                    max_events=self.config.ingest.max_events,
+                )
+            for (events, _, future), result in zip(items, results, strict=True):
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(self._outcome(events, result))
 
     @staticmethod
     def finish(out: Outcome, kept: int, result: tuple) -> None:
@@ -415,63 +455,59 @@ class Ingester:
         touched = {c for c in touched if c not in gone}
         if not touched:
             return {}
-        events = pd.DataFrame(
-            self.log.live(sorted(touched), mark),
-            columns=[CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, AMOUNT, QUANTITY],
-        )
-        if self.types is not None:
-            events = events[events[EVENT_TYPE].isin(self.types)]
+        live = self._live_events(state, gone)
+        events = live[live[CUSTOMER_ID].isin(touched)]
         if events.empty:
             return {}
-        events[EVENT_TIME] = pd.to_datetime(events[EVENT_TIME]).astype("datetime64[us]")
-        events[AMOUNT] = events[AMOUNT].astype("float64")
-        events[QUANTITY] = events[QUANTITY].astype("float64")
         newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
-        cut = _day_after(newest).clip(lower=pd.Timestamp(mark))
-        cutoffs = pd.DataFrame({CUSTOMER_ID: newest.index, CUTOFF: cut.to_numpy()})
-        raw = self.con.con
-        sql = self._compiled(state, events, cutoffs)
-        raw.register(TILES_TABLE, self._tiles.of(cutoffs[CUSTOMER_ID]))
-        raw.register(EVENTS_VIEW, events)
-        raw.register(CUTOFFS_VIEW, cutoffs)
-        try:
-            table = raw.execute(sql).df()
-        finally:
-            for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
-                raw.unregister(view)
+        table = self._live_for(state).features(self.con, events)
         found = self.store.lookup(table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}
         self.rows.write(base, self._rows(meta, table, found, as_of))
         return as_of
 
-    def _compiled(
-        self, state: fs.FeatureState, events: pd.DataFrame, cutoffs: pd.DataFrame
-    ) -> str:
-        """The SQL of `live_features` over three registered views (the touched
-        customers' tiles, the events, the cutoffs), compiled once per state:
-        building and compiling the Ibis expression costs far more than running
-        it on a batch. The state's tiles are read once per state, sorted by
-        customer, with each customer's row range (`_TileIndex`)."""
-        if self._sql is not None and self._sql[0] is state:
-            return self._sql[1]
-        self._tiles = _TileIndex(self.con.con, state.files("tiles"))
-        raw = self.con.con
-        raw.register(TILES_TABLE, self._tiles.of(()))
-        raw.register(EVENTS_VIEW, events.head(0))
-        raw.register(CUTOFFS_VIEW, cutoffs.head(0))
+    def _live_events(self, state: fs.FeatureState, gone: frozenset) -> pd.DataFrame:
+        """Every event the state does not hold (`EventLog.live`), kept in
+        memory: each refresh reads only the log's rows added since the last
+        one (by any process: the log numbers rows in commit order), instead of
+        every event of the touched customers again. Read whole again for a new
+        state; the forgotten's rows are dropped when the suppression list
+        changes."""
+        if self._events is None or self._events_state is not state:
+            self._events, self._events_seq = _typed_events([]), 0
+            self._events_state, self._events_gone = state, None
+        rows, self._events_seq = self.log.live_since(self._events_seq, state.watermark)
+        if rows:
+            new = _typed_events(rows)
+            if self.types is not None:
+                new = new[new[EVENT_TYPE].isin(self.types)]
+            self._events = pd.concat([self._events, new], ignore_index=True)
+        if self._events_gone is not gone:
+            self._events = self._events[~self._events[CUSTOMER_ID].isin(gone)]
+            self._events_gone = gone
+        return self._events
+
+    def _live_for(self, state: fs.FeatureState) -> LiveState:
+        """The state in memory (its tiles, sums and cancel days read once per
+        state) with the SQL of the usual way compiled (kept beside the log, so
+        the next process on this state reads it)."""
+        with self._live_lock:
+            if self._live is None or self._live.state is not state:
+                live = LiveState(
+                    self.con, state, self.spec, cache=Path(self.config.ingest.log) / SQL
+                )
+                live.sql(self.con, "fast")
+                self._live = live
+            return self._live
+
+    def _warm(self) -> None:
+        """`_live_for` the current state, ahead of the first refresh."""
         try:
-            expr = live_features(
-                self.con.table(TILES_TABLE),
-                self.con.table(EVENTS_VIEW),
-                self.con.table(CUTOFFS_VIEW),
-                self.spec,
-            )
-            sql = str(self.con.compile(expr))
-        finally:
-            for view in (TILES_TABLE, EVENTS_VIEW, CUTOFFS_VIEW):
-                raw.unregister(view)
-        self._sql = (state, sql)
-        return sql
+            state = self._states.get()
+            if state is not None:
+                self._live_for(state)
+        except Exception:  # the first refresh tries again, and says why
+            log.exception("ingest: reading the feature state ahead of use")
 
     def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
         """The live rows (serving.online_store.live.encode's layout), built a

@@ -145,6 +145,24 @@ class EventLog:
         mark = watermark.isoformat(sep=" ")
         return self.db().execute(sql, (json.dumps(list(stored)), mark)).fetchall()
 
+    def live_since(self, seq: int, watermark: datetime) -> tuple[list[tuple], int]:
+        """`live` of every customer, only the rows added after row number
+        `seq` (rows are numbered in commit order: one writer at a time), and
+        the last row number read (`seq` when none)."""
+        sql = (
+            f"SELECT seq, {CUSTOMER_ID}, {EVENT_TIME}, {EVENT_TYPE}, {AMOUNT}, "
+            f"{QUANTITY} FROM events WHERE seq > ? AND "
+            f"(part IS NULL OR {EVENT_TIME} >= ?) ORDER BY seq"
+        )
+        db = self.db()
+        db.execute("BEGIN")  # one snapshot: the rows and the last number agree
+        try:
+            rows = db.execute(sql, (seq, watermark.isoformat(sep=" "))).fetchall()
+            (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        finally:
+            db.execute("COMMIT")
+        return [r[1:] for r in rows], max(seq, last)
+
     def live_customers(self, watermark: datetime) -> list[str]:
         """Every customer with an event the nightly state does not hold."""
         rows = self.db().execute(

@@ -219,3 +219,61 @@ def test_acknowledge_logged_answers_once_logged_and_the_rows_follow(project):
         for cid in ("c1", "c2"):
             a, b = got[cid].record[name], want.loc[cid, name]
             assert (a is None and pd.isna(b)) or a == pytest.approx(b, rel=1e-9)
+
+
+def test_batches_checked_together_pass_or_fail_as_each_alone():
+    """batch.check_many (concurrent requests in one pass): good batches get
+    the rows `check` gives each; a bad one the very error it gets alone."""
+    con = connect(threads=1).con
+    good = [
+        {
+            "customer_id": " c1 ",
+            "event_time": "2025-06-01T10:00:00Z",
+            "event_type": "login",
+        },
+        {
+            "customer_id": "c2",
+            "event_time": "2025-06-01 11:00",
+            "event_type": "buy",
+            "amount": "3.5",
+            "event_id": "a",
+        },
+    ]
+    other = [
+        {
+            "customer_id": "c3",
+            "event_time": "2025-06-02",
+            "event_type": "x",
+            "quantity": 2,
+            "event_id": "b",
+        }
+    ]
+    bad = [
+        {"customer_id": "c1", "event_time": "2025-06-01", "event_type": "login"},
+        {
+            "customer_id": "c1",
+            "event_time": "soon",
+            "event_type": "login",
+            "amount": "ten",
+        },
+    ]
+
+    def rows(checked):  # made-up event ids differ run to run
+        return [
+            r[:5] + ((r[5],) if not r[5].startswith("i-") else ()) for r in checked.rows
+        ]
+
+    together = batch.check_many(con, [good, other], "POST /events", max_events=10)
+    assert [rows(c) for c in together] == [
+        rows(batch.check(con, b, "POST /events", max_events=10)) for b in (good, other)
+    ]
+    mixed = batch.check_many(con, [good, bad, other], "POST /events", max_events=10)
+    assert rows(mixed[0]) == rows(together[0]) and rows(mixed[2]) == rows(together[1])
+    with pytest.raises(ContractError) as alone:
+        batch.check(con, bad, "POST /events", max_events=10)
+    assert isinstance(mixed[1], ContractError)
+    assert str(mixed[1]) == str(alone.value)
+    too_many = batch.check_many(con, [good, good * 6], "POST /events", max_events=10)
+    assert isinstance(too_many[1], batch.TooMany) and rows(too_many[0]) == rows(
+        together[0]
+    )
