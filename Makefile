@@ -232,8 +232,8 @@ test-faults: setup ## load with faults: 32 clients on a 2-worker server while th
 	FAULT_SECONDS=$(FAULT_SECONDS) $(BIN)/python -m pytest -m faults -s $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: setup ## the quick loop: the tests that start no process (tests/unit), 2 workers, a third of the routine property examples
-	PROPERTY_SCALE=0.3 $(BIN)/python -m pytest tests/unit -n 2 --dist worksteal $(PYTEST_ARGS)
+test-unit: setup ## the quick loop: the tests that start no process (tests/unit), 2 workers, a sixth of the routine property examples
+	PROPERTY_SCALE=0.15 $(BIN)/python -m pytest tests/unit -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check $(PACKAGES) tests

@@ -48,7 +48,7 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
 # `make test`: bounded and derandomized, the same examples every run.
-# `make test-unit`, the quick loop, sets PROPERTY_SCALE=0.3: the first third of the
+# `make test-unit`, the quick loop, sets PROPERTY_SCALE=0.15: the first sixth of the
 # same examples (each engine run spends ~1 s compiling the Ibis expression); `make
 # test` and CI run them all, `-m slow` hunts far more.
 PROPERTY_SCALE = float(os.environ.get("PROPERTY_SCALE", "1"))

@@ -14,7 +14,7 @@ the advances leave are merged (`compact_after=1`). At every date the
 state's feature rows equal `build_features` at that date over exactly the events
 it should hold (counts exactly, floats to 1e-9, nulls in the same places).
 
-`make test` runs 10 examples (derandomized), `make test-unit` 5
+`make test` runs 10 examples (derandomized), `make test-unit` 2
 (PROPERTY_SCALE); `-m slow` hunts PROPERTY_EXAMPLES fresh ones.
 """
 
