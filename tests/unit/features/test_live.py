@@ -45,6 +45,24 @@ def histories(draw):
     return spec, mark, events, late
 
 
+def live_cutoffs(fresh: pd.DataFrame, mark) -> pd.DataFrame:
+    """Each customer's live row date: the midnight after their newest event
+    (never before the state's watermark)."""
+    newest = fresh.groupby(CUSTOMER_ID)[EVENT_TIME].max()
+    cut = (newest.dt.floor("D") + timedelta(days=1)).clip(lower=pd.Timestamp(mark))
+    return pd.DataFrame({CUSTOMER_ID: cut.index, CUTOFF: cut.to_numpy()})
+
+
+def assert_rebuilt(got: pd.DataFrame, cutoffs: pd.DataFrame, events, spec) -> None:
+    """`got` equals `build_features` over every event at those cutoffs."""
+    every = ibis.memtable(events_frame(tuple(events)))
+    want = build_features(every, ibis.memtable(cutoffs), spec).to_pandas()
+    names = catalogue(spec).names + [c for c in want.columns if c.startswith("in_")]
+    assert len(got) == len(cutoffs)
+    bad = differences(got, want, names)
+    assert not bad, bad[:5]
+
+
 @settings(FEATURES, max_examples=examples(5))
 @given(histories())
 def test_live_rows_equal_a_full_rebuild(history):
@@ -59,19 +77,12 @@ def test_live_rows_equal_a_full_rebuild(history):
         fresh = events_frame(tuple(new))
         if fresh.empty:
             return
-        newest = fresh.groupby(CUSTOMER_ID)[EVENT_TIME].max()
-        cut = (newest.dt.floor("D") + timedelta(days=1)).clip(lower=pd.Timestamp(mark))
-        cutoffs = pd.DataFrame({CUSTOMER_ID: cut.index, CUTOFF: cut.to_numpy()})
+        cutoffs = live_cutoffs(fresh, mark)
         got = live_features(
             state.tiles(con), ibis.memtable(fresh), ibis.memtable(cutoffs), spec
         ).to_pandas()
-        every = ibis.memtable(events_frame(tuple(old + new)))
-        want = build_features(every, ibis.memtable(cutoffs), spec).to_pandas()
+        assert_rebuilt(got, cutoffs, old + new, spec)
     con.disconnect()
-    names = catalogue(spec).names + [c for c in want.columns if c.startswith("in_")]
-    assert len(got) == len(cutoffs)
-    bad = differences(got, want, names)
-    assert not bad, bad[:5]
 
 
 @st.composite
@@ -123,13 +134,5 @@ def test_live_state_rows_equal_a_full_rebuild(stream):
         if fresh.empty:
             return
         got = LiveState(con, state, spec).features(con, fresh)
-        newest = fresh.groupby(CUSTOMER_ID)[EVENT_TIME].max()
-        cut = (newest.dt.floor("D") + timedelta(days=1)).clip(lower=pd.Timestamp(mark))
-        cutoffs = pd.DataFrame({CUSTOMER_ID: cut.index, CUTOFF: cut.to_numpy()})
-        every = ibis.memtable(events_frame(tuple(old + new)))
-        want = build_features(every, ibis.memtable(cutoffs), spec).to_pandas()
+        assert_rebuilt(got, live_cutoffs(fresh, mark), old + new, spec)
     con.disconnect()
-    names = catalogue(spec).names + [c for c in want.columns if c.startswith("in_")]
-    assert len(got) == len(cutoffs)
-    bad = differences(got, want, names)
-    assert not bad, bad[:5]
