@@ -199,35 +199,46 @@ def _probe(
             if r.status_code != 200:
                 out.setdefault("errors", []).append(r.text[:300])
                 return
-            want = t.isoformat()
-            while True:
-                got = http.post(
-                    f"{url}/predict_by_id", json={"customer_ids": [customer]}
-                ).json()["predictions"][0]["as_of"]
-                if got and got >= want:
-                    break
-                if time.perf_counter() - acked > 30:
-                    out.setdefault("errors", []).append(f"not visible: {got} < {want}")
-                    return
+            shown, got = _shows(http, url, customer, t.isoformat(), within_s=30)
+            if not shown:
+                out.setdefault("errors", []).append(
+                    f"not visible: {got} < {t.isoformat()}"
+                )
+                return
             seen = time.perf_counter()
             out.setdefault("ack", []).append(seen - acked)
             out.setdefault("send", []).append(seen - sent)
             time.sleep(0.1)
 
 
+def _shows(
+    http: httpx.Client,
+    url: str,
+    customer: str,
+    want: str,
+    within_s: float,
+    pause_s: float = 0.0,
+) -> tuple[bool, str | None]:
+    """Asks predict_by_id until the customer's `as_of` reaches `want` (an ISO
+    time) or `within_s` pass: whether it did, and the last `as_of` seen."""
+    give_up = time.perf_counter() + within_s
+    while True:
+        got = http.post(
+            f"{url}/predict_by_id", json={"customer_ids": [customer]}
+        ).json()["predictions"][0]["as_of"]
+        if got and got >= want:
+            return True, got
+        if time.perf_counter() >= give_up:
+            return False, got
+        time.sleep(pause_s)
+
+
 def _wait_visible(http: httpx.Client, url: str, event: dict, deadline_s: float) -> None:
     """Until predict_by_id's `as_of` for the event's customer includes it
     (with `acknowledge: logged` the answer comes before the rows)."""
     want = datetime.fromisoformat(event["event_time"]).isoformat()
-    give_up = time.perf_counter() + deadline_s
-    while time.perf_counter() < give_up:
-        got = http.post(
-            f"{url}/predict_by_id", json={"customer_ids": [event["customer_id"]]}
-        ).json()["predictions"][0]["as_of"]
-        if got and got >= want:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"the warm-up event was not visible after {deadline_s} s")
+    if not _shows(http, url, event["customer_id"], want, deadline_s, pause_s=0.2)[0]:
+        raise RuntimeError(f"the warm-up event was not visible after {deadline_s} s")
 
 
 def _stream(

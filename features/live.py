@@ -34,7 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.atomic import atomic_write
-from features.columns import CANCEL, CUSTOMER_ID, CUTOFF, EVENT_TIME
+from features.columns import (
+    AMOUNT,
+    CANCEL,
+    CUSTOMER_ID,
+    CUTOFF,
+    EVENT_TIME,
+    EVENT_TYPE,
+    QUANTITY,
+)
 from features.definition import (
     FeatureSpec,
     _boundaries,
@@ -226,9 +234,9 @@ EVENTS, CUTOFFS = "_live_events", "_live_cutoffs"
 EVENT_COLUMNS = {
     CUSTOMER_ID: "string",
     EVENT_TIME: "timestamp",
-    "event_type": "string",
-    "amount": "float64",
-    "quantity": "float64",
+    EVENT_TYPE: "string",
+    AMOUNT: "float64",
+    QUANTITY: "float64",
 }
 
 
