@@ -74,7 +74,6 @@ def run_spark(
     threads: int = 2,
 ) -> dict[str, Any]:
     """Run both jobs, print the side-by-side table, write spark.json; return it."""
-    from features.definition import cancel_days, feature_sums, features_from_sums
     from features.sources.spark import load_spark, session
 
     workdir = workdir.resolve()  # the children run in it
@@ -107,17 +106,14 @@ def run_spark(
     start = time.perf_counter()
     sds = load_spark(spark, data.events_path, data.customers_path, validated=ds)
     spark_load_s = time.perf_counter() - start
-    # SparkDataset.build_features, its stages timed one by one
-    spec, stages = demo_spec(), workdir / "spark-stages"
+    stages, timings = workdir / "spark-stages", {}
     cpu_before, start = jvm_cpu(), time.perf_counter()
-    sums = sds.materialised(feature_sums(sds.events, cuts, spec), stages / "sums")
-    sums_s = time.perf_counter() - start
-    cancels = sds.materialised(cancel_days(sds.events, spec), stages / "cancels")
-    cancels_s = time.perf_counter() - start - sums_s
-    sds.to_parquet_dir(
-        features_from_sums(sums, cancels, spec, sds.customers), spark_out
+    built = sds.build_features(
+        cuts, demo_spec(), stages, sds.customers, timings=timings
     )
+    sds.to_parquet_dir(built, spark_out)
     spark_features_s = time.perf_counter() - start
+    sums_s, cancels_s = timings["sums_s"], timings["cancels_s"]
     spark_cpu_s = jvm_cpu() - cpu_before
     shutil.rmtree(stages, ignore_errors=True)
     rows, features = compare_parquet(duck_out, spark_out, threads=threads)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,22 +221,29 @@ class SparkDataset:
         scratch: Path,
         customers: ir.Table | None = None,
         classic: pd.DataFrame | None = None,
+        timings: dict[str, float] | None = None,
     ) -> ir.Table:
         """`features.definition.build_features(self.events, cutoffs, spec,
         customers)`, with its per-customer sums and the cancel days materialised
         in `scratch` first (docs/spark.md: Spark inlines a subquery read twice,
         so the events would be rolled up twice). The caller removes `scratch`
-        after the returned expression has been run."""
+        after the returned expression has been run. `timings`, if given, gets
+        the seconds of the two materialised stages (`sums_s`, `cancels_s`)."""
         from features.definition import cancel_days, feature_sums, features_from_sums
 
         if spec.classic and classic is None:
             from features.classic import fit_from_events
 
             classic = fit_from_events(self.events, cutoffs, spec)
+        start = time.perf_counter()
         sums = self.materialised(
             feature_sums(self.events, cutoffs, spec), scratch / "sums"
         )
+        middle = time.perf_counter()
         cancels = self.materialised(cancel_days(self.events, spec), scratch / "cancels")
+        if timings is not None:
+            timings["sums_s"] = middle - start
+            timings["cancels_s"] = time.perf_counter() - middle
         return features_from_sums(sums, cancels, spec, customers, None, classic)
 
 
