@@ -40,3 +40,34 @@ def test_the_experiment_link_asks_for_the_training_view() -> None:
     assert experiment_url("http://127.0.0.1:5000/", "3") == (
         "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
     )
+
+
+def test_a_model_folder_loads_as_mlflow_saved_it(tmp_path: Path) -> None:
+    """load_local reads the MLmodel itself (libyaml) and the booster directly:
+    the same trees and metadata as MLflow's own loader gives."""
+    import lightgbm as lgb
+    import mlflow.lightgbm
+    import numpy as np
+
+    from model.registry import METADATA_KEY, load_local
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    y = (x[:, 0] + rng.normal(size=300) > 0).astype(float)
+    names = ["a", "b", "c"]
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 4},
+        lgb.Dataset(x, y, feature_name=names),
+        num_boost_round=5,
+    )
+    meta = {"encoding": {"features": names}, "backtest": [{"roc_auc": 0.7}]}
+    folder = tmp_path / "model"
+    mlflow.lightgbm.save_model(
+        booster, str(folder), metadata={METADATA_KEY: meta}
+    )
+    loaded = load_local(folder, "m", "1", run_id="r")
+    reference = mlflow.lightgbm.load_model(str(folder))
+    assert np.array_equal(loaded.booster.predict(x), reference.predict(x))
+    assert loaded.metadata == meta
+    assert loaded.encoding.features == tuple(names)
+    assert (loaded.name, loaded.version, loaded.run_id) == ("m", "1", "r")
