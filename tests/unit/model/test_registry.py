@@ -62,9 +62,7 @@ def test_a_model_folder_loads_as_mlflow_saved_it(tmp_path: Path) -> None:
     )
     meta = {"encoding": {"features": names}, "backtest": [{"roc_auc": 0.7}]}
     folder = tmp_path / "model"
-    mlflow.lightgbm.save_model(
-        booster, str(folder), metadata={METADATA_KEY: meta}
-    )
+    mlflow.lightgbm.save_model(booster, str(folder), metadata={METADATA_KEY: meta})
     loaded = load_local(folder, "m", "1", run_id="r")
     reference = mlflow.lightgbm.load_model(str(folder))
     assert np.array_equal(loaded.booster.predict(x), reference.predict(x))
