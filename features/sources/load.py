@@ -10,6 +10,8 @@ table or query first staged in DuckDB (features.sources.database).
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import ibis
+import ibis.expr.operations as ops
 
 from core.config import (
     ColumnsConfig,
@@ -144,7 +147,57 @@ def connect(
         raw.execute(f"SET memory_limit = '{memory_limit}'")
     if threads:
         raw.execute(f"SET threads = {int(threads)}")
-    return ibis.duckdb.from_connection(raw)
+    con = ibis.duckdb.from_connection(raw)
+    con.compile = _memoized_compile(con.compile)
+    return con
+
+
+# Compiled SQL by the expression's structure without its connection
+# (`expr.unbind()`: the same tables by name and schema, the same literals; each
+# in-memory table, such as the cutoffs, stands in by its place, as its name is
+# random), for every connection `connect` makes in this process. Ibis spends
+# ~0.1-1 s compiling the feature definition's expression (sqlglot), often more
+# than DuckDB takes to run it: a nightly's customer chunks, the API's live
+# refreshes and repeated builds over other data compile the same expression.
+_COMPILED: OrderedDict = OrderedDict()
+_COMPILED_MAX = 256
+_COMPILED_LOCK = threading.Lock()
+
+
+def _memoized_compile(compile_sql):
+    def compile(expr, /, *, limit=None, params=None, pretty=False):
+        if params:
+            return compile_sql(expr, limit=limit, params=params, pretty=pretty)
+        op = expr.unbind().op()
+        memtables = list(dict.fromkeys(op.find(ops.InMemoryTable)))
+        placeholders = [f"__propensity_memtable_{i}__" for i in range(len(memtables))]
+        if memtables:
+            op = op.replace(
+                {
+                    m: ops.UnboundTable(name=p, schema=m.schema)
+                    for m, p in zip(memtables, placeholders, strict=True)
+                }
+            )
+        key = (op, limit, pretty)
+        with _COMPILED_LOCK:
+            template = _COMPILED.get(key)
+            if template is not None:
+                _COMPILED.move_to_end(key)
+        if template is None:
+            sql = compile_sql(expr, limit=limit, pretty=pretty)
+            template = sql
+            for m, p in zip(memtables, placeholders, strict=True):
+                template = template.replace(m.name, p)
+            with _COMPILED_LOCK:
+                _COMPILED[key] = template
+                while len(_COMPILED) > _COMPILED_MAX:
+                    _COMPILED.popitem(last=False)
+            return sql
+        for m, p in zip(memtables, placeholders, strict=True):
+            template = template.replace(p, m.name)
+        return template
+
+    return compile
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,37 @@ def test_features_list_reads_customers_from_a_database(
     (tmp_path / warehouse.name).symlink_to(warehouse)  # relative to the config
     assert main(["--config", str(config), "features", "list"]) == 0
     assert "customer attribute plan (categorical)" in capsys.readouterr().out
+
+
+def test_compiled_sql_is_reused_across_connections_with_this_calls_own_tables() -> None:
+    """`connect`'s connections share compiled SQL by the expression's structure:
+    the same build over other data and other cutoffs (an in-memory table with a
+    random name) compiles once and still reads this call's tables."""
+    import ibis
+
+    from features.sources import load as loading
+
+    def build(values: list[int], cuts: list[int]) -> list[int]:
+        con = loading.connect(threads=1)
+        try:
+            rows = ", ".join(f"({v})" for v in values)
+            con.raw_sql(f"CREATE TABLE t AS SELECT * FROM (VALUES {rows}) AS x(v)")
+            t = con.table("t")
+            c = ibis.memtable(pd.DataFrame({"c": cuts}))
+            joined = t.cross_join(c)
+            counted = (
+                joined.filter(joined.v < joined.c)
+                .group_by("c")
+                .aggregate(n=ibis._.count())
+            )
+            return counted.order_by("c").n.to_pandas().tolist()
+        finally:
+            con.disconnect()
+
+    loading._COMPILED.clear()
+    assert build([1, 2, 3], [2, 4]) == [1, 3]
+    compiled = len(loading._COMPILED)
+    assert compiled >= 1
+    assert build([5, 6, 7, 8], [6, 9]) == [1, 4]
+    assert build([1, 1, 9], [10, 2]) == [2, 3]
+    assert len(loading._COMPILED) == compiled
