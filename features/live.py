@@ -418,7 +418,8 @@ class LiveState:
                 for name, empty in self._empty().items():
                     rel = raw.from_arrow(empty)
                     columns = ", ".join(
-                        f'"{c}" {t}' for c, t in zip(rel.columns, rel.types, strict=True)
+                        f'"{c}" {t}'
+                        for c, t in zip(rel.columns, rel.types, strict=True)
                     )
                     raw.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
                 self._columns = {k: v.column_names for k, v in self._empty().items()}
