@@ -441,6 +441,14 @@ class LiveState:
                 for name in tables:
                     raw.execute(f"DELETE FROM {name}")
 
+    def release(self, con: ibis.BaseBackend) -> None:
+        """Deallocate the statements `_run` prepared on `con` (a newer state
+        replaces this one there)."""
+        with self._run_lock:
+            _, ready = self._prepared.pop(id(con.con), (None, set()))
+            for which in ready:
+                con.con.execute(f"DEALLOCATE _live_{which}_{self._serial}")
+
     def _sums_of(self, customers: list[str], redo: np.ndarray) -> pa.Table:
         """Their sums at the watermark, in `customers`' order, the amount
         maxima dropped where `redo` says (recomputed from their tiles)."""

@@ -535,6 +535,8 @@ class Ingester:
                     self.con, state, self.spec, cache=Path(self.config.ingest.log) / SQL
                 )
                 live.sql(self.con, "fast")
+                if self._live is not None:  # its prepared statements: gone
+                    self._live.release(self.con)
                 self._live = live
             return self._live
 
