@@ -20,6 +20,7 @@ other (the customer's whole tile history is recombined).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 from collections.abc import Sequence
@@ -229,6 +230,7 @@ def _read_sorted(con, files: Sequence[str], key: str, order: str) -> _Sorted:
     return _Sorted(table.to_arrow_table(), key)
 
 
+_SERIAL = itertools.count()
 TILES, SUMS, CANCELS = "_live_tiles", "_live_sums", "_live_cancels"
 EVENTS, CUTOFFS = "_live_events", "_live_cutoffs"
 EVENT_COLUMNS = {
@@ -291,6 +293,10 @@ class LiveState:
         self._cache = None if cache is None else Path(cache)
         self._compiled: dict[str, str] = {}
         self._lock = threading.Lock()
+        # per DuckDB connection: the statements prepared on it (`_run`)
+        self._prepared: dict[int, tuple] = {}
+        self._run_lock = threading.Lock()
+        self._serial = next(_SERIAL)
 
     def sql(self, con: ibis.BaseBackend, which: str) -> str:
         """The compiled SQL of one way (`fast` or `full`), compiled at its
@@ -303,8 +309,9 @@ class LiveState:
                 self._compiled[which] = self._cached(con, which)
             return self._compiled[which]
 
-    def _cached(self, con: ibis.BaseBackend, which: str) -> str:
-        empty = {
+    def _empty(self) -> dict[str, pa.Table]:
+        """The tables the SQL reads, empty, with their columns and types."""
+        return {
             TILES: self.tiles.table.schema.empty_table(),
             SUMS: self.sums.table.schema.empty_table(),
             CANCELS: self.cancels.table.schema.empty_table(),
@@ -315,6 +322,9 @@ class LiveState:
                 [(CUSTOMER_ID, pa.string()), (CUTOFF, pa.timestamp("us"))]
             ).empty_table(),
         }
+
+    def _cached(self, con: ibis.BaseBackend, which: str) -> str:
+        empty = self._empty()
         path = None
         if self._cache is not None:
             key = json.dumps(
@@ -331,8 +341,11 @@ class LiveState:
             path = self._cache / f"{which}-{digest}.sql"
             if path.is_file():
                 return path.read_text()
-        with _registered(con.con, empty):
-            t = {name: con.table(name) for name in empty}
+        # compiled on a connection of its own: `_run` keeps temporary tables
+        # of these names on `con`
+        scratch = ibis.duckdb.connect()
+        with _registered(scratch.con, empty):
+            t = {name: scratch.table(name) for name in empty}
             if which == "full":
                 expr = live_features(t[TILES], t[EVENTS], t[CUTOFFS], self.spec)
             else:
@@ -345,7 +358,8 @@ class LiveState:
                     self.mark,
                     self.spec,
                 )
-            sql = str(con.compile(expr))
+            sql = str(scratch.compile(expr))
+        scratch.disconnect()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: tmp.write_text(sql))
@@ -356,7 +370,6 @@ class LiveState:
         `EVENT_COLUMNS`, all before their customer's cutoff."""
         if events.empty:
             return pd.DataFrame()
-        raw = con.con
         mark = pd.Timestamp(self.mark)
         by = events.groupby(CUSTOMER_ID)[EVENT_TIME]
         newest, oldest = by.max(), by.min()
@@ -377,9 +390,7 @@ class LiveState:
                 EVENTS: theirs,
                 CUTOFFS: cutoffs[chosen],
             }
-            sql = self.sql(con, "fast")  # before the tables are registered
-            with _registered(raw, tables):
-                out.append(raw.execute(sql).df())
+            out.append(self._run(con, "fast", tables))
         if len(fast) < len(ids):
             done = set(fast)
             rest = [c for c in ids if c not in done]
@@ -389,10 +400,54 @@ class LiveState:
                 EVENTS: events[events[CUSTOMER_ID].isin(rest)],
                 CUTOFFS: cutoffs[chosen],
             }
-            sql = self.sql(con, "full")  # before the tables are registered
-            with _registered(raw, tables):
-                out.append(raw.execute(sql).df())
+            out.append(self._run(con, "full", tables))
         return out[0] if len(out) == 1 else pd.concat(out, ignore_index=True)
+
+    def _run(self, con: ibis.BaseBackend, which: str, tables: dict) -> pd.DataFrame:
+        """One way's SQL over `tables`, prepared once per connection: the
+        tables are temporary tables of fixed names and types, emptied and
+        filled per call (DuckDB keeps a prepared plan while no table is
+        created or dropped), so a call pays for its rows, not for parsing and
+        planning the long query again. Prepared at the first call, on its
+        rows (join orders planned on real sizes, not on empty tables)."""
+        sql = self.sql(con, which)
+        raw = con.con
+        with self._run_lock:
+            ready = self._prepared.setdefault(id(raw), (raw, set()))[1]
+            if not ready:  # every table at once: no catalog change later
+                for name, empty in self._empty().items():
+                    rel = raw.from_arrow(empty)
+                    columns = ", ".join(
+                        f'"{c}" {t}'
+                        for c, t in zip(rel.columns, rel.types, strict=True)
+                    )
+                    raw.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+                self._columns = {k: v.column_names for k, v in self._empty().items()}
+            for name, data in tables.items():
+                # a relation inserted: no view registered, no catalog change
+                raw.execute(f"DELETE FROM {name}")
+                columns = self._columns[name]
+                if isinstance(data, pd.DataFrame):
+                    raw.from_df(data[columns]).insert_into(name)
+                else:
+                    raw.from_arrow(data.select(columns)).insert_into(name)
+            statement = f"_live_{which}_{self._serial}"
+            if which not in ready:
+                raw.execute(f"PREPARE {statement} AS {sql.rstrip().rstrip(';')}")
+                ready.add(which)
+            try:
+                return raw.execute(f"EXECUTE {statement}").df()
+            finally:
+                for name in tables:
+                    raw.execute(f"DELETE FROM {name}")
+
+    def release(self, con: ibis.BaseBackend) -> None:
+        """Deallocate the statements `_run` prepared on `con` (a newer state
+        replaces this one there)."""
+        with self._run_lock:
+            _, ready = self._prepared.pop(id(con.con), (None, set()))
+            for which in ready:
+                con.con.execute(f"DEALLOCATE _live_{which}_{self._serial}")
 
     def _sums_of(self, customers: list[str], redo: np.ndarray) -> pa.Table:
         """Their sums at the watermark, in `customers`' order, the amount

@@ -399,14 +399,17 @@ def ingest_project(root: Path, customers: int = 40, seed: int = 3) -> Path:
         nightly_key(config, ds, spec),
     )
     rows = state.features(ds.con, spec).to_pandas()
-    names = catalogue(spec).names
+    # two made-up attributes (ingest keeps the nightly's): a number, a category
+    rows["age"] = rng.integers(18, 80, len(rows)).astype("float64")
+    rows["region"] = rng.choice(["north", "south"], len(rows))
+    names = [*catalogue(spec).names, "age", "region"]
     meta = StoreMeta(
         as_of=f"{INGEST_MARK:%Y-%m-%d}",
         feature_set_version="test",
         written_at="2025-06-01T01:00:00",
         run_id="r1",
         features=tuple(names),
-        categorical=frozenset(),
+        categorical=frozenset({"region"}),
         model_versions={t: "1" for t in spec.targets},
     )
     scores = {

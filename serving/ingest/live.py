@@ -141,6 +141,11 @@ class Ingester:
         self._checker = connect(threads=1).con
         self._lock_path = Path(config.ingest.log) / LOCK
         self._base: str | None = None
+        # the nightly rows' numbers, texts and scores, per customer, read once
+        # per nightly store (`_nightly_of`)
+        self._nightly: dict[str, tuple | None] = {}
+        self._nightly_base: str | None = None
+        self._nightly_gone: frozenset | None = None
         # the nightly's state, opened again when its manifest is replaced
         self._states = WatchedFile(
             self.state_dir / fs.MANIFEST,
@@ -452,6 +457,10 @@ class Ingester:
             touched = touched | set(self.log.live_customers(mark))
             self._base = base
         gone = self._suppressed.get()
+        if gone is not self._nightly_gone:  # forgotten: nothing of theirs kept
+            for c in gone:
+                self._nightly.pop(c, None)
+            self._nightly_gone = gone
         touched = {c for c in touched if c not in gone}
         if not touched:
             return {}
@@ -461,10 +470,39 @@ class Ingester:
             return {}
         newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
         table = self._live_for(state).features(self.con, events)
-        found = self.store.lookup(table[CUSTOMER_ID].tolist())
+        nightly = self._nightly_of(meta, base, table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}
-        self.rows.write(base, self._rows(meta, table, found, as_of))
+        self.rows.write(base, self._rows(meta, table, nightly, as_of))
         return as_of
+
+    def _nightly_of(self, meta, base: str, ids: list[str]) -> list[tuple | None]:
+        """Per id, its nightly row as a live row keeps it (the numeric
+        features as float64, the categorical ones, the scores as JSON), or
+        None when the store has none: read from the store once per nightly
+        store and kept (a customer is refreshed again and again between two
+        nightly runs; the attributes and scores do not move meanwhile)."""
+        if base != self._nightly_base:
+            self._nightly, self._nightly_base = {}, base
+        cache = self._nightly
+        missing = [c for c in dict.fromkeys(ids) if c not in cache]
+        if missing:
+            numeric, texts = split_features(meta)
+            found = self.store.lookup(missing)
+            for c in missing:
+                hit = found.get(c)
+                if hit is None:
+                    cache[c] = None
+                    continue
+                record = hit.record
+                numbers = np.array(
+                    [record.get(n) for n in numeric], dtype="float64"
+                )  # None -> NaN
+                cache[c] = (
+                    numbers,
+                    [record.get(n) for n in texts],
+                    json.dumps(dict(hit.scores)),
+                )
+        return [cache[c] for c in ids]
 
     def _live_events(self, state: fs.FeatureState, gone: frozenset) -> pd.DataFrame:
         """Every event the state does not hold (`EventLog.live`), kept in
@@ -497,6 +535,8 @@ class Ingester:
                     self.con, state, self.spec, cache=Path(self.config.ingest.log) / SQL
                 )
                 live.sql(self.con, "fast")
+                if self._live is not None:  # its prepared statements: gone
+                    self._live.release(self.con)
                 self._live = live
             return self._live
 
@@ -509,47 +549,41 @@ class Ingester:
         except Exception:  # the first refresh tries again, and says why
             log.exception("ingest: reading the feature state ahead of use")
 
-    def _rows(self, meta, table: pd.DataFrame, found, as_of) -> list[tuple]:
+    def _rows(self, meta, table: pd.DataFrame, nightly, as_of) -> list[tuple]:
         """The live rows (serving.online_store.live.encode's layout), built a
-        column at a time: the recomputed features, the nightly row's for the
-        others (attributes, subscriptions)."""
+        column at a time: the recomputed features over the nightly row's
+        (`_nightly_of`: attributes, subscriptions, scores)."""
         ids = table[CUSTOMER_ID].tolist()
         numeric, texts = split_features(meta)
-        matrix = np.full((len(ids), len(numeric)), np.nan)
-        for j, name in enumerate(numeric):
-            if name in table.columns:
-                column = pd.to_numeric(table[name]).astype("Float64")
-                matrix[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
-            else:
-                values = [
-                    found[c].record.get(name) if c in found else None for c in ids
-                ]
-                matrix[:, j] = [np.nan if v is None else v for v in values]
+        missing = np.full(len(numeric), np.nan)
+        matrix = np.vstack([missing, *(n[0] if n else missing for n in nightly)])[1:]
+        present = [(j, name) for j, name in enumerate(numeric) if name in table.columns]
+        if present:  # one conversion of the recomputed columns (numbers, flags)
+            matrix[:, [j for j, _ in present]] = table[
+                [name for _, name in present]
+            ].to_numpy(dtype="float64", na_value=np.nan)
         text_columns = []
-        for name in texts:
+        for k, name in enumerate(texts):
             if name in table.columns:
                 text_columns.append(column_values(table[name], True))
             else:
-                text_columns.append(
-                    [found[c].record.get(name) if c in found else None for c in ids]
-                )
-        flags = {
-            t: table[population_column(t)].fillna(False).astype(bool).tolist()
+                text_columns.append([n[1][k] if n else None for n in nightly])
+        flags = [
+            (t, table[population_column(t)].fillna(False).astype(bool).to_numpy())
             for t in meta.targets
             if population_column(t) in table.columns
-        }
-        rows = []
-        for i, cid in enumerate(ids):
-            nightly = found.get(cid)
-            scored = [t for t in meta.targets if t in flags and flags[t][i]]
-            rows.append(
-                (
-                    cid,
-                    as_of[cid],
-                    matrix[i].tobytes(),
-                    json.dumps([col[i] for col in text_columns]),
-                    json.dumps(scored),
-                    json.dumps(dict(nightly.scores) if nightly else {}),
-                )
+        ]
+        scored = [
+            json.dumps([t for t, flag in flags if flag[i]]) for i in range(len(ids))
+        ]
+        return [
+            (
+                cid,
+                as_of[cid],
+                matrix[i].tobytes(),
+                json.dumps([col[i] for col in text_columns]),
+                scored[i],
+                nightly[i][2] if nightly[i] else "{}",
             )
-        return rows
+            for i, cid in enumerate(ids)
+        ]

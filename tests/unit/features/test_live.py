@@ -133,6 +133,15 @@ def test_live_state_rows_equal_a_full_rebuild(stream):
         fresh = events_frame(tuple(new))
         if fresh.empty:
             return
-        got = LiveState(con, state, spec).features(con, fresh)
+        live = LiveState(con, state, spec)
+        got = live.features(con, fresh)
         assert_rebuilt(got, live_cutoffs(fresh, mark), old + new, spec)
+        # the same LiveState again (its statements prepared at the first call,
+        # over tables emptied and refilled): one customer's batch gives their
+        # row and no other
+        first = fresh[CUSTOMER_ID].iloc[0]
+        again = live.features(con, fresh[fresh[CUSTOMER_ID] == first])
+        assert again[CUSTOMER_ID].tolist() == [first]
+        names = catalogue(spec).names + [c for c in got.columns if c.startswith("in_")]
+        assert not differences(again, got[got[CUSTOMER_ID] == first], names)
     con.disconnect()

@@ -105,6 +105,22 @@ def test_a_batch_refreshes_its_customers_as_a_full_rebuild_would(project):
     again = ingester.ingest(events[3:], "POST /events")
     assert (again.accepted, again.duplicates) == (0, 1)
     assert EventLog(project.ingest.log).count() == 4
+    # c1 again: the attributes (age, region) and nightly scores kept since
+    # its first refresh are the nightly row's
+    more = {
+        "customer_id": "c1",
+        "event_time": "2025-06-01 12:00:00",
+        "event_type": "login",
+        "event_id": "more-1",
+    }
+    assert ingester.ingest([more], "POST /events").accepted == 1
+    nightly = open_reader(project.online_store).lookup(["c1"])["c1"]
+    live = rows_of(project, ["c1"])["c1"]
+    assert live.as_of == "2025-06-01T12:00:00"
+    others = [n for n in nightly.record if n not in names]
+    assert others == ["age", "region"] and nightly.scores
+    assert {n: live.record[n] for n in others} == {n: nightly.record[n] for n in others}
+    assert dict(live.scores) == dict(nightly.scores)
 
 
 def test_bad_events_are_refused_naming_row_and_field(project):
