@@ -211,7 +211,9 @@ class Memo:
     inner origin is often an earlier origin (CDNOW's origins are one horizon
     apart), whose final trees and baselines were fitted on the same cutoffs.
     A fit is a function of the rows, the target, the candidate and the horizon,
-    so reusing it changes no figure."""
+    so reusing it changes no figure. `table` holds the same rows at each of its
+    cutoffs as the table the models are chosen on (that table, or one it was cut
+    from: quality.Shared)."""
 
     table: TrainingTable
     fits: dict = field(default_factory=dict)
@@ -255,7 +257,7 @@ def choose(
     """Every candidate trained on the cutoffs whose windows end by the latest
     training cutoff and scored there; `select.pick` keeps one. Without such
     cutoffs: the first candidate, uncalibrated."""
-    memo = memo if memo is not None and memo.table is table else Memo(table)
+    memo = memo if memo is not None else Memo(table)
     inner = train_cutoffs[-1]
     before = [c for c in train_cutoffs if c + timedelta(days=horizon_days) <= inner]
     at = rows_at(table, [inner])
@@ -359,7 +361,7 @@ def model_for(
         raise ValueError(
             f"{target}: no cutoff's {horizon_days}-day window ends by {origin:%Y-%m-%d}"
         )
-    memo = memo if memo is not None and memo.table is table else Memo(table)
+    memo = memo if memo is not None else Memo(table)
     choice = choose(
         table, target, horizon_days, train, candidates, calibration, purchases, memo
     )
