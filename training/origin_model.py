@@ -57,6 +57,9 @@ class Candidate:
     lightgbm: LightGBMConfig
     monotone: bool = False
     weighting: str = "equal"
+    # False: served only where there is no inner origin (as the first candidate),
+    # never fitted for the inner choice
+    contends: bool = True
 
     def variant(self, **changes) -> Candidate:
         """This candidate with monotone constraints or another cutoff weighting."""
@@ -268,14 +271,15 @@ def choose(
     def trees(c: Candidate) -> np.ndarray:
         return memo.fitted(target, before, c, horizon_days).predict(at)
 
-    predicted = {c.name: trees(c) for c in candidates}
+    contenders = [c for c in candidates if c.contends] or list(candidates)
+    predicted = {c.name: trees(c) for c in contenders}
     lgb_scores = {name: scores(y, p) for name, p in predicted.items()}
-    best = min(candidates, key=lambda c: lgb_scores[c.name]["logloss"])
+    best = min(contenders, key=lambda c: lgb_scores[c.name]["logloss"])
     variants = [best.variant(monotone=True), best.variant(weighting="recent")]
     for v in variants:
         predicted[v.name] = trees(v)
         lgb_scores[v.name] = scores(y, predicted[v.name])
-    pool = [*candidates, *variants]
+    pool = [*contenders, *variants]
     best = min(pool, key=lambda c: lgb_scores[c.name]["logloss"])
     baselines = memo.baselines_of(target, before, horizon_days, purchases)
     base = baselines.predict(at, inner)
