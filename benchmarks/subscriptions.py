@@ -35,7 +35,7 @@ from features.columns import CHURN, CONTRACT, CUSTOMER_ID
 from features.definition import Catalogue
 from features.sources import adapters
 from features.subscriptions import DAYS_TO_TERM_END, subscription_features
-from training.origin_model import Candidate, model_for, rows_at, scores
+from training.origin_model import Candidate, Memo, model_for, rows_at, scores
 
 if TYPE_CHECKING:
     from features.sources.load import Dataset
@@ -86,19 +86,21 @@ def churnsim_subs(
     candidates: Sequence[Candidate],
     origins: Sequence[datetime] = SUBS_ORIGINS,
     first_cutoff: datetime = SUBS_FIRST_CUTOFF,
+    shared=None,
 ):
-    """Contract churn at each origin: model, events-only model, heuristic."""
+    """Contract churn at each origin: model, events-only model, heuristic
+    (`shared`: quality.Shared, the run's tables and fits on this dataset)."""
     from benchmarks.quality import (
         MODEL,
         Protocol,
         Scored,
+        Shared,
         _add_margin,
         _cell,
         _choices,
         grid,
         project_config,
     )
-    from benchmarks.quality import training_table as build_table
     from features.definition import FeatureSpec
 
     start = time.perf_counter()
@@ -123,7 +125,7 @@ def churnsim_subs(
             ),
         }
     )
-    table = build_table(ds, config)
+    table, memo = (shared or Shared()).table(ds, config)
     names = {f.name for f in subscription_features(FeatureSpec.from_config(config))}
     plain = events_only(table, names)
     p = Protocol(
@@ -145,13 +147,17 @@ def churnsim_subs(
     )
     per: dict[str, list[float]] = {}
     scored, chosen = [], []
+    # fits reused where an origin's inner origin trains on an earlier origin's rows
+    memos = memo, Memo(plain)
     for origin in origins:
         test = rows_at(table, [origin])
         y = test[CHURN].to_numpy()
-        model = model_for(table, CHURN, gap, origin, candidates)
+        model = model_for(table, CHURN, gap, origin, candidates, memo=memos[0])
         base = model.baseline_predictions(test)
         served = model.predict(test, base)[1]
-        events = model_for(plain, CHURN, gap, origin, candidates).predict(test)[1]
+        events = model_for(
+            plain, CHURN, gap, origin, candidates, memo=memos[1]
+        ).predict(test)[1]
         found = {
             "": scores(y, served),
             "_events_only": scores(y, events),

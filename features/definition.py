@@ -522,8 +522,10 @@ def with_gaps(tiles: ir.Table) -> ir.Table:
 
 def _boundaries(spec: FeatureSpec) -> list[int]:
     """Window edges in days before the cutoff: every window, trend and prior trend."""
+    from features.behaviour import edges as behaviour_edges
+
     edges = {*spec.windows_days, *spec.trend_days, *(2 * t for t in spec.trend_days)}
-    return sorted(edges)
+    return sorted(edges | behaviour_edges(spec))
 
 
 # the bucket of days older than every window
@@ -560,6 +562,7 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
         m[f"_amounts_{r}"] = joined[f"_amounts_{r}"].sum()
         m[f"_amount_max_{r}"] = joined[f"_amount_max_{r}"].max()
         m[f"_quantity_{r}"] = joined[f"_quantity_{r}"].sum()
+    m.update(_group_stage_one(joined, spec))
     return joined.group_by(
         [joined[CUSTOMER_ID], joined[CUTOFF], bucket.name("_bucket")]
     ).aggregate(**m)
@@ -592,7 +595,7 @@ def bucket_merge(spec: FeatureSpec) -> dict[str, str]:
     for r in spec.amount_roles:
         out[f"_amount_{r}"] = out[f"_amounts_{r}"] = "sum"
         out[f"_amount_max_{r}"], out[f"_quantity_{r}"] = "max", "sum"
-    return out
+    return out | _group_stage_one_merge(spec)
 
 
 def customer_sums(b: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -660,9 +663,12 @@ def sum_merge(spec: FeatureSpec) -> dict[str, str]:
     for t in spec.trend_days:
         for what in ("event", PURCHASE):
             out[f"_{what}_last_{t}"] = out[f"_{what}_prior_{t}"] = "sum"
-    # the feature groups' sums are all totals over buckets: they add up
+    # the feature groups' sums are totals over buckets: they add up; their
+    # maxima over all buckets (features.behaviour.MAXIMA) take the larger
+    from features.behaviour import MAXIMA
+
     for name in _group_sums(None, spec, lambda *_, **__: None):
-        out[name] = "sum"
+        out[name] = "max" if name in MAXIMA else "sum"
     return out
 
 
@@ -950,6 +956,18 @@ def _group_sums(b: ir.Table, spec: FeatureSpec, total) -> dict[str, ir.Value]:
 
     out = behaviour.stage_two_sums(b, spec, total) if spec.behaviour else {}
     return out | (classic.stage_two_sums(b, spec, total) if spec.classic else {})
+
+
+def _group_stage_one(joined: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
+    from features.behaviour import stage_one
+
+    return stage_one(joined, spec)
+
+
+def _group_stage_one_merge(spec: FeatureSpec) -> dict[str, str]:
+    from features.behaviour import stage_one_merge
+
+    return stage_one_merge(spec)
 
 
 def _with_groups(

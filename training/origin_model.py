@@ -57,6 +57,9 @@ class Candidate:
     lightgbm: LightGBMConfig
     monotone: bool = False
     weighting: str = "equal"
+    # False: served only where there is no inner origin (as the first candidate),
+    # never fitted for the inner choice
+    contends: bool = True
 
     def variant(self, **changes) -> Candidate:
         """This candidate with monotone constraints or another cutoff weighting."""
@@ -205,6 +208,45 @@ class Choice:
     calibration_log_loss: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Memo:
+    """The fits of one training table, by what they were fitted on: an origin's
+    inner origin is often an earlier origin (CDNOW's origins are one horizon
+    apart), whose final trees and baselines were fitted on the same cutoffs.
+    A fit is a function of the rows, the target, the candidate and the horizon,
+    so reusing it changes no figure. `table` holds the same rows at each of its
+    cutoffs as the table the models are chosen on (that table, or one it was cut
+    from: quality.Shared)."""
+
+    table: TrainingTable
+    fits: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
+
+    def fitted(
+        self, target: str, cutoffs: Sequence[datetime], c: Candidate, horizon: int
+    ) -> Fitted:
+        key = (target, tuple(cutoffs), c.name, horizon)
+        if key not in self.fits:
+            rows = rows_at(self.table, cutoffs)
+            self.fits[key] = fit_rows(rows, target, self.table, c, horizon)
+        return self.fits[key]
+
+    def baselines_of(
+        self,
+        target: str,
+        cutoffs: Sequence[datetime],
+        horizon: int,
+        purchases: Purchases | None,
+    ) -> Baselines:
+        key = (target, tuple(cutoffs), horizon, purchases is not None)
+        if key not in self.baselines:
+            t = self.table
+            rows = rows_at(t, cutoffs)
+            encoding = Encoding.fit(rows, t.catalogue.names, t.catalogue.categorical)
+            self.baselines[key] = Baselines(target, rows, horizon, encoding, purchases)
+        return self.baselines[key]
+
+
 def choose(
     table: TrainingTable,
     target: str,
@@ -213,31 +255,34 @@ def choose(
     candidates: Sequence[Candidate],
     calibration: str = "auto",
     purchases: Purchases | None = None,
+    memo: Memo | None = None,
 ) -> Choice:
     """Every candidate trained on the cutoffs whose windows end by the latest
     training cutoff and scored there; `select.pick` keeps one. Without such
     cutoffs: the first candidate, uncalibrated."""
+    memo = memo if memo is not None else Memo(table)
     inner = train_cutoffs[-1]
     before = [c for c in train_cutoffs if c + timedelta(days=horizon_days) <= inner]
     at = rows_at(table, [inner])
     if not before or at[target].nunique() < 2:
         return Choice(candidates[0], None, {}, Calibrator())
-    rows, y = rows_at(table, before), at[target].to_numpy()
+    y = at[target].to_numpy()
 
     def trees(c: Candidate) -> np.ndarray:
-        return fit_rows(rows, target, table, c, horizon_days).predict(at)
+        return memo.fitted(target, before, c, horizon_days).predict(at)
 
-    predicted = {c.name: trees(c) for c in candidates}
+    contenders = [c for c in candidates if c.contends] or list(candidates)
+    predicted = {c.name: trees(c) for c in contenders}
     lgb_scores = {name: scores(y, p) for name, p in predicted.items()}
-    best = min(candidates, key=lambda c: lgb_scores[c.name]["logloss"])
+    best = min(contenders, key=lambda c: lgb_scores[c.name]["logloss"])
     variants = [best.variant(monotone=True), best.variant(weighting="recent")]
     for v in variants:
         predicted[v.name] = trees(v)
         lgb_scores[v.name] = scores(y, predicted[v.name])
-    pool = [*candidates, *variants]
+    pool = [*contenders, *variants]
     best = min(pool, key=lambda c: lgb_scores[c.name]["logloss"])
-    encoding = Encoding.fit(rows, table.catalogue.names, table.catalogue.categorical)
-    base = Baselines(target, rows, horizon_days, encoding, purchases).predict(at, inner)
+    baselines = memo.baselines_of(target, before, horizon_days, purchases)
+    base = baselines.predict(at, inner)
     inputs = (best.name, *_usable(base))
     columns = [predicted[best.name], *(base[n] for n in inputs[1:])]
     groups = select.folds_of(at[CUSTOMER_ID].to_numpy())
@@ -310,19 +355,20 @@ def model_for(
     candidates: Sequence[Candidate],
     calibration: str = "auto",
     purchases: Purchases | None = None,
+    memo: Memo | None = None,
 ) -> OriginModel:
     """Choose, fit and calibrate the model for `origin` on the table's cutoffs
-    whose label windows end by it."""
+    whose label windows end by it (`memo`: the fits made for earlier origins
+    of the same table, reused where the rows are the same)."""
     train = [c for c in table.cutoffs if c + timedelta(days=horizon_days) <= origin]
     if not train:
         raise ValueError(
             f"{target}: no cutoff's {horizon_days}-day window ends by {origin:%Y-%m-%d}"
         )
+    memo = memo if memo is not None else Memo(table)
     choice = choose(
-        table, target, horizon_days, train, candidates, calibration, purchases
+        table, target, horizon_days, train, candidates, calibration, purchases, memo
     )
-    rows = rows_at(table, train)
-    fitted = fit_rows(rows, target, table, choice.candidate, horizon_days)
-    encoding = Encoding.fit(rows, table.catalogue.names, table.catalogue.categorical)
-    baselines = Baselines(target, rows, horizon_days, encoding, purchases)
+    fitted = memo.fitted(target, train, choice.candidate, horizon_days)
+    baselines = memo.baselines_of(target, train, horizon_days, purchases)
     return OriginModel(fitted, choice, train, baselines, origin)
