@@ -36,7 +36,12 @@ customer-day roll-up (`day_tiles`) of the same events (those before the last
 cutoff), on the same views and settings, each tile's every column reduced to one
 row (a fourth child; not written: its rows outnumber the features' many times).
 Goal: the engine within 3x of it on the reference job (`rollup_s`,
-`engine_vs_rollup_ratio`; per job `<job>_rollup_s`, `<job>_engine_vs_rollup_ratio`).
+`engine_vs_rollup_ratio`; per job `<job>_rollup_s`, `<job>_engine_vs_rollup_ratio`),
+with both children's process CPU beside (`<job>_engine_cpu_s`,
+`<job>_rollup_cpu_s`, `<job>_engine_vs_rollup_cpu_ratio`, headline
+`engine_vs_rollup_cpu_ratio`): the figure a loaded machine changes least.
+Linearity: each job's `<job>_engine_us_per_event`; the large job's over the
+reference job's is `large_vs_reference_s_per_event` (goal within 1.1x).
 
 `run_features` prints a table and writes `features.json`: per job `<job>_events`,
 `<job>_cutoffs`, `<job>_rows`, `<job>_engine_s`, `<job>_sql_s`, `<job>_ratio`
@@ -394,9 +399,14 @@ def _child_rollup(args: dict[str, Any]) -> dict[str, Any]:
     total = tiles.aggregate(
         _tiles=tiles.count(), **{f"_{c}": tiles[c].max() for c in tiles.columns}
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     tiles_count = int(total.execute()["_tiles"][0])
-    return {"seconds": time.perf_counter() - start, "tiles": tiles_count, **facts}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,  # as the engine child's cpu_s
+        "tiles": tiles_count,
+        **facts,
+    }
 
 
 def _child_compare(args: dict[str, Any]) -> dict[str, Any]:
@@ -448,6 +458,7 @@ def results_record(
     out["large_peak_mb"] = out.get("large_engine_peak_mb")
     out["rollup_s"] = out.get("reference_rollup_s")
     out["engine_vs_rollup_ratio"] = out.get("reference_engine_vs_rollup_ratio")
+    out["engine_vs_rollup_cpu_ratio"] = out.get("reference_engine_vs_rollup_cpu_ratio")
     out.update(_goals(out, ran))
     return out
 
@@ -476,10 +487,19 @@ def _job_figures(r: JobResult) -> dict[str, Any]:
             out[f"{n}_{side}_error"] = run["error"]
     both = out[f"{n}_engine_s"] and out[f"{n}_sql_s"]
     out[f"{n}_ratio"] = out[f"{n}_engine_s"] / out[f"{n}_sql_s"] if both else None
+    engine_s = out[f"{n}_engine_s"]
+    out[f"{n}_engine_us_per_event"] = engine_s / events * 1e6 if engine_s else None
     rollup = (r.rollup or {}).get("seconds")
     out[f"{n}_rollup_s"] = rollup
     out[f"{n}_engine_vs_rollup_ratio"] = (
-        out[f"{n}_engine_s"] / rollup if rollup and out[f"{n}_engine_s"] else None
+        engine_s / rollup if rollup and engine_s else None
+    )
+    # process CPU (DuckDB's threads included) of both: what other processes on a
+    # shared machine change least
+    cpu, rollup_cpu = r.engine.get("cpu_s"), (r.rollup or {}).get("cpu_s")
+    out[f"{n}_engine_cpu_s"], out[f"{n}_rollup_cpu_s"] = cpu, rollup_cpu
+    out[f"{n}_engine_vs_rollup_cpu_ratio"] = (
+        cpu / rollup_cpu if cpu and rollup_cpu else None
     )
     return out
 
@@ -544,11 +564,17 @@ def format_table(done: list[JobResult], record: dict[str, Any]) -> str:
     for r in done:
         n = r.job.name
         if record.get(f"{n}_rollup_s"):
+            cpu = record.get(f"{n}_engine_vs_rollup_cpu_ratio")
             lines.append(
                 f"{n}: customer-day roll-up of the same events "
                 f"{record[f'{n}_rollup_s']:.1f} s; engine "
                 f"{record[f'{n}_engine_s']:.1f} s = "
                 f"{record[f'{n}_engine_vs_rollup_ratio']:.2f}x the roll-up"
+                + ("" if cpu is None else f" ({cpu:.2f}x in process CPU)")
+            )
+        if record.get(f"{n}_engine_us_per_event"):
+            lines.append(
+                f"{n}: engine {record[f'{n}_engine_us_per_event']:.2f} us per event"
             )
         if r.job.sql_parts > 1:
             lines.append(f"{n}: the SQL ran in {r.job.sql_parts} parts of customers")

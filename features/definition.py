@@ -416,11 +416,16 @@ def with_roles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
 
 def cutoff_table(cutoffs: Sequence[datetime]) -> ir.Table:
     """Cutoffs as a table; each must be a midnight (a date), as features assume."""
+    return ibis.memtable(pd.DataFrame({CUTOFF: midnights(cutoffs)}))
+
+
+def midnights(cutoffs: Sequence[datetime]) -> pd.DatetimeIndex:
+    """The cutoffs as timestamps (microseconds); each must be a midnight."""
     stamps = pd.to_datetime(list(cutoffs)).astype("datetime64[us]")
     late = [str(c) for c in stamps if c != c.normalize()]
     if late:
         raise ValueError(f"cutoffs must be midnights (dates), got {late[:3]}")
-    return ibis.memtable(pd.DataFrame({CUTOFF: stamps}))
+    return stamps
 
 
 def seen_pairs(events: ir.Table, cutoffs: Sequence[datetime] | ir.Table) -> ir.Table:
@@ -542,30 +547,105 @@ def _bucketed(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
     day, cutoff = joined._day, joined[CUTOFF]
     age = days_between(cutoff, day)
     bucket = ibis.cases(*((age <= b, b) for b in _boundaries(spec)), else_=OLDEST)
-    m: dict[str, ir.Value] = {
-        "_n": sum((joined[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum(),
-        "_d": day.count().cast("float64"),
-        "_first_day": day.min(),
-        "_first_event": joined._first_event.min(),
-        "_first_purchase": joined._first_purchase.min(),
-        "_gaps": joined._gap.count().cast("float64"),
-        "_gap_sum": joined._gap.sum().cast("float64"),
-        "_gap_sq_sum": (joined._gap * joined._gap).sum().cast("float64"),
-    }
-    for r in ROLES:
-        n = joined[f"_n_{r}"]
-        m[f"_n_{r}"] = n.sum()
-        m[f"_d_{r}"] = only(n > 0, day).count().cast("float64")
-        m[f"_last_{r}"] = joined[f"_last_{r}"].max()
-    for r in spec.amount_roles:
-        m[f"_amount_{r}"] = joined[f"_amount_{r}"].sum()
-        m[f"_amounts_{r}"] = joined[f"_amounts_{r}"].sum()
-        m[f"_amount_max_{r}"] = joined[f"_amount_max_{r}"].max()
-        m[f"_quantity_{r}"] = joined[f"_quantity_{r}"].sum()
-    m.update(_group_stage_one(joined, spec))
     return joined.group_by(
         [joined[CUSTOMER_ID], joined[CUTOFF], bucket.name("_bucket")]
-    ).aggregate(**m)
+    ).aggregate(**_day_sums(joined, spec))
+
+
+def _day_sums(rows: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
+    """Stage one's aggregates of daily rows (tiles with `_gap`), whatever they are
+    grouped by; two groups' results combine as `bucket_merge` says."""
+    day = rows._day
+    m: dict[str, ir.Value] = {
+        "_n": sum((rows[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum(),
+        "_d": day.count().cast("float64"),
+        "_first_day": day.min(),
+        "_first_event": rows._first_event.min(),
+        "_first_purchase": rows._first_purchase.min(),
+        "_gaps": rows._gap.count().cast("float64"),
+        "_gap_sum": rows._gap.sum().cast("float64"),
+        "_gap_sq_sum": (rows._gap * rows._gap).sum().cast("float64"),
+    }
+    for r in ROLES:
+        n = rows[f"_n_{r}"]
+        m[f"_n_{r}"] = n.sum()
+        m[f"_d_{r}"] = only(n > 0, day).count().cast("float64")
+        m[f"_last_{r}"] = rows[f"_last_{r}"].max()
+    for r in spec.amount_roles:
+        m[f"_amount_{r}"] = rows[f"_amount_{r}"].sum()
+        m[f"_amounts_{r}"] = rows[f"_amounts_{r}"].sum()
+        m[f"_amount_max_{r}"] = rows[f"_amount_max_{r}"].max()
+        m[f"_quantity_{r}"] = rows[f"_quantity_{r}"].sum()
+    m.update(_group_stage_one(rows, spec))
+    return m
+
+
+# Up to this many segment edges (3 cutoffs and the demo's windows: 21), stage one
+# reads the daily rows per segment (`_segmented`); beyond, per cutoff
+# (`_bucketed`). Measured on 2M demo events (process CPU, same run): 3 cutoffs
+# 5.4 s per segment vs 6.1 s per cutoff; 12 cutoffs (75 edges, segments of a
+# few days, nearly as many as the active days) 18.2 s vs 13.5 s.
+MAX_SEGMENTS = 32
+
+
+def _segment_edges(stamps: pd.DatetimeIndex, spec: FeatureSpec) -> list:
+    """The days where, for some cutoff, a day enters a window edge's bucket or stops
+    being before the cutoff: each cutoff, and each cutoff less each window edge."""
+    edges = {c - pd.Timedelta(days=b) for c in stamps for b in _boundaries(spec)}
+    return sorted(edges | set(stamps))
+
+
+def _segment_of(day: ir.Value, edges: list, low: int, high: int) -> ir.Value:
+    """The segment of `day` (the number of `edges` on or before it), known to be
+    between `low` and `high`: a binary search, so a day is compared with about
+    log2 of the edges (a flat CASE compared it with each: with 12 cutoffs, 84)."""
+    if low == high:
+        return ibis.literal(low, "int64")
+    middle = (low + high) // 2
+    return ibis.ifelse(
+        day < edges[middle],
+        _segment_of(day, edges, low, middle),
+        _segment_of(day, edges, middle + 1, high),
+    )
+
+
+def _bucket_of(age_days: int, spec: FeatureSpec) -> int:
+    """The age bucket of a day `age_days` before the cutoff (as `_bucketed`)."""
+    return next((b for b in _boundaries(spec) if age_days <= b), OLDEST)
+
+
+def _segmented(daily: ir.Table, cutoffs: Sequence[datetime], spec: FeatureSpec):
+    """Stage one for a list of cutoffs, the daily rows read once for all of them.
+
+    The cutoffs and their window edges cut the calendar into segments (between
+    consecutive `_segment_edges`); within a segment every day has, for each
+    cutoff, the same age bucket and lies before it or not. So the daily rows are
+    summed per (customer, segment) once, whatever the number of cutoffs, and
+    those few rows per customer are joined to the cutoffs (a small table of
+    segment, cutoff and bucket) and summed per (customer, cutoff, bucket) as
+    `bucket_merge` says: exactly `_bucketed`'s rows, at a fraction of the rows
+    joined and aggregated (the daily rows times the cutoffs).
+    """
+    stamps = midnights(cutoffs).unique()
+    edges = _segment_edges(stamps, spec)
+    segment = _segment_of(daily._day, edges, 0, len(edges))
+    segments = daily.group_by([daily._cid, segment.name("_seg")]).aggregate(
+        **_day_sums(daily, spec)
+    )
+    rows = []
+    for k in range(len(edges) + 1):
+        # a day of segment k: its first (the one before the first edge for 0)
+        first = edges[k - 1] if k else edges[0] - pd.Timedelta(days=1)
+        for c in stamps:
+            if first < c:
+                rows.append((k, c, _bucket_of((c - first).days, spec)))
+    plan = pd.DataFrame(rows, columns=["_seg", CUTOFF, "_bucket"])
+    plan = ibis.memtable(plan.astype({CUTOFF: "datetime64[us]"}))
+    joined = segments.join(plan, "_seg")
+    merge = {c: getattr(joined[c], how)() for c, how in bucket_merge(spec).items()}
+    return joined.group_by(
+        [joined._cid.name(CUSTOMER_ID), joined[CUTOFF], joined._bucket]
+    ).aggregate(**merge)
 
 
 def bucket_rows(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -793,17 +873,19 @@ def feature_sums(
     per-(customer, cutoff) sums `features_from_sums` reads. The Spark engine
     materialises them once (Spark would otherwise compute them once per read)."""
     daily = daily_rollup(events, spec)
-    if isinstance(pairs, ir.Table):
-        # a repeated pair would count twice
-        pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
-        joined = pairs.left_join(
-            daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
-        )
-    else:
+    if not isinstance(pairs, ir.Table):
+        if 0 < len(_segment_edges(midnights(pairs).unique(), spec)) <= MAX_SEGMENTS:
+            return customer_sums(_segmented(daily, pairs, spec), spec)
         cuts = cutoff_table(pairs)
-        joined = daily.join(cuts, daily._day < cuts[CUTOFF]).rename(
-            {CUSTOMER_ID: "_cid"}
+        joined = daily.join(cuts, daily._day < cuts[CUTOFF])
+        return customer_sums(
+            _bucketed(joined.rename({CUSTOMER_ID: "_cid"}), spec), spec
         )
+    # a repeated pair would count twice
+    pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
+    joined = pairs.left_join(
+        daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
+    )
     return customer_sums(_bucketed(joined, spec), spec)
 
 

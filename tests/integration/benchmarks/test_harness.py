@@ -278,7 +278,9 @@ def _fake_result(name: str, engine_s: float, events: int) -> JobResult:
     job = Job(name, events // 100, data, cutoffs, "1GB")
     engine = {"seconds": engine_s, "peak_mb": 900.0, "load_peak_mb": 250.0, "chunks": 4}
     sql = {"seconds": 10.0, "peak_mb": 800.0, "load_peak_mb": 240.0}
-    return JobResult(job, {**engine, "load_s": 1.0}, sql, 600, 101, 1.5)
+    rollup = {"seconds": engine_s / 4, "cpu_s": engine_s / 5}
+    engine = {**engine, "load_s": 1.0, "cpu_s": engine_s / 2}
+    return JobResult(job, engine, sql, 600, 101, 1.5, rollup)
 
 
 def test_features_json_has_the_issue_keys() -> None:
@@ -295,9 +297,17 @@ def test_features_json_has_the_issue_keys() -> None:
     assert record["reference_memory_limit"] == "1GB"
     assert record["goal_ratio_met"] and record["goal_peak_met"]
     assert record["goal_linear_met"]  # 38 s / 100M events < 8 s / 20M events
+    assert record["reference_engine_us_per_event"] == pytest.approx(0.4)
+    assert record["large_engine_us_per_event"] == pytest.approx(0.38)
+    assert record["large_vs_reference_s_per_event"] == pytest.approx(0.95)
+    # the roll-up a quarter of the engine's time, a fifth of its half in CPU
+    assert record["engine_vs_rollup_ratio"] == pytest.approx(4.0)
+    assert record["engine_vs_rollup_cpu_ratio"] == pytest.approx(2.5)
+    assert not record["goal_rollup_met"]
     json.dumps(record)  # serialisable as it is
     table = format_table(done, record)
     assert "training_set" in table and "0.80x" in table
+    assert "(2.50x in process CPU)" in table and "0.38 us per event" in table
 
 
 def test_a_skipped_large_job_is_written_as_null() -> None:

@@ -521,3 +521,33 @@ def test_contract_churn_grace_defaults_to_30_days() -> None:
     assert labels.grace_days == 30
     raw["targets"]["churn"]["grace_days"] = 7
     assert LabelSpec.from_config(ProjectConfig.model_validate(raw)).grace_days == 7
+
+
+def test_cutoffs_read_per_segment_give_the_rows_per_cutoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list of cutoffs sums the daily rows per calendar segment once for all
+    cutoffs (`_segmented`); past MAX_SEGMENTS edges, per cutoff, as a pairs table
+    always is: all three give exactly the same rows."""
+    import features.definition as definition
+    from features.synthetic.demo import generate
+
+    summary = generate(tmp_path, customers=150, seed=3, days=150)
+    ds = load(summary.events_path, summary.customers_path, as_of=datetime(2030, 1, 1))
+    spec = FeatureSpec(role_of={"purchase": "purchase", "support_ticket": "cancel"})
+    first = ds.time_range()[0].replace(hour=0, minute=0, second=0, microsecond=0)
+    # uneven gaps, a cutoff a day after another, one before most customers
+    cutoffs = [first + DAY * d for d in (3, 40, 41, 149)]
+
+    def rows(pairs) -> pd.DataFrame:
+        table = build_features(ds.events, pairs, spec, ds.customers).to_pandas()
+        return table.sort_values(["customer_id", "cutoff"]).reset_index(drop=True)
+
+    segments = definition._segment_edges(definition.midnights(cutoffs), spec)
+    assert 1 < len(segments) <= definition.MAX_SEGMENTS
+    by_segment = rows(cutoffs)
+    monkeypatch.setattr(definition, "MAX_SEGMENTS", 0)
+    by_cutoff = rows(cutoffs)
+    assert len(by_segment) > 300 and by_segment["purchase_count_total"].sum() > 0
+    pd.testing.assert_frame_equal(by_segment, by_cutoff)
+    pd.testing.assert_frame_equal(by_segment, rows(seen_pairs(ds.events, cutoffs)))

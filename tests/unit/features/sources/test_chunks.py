@@ -10,7 +10,13 @@ import pytest
 
 from features.columns import CUSTOMER_ID, CUTOFF
 from features.definition import FeatureSpec, build_features
-from features.sources.chunks import chunk_count, memory_limit_bytes, read_chunked
+from features.sources.chunks import (
+    MIN_FLUSH_ROWS,
+    chunk_count,
+    flush_rows,
+    memory_limit_bytes,
+    read_chunked,
+)
 from features.sources.load import connect, load
 from features.synthetic.demo import generate
 
@@ -72,3 +78,12 @@ def test_more_cutoffs_make_smaller_chunks(
     monkeypatch.setattr(chunks, "EVENTS_PER_GB", 2 * ds.rows())
     assert chunk_count(ds, cutoffs=chunks.CUTOFFS_PER_CHUNK) == 1
     assert chunk_count(ds, cutoffs=3 * chunks.CUTOFFS_PER_CHUNK) == 2
+
+
+def test_the_split_parts_share_one_buffer_budget() -> None:
+    """More chunks, fewer rows held per open part: the split's buffers stay the
+    same size whatever the number of chunks, down to a floor."""
+    budget = flush_rows(1e9, 1)
+    assert flush_rows(1e9, 9) == budget // 9
+    assert flush_rows(2e9, 9) == 2 * budget // 9
+    assert flush_rows(1e9, 10_000) == MIN_FLUSH_ROWS
