@@ -169,6 +169,10 @@ def _memoized_compile(compile_sql):
         if params:
             return compile_sql(expr, limit=limit, params=params, pretty=pretty)
         op = expr.unbind().op()
+        if op.find((ops.SQLQueryResult, ops.DatabaseTable)):
+            # a relation that holds its connection (`con.sql`): not kept, as the
+            # key would keep the connection alive
+            return compile_sql(expr, limit=limit, pretty=pretty)
         memtables = list(dict.fromkeys(op.find(ops.InMemoryTable)))
         placeholders = [f"__propensity_memtable_{i}__" for i in range(len(memtables))]
         if memtables:

@@ -204,3 +204,18 @@ def test_compiled_sql_is_reused_across_connections_with_this_calls_own_tables() 
     assert build([5, 6, 7, 8], [6, 9]) == [1, 4]
     assert build([1, 1, 9], [10, 2]) == [2, 3]
     assert len(loading._COMPILED) == compiled
+
+
+def test_a_query_holding_its_connection_is_compiled_but_not_kept() -> None:
+    """An expression on `con.sql(...)` holds the connection: the memo leaves it
+    out, so no closed connection is kept alive by a key."""
+    from features.sources import load as loading
+
+    loading._COMPILED.clear()
+    con = loading.connect(threads=1)
+    try:
+        table = con.sql("SELECT 1 AS v UNION ALL SELECT 2", schema={"v": "int32"})
+        assert "UNION ALL" in con.compile(table.v.sum())
+        assert len(loading._COMPILED) == 0
+    finally:
+        con.disconnect()
