@@ -415,14 +415,15 @@ class LiveState:
         with self._run_lock:
             ready = self._prepared.setdefault(id(raw), (raw, set()))[1]
             if not ready:  # every table at once: no catalog change later
-                for name, empty in self._empty().items():
+                empties = self._empty()
+                for name, empty in empties.items():
                     rel = raw.from_arrow(empty)
                     columns = ", ".join(
                         f'"{c}" {t}'
                         for c, t in zip(rel.columns, rel.types, strict=True)
                     )
                     raw.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
-                self._columns = {k: v.column_names for k, v in self._empty().items()}
+                self._columns = {k: v.column_names for k, v in empties.items()}
             for name, data in tables.items():
                 # a relation inserted: no view registered, no catalog change
                 raw.execute(f"DELETE FROM {name}")
