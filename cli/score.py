@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 
 from cli.common import DAY, Options, error, pass_options
+from core.config import ConfigError
 from core.exitcodes import ExitCode
 from features.sources.contract import ContractError
 
@@ -39,6 +40,7 @@ def score(
     if ctx.invoked_subcommand is not None:
         return None
     from core.atomic import Busy
+    from features.definition import FeatureSpec, catalogue
     from model.registry import configure
     from serving.batch.nightly import (
         TrackingUnavailable,
@@ -57,8 +59,11 @@ def score(
         ds = options.load_data(config)
         configure(uri)
         champions = Champions.load(config, uri)
+        built = catalogue(FeatureSpec.from_config(config), ds.customers)
+        champions.require_built(built.names, built.version())
     except Exception as exc:  # the status says why nothing ran, then as usual
-        code = ExitCode.USAGE if isinstance(exc, ContractError) else ExitCode.FAILED
+        usage = isinstance(exc, ContractError | ConfigError)
+        code = ExitCode.USAGE if usage else ExitCode.FAILED
         record_failure(config.scoring.output, str(exc), code, tracking_uri=uri)
         raise
     as_of = as_of or default_as_of(ds)

@@ -6,6 +6,7 @@ Nothing here runs at import: entry points call `configure` with the URI they cho
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -196,6 +197,24 @@ class RegisteredModel:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for a matrix in the encoding's column order."""
         return self.calibrator.apply(self.raw(matrix))
+
+    def unbuilt(self, built: Collection[str], version: str) -> str | None:
+        """None when a feature definition that builds `built` (its catalogue
+        version `version`) feeds every feature this model reads; else a sentence
+        naming the model and the features it would lack."""
+        have = set(built)
+        missing = [f for f in self.encoding.features if f not in have]
+        if not missing:
+            return None
+        shown = ", ".join(missing[:8])
+        if len(missing) > 8:
+            shown += f" and {len(missing) - 8} more"
+        trained = self.metadata.get("feature_set_version") or "unknown"
+        return (
+            f"{self.name} v{self.version} reads {len(missing)} feature(s) the "
+            f"config's feature definition does not build ({shown}); it was trained "
+            f"on feature set {trained}, the config builds {version}"
+        )
 
     def check(self) -> None:
         """The booster's own feature order must be the encoding's."""

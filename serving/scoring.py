@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from core.config import ProjectConfig
+from core.config import ConfigError, ProjectConfig
 from features.columns import TARGETS
 from model.encoding import Encoding
 from model.registry import CHAMPION, RegisteredModel, load_alias, load_uplift_alias
@@ -99,6 +99,23 @@ class Champions:
         return frozenset(
             c for m in self.models.values() for c in m.encoding.vocabularies
         )
+
+    def require_built(self, built: Collection[str], version: str) -> None:
+        """ConfigError naming each champion that reads a feature the config's
+        feature definition (building `built`, catalogue version `version`) does
+        not build: scoring could not feed it (a changed config whose challenger
+        the gate did not promote)."""
+        lacking = [
+            why for m in self.models.values() if (why := m.unbuilt(built, version))
+        ]
+        if lacking:
+            raise ConfigError(
+                "; ".join(f"champion {why}" for why in lacking)
+                + ". Scoring cannot feed it: train with this config and promote "
+                "the new version (`propensity promote TARGET VERSION --force "
+                "--reason ...` when the gate kept the old champion), or restore "
+                "the config the champion was trained with"
+            )
 
     @property
     def versions(self) -> dict[str, str]:

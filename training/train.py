@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -274,6 +274,17 @@ def _train_target(
         (backtest.evidence(), label_params(config, target), predictions),
         (champion.evidence, champion.version, champion.run_id) if champion else None,
     )
+    built = table.catalogue
+    unbuilt = champion.unbuilt(built.names, built.version()) if champion else None
+    if unbuilt and not decision.promote:
+        # the gate compared on the same rows, but the kept champion cannot be
+        # scored with this config: say so now, not at the nightly run
+        decision = replace(
+            decision,
+            reason=f"{decision.reason}; WARNING: champion {unbuilt}, so "
+            "`propensity score` refuses with this config until a version on this "
+            "definition is promoted (`propensity promote`) or the config is restored",
+        )
     baselines = {}
     for baseline in backtest.models:
         if baseline in (MODEL, CALIBRATED):

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from features.columns import PURCHASE, TARGETS
-from model.registry import configure
+from model.registry import configure, load_alias
 from serving.scoring import Champions
 from tests.helpers import Project, eligible_features, run_cli, write_config
 
@@ -359,20 +359,66 @@ def test_promote_is_gated_force_is_recorded_and_rollback_restores(
     assert set(frame["move.actor"]) >= {"alice"}
 
 
+def _copy(trained: Project, root: Path) -> Project:
+    """The trained project's registry in `root`, for a test that trains more."""
+    shutil.copytree(trained.root / "mlruns", root / "mlruns")
+    return Project(
+        root,
+        trained.config,
+        f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        trained.events,
+        trained.customers,
+    )
+
+
+def test_a_champion_the_changed_definition_cannot_feed_is_named_not_crashed_on(
+    trained: Project, tmp_path: Path
+) -> None:
+    """The features changed (behaviour features off) and the gate kept the
+    champion: train warns, and score exits 2 naming the champion and the
+    features it would lack, instead of a KeyError from the middle of scoring."""
+    project = _copy(trained, tmp_path)
+    client = _client(project)
+    champion = client.get_model_version_by_alias("churn", "champion")
+    changed = write_config(
+        tmp_path / "changed.yaml",
+        trained.events,
+        trained.customers,
+        targets={"churn": {"horizon_days": 30}},
+        features={"behaviour": False},
+        # a gain no challenger shows: the gate keeps the champion
+        training={"promotion": {"min_log_loss_gain": 1.0}},
+    )
+    done = run_cli(["--config", str(changed), "train"], project.env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = client.get_model_version_by_alias("churn", "champion")
+    assert kept.version == champion.version
+    model = load_alias(project.tracking_uri, "churn", "champion")
+    assert model is not None
+    reads = model.encoding.features
+    behaviour = [f for f in reads if "overdue" in f]
+    assert behaviour, reads  # the champion reads behaviour features
+    warning = f"WARNING: champion churn v{champion.version} reads "
+    assert warning in done.stdout
+    assert behaviour[0] in done.stdout
+    scored = run_cli(["--config", str(changed), "score"], project.env())
+    assert scored.returncode == 2, scored.stdout + scored.stderr[-3000:]
+    assert "Traceback" not in scored.stderr
+    assert f"champion churn v{champion.version} reads " in scored.stderr
+    assert behaviour[0] in scored.stderr
+    assert "propensity promote" in scored.stderr
+    assert not (tmp_path / "scores").exists() or not any(
+        (tmp_path / "scores").glob("as_of=*")
+    )
+
+
 def test_a_challenger_with_another_label_is_not_compared(
     trained: Project, tmp_path: Path
 ) -> None:
     """Issue 18: a `cancel` churn challenger against the `inactivity_or_cancel`
     champion stays challenger, the reason naming the setting; `runs compare`
     marks it."""
-    shutil.copytree(trained.root / "mlruns", tmp_path / "mlruns")
-    project = Project(
-        tmp_path,
-        trained.config,
-        f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-        trained.events,
-        trained.customers,
-    )
+    project = _copy(trained, tmp_path)
     cancel = write_config(
         tmp_path / "cancel.yaml",
         trained.events,

@@ -69,3 +69,29 @@ def test_a_model_folder_loads_as_mlflow_saved_it(tmp_path: Path) -> None:
     assert loaded.metadata == meta
     assert loaded.encoding.features == tuple(names)
     assert (loaded.name, loaded.version, loaded.run_id) == ("m", "1", "r")
+
+
+def test_a_model_names_the_features_a_definition_does_not_build() -> None:
+    """`unbuilt`: None when the built names cover the model's; else a sentence
+    naming the model, the missing features (at most 8, then a count) and both
+    feature-set versions. Champions.require_built raises a ConfigError with it."""
+    import pytest
+
+    from core.config import ConfigError
+    from model.encoding import Encoding
+    from model.registry import RegisteredModel
+    from serving.scoring import Champions
+
+    names = tuple(f"f{i}" for i in range(12))
+    model = RegisteredModel(
+        "churn", "3", None, Encoding(names, {}), {"feature_set_version": "aaa"}, None
+    )
+    assert model.unbuilt([*names, "extra"], "bbb") is None
+    why = model.unbuilt(names[:2], "bbb")
+    assert why is not None
+    assert why.startswith("churn v3 reads 10 feature(s) ")
+    assert "(f2, f3, f4, f5, f6, f7, f8, f9 and 2 more)" in why
+    assert "trained on feature set aaa, the config builds bbb" in why
+    Champions({"churn": model}).require_built(names, "aaa")
+    with pytest.raises(ConfigError, match="champion churn v3 reads 10 feature"):
+        Champions({"churn": model}).require_built(names[:2], "bbb")
