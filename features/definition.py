@@ -152,6 +152,8 @@ class FeatureSpec:
     # targets' horizons the classic features predict over
     classic: bool = False
     behaviour: bool = False
+    # the behaviour group's trend features (features.behaviour.trends)
+    trends: bool = False
     horizons: tuple[int, ...] = (30,)
 
     @classmethod
@@ -178,6 +180,7 @@ class FeatureSpec:
             lookback_days=lookback,
             classic=config.features.classic,
             behaviour=config.features.behaviour,
+            trends=config.features.trends,
             horizons=tuple(sorted({config.targets.horizon(t) for t in targets})),
         )
 
@@ -527,8 +530,10 @@ def with_gaps(tiles: ir.Table) -> ir.Table:
 
 def _boundaries(spec: FeatureSpec) -> list[int]:
     """Window edges in days before the cutoff: every window, trend and prior trend."""
+    from features.behaviour import edges as behaviour_edges
+
     edges = {*spec.windows_days, *spec.trend_days, *(2 * t for t in spec.trend_days)}
-    return sorted(edges)
+    return sorted(edges | behaviour_edges(spec))
 
 
 # the bucket of days older than every window
@@ -574,6 +579,7 @@ def _day_sums(rows: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
         m[f"_amounts_{r}"] = rows[f"_amounts_{r}"].sum()
         m[f"_amount_max_{r}"] = rows[f"_amount_max_{r}"].max()
         m[f"_quantity_{r}"] = rows[f"_quantity_{r}"].sum()
+    m.update(_group_stage_one(rows, spec))
     return m
 
 
@@ -672,7 +678,7 @@ def bucket_merge(spec: FeatureSpec) -> dict[str, str]:
     for r in spec.amount_roles:
         out[f"_amount_{r}"] = out[f"_amounts_{r}"] = "sum"
         out[f"_amount_max_{r}"], out[f"_quantity_{r}"] = "max", "sum"
-    return out
+    return out | _group_stage_one_merge(spec)
 
 
 def customer_sums(b: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -740,9 +746,12 @@ def sum_merge(spec: FeatureSpec) -> dict[str, str]:
     for t in spec.trend_days:
         for what in ("event", PURCHASE):
             out[f"_{what}_last_{t}"] = out[f"_{what}_prior_{t}"] = "sum"
-    # the feature groups' sums are all totals over buckets: they add up
+    # the feature groups' sums are totals over buckets: they add up; their
+    # maxima over all buckets (features.behaviour.MAXIMA) take the larger
+    from features.behaviour import MAXIMA
+
     for name in _group_sums(None, spec, lambda *_, **__: None):
-        out[name] = "sum"
+        out[name] = "max" if name in MAXIMA else "sum"
     return out
 
 
@@ -1032,6 +1041,18 @@ def _group_sums(b: ir.Table, spec: FeatureSpec, total) -> dict[str, ir.Value]:
 
     out = behaviour.stage_two_sums(b, spec, total) if spec.behaviour else {}
     return out | (classic.stage_two_sums(b, spec, total) if spec.classic else {})
+
+
+def _group_stage_one(joined: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
+    from features.behaviour import stage_one
+
+    return stage_one(joined, spec)
+
+
+def _group_stage_one_merge(spec: FeatureSpec) -> dict[str, str]:
+    from features.behaviour import stage_one_merge
+
+    return stage_one_merge(spec)
 
 
 def _with_groups(

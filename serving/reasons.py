@@ -227,6 +227,13 @@ TEMPLATES: dict[str, Template] = {
         f"{_NOUNS[r][1]} amounts {'up' if v >= 0 else 'down'} by {number(abs(v))} "
         f"in the last {w} days against the {w} days before"
     ),
+    "active_day_gap_last": lambda r, w, v: (
+        f"{_days(v)} between the last two active days"
+    ),
+    "event_dow_concentration": lambda r, w, v: _weekdays(v, None),
+    "{role}_dow_concentration": lambda r, w, v: _weekdays(v, r),
+    "event_count_slope_{w}w": lambda r, w, v: _slope(v, None, w),
+    "purchase_count_slope_{w}w": lambda r, w, v: _slope(v, PURCHASE, w),
     # classic models (features.classic)
     "bgnbd_p_alive": lambda r, w, v: (
         f"{v * 100:.0f}% likely still an active buyer (purchase pattern)"
@@ -282,6 +289,21 @@ STRING_TEMPLATES: dict[str, Callable[[str], str]] = {
 }
 
 
+def _weekdays(value: float, role: str | None) -> str:
+    return (
+        f"{_NOUNS[role][1]} concentrated on few weekdays at {number(value)} "
+        "(1/7 even, 1 one weekday)"
+    )
+
+
+def _slope(value: float, role: str | None, weeks: str) -> str:
+    trend = "rising" if value >= 0 else "falling"
+    return (
+        f"weekly {_NOUNS[role][1]} {trend} by {number(abs(value))} a week "
+        f"over the last {weeks} weeks"
+    )
+
+
 def _billing(days: float) -> str:
     named = {365: "annual plan", 30: "monthly plan", 7: "weekly plan"}
     return named.get(int(days), f"billed every {_days(days)}")
@@ -311,6 +333,9 @@ MISSING: dict[str, MissingTemplate] = {
     "overdue_event": _fewer_than_two,
     "purchase_gap_mean": lambda r, w: "fewer than two purchase days",
     "overdue_purchase": lambda r, w: "fewer than two purchase days",
+    "active_day_gap_last": _fewer_than_two,
+    "event_dow_concentration": lambda r, w: _never(None),
+    "{role}_dow_concentration": lambda r, w: _never(r),
     "bgnbd_p_alive": lambda r, w: _never(PURCHASE),
     "bgnbd_p_purchase_{w}d": lambda r, w: _never(PURCHASE),
     "bgnbd_expected_purchases_{w}d": lambda r, w: _never(PURCHASE),

@@ -475,6 +475,11 @@ class FeaturesConfig(Strict):
     # mixed (docs/features.md), and live ingest cannot refit it per event.
     classic: bool = False
     behaviour: bool = True
+    # The behaviour group's trend features (features.behaviour: last gap between
+    # active days, weekday concentration, slopes of daily counts over 8 and 26
+    # weeks). Off by default: on the demo they moved no backtest figure beyond
+    # noise and lowered the demo campaign's uplift below ranking by probability.
+    trends: bool = False
 
     @model_validator(mode="after")
     def _windows(self) -> FeaturesConfig:
@@ -486,6 +491,11 @@ class FeaturesConfig(Strict):
                 raise ValueError(f"{name} has duplicates")
         if len(set(self.amount_roles)) != len(self.amount_roles):
             raise ValueError("amount_roles has duplicates")
+        if self.trends and not self.behaviour:
+            raise ValueError(
+                "trends: true needs behaviour: true (the trend features are a part "
+                "of the behaviour group)"
+            )
         return self
 
 

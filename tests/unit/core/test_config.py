@@ -292,6 +292,19 @@ def test_engine_kind_and_spark_settings(tmp_path: Path) -> None:
         load_config(write(tmp_path, BASE + "engine: {spark: {masters: x}}\n"))
 
 
+def test_trend_features_are_off_by_default_and_need_the_behaviour_group(
+    tmp_path: Path,
+) -> None:
+    features = load_config(write(tmp_path, BASE)).features
+    assert features.behaviour and not features.trends
+    on = load_config(write(tmp_path, BASE + "features: {trends: true}\n"))
+    assert on.features.trends
+    with pytest.raises(ConfigError, match="features: .*trends: true needs behaviour"):
+        load_config(
+            write(tmp_path, BASE + "features: {trends: true, behaviour: false}\n")
+        )
+
+
 def test_fairness_defaults_and_demo_settings(tmp_path: Path) -> None:
     fairness = load_config(write(tmp_path, BASE)).fairness
     assert fairness.segments == [] and fairness.bands == {}

@@ -92,7 +92,11 @@ def live_streams(draw):
     not hold: after it, and a few late ones. With the feature groups
     sometimes, and sometimes no amounts (then every customer the state holds
     without a late event takes the sums' way)."""
-    spec = replace(draw(feature_specs()), behaviour=draw(st.booleans()))
+    spec = replace(
+        draw(feature_specs()),
+        behaviour=draw(st.booleans()),
+        trends=draw(st.booleans()),
+    )
     start = draw(midnights)
     mark = start + draw(st.sampled_from((0, 1, 7))) * DAY
     later = mark + draw(st.sampled_from((1, 2, 9, 40))) * DAY

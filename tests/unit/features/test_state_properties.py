@@ -53,10 +53,12 @@ STATE = settings(FEATURES, max_examples=examples(10))
 
 @st.composite
 def streams(draw):
-    # with or without the feature groups (features.behaviour, features.classic)
+    # with or without the feature groups (features.behaviour and its trends,
+    # features.classic)
     spec = replace(
         draw(feature_specs()),
         behaviour=draw(st.booleans()),
+        trends=draw(st.booleans()),
         classic=draw(st.booleans()),
         horizons=draw(st.sampled_from(((7,), (1, 30)))),
     )

@@ -142,7 +142,9 @@ def test_every_demo_feature_has_words(tmp_path: Path) -> None:
     spec = FeatureSpec.from_config(load_config(ROOT / "propensity.yaml"))
     # with the subscription features too, as a config with subscriptions has them,
     # and the feature groups, each with words whether the config turns it on
-    spec = dataclasses.replace(spec, subscriptions=True, classic=True, behaviour=True)
+    spec = dataclasses.replace(
+        spec, subscriptions=True, classic=True, behaviour=True, trends=True
+    )
     features = catalogue(spec, ds.customers).features
     used = set()
     for f in features:
