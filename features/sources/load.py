@@ -10,6 +10,7 @@ table or query first staged in DuckDB (features.sources.database).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -152,56 +153,162 @@ def connect(
     return con
 
 
-# Compiled SQL by the expression's structure without its connection
-# (`expr.unbind()`: the same tables by name and schema, the same literals; each
-# in-memory table, such as the cutoffs, stands in by its place, as its name is
-# random), for every connection `connect` makes in this process. Ibis spends
+# Compiled SQL by the expression's structure (`_structure`: database tables by name
+# and schema, not their connection; the same literals but dates), each in-memory
+# table, such as the cutoffs, and each view Ibis names at random (a Parquet file
+# read) standing in by its place, as its name is random, and
+# each date or timestamp literal, such as an as-of date or a segment edge, by its
+# place; shared by every connection `connect` makes in this process. Ibis spends
 # ~0.1-1 s compiling the feature definition's expression (sqlglot), often more
 # than DuckDB takes to run it: a nightly's customer chunks, the API's live
-# refreshes and repeated builds over other data compile the same expression.
+# refreshes, the nights of the incremental state and repeated builds over other
+# data or at other dates compile the same expression.
 _COMPILED: OrderedDict = OrderedDict()
 _COMPILED_MAX = 256
 _COMPILED_LOCK = threading.Lock()
+# a literal's SQL (`MAKE_DATE(2025, 3, 1)`), by (value, type)
+_RENDERED: OrderedDict = OrderedDict()
+
+
+# the views Ibis names at random (`con.read_parquet(path)`): by place, like an
+# in-memory table
+_GENERATED = re.compile(r"ibis_read_[a-z]+_[a-z0-9]{26}")
+
+
+def _dated(op: ops.Node) -> bool:
+    """A date, or a timestamp without time zone, given as a literal."""
+    if not isinstance(op, ops.Literal) or op.value is None:
+        return False
+    dtype = op.dtype
+    return dtype.is_date() or (dtype.is_timestamp() and dtype.timezone is None)
+
+
+def _rendered(compile_sql, literal: ops.Literal) -> str | None:
+    """The SQL DuckDB's compiler writes for a literal, compiled alone once."""
+    key = (literal.value, literal.dtype)
+    with _COMPILED_LOCK:
+        found = _RENDERED.get(key)
+    if found is None:
+        sql = compile_sql(literal.to_expr().name("v"))
+        head, _, rest = sql.partition("SELECT ")
+        found, _, _ = rest.rpartition(' AS "v"')
+        if head or not found:
+            return None
+        with _COMPILED_LOCK:
+            _RENDERED[key] = found
+            while len(_RENDERED) > 4 * _COMPILED_MAX:
+                _RENDERED.popitem(last=False)
+    return found
+
+
+class _HoldsConnection(Exception):
+    """An expression on `con.sql(...)`: its key would keep the connection alive."""
+
+
+def _structure(op: ops.Node) -> tuple[tuple, list, list]:
+    """The expression's structure as a hashable key, with its in-memory tables and
+    dated literals in the order the key numbers them: each node once, as its
+    type and arguments with the nodes among them by number; a database table by
+    name, schema and namespace (not its connection), an in-memory table (or a
+    view Ibis named at random) by schema and number, a dated literal by type and
+    number. A plain walk: an order of
+    magnitude cheaper than rebuilding the graph with stand-ins (`Node.replace`)."""
+    ids: dict = {}
+    keys: list = []
+    memtables: list = []
+    dated: list = []
+
+    def value(arg):
+        if isinstance(arg, ops.Node):
+            found = ids.get(arg)
+            return visit(arg) if found is None else found
+        if isinstance(arg, tuple):
+            return tuple(value(a) for a in arg)
+        if isinstance(arg, dict):
+            return tuple((k, value(v)) for k, v in arg.items())
+        return arg
+
+    def visit(node: ops.Node) -> int:
+        if isinstance(node, ops.SQLQueryResult):
+            raise _HoldsConnection
+        if isinstance(node, ops.InMemoryTable) or (
+            isinstance(node, ops.DatabaseTable) and _GENERATED.match(node.name)
+        ):
+            key = ("memtable", len(memtables), node.schema)
+            memtables.append(node)
+        elif isinstance(node, ops.DatabaseTable):
+            key = ("table", node.name, node.schema, node.namespace)
+        elif _dated(node):
+            key = ("dated", len(dated), node.dtype)
+            dated.append(node)
+        else:
+            key = (type(node), value(node.__args__))
+        ids[node] = number = len(keys)
+        keys.append(key)
+        return number
+
+    visit(op)
+    return tuple(keys), memtables, dated
 
 
 def _memoized_compile(compile_sql):
     def compile(expr, /, *, limit=None, params=None, pretty=False):
         if params:
             return compile_sql(expr, limit=limit, params=params, pretty=pretty)
-        op = expr.unbind().op()
-        if op.find((ops.SQLQueryResult, ops.DatabaseTable)):
-            # a relation that holds its connection (`con.sql`): not kept, as the
-            # key would keep the connection alive
-            return compile_sql(expr, limit=limit, pretty=pretty)
-        memtables = list(dict.fromkeys(op.find(ops.InMemoryTable)))
-        placeholders = [f"__propensity_memtable_{i}__" for i in range(len(memtables))]
-        if memtables:
-            op = op.replace(
-                {
-                    m: ops.UnboundTable(name=p, schema=m.schema)
-                    for m, p in zip(memtables, placeholders, strict=True)
-                }
-            )
-        key = (op, limit, pretty)
-        with _COMPILED_LOCK:
-            template = _COMPILED.get(key)
-            if template is not None:
-                _COMPILED.move_to_end(key)
-        if template is None:
-            sql = compile_sql(expr, limit=limit, pretty=pretty)
-            template = sql
-            for m, p in zip(memtables, placeholders, strict=True):
-                template = template.replace(m.name, p)
+        try:
+            structure, memtables, dated = _structure(expr.op())
+            key = (structure, limit, pretty)
             with _COMPILED_LOCK:
-                _COMPILED[key] = template
-                while len(_COMPILED) > _COMPILED_MAX:
-                    _COMPILED.popitem(last=False)
-            return sql
-        for m, p in zip(memtables, placeholders, strict=True):
-            template = template.replace(p, m.name)
-        return template
+                template = _COMPILED.get(key)
+        except (_HoldsConnection, TypeError, RecursionError):
+            # a query holding its connection, an unhashable argument, a graph
+            # too deep to walk: compiled as it is, not kept
+            return compile_sql(expr, limit=limit, pretty=pretty)
+        if template is None:
+            return _remember(key, expr, memtables, dated)
+        if template is _UNCACHEABLE:
+            return compile_sql(expr, limit=limit, pretty=pretty)
+        with _COMPILED_LOCK:
+            _COMPILED.move_to_end(key)
+        sql, literals = template
+        for i, m in enumerate(memtables):
+            sql = sql.replace(f"__propensity_memtable_{i}__", m.name)
+        for token, d in zip(literals, dated, strict=True):
+            rendered = _rendered(compile_sql, d)
+            if rendered is None:
+                return compile_sql(expr, limit=limit, pretty=pretty)
+            sql = sql.replace(token, rendered)
+        return sql
+
+    def _remember(key, expr, memtables, dated) -> str:
+        """Compile `expr` and keep its SQL as a template under `key`: each
+        in-memory table's name and each dated literal's SQL replaced by a
+        placeholder. When a literal's SQL is not found in it, the key is kept as
+        uncacheable (compiled each time)."""
+        _, limit, pretty = key
+        sql = compile_sql(expr, limit=limit, pretty=pretty)
+        template = sql
+        for i, m in enumerate(memtables):
+            template = template.replace(m.name, f"__propensity_memtable_{i}__")
+        literals = []
+        for i, d in enumerate(dated):
+            rendered = _rendered(compile_sql, d)
+            if rendered is None or rendered not in template:
+                break
+            literals.append(f"__propensity_literal_{i}__")
+            template = template.replace(rendered, literals[-1])
+        kept = (template, literals) if len(literals) == len(dated) else _UNCACHEABLE
+        with _COMPILED_LOCK:
+            _COMPILED[key] = kept
+            while len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.popitem(last=False)
+        return sql
 
     return compile
+
+
+# a key whose SQL could not be kept as a template
+_UNCACHEABLE = object()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ give the same events as the single Parquet file; a DB table's problems name it."
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -203,6 +203,38 @@ def test_compiled_sql_is_reused_across_connections_with_this_calls_own_tables() 
     assert compiled >= 1
     assert build([5, 6, 7, 8], [6, 9]) == [1, 4]
     assert build([1, 1, 9], [10, 2]) == [2, 3]
+    assert len(loading._COMPILED) == compiled
+
+
+def test_the_same_build_over_other_files_at_other_dates_compiles_once(
+    tmp_path: Path,
+) -> None:
+    """Dates given as literals (an as-of date, a day) and the views Ibis names at
+    random (`read_parquet`) stand in by their place: the same build over another
+    file at other dates reuses the compiled SQL, with this call's dates and file."""
+    import ibis
+
+    from features.sources import load as loading
+
+    def build(times: list[str], as_of: datetime, day: date) -> tuple[int, int]:
+        path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.parquet"
+        pd.DataFrame({"ts": pd.to_datetime(times)}).to_parquet(path)
+        con = loading.connect(threads=1)
+        try:
+            t = con.read_parquet(path)
+            before = t.filter(t.ts < ibis.literal(as_of)).count()
+            on_or_after = t.filter(t.ts.date() >= ibis.literal(day)).count()
+            return int(before.execute()), int(on_or_after.execute())
+        finally:
+            con.disconnect()
+
+    loading._COMPILED.clear()
+    times = ["2025-01-01 10:00", "2025-02-01 00:00", "2025-03-05 00:00"]
+    assert build(times, datetime(2025, 2, 1), date(2025, 3, 5)) == (1, 1)
+    compiled = len(loading._COMPILED)
+    assert compiled >= 2
+    assert build(times, datetime(2025, 3, 1), date(2025, 1, 1)) == (2, 3)
+    assert build(times[:1], datetime(2026, 1, 1, 12), date(2025, 1, 2)) == (1, 0)
     assert len(loading._COMPILED) == compiled
 
 
