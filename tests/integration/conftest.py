@@ -15,14 +15,26 @@ STANDALONE = frozenset(
         "test_bgnbd_cdnow",
         "test_campaigns",
         "test_cli",
+        "test_contact_log_postgres",
+        "test_demo_campaign",
         "test_forget_postgres",
         "test_ingest",
         "test_init",
         "test_locks",
         "test_real_data",
-        "test_subscriptions",
+        "test_subscriptions",  # and benchmarks/test_subscriptions: one group
+        "test_team_mode",  # the demo data, trained into its own tracking server
+        "test_tune",
+        # benchmarks/: the harness and small runs of the benchmarks
+        "test_batch",
+        "test_harness",
+        "test_quality",
     }
 )
+
+
+# the session fixtures the "integration" group shares
+SHARED = frozenset({"trained", "server"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marks
@@ -35,4 +47,11 @@ def pytest_collection_modifyitems(
         ):
             module = item.nodeid.split("::")[0].rsplit("/", 1)[-1][: -len(".py")]
             group = module if module in STANDALONE else "integration"
+            shared = SHARED & set(getattr(item, "fixturenames", ()))
+            if group != "integration" and shared:
+                # it would build the session's project again on another worker
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {', '.join(sorted(shared))}: take "
+                    f"{module} out of STANDALONE (tests/integration/conftest.py)"
+                )
             item.add_marker(pytest.mark.xdist_group(group))
