@@ -21,6 +21,7 @@ STANDALONE = frozenset(
         "test_ingest",
         "test_init",
         "test_locks",
+        "test_privacy",  # its own project, trained with pseudonyms
         "test_real_data",
         "test_subscriptions",  # and benchmarks/test_subscriptions: one group
         "test_team_mode",  # the demo data, trained into its own tracking server

@@ -146,7 +146,7 @@ def test_the_scan_finds_raw_ids_where_they_are(private: Private, tmp_path: Path)
 
 
 def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
-    private: Private, private_server: Server, trained: Project
+    private: Private, private_server: Server
 ) -> None:
     config = load_config(private.project.config)
     scores = sorted(Path(config.scoring.output).glob("as_of=*/*.parquet"))
@@ -167,7 +167,9 @@ def test_everything_stored_holds_pseudonyms_and_the_api_answers_raw_ids(
     assert [p["customer_id"] for p in got] == ids
     assert [p["status"] for p in got] == ["ok"] * 5 + ["not_found"]
     # a confirmed campaign: the contact log keeps pseudonyms too
-    body = [{**r, "customer_id": raw[i]} for i, r in enumerate(records(trained, 20)[0])]
+    # feature rows from the raw log (the config's own features), sent by raw id
+    found = records(private.project, 20)[0]
+    body = [{**r, "customer_id": raw[i]} for i, r in enumerate(found)]
     campaign = {
         "campaign_id": "privacy-scan",
         "target": "churn",
