@@ -64,6 +64,25 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+class MedianImputer(SimpleImputer):
+    """`SimpleImputer(strategy="median")` whose medians come from `np.nanmedian`:
+    scikit-learn's masked-array median took about a sixth of a `train` on CDNOW
+    (350k rows). The same statistics, indicators and empty-column rule."""
+
+    def _dense_fit(self, X, strategy, missing_values, fill_value):
+        nan = isinstance(missing_values, float) and np.isnan(missing_values)
+        if strategy != "median" or not nan or X.dtype.kind != "f":
+            return super()._dense_fit(X, strategy, missing_values, fill_value)
+        missing = np.isnan(X)
+        self._fit_indicator(missing)
+        median = np.full(X.shape[1], np.nan)
+        seen = ~missing.all(axis=0)
+        if seen.any():
+            median[seen] = np.nanmedian(X[:, seen], axis=0)
+        median[~seen] = 0 if self.keep_empty_features else np.nan
+        return median
+
+
 class LogisticBaseline:
     """Logistic regression on the model's own features, as a scikit-learn pipeline.
 
@@ -82,13 +101,18 @@ class LogisticBaseline:
             i for i, f in enumerate(encoding.features) if f in encoding.vocabularies
         ]
         nums = [i for i in range(len(encoding.features)) if i not in cats]
-        numeric = make_pipeline(
-            FunctionTransformer(_signed_log1p),
-            # an all-missing column (a window longer than the history) becomes 0
-            SimpleImputer(
-                strategy="median", add_indicator=True, keep_empty_features=True
-            ),
-            StandardScaler(),
+        numeric = Pipeline(
+            [
+                ("functiontransformer", FunctionTransformer(_signed_log1p)),
+                # an all-missing column (a window longer than the history) becomes 0
+                (
+                    "simpleimputer",
+                    MedianImputer(
+                        strategy="median", add_indicator=True, keep_empty_features=True
+                    ),
+                ),
+                ("standardscaler", StandardScaler()),
+            ]
         )
         categorical = make_pipeline(
             SimpleImputer(strategy="constant", fill_value=-1),
