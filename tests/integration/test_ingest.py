@@ -103,3 +103,52 @@ def test_a_killed_consumer_restarted_loses_nothing_and_counts_nothing_twice(
         assert crashed == live_rows(clean) and len(crashed) == 9
     finally:
         client.delete(stream, stream + ":rejected")
+
+
+def test_a_pipelined_consumer_killed_mid_run_loses_nothing(
+    tmp_path: Path, client
+) -> None:
+    """`run` hands the next reads to the ingester before the earlier ones are
+    acknowledged: killed at its second acknowledgement, only the first read
+    is acknowledged, every other entry read stays pending, and a restart ends
+    with the rows of one clean pass."""
+    from serving.ingest.stream import IN_FLIGHT, Consumer
+
+    stream = f"test-ingest-{uuid.uuid4().hex[:8]}"
+    sent = entries(120)
+    try:
+        for e in sent:
+            client.xadd(stream, e)
+        config = load_config(ingest_project(tmp_path / "p"))
+        config = config.model_copy(
+            update={"ingest": config.ingest.model_copy(update={"read_count": 20})}
+        )
+        acked: list[list] = []
+
+        def kill_at_second(ids):
+            if acked:
+                raise Killed(ids)
+            acked.append(ids)
+
+        first = Consumer(config, stream=stream, consumer="a")
+        with pytest.raises(Killed):
+            first.run(idle_exit_s=0.5, before_ack=kill_at_second)
+        first.ingester.drain()  # its threads die with it in a real crash
+        pending = client.xpending(stream, config.ingest.group)["pending"]
+        assert len(acked) == 1 and len(acked[0]) == 20
+        # the reads in flight when it died were read, not acknowledged
+        assert 20 <= pending <= 20 * IN_FLIGHT
+
+        again = Consumer(config, stream=stream, consumer="a", ingester=Ingester(config))
+        totals = again.run(idle_exit_s=0.5)
+        assert totals.acked == 100
+        log = EventLog(config.ingest.log)
+        assert log.count() == 120
+        assert client.xpending(stream, config.ingest.group)["pending"] == 0
+        crashed = live_rows(config)
+
+        clean = load_config(ingest_project(tmp_path / "q"))
+        Ingester(clean).ingest(sent, "clean")
+        assert crashed == live_rows(clean) and len(crashed) == 9
+    finally:
+        client.delete(stream, stream + ":rejected")
