@@ -260,6 +260,11 @@ class IngestConfig(Strict):
     # busy, and the refreshes take what is left, so freshness and `applied`
     # throughput drop (0: the refreshes as the requests; docs/ingest.md)
     nice: int = Field(0, ge=0, le=19)
+    # where the API recomputes the live rows: in a process of its own beside
+    # the API worker (`process`: no interpreter lock shared with the requests)
+    # or in a thread of the worker (`thread`); the stream consumer is a
+    # process of its own already
+    refresh: Literal["process", "thread"] = "process"
     # the Redis Stream consumer (`propensity ingest --stream NAME`)
     redis: str = "redis://127.0.0.1:6379/0"
     stream: str = "propensity:events"

@@ -152,3 +152,25 @@ def test_a_pipelined_consumer_killed_mid_run_loses_nothing(
         assert crashed == live_rows(clean) and len(crashed) == 9
     finally:
         client.delete(stream, stream + ":rejected")
+
+
+def test_the_refresh_process_gives_the_rows_of_a_thread_and_comes_back_when_killed(
+    tmp_path: Path,
+) -> None:
+    """`ingest.refresh: process` (the API's default): the same rows as a refresh
+    in a thread; a refresh process killed between two batches is started again."""
+    sent = entries(40)
+    config = load_config(ingest_project(tmp_path / "p"))
+    ingester = Ingester(config, refresh="process")
+    first = ingester.ingest(sent[:20], "first")
+    assert first.customers == 9 and first.as_of is not None
+    child = ingester._child._process
+    child.kill()
+    child.join(30)
+    second = ingester.ingest(sent[20:], "second")
+    assert second.accepted == 20 and ingester._child._process is not child
+    in_process = live_rows(config)
+
+    clean = load_config(ingest_project(tmp_path / "q"))
+    Ingester(clean).ingest(sent, "clean")
+    assert in_process == live_rows(clean) and len(in_process) == 9
