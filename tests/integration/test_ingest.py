@@ -51,6 +51,17 @@ def entries(n: int) -> list[dict]:
     ]
 
 
+def streamed(client, stream: str, sent: list[dict], project: Path):
+    """`sent` put on `stream`; the config of a fresh ingest project in
+    `project`, reading 20 entries at a time."""
+    for e in sent:
+        client.xadd(stream, e)
+    config = load_config(ingest_project(project))
+    return config.model_copy(
+        update={"ingest": config.ingest.model_copy(update={"read_count": 20})}
+    )
+
+
 def live_rows(config) -> dict:
     rows = LiveRows(live_path(config.online_store.path))
     meta = open_reader(config.online_store).meta()
@@ -70,12 +81,7 @@ def test_a_killed_consumer_restarted_loses_nothing_and_counts_nothing_twice(
         {"customer_id": "c1", "event_time": "later", "event_type": "x"}
     ]
     try:
-        for e in sent:
-            client.xadd(stream, e)
-        config = load_config(ingest_project(tmp_path / "p"))
-        config = config.model_copy(
-            update={"ingest": config.ingest.model_copy(update={"read_count": 20})}
-        )
+        config = streamed(client, stream, sent, tmp_path / "p")
 
         def kill(ids):
             raise Killed(ids)
@@ -117,12 +123,7 @@ def test_a_pipelined_consumer_killed_mid_run_loses_nothing(
     stream = f"test-ingest-{uuid.uuid4().hex[:8]}"
     sent = entries(120)
     try:
-        for e in sent:
-            client.xadd(stream, e)
-        config = load_config(ingest_project(tmp_path / "p"))
-        config = config.model_copy(
-            update={"ingest": config.ingest.model_copy(update={"read_count": 20})}
-        )
+        config = streamed(client, stream, sent, tmp_path / "p")
         acked: list[list] = []
 
         def kill_at_second(ids):
