@@ -212,6 +212,13 @@ def batch(
     show_default=True,
     help="ingest.acknowledge of the ingest run",
 )
+@click.option(
+    "--ingest-nice",
+    type=click.IntRange(0, 19),
+    default=0,
+    show_default=True,
+    help="ingest.nice of the ingest run (the refreshes' niceness)",
+)
 def incremental(
     customers: int,
     seed: int,
@@ -224,6 +231,7 @@ def incremental(
     ingest_customers: int,
     ingest_seconds: float,
     ingest_acknowledge: str,
+    ingest_nice: int,
 ) -> ExitCode:
     """The nightly feature step from the incremental state vs the full rebuild
     (one new day on the history), identical output, peak memory; then real-time
@@ -249,6 +257,7 @@ def incremental(
             Path(workdir),
             seconds=ingest_seconds,
             acknowledge=ingest_acknowledge,
+            nice=ingest_nice,
         )
         print(format_table(figures))
         merge_json(Path(results) / RESULTS_FILE, figures)

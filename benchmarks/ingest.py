@@ -295,6 +295,7 @@ def run_ingest(
     workdir: Path,
     seconds: float = 20.0,
     acknowledge: str = "logged",
+    nice: int = 0,
 ) -> dict[str, Any]:
     workdir = Path(workdir).resolve() / "ingest"
     t0 = time.perf_counter()
@@ -302,7 +303,7 @@ def run_ingest(
         "PROPENSITY_PSEUDONYM_KEY", "bench-ingest-pseudonym-key-0123456789"
     )
     config_path = prepare(workdir, customers, seed)
-    _set_acknowledge(config_path, acknowledge)
+    _set_ingest(config_path, acknowledge=acknowledge, nice=nice)
     config = load_config(config_path)
     print(
         f"ingest: project of {customers:,} customers ready in "
@@ -328,6 +329,7 @@ def run_ingest(
         "ingest_batch_events": BATCH,
         "ingest_clients": CLIENTS,
         "ingest_acknowledge": acknowledge,
+        "ingest_nice": nice,
     }
     try:
         wait_ready(url, process, logs / "ingest-serve.log", deadline_s=180)
@@ -373,12 +375,12 @@ def run_ingest(
     return out
 
 
-def _set_acknowledge(config_path: Path, acknowledge: str) -> None:
-    """`ingest.acknowledge` in the bench project's config."""
+def _set_ingest(config_path: Path, **keys) -> None:
+    """`ingest` keys (acknowledge, nice) in the bench project's config."""
     import yaml
 
     raw = yaml.safe_load(config_path.read_text())
-    raw.setdefault("ingest", {})["acknowledge"] = acknowledge
+    raw.setdefault("ingest", {}).update(keys)
     config_path.write_text(yaml.safe_dump(raw))
 
 
@@ -391,7 +393,8 @@ def format_table(r: dict[str, Any]) -> str:
         [
             f"ingest ({r['ingest_customers']:,} customers' project, batches of "
             f"{r['ingest_batch_events']}, {r['ingest_clients']} clients, 1 API worker, "
-            f"acknowledge: {r.get('ingest_acknowledge', 'applied')}; "
+            f"acknowledge: {r.get('ingest_acknowledge', 'applied')}, "
+            f"nice: {r.get('ingest_nice', 0)}; "
             f"load {r['ingest_load']:.1f})",
             "  POST /events, online store updated  "
             f"{r['ingest_http_events_per_s']:9.0f} "

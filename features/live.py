@@ -230,6 +230,29 @@ def _read_sorted(con, files: Sequence[str], key: str, order: str) -> _Sorted:
     return _Sorted(table.to_arrow_table(), key)
 
 
+def time_span(events: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each customer's newest and oldest event time (`EVENT_COLUMNS` typed
+    events), indexed by id in order: grouped by Arrow (a pandas group-by
+    factorises the object ids in Python, several times slower)."""
+    table = pa.table(
+        {
+            CUSTOMER_ID: pa.array(events[CUSTOMER_ID].to_numpy(), pa.string()),
+            EVENT_TIME: pa.array(events[EVENT_TIME].to_numpy()),
+        }
+    )
+    spans = table.group_by(CUSTOMER_ID, use_threads=False).aggregate(
+        [(EVENT_TIME, "max"), (EVENT_TIME, "min")]
+    )
+    spans = spans.sort_by(CUSTOMER_ID)
+    ids = pd.Index(spans.column(CUSTOMER_ID).to_pylist(), name=CUSTOMER_ID)
+
+    def series(column: str) -> pd.Series:
+        times = spans.column(column).to_numpy().astype("datetime64[us]")
+        return pd.Series(times, index=ids, name=EVENT_TIME)
+
+    return series(f"{EVENT_TIME}_max"), series(f"{EVENT_TIME}_min")
+
+
 _SERIAL = itertools.count()
 TILES, SUMS, CANCELS = "_live_tiles", "_live_sums", "_live_cancels"
 EVENTS, CUTOFFS = "_live_events", "_live_cutoffs"
@@ -371,8 +394,7 @@ class LiveState:
         if events.empty:
             return pd.DataFrame()
         mark = pd.Timestamp(self.mark)
-        by = events.groupby(CUSTOMER_ID)[EVENT_TIME]
-        newest, oldest = by.max(), by.min()
+        newest, oldest = time_span(events)
         cut = (newest.dt.floor("D") + pd.Timedelta(days=1)).clip(lower=mark)
         cutoffs = pd.DataFrame({CUSTOMER_ID: newest.index, CUTOFF: cut.to_numpy()})
         ids = cutoffs[CUSTOMER_ID].tolist()

@@ -255,6 +255,16 @@ class IngestConfig(Strict):
     # it (`logged`: durable; the rows follow, refreshed in bigger groups, which
     # is what sustains thousands of events/s; docs/ingest.md)
     acknowledge: Literal["applied", "logged"] = "applied"
+    # niceness added to the thread refreshing the live rows (Linux nice is per
+    # thread): requests such as predict_by_id come first when the cores are
+    # busy, and the refreshes take what is left, so freshness and `applied`
+    # throughput drop (0: the refreshes as the requests; docs/ingest.md)
+    nice: int = Field(0, ge=0, le=19)
+    # where the API recomputes the live rows: in a process of its own beside
+    # the API worker (`process`: no interpreter lock shared with the requests)
+    # or in a thread of the worker (`thread`); the stream consumer is a
+    # process of its own already
+    refresh: Literal["process", "thread"] = "process"
     # the Redis Stream consumer (`propensity ingest --stream NAME`)
     redis: str = "redis://127.0.0.1:6379/0"
     stream: str = "propensity:events"

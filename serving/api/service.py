@@ -558,7 +558,9 @@ class Propensity:
 
         with self._ingester_lock:
             if self._ingester is None:
-                self._ingester = Ingester(self.config)
+                self._ingester = Ingester(
+                    self.config, refresh=self.config.ingest.refresh
+                )
         return self._ingester
 
     @bentoml.api(route="/events")

@@ -16,6 +16,9 @@ forgotten), then, grouped with whatever other batches arrived meanwhile
 3. writes them as live rows over the nightly store
    (serving.online_store.live), with `as_of` the newest event's time.
 
+Steps 2 and 3 run in a thread of the process, or in a child process of it
+(`ingest.refresh: process`, the API's default: `_ChildRefresher`).
+
 Attribute and subscription features stay the nightly's (the customers table is
 not re-read per event); the scores are computed by `predict_by_id` from the
 features, as always. Nothing is written to the nightly state: the next nightly
@@ -28,6 +31,7 @@ import asyncio
 import fcntl
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -52,7 +56,7 @@ from features.columns import (
     population_column,
 )
 from features.definition import FeatureSpec
-from features.live import LiveState
+from features.live import LiveState, time_span
 from features.sources.load import connect
 from features.sources.privacy import (
     pseudonymiser,
@@ -110,10 +114,92 @@ def _included(results: list[tuple], whose: list[set], as_of: dict) -> list[tuple
     ]
 
 
+def _nicer(by: int) -> None:
+    """This thread's niceness raised by `by` (Linux nice is per thread; a
+    system without it keeps the thread as it is)."""
+    if not by or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + by))
+    except OSError as exc:
+        log.warning("ingest: the refresh thread keeps its priority: %s", exc)
+
+
+class _ChildRefresher:
+    """The refreshes in a process of their own (`ingest.refresh: process`):
+    its own interpreter (no GIL shared with the requests), its own DuckDB and
+    copy of the state, niced by `ingest.nice`. The parent sends the customers
+    to refresh and gets their newest event times back; a refresh there is the
+    same `Ingester.refresh` under the same lock. Started again when it died."""
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        self._process = None
+        self._conn = None
+        self._lock = threading.Lock()
+        self._calls = threading.Lock()
+
+    def start(self) -> None:
+        import multiprocessing
+
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                return
+            ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
+            parent, child = ctx.Pipe()
+            self._process = ctx.Process(
+                target=_refresh_main,
+                args=(self.config, child),
+                name="ingest-refresh",
+                daemon=True,
+            )
+            self._process.start()
+            child.close()
+            self._conn = parent
+
+    def __call__(self, touched: set[str]) -> dict[str, str]:
+        self.start()
+        try:
+            with self._calls:  # one question and its answer at a time
+                self._conn.send(touched)
+                ok, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            with self._lock:
+                if self._process is not None:
+                    self._process.kill()
+                self._process = None
+            raise RuntimeError(f"ingest: the refresh process died ({exc!r})") from exc
+        if not ok:
+            raise RuntimeError(f"ingest: refreshing in the refresh process: {value}")
+        return value
+
+
+def _refresh_main(config: ProjectConfig, conn) -> None:
+    """The child of `_ChildRefresher`: refreshes until its parent is gone."""
+    logging.basicConfig(level=logging.INFO)
+    _nicer(config.ingest.nice)  # its main thread runs the refreshes' queries
+    ingester = Ingester(config)
+    while True:
+        try:
+            touched = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send((True, ingester._refreshed(touched)))
+        except Exception as exc:
+            log.exception("ingest: refreshing %d customers", len(touched))
+            conn.send((False, f"{type(exc).__name__}: {exc}"))
+
+
 class Ingester:
     """One per process: the worker of `POST /events`, or the stream consumer."""
 
-    def __init__(self, config: ProjectConfig) -> None:
+    def __init__(self, config: ProjectConfig, refresh: str = "thread") -> None:
+        """`refresh`: where the live rows are recomputed, in this process
+        (`thread`) or in a child process (`process`, the API's
+        `ingest.refresh`)."""
         from serving.batch.incremental import state_dir
 
         self.config = config
@@ -170,7 +256,11 @@ class Ingester:
         self._check_lock = threading.Lock()  # the batches waiting for a check
         self._to_check: list[tuple] = []
         self._checking = False
-        threading.Thread(target=self._warm, name="ingest-warm", daemon=True).start()
+        self._child = _ChildRefresher(config) if refresh == "process" else None
+        if self._child is None:
+            threading.Thread(target=self._warm, name="ingest-warm", daemon=True).start()
+        else:
+            self._child.start()  # it reads the state ahead of the first refresh
 
     # -- the public entry -------------------------------------------------
 
@@ -343,7 +433,9 @@ class Ingester:
                 self._cond.notify_all()
 
     def _apply_loop(self) -> None:
-        """Refresh the customers logged since the last refresh, all at once."""
+        """Refresh the customers logged since the last refresh, all at once
+        (this thread niced by `ingest.nice`)."""
+        _nicer(self.config.ingest.nice)
         while True:
             with self._cond:
                 while not self._pending:
@@ -354,8 +446,7 @@ class Ingester:
                 touched, self._pending = self._pending, set()
                 waiting, self._waiting = self._waiting, []
             try:
-                with self._locked():
-                    as_of = self.refresh(touched)
+                as_of = self._refreshed(touched)
             except BaseException as exc:
                 if not waiting:  # acknowledged already: retried with the next
                     log.exception("ingest: refreshing %d customers", len(touched))
@@ -434,9 +525,15 @@ class Ingester:
         refreshed and the newest event time included."""
         per_batch = per_batch or [len(rows)]
         added, results, whose = self._log(rows, stored, per_batch)
-        with self._locked():
-            as_of = self.refresh({r[0] for r in added})
+        as_of = self._refreshed({r[0] for r in added})
         return _included(results, whose, as_of)
+
+    def _refreshed(self, touched: set[str]) -> dict[str, str]:
+        """`refresh` under the machine's lock, here or in the child process."""
+        if self._child is not None:
+            return self._child(touched)
+        with self._locked():
+            return self.refresh(touched)
 
     def refresh(self, touched: set[str]) -> dict[str, str]:
         """Recompute the live rows of `touched` customers (all customers with
@@ -468,7 +565,7 @@ class Ingester:
         events = live[live[CUSTOMER_ID].isin(touched)]
         if events.empty:
             return {}
-        newest = events.groupby(CUSTOMER_ID)[EVENT_TIME].max()
+        newest, _ = time_span(events)
         table = self._live_for(state).features(self.con, events)
         nightly = self._nightly_of(meta, base, table[CUSTOMER_ID].tolist())
         as_of = {c: t.isoformat() for c, t in newest.items()}

@@ -23,15 +23,19 @@ import json
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from core.config import ProjectConfig
-from serving.ingest.live import Ingester
+from serving.ingest.live import Ingester, Outcome
 
 log = logging.getLogger(__name__)
 
 REJECTED_SUFFIX = ":rejected"
+IN_FLIGHT = 4  # reads handed to the ingester and not yet acknowledged, at most
+POLL_MS = 5  # how long a read blocks while earlier reads are in flight
 
 
 @dataclass
@@ -94,42 +98,59 @@ class Consumer:
     def step(self, before_ack: Callable[[list], None] | None = None) -> int:
         """Read once (this consumer's pending entries first, then new ones),
         apply, acknowledge; the entries handled."""
+        read = self._read(self.settings.block_ms)
+        if read is None:
+            return 0
+        self._settle(read, before_ack)
+        return len(read.ids)
+
+    def _read(self, block_ms: int) -> _Read | None:
+        """One XREADGROUP (our pending entries while any are left, then new
+        ones), checked by the contract and handed to the ingester (not waited
+        for); None when nothing was read."""
         start = "0" if self._pending else ">"
-        block = None if self._pending else self.settings.block_ms
         got = self.redis.xreadgroup(
             self.group,
             self.name,
             {self.stream: start},
             count=self.settings.read_count,
-            block=block,
+            block=None if self._pending else block_ms,
         )
         entries = got[0][1] if got else []
-        if self._pending and not entries:
-            self._pending = False
-            return 0
         if not entries:
-            return 0
+            self._pending = False
+            return None
         ids = [_text(i) for i, _ in entries]
         events = [_event(f) for _, f in entries]
-        outcome = self.ingester.ingest(
+        out, rows, stored = self.ingester.prepare(
             events,
             f"stream {self.stream}",
             ids=[f"{self.stream}/{i}" for i in ids],
             drop_bad=True,
         )
-        if outcome.bad_rows:
-            self._dead_letters(ids, events, outcome)
+        update = self.ingester.submit(rows, stored) if rows else None
+        return _Read(ids, events, out, len(rows), update)
+
+    def _settle(
+        self, read: _Read, before_ack: Callable[[list], None] | None = None
+    ) -> None:
+        """Wait for a read's update (the state and the rows, or the log under
+        `acknowledge: logged`), then acknowledge its entries."""
+        out = read.outcome
+        if read.update is not None:
+            Ingester.finish(out, read.kept, read.update.result())
+        if out.bad_rows:
+            self._dead_letters(read.ids, read.events, out)
         if before_ack is not None:
-            before_ack(ids)
-        self.redis.xack(self.stream, self.group, *ids)
+            before_ack(read.ids)
+        self.redis.xack(self.stream, self.group, *read.ids)
         t = self.totals
-        t.read += len(ids)
-        t.accepted += outcome.accepted
-        t.duplicates += outcome.duplicates
-        t.rejected += outcome.rejected
-        t.suppressed += outcome.suppressed
-        t.acked += len(ids)
-        return len(ids)
+        t.read += len(read.ids)
+        t.accepted += out.accepted
+        t.duplicates += out.duplicates
+        t.rejected += out.rejected
+        t.suppressed += out.suppressed
+        t.acked += len(read.ids)
 
     def _dead_letters(self, ids: list[str], events: list[dict], outcome) -> None:
         target = self.stream + REJECTED_SUFFIX
@@ -152,16 +173,51 @@ class Consumer:
         )
 
     def run(
-        self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None
+        self,
+        stop: Callable[[], bool] = lambda: False,
+        idle_exit_s: float | None = None,
+        before_ack: Callable[[list], None] | None = None,
     ) -> Totals:
-        """Consume until `stop()` (or `idle_exit_s` seconds with nothing new)."""
+        """Consume until `stop()` (or `idle_exit_s` seconds with nothing new).
+
+        Reads are pipelined: the next read is checked and logged while the
+        ingester applies the earlier ones (their refreshes grouped), up to
+        `IN_FLIGHT` reads; each read is acknowledged, in order, once its own
+        update is done, so a crash still leaves every unapplied entry pending.
+        Our own pending entries (a restart) are read one read at a time: a
+        read from "0" would return the entries still in flight again."""
+        flight: deque[_Read] = deque()
         idle_since = time.monotonic()
         while not stop():
-            if self.step():
+            while flight and (flight[0].done() or len(flight) >= IN_FLIGHT):
+                self._settle(flight.popleft(), before_ack)
+            pending = self._pending
+            read = self._read(POLL_MS if flight else self.settings.block_ms)
+            if read is not None:
                 idle_since = time.monotonic()
-            elif (
+                if pending:
+                    self._settle(read, before_ack)
+                else:
+                    flight.append(read)
+            elif not flight and (
                 idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s
             ):
                 break
+        while flight:  # stopped: what was read is applied and acknowledged
+            self._settle(flight.popleft(), before_ack)
         self.ingester.drain()  # `acknowledge: logged`: the rows follow; wait
         return self.totals
+
+
+@dataclass
+class _Read:
+    """One XREADGROUP handed to the ingester."""
+
+    ids: list[str]
+    events: list[dict]
+    outcome: Outcome
+    kept: int  # events left to log (checked, not suppressed)
+    update: Future | None  # None: nothing to log
+
+    def done(self) -> bool:
+        return self.update is None or self.update.done()

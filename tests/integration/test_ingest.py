@@ -51,6 +51,17 @@ def entries(n: int) -> list[dict]:
     ]
 
 
+def streamed(client, stream: str, sent: list[dict], project: Path):
+    """`sent` put on `stream`; the config of a fresh ingest project in
+    `project`, reading 20 entries at a time."""
+    for e in sent:
+        client.xadd(stream, e)
+    config = load_config(ingest_project(project))
+    return config.model_copy(
+        update={"ingest": config.ingest.model_copy(update={"read_count": 20})}
+    )
+
+
 def live_rows(config) -> dict:
     rows = LiveRows(live_path(config.online_store.path))
     meta = open_reader(config.online_store).meta()
@@ -70,12 +81,7 @@ def test_a_killed_consumer_restarted_loses_nothing_and_counts_nothing_twice(
         {"customer_id": "c1", "event_time": "later", "event_type": "x"}
     ]
     try:
-        for e in sent:
-            client.xadd(stream, e)
-        config = load_config(ingest_project(tmp_path / "p"))
-        config = config.model_copy(
-            update={"ingest": config.ingest.model_copy(update={"read_count": 20})}
-        )
+        config = streamed(client, stream, sent, tmp_path / "p")
 
         def kill(ids):
             raise Killed(ids)
@@ -103,3 +109,69 @@ def test_a_killed_consumer_restarted_loses_nothing_and_counts_nothing_twice(
         assert crashed == live_rows(clean) and len(crashed) == 9
     finally:
         client.delete(stream, stream + ":rejected")
+
+
+def test_a_pipelined_consumer_killed_mid_run_loses_nothing(
+    tmp_path: Path, client
+) -> None:
+    """`run` hands the next reads to the ingester before the earlier ones are
+    acknowledged: killed at its second acknowledgement, only the first read
+    is acknowledged, every other entry read stays pending, and a restart ends
+    with the rows of one clean pass."""
+    from serving.ingest.stream import IN_FLIGHT, Consumer
+
+    stream = f"test-ingest-{uuid.uuid4().hex[:8]}"
+    sent = entries(120)
+    try:
+        config = streamed(client, stream, sent, tmp_path / "p")
+        acked: list[list] = []
+
+        def kill_at_second(ids):
+            if acked:
+                raise Killed(ids)
+            acked.append(ids)
+
+        first = Consumer(config, stream=stream, consumer="a")
+        with pytest.raises(Killed):
+            first.run(idle_exit_s=0.5, before_ack=kill_at_second)
+        first.ingester.drain()  # its threads die with it in a real crash
+        pending = client.xpending(stream, config.ingest.group)["pending"]
+        assert len(acked) == 1 and len(acked[0]) == 20
+        # the reads in flight when it died were read, not acknowledged
+        assert 20 <= pending <= 20 * IN_FLIGHT
+
+        again = Consumer(config, stream=stream, consumer="a", ingester=Ingester(config))
+        totals = again.run(idle_exit_s=0.5)
+        assert totals.acked == 100
+        log = EventLog(config.ingest.log)
+        assert log.count() == 120
+        assert client.xpending(stream, config.ingest.group)["pending"] == 0
+        crashed = live_rows(config)
+
+        clean = load_config(ingest_project(tmp_path / "q"))
+        Ingester(clean).ingest(sent, "clean")
+        assert crashed == live_rows(clean) and len(crashed) == 9
+    finally:
+        client.delete(stream, stream + ":rejected")
+
+
+def test_the_refresh_process_gives_the_rows_of_a_thread_and_comes_back_when_killed(
+    tmp_path: Path,
+) -> None:
+    """`ingest.refresh: process` (the API's default): the same rows as a refresh
+    in a thread; a refresh process killed between two batches is started again."""
+    sent = entries(40)
+    config = load_config(ingest_project(tmp_path / "p"))
+    ingester = Ingester(config, refresh="process")
+    first = ingester.ingest(sent[:20], "first")
+    assert first.customers == 9 and first.as_of is not None
+    child = ingester._child._process
+    child.kill()
+    child.join(30)
+    second = ingester.ingest(sent[20:], "second")
+    assert second.accepted == 20 and ingester._child._process is not child
+    in_process = live_rows(config)
+
+    clean = load_config(ingest_project(tmp_path / "q"))
+    Ingester(clean).ingest(sent, "clean")
+    assert in_process == live_rows(clean) and len(in_process) == 9
