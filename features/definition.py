@@ -490,6 +490,16 @@ def day_tiles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     summed as doubles and cast to int64 explicitly at the end.
     """
     ev = with_roles(events, spec)
+    t = ev[EVENT_TIME]
+    return ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(
+        **_event_sums(ev, spec)
+    )
+
+
+def _event_sums(ev: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
+    """A tile's aggregates of events with their role (`with_roles`), whatever
+    they are grouped by: a customer's day (`day_tiles`) or calendar segment
+    (`_segmented_events`)."""
     t, role = ev[EVENT_TIME], ev[ROLE]
     m: dict[str, ir.Value] = {}
     for r in ROLES:
@@ -504,7 +514,7 @@ def day_tiles(events: ir.Table, spec: FeatureSpec) -> ir.Table:
         m[f"_quantity_{r}"] = quantity.sum()
     m["_first_purchase"] = only(role == PURCHASE, t).min()
     m["_first_event"] = t.min()
-    return ev.group_by(_cid=ev[CUSTOMER_ID], _day=t.truncate("D")).aggregate(**m)
+    return m
 
 
 def tile_merge(spec: FeatureSpec) -> dict[str, str]:
@@ -635,6 +645,59 @@ def _segmented(daily: ir.Table, cutoffs: Sequence[datetime], spec: FeatureSpec):
     segments = daily.group_by([daily._cid, segment.name("_seg")]).aggregate(
         **_day_sums(daily, spec)
     )
+    return _by_bucket(segments, stamps, edges, spec)
+
+
+def _segmented_events(
+    events: ir.Table, cutoffs: Sequence[datetime], spec: FeatureSpec
+) -> ir.Table:
+    """`_segmented(daily_rollup(events), ...)`'s rows without the wide daily rows.
+
+    A segment's sums, counts, minima and maxima of events do not need the days:
+    the events are summed per (customer, segment) straight away (`_event_sums`:
+    about 8x fewer groups than customer-days on the demo data). Only what is
+    about days, the active days per role, the first day and the gaps between
+    active days, is read from a narrow roll-up of the distinct (customer, day)
+    with a flag per role, whose gap window carries two columns instead of the
+    tile's sixteen. The two meet per (customer, segment). Same rows, exactly:
+    every value is an integer count, whole cents or an extreme. Measured on a
+    2.3M-event chunk of the demo (3 cutoffs): 23% less CPU for the whole
+    feature query than through the tiles. Feature groups whose stage one reads
+    the tiles (`features.behaviour.trends`) go through `_segmented`.
+    """
+    stamps = midnights(cutoffs).unique()
+    edges = _segment_edges(stamps, spec)
+    ev = with_roles(events, spec)
+    t, role = ev[EVENT_TIME], ev[ROLE]
+    day = t.truncate("D")
+    sums = ev.group_by(
+        _cid=ev[CUSTOMER_ID], _seg=_segment_of(day, edges, 0, len(edges))
+    ).aggregate(_n=t.count().cast("float64"), **_event_sums(ev, spec))
+    flags = {f"_has_{r}": (role == r).cast("int8").max() for r in ROLES}
+    days = with_gaps(ev.group_by(_cid=ev[CUSTOMER_ID], _day=day).aggregate(**flags))
+    daily: dict[str, ir.Value] = {
+        "_d": days._day.count().cast("float64"),
+        "_first_day": days._day.min(),
+        "_gaps": days._gap.count().cast("float64"),
+        "_gap_sum": days._gap.sum().cast("float64"),
+        "_gap_sq_sum": (days._gap * days._gap).sum().cast("float64"),
+    }
+    for r in ROLES:
+        daily[f"_d_{r}"] = days[f"_has_{r}"].sum().cast("float64")
+    of_days = days.group_by(
+        _dcid=days._cid, _dseg=_segment_of(days._day, edges, 0, len(edges))
+    ).aggregate(**daily)
+    segments = sums.join(
+        of_days, [sums._cid == of_days._dcid, sums._seg == of_days._dseg]
+    ).drop("_dcid", "_dseg")
+    return _by_bucket(segments, stamps, edges, spec)
+
+
+def _by_bucket(
+    segments: ir.Table, stamps: pd.DatetimeIndex, edges: list, spec: FeatureSpec
+) -> ir.Table:
+    """Stage one's rows from per-(customer `_cid`, segment `_seg`) sums: each
+    segment joined to the cutoffs it lies before, with its age bucket there."""
     rows = []
     for k in range(len(edges) + 1):
         # a day of segment k: its first (the one before the first edge for 0)
@@ -875,21 +938,23 @@ def feature_sums(
     """Stages one and two of `build_features` (`pairs` as there): the
     per-(customer, cutoff) sums `features_from_sums` reads. The Spark engine
     materialises them once (Spark would otherwise compute them once per read)."""
-    daily = daily_rollup(events, spec)
-    if not isinstance(pairs, ir.Table):
-        if 0 < len(_segment_edges(midnights(pairs).unique(), spec)) <= MAX_SEGMENTS:
-            return customer_sums(_segmented(daily, pairs, spec), spec)
-        cuts = cutoff_table(pairs)
-        joined = daily.join(cuts, daily._day < cuts[CUTOFF])
-        return customer_sums(
-            _bucketed(joined.rename({CUSTOMER_ID: "_cid"}), spec), spec
+    if isinstance(pairs, ir.Table):
+        # a repeated pair would count twice
+        pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
+        daily = daily_rollup(events, spec)
+        joined = pairs.left_join(
+            daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
         )
-    # a repeated pair would count twice
-    pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
-    joined = pairs.left_join(
-        daily, [pairs[CUSTOMER_ID] == daily._cid, daily._day < pairs[CUTOFF]]
-    )
-    return customer_sums(_bucketed(joined, spec), spec)
+        return customer_sums(_bucketed(joined, spec), spec)
+    if 0 < len(_segment_edges(midnights(pairs).unique(), spec)) <= MAX_SEGMENTS:
+        if _group_stage_one_merge(spec):  # feature groups that read the tiles
+            rows = _segmented(daily_rollup(events, spec), pairs, spec)
+        else:
+            rows = _segmented_events(events, pairs, spec)
+        return customer_sums(rows, spec)
+    daily, cuts = daily_rollup(events, spec), cutoff_table(pairs)
+    joined = daily.join(cuts, daily._day < cuts[CUTOFF])
+    return customer_sums(_bucketed(joined.rename({CUSTOMER_ID: "_cid"}), spec), spec)
 
 
 def features_from_buckets(

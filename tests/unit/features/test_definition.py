@@ -523,21 +523,38 @@ def test_contract_churn_grace_defaults_to_30_days() -> None:
     assert LabelSpec.from_config(ProjectConfig.model_validate(raw)).grace_days == 7
 
 
+@pytest.mark.parametrize("trends", [False, True], ids=["events", "tiles"])
 def test_cutoffs_read_per_segment_give_the_rows_per_cutoff(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trends: bool
 ) -> None:
-    """A list of cutoffs sums the daily rows per calendar segment once for all
-    cutoffs (`_segmented`); past MAX_SEGMENTS edges, per cutoff, as a pairs table
+    """A list of cutoffs sums per calendar segment once for all cutoffs, from
+    the events and a narrow roll-up of active days (`_segmented_events`) or,
+    with feature groups that read the tiles, from the daily rows
+    (`_segmented`); past MAX_SEGMENTS edges, per cutoff, as a pairs table
     always is: all three give exactly the same rows."""
     import features.definition as definition
     from features.synthetic.demo import generate
 
     summary = generate(tmp_path, customers=150, seed=3, days=150)
     ds = load(summary.events_path, summary.customers_path, as_of=datetime(2030, 1, 1))
-    spec = FeatureSpec(role_of={"purchase": "purchase", "support_ticket": "cancel"})
+    spec = FeatureSpec(
+        role_of={"purchase": "purchase", "support_ticket": "cancel"},
+        behaviour=trends,
+        trends=trends,
+    )
+    called = []
+    for name in ("_segmented", "_segmented_events"):
+        original = getattr(definition, name)
+        monkeypatch.setattr(
+            definition,
+            name,
+            lambda *a, _f=original, _n=name: called.append(_n) or _f(*a),
+        )
     first = ds.time_range()[0].replace(hour=0, minute=0, second=0, microsecond=0)
     # uneven gaps, a cutoff a day after another, one before most customers
-    cutoffs = [first + DAY * d for d in (3, 40, 41, 149)]
+    # (the trends' edges are more: one cutoff fewer keeps within MAX_SEGMENTS)
+    days = (40, 41, 149) if trends else (3, 40, 41, 149)
+    cutoffs = [first + DAY * d for d in days]
 
     def rows(pairs) -> pd.DataFrame:
         table = build_features(ds.events, pairs, spec, ds.customers).to_pandas()
@@ -546,6 +563,7 @@ def test_cutoffs_read_per_segment_give_the_rows_per_cutoff(
     segments = definition._segment_edges(definition.midnights(cutoffs), spec)
     assert 1 < len(segments) <= definition.MAX_SEGMENTS
     by_segment = rows(cutoffs)
+    assert called == ["_segmented" if trends else "_segmented_events"]
     monkeypatch.setattr(definition, "MAX_SEGMENTS", 0)
     by_cutoff = rows(cutoffs)
     assert len(by_segment) > 300 and by_segment["purchase_count_total"].sum() > 0
