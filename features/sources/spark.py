@@ -299,7 +299,8 @@ def _trim_spaces(value: str) -> str:
 
 def _normalised_events(con: ibis.BaseBackend, raw: ir.Table) -> ir.Table:
     """The contract's types, as features.sources.load gives them on DuckDB: text
-    ids and types without leading or trailing spaces, UTC timestamps without zone at whole seconds, float amounts."""
+    ids and types without leading or trailing spaces, UTC timestamps without zone
+    at whole seconds, float amounts."""
     cols = set(raw.columns)
 
     def number(name: str) -> ir.Value:

@@ -275,9 +275,7 @@ def test_mapped_sources_equal_duckdb(spark, small: Path, tmp_path: Path) -> None
     assert sds.rows() == len(frame)
 
 
-def test_padded_ids_and_types_equal_duckdb(
-    spark, small: Path, tmp_path: Path
-) -> None:
+def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -> None:
     """Ids and event types with spaces around them are trimmed as DuckDB trims
     them (spaces only): a space-padded id is its customer, a tab-padded one
     another customer on both engines."""
