@@ -875,20 +875,27 @@ def cancel_days(events: ir.Table, spec: FeatureSpec) -> ir.Table:
     ).distinct()
 
 
-def _with_reactivations(agg: ir.Table, cancels: ir.Table) -> ir.Table:
-    """Add `reactivations`: days with a cancel (`cancel_days`) before the day of
-    the last non-cancel event before the cutoff, which is exactly when a later
-    day has another event. A small join beside the main aggregation."""
-    keys = agg.select(
-        CUSTOMER_ID, CUTOFF, _other_day=agg._last_non_cancel.truncate("D")
-    )
+def reactivation_counts(sums: ir.Table, cancels: ir.Table) -> ir.Table:
+    """`_reactivations` per (customer, cutoff) of `sums` (`customer_sums`) that
+    has some: days with a cancel (`cancel_days`) before the day of the last
+    non-cancel event before the cutoff, which is exactly when a later day has
+    another event. A small table (customers with a cancel only), joined back by
+    `_with_reactivations`; the Spark engine materialises it, so that join
+    broadcasts it instead of shuffling the wide sums."""
+    last_non_cancel = ibis.greatest(*(sums[f"_last_{r}"] for r in ROLES if r != CANCEL))
+    keys = sums.select(CUSTOMER_ID, CUTOFF, _other_day=last_non_cancel.truncate("D"))
     hits = keys.join(
         cancels,
         [keys[CUSTOMER_ID] == cancels._rcid, cancels._rday < keys._other_day],
     )
-    counts = hits.group_by([CUSTOMER_ID, CUTOFF]).aggregate(
+    return hits.group_by([CUSTOMER_ID, CUTOFF]).aggregate(
         _reactivations=hits._rday.count()
     )
+
+
+def _with_reactivations(agg: ir.Table, counts: ir.Table) -> ir.Table:
+    """Add `reactivations` from `reactivation_counts` (0 where it has no row):
+    a small join beside the main aggregation."""
     out = agg.left_join(
         counts,
         [agg[CUSTOMER_ID] == counts[CUSTOMER_ID], agg[CUTOFF] == counts[CUTOFF]],
@@ -981,12 +988,17 @@ def features_from_sums(
     customers: ir.Table | None = None,
     subscriptions: ir.Table | None = None,
     classic: pd.DataFrame | None = None,
+    counts: ir.Table | None = None,
 ) -> ir.Table:
     """The output of `build_features` from stage two's per-customer sums
     (`customer_sums`) and the cancel days: no aggregation but the reactivations'
-    small join (the incremental state keeps and advances the sums)."""
+    small join (the incremental state keeps and advances the sums). `counts`:
+    `reactivation_counts(sums, cancels)` when the caller computed it already
+    (the Spark engine materialises it)."""
+    if counts is None:
+        counts = reactivation_counts(sums, cancels)
     out = _with_groups(_from_sums(sums, spec), spec, classic)
-    out = _with_reactivations(out, cancels)
+    out = _with_reactivations(out, counts)
     if customers is not None:
         out = _join_attributes(out, customers, spec)
     if spec.subscriptions:
@@ -1184,6 +1196,7 @@ __all__ = [
     "day_tiles",
     "features_from_buckets",
     "features_from_sums",
+    "reactivation_counts",
     "features_at",
     "population_columns",
     "population_name",

@@ -275,6 +275,36 @@ def test_mapped_sources_equal_duckdb(spark, small: Path, tmp_path: Path) -> None
     assert sds.rows() == len(frame)
 
 
+def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -> None:
+    """Ids and event types with spaces around them are trimmed as DuckDB trims
+    them (spaces only): a space-padded id is its customer, a tab-padded one
+    another customer on both engines."""
+    from features.definition import build_features
+    from features.sources.load import load
+    from features.sources.spark import load_spark
+
+    frame = pd.read_parquet(small / "events.parquet")
+    ids = sorted(frame[CUSTOMER_ID].unique())
+    spaced, tabbed = frame[CUSTOMER_ID] == ids[0], frame[CUSTOMER_ID] == ids[1]
+    frame.loc[spaced, CUSTOMER_ID] = "  " + frame.loc[spaced, CUSTOMER_ID] + " "
+    frame.loc[tabbed, CUSTOMER_ID] = "\t" + frame.loc[tabbed, CUSTOMER_ID]
+    frame["event_type"] = " " + frame["event_type"] + "  "
+    events = tmp_path / "padded.parquet"
+    frame.to_parquet(events)
+    duck = load(events)
+    sds = load_spark(spark, events, validated=duck)
+    spec = _spec()
+    expected = build_features(duck.events, CUTOFFS, spec).to_pandas()
+    got = sds.to_pyarrow(
+        sds.build_features(CUTOFFS, spec, tmp_path / "stages")
+    ).to_pandas()
+    assert_same_frames(expected, got)
+    customers = set(got[CUSTOMER_ID])
+    assert ids[0] in customers and "\t" + ids[1] in customers
+    # the types were recognised: purchases counted
+    assert got["purchase_count_total"].sum() > 0
+
+
 def test_spark_scores_equal_in_process(spark, trained, tmp_path: Path) -> None:
     """with_scores (one pandas UDF, the champions broadcast and loaded once per
     worker) gives Champions.predict_frame's calibrated scores and the served raw
