@@ -940,11 +940,20 @@ def build_features(
 
 
 def feature_sums(
-    events: ir.Table, pairs: ir.Table | Sequence[datetime], spec: FeatureSpec
+    events: ir.Table,
+    pairs: ir.Table | Sequence[datetime],
+    spec: FeatureSpec,
+    *,
+    tiles: bool = False,
 ) -> ir.Table:
     """Stages one and two of `build_features` (`pairs` as there): the
     per-(customer, cutoff) sums `features_from_sums` reads. The Spark engine
-    materialises them once (Spark would otherwise compute them once per read)."""
+    materialises them once (Spark would otherwise compute them once per read).
+
+    With `tiles`, stage one always reads the customer-day tiles, never the
+    events per segment (`_segmented_events`): the same rows by a plan of fewer
+    aggregation levels, which Spark prefers (it runs each level as a partial
+    and a final aggregate: 192 JVM CPU-s against 163-175 on the reference job)."""
     if isinstance(pairs, ir.Table):
         # a repeated pair would count twice
         pairs = pairs.select(CUSTOMER_ID, CUTOFF).distinct()
@@ -954,7 +963,7 @@ def feature_sums(
         )
         return customer_sums(_bucketed(joined, spec), spec)
     if 0 < len(_segment_edges(midnights(pairs).unique(), spec)) <= MAX_SEGMENTS:
-        if _group_stage_one_merge(spec):  # feature groups that read the tiles
+        if tiles or _group_stage_one_merge(spec):  # groups that read the tiles
             rows = _segmented(daily_rollup(events, spec), pairs, spec)
         else:
             rows = _segmented_events(events, pairs, spec)

@@ -260,7 +260,9 @@ class SparkDataset:
             classic = fit_from_events(self.events, cutoffs, spec)
         events = self.by_customer(self.events)
         start = time.perf_counter()
-        sums = self.materialised(feature_sums(events, cutoffs, spec), scratch / "sums")
+        sums = self.materialised(
+            feature_sums(events, cutoffs, spec, tiles=True), scratch / "sums"
+        )
         middle = time.perf_counter()
         cancels = self.materialised(cancel_days(events, spec), scratch / "cancels")
         # small, and read from a small Parquet file, so Spark broadcasts it
