@@ -131,14 +131,14 @@ def write_chunked(
     """
     chunks = chunk_count(ds, events_per_chunk, cutoffs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [out_dir / f"part-{i}.parquet" for i in range(chunks)]
-
-    def write(i: int, expr: ir.Table) -> Path:
-        expr.to_parquet(parts[i])
-        log.info("chunk %d/%d written to %s", i + 1, chunks, parts[i])
-        return parts[i]
-
     with customer_chunks(ds, chunks) as tables:
+
+        def write(i: int, expr: ir.Table) -> Path:
+            path = out_dir / f"part-{i}.parquet"
+            expr.to_parquet(path)
+            log.info("chunk %d/%d written to %s", i + 1, len(tables), path)
+            return path
+
         return _pipelined(tables, build, write)
 
 

@@ -16,6 +16,7 @@ from features.sources.chunks import (
     flush_rows,
     memory_limit_bytes,
     read_chunked,
+    write_chunked,
 )
 from features.sources.load import connect, load
 from features.synthetic.demo import generate
@@ -47,6 +48,48 @@ def test_chunks_give_exactly_the_rows_of_the_whole(dataset) -> None:
     chunked = read_chunked(dataset, build, events_per_chunk=per_chunk).to_pandas()
     assert len(whole) > 300  # most customers at both cutoffs
     pd.testing.assert_frame_equal(_sorted(chunked), _sorted(whole))
+
+
+def test_written_parts_hold_the_rows_of_the_whole_in_chunk_order(
+    dataset, tmp_path: Path
+) -> None:
+    """The next chunk's expression is built while the current one runs: the
+    parts still come back in chunk order, each its own chunk's customers."""
+    built: list[int] = []
+
+    def build(events):
+        built.append(len(built))
+        return build_features(events, CUTOFFS, SPEC, dataset.customers)
+
+    whole = build(dataset.events).to_pyarrow().to_pandas()
+    built.clear()
+    per_chunk = dataset.rows() // 5 + 1
+    parts = write_chunked(dataset, build, tmp_path / "out", events_per_chunk=per_chunk)
+    assert parts == [tmp_path / "out" / f"part-{i}.parquet" for i in range(5)]
+    assert built == [0, 1, 2, 3, 4]
+    frames = [pd.read_parquet(part) for part in parts]
+    assert all(len(f) for f in frames)
+    ids = [set(f[CUSTOMER_ID]) for f in frames]
+    assert sum(len(i) for i in ids) == len(set().union(*ids))  # disjoint chunks
+    pd.testing.assert_frame_equal(_sorted(pd.concat(frames)), _sorted(whole))
+
+
+def test_a_failing_chunk_stops_the_run_with_its_error(dataset, tmp_path: Path) -> None:
+    def build(events):
+        if build.calls == 2:
+            raise ValueError("chunk 3 cannot be built")
+        build.calls += 1
+        return build_features(events, CUTOFFS, SPEC, dataset.customers)
+
+    build.calls = 0
+    per_chunk = dataset.rows() // 5 + 1
+    with pytest.raises(ValueError, match="chunk 3 cannot be built"):
+        write_chunked(dataset, build, tmp_path / "out", events_per_chunk=per_chunk)
+    # the chunk that was running when the next one failed to build finished
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "part-0.parquet",
+        "part-1.parquet",
+    ]
 
 
 def test_one_chunk_under_a_roomy_limit(dataset) -> None:
