@@ -571,13 +571,9 @@ def _day_sums(rows: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
     day = rows._day
     m: dict[str, ir.Value] = {
         "_n": sum((rows[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum(),
-        "_d": day.count().cast("float64"),
-        "_first_day": day.min(),
         "_first_event": rows._first_event.min(),
         "_first_purchase": rows._first_purchase.min(),
-        "_gaps": rows._gap.count().cast("float64"),
-        "_gap_sum": rows._gap.sum().cast("float64"),
-        "_gap_sq_sum": (rows._gap * rows._gap).sum().cast("float64"),
+        **_active_day_sums(rows),
     }
     for r in ROLES:
         n = rows[f"_n_{r}"]
@@ -591,6 +587,20 @@ def _day_sums(rows: ir.Table, spec: FeatureSpec) -> dict[str, ir.Value]:
         m[f"_quantity_{r}"] = rows[f"_quantity_{r}"].sum()
     m.update(_group_stage_one(rows, spec))
     return m
+
+
+def _active_day_sums(rows: ir.Table) -> dict[str, ir.Value]:
+    """Stage one's aggregates of active days (rows with `_day` and `_gap`, one
+    per customer and day): how many, the first, and the gaps' count, sum and
+    sum of squares."""
+    gap = rows._gap
+    return {
+        "_d": rows._day.count().cast("float64"),
+        "_first_day": rows._day.min(),
+        "_gaps": gap.count().cast("float64"),
+        "_gap_sum": gap.sum().cast("float64"),
+        "_gap_sq_sum": (gap * gap).sum().cast("float64"),
+    }
 
 
 # Up to this many segment edges (3 cutoffs and the demo's windows: 21), stage one
@@ -675,13 +685,7 @@ def _segmented_events(
     ).aggregate(_n=t.count().cast("float64"), **_event_sums(ev, spec))
     flags = {f"_has_{r}": (role == r).cast("int8").max() for r in ROLES}
     days = with_gaps(ev.group_by(_cid=ev[CUSTOMER_ID], _day=day).aggregate(**flags))
-    daily: dict[str, ir.Value] = {
-        "_d": days._day.count().cast("float64"),
-        "_first_day": days._day.min(),
-        "_gaps": days._gap.count().cast("float64"),
-        "_gap_sum": days._gap.sum().cast("float64"),
-        "_gap_sq_sum": (days._gap * days._gap).sum().cast("float64"),
-    }
+    daily = _active_day_sums(days)
     for r in ROLES:
         daily[f"_d_{r}"] = days[f"_has_{r}"].sum().cast("float64")
     of_days = days.group_by(
