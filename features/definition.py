@@ -748,22 +748,48 @@ def bucket_merge(spec: FeatureSpec) -> dict[str, str]:
     return out | _group_stage_one_merge(spec)
 
 
-def customer_sums(b: ir.Table, spec: FeatureSpec) -> ir.Table:
+def bucket_of(age_days: int, spec: FeatureSpec) -> int:
+    """The age bucket stage one (`_bucketed`) puts a day in that is `age_days`
+    whole days before its cutoff: the smallest window edge holding it."""
+    return next((b for b in _boundaries(spec) if age_days <= b), OLDEST)
+
+
+def customer_sums(
+    b: ir.Table, spec: FeatureSpec, moved: tuple[int, int] | None = None
+) -> ir.Table:
     """Stage two's aggregation: per (customer, cutoff), from stage one's rows,
     the window sums, totals, minima and maxima the event features are computed
     from (`features_from_sums`), each combining as `sum_merge` says. Money and
     quantities stay whole cents and thousandths here, so a sum can be advanced by
-    adding and subtracting exactly (features.state)."""
+    adding and subtracting exactly (features.state).
+
+    `moved=(from_bucket, to_bucket)`: `b` holds only rows of tiles that moved from
+    one bucket to the other (features.state: each tile's row in the old bucket
+    negated, its row in the new one), so only the sums over bucket ranges holding
+    exactly one of the two can change; just those are aggregated (the others, and
+    the minima and maxima, are left out: a tile moving to an older bucket raises
+    none of them), a narrow aggregate instead of the full width."""
     bucket = b._bucket
 
-    def total(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
-        """Sum over the buckets in (after, upto] days (all history if no upto)."""
+    def holds(upto: int | None, after: int, which: int) -> bool:
+        return upto is None or after < which <= upto
+
+    def total(column: str, upto: int | None = None, after: int = 0) -> ir.Value | None:
+        """Sum over the buckets in (after, upto] days (all history if no upto);
+        None when `moved` cannot change it."""
+        if moved is not None and holds(upto, after, moved[0]) == holds(
+            upto, after, moved[1]
+        ):
+            return None
         where = None if upto is None else (bucket <= upto) & (bucket > after)
         value = b[column] if where is None else only(where, b[column])
         return value.sum().fill_null(0)
 
+    def cast(value: ir.Value | None, to: str) -> ir.Value | None:
+        return None if value is None else value.cast(to)
+
     def count(column: str, upto: int | None = None, after: int = 0) -> ir.Value:
-        return total(column, upto, after).cast("int64")
+        return cast(total(column, upto, after), "int64")
 
     m: dict[str, ir.Value] = {}
     for w in spec.windows_days:
@@ -773,10 +799,10 @@ def customer_sums(b: ir.Table, spec: FeatureSpec) -> ir.Table:
             m[f"{r}_days_{w}d"] = count(f"_d_{r}", w)
         m[f"active_days_{w}d"] = count("_d", w)
         for r in spec.amount_roles:
-            m[f"_cents_{r}_{w}"] = total(f"_amount_{r}", w).cast("float64")
+            m[f"_cents_{r}_{w}"] = cast(total(f"_amount_{r}", w), "float64")
             m[f"_amounts_{r}_{w}"] = total(f"_amounts_{r}", w)
             m[f"_amax_{r}_{w}"] = only(bucket <= w, b[f"_amount_max_{r}"]).max()
-            m[f"_units_{r}_{w}"] = total(f"_quantity_{r}", w).cast("float64")
+            m[f"_units_{r}_{w}"] = cast(total(f"_quantity_{r}", w), "float64")
     for r in ROLES:
         m[f"{r}_count_total"] = count(f"_n_{r}")
         m[f"_last_{r}"] = b[f"_last_{r}"].max()
@@ -789,6 +815,9 @@ def customer_sums(b: ir.Table, spec: FeatureSpec) -> ir.Table:
             m[f"_{what}_last_{t}"] = count(column, t)
             m[f"_{what}_prior_{t}"] = count(column, 2 * t, after=t)
     m.update(_group_sums(b, spec, total))
+    if moved is not None:
+        how = sum_merge(spec)
+        m = {k: v for k, v in m.items() if v is not None and how[k] == "sum"}
     return b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
 
 
@@ -1203,6 +1232,7 @@ __all__ = [
     "cutoff_table",
     "bucket_merge",
     "customer_sums",
+    "bucket_of",
     "bucket_rows",
     "cancel_days",
     "daily_rollup",

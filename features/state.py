@@ -18,7 +18,12 @@ sums at its *watermark* `D` (a midnight: it holds exactly the events before
   `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day step);
   its row at `D` with its sums negated takes it out of the windows it was in, its
   row at `D2` puts it in the ones it is in now. `customer_sums` of those rows is
-  one row of changes per touched customer; the rest of the history is not read;
+  one row of changes per touched customer; the rest of the history is not read.
+  A day's tiles all make the same move (from one bucket to another), and a move
+  changes only the sums over the bucket ranges that hold one of the two buckets,
+  so the moving tiles are summed per move into just those columns
+  (`customer_sums(..., moved=...)`: a dozen sums instead of all of them, the
+  full width kept for the new and late tiles);
 - the sums at `D2`: the old sums plus the changes (a join on the customer: sums
   add, first times take the minimum, last times the maximum); the customers
   nobody touched keep their row as it was;
@@ -43,7 +48,9 @@ On disk (a folder beside the scores, `<scoring.output>-state`): immutable
 Parquet files named by the advance that wrote them (`tiles-N-*.parquet`, stored
 by day in small row groups, `sums-N-*.parquet`, `cancels-N-*.parquet`,
 `ids-N.parquet`) and the manifest `state.json` (watermark, the files that make
-up the state, the key it was built under), replaced atomically last
+up the state, the key it was built under, whether each (customer, day) has one
+tile row: late events can add a second, combined where the tiles are read),
+replaced atomically last
 (core.atomic); files no manifest names are removed after the swap, so a kill at
 any moment leaves the old state or the new.
 """
@@ -53,7 +60,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +84,7 @@ from features.definition import (
     FeatureSpec,
     _boundaries,
     bucket_merge,
+    bucket_of,
     bucket_rows,
     customer_sums,
     day_tiles,
@@ -130,6 +139,13 @@ class FeatureState:
     @property
     def key(self) -> dict:
         return self.manifest["key"]
+
+    @property
+    def unique_tiles(self) -> bool:
+        """Whether every (customer, day) has one tile row in the files: true
+        after a rebuild, until late events add tiles to days the files hold
+        (those rows are combined where they are read). Unknown: false."""
+        return bool(self.manifest.get("unique_tiles", False))
 
     @property
     def events(self) -> int:
@@ -277,7 +293,8 @@ def rebuild(
                 con.read_parquet(str(folder / sums_name)),
                 con.read_parquet(str(folder / cancels_name)).distinct(),
             )
-    return _commit(folder, seq, as_of, key, count, files)
+    # a chunk's tiles: one row per (customer, day), no customer in two chunks
+    return _commit(folder, seq, as_of, key, count, files, unique_tiles=True)
 
 
 def _at(tiles: ir.Table, cutoff: datetime, spec: FeatureSpec) -> ir.Table:
@@ -299,7 +316,13 @@ def _next_seq(folder: Path) -> int:
 
 
 def _commit(
-    folder: Path, seq: int, as_of: datetime, key: dict, events: int, files: dict
+    folder: Path,
+    seq: int,
+    as_of: datetime,
+    key: dict,
+    events: int,
+    files: dict,
+    unique_tiles: bool,
 ) -> FeatureState:
     manifest = {
         "watermark": as_of.isoformat(),
@@ -307,6 +330,7 @@ def _commit(
         "events": events,
         "seq": seq,
         "files": files,
+        "unique_tiles": unique_tiles,
         "written_at": datetime.now().isoformat(timespec="seconds"),
     }
     text = json.dumps(manifest, indent=2) + "\n"
@@ -402,10 +426,13 @@ def advance(
         state.tiles(con),
         lambda name: folder / f"{name}-{seq}.parquet",
         folder / sums_name,
+        state.unique_tiles,
     )
     files["sums"] = [sums_name]
     _compact(con, folder, seq, files, compact_after or COMPACT_AFTER)
-    out = _commit(folder, seq, to, state.key, state.events + applied, files)
+    # new days' tiles are after every day the files hold; late ones may not be
+    unique = state.unique_tiles and late_ids is None
+    out = _commit(folder, seq, to, state.key, state.events + applied, files, unique)
     return Advanced(out, applied, n_late, rejected, duplicates, touched)
 
 
@@ -501,17 +528,20 @@ def _moving_days(old: datetime, to: datetime, spec: FeatureSpec) -> list[datetim
     return sorted(days)
 
 
-def _moving_ranges(
-    old: datetime, to: datetime, spec: FeatureSpec
-) -> list[tuple[datetime, datetime]]:
-    """`_moving_days` as disjoint ranges of days `[start, end)`."""
-    out: list[tuple[datetime, datetime]] = []
-    for day in _moving_days(old, to, spec):
-        if out and out[-1][1] == day:
-            out[-1] = (out[-1][0], day + timedelta(days=1))
-        else:
-            out.append((day, day + timedelta(days=1)))
-    return out
+def _moves(
+    days: list[datetime], old: datetime, to: datetime, spec: FeatureSpec
+) -> list[tuple[tuple[int, int], list[datetime]]]:
+    """The moving days grouped by their tiles' move: (bucket at `old`, bucket at
+    `to`) -> the days."""
+    out: dict[tuple[int, int], list[datetime]] = {}
+    for day in days:
+        move = (bucket_of((old - day).days, spec), bucket_of((to - day).days, spec))
+        out.setdefault(move, []).append(day)
+    return sorted(out.items())
+
+
+def _day_literals(days: list[datetime]) -> list[ir.Value]:
+    return [ibis.literal(d, "timestamp") for d in days]
 
 
 def _advance_sums(
@@ -526,9 +556,12 @@ def _advance_sums(
     old_tiles: ir.Table,
     scratch: Callable[[str], Path],
     out: Path,
+    unique_tiles: bool = False,
 ) -> int:
     """Write the customer sums at `to` to `out` (see the module docstring);
-    returns how many customers' sums changed. Intermediate tables go to
+    returns how many customers' sums changed. `unique_tiles`: the old tiles
+    hold one row per (customer, day) (`FeatureState.unique_tiles`), so the
+    moving ones need not be combined. Intermediate tables go to
     `scratch(name)` (files the manifest never names: the commit removes them),
     so the engine plans the joins with their true sizes."""
     how = sum_merge(spec)
@@ -555,33 +588,36 @@ def _advance_sums(
     # negated takes it out of the windows it was in)
     rows: list[ir.Table] = []
     stage_one = bucket_merge(spec)
+    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
 
     def at_to(t: ir.Table) -> ir.Table:
         return t.mutate(**{CUTOFF: cutoff})
 
-    # tiles crossing an edge: out of the windows at the old date, into those at `to`
+    # tiles crossing an edge: out of the windows at the old date, into those at
+    # `to`; the tiles are stored by day, so a list of days is read from the row
+    # groups holding them
     days = _moving_days(old, to, spec)
     moving = None
+    moves: list[ir.Table] = []
     if days:
-        # one range per edge (a plain range is read from the row groups holding
-        # it; the tiles are stored by day)
-        ranges = []
-        for start, end in _moving_ranges(old, to, spec):
-            day = old_tiles._day
-            ranges.append(
-                old_tiles.filter(
-                    (day >= ibis.literal(start, "timestamp"))
-                    & (day < ibis.literal(end, "timestamp"))
-                )
-            )
-        m = ranges[0]
-        for r in ranges[1:]:
-            m = m.union(r)
+        m = old_tiles.filter(old_tiles._day.isin(_day_literals(days)))
         m = not_late(m, "_cid")
-        moving = written(_merged(m, ["_cid", "_day"], tile_merge(spec)), "moving")
+        if not unique_tiles:
+            m = _merged(m, ["_cid", "_day"], tile_merge(spec))
+        moving = written(m, "moving")
         gapless = moving.mutate(_gap=ibis.null("float64"))
-        rows.append(at_to(taken_out(_at(gapless, old, spec), spec)))
-        rows.append(_at(gapless, to, spec))
+        # each day's tiles all move from one bucket to another; per such move only
+        # the sums over the bucket ranges holding one of the two change: a narrow
+        # aggregate per move instead of every sum over every moving tile
+        for i, ((b_old, b_to), group) in enumerate(_moves(days, old, to, spec)):
+            mine = gapless.filter(gapless._day.isin(_day_literals(group)))
+            union = at_to(taken_out(_at(mine, old, spec), spec)).select(
+                *keys, *stage_one
+            )
+            union = union.union(_at(mine, to, spec).select(*keys, *stage_one))
+            change = customer_sums(union, spec, moved=(b_old, b_to))
+            if len(change.columns) > 2:  # a move changing no sum is left out
+                moves.append(written(change, f"move{i}"))
 
     # new days' tiles, their gaps counted from each customer's last active day
     rows.append(_at(gapped_after(not_late(new, "_cid"), kept), to, spec))
@@ -592,24 +628,42 @@ def _advance_sums(
         theirs = _merged(theirs, ["_cid", "_day"], tile_merge(spec))
         rows.append(_at(with_gaps(theirs), to, spec))
 
-    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
     union = rows[0].select(*keys, *stage_one)
     for r in rows[1:]:
         union = union.union(r.select(*keys, *stage_one))
     delta = written(shaped(customer_sums(union, spec)), "delta")
-    touched = int(delta.count().execute())
+    ids = delta.select(_tcid=delta[CUSTOMER_ID])
+    if moving is not None:
+        ids = ids.union(moving.select(_tcid=moving._cid))
+    touched = int(ids.distinct().count().execute())
 
     # the sums of the customers with changes plus their changes (a join, one row
     # per customer on each side); customers new to the state (or late) as the
     # changes say; the others as they were
-    merged = plus_changes(kept, delta, spec, cutoff)
+    merged = plus_changes(kept, delta, spec, cutoff, moves)
     if moving is not None and spec.amount_roles:
         merged = _fix_amount_max(
             merged, moving, sums, all_tiles, late_ids, old, to, spec, written
         )
     only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
-    shaped(merged).union(shaped(only_new)).to_parquet(out)
+    with unordered(con):  # one row per customer, read by key
+        shaped(merged).union(shaped(only_new)).to_parquet(out)
     return touched
+
+
+@contextmanager
+def unordered(con: ibis.BaseBackend) -> Iterator[None]:
+    """Within it, DuckDB may write a query's rows in any order (its
+    `preserve_insertion_order` off): a wide table of one row per customer is
+    written about twice as fast, its row groups no longer waiting for each other.
+    For outputs read by key only; an ORDER BY is still kept."""
+    was = con.con.execute("SELECT current_setting('preserve_insertion_order')")
+    was = bool(was.fetchone()[0])
+    con.raw_sql("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.raw_sql(f"SET preserve_insertion_order = {str(was).lower()}")
 
 
 def taken_out(
@@ -648,21 +702,41 @@ def plus_changes(
     delta: ir.Table,
     spec: FeatureSpec,
     cutoff: ir.Value | None = None,
+    moves: Iterable[ir.Table] = (),
 ) -> ir.Table:
     """`sums` (`customer_sums` rows) plus their changes `delta` (`customer_sums`
     of stage one's rows of what changed, one row per customer or none), column
-    by column as `sum_merge` says, at `cutoff` (default: the changes' own)."""
+    by column as `sum_merge` says, at `cutoff` (default: the changes' own), and
+    plus the narrow changes of moving tiles `moves` (`customer_sums(...,
+    moved=...)`: a customer's row, or none, with the sums that move changes).
+    One chain of joins and one projection: Ibis compiles that in a fraction of
+    the time a join, projection and drop per change take."""
     how = sum_merge(spec)
     d = delta.rename(lambda c: f"_d{c}")
     j = sums.left_join(d, sums[CUSTOMER_ID] == d[f"_d{CUSTOMER_ID}"])
+    added: dict[str, list[str]] = {}
+    for i, change in enumerate(moves):
+        m = change.rename(lambda c, i=i: f"_m{i}{c}")
+        j = j.left_join(m, j[CUSTOMER_ID] == m[f"_m{i}{CUSTOMER_ID}"])
+        for c in change.columns:
+            if c not in (CUSTOMER_ID, CUTOFF):
+                added.setdefault(c, []).append(f"_m{i}{c}")
     combine = {
         "sum": lambda a, b: a + b.fill_null(0),
         "max": lambda a, b: ibis.greatest(a, b),
         "min": lambda a, b: ibis.least(a, b),
     }
-    return j.mutate(
+
+    def value(c: str, op: str) -> ir.Value:
+        out = combine[op](j[c], j[f"_d{c}"])
+        for name in added.get(c, []):
+            out = out + j[name].fill_null(0)
+        return out
+
+    return j.select(
+        j[CUSTOMER_ID],
         **{CUTOFF: j[f"_d{CUTOFF}"] if cutoff is None else cutoff},
-        **{c: combine[op](j[c], j[f"_d{c}"]) for c, op in how.items()},
+        **{c: value(c, op) for c, op in how.items()},
     )
 
 
@@ -701,7 +775,12 @@ def _fix_amount_max(
     carried = hit.filter(ibis.or_(*(h.fill_null(False) for h in held)))
     carried = written(carried.select(_rcid=carried._cid).distinct(), "carried")
     since = to - timedelta(days=max(spec.windows_days))
-    recent = all_tiles.filter(all_tiles._day >= ibis.literal(since, "timestamp"))
+    # a tile without an amount holds no maximum (most tiles: only purchases
+    # have one), and the filter is read before the other columns
+    recent = all_tiles.filter(
+        all_tiles._day >= ibis.literal(since, "timestamp"),
+        ibis.or_(*(all_tiles[f"_amount_max_{r}"].notnull() for r in spec.amount_roles)),
+    )
     recent = recent.select(
         "_cid", "_day", *(f"_amount_max_{r}" for r in spec.amount_roles)
     )
@@ -768,4 +847,6 @@ def forget(
             kept.to_parquet(folder / out)
             files[kind].append(out)
     count = state.events - int(0 if removed is None or removed != removed else removed)
-    return _commit(folder, seq, state.watermark, key or state.key, count, files)
+    return _commit(
+        folder, seq, state.watermark, key or state.key, count, files, state.unique_tiles
+    )

@@ -147,7 +147,9 @@ def _advance(
     done = fs.advance(state, ds.con, new, as_of, spec, late=config.features.late_events)
     part = scratch / "part-0.parquet"
     scratch.mkdir(parents=True, exist_ok=True)
-    done.state.features(ds.con, spec, ds.customers, ds.subscriptions).to_parquet(part)
+    rows = done.state.features(ds.con, spec, ds.customers, ds.subscriptions)
+    with fs.unordered(ds.con):  # a row per customer: scores are read by key
+        rows.to_parquet(part)
     log.info(
         "feature state advanced from %s to %s with %d new events",
         f"{mark:%Y-%m-%d}",
