@@ -9,15 +9,20 @@ cutoffs):
   exactly, floats to 1e-9) or the figures are not reported;
 - scoring: small LightGBM champions fitted on the DuckDB features, then the rows
   of the last cutoff scored in process (`Champions.predict_frame`: encoding,
-  3 predicts, calibration) and on Spark by `serving.batch.spark.with_scores`
-  (one pandas UDF, the champions broadcast and loaded once per Python worker,
-  the same encoding and calibration; applied to a Spark DataFrame of the same
-  rows, results dropped by Spark's `noop` sink so no write is timed).
+  3 predicts, calibration) and on Spark by the nightly's path,
+  `serving.batch.spark.score_files` (the rows as one Parquet part of 50k-row
+  row groups; Spark's Python tasks read them with pyarrow, score them with the
+  champions broadcast and loaded once per Python worker, the same encoding and
+  calibration, and write the scores beside the part); beside it, not in the
+  goal's ratio, `serving.batch.spark.with_scores` (one pandas UDF over a cached
+  DataFrame of the same rows, results dropped by Spark's `noop` sink).
 
 Figures go to `spark.json`: `spark_features_s`, `duckdb_features_s`,
 `spark_score_rows_per_s`, `embedded_score_rows_per_s` and their ratios (the
 goals' figures: wall time, the JVM already running). Beside them, not in the
-ratios: the JVM's start-up (`spark_session_start_s`, session creation, which
+ratios: the pandas UDF's scoring (`spark_udf_score_rows_per_s`,
+`score_ratio_embedded_over_spark_udf`), the JVM's start-up
+(`spark_session_start_s`, session creation, which
 the DuckDB child has no counterpart of), the feature job's stages on Spark
 (`spark_sums_s`, `spark_cancels_s`, `spark_from_sums_s`) and CPU seconds of
 each engine's feature job (`spark_features_jvm_cpu_s`: the JVM process;
