@@ -9,15 +9,20 @@ cutoffs):
   exactly, floats to 1e-9) or the figures are not reported;
 - scoring: small LightGBM champions fitted on the DuckDB features, then the rows
   of the last cutoff scored in process (`Champions.predict_frame`: encoding,
-  3 predicts, calibration) and on Spark by `serving.batch.spark.with_scores`
-  (one pandas UDF, the champions broadcast and loaded once per Python worker,
-  the same encoding and calibration; applied to a Spark DataFrame of the same
-  rows, results dropped by Spark's `noop` sink so no write is timed).
+  3 predicts, calibration) and on Spark by the nightly's path,
+  `serving.batch.spark.score_files` (the rows as one Parquet part of 50k-row
+  row groups; Spark's Python tasks read them with pyarrow, score them with the
+  champions broadcast and loaded once per Python worker, the same encoding and
+  calibration, and write the scores beside the part); beside it, not in the
+  goal's ratio, `serving.batch.spark.with_scores` (one pandas UDF over a cached
+  DataFrame of the same rows, results dropped by Spark's `noop` sink).
 
 Figures go to `spark.json`: `spark_features_s`, `duckdb_features_s`,
 `spark_score_rows_per_s`, `embedded_score_rows_per_s` and their ratios (the
 goals' figures: wall time, the JVM already running). Beside them, not in the
-ratios: the JVM's start-up (`spark_session_start_s`, session creation, which
+ratios: the pandas UDF's scoring (`spark_udf_score_rows_per_s`,
+`score_ratio_embedded_over_spark_udf`), the JVM's start-up
+(`spark_session_start_s`, session creation, which
 the DuckDB child has no counterpart of), the feature job's stages on Spark
 (`spark_sums_s`, `spark_cancels_s`, `spark_from_sums_s`) and CPU seconds of
 each engine's feature job (`spark_features_jvm_cpu_s`: the JVM process;
@@ -61,7 +66,7 @@ SPARK_CONF = {
     "spark.ui.enabled": "false",  # no port taken on a shared machine
     "spark.driver.memory": "4g",
 }
-SCORE_REPETITIONS = 2
+SCORE_REPETITIONS = 3
 
 
 def run_spark(
@@ -118,7 +123,7 @@ def run_spark(
     shutil.rmtree(stages, ignore_errors=True)
     rows, features = compare_parquet(duck_out, spark_out, threads=threads)
     print(f"equal: {rows:,} rows x {features} features", flush=True)
-    embedded, on_spark, scored = _score(ds, spark, duck_out, cuts, workdir)
+    embedded, on_spark, scored, udf = _score(ds, spark, duck_out, cuts, workdir)
     record = {
         "customers": customers,
         "events": data.events,
@@ -148,6 +153,8 @@ def run_spark(
         "embedded_score_rows_per_s": embedded,
         "spark_score_rows_per_s": on_spark,
         "score_ratio_embedded_over_spark": embedded / on_spark,
+        "spark_udf_score_rows_per_s": udf,
+        "score_ratio_embedded_over_spark_udf": embedded / udf,
     }
     spark.stop()
     print(format_table(record))
@@ -175,9 +182,10 @@ def _jvm_cpu_seconds():
 
 
 def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
-    """(embedded rows/s, Spark rows/s, rows) on the last cutoff's rows."""
+    """(embedded rows/s, Spark rows/s, rows, pandas-UDF rows/s) on the last
+    cutoff's rows."""
     from features.definition import ELIGIBLE
-    from serving.batch.spark import with_scores
+    from serving.batch.spark import SCORE_BATCH_ROWS, score_files, with_scores
 
     table = pq.read_table(features_dir)
     horizon = timedelta(days=demo_spec().churn_horizon_days)
@@ -191,7 +199,21 @@ def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
     rows_dir = workdir / "spark-score-rows"
     shutil.rmtree(rows_dir, ignore_errors=True)
     rows_dir.mkdir(parents=True)
-    pq.write_table(last, rows_dir / "part-0.parquet")
+    # row groups of the size Spark hands the scoring UDF a batch of (the
+    # nightly's feature parts are Spark's own, row groups up to 128 MB)
+    part = rows_dir / "part-0.parquet"
+    pq.write_table(last, part, row_group_size=SCORE_BATCH_ROWS)
+    # the nightly's path (score_spark): the tasks read the feature parts and
+    # write the scores beside them
+    out = workdir / "spark-scores"
+
+    def files() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        score_files(spark, [part], champions, out)
+
+    on_spark = len(frame) / best_seconds(files, SCORE_REPETITIONS)
+    # the pandas UDF over a cached DataFrame (Spark's `noop` sink), for
+    # comparison: the rows go through the JVM to Arrow and back
     df = spark.read.parquet(str(rows_dir)).cache()
     df.count()
     scored = with_scores(df, champions)
@@ -199,7 +221,8 @@ def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
         lambda: scored.write.format("noop").mode("overwrite").save(),
         SCORE_REPETITIONS,
     )
-    return embedded, len(frame) / seconds, len(frame)
+    df.unpersist()
+    return embedded, on_spark, len(frame), len(frame) / seconds
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -221,6 +244,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'scoring, 3 models (rows/s)':28} {r['spark_score_rows_per_s']:18,.0f} "
         f"{r['embedded_score_rows_per_s']:18,.0f} "
         f"{r['score_ratio_embedded_over_spark']:6.1f}x",
+        f"{'  as a pandas UDF (rows/s)':28} {r['spark_udf_score_rows_per_s']:18,.0f} "
+        f"{'':18} {r['score_ratio_embedded_over_spark_udf']:6.1f}x",
         f"load average (1 min) at the end: {r['load_average_1m']:.1f} "
         f"on {os.cpu_count()} cores",
     ]

@@ -93,12 +93,17 @@ class Blend:
         )
 
 
-def served_raw(booster, blend: Blend | None, matrix: np.ndarray) -> np.ndarray:
+def served_raw(
+    booster, blend: Blend | None, matrix: np.ndarray, threads: int = 0
+) -> np.ndarray:
     """The served model's probability before calibration: the trees' own, or the
-    blend of their margin with the logistic regression's."""
+    blend of their margin with the logistic regression's. `threads` > 0 caps
+    LightGBM's OpenMP threads for this predict (a Spark task owns one core);
+    each row's figure does not depend on it."""
+    kwargs = {"num_threads": threads} if threads > 0 else {}
     if blend is None:
-        return booster.predict(matrix)
-    return blend.apply(booster.predict(matrix, raw_score=True), matrix)
+        return booster.predict(matrix, **kwargs)
+    return blend.apply(booster.predict(matrix, raw_score=True, **kwargs), matrix)
 
 
 def blend_raw(blend: Blend | None, trees: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -185,9 +185,10 @@ class RegisteredModel:
         """The stacked blend served instead of the trees alone (None: the trees)."""
         return Blend.from_dict(self.metadata.get("blend"))
 
-    def raw(self, matrix: np.ndarray) -> np.ndarray:
-        """Uncalibrated probabilities: the trees', or the blend's."""
-        return served_raw(self.booster, self.blend, matrix)
+    def raw(self, matrix: np.ndarray, threads: int = 0) -> np.ndarray:
+        """Uncalibrated probabilities: the trees', or the blend's (`threads`: see
+        `model.blend.served_raw`)."""
+        return served_raw(self.booster, self.blend, matrix, threads)
 
     @property
     def evidence(self) -> list[dict]:

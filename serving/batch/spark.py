@@ -1,14 +1,17 @@
 """Nightly scoring on Spark: the same output as serving.batch.score, computed by Spark.
 
-1. features: the one definition at the as-of date, run by Spark through Ibis;
+1. features: the one definition at the as-of date, run by Spark through Ibis,
+   written to scratch Parquet parts;
 2. score: the champions (loaded from MLflow on the driver) broadcast to the
-   Python workers and applied by one pandas UDF (`with_scores`) exactly as
-   `Champions.predict_frame` applies them in process (`Encoding.to_matrix`, the
-   booster or its blend, the calibration map); each target's raw and calibrated
-   probabilities come back as columns;
+   Python workers; Spark tasks read the feature parts' row groups themselves
+   (`score_files`: no rows through the JVM and Arrow) and apply them exactly
+   as `Champions.predict_frame` applies them in process (`Encoding.to_matrix`,
+   the booster or its blend, the calibration map), writing each target's raw
+   and calibrated probabilities beside each part, row for row. `with_scores`
+   does the same as one pandas UDF over a DataFrame;
 3. drift: every feature's counts in its reference's bins, one Spark aggregation;
-4. Spark writes features and probabilities to scratch Parquet parts; the driver
-   takes deciles and writes the partition through `serving.batch.score.publish`:
+4. the driver takes deciles and writes the partition through
+   `serving.batch.score.publish` from the feature parts and their scores:
    the same schema, reason codes, partitioning, atomic commit and online store
    as the embedded path.
 
@@ -95,30 +98,43 @@ def score_column(target: str) -> str:
     return f"{SCORE_PREFIX}{target}"
 
 
-def _score_batches(broadcast, token: str, features: list[str], batches):
-    """The pandas UDF's body: each Arrow batch of feature columns scored as
-    `Champions.predict_frame` scores a frame (each model's `Encoding.to_matrix`,
-    its booster or blend, its calibration), through the model package."""
+def _loaded(broadcast, token: str) -> dict[str, RegisteredModel]:
     models = _LOADED.get(token)
     if models is None:
         models = _LOADED[token] = broadcast.value
+    return models
+
+
+def _scored_frame(
+    models: dict[str, RegisteredModel], frame: pd.DataFrame, threads: int = 0
+) -> pd.DataFrame:
+    """Each target's raw and calibrated probability for `frame`'s rows, as
+    `Champions.predict_frame` computes them (each model's `Encoding.to_matrix`,
+    its booster or blend, its calibration), one matrix per distinct encoding."""
+    built: list[tuple[Encoding, np.ndarray]] = []
+    raw = {}
+    for target, model in models.items():
+        matrix = next((m for e, m in built if e == model.encoding), None)
+        if matrix is None:
+            matrix = model.encoding.to_matrix(frame)
+            built.append((model.encoding, matrix))
+        raw[target] = model.raw(matrix, threads)
+    out = {}
+    for target, model in models.items():
+        out[raw_column(target)] = raw[target]
+        out[score_column(target)] = model.calibrator.apply(raw[target])
+    return pd.DataFrame(out)
+
+
+def _score_batches(broadcast, token: str, features: list[str], batches):
+    """The pandas UDF's body: each Arrow batch of feature columns scored as
+    `Champions.predict_frame` scores a frame, through the model package."""
+    models = _loaded(broadcast, token)
     for columns in batches:
         frame = pd.concat(
             [c.rename(n) for c, n in zip(columns, features, strict=True)], axis=1
         )
-        built: list[tuple[Encoding, np.ndarray]] = []  # one matrix per encoding
-        raw = {}
-        for target, model in models.items():
-            matrix = next((m for e, m in built if e == model.encoding), None)
-            if matrix is None:
-                matrix = model.encoding.to_matrix(frame)
-                built.append((model.encoding, matrix))
-            raw[target] = model.raw(matrix)
-        out = {}
-        for target, model in models.items():
-            out[raw_column(target)] = raw[target]
-            out[score_column(target)] = model.calibrator.apply(raw[target])
-        yield pd.DataFrame(out)
+        yield _scored_frame(models, frame)
 
 
 def with_scores(df, champions: Champions):
@@ -160,6 +176,83 @@ def with_scores(df, champions: Champions):
     return out.select(
         *df.columns, *(F.col(f"{packed}.{f.name}").alias(f.name) for f in fields)
     )
+
+
+def score_files(
+    spark, parts: list[Path], champions: Champions, out: Path
+) -> list[Path]:
+    """Score Parquet files of feature rows on Spark's Python workers, reading the
+    files themselves: the (file, row group) units split into as many tasks as
+    Spark has task slots, each unit's feature columns read with pyarrow and
+    scored, writing each target's raw and
+    calibrated probability (`_raw_<target>`, `_score_<target>`, as
+    `with_scores` gives them) to its own Parquet file in `out`, the same rows
+    in the same order. Returns the score files, one per entry of `parts`, in
+    that order (several row groups' files are concatenated on the way back).
+
+    The features never pass through the JVM (no rows to Arrow and back: that
+    conversion took more CPU than the scoring itself); the executors must read
+    `parts` and write `out` at the same paths as the driver, as the nightly's
+    scratch parts already need. Each task's LightGBM uses `spark.task.cpus`
+    threads (one by default), so the tasks running at once do not each start
+    one OpenMP thread per core."""
+    import pyarrow as pa
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups = [
+        (str(part), group)
+        for part in parts
+        for group in range(pq.ParquetFile(part).metadata.num_row_groups)
+    ]
+    units = [(n, path, group) for n, (path, group) in enumerate(groups)]
+    features = champions.feature_names
+    broadcast = spark.sparkContext.broadcast(dict(champions.models))
+    token = uuid.uuid4().hex
+    threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    target = str(out)
+    columns = [c for t in champions.models for c in (raw_column(t), score_column(t))]
+
+    def run(unit_iter):
+        models = _loaded(broadcast, token)
+        for n, path, group in unit_iter:
+            table = pq.ParquetFile(path).read_row_group(group, columns=features)
+            if table.num_rows:
+                scored = _scored_frame(models, table.to_pandas(), threads)
+            else:  # LightGBM refuses an empty matrix
+                scored = pd.DataFrame({c: np.empty(0) for c in columns})
+            pq.write_table(
+                pa.Table.from_pandas(scored, preserve_index=False),
+                f"{target}/{n:06d}.parquet",
+            )
+            yield n
+
+    if units:
+        # as many tasks as task slots: each task costs its scheduling and a
+        # round trip to a Python worker, and the units are of like sizes
+        slots = max(1, min(len(units), spark.sparkContext.defaultParallelism))
+        rdd = spark.sparkContext.parallelize(units, slots)
+        done = rdd.mapPartitions(run).collect()
+        if sorted(done) != list(range(len(units))):
+            raise RuntimeError(
+                f"scoring returned units {done}, not 0..{len(units) - 1}"
+            )
+    # the units' files back to one score file per part (row groups in order)
+    files: list[Path] = []
+    for k, part in enumerate(parts):
+        mine = [u for u in units if u[1] == str(part)]
+        path = out / f"part-{k:06d}.parquet"
+        if len(mine) == 1:
+            (out / f"{mine[0][0]:06d}.parquet").rename(path)
+        else:
+            tables = [pq.read_table(out / f"{n:06d}.parquet") for n, _, _ in mine]
+            schema = pa.schema([(c, pa.float64()) for c in columns])
+            pq.write_table(
+                pa.concat_tables(tables) if tables else schema.empty_table(), path
+            )
+            for n, _, _ in mine:
+                (out / f"{n:06d}.parquet").unlink()
+        files.append(path)
+    return files
 
 
 def spark_drift_counts(df, monitor: DriftMonitor, champions: Champions) -> None:
@@ -253,10 +346,9 @@ def score_spark(
         spark_drift_counts(eligible, monitor, champions)
         seconds["drift"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scored_dir = scratch / "scored"
-        with_scores(frame, champions).write.parquet(str(scored_dir))
-        parts = sorted(scored_dir.glob("*.parquet"))
-        raw, calibrated, not_eligible = _read_scores(parts, champions.targets)
+        parts = sorted(features_dir.glob("*.parquet"))
+        scores = score_files(spark, parts, champions, scratch / "scores")
+        raw, calibrated, not_eligible = _read_scores(parts, scores, champions.targets)
         for target, counts in monitor.scores.items():
             scores = calibrated[target]
             counts.add(scores[np.isfinite(scores)])
@@ -281,27 +373,31 @@ def score_spark(
 
 
 def _read_scores(
-    parts: list[Path], targets: tuple[str, ...]
+    parts: list[Path], scores: list[Path], targets: tuple[str, ...]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """The eligible rows' served raw and calibrated probabilities (as the UDF of
-    `with_scores` computed them), in the parts' order (the order the write pass
-    reads; NaN where the target's population does not hold the row), and how
-    many rows were not eligible."""
+    """The eligible rows' served raw and calibrated probabilities (as
+    `score_files` wrote them, one score file per feature part, row for row), in
+    the parts' order (the order the write pass reads; NaN where the target's
+    population does not hold the row), and how many rows were not eligible."""
     raw: dict[str, list[np.ndarray]] = {t: [] for t in targets}
     calibrated: dict[str, list[np.ndarray]] = {t: [] for t in targets}
     not_eligible = 0
     flags = [population_column(t) for t in targets]
-    columns = [ELIGIBLE, *flags]
-    columns += [c for t in targets for c in (raw_column(t), score_column(t))]
-    for part in parts:
-        table = pq.read_table(part, columns=columns).to_pandas()
+    columns = [c for t in targets for c in (raw_column(t), score_column(t))]
+    for part, score in zip(parts, scores, strict=True):
+        table = pq.read_table(part, columns=[ELIGIBLE, *flags]).to_pandas()
+        values = pq.read_table(score, columns=columns).to_pandas()
+        if len(values) != len(table):
+            raise RuntimeError(
+                f"{score}: {len(values)} scores for the {len(table)} rows of {part}"
+            )
         keep = table[ELIGIBLE].to_numpy(dtype=bool)
         not_eligible += int((~keep).sum())
         for t in targets:
             held = table[population_column(t)].to_numpy(dtype=bool)
             for out, column in ((raw, raw_column(t)), (calibrated, score_column(t))):
-                values = table[column].to_numpy(dtype=np.float64, na_value=np.nan)
-                out[t].append(np.where(held, values, np.nan)[keep])
+                got = values[column].to_numpy(dtype=np.float64, na_value=np.nan)
+                out[t].append(np.where(held, got, np.nan)[keep])
 
     def joined(values: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
         return {t: np.concatenate(v or [np.empty(0)]) for t, v in values.items()}
@@ -324,6 +420,7 @@ def _never_seen(ds: SparkDataset, features) -> int:
 
 __all__ = [
     "encoded_columns",
+    "score_files",
     "score_spark",
     "spark_drift_counts",
     "with_scores",

@@ -345,3 +345,50 @@ def test_spark_scores_equal_in_process(spark, trained, tmp_path: Path) -> None:
             got[score_column(target)].to_numpy(), expected[target]
         )
         assert np.isfinite(expected[target]).all()
+
+
+def test_score_files_equal_in_process(spark, trained, tmp_path: Path) -> None:
+    """score_files (Spark tasks reading the feature parts' row groups
+    themselves) writes, per part and row for row, Champions.predict_frame's
+    calibrated scores and the served raw probabilities; a part of several row
+    groups and an empty part keep their rows' order and count."""
+    import pyarrow.parquet as pq
+
+    from core.config import load_config
+    from features.definition import ELIGIBLE, FeatureSpec, build_features
+    from features.sources.load import load
+    from model.registry import configure
+    from serving.batch.score import default_as_of
+    from serving.batch.spark import raw_column, score_column, score_files
+    from serving.scoring import Champions
+
+    config = load_config(trained.config)
+    configure(trained.tracking_uri)
+    champions = Champions.load(config, trained.tracking_uri)
+    duck = load(config.data.events, config.data.customers)
+    spec = FeatureSpec.from_config(config)
+    table = build_features(
+        duck.events, [default_as_of(duck)], spec, duck.customers
+    ).to_pyarrow()
+    table = table.filter(table[ELIGIBLE])
+    half = table.num_rows // 2
+    parts = [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"]
+    # the first part in row groups of 37 rows (several units, one task each at most)
+    pq.write_table(table.slice(0, half), parts[0], row_group_size=37)
+    pq.write_table(table.slice(0, 0), parts[1])
+    pq.write_table(table.slice(half), parts[2])
+    assert pq.ParquetFile(parts[0]).metadata.num_row_groups > 2
+    scores = score_files(spark, parts, champions, tmp_path / "scores")
+    assert len(scores) == len(parts)
+    got = pd.concat([pq.read_table(s).to_pandas() for s in scores], ignore_index=True)
+    frame = table.to_pandas()
+    assert len(got) == len(frame) > 100
+    assert pq.read_table(scores[1]).num_rows == 0
+    expected = champions.predict_frame(frame)
+    for target, model in champions.models.items():
+        raw = model.raw(model.encoding.to_matrix(frame))
+        np.testing.assert_array_equal(got[raw_column(target)].to_numpy(), raw)
+        np.testing.assert_array_equal(
+            got[score_column(target)].to_numpy(), expected[target]
+        )
+        assert np.isfinite(expected[target]).all()

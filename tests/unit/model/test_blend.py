@@ -54,6 +54,22 @@ def test_served_raw_is_the_trees_without_a_blend_and_the_blend_with_one() -> Non
     )
 
 
+def test_served_raw_on_one_thread_is_the_same_numbers() -> None:
+    """Spark's scoring tasks cap LightGBM at the task's cores: the figures
+    may not move with it (the nightly promises predict_frame's, bit for bit)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 3))
+    y = (x[:, 0] + rng.normal(size=3000) > 0).astype(int)
+    params = {"objective": "binary", "verbosity": -1, "num_threads": 2}
+    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=20)
+    matrix = rng.normal(size=(5000, 3))
+    blend = Blend(0.8, 0.3, 0.1, _linear())
+    for b in (None, blend):
+        np.testing.assert_array_equal(
+            served_raw(booster, b, matrix, threads=1), served_raw(booster, b, matrix)
+        )
+
+
 def test_a_row_has_the_same_margin_alone_as_among_many() -> None:
     """The API scores a few records, the nightly job every customer at once:
     predict_by_id promises the nightly's numbers bit for bit, so the linear margin
