@@ -91,6 +91,42 @@ def assert_same_frames(duck: pd.DataFrame, spark: pd.DataFrame) -> None:
             assert [str(v) for v in a] == [str(v) for v in b], col
 
 
+def _champions_and_rows(trained):
+    """The trained project's champions and its eligible feature rows at the
+    default as-of date, built in process (DuckDB)."""
+    from core.config import load_config
+    from features.definition import ELIGIBLE, FeatureSpec, build_features
+    from features.sources.load import load
+    from model.registry import configure
+    from serving.batch.score import default_as_of
+    from serving.scoring import Champions
+
+    config = load_config(trained.config)
+    configure(trained.tracking_uri)
+    champions = Champions.load(config, trained.tracking_uri)
+    duck = load(config.data.events, config.data.customers)
+    spec = FeatureSpec.from_config(config)
+    table = build_features(
+        duck.events, [default_as_of(duck)], spec, duck.customers
+    ).to_pyarrow()
+    return champions, table.filter(table[ELIGIBLE])
+
+
+def _assert_scores_equal_in_process(got: pd.DataFrame, frame: pd.DataFrame, champions):
+    """Spark's raw and calibrated scores in `got` equal, bit for bit and row for
+    row, the served raw probabilities and `predict_frame`'s scores of `frame`."""
+    from serving.batch.spark import raw_column, score_column
+
+    expected = champions.predict_frame(frame)
+    for target, model in champions.models.items():
+        raw = model.raw(model.encoding.to_matrix(frame))
+        np.testing.assert_array_equal(got[raw_column(target)].to_numpy(), raw)
+        np.testing.assert_array_equal(
+            got[score_column(target)].to_numpy(), expected[target]
+        )
+        assert np.isfinite(expected[target]).all()
+
+
 def _reasons(text: str | None) -> list[tuple] | None:
     """Reason codes with each feature value to 1e-9: a sum of amounts may differ
     in its last bits when the engines add in another order."""
@@ -311,23 +347,9 @@ def test_spark_scores_equal_in_process(spark, trained, tmp_path: Path) -> None:
     probabilities, row for row."""
     import pyarrow.parquet as pq
 
-    from core.config import load_config
-    from features.definition import ELIGIBLE, FeatureSpec, build_features
-    from features.sources.load import load
-    from model.registry import configure
-    from serving.batch.score import default_as_of
-    from serving.batch.spark import raw_column, score_column, with_scores
-    from serving.scoring import Champions
+    from serving.batch.spark import with_scores
 
-    config = load_config(trained.config)
-    configure(trained.tracking_uri)
-    champions = Champions.load(config, trained.tracking_uri)
-    duck = load(config.data.events, config.data.customers)
-    spec = FeatureSpec.from_config(config)
-    table = build_features(
-        duck.events, [default_as_of(duck)], spec, duck.customers
-    ).to_pyarrow()
-    table = table.filter(table[ELIGIBLE])
+    champions, table = _champions_and_rows(trained)
     pq.write_table(table, tmp_path / "rows.parquet")
     frame = table.to_pandas()
     got = (
@@ -337,14 +359,7 @@ def test_spark_scores_equal_in_process(spark, trained, tmp_path: Path) -> None:
         .loc[frame[CUSTOMER_ID]]
     )
     assert len(got) == len(frame) > 100
-    expected = champions.predict_frame(frame)
-    for target, model in champions.models.items():
-        raw = model.raw(model.encoding.to_matrix(frame))
-        np.testing.assert_array_equal(got[raw_column(target)].to_numpy(), raw)
-        np.testing.assert_array_equal(
-            got[score_column(target)].to_numpy(), expected[target]
-        )
-        assert np.isfinite(expected[target]).all()
+    _assert_scores_equal_in_process(got, frame, champions)
 
 
 def test_score_files_equal_in_process(spark, trained, tmp_path: Path) -> None:
@@ -354,23 +369,9 @@ def test_score_files_equal_in_process(spark, trained, tmp_path: Path) -> None:
     groups and an empty part keep their rows' order and count."""
     import pyarrow.parquet as pq
 
-    from core.config import load_config
-    from features.definition import ELIGIBLE, FeatureSpec, build_features
-    from features.sources.load import load
-    from model.registry import configure
-    from serving.batch.score import default_as_of
-    from serving.batch.spark import raw_column, score_column, score_files
-    from serving.scoring import Champions
+    from serving.batch.spark import score_files
 
-    config = load_config(trained.config)
-    configure(trained.tracking_uri)
-    champions = Champions.load(config, trained.tracking_uri)
-    duck = load(config.data.events, config.data.customers)
-    spec = FeatureSpec.from_config(config)
-    table = build_features(
-        duck.events, [default_as_of(duck)], spec, duck.customers
-    ).to_pyarrow()
-    table = table.filter(table[ELIGIBLE])
+    champions, table = _champions_and_rows(trained)
     half = table.num_rows // 2
     parts = [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"]
     # the first part in row groups of 37 rows (several units, one task each at most)
@@ -384,11 +385,4 @@ def test_score_files_equal_in_process(spark, trained, tmp_path: Path) -> None:
     frame = table.to_pandas()
     assert len(got) == len(frame) > 100
     assert pq.read_table(scores[1]).num_rows == 0
-    expected = champions.predict_frame(frame)
-    for target, model in champions.models.items():
-        raw = model.raw(model.encoding.to_matrix(frame))
-        np.testing.assert_array_equal(got[raw_column(target)].to_numpy(), raw)
-        np.testing.assert_array_equal(
-            got[score_column(target)].to_numpy(), expected[target]
-        )
-        assert np.isfinite(expected[target]).all()
+    _assert_scores_equal_in_process(got, frame, champions)
