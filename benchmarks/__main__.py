@@ -219,6 +219,11 @@ def batch(
     show_default=True,
     help="ingest.nice of the ingest run (the refreshes' niceness)",
 )
+@click.option(
+    "--ingest-no-stream",
+    is_flag=True,
+    help="leave out the Redis Stream consumer part (POST /events alone)",
+)
 def incremental(
     customers: int,
     seed: int,
@@ -232,6 +237,7 @@ def incremental(
     ingest_seconds: float,
     ingest_acknowledge: str,
     ingest_nice: int,
+    ingest_no_stream: bool,
 ) -> ExitCode:
     """The nightly feature step from the incremental state vs the full rebuild
     (one new day on the history), identical output, peak memory; then real-time
@@ -258,6 +264,7 @@ def incremental(
             seconds=ingest_seconds,
             acknowledge=ingest_acknowledge,
             nice=ingest_nice,
+            stream=not ingest_no_stream,
         )
         print(format_table(figures))
         merge_json(Path(results) / RESULTS_FILE, figures)

@@ -248,7 +248,9 @@ def _stream(
 
     config = load_config(config_path)
     client = redis.Redis.from_url(config.ingest.redis)
-    stream = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    # a prefix per user of the machine's Redis ($PROPENSITY_BENCH_STREAM_PREFIX)
+    prefix = os.environ.get("PROPENSITY_BENCH_STREAM_PREFIX", "bench-ingest-")
+    stream = f"{prefix}{uuid.uuid4().hex[:8]}"
     rng = random.Random(7)
     events = _events(rng, ids, day, STREAM_EVENTS, "s")
     t0 = time.perf_counter()
@@ -296,6 +298,7 @@ def run_ingest(
     seconds: float = 20.0,
     acknowledge: str = "logged",
     nice: int = 0,
+    stream: bool = True,
 ) -> dict[str, Any]:
     workdir = Path(workdir).resolve() / "ingest"
     t0 = time.perf_counter()
@@ -351,9 +354,17 @@ def run_ingest(
         )
         with ByIdLoad(url, ids[1:]) as under:
             prober.start()
+            cpu0 = _cpu_s(process.pid)
             accepted, wall = _http_load(url, ids[1:], day, seconds)
+            cpu1 = _cpu_s(process.pid)
             stop_probe.set()
             prober.join()
+        # the server's CPU (its worker, the refresh process) per 1,000 events:
+        # what the load of other jobs moves least
+        for name in cpu1:
+            out[f"ingest_http_{name}_cpu_s_per_1k_events"] = (
+                (cpu1[name] - cpu0.get(name, 0.0)) / max(accepted, 1) * 1000
+            )
         if probe.get("errors"):
             raise RuntimeError(f"freshness probe: {probe['errors'][0]}")
         out["ingest_http_events_per_s"] = accepted / wall
@@ -369,9 +380,34 @@ def run_ingest(
         out["freshness_probes"] = float(len(probe["ack"]))
     finally:
         stop(process)
-    out.update(_stream(config_path, env, ids, day, logs))
-    out["ingest_goals"] = {k: _met(k, out[k]) for k in GOALS}
+    if stream:
+        out.update(_stream(config_path, env, ids, day, logs))
+    out["ingest_goals"] = {k: _met(k, out[k]) for k in GOALS if k in out}
     out["ingest_load"] = os.getloadavg()[0]
+    return out
+
+
+def _cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server's processes: `server`
+    (the bentoml worker, which answers the requests) and `refresh` (the child
+    refreshing the live rows), by their command lines."""
+    import psutil
+
+    out = {"server": 0.0, "refresh": 0.0}
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return out
+    for child in children:
+        try:
+            cmd = " ".join(child.cmdline())
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        if "multiprocessing.spawn" in cmd:
+            out["refresh"] += times.user + times.system
+        elif "_bentoml_impl.worker" in cmd:
+            out["server"] += times.user + times.system
     return out
 
 
@@ -399,10 +435,14 @@ def format_table(r: dict[str, Any]) -> str:
             "  POST /events, online store updated  "
             f"{r['ingest_http_events_per_s']:9.0f} "
             f"events/s ({verdict('ingest_http_events_per_s')})",
-            "  Redis Stream consumer               "
-            f"{r['ingest_stream_events_per_s']:9.0f} "
-            f"events/s ({verdict('ingest_stream_events_per_s')}); XADD alone "
-            f"{r['stream_xadd_events_per_s']:.0f} events/s",
+            (
+                "  Redis Stream consumer               "
+                f"{r['ingest_stream_events_per_s']:9.0f} "
+                f"events/s ({verdict('ingest_stream_events_per_s')}); XADD alone "
+                f"{r['stream_xadd_events_per_s']:.0f} events/s"
+                if "ingest_stream_events_per_s" in r
+                else "  Redis Stream consumer               not run"
+            ),
             f"  freshness, ack -> predict_by_id p99 {r['freshness_p99_s']:9.3f} s "
             f"({verdict('freshness_p99_s')}); p50 {r['freshness_p50_s']:.3f} s; from "
             f"the send p99 {r['freshness_from_send_p99_s']:.3f} s; predict_by_id p50 "
@@ -412,6 +452,10 @@ def format_table(r: dict[str, Any]) -> str:
             f" vs {r['by_id_p99_ms_without_ingest']:.2f} ms without: ratio "
             f"{r['by_id_p99_ratio_under_ingest']:.2f} "
             f"({verdict('by_id_p99_ratio_under_ingest')})",
+            "  CPU s per 1,000 events under POST /events: API worker "
+            f"{r.get('ingest_http_server_cpu_s_per_1k_events', float('nan')):.3f}, "
+            "refresh process "
+            f"{r.get('ingest_http_refresh_cpu_s_per_1k_events', float('nan')):.3f}",
         ]
     )
 
