@@ -122,7 +122,6 @@ class Advanced:
     late: int  # before the old watermark (applied, or rejected by the policy)
     rejected: int  # left out by the late policy
     duplicates: int  # event ids already applied or repeated in the batch
-    touched: int = 0  # customers whose sums changed (moving or new tiles, late)
 
 
 @dataclass
@@ -414,7 +413,7 @@ def advance(
     if n_late and rejected == 0:
         late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
     sums_name = f"sums-{seq}.parquet"
-    touched = _advance_sums(
+    _advance_sums(
         state.sums(con),
         con,
         all_tiles,
@@ -433,7 +432,7 @@ def advance(
     # new days' tiles are after every day the files hold; late ones may not be
     unique = state.unique_tiles and late_ids is None
     out = _commit(folder, seq, to, state.key, state.events + applied, files, unique)
-    return Advanced(out, applied, n_late, rejected, duplicates, touched)
+    return Advanced(out, applied, n_late, rejected, duplicates)
 
 
 def _compact(
@@ -557,9 +556,9 @@ def _advance_sums(
     scratch: Callable[[str], Path],
     out: Path,
     unique_tiles: bool = False,
-) -> int:
-    """Write the customer sums at `to` to `out` (see the module docstring);
-    returns how many customers' sums changed. `unique_tiles`: the old tiles
+) -> None:
+    """Write the customer sums at `to` to `out` (see the module docstring).
+    `unique_tiles`: the old tiles
     hold one row per (customer, day) (`FeatureState.unique_tiles`), so the
     moving ones need not be combined. Intermediate tables go to
     `scratch(name)` (files the manifest never names: the commit removes them),
@@ -583,9 +582,8 @@ def _advance_sums(
         return con.read_parquet(str(path))
 
     kept = not_late(sums, CUSTOMER_ID)
-    # stage one's rows of what changed, all at `to`: stage two's sums of them
-    # are the changes of the sums (a tile's row at the old date with its sums
-    # negated takes it out of the windows it was in)
+    # stage one's rows of the new (and late) tiles, all at `to`: stage two's sums
+    # of them are their changes of the sums, at full width
     rows: list[ir.Table] = []
     stage_one = bucket_merge(spec)
     keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
@@ -632,10 +630,6 @@ def _advance_sums(
     for r in rows[1:]:
         union = union.union(r.select(*keys, *stage_one))
     delta = written(shaped(customer_sums(union, spec)), "delta")
-    ids = delta.select(_tcid=delta[CUSTOMER_ID])
-    if moving is not None:
-        ids = ids.union(moving.select(_tcid=moving._cid))
-    touched = int(ids.distinct().count().execute())
 
     # the sums of the customers with changes plus their changes (a join, one row
     # per customer on each side); customers new to the state (or late) as the
@@ -648,7 +642,6 @@ def _advance_sums(
     only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
     with unordered(con):  # one row per customer, read by key
         shaped(merged).union(shaped(only_new)).to_parquet(out)
-    return touched
 
 
 @contextmanager
