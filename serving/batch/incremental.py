@@ -119,10 +119,16 @@ def feature_parts(
 
 def _changed_before(ds: Dataset, state: fs.FeatureState) -> str | None:
     """Why the files no longer hold the state's events before its watermark
-    (late events appended, events removed), or None. Counting one timestamp
-    column is cheap beside any feature pass."""
+    (late events appended, events removed), or None. Counted as all events less
+    those at or after the watermark and those without a time: Parquet's
+    metadata answers the first, its row groups' statistics skip all but the
+    newest for the others (counting the events before the mark read the
+    time of every event: 0.8 s at 100M)."""
     mark = state.watermark
-    count = int(ds.events.filter(ds.events[EVENT_TIME] < mark).count().execute())
+    events, at = ds.events, ds.events[EVENT_TIME]
+    count = int(events.count().execute())
+    for outside in (at >= mark, at.isnull()):
+        count -= int(events.filter(outside).count().execute())
     if count == state.events:
         return None
     return (
