@@ -155,7 +155,7 @@ def _advance(
     scratch.mkdir(parents=True, exist_ok=True)
     rows = done.state.features(ds.con, spec, ds.customers, ds.subscriptions)
     with fs.unordered(ds.con):  # a row per customer: scores are read by key
-        rows.to_parquet(part)
+        rows.to_parquet(part, row_group_size=fs.WIDE_ROW_GROUP)
     log.info(
         "feature state advanced from %s to %s with %d new events",
         f"{mark:%Y-%m-%d}",
