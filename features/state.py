@@ -60,8 +60,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -358,6 +360,9 @@ def advance(
     *,
     late: str = APPLY,
     compact_after: int | None = None,
+    rows_to: Path | None = None,
+    customers: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
 ) -> Advanced:
     """Apply `events` (the contract's columns, optionally `event_id`) and move
     the state to `to` (a midnight, not before the watermark); every event must be
@@ -366,7 +371,9 @@ def advance(
     old one's files are removed once the new manifest is in place). The small
     files advances leave (a night's tiles, cancel days, event ids) are merged
     into one of each kind once there are more than `compact_after`
-    (`COMPACT_AFTER`)."""
+    (`COMPACT_AFTER`). With `rows_to`, the new state's feature rows
+    (`FeatureState.features` with `customers` and `subscriptions`) are also
+    written there, in any order, the query compiled while the sums are written."""
     if late not in LATE_POLICIES:
         raise ValueError(f"features.late_events must be one of {LATE_POLICIES}")
     old = state.watermark
@@ -418,6 +425,15 @@ def advance(
     if n_late and rejected == 0:
         late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
     sums_name = f"sums-{seq}.parquet"
+    rows = None
+    if rows_to is not None:
+        cancels = con.read_parquet([str(folder / f) for f in files["cancels"]])
+
+        def rows(sums: ir.Table) -> tuple[ir.Table, Path]:
+            return features_from_sums(
+                sums, cancels.distinct(), spec, customers, subscriptions
+            ), rows_to
+
     _advance_sums(
         state.sums(con),
         con,
@@ -431,6 +447,7 @@ def advance(
         lambda name: folder / f"{name}-{seq}.parquet",
         folder / sums_name,
         state.unique_tiles,
+        rows,
     )
     files["sums"] = [sums_name]
     _compact(con, folder, seq, files, compact_after or COMPACT_AFTER)
@@ -548,6 +565,57 @@ def _day_literals(days: list[datetime]) -> list[ir.Value]:
     return [ibis.literal(d, "timestamp") for d in days]
 
 
+class _Queued:
+    """Writes run in order on one thread, each once the one before it is done,
+    while the caller builds and compiles the next: Ibis's compile of an
+    advance's dozen queries (about a second of Python) overlaps DuckDB's run of
+    the earlier ones instead of leaving both cores idle between them. A table
+    written is read back through a view of its file, named before the file is
+    there (an unbound table of its schema). Use it as a context manager: the
+    exit waits for every write, drops the views and raises the first error."""
+
+    def __init__(self, con: ibis.BaseBackend) -> None:
+        self.con = con
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="state-writes")
+        self.jobs: list[Future] = []
+        self.views: list[str] = []
+
+    def __enter__(self) -> _Queued:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        self.pool.shutdown(wait=True)
+        try:
+            if error is None:
+                for job in self.jobs:
+                    job.result()
+        finally:
+            for view in self.views:
+                self.con.con.execute(f'DROP VIEW IF EXISTS "{view}"')
+
+    def write(
+        self, t: ir.Table, path: Path, *, ordered: bool = True, **options
+    ) -> ir.Table:
+        """Queue `t` written to `path` (`options`: DuckDB's Parquet options, as
+        `to_parquet` takes them; not `ordered`: as `unordered` writes); the
+        table as it will be read back."""
+        listed = "".join(f", {k.upper()} {v}" for k, v in options.items())
+        file = "'" + str(path).replace("'", "''") + "'"
+        name = f"_state_{uuid.uuid4().hex[:16]}"
+        statements = [
+            f"COPY ({self.con.compile(t)}) TO {file} (FORMAT parquet{listed})",
+            f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet({file})',
+        ]
+        self.views.append(name)
+        self.jobs.append(self.pool.submit(self._run, statements, ordered))
+        return ibis.table(t.schema(), name=name)
+
+    def _run(self, statements: list[str], ordered: bool = True) -> None:
+        with nullcontext() if ordered else unordered(self.con):
+            for statement in statements:
+                self.con.con.execute(statement)
+
+
 def _advance_sums(
     sums: ir.Table,
     con: ibis.BaseBackend,
@@ -561,13 +629,50 @@ def _advance_sums(
     scratch: Callable[[str], Path],
     out: Path,
     unique_tiles: bool = False,
+    also: Callable[[ir.Table], tuple[ir.Table, Path]] | None = None,
 ) -> None:
     """Write the customer sums at `to` to `out` (see the module docstring).
     `unique_tiles`: the old tiles
     hold one row per (customer, day) (`FeatureState.unique_tiles`), so the
     moving ones need not be combined. Intermediate tables go to
     `scratch(name)` (files the manifest never names: the commit removes them),
-    so the engine plans the joins with their true sizes."""
+    so the engine plans the joins with their true sizes. The writes are queued
+    (`_Queued`): each query is compiled while the ones before it run. `also`,
+    if given, says from the sums as written what else to write and where (the
+    feature rows), unordered, after them."""
+    with _Queued(con) as queue:
+        _queued_sums(
+            queue,
+            sums,
+            all_tiles,
+            new,
+            late_ids,
+            old,
+            to,
+            spec,
+            old_tiles,
+            scratch,
+            out,
+            unique_tiles,
+            also,
+        )
+
+
+def _queued_sums(
+    queue: _Queued,
+    sums: ir.Table,
+    all_tiles: ir.Table,
+    new: ir.Table,
+    late_ids: ir.Table | None,
+    old: datetime,
+    to: datetime,
+    spec: FeatureSpec,
+    old_tiles: ir.Table,
+    scratch: Callable[[str], Path],
+    out: Path,
+    unique_tiles: bool,
+    also: Callable[[ir.Table], tuple[ir.Table, Path]] | None,
+) -> None:
     how = sum_merge(spec)
     columns = [CUSTOMER_ID, CUTOFF, *how]
     schema = sums.schema()
@@ -582,9 +687,7 @@ def _advance_sums(
         return t.anti_join(late_ids, t[cid] == late_ids._lcid)
 
     def written(t: ir.Table, name: str) -> ir.Table:
-        path = scratch(name)
-        t.to_parquet(path)
-        return con.read_parquet(str(path))
+        return queue.write(t, scratch(name))
 
     kept = not_late(sums, CUSTOMER_ID)
     # stage one's rows of the new (and late) tiles, all at `to`: stage two's sums
@@ -645,10 +748,11 @@ def _advance_sums(
             merged, moving, sums, all_tiles, late_ids, old, to, spec, written
         )
     only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
-    with unordered(con):  # one row per customer, read by key
-        shaped(merged).union(shaped(only_new)).to_parquet(
-            out, row_group_size=WIDE_ROW_GROUP
-        )
+    # one row per customer, read by key: in any order
+    wide = {"ordered": False, "row_group_size": WIDE_ROW_GROUP}
+    written_sums = queue.write(shaped(merged).union(shaped(only_new)), out, **wide)
+    if also is not None:
+        queue.write(*also(written_sums), **wide)
 
 
 @contextmanager

@@ -150,12 +150,21 @@ def _advance(
     events = ds.events
     mark = state.watermark
     new = events.filter((events[EVENT_TIME] >= mark) & (events[EVENT_TIME] < as_of))
-    done = fs.advance(state, ds.con, new, as_of, spec, late=config.features.late_events)
     part = scratch / "part-0.parquet"
     scratch.mkdir(parents=True, exist_ok=True)
-    rows = done.state.features(ds.con, spec, ds.customers, ds.subscriptions)
-    with fs.unordered(ds.con):  # a row per customer: scores are read by key
-        rows.to_parquet(part, row_group_size=fs.WIDE_ROW_GROUP)
+    # the feature rows written by the advance itself, right after the sums (a
+    # row per customer in any order: scores are read by key)
+    done = fs.advance(
+        state,
+        ds.con,
+        new,
+        as_of,
+        spec,
+        late=config.features.late_events,
+        rows_to=part,
+        customers=ds.customers,
+        subscriptions=ds.subscriptions,
+    )
     log.info(
         "feature state advanced from %s to %s with %d new events",
         f"{mark:%Y-%m-%d}",
