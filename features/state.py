@@ -641,118 +641,86 @@ def _advance_sums(
     if given, says from the sums as written what else to write and where (the
     feature rows), unordered, after them."""
     with _Queued(con) as queue:
-        _queued_sums(
-            queue,
-            sums,
-            all_tiles,
-            new,
-            late_ids,
-            old,
-            to,
-            spec,
-            old_tiles,
-            scratch,
-            out,
-            unique_tiles,
-            also,
-        )
+        how = sum_merge(spec)
+        columns = [CUSTOMER_ID, CUTOFF, *how]
+        schema = sums.schema()
+        cutoff = ibis.literal(to, "timestamp")
 
+        def shaped(t: ir.Table) -> ir.Table:
+            return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
 
-def _queued_sums(
-    queue: _Queued,
-    sums: ir.Table,
-    all_tiles: ir.Table,
-    new: ir.Table,
-    late_ids: ir.Table | None,
-    old: datetime,
-    to: datetime,
-    spec: FeatureSpec,
-    old_tiles: ir.Table,
-    scratch: Callable[[str], Path],
-    out: Path,
-    unique_tiles: bool,
-    also: Callable[[ir.Table], tuple[ir.Table, Path]] | None,
-) -> None:
-    how = sum_merge(spec)
-    columns = [CUSTOMER_ID, CUTOFF, *how]
-    schema = sums.schema()
-    cutoff = ibis.literal(to, "timestamp")
+        def not_late(t: ir.Table, cid: str) -> ir.Table:
+            if late_ids is None:
+                return t
+            return t.anti_join(late_ids, t[cid] == late_ids._lcid)
 
-    def shaped(t: ir.Table) -> ir.Table:
-        return t.select(*(t[c].cast(schema[c]).name(c) for c in columns))
+        def written(t: ir.Table, name: str) -> ir.Table:
+            return queue.write(t, scratch(name))
 
-    def not_late(t: ir.Table, cid: str) -> ir.Table:
-        if late_ids is None:
-            return t
-        return t.anti_join(late_ids, t[cid] == late_ids._lcid)
+        kept = not_late(sums, CUSTOMER_ID)
+        # stage one's rows of the new (and late) tiles, all at `to`: stage two's sums
+        # of them are their changes of the sums, at full width
+        rows: list[ir.Table] = []
+        stage_one = bucket_merge(spec)
+        keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
 
-    def written(t: ir.Table, name: str) -> ir.Table:
-        return queue.write(t, scratch(name))
+        def at_to(t: ir.Table) -> ir.Table:
+            return t.mutate(**{CUTOFF: cutoff})
 
-    kept = not_late(sums, CUSTOMER_ID)
-    # stage one's rows of the new (and late) tiles, all at `to`: stage two's sums
-    # of them are their changes of the sums, at full width
-    rows: list[ir.Table] = []
-    stage_one = bucket_merge(spec)
-    keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
+        # tiles crossing an edge: out of the windows at the old date, into those at
+        # `to`; the tiles are stored by day, so a list of days is read from the row
+        # groups holding them
+        days = _moving_days(old, to, spec)
+        moving = None
+        moves: list[ir.Table] = []
+        if days:
+            m = old_tiles.filter(old_tiles._day.isin(_day_literals(days)))
+            m = not_late(m, "_cid")
+            if not unique_tiles:
+                m = _merged(m, ["_cid", "_day"], tile_merge(spec))
+            moving = written(m, "moving")
+            gapless = moving.mutate(_gap=ibis.null("float64"))
+            # each day's tiles all move from one bucket to another; per such move only
+            # the sums over the bucket ranges holding one of the two change: a narrow
+            # aggregate per move instead of every sum over every moving tile
+            for i, ((b_old, b_to), group) in enumerate(_moves(days, old, to, spec)):
+                mine = gapless.filter(gapless._day.isin(_day_literals(group)))
+                union = at_to(taken_out(_at(mine, old, spec), spec)).select(
+                    *keys, *stage_one
+                )
+                union = union.union(_at(mine, to, spec).select(*keys, *stage_one))
+                change = customer_sums(union, spec, moved=(b_old, b_to))
+                if len(change.columns) > 2:  # a move changing no sum is left out
+                    moves.append(written(change, f"move{i}"))
 
-    def at_to(t: ir.Table) -> ir.Table:
-        return t.mutate(**{CUTOFF: cutoff})
+        # new days' tiles, their gaps counted from each customer's last active day
+        rows.append(_at(gapped_after(not_late(new, "_cid"), kept), to, spec))
 
-    # tiles crossing an edge: out of the windows at the old date, into those at
-    # `to`; the tiles are stored by day, so a list of days is read from the row
-    # groups holding them
-    days = _moving_days(old, to, spec)
-    moving = None
-    moves: list[ir.Table] = []
-    if days:
-        m = old_tiles.filter(old_tiles._day.isin(_day_literals(days)))
-        m = not_late(m, "_cid")
-        if not unique_tiles:
-            m = _merged(m, ["_cid", "_day"], tile_merge(spec))
-        moving = written(m, "moving")
-        gapless = moving.mutate(_gap=ibis.null("float64"))
-        # each day's tiles all move from one bucket to another; per such move only
-        # the sums over the bucket ranges holding one of the two change: a narrow
-        # aggregate per move instead of every sum over every moving tile
-        for i, ((b_old, b_to), group) in enumerate(_moves(days, old, to, spec)):
-            mine = gapless.filter(gapless._day.isin(_day_literals(group)))
-            union = at_to(taken_out(_at(mine, old, spec), spec)).select(
-                *keys, *stage_one
+        # late customers: every tile of theirs again (their old sums are not kept)
+        if late_ids is not None:
+            theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
+            theirs = _merged(theirs, ["_cid", "_day"], tile_merge(spec))
+            rows.append(_at(with_gaps(theirs), to, spec))
+
+        union = rows[0].select(*keys, *stage_one)
+        for r in rows[1:]:
+            union = union.union(r.select(*keys, *stage_one))
+        delta = written(shaped(customer_sums(union, spec)), "delta")
+
+        # the sums of the customers with changes plus their changes (a join, one row
+        # per customer on each side); customers new to the state (or late) as the
+        # changes say; the others as they were
+        merged = plus_changes(kept, delta, spec, cutoff, moves)
+        if moving is not None and spec.amount_roles:
+            merged = _fix_amount_max(
+                merged, moving, sums, all_tiles, late_ids, old, to, spec, written
             )
-            union = union.union(_at(mine, to, spec).select(*keys, *stage_one))
-            change = customer_sums(union, spec, moved=(b_old, b_to))
-            if len(change.columns) > 2:  # a move changing no sum is left out
-                moves.append(written(change, f"move{i}"))
-
-    # new days' tiles, their gaps counted from each customer's last active day
-    rows.append(_at(gapped_after(not_late(new, "_cid"), kept), to, spec))
-
-    # late customers: every tile of theirs again (their old sums are not kept)
-    if late_ids is not None:
-        theirs = all_tiles.semi_join(late_ids, all_tiles._cid == late_ids._lcid)
-        theirs = _merged(theirs, ["_cid", "_day"], tile_merge(spec))
-        rows.append(_at(with_gaps(theirs), to, spec))
-
-    union = rows[0].select(*keys, *stage_one)
-    for r in rows[1:]:
-        union = union.union(r.select(*keys, *stage_one))
-    delta = written(shaped(customer_sums(union, spec)), "delta")
-
-    # the sums of the customers with changes plus their changes (a join, one row
-    # per customer on each side); customers new to the state (or late) as the
-    # changes say; the others as they were
-    merged = plus_changes(kept, delta, spec, cutoff, moves)
-    if moving is not None and spec.amount_roles:
-        merged = _fix_amount_max(
-            merged, moving, sums, all_tiles, late_ids, old, to, spec, written
-        )
-    only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
-    # one row per customer, read by key: in any order
-    wide = {"ordered": False, "row_group_size": WIDE_ROW_GROUP}
-    written_sums = queue.write(shaped(merged).union(shaped(only_new)), out, **wide)
-    if also is not None:
-        queue.write(*also(written_sums), **wide)
+        only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
+        # one row per customer, read by key: in any order
+        wide = {"ordered": False, "row_group_size": WIDE_ROW_GROUP}
+        written_sums = queue.write(shaped(merged).union(shaped(only_new)), out, **wide)
+        if also is not None:
+            queue.write(*also(written_sums), **wide)
 
 
 @contextmanager
