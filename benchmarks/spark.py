@@ -77,11 +77,13 @@ def run_spark(
     results: Path,
     master: str = "local[2]",
     threads: int = 2,
+    sums: str = "duckdb",
 ) -> dict[str, Any]:
     """Run both jobs, print the side-by-side table, write spark.json; return it."""
     from features.sources.spark import load_spark, session
 
     workdir = workdir.resolve()  # the children run in it
+    load_start = os.getloadavg()[0]
     workdir.mkdir(parents=True, exist_ok=True)
     data = ensure_data(workdir, customers, seed)
     cuts = month_starts(data.last_event, cutoffs)
@@ -114,7 +116,7 @@ def run_spark(
     stages, timings = workdir / "spark-stages", {}
     cpu_before, start = jvm_cpu(), time.perf_counter()
     built = sds.build_features(
-        cuts, demo_spec(), stages, sds.customers, timings=timings
+        cuts, demo_spec(), stages, sds.customers, timings=timings, sums=sums
     )
     sds.to_parquet_dir(built, spark_out)
     spark_features_s = time.perf_counter() - start
@@ -132,6 +134,7 @@ def run_spark(
         "features": features,
         "spark_master": master,
         "spark_version": spark.version,
+        "spark_sums": sums,
         "duckdb_threads": threads,
         "duckdb_features_s": duck["seconds"],
         "duckdb_features_cpu_s": duck.get("cpu_s"),
@@ -148,6 +151,7 @@ def run_spark(
         "features_cpu_ratio_spark_over_duckdb": (
             spark_cpu_s / duck["cpu_s"] if duck.get("cpu_s") else None
         ),
+        "load_average_1m_start": load_start,
         "load_average_1m": os.getloadavg()[0],
         "score_rows": scored,
         "embedded_score_rows_per_s": embedded,
@@ -237,7 +241,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'  CPU of the feature job (s)':28} {r['spark_features_jvm_cpu_s']:18.1f} "
         f"{r['duckdb_features_cpu_s'] or 0:18.1f} "
         f"{r['features_cpu_ratio_spark_over_duckdb'] or 0:6.1f}x",
-        f"{'  Spark stages (s)':28} sums {r['spark_sums_s']:.1f}, cancel days "
+        f"{'  Spark stages (s)':28} sums ({r['spark_sums']}) "
+        f"{r['spark_sums_s']:.1f}, cancel days "
         f"{r['spark_cancels_s']:.1f}, features from sums "
         f"{r['spark_from_sums_s']:.1f}",
         f"{'  JVM start-up (s, not timed)':28} {r['spark_session_start_s']:18.1f}",
@@ -246,7 +251,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"{r['score_ratio_embedded_over_spark']:6.1f}x",
         f"{'  as a pandas UDF (rows/s)':28} {r['spark_udf_score_rows_per_s']:18,.0f} "
         f"{'':18} {r['score_ratio_embedded_over_spark_udf']:6.1f}x",
-        f"load average (1 min) at the end: {r['load_average_1m']:.1f} "
+        f"load average (1 min) at the start / end: "
+        f"{r.get('load_average_1m_start') or 0:.1f} / {r['load_average_1m']:.1f} "
         f"on {os.cpu_count()} cores",
     ]
     return "\n".join(lines)
