@@ -64,6 +64,9 @@ SUMS_ENGINES = ("duckdb", "spark")
 # DuckDB's memory limit in each task of `sums_by_task` (it spills beyond it)
 TASK_MEMORY_CONF = "propensity.features.task_memory"
 TASK_MEMORY_DEFAULT = "1GB"
+# events per task of `sums_by_task` (about; the partitions are hashed by customer)
+TASK_EVENTS_CONF = "propensity.features.task_events"
+TASK_EVENTS = 1_000_000
 # rows per Arrow batch between the JVM and a task's DuckDB (both ways)
 TASK_BATCH_ROWS = 100_000
 # the events as the tasks get them: the DuckDB loader's types
@@ -233,7 +236,18 @@ class SparkDataset:
         self.spark.read.parquet(str(out_dir)).createOrReplaceTempView(name)
         return self.con.table(name)
 
-    def by_customer(self, events: ir.Table) -> ir.Table:
+    def events_estimate(self) -> int:
+        """The number of events, from the Parquet files' footers when every
+        events file is Parquet (no Spark job), else counted by Spark."""
+        import pyarrow.parquet as pq
+
+        if self.events_files and all(
+            f.suffix.lower() == ".parquet" for f in self.events_files
+        ):
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.events_files)
+        return self.rows()
+
+    def by_customer(self, events: ir.Table, partitions: int | None = None) -> ir.Table:
         """`events` (no in-memory table in it) hash-partitioned by customer:
         the same rows, laid out so that every later stage of the definition
         (the day tiles, grouped by customer and day; the gaps' window over
@@ -242,13 +256,18 @@ class SparkDataset:
         events instead of two of the tiles (docs/spark.md: a customer-day has
         about 1.2 events, so tiles are nearly as many as events, and Spark
         shuffled them by (customer, day) and again by customer for the
-        gaps). Spark's adaptive execution picks the number of partitions."""
+        gaps). Spark's adaptive execution picks the number of partitions
+        unless `partitions` gives it."""
         name = f"propensity_{uuid.uuid4().hex[:12]}"
         self.con.create_view(name, events, overwrite=True)
         clustered = f"{name}_by_customer"
-        self.spark.table(name).repartition(CUSTOMER_ID).createOrReplaceTempView(
-            clustered
+        df = self.spark.table(name)
+        df = (
+            df.repartition(CUSTOMER_ID)
+            if partitions is None
+            else df.repartition(partitions, CUSTOMER_ID)
         )
+        df.createOrReplaceTempView(clustered)
         return self.con.table(clustered)
 
     def sums_by_task(
@@ -329,7 +348,15 @@ class SparkDataset:
             from features.classic import fit_from_events
 
             classic = fit_from_events(self.events, cutoffs, spec)
-        events = self.by_customer(self.events)
+        partitions = None
+        if sums_engine == "duckdb":
+            # each task holds its partition's events: bound them
+            per_task = int(self.spark.conf.get(TASK_EVENTS_CONF, str(TASK_EVENTS)))
+            partitions = max(
+                self.spark.sparkContext.defaultParallelism,
+                -(-self.events_estimate() // per_task),
+            )
+        events = self.by_customer(self.events, partitions)
         start = time.perf_counter()
         if sums_engine == "duckdb":
             sums = self.sums_by_task(events, cutoffs, spec, scratch / "sums")

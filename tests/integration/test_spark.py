@@ -367,24 +367,21 @@ def test_sums_by_task_across_partitions_equal_duckdb(
     sds = load_spark(spark, events, validated=duck)
     spec = _spec()
     expected = build_features(duck.events, CUTOFFS, spec).to_pandas()
-    partitions = 2 * frame[CUSTOMER_ID].nunique()  # at least half of them empty
-    changed = {
-        "spark.sql.adaptive.enabled": "false",
-        "spark.sql.shuffle.partitions": str(partitions),
-    }
-    before = {key: spark.conf.get(key) for key in changed}
-    for key, value in changed.items():
-        spark.conf.set(key, value)
+    # events per task such that there are twice as many partitions as
+    # customers: at least half of them empty
+    per_task = len(frame) // (2 * frame[CUSTOMER_ID].nunique())
+    partitions = -(-len(frame) // per_task)
+    assert sds.events_estimate() == len(frame)
+    clustered = sds.dataframe(sds.by_customer(sds.events, partitions))
+    used = clustered.selectExpr("spark_partition_id() AS p").distinct().count()
+    assert 1 < used < partitions  # customers split, and empty partitions
+    spark.conf.set("propensity.features.task_events", str(per_task))
     try:
-        clustered = sds.dataframe(sds.by_customer(sds.events))
-        used = clustered.selectExpr("spark_partition_id() AS p").distinct().count()
-        assert 1 < used < partitions  # customers split, and empty partitions
         got = sds.to_pyarrow(
             sds.build_features(CUTOFFS, spec, tmp_path / "stages", sums="duckdb")
         ).to_pandas()
     finally:
-        for key, value in before.items():
-            spark.conf.set(key, value)
+        spark.conf.unset("propensity.features.task_events")
     assert_same_frames(expected, got)
     single = got[got[CUSTOMER_ID] == "only-one-event"]
     assert len(single) == 2  # the June and September cutoffs
