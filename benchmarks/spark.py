@@ -178,27 +178,32 @@ def _jvm_cpu_seconds():
     JVM with its Python workers (`pyspark.daemon` and the workers it forks,
     which run the tasks' Python, e.g. the sums' DuckDB); both give 0.0 when
     there is no local JVM, as with a remote master. The workers are reused
-    across tasks and live until the session stops, so summing the live
-    processes counts them; an exited worker keeps its last reading."""
+    across tasks but exit when idle, so summing the live
+    processes and the daemon's reaped children counts them."""
     import psutil
 
     jvms = [p for p in psutil.Process().children(recursive=True) if "java" in p.name()]
     if not jvms:
         return (lambda: 0.0), (lambda: 0.0)
-    seen: dict[int, float] = {}
 
     def jvm() -> float:
         times = jvms[0].cpu_times()
         return times.user + times.system
 
     def with_workers() -> float:
-        for proc in [jvms[0], *jvms[0].children(recursive=True)]:
+        # the daemon (a child of the JVM) reaps the workers it forks, so its
+        # children_* times hold the exited workers, and live ones are read
+        total = jvm()
+        for daemon in jvms[0].children():
             try:
-                times = proc.cpu_times()
+                t = daemon.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+                for worker in daemon.children(recursive=True):
+                    w = worker.cpu_times()
+                    total += w.user + w.system
             except psutil.Error:
                 continue
-            seen[proc.pid] = times.user + times.system
-        return sum(seen.values())
+        return total
 
     return jvm, with_workers
 
