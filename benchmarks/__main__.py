@@ -315,6 +315,14 @@ def readout(
 @click.option(
     "--spark-master", default="local[2]", help="Spark master URL, e.g. local[4]"
 )
+@click.option(
+    "--sums",
+    type=click.Choice(["duckdb", "spark"]),
+    default="duckdb",
+    show_default=True,
+    help="the per-customer sums after the shuffle: each Spark task with DuckDB, "
+    "or Spark SQL (SparkDataset.build_features)",
+)
 def spark(
     customers: int,
     seed: int,
@@ -323,6 +331,7 @@ def spark(
     cutoffs: int,
     threads: int,
     spark_master: str,
+    sums: str,
 ) -> ExitCode:
     """The reference feature job and scoring: Spark (local) vs DuckDB and
     in-process."""
@@ -336,6 +345,7 @@ def spark(
         results=Path(results),
         master=spark_master,
         threads=threads,
+        sums=sums,
     )
     return ExitCode.OK
 

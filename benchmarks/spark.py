@@ -25,9 +25,11 @@ ratios: the pandas UDF's scoring (`spark_udf_score_rows_per_s`,
 (`spark_session_start_s`, session creation, which
 the DuckDB child has no counterpart of), the feature job's stages on Spark
 (`spark_sums_s`, `spark_cancels_s`, `spark_from_sums_s`) and CPU seconds of
-each engine's feature job (`spark_features_jvm_cpu_s`: the JVM process;
-`duckdb_features_cpu_s`: the child process), which other agents' load on a
-shared machine changes far less than wall time.
+each engine's feature job (`spark_features_cpu_s`: the JVM process and its
+Python workers, which run the sums' DuckDB in the tasks;
+`spark_features_jvm_cpu_s`: the JVM alone; `duckdb_features_cpu_s`: the child
+process), which other agents' load on a shared machine changes far less than
+wall time.
 """
 
 from __future__ import annotations
@@ -77,11 +79,13 @@ def run_spark(
     results: Path,
     master: str = "local[2]",
     threads: int = 2,
+    sums: str = "duckdb",
 ) -> dict[str, Any]:
     """Run both jobs, print the side-by-side table, write spark.json; return it."""
     from features.sources.spark import load_spark, session
 
     workdir = workdir.resolve()  # the children run in it
+    load_start = os.getloadavg()[0]
     workdir.mkdir(parents=True, exist_ok=True)
     data = ensure_data(workdir, customers, seed)
     cuts = month_starts(data.last_event, cutoffs)
@@ -106,20 +110,21 @@ def run_spark(
     start = time.perf_counter()
     spark = session(master=master, conf=SPARK_CONF)
     session_start_s = time.perf_counter() - start
-    jvm_cpu = _jvm_cpu_seconds()
+    jvm_cpu, spark_cpu = _jvm_cpu_seconds()
     ds = load_quietly(data.events_path, data.customers_path, as_of, threads=threads)
     start = time.perf_counter()
     sds = load_spark(spark, data.events_path, data.customers_path, validated=ds)
     spark_load_s = time.perf_counter() - start
     stages, timings = workdir / "spark-stages", {}
-    cpu_before, start = jvm_cpu(), time.perf_counter()
+    cpu_before, all_before, start = jvm_cpu(), spark_cpu(), time.perf_counter()
     built = sds.build_features(
-        cuts, demo_spec(), stages, sds.customers, timings=timings
+        cuts, demo_spec(), stages, sds.customers, timings=timings, sums=sums
     )
     sds.to_parquet_dir(built, spark_out)
     spark_features_s = time.perf_counter() - start
     sums_s, cancels_s = timings["sums_s"], timings["cancels_s"]
-    spark_cpu_s = jvm_cpu() - cpu_before
+    jvm_cpu_s = jvm_cpu() - cpu_before
+    spark_cpu_s = spark_cpu() - all_before
     shutil.rmtree(stages, ignore_errors=True)
     rows, features = compare_parquet(duck_out, spark_out, threads=threads)
     print(f"equal: {rows:,} rows x {features} features", flush=True)
@@ -132,6 +137,7 @@ def run_spark(
         "features": features,
         "spark_master": master,
         "spark_version": spark.version,
+        "spark_sums": sums,
         "duckdb_threads": threads,
         "duckdb_features_s": duck["seconds"],
         "duckdb_features_cpu_s": duck.get("cpu_s"),
@@ -141,13 +147,15 @@ def run_spark(
         "spark_sums_s": sums_s,
         "spark_cancels_s": cancels_s,
         "spark_from_sums_s": spark_features_s - sums_s - cancels_s,
-        "spark_features_jvm_cpu_s": spark_cpu_s,
+        "spark_features_jvm_cpu_s": jvm_cpu_s,
+        "spark_features_cpu_s": spark_cpu_s,
         "spark_session_start_s": session_start_s,
         "spark_load_s": spark_load_s,
         "features_ratio_spark_over_duckdb": spark_features_s / duck["seconds"],
         "features_cpu_ratio_spark_over_duckdb": (
             spark_cpu_s / duck["cpu_s"] if duck.get("cpu_s") else None
         ),
+        "load_average_1m_start": load_start,
         "load_average_1m": os.getloadavg()[0],
         "score_rows": scored,
         "embedded_score_rows_per_s": embedded,
@@ -165,20 +173,39 @@ def run_spark(
 
 
 def _jvm_cpu_seconds():
-    """A function giving the CPU seconds (user + system) of the local JVM so
-    far (the java process PySpark started under this one); one giving 0.0
-    when there is none, as with a remote master."""
+    """Two functions giving the CPU seconds (user + system) so far of the
+    local JVM (the java process PySpark started under this one) and of the
+    JVM with its Python workers (`pyspark.daemon` and the workers it forks,
+    which run the tasks' Python, e.g. the sums' DuckDB); both give 0.0 when
+    there is no local JVM, as with a remote master. The workers are reused
+    across tasks but exit when idle, so summing the live
+    processes and the daemon's reaped children counts them."""
     import psutil
 
     jvms = [p for p in psutil.Process().children(recursive=True) if "java" in p.name()]
     if not jvms:
-        return lambda: 0.0
+        return (lambda: 0.0), (lambda: 0.0)
 
-    def seconds() -> float:
+    def jvm() -> float:
         times = jvms[0].cpu_times()
         return times.user + times.system
 
-    return seconds
+    def with_workers() -> float:
+        # the daemon (a child of the JVM) reaps the workers it forks, so its
+        # children_* times hold the exited workers, and live ones are read
+        total = jvm()
+        for daemon in jvms[0].children():
+            try:
+                t = daemon.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+                for worker in daemon.children(recursive=True):
+                    w = worker.cpu_times()
+                    total += w.user + w.system
+            except psutil.Error:
+                continue
+        return total
+
+    return jvm, with_workers
 
 
 def _score(ds, spark, features_dir: Path, cuts, workdir: Path):
@@ -234,10 +261,12 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'features (s)':28} {r['spark_features_s']:18.1f} "
         f"{r['duckdb_features_s']:18.1f} "
         f"{r['features_ratio_spark_over_duckdb']:6.1f}x",
-        f"{'  CPU of the feature job (s)':28} {r['spark_features_jvm_cpu_s']:18.1f} "
+        f"{'  CPU of the feature job (s)':28} {r['spark_features_cpu_s']:18.1f} "
         f"{r['duckdb_features_cpu_s'] or 0:18.1f} "
         f"{r['features_cpu_ratio_spark_over_duckdb'] or 0:6.1f}x",
-        f"{'  Spark stages (s)':28} sums {r['spark_sums_s']:.1f}, cancel days "
+        f"{'    of which the JVM (s)':28} {r['spark_features_jvm_cpu_s']:18.1f}",
+        f"{'  Spark stages (s)':28} sums ({r['spark_sums']}) "
+        f"{r['spark_sums_s']:.1f}, cancel days "
         f"{r['spark_cancels_s']:.1f}, features from sums "
         f"{r['spark_from_sums_s']:.1f}",
         f"{'  JVM start-up (s, not timed)':28} {r['spark_session_start_s']:18.1f}",
@@ -246,7 +275,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"{r['score_ratio_embedded_over_spark']:6.1f}x",
         f"{'  as a pandas UDF (rows/s)':28} {r['spark_udf_score_rows_per_s']:18,.0f} "
         f"{'':18} {r['score_ratio_embedded_over_spark_udf']:6.1f}x",
-        f"load average (1 min) at the end: {r['load_average_1m']:.1f} "
+        f"load average (1 min) at the start / end: "
+        f"{r.get('load_average_1m_start') or 0:.1f} / {r['load_average_1m']:.1f} "
         f"on {os.cpu_count()} cores",
     ]
     return "\n".join(lines)

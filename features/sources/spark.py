@@ -57,6 +57,28 @@ SPARK_EVENTS_VIEW = "propensity_events_raw"
 SPARK_CUSTOMERS_VIEW = "propensity_customers_raw"
 # Settings every session gets (a user's engine.spark.conf may not change them).
 REQUIRED_CONF = {"spark.sql.session.timeZone": "UTC"}
+# How SparkDataset.build_features computes the per-customer sums: each task
+# with DuckDB on its partition of the events (`duckdb`) or Spark SQL (`spark`).
+SUMS_CONF = "propensity.features.sums"
+SUMS_ENGINES = ("duckdb", "spark")
+# DuckDB's memory limit in each task of `sums_by_task` (it spills beyond it)
+TASK_MEMORY_CONF = "propensity.features.task_memory"
+TASK_MEMORY_DEFAULT = "1GB"
+# events per task of `sums_by_task` (about; the partitions are hashed by customer)
+TASK_EVENTS_CONF = "propensity.features.task_events"
+TASK_EVENTS = 1_000_000
+# rows per Arrow batch between the JVM and a task's DuckDB (both ways)
+TASK_BATCH_ROWS = 100_000
+# the events as the tasks get them: the DuckDB loader's types
+EVENTS_SCHEMA = pa.schema(
+    [
+        (CUSTOMER_ID, pa.string()),
+        (EVENT_TIME, pa.timestamp("us")),
+        (EVENT_TYPE, pa.string()),
+        (AMOUNT, pa.float64()),
+        (QUANTITY, pa.float64()),
+    ]
+)
 # Defaults a user's conf may override.
 DEFAULT_CONF = {
     # microseconds, as DuckDB and pyarrow write them (Spark's default is the
@@ -214,7 +236,18 @@ class SparkDataset:
         self.spark.read.parquet(str(out_dir)).createOrReplaceTempView(name)
         return self.con.table(name)
 
-    def by_customer(self, events: ir.Table) -> ir.Table:
+    def events_estimate(self) -> int:
+        """The number of events, from the Parquet files' footers when every
+        events file is Parquet (no Spark job), else counted by Spark."""
+        import pyarrow.parquet as pq
+
+        if self.events_files and all(
+            f.suffix.lower() == ".parquet" for f in self.events_files
+        ):
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.events_files)
+        return self.rows()
+
+    def by_customer(self, events: ir.Table, partitions: int | None = None) -> ir.Table:
         """`events` (no in-memory table in it) hash-partitioned by customer:
         the same rows, laid out so that every later stage of the definition
         (the day tiles, grouped by customer and day; the gaps' window over
@@ -223,14 +256,57 @@ class SparkDataset:
         events instead of two of the tiles (docs/spark.md: a customer-day has
         about 1.2 events, so tiles are nearly as many as events, and Spark
         shuffled them by (customer, day) and again by customer for the
-        gaps). Spark's adaptive execution picks the number of partitions."""
+        gaps). Spark's adaptive execution picks the number of partitions
+        unless `partitions` gives it."""
         name = f"propensity_{uuid.uuid4().hex[:12]}"
         self.con.create_view(name, events, overwrite=True)
         clustered = f"{name}_by_customer"
-        self.spark.table(name).repartition(CUSTOMER_ID).createOrReplaceTempView(
-            clustered
+        df = self.spark.table(name)
+        df = (
+            df.repartition(CUSTOMER_ID)
+            if partitions is None
+            else df.repartition(partitions, CUSTOMER_ID)
         )
+        df.createOrReplaceTempView(clustered)
         return self.con.table(clustered)
+
+    def sums_by_task(
+        self,
+        events: ir.Table,
+        cutoffs: Sequence[datetime],
+        spec: FeatureSpec,
+        out_dir: Path,
+    ) -> ir.Table:
+        """`features.definition.feature_sums(events, cutoffs, spec)` computed by
+        each Spark task on its partition's events with DuckDB, written to
+        `out_dir` as Parquet and read back as an Ibis table on a Spark view.
+
+        `events` must be partitioned by customer (`by_customer`): every stage
+        of the sums is per customer, so a partition's sums are exactly its
+        customers' rows of the whole. Spark reads, shuffles and writes; each
+        task hands its events (Arrow batches, `mapInArrow`) to an in-memory
+        DuckDB on `spark.task.cpus` threads and yields the definition's
+        result (docs/spark.md, sixth pass)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        compute = PartitionSums(
+            list(cutoffs),
+            spec,
+            threads=int(self.spark.conf.get("spark.task.cpus", "1")),
+            memory_limit=self.spark.conf.get(TASK_MEMORY_CONF, TASK_MEMORY_DEFAULT),
+        )
+        schema = from_arrow_schema(compute.schema(), prefer_timestamp_ntz=True)
+        df = self.dataframe(events).mapInArrow(compute, schema)
+        batch_conf = "spark.sql.execution.arrow.maxRecordsPerBatch"
+        before = self.spark.conf.get(batch_conf)
+        self.spark.conf.set(batch_conf, str(TASK_BATCH_ROWS))
+        try:
+            df.write.mode("overwrite").parquet(str(out_dir))
+        finally:
+            self.spark.conf.set(batch_conf, before)
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        self.spark.read.parquet(str(out_dir)).createOrReplaceTempView(name)
+        return self.con.table(name)
 
     def build_features(
         self,
@@ -240,13 +316,21 @@ class SparkDataset:
         customers: ir.Table | None = None,
         classic: pd.DataFrame | None = None,
         timings: dict[str, float] | None = None,
+        sums: str | None = None,
     ) -> ir.Table:
         """`features.definition.build_features(self.events, cutoffs, spec,
         customers)`, with its per-customer sums and the cancel days materialised
         in `scratch` first (docs/spark.md: Spark inlines a subquery read twice,
         so the events would be rolled up twice). The caller removes `scratch`
         after the returned expression has been run. `timings`, if given, gets
-        the seconds of the two materialised stages (`sums_s`, `cancels_s`)."""
+        the seconds of the two materialised stages (`sums_s`, `cancels_s`).
+
+        `sums`: how the per-customer sums are computed after the shuffle of the
+        events by customer: `duckdb` (the default: each Spark task runs the
+        definition's `feature_sums` on its partition with DuckDB,
+        `sums_by_task`) or `spark` (the same definition as Spark SQL, the
+        tile path); None reads the session's `propensity.features.sums`
+        (settable in `engine.spark.conf`)."""
         from features.definition import (
             cancel_days,
             feature_sums,
@@ -254,15 +338,32 @@ class SparkDataset:
             reactivation_counts,
         )
 
+        sums_engine = sums or self.spark.conf.get(SUMS_CONF, "duckdb")
+        if sums_engine not in SUMS_ENGINES:
+            raise ConfigError(
+                f"{SUMS_CONF}: {sums_engine!r}, expected one of "
+                f"{', '.join(SUMS_ENGINES)}"
+            )
         if spec.classic and classic is None:
             from features.classic import fit_from_events
 
             classic = fit_from_events(self.events, cutoffs, spec)
-        events = self.by_customer(self.events)
+        partitions = None
+        if sums_engine == "duckdb":
+            # each task holds its partition's events: bound them
+            per_task = int(self.spark.conf.get(TASK_EVENTS_CONF, str(TASK_EVENTS)))
+            partitions = max(
+                self.spark.sparkContext.defaultParallelism,
+                -(-self.events_estimate() // per_task),
+            )
+        events = self.by_customer(self.events, partitions)
         start = time.perf_counter()
-        sums = self.materialised(
-            feature_sums(events, cutoffs, spec, tiles=True), scratch / "sums"
-        )
+        if sums_engine == "duckdb":
+            sums = self.sums_by_task(events, cutoffs, spec, scratch / "sums")
+        else:
+            sums = self.materialised(
+                feature_sums(events, cutoffs, spec, tiles=True), scratch / "sums"
+            )
         middle = time.perf_counter()
         cancels = self.materialised(cancel_days(events, spec), scratch / "cancels")
         # small, and read from a small Parquet file, so Spark broadcasts it
@@ -277,6 +378,58 @@ class SparkDataset:
         return features_from_sums(
             sums, cancels, spec, customers, None, classic, counts=counts
         )
+
+
+class PartitionSums:
+    """The function each Spark task runs (`DataFrame.mapInArrow`): its
+    partition's events (Arrow batches of the contract's columns, timestamps
+    without a zone) into an in-memory DuckDB, `feature_sums(events, cutoffs,
+    spec)` of the one definition run there, its rows yielded as Arrow batches.
+    Picklable (Spark sends it to the Python workers)."""
+
+    def __init__(
+        self,
+        cutoffs: list[datetime],
+        spec: FeatureSpec,
+        threads: int = 1,
+        memory_limit: str = TASK_MEMORY_DEFAULT,
+    ) -> None:
+        self.cutoffs = cutoffs
+        self.spec = spec
+        self.threads = threads
+        self.memory_limit = memory_limit
+
+    def _sums(self, events: pa.Table) -> tuple[ibis.BaseBackend, ir.Table]:
+        from features.definition import feature_sums
+        from features.sources.load import connect
+
+        con = connect(memory_limit=self.memory_limit, threads=self.threads)
+        con.raw_sql("SET enable_progress_bar = false")
+        table = ibis.memtable(events)
+        return con, feature_sums(table, self.cutoffs, self.spec)
+
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the sums (the definition run on no events)."""
+        con, expr = self._sums(EVENTS_SCHEMA.empty_table())
+        try:
+            return con.to_pyarrow(expr).schema
+        finally:
+            con.disconnect()
+
+    def __call__(self, batches):
+        batches = list(batches)
+        if not batches or not sum(b.num_rows for b in batches):
+            return
+        events = pa.Table.from_batches(batches).select(EVENTS_SCHEMA.names)
+        events = events.cast(EVENTS_SCHEMA)
+        del batches
+        con, expr = self._sums(events)
+        try:
+            out = con.to_pyarrow(expr)
+        finally:
+            con.disconnect()
+        del events
+        yield from out.to_batches(max_chunksize=TASK_BATCH_ROWS)
 
 
 def _read(spark, files: list[Path], fmt: str, what: str):

@@ -153,11 +153,15 @@ def test_features_equal_duckdb(loaded, tmp_path: Path) -> None:
         build_features(spark.events, CUTOFFS, spec, spark.customers)
     ).to_pandas()
     assert_same_frames(expected, got)
-    # the scoring path's: the sums and cancel days materialised first
-    staged = spark.to_pyarrow(
-        spark.build_features(CUTOFFS, spec, tmp_path / "stages", spark.customers)
-    ).to_pandas()
-    assert_same_frames(expected, staged)
+    # the scoring path's: the sums and cancel days materialised first, the
+    # sums by each task with DuckDB (the default) and as Spark SQL
+    for sums in (None, "duckdb", "spark"):
+        staged = spark.to_pyarrow(
+            spark.build_features(
+                CUTOFFS, spec, tmp_path / f"stages-{sums}", spark.customers, sums=sums
+            )
+        ).to_pandas()
+        assert_same_frames(expected, staged)
     # the boundary the parity traps would move: an event in the last second
     assert (expected["days_since_last_event"] == 0).any()
     # each population differs from the others somewhere
@@ -339,6 +343,60 @@ def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -
     assert ids[0] in customers and "\t" + ids[1] in customers
     # the types were recognised: purchases counted
     assert got["purchase_count_total"].sum() > 0
+
+
+def test_sums_by_task_across_partitions_equal_duckdb(
+    spark, small: Path, tmp_path: Path
+) -> None:
+    """The sums computed by each Spark task with DuckDB on its partition: with
+    the customers spread over many partitions (adaptive coalescing off), most
+    of them empty, and a customer with a single event, the features equal
+    DuckDB's over all the events at once."""
+    from features.definition import build_features
+    from features.sources.load import load
+    from features.sources.spark import PartitionSums, load_spark
+
+    frame = pd.read_parquet(small / "events.parquet")
+    one = frame.iloc[[0]].copy()
+    one[CUSTOMER_ID] = "only-one-event"
+    one["event_time"] = pd.Timestamp("2025-05-20 13:14:15")
+    frame = pd.concat([frame, one], ignore_index=True)
+    events = tmp_path / "events.parquet"
+    frame.to_parquet(events)
+    duck = load(events)
+    sds = load_spark(spark, events, validated=duck)
+    spec = _spec()
+    expected = build_features(duck.events, CUTOFFS, spec).to_pandas()
+    # events per task such that there are twice as many partitions as
+    # customers: at least half of them empty
+    per_task = len(frame) // (2 * frame[CUSTOMER_ID].nunique())
+    partitions = -(-len(frame) // per_task)
+    assert sds.events_estimate() == len(frame)
+    clustered = sds.dataframe(sds.by_customer(sds.events, partitions))
+    used = clustered.selectExpr("spark_partition_id() AS p").distinct().count()
+    assert 1 < used < partitions  # customers split, and empty partitions
+    spark.conf.set("propensity.features.task_events", str(per_task))
+    try:
+        got = sds.to_pyarrow(
+            sds.build_features(CUTOFFS, spec, tmp_path / "stages", sums="duckdb")
+        ).to_pandas()
+    finally:
+        spark.conf.unset("propensity.features.task_events")
+    assert_same_frames(expected, got)
+    single = got[got[CUSTOMER_ID] == "only-one-event"]
+    assert len(single) == 2  # the June and September cutoffs
+    days = single.sort_values(CUTOFF)["days_since_last_event"].tolist()
+    assert 0 < days[0] < days[1]
+    # a task with no events yields no rows (and no error)
+    assert list(PartitionSums(CUTOFFS, spec)(iter([]))) == []
+
+
+def test_sums_engine_is_checked(loaded, tmp_path: Path) -> None:
+    from core.config import ConfigError
+
+    _, spark = loaded
+    with pytest.raises(ConfigError, match="propensity.features.sums"):
+        spark.build_features(CUTOFFS, _spec(), tmp_path / "stages", sums="pandas")
 
 
 def test_spark_scores_equal_in_process(spark, trained, tmp_path: Path) -> None:
