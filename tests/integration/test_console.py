@@ -173,6 +173,10 @@ def _shot(page, name: str, folder: Path) -> None:  # noqa: ANN001
 
 
 def _cells(page, table_id: str) -> list[list[str]]:  # noqa: ANN001
+    # the table waited for: a click returns before a busy server's page has
+    # replaced the one before, and counting rows does not wait (on a loaded
+    # machine the campaigns table was read from the models page: no rows)
+    page.locator(f"#{table_id}").wait_for(state="attached")
     rows = page.locator(f"#{table_id} tbody tr")
     return [
         [c.strip() for c in rows.nth(i).locator("td").all_text_contents()]
