@@ -48,7 +48,13 @@ from core.config import (
 )
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
 from features.definition import FeatureSpec
-from features.sources.contract import ContractError, Problem, file_format, list_files
+from features.sources.contract import (
+    EVENTS_SCHEMA,  # the events as the tasks get them: the DuckDB loader's types
+    ContractError,
+    Problem,
+    file_format,
+    list_files,
+)
 from features.sources.load import Dataset, EventsInput, event_sources
 
 log = logging.getLogger(__name__)
@@ -69,16 +75,6 @@ TASK_EVENTS_CONF = "propensity.features.task_events"
 TASK_EVENTS = 1_000_000
 # rows per Arrow batch between the JVM and a task's DuckDB (both ways)
 TASK_BATCH_ROWS = 100_000
-# the events as the tasks get them: the DuckDB loader's types
-EVENTS_SCHEMA = pa.schema(
-    [
-        (CUSTOMER_ID, pa.string()),
-        (EVENT_TIME, pa.timestamp("us")),
-        (EVENT_TYPE, pa.string()),
-        (AMOUNT, pa.float64()),
-        (QUANTITY, pa.float64()),
-    ]
-)
 # Defaults a user's conf may override.
 DEFAULT_CONF = {
     # microseconds, as DuckDB and pyarrow write them (Spark's default is the
