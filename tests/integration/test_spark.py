@@ -315,26 +315,31 @@ def test_mapped_sources_equal_duckdb(spark, small: Path, tmp_path: Path) -> None
     assert sds.rows() == len(frame)
 
 
-def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -> None:
-    """Ids and event types with spaces around them are trimmed as DuckDB trims
-    them (spaces only): a space-padded id is its customer, a tab-padded one
-    another customer on both engines."""
+def _both_engines(spark, frame: pd.DataFrame, events: Path):  # noqa: ANN001, ANN202
+    """`frame` written to `events` and loaded on Spark (validated by DuckDB's
+    loader); the spec, and DuckDB's features at `CUTOFFS` to compare with."""
     from features.definition import build_features
     from features.sources.load import load
     from features.sources.spark import load_spark
 
+    frame.to_parquet(events)
+    duck = load(events)
+    sds = load_spark(spark, events, validated=duck)
+    spec = _spec()
+    return sds, spec, build_features(duck.events, CUTOFFS, spec).to_pandas()
+
+
+def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -> None:
+    """Ids and event types with spaces around them are trimmed as DuckDB trims
+    them (spaces only): a space-padded id is its customer, a tab-padded one
+    another customer on both engines."""
     frame = pd.read_parquet(small / "events.parquet")
     ids = sorted(frame[CUSTOMER_ID].unique())
     spaced, tabbed = frame[CUSTOMER_ID] == ids[0], frame[CUSTOMER_ID] == ids[1]
     frame.loc[spaced, CUSTOMER_ID] = "  " + frame.loc[spaced, CUSTOMER_ID] + " "
     frame.loc[tabbed, CUSTOMER_ID] = "\t" + frame.loc[tabbed, CUSTOMER_ID]
     frame["event_type"] = " " + frame["event_type"] + "  "
-    events = tmp_path / "padded.parquet"
-    frame.to_parquet(events)
-    duck = load(events)
-    sds = load_spark(spark, events, validated=duck)
-    spec = _spec()
-    expected = build_features(duck.events, CUTOFFS, spec).to_pandas()
+    sds, spec, expected = _both_engines(spark, frame, tmp_path / "padded.parquet")
     got = sds.to_pyarrow(
         sds.build_features(CUTOFFS, spec, tmp_path / "stages")
     ).to_pandas()
@@ -352,21 +357,14 @@ def test_sums_by_task_across_partitions_equal_duckdb(
     the customers spread over many partitions (adaptive coalescing off), most
     of them empty, and a customer with a single event, the features equal
     DuckDB's over all the events at once."""
-    from features.definition import build_features
-    from features.sources.load import load
-    from features.sources.spark import PartitionSums, load_spark
+    from features.sources.spark import PartitionSums
 
     frame = pd.read_parquet(small / "events.parquet")
     one = frame.iloc[[0]].copy()
     one[CUSTOMER_ID] = "only-one-event"
     one["event_time"] = pd.Timestamp("2025-05-20 13:14:15")
     frame = pd.concat([frame, one], ignore_index=True)
-    events = tmp_path / "events.parquet"
-    frame.to_parquet(events)
-    duck = load(events)
-    sds = load_spark(spark, events, validated=duck)
-    spec = _spec()
-    expected = build_features(duck.events, CUTOFFS, spec).to_pandas()
+    sds, spec, expected = _both_engines(spark, frame, tmp_path / "events.parquet")
     # events per task such that there are twice as many partitions as
     # customers: at least half of them empty
     per_task = len(frame) // (2 * frame[CUSTOMER_ID].nunique())
