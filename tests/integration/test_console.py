@@ -150,7 +150,10 @@ def _page(browser, console: Console, key: str | None):  # noqa: ANN001, ANN202
     page.goto(f"{console.url}/console/")
     if key is not None:
         page.get_by_label("API key").fill(key)
-        page.get_by_role("button", name="Sign in").click()
+        # the page the form's answer loads, waited for (a click returns before
+        # a busy server answers: the sign-in page's links were read, none)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Sign in").click()
     return page
 
 
