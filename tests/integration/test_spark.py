@@ -350,14 +350,14 @@ def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -
     assert got["purchase_count_total"].sum() > 0
 
 
-def test_sums_by_task_across_partitions_equal_duckdb(
+def test_features_by_task_across_partitions_equal_duckdb(
     spark, small: Path, tmp_path: Path
 ) -> None:
-    """The sums computed by each Spark task with DuckDB on its partition: with
+    """The features computed by each Spark task with DuckDB on its partition: with
     the customers spread over many partitions (adaptive coalescing off), most
     of them empty, and a customer with a single event, the features equal
     DuckDB's over all the events at once."""
-    from features.sources.spark import PartitionSums
+    from features.sources.spark import PartitionFeatures
 
     frame = pd.read_parquet(small / "events.parquet")
     one = frame.iloc[[0]].copy()
@@ -386,7 +386,7 @@ def test_sums_by_task_across_partitions_equal_duckdb(
     days = single.sort_values(CUTOFF)["days_since_last_event"].tolist()
     assert 0 < days[0] < days[1]
     # a task with no events yields no rows (and no error)
-    assert list(PartitionSums(CUTOFFS, spec)(iter([]))) == []
+    assert list(PartitionFeatures(CUTOFFS, spec)(iter([]))) == []
 
 
 def test_sums_engine_is_checked(loaded, tmp_path: Path) -> None:
