@@ -82,6 +82,10 @@ DEFAULT_CONF = {
     # legacy INT96, read back as nanoseconds)
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Parquet timestamps without a zone (the contract's: UTC) read as Spark's
+    # TIMESTAMP, the type the loader casts them to anyway: no conversion
+    # through java.time per event (docs/spark.md, seventh pass)
+    "spark.sql.parquet.inferTimestampNTZ.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
 }
 
@@ -320,7 +324,12 @@ class SparkDataset:
             classic=classic,
         )
         schema = from_arrow_schema(compute.schema(), prefer_timestamp_ntz=True)
-        df = self.dataframe(events).mapInArrow(compute, schema)
+        # the events' times as Spark's TIMESTAMP, UTC (the session's zone): the
+        # tasks' Arrow batches carry them with that zone and `PartitionFeatures`
+        # drops it (no cast per event in the JVM, as `dataframe` would add)
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        self.con.create_view(name, events, overwrite=True)
+        df = self.spark.table(name).mapInArrow(compute, schema)
         name = f"propensity_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(name)
         return self.con.table(name)
@@ -400,8 +409,9 @@ class SparkDataset:
 
 class PartitionFeatures:
     """The function each Spark task runs (`DataFrame.mapInArrow`): its
-    partition's events (Arrow batches of the contract's columns, timestamps
-    without a zone) into an in-memory DuckDB, `build_features(events,
+    partition's events (Arrow batches of the contract's columns; timestamps in
+    UTC, with or without the zone, given to DuckDB without it) into an
+    in-memory DuckDB, `build_features(events,
     cutoffs, spec, customers, classic=classic)` of the one definition run
     there (`customers`: the whole customers table as Arrow, the attributes'
     left join keeps the partition's customers), its rows yielded as Arrow
