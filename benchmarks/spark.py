@@ -24,7 +24,8 @@ ratios: the pandas UDF's scoring (`spark_udf_score_rows_per_s`,
 `score_ratio_embedded_over_spark_udf`), the JVM's start-up
 (`spark_session_start_s`, session creation, which
 the DuckDB child has no counterpart of), the feature job's stages on Spark
-(`spark_sums_s`, `spark_cancels_s`, `spark_from_sums_s`) and CPU seconds of
+(`spark_sums_s`, `spark_cancels_s`, `spark_from_sums_s`; with `--sums spark`
+only: the default is one Spark job, each task's rows by DuckDB) and CPU seconds of
 each engine's feature job (`spark_features_cpu_s`: the JVM process and its
 Python workers, which run the sums' DuckDB in the tasks;
 `spark_features_jvm_cpu_s`: the JVM alone; `duckdb_features_cpu_s`: the child
