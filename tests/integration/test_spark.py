@@ -153,8 +153,8 @@ def test_features_equal_duckdb(loaded, tmp_path: Path) -> None:
         build_features(spark.events, CUTOFFS, spec, spark.customers)
     ).to_pandas()
     assert_same_frames(expected, got)
-    # the scoring path's: the sums and cancel days materialised first, the
-    # sums by each task with DuckDB (the default) and as Spark SQL
+    # the scoring path's: the whole rows by each task with DuckDB (the
+    # default), or the sums (Spark SQL) and cancel days materialised first
     for sums in (None, "duckdb", "spark"):
         staged = spark.to_pyarrow(
             spark.build_features(
@@ -162,6 +162,8 @@ def test_features_equal_duckdb(loaded, tmp_path: Path) -> None:
             )
         ).to_pandas()
         assert_same_frames(expected, staged)
+        # the task path is one Spark job: no stage written to the scratch
+        assert (tmp_path / f"stages-{sums}").exists() == (sums == "spark")
     # the boundary the parity traps would move: an event in the last second
     assert (expected["days_since_last_event"] == 0).any()
     # each population differs from the others somewhere
