@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -67,10 +68,10 @@ REQUIRED_CONF = {"spark.sql.session.timeZone": "UTC"}
 # with DuckDB on its partition of the events (`duckdb`) or Spark SQL (`spark`).
 SUMS_CONF = "propensity.features.sums"
 SUMS_ENGINES = ("duckdb", "spark")
-# DuckDB's memory limit in each task of `sums_by_task` (it spills beyond it)
+# DuckDB's memory limit in each task of `features_by_task` (it spills beyond it)
 TASK_MEMORY_CONF = "propensity.features.task_memory"
 TASK_MEMORY_DEFAULT = "1GB"
-# events per task of `sums_by_task` (about; the partitions are hashed by customer)
+# events per task of `features_by_task` (about; the partitions are hashed by customer)
 TASK_EVENTS_CONF = "propensity.features.task_events"
 TASK_EVENTS = 1_000_000
 # rows per Arrow batch between the JVM and a task's DuckDB (both ways)
@@ -81,6 +82,10 @@ DEFAULT_CONF = {
     # legacy INT96, read back as nanoseconds)
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Parquet timestamps without a zone (the contract's: UTC) read as Spark's
+    # TIMESTAMP, the type the loader casts them to anyway: no conversion
+    # through java.time per event (docs/spark.md, seventh pass)
+    "spark.sql.parquet.inferTimestampNTZ.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
 }
 
@@ -193,7 +198,21 @@ class SparkDataset:
         }
 
     def to_pyarrow(self, expr: ir.Table) -> pa.Table:
-        return self.con.to_pyarrow(expr)
+        with self._task_batches():
+            return self.con.to_pyarrow(expr)
+
+    @contextmanager
+    def _task_batches(self):
+        """Arrow batches of `TASK_BATCH_ROWS` rows from the JVM to the tasks of
+        `features_by_task` while an expression runs (Spark reads the setting
+        when the job runs, not when the DataFrame is made); restored after."""
+        key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+        before = self.spark.conf.get(key)
+        self.spark.conf.set(key, str(TASK_BATCH_ROWS))
+        try:
+            yield
+        finally:
+            self.spark.conf.set(key, before)
 
     def dataframe(self, expr: ir.Table):
         """`expr` as a Spark DataFrame, its timestamps without a zone.
@@ -220,7 +239,8 @@ class SparkDataset:
     def to_parquet_dir(self, expr: ir.Table, out_dir: Path) -> Path:
         """`expr` written by Spark as a folder of Parquet part files (an existing
         folder is replaced)."""
-        self.dataframe(expr).write.mode("overwrite").parquet(str(out_dir))
+        with self._task_batches():
+            self.dataframe(expr).write.mode("overwrite").parquet(str(out_dir))
         return out_dir
 
     def materialised(self, expr: ir.Table, out_dir: Path) -> ir.Table:
@@ -266,42 +286,52 @@ class SparkDataset:
         df.createOrReplaceTempView(clustered)
         return self.con.table(clustered)
 
-    def sums_by_task(
+    def features_by_task(
         self,
         events: ir.Table,
         cutoffs: Sequence[datetime],
         spec: FeatureSpec,
-        out_dir: Path,
+        customers: ir.Table | None = None,
+        classic: pd.DataFrame | None = None,
     ) -> ir.Table:
-        """`features.definition.feature_sums(events, cutoffs, spec)` computed by
-        each Spark task on its partition's events with DuckDB, written to
-        `out_dir` as Parquet and read back as an Ibis table on a Spark view.
+        """`features.definition.build_features(events, cutoffs, spec,
+        customers, classic=classic)` computed by each Spark task on its
+        partition's events with DuckDB, as an Ibis table on a Spark view (lazy:
+        the tasks run when the caller writes or collects it, one Spark job).
 
         `events` must be partitioned by customer (`by_customer`): every stage
-        of the sums is per customer, so a partition's sums are exactly its
-        customers' rows of the whole. Spark reads, shuffles and writes; each
-        task hands its events (Arrow batches, `mapInArrow`) to an in-memory
-        DuckDB on `spark.task.cpus` threads and yields the definition's
-        result (docs/spark.md, sixth pass)."""
+        of the definition is per customer (the sums, the cancel days, the
+        reactivations, the row-wise features, the attributes' join), so a
+        partition's rows are exactly its customers' rows of the whole. Spark
+        reads, normalises and shuffles the events once; each task hands its
+        events (Arrow batches, `mapInArrow`) to an in-memory DuckDB on
+        `spark.task.cpus` threads and yields the definition's rows. The
+        customers table is collected once on the driver and shipped to every
+        task with the function (Spark broadcasts a large one); `classic` (the
+        BG/NBD parameters, fitted on all customers) likewise (docs/spark.md,
+        seventh pass)."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
-        compute = PartitionSums(
+        attributes = None
+        if customers is not None:
+            attributes = self.dataframe(customers).toArrow()
+        compute = PartitionFeatures(
             list(cutoffs),
             spec,
             threads=int(self.spark.conf.get("spark.task.cpus", "1")),
             memory_limit=self.spark.conf.get(TASK_MEMORY_CONF, TASK_MEMORY_DEFAULT),
+            customers=attributes,
+            classic=classic,
         )
         schema = from_arrow_schema(compute.schema(), prefer_timestamp_ntz=True)
-        df = self.dataframe(events).mapInArrow(compute, schema)
-        batch_conf = "spark.sql.execution.arrow.maxRecordsPerBatch"
-        before = self.spark.conf.get(batch_conf)
-        self.spark.conf.set(batch_conf, str(TASK_BATCH_ROWS))
-        try:
-            df.write.mode("overwrite").parquet(str(out_dir))
-        finally:
-            self.spark.conf.set(batch_conf, before)
+        # the events' times as Spark's TIMESTAMP, UTC (the session's zone): the
+        # tasks' Arrow batches carry them with that zone and `PartitionFeatures`
+        # drops it (no cast per event in the JVM, as `dataframe` would add)
         name = f"propensity_{uuid.uuid4().hex[:12]}"
-        self.spark.read.parquet(str(out_dir)).createOrReplaceTempView(name)
+        self.con.create_view(name, events, overwrite=True)
+        df = self.spark.table(name).mapInArrow(compute, schema)
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        df.createOrReplaceTempView(name)
         return self.con.table(name)
 
     def build_features(
@@ -315,18 +345,21 @@ class SparkDataset:
         sums: str | None = None,
     ) -> ir.Table:
         """`features.definition.build_features(self.events, cutoffs, spec,
-        customers)`, with its per-customer sums and the cancel days materialised
-        in `scratch` first (docs/spark.md: Spark inlines a subquery read twice,
-        so the events would be rolled up twice). The caller removes `scratch`
-        after the returned expression has been run. `timings`, if given, gets
-        the seconds of the two materialised stages (`sums_s`, `cancels_s`).
+        customers)`, the events read and shuffled by customer once. The caller
+        removes `scratch` after the returned expression has been run.
 
-        `sums`: how the per-customer sums are computed after the shuffle of the
+        `sums`: how the per-customer stages run after the shuffle of the
         events by customer: `duckdb` (the default: each Spark task runs the
-        definition's `feature_sums` on its partition with DuckDB,
-        `sums_by_task`) or `spark` (the same definition as Spark SQL, the
-        tile path); None reads the session's `propensity.features.sums`
-        (settable in `engine.spark.conf`)."""
+        definition's `build_features` on its partition with DuckDB,
+        `features_by_task`; nothing is written to `scratch`, the returned
+        table is computed when the caller writes it) or `spark` (the same
+        definition as Spark SQL, the tile path, with the per-customer sums,
+        the cancel days and the reactivation counts materialised in
+        `scratch` first: Spark inlines a subquery read twice, so the events
+        would be rolled up twice; `timings`, if given, gets the seconds of
+        the materialised stages, `sums_s` and `cancels_s`); None reads the
+        session's `propensity.features.sums` (settable in
+        `engine.spark.conf`)."""
         from features.definition import (
             cancel_days,
             feature_sums,
@@ -344,7 +377,6 @@ class SparkDataset:
             from features.classic import fit_from_events
 
             classic = fit_from_events(self.events, cutoffs, spec)
-        partitions = None
         if sums_engine == "duckdb":
             # each task holds its partition's events: bound them
             per_task = int(self.spark.conf.get(TASK_EVENTS_CONF, str(TASK_EVENTS)))
@@ -352,14 +384,13 @@ class SparkDataset:
                 self.spark.sparkContext.defaultParallelism,
                 -(-self.events_estimate() // per_task),
             )
-        events = self.by_customer(self.events, partitions)
+            events = self.by_customer(self.events, partitions)
+            return self.features_by_task(events, cutoffs, spec, customers, classic)
+        events = self.by_customer(self.events)
         start = time.perf_counter()
-        if sums_engine == "duckdb":
-            sums = self.sums_by_task(events, cutoffs, spec, scratch / "sums")
-        else:
-            sums = self.materialised(
-                feature_sums(events, cutoffs, spec, tiles=True), scratch / "sums"
-            )
+        sums = self.materialised(
+            feature_sums(events, cutoffs, spec, tiles=True), scratch / "sums"
+        )
         middle = time.perf_counter()
         cancels = self.materialised(cancel_days(events, spec), scratch / "cancels")
         # small, and read from a small Parquet file, so Spark broadcasts it
@@ -376,12 +407,15 @@ class SparkDataset:
         )
 
 
-class PartitionSums:
+class PartitionFeatures:
     """The function each Spark task runs (`DataFrame.mapInArrow`): its
-    partition's events (Arrow batches of the contract's columns, timestamps
-    without a zone) into an in-memory DuckDB, `feature_sums(events, cutoffs,
-    spec)` of the one definition run there, its rows yielded as Arrow batches.
-    Picklable (Spark sends it to the Python workers)."""
+    partition's events (Arrow batches of the contract's columns; timestamps in
+    UTC, with or without the zone, given to DuckDB without it) into an
+    in-memory DuckDB, `build_features(events,
+    cutoffs, spec, customers, classic=classic)` of the one definition run
+    there (`customers`: the whole customers table as Arrow, the attributes'
+    left join keeps the partition's customers), its rows yielded as Arrow
+    batches. Picklable (Spark sends it to the Python workers)."""
 
     def __init__(
         self,
@@ -389,24 +423,34 @@ class PartitionSums:
         spec: FeatureSpec,
         threads: int = 1,
         memory_limit: str = TASK_MEMORY_DEFAULT,
+        customers: pa.Table | None = None,
+        classic: pd.DataFrame | None = None,
     ) -> None:
         self.cutoffs = cutoffs
         self.spec = spec
         self.threads = threads
         self.memory_limit = memory_limit
+        self.customers = customers
+        self.classic = classic
 
-    def _sums(self, events: pa.Table) -> tuple[ibis.BaseBackend, ir.Table]:
-        from features.definition import feature_sums
+    def _features(
+        self, events: pa.Table, customers: pa.Table | None
+    ) -> tuple[ibis.BaseBackend, ir.Table]:
+        from features.definition import build_features
         from features.sources.load import connect
 
         con = connect(memory_limit=self.memory_limit, threads=self.threads)
         con.raw_sql("SET enable_progress_bar = false")
-        table = ibis.memtable(events)
-        return con, feature_sums(table, self.cutoffs, self.spec)
+        people = None if customers is None else ibis.memtable(customers)
+        expr = build_features(
+            ibis.memtable(events), self.cutoffs, self.spec, people, classic=self.classic
+        )
+        return con, expr
 
     def schema(self) -> pa.Schema:
-        """The Arrow schema of the sums (the definition run on no events)."""
-        con, expr = self._sums(EVENTS_SCHEMA.empty_table())
+        """The Arrow schema of the rows (the definition run on no events)."""
+        customers = None if self.customers is None else self.customers.slice(0, 0)
+        con, expr = self._features(EVENTS_SCHEMA.empty_table(), customers)
         try:
             return con.to_pyarrow(expr).schema
         finally:
@@ -419,7 +463,7 @@ class PartitionSums:
         events = pa.Table.from_batches(batches).select(EVENTS_SCHEMA.names)
         events = events.cast(EVENTS_SCHEMA)
         del batches
-        con, expr = self._sums(events)
+        con, expr = self._features(events, self.customers)
         try:
             out = con.to_pyarrow(expr)
         finally:

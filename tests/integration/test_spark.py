@@ -153,8 +153,8 @@ def test_features_equal_duckdb(loaded, tmp_path: Path) -> None:
         build_features(spark.events, CUTOFFS, spec, spark.customers)
     ).to_pandas()
     assert_same_frames(expected, got)
-    # the scoring path's: the sums and cancel days materialised first, the
-    # sums by each task with DuckDB (the default) and as Spark SQL
+    # the scoring path's: the whole rows by each task with DuckDB (the
+    # default), or the sums (Spark SQL) and cancel days materialised first
     for sums in (None, "duckdb", "spark"):
         staged = spark.to_pyarrow(
             spark.build_features(
@@ -162,6 +162,8 @@ def test_features_equal_duckdb(loaded, tmp_path: Path) -> None:
             )
         ).to_pandas()
         assert_same_frames(expected, staged)
+        # the task path is one Spark job: no stage written to the scratch
+        assert (tmp_path / f"stages-{sums}").exists() == (sums == "spark")
     # the boundary the parity traps would move: an event in the last second
     assert (expected["days_since_last_event"] == 0).any()
     # each population differs from the others somewhere
@@ -350,14 +352,14 @@ def test_padded_ids_and_types_equal_duckdb(spark, small: Path, tmp_path: Path) -
     assert got["purchase_count_total"].sum() > 0
 
 
-def test_sums_by_task_across_partitions_equal_duckdb(
+def test_features_by_task_across_partitions_equal_duckdb(
     spark, small: Path, tmp_path: Path
 ) -> None:
-    """The sums computed by each Spark task with DuckDB on its partition: with
+    """The features computed by each Spark task with DuckDB on its partition: with
     the customers spread over many partitions (adaptive coalescing off), most
     of them empty, and a customer with a single event, the features equal
     DuckDB's over all the events at once."""
-    from features.sources.spark import PartitionSums
+    from features.sources.spark import PartitionFeatures
 
     frame = pd.read_parquet(small / "events.parquet")
     one = frame.iloc[[0]].copy()
@@ -386,7 +388,7 @@ def test_sums_by_task_across_partitions_equal_duckdb(
     days = single.sort_values(CUTOFF)["days_since_last_event"].tolist()
     assert 0 < days[0] < days[1]
     # a task with no events yields no rows (and no error)
-    assert list(PartitionSums(CUTOFFS, spec)(iter([]))) == []
+    assert list(PartitionFeatures(CUTOFFS, spec)(iter([]))) == []
 
 
 def test_sums_engine_is_checked(loaded, tmp_path: Path) -> None:
