@@ -28,8 +28,10 @@ sums at its *watermark* `D` (a midnight: it holds exactly the events before
   add, first times take the minimum, last times the maximum); the customers
   nobody touched keep their row as it was;
 - the windowed amount maxima cannot be subtracted: they are recomputed from the
-  tiles of the largest window, only for the customers one of whose tiles leaving
-  a window held at least that window's maximum;
+  tiles of the largest window that hold an amount (kept apart, `amounts-*`: a
+  sixth of the tiles in the demo, three of their columns), only for the
+  customers one of whose tiles leaving a window held at least that window's
+  maximum;
 - late events (before `D`; `features.late_events: apply`) make their customers'
   sums recomputed from all their tiles (gaps between active days change); with
   `reject` they are left out and counted;
@@ -46,11 +48,11 @@ night costs a pass over one row per customer, not over the history.
 
 On disk (a folder beside the scores, `<scoring.output>-state`): immutable
 Parquet files named by the advance that wrote them (`tiles-N-*.parquet`, stored
-by day in small row groups, `sums-N-*.parquet`, `cancels-N-*.parquet`,
-`ids-N.parquet`) and the manifest `state.json` (watermark, the files that make
-up the state, the key it was built under, whether each (customer, day) has one
-tile row: late events can add a second, combined where the tiles are read),
-replaced atomically last
+by day in small row groups, `amounts-N-*.parquet` likewise,
+`sums-N-*.parquet`, `cancels-N-*.parquet`, `ids-N.parquet`) and the manifest
+`state.json` (watermark, the files that make up the state, the key it was
+built under, whether each (customer, day) has one tile row: late events can
+add a second, combined where the tiles are read), replaced atomically last
 (core.atomic); files no manifest names are removed after the swap, so a kill at
 any moment leaves the old state or the new.
 """
@@ -105,7 +107,7 @@ MANIFEST = "state.json"
 EVENT_ID = "event_id"
 APPLY, REJECT = "apply", "reject"
 LATE_POLICIES = (APPLY, REJECT)
-FORMAT = 2
+FORMAT = 3
 # tiles are stored by day in row groups this small, so the days that move at
 # the next advance are read without decoding many other days around them
 TILE_ROW_GROUP = 10240
@@ -171,6 +173,10 @@ class FeatureState:
 
     def tiles(self, con: ibis.BaseBackend) -> ir.Table:
         return con.read_parquet(self.files("tiles"))
+
+    def amounts(self, con: ibis.BaseBackend) -> ir.Table:
+        """The tiles holding an amount (`amount_tiles`)."""
+        return con.read_parquet(self.files("amounts"))
 
     def features(
         self,
@@ -265,7 +271,13 @@ def rebuild(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seq = _next_seq(folder)
-    files: dict[str, list[str]] = {"tiles": [], "sums": [], "cancels": [], "ids": []}
+    files: dict[str, list[str]] = {
+        "tiles": [],
+        "amounts": [],
+        "sums": [],
+        "cancels": [],
+        "ids": [],
+    }
     count = 0
     for i, events in enumerate(chunks):
         events = _typed(events)
@@ -285,6 +297,7 @@ def rebuild(
             folder / tiles_name, row_group_size=TILE_ROW_GROUP
         )
         tiles = con.read_parquet(str(folder / tiles_name))
+        files["amounts"] += _write_amounts(tiles, spec, folder / f"amounts-{seq}-{i}")
         sums_name = f"sums-{seq}-{i}.parquet"
         sums = customer_sums(_at(with_gaps(tiles), as_of, spec), spec)
         sums.to_parquet(folder / sums_name)
@@ -309,6 +322,26 @@ def _at(tiles: ir.Table, cutoff: datetime, spec: FeatureSpec) -> ir.Table:
         **{CUSTOMER_ID: tiles._cid, CUTOFF: ibis.literal(cutoff, "timestamp")}
     )
     return bucket_rows(joined, spec)
+
+
+def amount_tiles(tiles: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """The tiles with an amount (their customer, day and amount maxima), by
+    day: what the windowed amount maxima are recomputed from
+    (`_fix_amount_max`), a fraction of the tiles (purchases only, by default)
+    and of their columns."""
+    maxima = [f"_amount_max_{r}" for r in spec.amount_roles]
+    held = tiles.filter(ibis.or_(*(tiles[c].notnull() for c in maxima)))
+    return held.select("_cid", "_day", *maxima).order_by("_day")
+
+
+def _write_amounts(tiles: ir.Table, spec: FeatureSpec, stem: Path) -> list[str]:
+    """`amount_tiles` written to `<stem>.parquet`; its name, or none when the
+    spec has no amount roles."""
+    if not spec.amount_roles:
+        return []
+    path = stem.with_name(f"{stem.name}.parquet")
+    amount_tiles(tiles, spec).to_parquet(path, row_group_size=TILE_ROW_GROUP)
+    return [path.name]
 
 
 def _cancels_of(tiles: ir.Table) -> ir.Table:
@@ -416,11 +449,13 @@ def advance(
     tiles.to_parquet(folder / tiles_name, row_group_size=TILE_ROW_GROUP)
     files["tiles"].append(tiles_name)
     new = con.read_parquet(str(folder / tiles_name))
+    files["amounts"] += _write_amounts(new, spec, folder / f"amounts-{seq}")
     cancels_name = f"cancels-{seq}.parquet"
     _cancels_of(new).to_parquet(folder / cancels_name)
     files["cancels"].append(cancels_name)
 
     all_tiles = con.read_parquet([str(folder / f) for f in files["tiles"]])
+    amounts = [str(folder / f) for f in files["amounts"]]
     late_ids = None
     if n_late and rejected == 0:
         late_ids = new.filter(new._day < old).select(_lcid=new._cid).distinct()
@@ -448,6 +483,7 @@ def advance(
         folder / sums_name,
         state.unique_tiles,
         rows,
+        con.read_parquet(amounts) if amounts else None,
     )
     files["sums"] = [sums_name]
     _compact(con, folder, seq, files, compact_after or COMPACT_AFTER)
@@ -463,13 +499,13 @@ def _compact(
     """Merge the files advances wrote (`<kind>-<seq>.parquet`, not a rebuild's
     chunks) into `<kind>-<seq>-merged.parquet` when there are more than `limit`
     of a kind; `files` is updated in place (the commit removes the old ones)."""
-    for kind in ("tiles", "cancels", "ids"):
+    for kind in ("tiles", "amounts", "cancels", "ids"):
         small = [f for f in files[kind] if f.count("-") == 1]
         if len(small) <= limit:
             continue
         table = con.read_parquet([str(folder / f) for f in small])
         name = f"{kind}-{seq}-merged.parquet"
-        if kind == "tiles":
+        if kind in ("tiles", "amounts"):
             table.order_by("_day").to_parquet(
                 folder / name, row_group_size=TILE_ROW_GROUP
             )
@@ -630,6 +666,7 @@ def _advance_sums(
     out: Path,
     unique_tiles: bool = False,
     also: Callable[[ir.Table], tuple[ir.Table, Path]] | None = None,
+    amounts: ir.Table | None = None,
 ) -> None:
     """Write the customer sums at `to` to `out` (see the module docstring).
     `unique_tiles`: the old tiles
@@ -639,7 +676,8 @@ def _advance_sums(
     so the engine plans the joins with their true sizes. The writes are queued
     (`_Queued`): each query is compiled while the ones before it run. `also`,
     if given, says from the sums as written what else to write and where (the
-    feature rows), unordered, after them."""
+    feature rows), unordered, after them. `amounts`: every tile with an
+    amount (`amount_tiles`), for the windowed amount maxima."""
     with _Queued(con) as queue:
         how = sum_merge(spec)
         columns = [CUSTOMER_ID, CUTOFF, *how]
@@ -711,9 +749,9 @@ def _advance_sums(
         # per customer on each side); customers new to the state (or late) as the
         # changes say; the others as they were
         merged = plus_changes(kept, delta, spec, cutoff, moves)
-        if moving is not None and spec.amount_roles:
+        if moving is not None and amounts is not None:
             merged = _fix_amount_max(
-                merged, moving, sums, all_tiles, late_ids, old, to, spec, written
+                merged, moving, sums, amounts, late_ids, old, to, spec, written
             )
         only_new = delta.anti_join(kept, delta[CUSTOMER_ID] == kept[CUSTOMER_ID])
         # one row per customer, read by key: in any order
@@ -816,7 +854,7 @@ def _fix_amount_max(
     merged: ir.Table,
     moving: ir.Table,
     sums: ir.Table,
-    all_tiles: ir.Table,
+    amounts: ir.Table,
     late_ids: ir.Table | None,
     old: datetime,
     to: datetime,
@@ -824,7 +862,8 @@ def _fix_amount_max(
     written: Callable[[ir.Table, str], ir.Table],
 ) -> ir.Table:
     """The windowed amount maxima (a maximum cannot be subtracted) recomputed
-    from the tiles of the newest `max window` days, only for the customers one
+    from the tiles with an amount (`amounts`) of the newest `max window` days,
+    only for the customers one
     of whose tiles leaving a window held at least that window's maximum (in
     `sums`, at the old date): otherwise the maximum stays in the window."""
     cols = [(r, w) for r in spec.amount_roles for w in spec.windows_days]
@@ -847,15 +886,8 @@ def _fix_amount_max(
     carried = hit.filter(ibis.or_(*(h.fill_null(False) for h in held)))
     carried = written(carried.select(_rcid=carried._cid).distinct(), "carried")
     since = to - timedelta(days=max(spec.windows_days))
-    # a tile without an amount holds no maximum (most tiles: only purchases
-    # have one), and the filter is read before the other columns
-    recent = all_tiles.filter(
-        all_tiles._day >= ibis.literal(since, "timestamp"),
-        ibis.or_(*(all_tiles[f"_amount_max_{r}"].notnull() for r in spec.amount_roles)),
-    )
-    recent = recent.select(
-        "_cid", "_day", *(f"_amount_max_{r}" for r in spec.amount_roles)
-    )
+    # stored by day: the older days' row groups are skipped
+    recent = amounts.filter(amounts._day >= ibis.literal(since, "timestamp"))
     recent = recent.semi_join(carried, recent._cid == carried._rcid)
     if late_ids is not None:
         recent = recent.anti_join(late_ids, recent._cid == late_ids._lcid)
@@ -906,7 +938,12 @@ def forget(
         n=sum((theirs[f"_n_{r}"] for r in ROLES), ibis.literal(0.0)).sum()
     ).execute()["n"][0]
     files: dict[str, list[str]] = {}
-    column = {"tiles": "_cid", "sums": CUSTOMER_ID, "cancels": "_rcid"}
+    column = {
+        "tiles": "_cid",
+        "amounts": "_cid",
+        "sums": CUSTOMER_ID,
+        "cancels": "_rcid",
+    }
     for kind, names in state.manifest["files"].items():
         files[kind] = []
         for i, name in enumerate(names):

@@ -116,6 +116,7 @@ def check(stream) -> None:
                 gone.add(forget[0])
                 state = fs.forget(state, con, gone)
                 held = {k: r for k, r in held.items() if r[0] not in gone}
+                assert not holds(state, con, gone)
             rows = [r for r in batches[i] if r[0] not in gone]
             old = dates[i - 1]
             result = fs.advance(
@@ -135,13 +136,30 @@ def check(stream) -> None:
                 held.setdefault(key, row)
             assert result.state.events == len(held)
             if compact is not None:
-                for kind in ("tiles", "cancels"):
+                for kind in ("tiles", "amounts", "cancels"):
                     small = [
                         f for f in state.manifest["files"][kind] if f.count("-") == 1
                     ]
                     assert len(small) <= compact, state.manifest["files"]
             compare(state, con, spec, held, date)
     con.disconnect()
+
+
+def holds(state, con, ids: set[str]) -> list[str]:
+    """The state's files that still hold a row of one of `ids`."""
+    column = {
+        "tiles": "_cid",
+        "amounts": "_cid",
+        "sums": "customer_id",
+        "cancels": "_rcid",
+    }
+    found = []
+    for kind, name in column.items():
+        for path in state.files(kind):
+            t = con.read_parquet(path)
+            if t.filter(t[name].isin(sorted(ids))).count().execute():
+                found.append(path)
+    return found
 
 
 def compare(state, con, spec, held: dict, date: datetime) -> None:
