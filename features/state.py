@@ -174,10 +174,6 @@ class FeatureState:
     def tiles(self, con: ibis.BaseBackend) -> ir.Table:
         return con.read_parquet(self.files("tiles"))
 
-    def amounts(self, con: ibis.BaseBackend) -> ir.Table:
-        """The tiles holding an amount (`amount_tiles`)."""
-        return con.read_parquet(self.files("amounts"))
-
     def features(
         self,
         con: ibis.BaseBackend,
@@ -297,7 +293,9 @@ def rebuild(
             folder / tiles_name, row_group_size=TILE_ROW_GROUP
         )
         tiles = con.read_parquet(str(folder / tiles_name))
-        files["amounts"] += _write_amounts(tiles, spec, folder / f"amounts-{seq}-{i}")
+        files["amounts"] += _write_amounts(
+            tiles, spec, folder / f"amounts-{seq}-{i}.parquet"
+        )
         sums_name = f"sums-{seq}-{i}.parquet"
         sums = customer_sums(_at(with_gaps(tiles), as_of, spec), spec)
         sums.to_parquet(folder / sums_name)
@@ -334,12 +332,11 @@ def amount_tiles(tiles: ir.Table, spec: FeatureSpec) -> ir.Table:
     return held.select("_cid", "_day", *maxima).order_by("_day")
 
 
-def _write_amounts(tiles: ir.Table, spec: FeatureSpec, stem: Path) -> list[str]:
-    """`amount_tiles` written to `<stem>.parquet`; its name, or none when the
-    spec has no amount roles."""
+def _write_amounts(tiles: ir.Table, spec: FeatureSpec, path: Path) -> list[str]:
+    """`amount_tiles` written to `path`: its name, or none when the spec has no
+    amount roles."""
     if not spec.amount_roles:
         return []
-    path = stem.with_name(f"{stem.name}.parquet")
     amount_tiles(tiles, spec).to_parquet(path, row_group_size=TILE_ROW_GROUP)
     return [path.name]
 
@@ -449,7 +446,7 @@ def advance(
     tiles.to_parquet(folder / tiles_name, row_group_size=TILE_ROW_GROUP)
     files["tiles"].append(tiles_name)
     new = con.read_parquet(str(folder / tiles_name))
-    files["amounts"] += _write_amounts(new, spec, folder / f"amounts-{seq}")
+    files["amounts"] += _write_amounts(new, spec, folder / f"amounts-{seq}.parquet")
     cancels_name = f"cancels-{seq}.parquet"
     _cancels_of(new).to_parquet(folder / cancels_name)
     files["cancels"].append(cancels_name)
@@ -870,9 +867,9 @@ def _fix_amount_max(
 ) -> ir.Table:
     """The windowed amount maxima (a maximum cannot be subtracted) recomputed
     from the tiles with an amount (`amounts`) of the newest `max window` days,
-    only for the customers one
-    of whose tiles leaving a window held at least that window's maximum (in
-    `sums`, at the old date): otherwise the maximum stays in the window."""
+    only for the customers one of whose tiles leaving a window held at least
+    that window's maximum (in `sums`, at the old date): otherwise the maximum
+    stays in the window."""
     cols = [(r, w) for r in spec.amount_roles for w in spec.windows_days]
     k = sums.select(
         _kcid=sums[CUSTOMER_ID],
