@@ -224,9 +224,7 @@ class SparkDataset:
         from pyspark.sql import functions as F
         from pyspark.sql.types import TimestampType
 
-        name = f"propensity_{uuid.uuid4().hex[:12]}"
-        self.con.create_view(name, expr, overwrite=True)
-        df = self.spark.table(name)
+        df = self._as_spark(expr)
         return df.select(
             *(
                 F.col(f.name).cast("timestamp_ntz").alias(f.name)
@@ -235,6 +233,19 @@ class SparkDataset:
                 for f in df.schema.fields
             )
         )
+
+    def _as_spark(self, expr: ir.Table):
+        """`expr` as a Spark DataFrame as Ibis hands it over (through a view
+        Ibis creates, so its in-memory tables are registered)."""
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        self.con.create_view(name, expr, overwrite=True)
+        return self.spark.table(name)
+
+    def _as_ibis(self, df) -> ir.Table:  # noqa: ANN001
+        """A Spark DataFrame as an Ibis table (on a temporary view of it)."""
+        name = f"propensity_{uuid.uuid4().hex[:12]}"
+        df.createOrReplaceTempView(name)
+        return self.con.table(name)
 
     def to_parquet_dir(self, expr: ir.Table, out_dir: Path) -> Path:
         """`expr` written by Spark as a folder of Parquet part files (an existing
@@ -248,9 +259,7 @@ class SparkDataset:
         as an Ibis table on a Spark view (no in-memory table left in it, so
         later expressions on it run anywhere)."""
         self.to_parquet_dir(expr, out_dir)
-        name = f"propensity_{uuid.uuid4().hex[:12]}"
-        self.spark.read.parquet(str(out_dir)).createOrReplaceTempView(name)
-        return self.con.table(name)
+        return self._as_ibis(self.spark.read.parquet(str(out_dir)))
 
     def events_estimate(self) -> int:
         """The number of events, from the Parquet files' footers when every
@@ -274,17 +283,13 @@ class SparkDataset:
         shuffled them by (customer, day) and again by customer for the
         gaps). Spark's adaptive execution picks the number of partitions
         unless `partitions` gives it."""
-        name = f"propensity_{uuid.uuid4().hex[:12]}"
-        self.con.create_view(name, events, overwrite=True)
-        clustered = f"{name}_by_customer"
-        df = self.spark.table(name)
+        df = self._as_spark(events)
         df = (
             df.repartition(CUSTOMER_ID)
             if partitions is None
             else df.repartition(partitions, CUSTOMER_ID)
         )
-        df.createOrReplaceTempView(clustered)
-        return self.con.table(clustered)
+        return self._as_ibis(df)
 
     def features_by_task(
         self,
@@ -327,12 +332,7 @@ class SparkDataset:
         # the events' times as Spark's TIMESTAMP, UTC (the session's zone): the
         # tasks' Arrow batches carry them with that zone and `PartitionFeatures`
         # drops it (no cast per event in the JVM, as `dataframe` would add)
-        name = f"propensity_{uuid.uuid4().hex[:12]}"
-        self.con.create_view(name, events, overwrite=True)
-        df = self.spark.table(name).mapInArrow(compute, schema)
-        name = f"propensity_{uuid.uuid4().hex[:12]}"
-        df.createOrReplaceTempView(name)
-        return self.con.table(name)
+        return self._as_ibis(self._as_spark(events).mapInArrow(compute, schema))
 
     def build_features(
         self,
