@@ -150,11 +150,16 @@ def _page(browser, console: Console, key: str | None):  # noqa: ANN001, ANN202
     page.goto(f"{console.url}/console/")
     if key is not None:
         page.get_by_label("API key").fill(key)
-        # the page the form's answer loads, waited for (a click returns before
-        # a busy server answers: the sign-in page's links were read, none)
-        with page.expect_navigation():
-            page.get_by_role("button", name="Sign in").click()
+        _follow(page, "button", "Sign in")
     return page
+
+
+def _follow(page, role: str, name: str) -> None:  # noqa: ANN001
+    """Click the link or button and wait for the page it loads: a click returns
+    before a busy server answers, and what is read next would be read from the
+    page before (the sign-in page's links; axe on a document being replaced)."""
+    with page.expect_navigation():
+        page.get_by_role(role, name=name).click()
 
 
 def _no_violations(page, name: str) -> None:  # noqa: ANN001
@@ -198,7 +203,7 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     status = json.loads((console.output / "_last_run.json").read_text())
     agg = json.loads((console.output / "_aggregates.json").read_text())
 
-    page.get_by_role("link", name="Overview").click()
+    _follow(page, "link", "Overview")
     assert page.locator("h1").inner_text() == "Overview"
     assert page.locator("#run-state").inner_text() == status["state"]
     assert page.locator("#run-exit").inner_text().startswith(str(status["exit_code"]))
@@ -217,7 +222,7 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     _no_violations(page, "overview")
     _shot(page, "overview", tmp_path)
 
-    page.get_by_role("link", name="Models").click()
+    _follow(page, "link", "Models")
     for target, model in agg["models"].items():
         assert page.locator(f"#champion-{target} .version").inner_text() == str(
             model["version"]
@@ -229,13 +234,13 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     _no_violations(page, "models")
     _shot(page, "models", tmp_path)
 
-    page.get_by_role("link", name="Campaigns").click()
+    _follow(page, "link", "Campaigns")
     rows = _cells(page, "campaigns")
     assert [r[0] for r in rows] == [CAMPAIGN]
     assert [_number(rows[0][3]), _number(rows[0][4])] == [32, 8]
     _no_violations(page, "campaigns")
     _shot(page, "campaigns", tmp_path)
-    page.get_by_role("link", name=CAMPAIGN).click()
+    _follow(page, "link", CAMPAIGN)
     assert _number(page.locator("#treatment").inner_text()) == 32
     assert _number(page.locator("#control").inner_text()) == 8
     readout = agg["readouts"][CAMPAIGN]
@@ -251,9 +256,9 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     _no_violations(page, "campaign")
     _shot(page, "campaign", tmp_path)
 
-    page.get_by_role("link", name="Customer").click()
+    _follow(page, "link", "Customer")
     page.get_by_label("Customer id").fill(CUSTOMER)
-    page.get_by_role("button", name="Look up").click()
+    _follow(page, "button", "Look up")
     from core.config import load_config
     from features.sources.privacy import pseudonymiser
     from serving.online_store import open_reader
@@ -276,7 +281,7 @@ def test_every_page_shows_its_files_figures_and_passes_axe(
     _no_violations(page, "customer")
     _shot(page, "customer", tmp_path)
 
-    page.get_by_role("link", name="Forget").click()
+    _follow(page, "link", "Forget")
     _no_violations(page, "forget")
     _shot(page, "forget", tmp_path)
     page.context.close()
@@ -310,7 +315,7 @@ def test_pages_follow_the_keys_scopes_and_sign_out_ends_the_session(
         c for c in page.context.cookies() if c["name"] == "propensity_console"
     )
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    page.get_by_role("button", name="Sign out").click()
+    _follow(page, "button", "Sign out")
     assert page.url.endswith("/console/signin")
     page.goto(f"{console.url}/console/overview")
     assert page.url.endswith("/console/signin")
