@@ -6,6 +6,8 @@ numbers)."""
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import pyarrow as pa
 
 from features.columns import AMOUNT, CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, QUANTITY
 from features.sources.contract import (
+    EARLIEST_EVENT,
     ROW,
     ContractError,
     Problem,
@@ -51,6 +54,91 @@ def _text(value) -> str | None:
     return str(value)
 
 
+# What `_plain` takes as it is: a time DuckDB and Python read alike (date, time
+# to the second, an optional fraction and offset), a decimal number.
+_PLAIN_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?"
+)
+_PLAIN_NUMBER = re.compile(r"-?\d{1,15}(\.\d{1,15})?")
+_EXACT_INT = 2**53  # an int beyond it is rounded: left to the contract
+
+
+def _plain_text(value) -> str | None:
+    """A non-empty id or name with nothing to trim, else None."""
+    if isinstance(value, str):
+        return value if value and value == value.strip() else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _plain_number(value) -> tuple[bool, float | None]:
+    """(ok, the number) for an absent value, a finite number, a decimal text."""
+    if value is None:
+        return True, None
+    if isinstance(value, bool):
+        return False, None
+    if isinstance(value, int):
+        return (True, float(value)) if abs(value) < _EXACT_INT else (False, None)
+    if isinstance(value, float):
+        return (True, value) if math.isfinite(value) else (False, None)
+    if isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value):
+        return True, float(value)
+    return False, None
+
+
+def _plain(
+    events: Sequence[Mapping[str, object]],
+    as_of: datetime,
+    ids: Sequence[str] | None,
+) -> list[tuple] | None:
+    """The rows `check` gives a batch every event of which is plainly valid
+    (ids and type non-empty texts with nothing to trim, a time such as
+    2025-12-01T10:04:00[.123][Z|+01:00] between EARLIEST_EVENT and `as_of`,
+    amounts and quantities absent or finite numbers, event ids texts), read
+    in Python as the contract's SQL reads them; None when any event is not
+    plainly valid: the batch then goes through the contract's checks, which
+    name its problems. Saves the two DuckDB queries a batch costs (~10 ms,
+    whatever its size) on the usual batch."""
+    if not events:
+        return None
+    limit = as_of.replace(microsecond=0)  # the contract compares to the second
+    rows = []
+    for i, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            return None
+        cid = _plain_text(event.get(CUSTOMER_ID))
+        kind = _plain_text(event.get(EVENT_TYPE))
+        text = event.get(EVENT_TIME)
+        if cid is None or kind is None or not isinstance(text, str):
+            return None
+        if not _PLAIN_TIME.fullmatch(text):
+            return None
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        if when < EARLIEST_EVENT or when > limit:
+            return None
+        ok_a, amount = _plain_number(event.get(AMOUNT))
+        ok_q, quantity = _plain_number(event.get(QUANTITY))
+        if not (ok_a and ok_q):
+            return None
+        given = event.get(EVENT_ID)
+        if given is None or given == "":
+            event_id = ids[i] if ids is not None else f"i-{uuid.uuid4().hex}"
+        else:
+            event_id = _plain_text(given)
+            if event_id is None:
+                return None
+        rows.append(
+            (cid, when.replace(microsecond=0), kind, amount, quantity, event_id)
+        )
+    return rows
+
+
 def check(
     con: duckdb.DuckDBPyConnection,
     events: Sequence[Mapping[str, object]],
@@ -72,6 +160,22 @@ def check(
             f"{where}: {len(events):,} events in one batch; at most {max_events:,} "
             "(ingest.max_events)"
         )
+    as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
+    plain = _plain(events, as_of, ids)
+    if plain is not None:
+        return Checked(plain, [])
+    return _contract(con, events, where, as_of, ids, drop_bad)
+
+
+def _contract(
+    con: duckdb.DuckDBPyConnection,
+    events: Sequence[Mapping[str, object]],
+    where: str,
+    as_of: datetime,
+    ids: Sequence[str] | None,
+    drop_bad: bool,
+) -> Checked:
+    """`check` by the data contract's checks (features.sources.contract)."""
     present = sorted({k for e in events for k in e if k in FIELDS})
     columns = {
         name: pa.array([_text(e.get(name)) for e in events], pa.string())
@@ -82,7 +186,6 @@ def check(
     cur = con.cursor()
     try:
         cur.register("_ingest_batch", table)
-        as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
         problems = validate_events(cur, where, "_ingest_batch", present, as_of)
         bad: set[int] = set()
         if problems and not drop_bad:
