@@ -139,6 +139,21 @@ def _plain(
     return rows
 
 
+def check_plain(
+    events: Sequence[Mapping[str, object]], where: str, *, max_events: int
+) -> Checked | None:
+    """`check`'s answer for a batch every event of which is plainly valid,
+    without a connection (cheap enough for an event loop); None when the
+    batch needs the contract's checks."""
+    if len(events) > max_events:
+        raise TooMany(
+            f"{where}: {len(events):,} events in one batch; at most {max_events:,} "
+            "(ingest.max_events)"
+        )
+    plain = _plain(events, datetime.now(UTC).replace(tzinfo=None), None)
+    return None if plain is None else Checked(plain, [])
+
+
 def check(
     con: duckdb.DuckDBPyConnection,
     events: Sequence[Mapping[str, object]],

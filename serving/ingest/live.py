@@ -72,6 +72,7 @@ from serving.online_store.live import LiveRows, base_of, live_path, split_featur
 log = logging.getLogger(__name__)
 
 LOCK = ".live.lock"
+INLINE_EVENTS = 1000  # a batch this small is checked on the event loop when plain
 SQL = "compiled"  # the live SQL compiled per state (features.live.LiveState)
 
 
@@ -283,11 +284,21 @@ class Ingester:
     async def ingest_async(
         self, events: Sequence[Mapping[str, object]], where: str
     ) -> Outcome:
-        """`ingest` for an event loop: the checks in a thread, the group awaited
-        (the API's `POST /events`: a waiting request holds no thread)."""
-        out, rows, stored = await asyncio.to_thread(
-            self._prepare_grouped, events, where
-        )
+        """`ingest` for an event loop (the API's `POST /events`): a plainly
+        valid batch of up to INLINE_EVENTS events checked on the loop (~0.25 ms
+        for 100), any other in a thread (the contract's queries); the group
+        awaited (a waiting request holds no thread)."""
+        plain = None
+        if len(events) <= INLINE_EVENTS:
+            plain = batch.check_plain(
+                events, where, max_events=self.config.ingest.max_events
+            )
+        if plain is not None:
+            out, rows, stored = self._outcome(events, plain)
+        else:
+            out, rows, stored = await asyncio.to_thread(
+                self._prepare_grouped, events, where
+            )
         if rows:
             result = await asyncio.wrap_future(self.submit(rows, stored))
             self.finish(out, len(rows), result)

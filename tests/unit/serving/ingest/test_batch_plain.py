@@ -172,3 +172,24 @@ def test_a_bad_batch_is_still_refused_by_the_contract_naming_row_and_field(con):
     with pytest.raises(ContractError) as refused:
         batch.check(con, bad, "POST /events", max_events=10, as_of=AS_OF)
     assert "event_time" in str(refused.value) and "rows 2" in str(refused.value)
+
+
+def test_check_plain_answers_the_usual_batch_without_a_connection_and_leaves_others():
+    """The event loop's way (`check_plain`, no DuckDB): the usual batch's rows,
+    None for a batch the contract must read, and the size limit as `check`."""
+    usual = [
+        {"customer_id": "c1", "event_time": "2025-12-01 10:04:00", "event_type": "x"},
+        {"customer_id": "c2", "event_time": "2025-12-01T10:05:59Z", "event_type": "y"},
+    ]
+    checked = batch.check_plain(usual, "POST /events", max_events=10)
+    assert checked is not None and checked.problems == []
+    assert [r[:3] for r in checked.rows] == [
+        ("c1", datetime(2025, 12, 1, 10, 4), "x"),
+        ("c2", datetime(2025, 12, 1, 10, 5, 59), "y"),
+    ]
+    odd = [{**usual[0], "customer_id": " c1"}]  # the contract trims it
+    assert batch.check_plain(odd, "POST /events", max_events=10) is None
+    future = [{**usual[0], "event_time": "2999-01-01 00:00:00"}]  # refused
+    assert batch.check_plain(future, "POST /events", max_events=10) is None
+    with pytest.raises(batch.TooMany, match="3 events in one batch; at most 2"):
+        batch.check_plain(usual + usual[:1], "POST /events", max_events=2)
