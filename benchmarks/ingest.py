@@ -9,15 +9,23 @@ per work folder). The event log and live rows are reset at the start. In one run
 
 - reference: `predict_by_id` (1 id, 2 clients) for `seconds` without ingest: its
   p50 and p99;
-- HTTP: `CLIENTS` threads post batches of 100 events (random customers, times
-  after the store's date, unique ids) for `seconds`, `predict_by_id` running
-  beside them as in the reference: events/s accepted (`ingest_http_events_per_s`,
-  goal >= 5,000), the `predict_by_id` p99 under ingest over the reference's
-  (`by_id_p99_ratio_under_ingest`, goal <= 1.3); a probe sends one event at a
-  time for a customer at a later time each and polls `predict_by_id` until its
-  `as_of` shows it: from the answer to `POST /events` (the acknowledgement) to
-  the first `predict_by_id` showing it (`freshness_p99_s`, goal <= 1 s), and from
-  the send (`freshness_from_send_p99_s`, for information);
+- HTTP, most: `CLIENTS` clients in a process of their own post batches of 100
+  events (random customers, times after the store's date, unique ids) as fast
+  as they are answered for `seconds`, `predict_by_id` running beside them as in
+  the reference: events/s accepted (`ingest_http_events_per_s`, goal >= 5,000),
+  with the `predict_by_id` p99 beside it for information
+  (`by_id_p99_ratio_at_most`);
+- HTTP, at the goal's load: the same clients paced to `PACE` (5,000) events/s
+  in all, `predict_by_id` beside them: the `predict_by_id` p99 under ingest over
+  the reference's (`by_id_p99_ratio_under_ingest`, goal <= 1.3); a probe sends
+  one event at a time for a customer at a later time each and polls
+  `predict_by_id` until its `as_of` shows it: from the answer to `POST /events`
+  (the acknowledgement) to the first `predict_by_id` showing it
+  (`freshness_p99_s`, goal <= 1 s), and from the send
+  (`freshness_from_send_p99_s`, for information). The issue asks both "under
+  that load": 5,000 events/s, not the most the server takes. The posters run
+  in their own process so that the `predict_by_id` clients' latencies are the
+  server's, not the wait for the bench's own interpreter;
 - stream: `STREAM_EVENTS` events put on a fresh stream, then `propensity ingest`
   started: events/s from its start to the last acknowledgement
   (`ingest_stream_events_per_s`, goal >= 5,000), the stream's own XADD rate
@@ -51,6 +59,8 @@ from serving.api.servers import start_service, stop, wait_ready
 
 CLIENTS = 8
 BATCH = 100
+PACE = 5000.0  # events/s of the latency goals' phase (the goal's load)
+POLL_S = 0.01  # the freshness probe's pause between predict_by_id calls
 STREAM_EVENTS = 60_000
 GOALS = {
     "ingest_http_events_per_s": (">=", 5000.0),
@@ -145,20 +155,67 @@ def _events(
 
 
 def _http_load(
-    url: str, ids: list[str], day: datetime, seconds: float
+    url: str,
+    ids: list[str],
+    day: datetime,
+    seconds: float,
+    rate: float,
+    tag: str,
+    workdir: Path,
 ) -> tuple[int, float]:
-    """CLIENTS threads posting batches of 100 for `seconds`: events accepted,
-    wall time."""
+    """CLIENTS clients posting batches of 100 for `seconds`, in a process of
+    their own (`_posters`): as fast as answered (`rate` 0) or paced to `rate`
+    events/s in all. Events accepted, wall time."""
+    args = workdir / f"posters-{tag}.json"
+    args.write_text(
+        json.dumps(
+            {
+                "url": url,
+                "ids": ids,
+                "day": day.isoformat(),
+                "seconds": seconds,
+                "rate": rate,
+                "tag": tag,
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ingest", "posters", str(args)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"POST /events: {done.stderr.strip()[-1000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["accepted"], out["wall"]
+
+
+def _posters(args: dict[str, Any]) -> dict[str, Any]:
+    """The posters' process: CLIENTS threads, each paced to a CLIENTS-th of
+    `rate` (a late batch is sent at once, so a server slower than the pace is
+    posted to as fast as it answers), or unpaced when `rate` is 0."""
+    url, ids, tag = args["url"], args["ids"], args["tag"]
+    day = datetime.fromisoformat(args["day"])
+    period = CLIENTS * BATCH / args["rate"] if args["rate"] else 0.0
     accepted = [0] * CLIENTS
     errors: list[str] = []
-    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    deadline = start + args["seconds"]
 
     def client(i: int) -> None:
         rng = random.Random(100 + i)
         n = 0
+        due = start + period * i / CLIENTS  # spread over the period
         with httpx.Client(headers=_auth(), timeout=120) as http:
             while time.perf_counter() < deadline:
-                body = {"events": _events(rng, ids, day, BATCH, f"h{i}-{n}")}
+                if period:
+                    wait = due - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    due += period
+                body = {"events": _events(rng, ids, day, BATCH, f"{tag}{i}-{n}")}
                 n += 1
                 r = http.post(f"{url}/events", json=body)
                 if r.status_code != 200:
@@ -166,7 +223,6 @@ def _http_load(
                     return
                 accepted[i] += r.json()["accepted"]
 
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
     for t in threads:
         t.start()
@@ -174,7 +230,7 @@ def _http_load(
         t.join()
     if errors:
         raise RuntimeError(f"POST /events: {errors[0]}")
-    return sum(accepted), time.perf_counter() - t0
+    return {"accepted": sum(accepted), "wall": time.perf_counter() - start}
 
 
 def _probe(
@@ -199,7 +255,11 @@ def _probe(
             if r.status_code != 200:
                 out.setdefault("errors", []).append(r.text[:300])
                 return
-            shown, got = _shows(http, url, customer, t.isoformat(), within_s=30)
+            # polled every 10 ms: the probe is not a third predict_by_id client
+            # as busy as the two measured (freshness is read 10 ms late at most)
+            shown, got = _shows(
+                http, url, customer, t.isoformat(), within_s=30, pause_s=POLL_S
+            )
             if not shown:
                 out.setdefault("errors", []).append(
                     f"not visible: {got} < {t.isoformat()}"
@@ -348,6 +408,41 @@ def run_ingest(
             time.sleep(seconds / 2)
         out["by_id_p50_ms_without_ingest"] = ref.p(50) * 1000
         out["by_id_p99_ms_without_ingest"] = ref.p(99) * 1000
+        # the most: posters as fast as answered
+        with ByIdLoad(url, ids[1:]) as most:
+            cpu0 = _cpu_s(process.pid)
+            accepted, wall = _http_load(url, ids[1:], day, seconds, 0.0, "h", logs)
+            cpu1 = _cpu_s(process.pid)
+        # the server's CPU (its worker, the refresh process) per 1,000 events:
+        # what the load of other jobs moves least
+        for name in cpu1:
+            out[f"ingest_http_{name}_cpu_s_per_1k_events"] = (
+                (cpu1[name] - cpu0.get(name, 0.0)) / max(accepted, 1) * 1000
+            )
+        out["ingest_http_events_per_s"] = accepted / wall
+        out["ingest_http_events"] = float(accepted)
+        out["by_id_p99_ms_at_most"] = most.p(99) * 1000
+        out["by_id_p99_ratio_at_most"] = (
+            out["by_id_p99_ms_at_most"] / out["by_id_p99_ms_without_ingest"]
+        )
+        with httpx.Client(headers=_auth(), timeout=120) as http:
+            # the refreshes caught up before the goal's load starts
+            # (a time after every poster's, before the probe's)
+            mark = [
+                {
+                    "customer_id": ids[1],
+                    "event_time": (day + timedelta(hours=6, minutes=30)).isoformat(
+                        sep=" "
+                    ),
+                    "event_type": "login",
+                    "event_id": "mark",
+                }
+            ]
+            r = http.post(f"{url}/events", json={"events": mark})
+            if r.status_code != 200:
+                raise RuntimeError(r.text[:500])
+            _wait_visible(http, url, mark[0], deadline_s=120)
+        # the goal's load: posters paced to PACE events/s, the probe beside them
         stop_probe, probe = threading.Event(), {}
         prober = threading.Thread(
             target=_probe, args=(url, ids[0], day, stop_probe, probe)
@@ -355,20 +450,17 @@ def run_ingest(
         with ByIdLoad(url, ids[1:]) as under:
             prober.start()
             cpu0 = _cpu_s(process.pid)
-            accepted, wall = _http_load(url, ids[1:], day, seconds)
+            accepted, wall = _http_load(url, ids[1:], day, seconds, PACE, "p", logs)
             cpu1 = _cpu_s(process.pid)
             stop_probe.set()
             prober.join()
-        # the server's CPU (its worker, the refresh process) per 1,000 events:
-        # what the load of other jobs moves least
         for name in cpu1:
-            out[f"ingest_http_{name}_cpu_s_per_1k_events"] = (
+            out[f"ingest_paced_{name}_cpu_s_per_1k_events"] = (
                 (cpu1[name] - cpu0.get(name, 0.0)) / max(accepted, 1) * 1000
             )
         if probe.get("errors"):
             raise RuntimeError(f"freshness probe: {probe['errors'][0]}")
-        out["ingest_http_events_per_s"] = accepted / wall
-        out["ingest_http_events"] = float(accepted)
+        out["ingest_paced_events_per_s"] = accepted / wall
         out["by_id_p50_ms_under_ingest"] = under.p(50) * 1000
         out["by_id_p99_ms_under_ingest"] = under.p(99) * 1000
         out["by_id_p99_ratio_under_ingest"] = (
@@ -443,6 +535,11 @@ def format_table(r: dict[str, Any]) -> str:
                 if "ingest_stream_events_per_s" in r
                 else "  Redis Stream consumer               not run"
             ),
+            "  predict_by_id p99 beside it         "
+            f"{r['by_id_p99_ms_at_most']:9.2f} ms (ratio "
+            f"{r['by_id_p99_ratio_at_most']:.2f}, for information)",
+            f"  at {PACE:,.0f} events/s (the goal's load; "
+            f"{r['ingest_paced_events_per_s']:,.0f} reached):",
             f"  freshness, ack -> predict_by_id p99 {r['freshness_p99_s']:9.3f} s "
             f"({verdict('freshness_p99_s')}); p50 {r['freshness_p50_s']:.3f} s; from "
             f"the send p99 {r['freshness_from_send_p99_s']:.3f} s; predict_by_id p50 "
@@ -452,7 +549,7 @@ def format_table(r: dict[str, Any]) -> str:
             f" vs {r['by_id_p99_ms_without_ingest']:.2f} ms without: ratio "
             f"{r['by_id_p99_ratio_under_ingest']:.2f} "
             f"({verdict('by_id_p99_ratio_under_ingest')})",
-            "  CPU s per 1,000 events under POST /events: API worker "
+            "  CPU s per 1,000 events, posters as fast as answered: API worker "
             f"{r.get('ingest_http_server_cpu_s_per_1k_events', float('nan')):.3f}, "
             "refresh process "
             f"{r.get('ingest_http_refresh_cpu_s_per_1k_events', float('nan')):.3f}",
@@ -466,3 +563,10 @@ def merge_json(path: Path, figures: dict[str, Any]) -> None:
 
     current = json.loads(path.read_text()) if path.is_file() else {}
     write_json(path, {**current, **figures})
+
+
+if __name__ == "__main__":  # the posters' process (_http_load)
+    if len(sys.argv) == 3 and sys.argv[1] == "posters":
+        print(json.dumps(_posters(json.loads(Path(sys.argv[2]).read_text()))))
+    else:
+        sys.exit("usage: python -m benchmarks.ingest posters ARGS.json")
