@@ -139,17 +139,21 @@ def _plain(
     return rows
 
 
+def _at_most(events: Sequence, where: str, max_events: int) -> None:
+    if len(events) > max_events:
+        raise TooMany(
+            f"{where}: {len(events):,} events in one batch; at most {max_events:,} "
+            "(ingest.max_events)"
+        )
+
+
 def check_plain(
     events: Sequence[Mapping[str, object]], where: str, *, max_events: int
 ) -> Checked | None:
     """`check`'s answer for a batch every event of which is plainly valid,
     without a connection (cheap enough for an event loop); None when the
     batch needs the contract's checks."""
-    if len(events) > max_events:
-        raise TooMany(
-            f"{where}: {len(events):,} events in one batch; at most {max_events:,} "
-            "(ingest.max_events)"
-        )
+    _at_most(events, where, max_events)
     plain = _plain(events, datetime.now(UTC).replace(tzinfo=None), None)
     return None if plain is None else Checked(plain, [])
 
@@ -170,11 +174,7 @@ def check(
     events without one (e.g. the stream entry ids); otherwise a random one is
     made, so the event log holds each event once. `as_of` (default now) is the
     instant after which an event is in the future."""
-    if len(events) > max_events:
-        raise TooMany(
-            f"{where}: {len(events):,} events in one batch; at most {max_events:,} "
-            "(ingest.max_events)"
-        )
+    _at_most(events, where, max_events)
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
     plain = _plain(events, as_of, ids)
     if plain is not None:
