@@ -413,12 +413,7 @@ def run_ingest(
             cpu0 = _cpu_s(process.pid)
             accepted, wall = _http_load(url, ids[1:], day, seconds, 0.0, "h", logs)
             cpu1 = _cpu_s(process.pid)
-        # the server's CPU (its worker, the refresh process) per 1,000 events:
-        # what the load of other jobs moves least
-        for name in cpu1:
-            out[f"ingest_http_{name}_cpu_s_per_1k_events"] = (
-                (cpu1[name] - cpu0.get(name, 0.0)) / max(accepted, 1) * 1000
-            )
+        out.update(_cpu_per_1k("http", cpu0, cpu1, accepted))
         out["ingest_http_events_per_s"] = accepted / wall
         out["ingest_http_events"] = float(accepted)
         out["by_id_p99_ms_at_most"] = most.p(99) * 1000
@@ -454,10 +449,7 @@ def run_ingest(
             cpu1 = _cpu_s(process.pid)
             stop_probe.set()
             prober.join()
-        for name in cpu1:
-            out[f"ingest_paced_{name}_cpu_s_per_1k_events"] = (
-                (cpu1[name] - cpu0.get(name, 0.0)) / max(accepted, 1) * 1000
-            )
+        out.update(_cpu_per_1k("paced", cpu0, cpu1, accepted))
         if probe.get("errors"):
             raise RuntimeError(f"freshness probe: {probe['errors'][0]}")
         out["ingest_paced_events_per_s"] = accepted / wall
@@ -477,6 +469,19 @@ def run_ingest(
     out["ingest_goals"] = {k: _met(k, out[k]) for k in GOALS if k in out}
     out["ingest_load"] = os.getloadavg()[0]
     return out
+
+
+def _cpu_per_1k(
+    phase: str, cpu0: dict[str, float], cpu1: dict[str, float], events: int
+) -> dict[str, float]:
+    """The server's CPU (its worker, the refresh process) per 1,000 events of a
+    phase: of these figures, what the load of other jobs moves least."""
+    return {
+        f"ingest_{phase}_{name}_cpu_s_per_1k_events": (
+            (cpu1[name] - cpu0.get(name, 0.0)) / max(events, 1) * 1000
+        )
+        for name in cpu1
+    }
 
 
 def _cpu_s(pid: int) -> dict[str, float]:

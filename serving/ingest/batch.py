@@ -139,22 +139,23 @@ def _plain(
     return rows
 
 
-def _at_most(events: Sequence, where: str, max_events: int) -> None:
+def check_plain(
+    events: Sequence[Mapping[str, object]],
+    where: str,
+    *,
+    max_events: int,
+    as_of: datetime | None = None,
+    ids: Sequence[str] | None = None,
+) -> Checked | None:
+    """`check`'s answer for a batch every event of which is plainly valid,
+    without a connection (cheap enough for an event loop); None when the
+    batch needs the contract's checks. TooMany over `max_events`."""
     if len(events) > max_events:
         raise TooMany(
             f"{where}: {len(events):,} events in one batch; at most {max_events:,} "
             "(ingest.max_events)"
         )
-
-
-def check_plain(
-    events: Sequence[Mapping[str, object]], where: str, *, max_events: int
-) -> Checked | None:
-    """`check`'s answer for a batch every event of which is plainly valid,
-    without a connection (cheap enough for an event loop); None when the
-    batch needs the contract's checks."""
-    _at_most(events, where, max_events)
-    plain = _plain(events, datetime.now(UTC).replace(tzinfo=None), None)
+    plain = _plain(events, as_of or datetime.now(UTC).replace(tzinfo=None), ids)
     return None if plain is None else Checked(plain, [])
 
 
@@ -174,11 +175,10 @@ def check(
     events without one (e.g. the stream entry ids); otherwise a random one is
     made, so the event log holds each event once. `as_of` (default now) is the
     instant after which an event is in the future."""
-    _at_most(events, where, max_events)
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
-    plain = _plain(events, as_of, ids)
+    plain = check_plain(events, where, max_events=max_events, as_of=as_of, ids=ids)
     if plain is not None:
-        return Checked(plain, [])
+        return plain
     return _contract(con, events, where, as_of, ids, drop_bad)
 
 
