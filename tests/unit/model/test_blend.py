@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
-from model.blend import Blend, Linear, blend_raw, served_raw
+from model.blend import ONE_THREAD_ROWS, Blend, Linear, blend_raw, served_raw
 
 
 def _linear() -> Linear:
@@ -68,6 +68,33 @@ def test_served_raw_on_one_thread_is_the_same_numbers() -> None:
         np.testing.assert_array_equal(
             served_raw(booster, b, matrix, threads=1), served_raw(booster, b, matrix)
         )
+
+
+class _Counting:
+    """A booster whose predict calls are recorded (their `num_threads`)."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster, self.threads = booster, []
+
+    def predict(self, matrix, **kwargs):
+        self.threads.append(kwargs.get("num_threads"))
+        return self.booster.predict(matrix, **kwargs)
+
+
+def test_an_api_sized_matrix_is_predicted_on_one_thread() -> None:
+    """A request's few rows skip OpenMP's parallel region (waking the pool
+    and waiting for it costs more than their trees); a batch keeps LightGBM's
+    threads; a caller's cap wins; the numbers are the same either way."""
+    booster = _booster()
+    rng = np.random.default_rng(3)
+    few = rng.normal(size=(ONE_THREAD_ROWS - 1, 3))
+    many = np.vstack([few, rng.normal(size=(500, 3))])
+    counting = _Counting(booster)
+    small = served_raw(counting, None, few)
+    large = served_raw(counting, None, many)
+    served_raw(counting, None, few, threads=2)
+    assert counting.threads == [1, None, 2]
+    np.testing.assert_array_equal(small, large[: len(few)])
 
 
 def test_a_row_has_the_same_margin_alone_as_among_many() -> None:
