@@ -28,6 +28,13 @@ import numpy as np
 from serving.online_store.base import Found, StoreMeta
 
 TABLE = "live_rows"
+# a row is ~1.1 KB (100 features: 800 bytes of numbers): with SQLite's default
+# 4 KiB pages a WITHOUT ROWID row of more than ~1,000 bytes spills into an
+# overflow page of its own, so each upsert wrote two pages; in 8 KiB pages it
+# fits in its leaf (1,640 random upserts among 10,000 rows: 31 against 65 ms of
+# CPU, a lookup 12 against 21 us, the file 3.4x smaller). A file made with 4 KiB
+# pages keeps them (SQLite sets the size when the file is created)
+PAGE_SIZE = 8192
 
 
 def live_path(store_path: Path) -> Path:
@@ -73,6 +80,7 @@ class LiveRows:
         db = sqlite3.connect(
             self.path, isolation_level=None, timeout=30, check_same_thread=False
         )
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file's; else a no-op
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(
