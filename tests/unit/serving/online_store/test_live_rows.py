@@ -14,9 +14,9 @@ from serving.online_store.live import TABLE, LiveRows
 def test_a_live_row_of_a_hundred_features_fits_in_its_leaf_page(
     tmp_path: Path,
 ) -> None:
-    """~1.1 KB rows (as the bench's: 100 numbers, three targets) would each spill into an overflow page of their own in
-    4 KiB pages (two pages written per upsert); the file's pages stay well
-    under one per row."""
+    """~1.1 KB rows (as the bench's: 100 numbers, three targets) would each
+    spill into an overflow page of their own in 4 KiB pages (two pages written
+    per upsert); the file's pages stay well under one per row."""
     rows = LiveRows(tmp_path / "store.live.sqlite")
     n = 300
     numbers = np.arange(100, dtype="float64").tobytes()
