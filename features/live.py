@@ -24,6 +24,7 @@ import itertools
 import json
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from features.definition import (
     tile_merge,
     with_gaps,
 )
-from features.state import _plain, gapped_after, plus_changes, taken_out
+from features.state import _plain, _setting, gapped_after, plus_changes, taken_out
 
 
 def tiles_of(events: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -463,14 +464,10 @@ class LiveState:
             if which not in ready:
                 raw.execute(f"PREPARE {statement} AS {sql.rstrip().rstrip(';')}")
                 ready.add(which)
+            off = _setting(con, "enable_optimizer", False)
             try:
-                if not self.optimize:
-                    raw.execute("SET enable_optimizer = false")
-                try:
+                with nullcontext() if self.optimize else off:
                     return raw.execute(f"EXECUTE {statement}").df()
-                finally:
-                    if not self.optimize:
-                        raw.execute("RESET enable_optimizer")
             finally:
                 for name in tables:
                     raw.execute(f"DELETE FROM {name}")
