@@ -24,7 +24,6 @@ import itertools
 import json
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -321,11 +320,6 @@ class LiveState:
         self._prepared: dict[int, tuple] = {}
         self._run_lock = threading.Lock()
         self._serial = next(_SERIAL)
-        # DuckDB plans a prepared statement again at each EXECUTE; on a
-        # refresh's rows the optimizer costs more than it saves (1 customer:
-        # 31 against 39 ms, 1,640: 70 against 76 ms; 8% of a refresh's CPU),
-        # and the rows are the same (the optimizer never changes them)
-        self.optimize = False
 
     def sql(self, con: ibis.BaseBackend, which: str) -> str:
         """The compiled SQL of one way (`fast` or `full`), compiled at its
@@ -464,9 +458,12 @@ class LiveState:
             if which not in ready:
                 raw.execute(f"PREPARE {statement} AS {sql.rstrip().rstrip(';')}")
                 ready.add(which)
-            off = _setting(con, "enable_optimizer", False)
             try:
-                with nullcontext() if self.optimize else off:
+                # DuckDB plans a prepared statement again at each EXECUTE; on
+                # a refresh's rows the optimizer costs more than it saves (1
+                # customer: 31 against 39 ms, 1,640: 70 against 76 ms; 8% of a
+                # refresh's CPU), and the rows are the same
+                with _setting(con, "enable_optimizer", False):
                     return raw.execute(f"EXECUTE {statement}").df()
             finally:
                 for name in tables:
