@@ -724,6 +724,12 @@ def bucket_rows(joined: ir.Table, spec: FeatureSpec) -> ir.Table:
     return _bucketed(joined, spec)
 
 
+def stage_one_by(rows: ir.Table, keys: list[str], spec: FeatureSpec) -> ir.Table:
+    """Stage one's aggregates (`_bucketed`'s) of tiles with `_gap`, grouped by
+    `keys` (columns of `rows`) instead of the age bucket at a cutoff."""
+    return rows.group_by(keys).aggregate(**_day_sums(rows, spec))
+
+
 def bucket_merge(spec: FeatureSpec) -> dict[str, str]:
     """How two rows of stage one for the same (customer, cutoff, bucket) combine:
     `sum`, `min` or `max` (the aggregate `_bucketed` takes of each). Stage two
@@ -763,24 +769,28 @@ def customer_sums(
     quantities stay whole cents and thousandths here, so a sum can be advanced by
     adding and subtracting exactly (features.state).
 
-    `moved=(from_bucket, to_bucket)`: `b` holds only rows of tiles that moved from
-    one bucket to the other (features.state: each tile's row in the old bucket
-    negated, its row in the new one), so only the sums over bucket ranges holding
-    exactly one of the two can change; just those are aggregated (the others, and
-    the minima and maxima, are left out: a tile moving to an older bucket raises
-    none of them), a narrow aggregate instead of the full width."""
-    bucket = b._bucket
+    `moved=(from_bucket, to_bucket)`: the change of the sums when tiles move from
+    one bucket to the other as the cutoff advances (features.state). `b` then
+    holds, per customer, stage one's row of just those tiles (`stage_one_by`,
+    keyed by customer and cutoff, no bucket). A sum over a bucket range holding
+    exactly one of the two buckets gains the row's value (into the range) or
+    loses it (out of it); the others cannot change and are left out, as are the
+    minima and maxima (a tile moving to an older bucket raises none of them).
+    So the change is a narrow projection of `b`, not an aggregate."""
+    bucket = None if moved is not None else b._bucket
 
     def holds(upto: int | None, after: int, which: int) -> bool:
         return upto is None or after < which <= upto
 
     def total(column: str, upto: int | None = None, after: int = 0) -> ir.Value | None:
         """Sum over the buckets in (after, upto] days (all history if no upto);
-        None when `moved` cannot change it."""
-        if moved is not None and holds(upto, after, moved[0]) == holds(
-            upto, after, moved[1]
-        ):
-            return None
+        with `moved`, its change (None when the move cannot change it)."""
+        if moved is not None:
+            into, out_of = holds(upto, after, moved[1]), holds(upto, after, moved[0])
+            if into == out_of:
+                return None
+            value = b[column].fill_null(0)
+            return value if into else -value
         where = None if upto is None else (bucket <= upto) & (bucket > after)
         value = b[column] if where is None else only(where, b[column])
         return value.sum().fill_null(0)
@@ -801,7 +811,11 @@ def customer_sums(
         for r in spec.amount_roles:
             m[f"_cents_{r}_{w}"] = cast(total(f"_amount_{r}", w), "float64")
             m[f"_amounts_{r}_{w}"] = total(f"_amounts_{r}", w)
-            m[f"_amax_{r}_{w}"] = only(bucket <= w, b[f"_amount_max_{r}"]).max()
+            m[f"_amax_{r}_{w}"] = (
+                None
+                if moved is not None
+                else only(bucket <= w, b[f"_amount_max_{r}"]).max()
+            )
             m[f"_units_{r}_{w}"] = cast(total(f"_quantity_{r}", w), "float64")
     for r in ROLES:
         m[f"{r}_count_total"] = count(f"_n_{r}")
@@ -818,6 +832,7 @@ def customer_sums(
     if moved is not None:
         how = sum_merge(spec)
         m = {k: v for k, v in m.items() if v is not None and how[k] == "sum"}
+        return b.select(b[CUSTOMER_ID], b[CUTOFF], **m)
     return b.group_by([b[CUSTOMER_ID], b[CUTOFF]]).aggregate(**m)
 
 

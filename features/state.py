@@ -16,14 +16,14 @@ sums at its *watermark* `D` (a midnight: it holds exactly the events before
   from the customer's last active day, which the sums hold), and of the *moving
   tiles*: a tile changes bucket between `D` and `D2` only when its day is in
   `[D - e, D2 - e)` for a window edge `e` (one day per edge for a one-day step);
-  its row at `D` with its sums negated takes it out of the windows it was in, its
-  row at `D2` puts it in the ones it is in now. `customer_sums` of those rows is
-  one row of changes per touched customer; the rest of the history is not read.
-  A day's tiles all make the same move (from one bucket to another), and a move
-  changes only the sums over the bucket ranges that hold one of the two buckets,
-  so the moving tiles are summed per move into just those columns
-  (`customer_sums(..., moved=...)`: a dozen sums instead of all of them, the
-  full width kept for the new and late tiles);
+  it leaves the windows it was in and enters the ones it is in now; the rest of
+  the history is not read. A day's tiles all make the same move (from one bucket
+  to another), and a move changes only the sums over the bucket ranges that hold
+  exactly one of the two buckets: each such sum gains or loses the tiles' stage
+  one values. So per move, stage one's row of each customer's moving tiles
+  (`stage_one_by`) is projected into just those columns with their signs
+  (`customer_sums(..., moved=...)`: a dozen columns, no second aggregate), and
+  the new and late tiles' rows are summed per customer at full width;
 - the sums at `D2`: the old sums plus the changes (a join on the customer: sums
   add, first times take the minimum, last times the maximum); the customers
   nobody touched keep their row as it was;
@@ -95,6 +95,7 @@ from features.definition import (
     days_between,
     features_from_sums,
     only,
+    stage_one_by,
     sum_merge,
     tile_merge,
     with_gaps,
@@ -702,9 +703,6 @@ def _advance_sums(
         stage_one = bucket_merge(spec)
         keys = [CUSTOMER_ID, CUTOFF, "_bucket"]
 
-        def at_to(t: ir.Table) -> ir.Table:
-            return t.mutate(**{CUTOFF: cutoff})
-
         # tiles crossing an edge: out of the windows at the old date, into those at
         # `to`; the tiles are stored by day, so a list of days is read from the row
         # groups holding them
@@ -717,17 +715,17 @@ def _advance_sums(
             if not unique_tiles:
                 m = _merged(m, ["_cid", "_day"], tile_merge(spec))
             moving = written(m, "moving")
-            gapless = moving.mutate(_gap=ibis.null("float64"))
-            # each day's tiles all move from one bucket to another; per such move only
-            # the sums over the bucket ranges holding one of the two change: a narrow
-            # aggregate per move instead of every sum over every moving tile
+            tagged = moving.mutate(
+                _gap=ibis.null("float64"), **{CUSTOMER_ID: moving._cid, CUTOFF: cutoff}
+            )
+            # each day's tiles all move from one bucket to another, and a move
+            # changes only the sums over the bucket ranges holding one of the two:
+            # per move, stage one's row of each customer's moving tiles, and the
+            # changes a narrow projection of it (`customer_sums(..., moved=...)`)
             for i, ((b_old, b_to), group) in enumerate(_moves(days, old, to, spec)):
-                mine = gapless.filter(gapless._day.isin(_day_literals(group)))
-                union = at_to(taken_out(_at(mine, old, spec), spec)).select(
-                    *keys, *stage_one
-                )
-                union = union.union(_at(mine, to, spec).select(*keys, *stage_one))
-                change = customer_sums(union, spec, moved=(b_old, b_to))
+                mine = tagged.filter(tagged._day.isin(_day_literals(group)))
+                mine = stage_one_by(mine, [CUSTOMER_ID, CUTOFF], spec)
+                change = customer_sums(mine, spec, moved=(b_old, b_to))
                 if len(change.columns) > 2:  # a move changing no sum is left out
                     moves.append(written(change, f"move{i}"))
 

@@ -1,6 +1,7 @@
 """The incremental state's narrow sums per move (features.state): a day's tiles
 crossing a window edge change only the sums over the bucket ranges holding one
-of the two buckets, so `customer_sums(..., moved=...)` aggregates just those;
+of the two buckets, so `customer_sums(..., moved=...)` projects just those
+from stage one's row of each customer's moving tiles;
 and the manifest's `unique_tiles`, which lets an advance skip combining the
 moving tiles. The property tests (test_state_properties.py) check the whole
 state against a full rebuild; these pin the two pieces on their own."""
@@ -26,6 +27,7 @@ from features.definition import (
     bucket_of,
     customer_sums,
     day_tiles,
+    stage_one_by,
     sum_merge,
 )
 from features.sources.load import connect
@@ -41,10 +43,9 @@ def demo_spec() -> FeatureSpec:
     return replace(spec, behaviour=True, trends=True, classic=True)
 
 
-def moving_rows(spec: FeatureSpec, edge: int, days: int) -> ibis.Table:
-    """Stage one's rows of three customers' tiles on the day `edge` days before
-    OLD, moved to `days` days later: each tile's row at OLD negated, its row at
-    the later date, both at the later date (as features.state builds them)."""
+def moving_tiles(spec: FeatureSpec, edge: int) -> ibis.Table:
+    """Three customers' tiles on the day `edge` days before OLD (a gap of none,
+    as features.state moves them)."""
     day = OLD - timedelta(days=edge)
     rows = [
         ("a", day + timedelta(hours=9), "purchase", 12.5, 2.0),
@@ -54,8 +55,13 @@ def moving_rows(spec: FeatureSpec, edge: int, days: int) -> ibis.Table:
         ("c", day + timedelta(hours=12), "cancel", None, None),
     ]
     events = events_frame(rows, ("amount", "quantity"))
-    tiles = day_tiles(ibis.memtable(events), spec).mutate(_gap=ibis.null("float64"))
-    to = OLD + timedelta(days=days)
+    return day_tiles(ibis.memtable(events), spec).mutate(_gap=ibis.null("float64"))
+
+
+def out_and_in(tiles: ibis.Table, spec: FeatureSpec, to: datetime) -> ibis.Table:
+    """Stage one's rows of `tiles` moving from OLD to `to`, the long way: each
+    tile's row at OLD negated, its row at `to`, both at `to`. Their full
+    `customer_sums` is the move's change of every sum."""
     keys = ["customer_id", "cutoff", "_bucket"]
     cols = [*keys, *bucket_merge(spec)]
     out = fs.taken_out(fs._at(tiles, OLD, spec), spec)
@@ -64,19 +70,25 @@ def moving_rows(spec: FeatureSpec, edge: int, days: int) -> ibis.Table:
 
 
 @pytest.mark.parametrize("days", [1, 40])
-def test_a_move_aggregates_exactly_the_sums_it_changes(days):
+def test_a_move_projects_exactly_the_sums_it_changes(days):
     spec = demo_spec()
     con = connect(threads=1)
     how = sum_merge(spec)
     seen = set()
+    to = OLD + timedelta(days=days)
     for edge in _boundaries(spec):
         move = (bucket_of(edge, spec), bucket_of(edge + days, spec))
         assert move[0] == edge and move[1] > edge
         if move in seen:
             continue
         seen.add(move)
-        rows = moving_rows(spec, edge, days)
-        full = con.execute(customer_sums(rows, spec)).set_index("customer_id")
+        tiles = moving_tiles(spec, edge)
+        full = con.execute(customer_sums(out_and_in(tiles, spec, to), spec))
+        full = full.set_index("customer_id")
+        rows = tiles.mutate(
+            customer_id=tiles._cid, cutoff=ibis.literal(to, "timestamp")
+        )
+        rows = stage_one_by(rows, ["customer_id", "cutoff"], spec)
         narrow = con.execute(customer_sums(rows, spec, moved=move))
         narrow = narrow.set_index("customer_id")
         changed = [c for c in narrow.columns if c != "cutoff"]
